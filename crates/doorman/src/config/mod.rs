@@ -1,0 +1,345 @@
+//! The configuration file: one TOML document, every key documented in `doorman.example.toml`.
+//!
+//! Unknown keys are refused (`deny_unknown_fields` everywhere) and every error names the key's
+//! path (`upstreams[1].timeout`), so an operator never wonders which line was wrong.
+//! Environment variables (`DOORMAN_*`) override the `[server]` keys; secrets are never inline
+//! but read from an environment variable or a file (`{ env = "VAR" }`, `{ file = "path" }`).
+
+mod duration;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use url::Url;
+
+pub use duration::ConfigDuration;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub sign_in: SignInConfig,
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// `[server]`: where Doorman listens, keeps its data, and what it accepts at the edge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub public_url: Option<Url>,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub max_request_bytes: usize,
+    pub session_idle_timeout: ConfigDuration,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8421)),
+            public_url: None,
+            data_dir: PathBuf::from("./doorman-data"),
+            database_url: None,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_request_bytes: 4 * 1024 * 1024,
+            session_idle_timeout: ConfigDuration::secs(30 * 60),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[sign_in]`: how people sign in to Doorman (layer 1).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignInConfig {
+    pub mode: SignInMode,
+}
+
+/// Sign-in modes. `local`: one person on one machine, no sign-in (loopback only).
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SignInMode {
+    #[default]
+    Local,
+}
+
+/// `[[upstreams]]`: one Streamable HTTP MCP server behind Doorman.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub url: Url,
+    #[serde(default)]
+    pub headers: BTreeMap<String, SecretOrValue>,
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout: ConfigDuration,
+}
+
+fn default_upstream_timeout() -> ConfigDuration {
+    ConfigDuration::secs(60)
+}
+
+/// A value written inline, or read from an environment variable or a file (for secrets).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SecretOrValue {
+    Value(String),
+    Env {
+        env: String,
+    },
+    File {
+        file: PathBuf,
+    },
+}
+
+impl SecretOrValue {
+    /// Reads the value; the error names the variable or file but never a value.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            Self::Value(v) => Ok(v.clone()),
+            Self::Env { env } => std::env::var(env)
+                .map_err(|_| format!("environment variable {env} is not set")),
+            Self::File { file } => std::fs::read_to_string(file)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| format!("cannot read {}: {e}", file.display())),
+        }
+    }
+}
+
+/// A configuration error: the key's path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Tool names seen by clients must match this (MCP tools, "Tool names").
+pub fn is_valid_tool_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Config {
+    /// Parses TOML text: unknown keys and wrong types are errors naming the key's path.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::new("", format!("not valid TOML: {}", one_line(&e))))?;
+        serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            ConfigError::new(path, one_line(e.inner()))
+        })
+    }
+
+    /// Reads a file, applies `DOORMAN_*` environment overrides and validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", p.display())))?;
+                Self::from_toml(&text)?
+            }
+            None => Self::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Environment overrides for `[server]`, documented beside each key in the example file.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let s = &mut self.server;
+        if let Some(v) = var("DOORMAN_LISTEN") {
+            s.listen = v.parse().map_err(|e| ConfigError::new("DOORMAN_LISTEN", format!("{e}")))?;
+        }
+        if let Some(v) = var("DOORMAN_PUBLIC_URL") {
+            s.public_url =
+                Some(v.parse().map_err(|e| ConfigError::new("DOORMAN_PUBLIC_URL", format!("{e}")))?);
+        }
+        if let Some(v) = var("DOORMAN_DATA_DIR") {
+            s.data_dir = v.into();
+        }
+        if let Some(v) = var("DOORMAN_DATABASE_URL") {
+            s.database_url = Some(v);
+        }
+        if let Some(v) = var("DOORMAN_LOG_FORMAT") {
+            s.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(ConfigError::new("DOORMAN_LOG_FORMAT", "expected `text` or `json`")),
+            };
+        }
+        if let Some(v) = var("DOORMAN_LOG") {
+            s.log_level = v;
+        }
+        Ok(())
+    }
+
+    /// Checks what the types alone cannot: names, URLs, overlaps, and safe combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if let Some(url) = &s.public_url {
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(ConfigError::new("server.public_url", "must be an http(s) URL with a host"));
+            }
+        }
+        if s.max_request_bytes < 1024 {
+            return Err(ConfigError::new("server.max_request_bytes", "must be at least 1024"));
+        }
+        if s.session_idle_timeout.0.is_zero() {
+            return Err(ConfigError::new("server.session_idle_timeout", "must be longer than zero"));
+        }
+        if s.log_level.parse::<tracing_subscriber::filter::Targets>().is_err() {
+            return Err(ConfigError::new(
+                "server.log_level",
+                "expected a level such as `info` or `info,doorman=debug`",
+            ));
+        }
+        if let Some(url) = &s.database_url {
+            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::new(
+                    "server.database_url",
+                    "expected a sqlite: or postgres:// URL",
+                ));
+            }
+        }
+        for (i, origin) in s.allowed_origins.iter().enumerate() {
+            match Url::parse(origin) {
+                Ok(u) if u.host_str().is_some() && u.path() == "/" => {}
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("server.allowed_origins[{i}]"),
+                        format!("{origin:?} is not an origin such as \"https://app.example.com\""),
+                    ));
+                }
+            }
+        }
+        // Local mode has no sign-in: anyone who can reach the port acts as the one person.
+        if self.sign_in.mode == SignInMode::Local && !s.listen.ip().is_loopback() {
+            return Err(ConfigError::new(
+                "sign_in.mode",
+                format!(
+                    "local mode has no sign-in, so it only listens on loopback; {} is not a loopback address",
+                    s.listen
+                ),
+            ));
+        }
+        self.validate_upstreams()
+    }
+
+    fn validate_upstreams(&self) -> Result<(), ConfigError> {
+        for (i, up) in self.upstreams.iter().enumerate() {
+            let path = |key: &str| format!("upstreams[{i}].{key}");
+            let valid_name = (1..=32).contains(&up.name.len())
+                && up.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid_name {
+                return Err(ConfigError::new(
+                    path("name"),
+                    format!("{:?} must be 1-32 characters of letters, digits, `_` and `-`", up.name),
+                ));
+            }
+            if !matches!(up.url.scheme(), "http" | "https") {
+                return Err(ConfigError::new(path("url"), "must be an http:// or https:// URL"));
+            }
+            if up.timeout.0.is_zero() {
+                return Err(ConfigError::new(path("timeout"), "must be longer than zero"));
+            }
+            for name in up.headers.keys() {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(ConfigError::new(
+                        format!("upstreams[{i}].headers.{name}"),
+                        "is not a valid HTTP header name",
+                    ));
+                }
+            }
+            for (j, other) in self.upstreams.iter().enumerate().take(i) {
+                if other.name == up.name {
+                    return Err(ConfigError::new(
+                        path("name"),
+                        format!("upstreams[{j}] already uses the name {:?}", up.name),
+                    ));
+                }
+                // Clients see `{upstream}_{tool}`: with upstreams `a` and `a_b`, the tool `a_b_c`
+                // could belong to either, so names whose namespaces overlap are refused.
+                let (short, long) = if other.name.len() < up.name.len() {
+                    (&other.name, &up.name)
+                } else {
+                    (&up.name, &other.name)
+                };
+                if long.starts_with(&format!("{short}_")) {
+                    return Err(ConfigError::new(
+                        path("name"),
+                        format!(
+                            "upstreams {:?} and {:?} would give colliding tool names ({short}_… is ambiguous)",
+                            other.name, up.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The URL clients use to reach Doorman (defaults to `http://{listen}`).
+    pub fn public_url(&self) -> Url {
+        self.server.public_url.clone().unwrap_or_else(|| {
+            Url::parse(&format!("http://{}", self.server.listen)).expect("a socket address forms a URL")
+        })
+    }
+
+    /// The database URL (defaults to SQLite inside the data directory).
+    pub fn database_url(&self) -> String {
+        self.server.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.server.data_dir.join("doorman.db").display())
+        })
+    }
+}
+
+fn one_line(e: &dyn fmt::Display) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../../doorman.example.toml");
+
+fn error_of(text: &str) -> ConfigError {
+    match Config::from_toml(text).and_then(|c| c.validate().map(|_| c)) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn the_example_file_parses_and_sets_every_key() {
+    let config = Config::from_toml(EXAMPLE).expect("doorman.example.toml must parse");
+    config.validate().expect("doorman.example.toml must validate");
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8421");
+    assert_eq!(config.server.session_idle_timeout.to_string(), "30m");
+    assert_eq!(config.upstreams.len(), 1);
+    assert_eq!(config.upstreams[0].timeout.0, std::time::Duration::from_secs(60));
+    // The example documents the defaults: parsing it must give the same server settings as none.
+    let defaults = Config::default();
+    assert_eq!(config.server.listen, defaults.server.listen);
+    assert_eq!(config.server.data_dir, defaults.server.data_dir);
+    assert_eq!(config.server.max_request_bytes, defaults.server.max_request_bytes);
+    assert_eq!(config.server.session_idle_timeout, defaults.server.session_idle_timeout);
+}
+
+#[test]
+fn no_config_means_loopback_and_embedded_sqlite() {
+    let config = Config::default();
+    config.validate().unwrap();
+    assert_eq!(config.public_url().as_str(), "http://127.0.0.1:8421/");
+    assert_eq!(config.database_url(), "sqlite://./doorman-data/doorman.db");
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_path() {
+    let e = error_of("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n");
+    assert_eq!(e.path, "server.listen_port");
+    assert!(e.message.contains("unknown field"), "{e}");
+
+    let e = error_of("[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/mcp\"\ntimeot = \"1s\"\n");
+    assert_eq!(e.path, "upstreams[0].timeot");
+    assert!(e.message.contains("unknown field"), "{e}");
+
+    let e = error_of("[surver]\n");
+    assert!(e.message.contains("surver"), "{e}");
+}
+
+#[test]
+fn wrong_values_name_the_key() {
+    let e = error_of("[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/mcp\"\n[[upstreams]]\nname = \"b\"\nurl = \"http://127.0.0.1:1/mcp\"\ntimeout = \"10x\"\n");
+    assert_eq!(e.path, "upstreams[1].timeout");
+    assert!(e.message.contains("invalid duration \"10x\""), "{e}");
+
+    let e = error_of("[server]\nsession_idle_timeout = 30\n");
+    assert_eq!(e.path, "server.session_idle_timeout");
+
+    let e = error_of("[server]\nlisten = \"nowhere\"\n");
+    assert_eq!(e.path, "server.listen");
+
+    let e = error_of("[server]\nlog_format = \"xml\"\n");
+    assert_eq!(e.path, "server.log_format");
+
+    let e = error_of("[sign_in]\nmode = \"sometimes\"\n");
+    assert_eq!(e.path, "sign_in.mode");
+
+    let e = error_of("[[upstreams]]\nname = \"a\"\nurl = \"ftp://127.0.0.1/mcp\"\n");
+    assert_eq!(e.path, "upstreams[0].url");
+
+    let e = error_of("[[upstreams]]\nname = \"a b\"\nurl = \"http://127.0.0.1/mcp\"\n");
+    assert_eq!(e.path, "upstreams[0].name");
+
+    let e = error_of("[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1/mcp\"\nheaders = { \"bad header\" = \"x\" }\n");
+    assert_eq!(e.path, "upstreams[0].headers.bad header");
+
+    let e = error_of("[server]\nallowed_origins = [\"not an origin\"]\n");
+    assert_eq!(e.path, "server.allowed_origins[0]");
+}
+
+#[test]
+fn colliding_upstream_names_are_refused_naming_both() {
+    let two = |a: &str, b: &str| {
+        format!("[[upstreams]]\nname = \"{a}\"\nurl = \"http://127.0.0.1:1/mcp\"\n[[upstreams]]\nname = \"{b}\"\nurl = \"http://127.0.0.1:2/mcp\"\n")
+    };
+    let e = error_of(&two("git", "git_hub"));
+    assert_eq!(e.path, "upstreams[1].name");
+    assert!(e.message.contains("\"git\"") && e.message.contains("\"git_hub\""), "{e}");
+
+    let e = error_of(&two("docs", "docs"));
+    assert!(e.message.contains("already uses"), "{e}");
+
+    // Names that merely share a prefix without the separator are fine.
+    let ok = Config::from_toml(&two("git", "github")).unwrap();
+    ok.validate().unwrap();
+}
+
+#[test]
+fn local_mode_refuses_a_non_loopback_address() {
+    let e = error_of("[server]\nlisten = \"0.0.0.0:8421\"\n");
+    assert_eq!(e.path, "sign_in.mode");
+    assert!(e.message.contains("loopback"), "{e}");
+    let ok = Config::from_toml("[server]\nlisten = \"[::1]:8421\"\n").unwrap();
+    ok.validate().unwrap();
+}
+
+#[test]
+fn environment_overrides_server_keys() {
+    let mut config = Config::default();
+    config
+        .apply_env(|k| match k {
+            "DOORMAN_LISTEN" => Some("127.0.0.1:9999".into()),
+            "DOORMAN_DATABASE_URL" => Some("postgres://db/doorman".into()),
+            "DOORMAN_LOG_FORMAT" => Some("json".into()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(config.server.listen.port(), 9999);
+    assert_eq!(config.database_url(), "postgres://db/doorman");
+    assert_eq!(config.server.log_format, LogFormat::Json);
+
+    let err = Config::default()
+        .apply_env(|k| (k == "DOORMAN_LOG_FORMAT").then(|| "yaml".into()))
+        .unwrap_err();
+    assert_eq!(err.path, "DOORMAN_LOG_FORMAT");
+}
+
+#[test]
+fn secrets_come_from_env_or_file_and_errors_never_show_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "s3cret-value\n").unwrap();
+    let from_file = SecretOrValue::File { file: file.clone() };
+    assert_eq!(from_file.resolve().unwrap(), "s3cret-value");
+    let missing = SecretOrValue::Env { env: "DOORMAN_TEST_SURELY_UNSET_VAR".into() };
+    let err = missing.resolve().unwrap_err();
+    assert!(err.contains("DOORMAN_TEST_SURELY_UNSET_VAR"), "{err}");
+}
+
+#[test]
+fn tool_names_follow_the_mcp_rule() {
+    assert!(is_valid_tool_name("everything_echo"));
+    assert!(is_valid_tool_name("a-b_C9"));
+    assert!(!is_valid_tool_name(""));
+    assert!(!is_valid_tool_name("has space"));
+    assert!(!is_valid_tool_name("dotted.name"));
+    assert!(!is_valid_tool_name(&"x".repeat(65)));
+}

@@ -1,0 +1,599 @@
+//! The `/mcp` endpoint (Streamable HTTP), serving both protocol generations.
+//!
+//! How a POST is read (MCP 2026-07-28 basic/versioning, "A dual-era server selects its behavior
+//! from how the client opens"):
+//! - `initialize`, or any request carrying `MCP-Session-Id`: the stateful revisions
+//!   2025-03-26 to 2025-11-25 (MCP 2025-11-25 basic/transports);
+//! - a request declaring 2026-07-28 (header or `_meta`): stateless, validated by the
+//!   2026-07-28 ladder (`_meta` fields, then header/body agreement, then the version);
+//! - anything else is told to initialize first (`400`), which is also what makes a dual-era
+//!   client that probed with an older revision fall back.
+//!
+//! A request's answer is JSON, or an SSE stream when the upstream sends notifications for it
+//! (progress, log messages) and the client accepts `text/event-stream`: the stream carries them,
+//! then the response. A client closing the stream cancels the upstream request.
+
+use std::{convert::Infallible, future::Future, sync::Arc};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use futures_util::stream;
+use serde_json::{Value, json};
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use super::{
+    Gateway,
+    jsonrpc::{
+        self, ALL_VERSIONS, Id, Incoming, LEGACY_VERSIONS, META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION,
+        META_SERVER_INFO, MODERN_VERSION, RpcError, code,
+    },
+    session::Session,
+    upstream::{Outbound, SessionSlots, decode_header_value},
+};
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+
+/// What the client's `Accept` header allows.
+#[derive(Clone, Copy)]
+struct Accept {
+    json: bool,
+    sse: bool,
+}
+
+impl Accept {
+    fn from(headers: &HeaderMap) -> Self {
+        let mut a = Self { json: false, sse: false };
+        let values: Vec<&str> = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect();
+        if values.is_empty() {
+            return Self { json: true, sse: false };
+        }
+        for item in values.iter().flat_map(|v| v.split(',')) {
+            match item.split(';').next().unwrap_or("").trim().to_ascii_lowercase().as_str() {
+                "application/json" | "application/*" => a.json = true,
+                "text/event-stream" | "text/*" => a.sse = true,
+                "*/*" => {
+                    a.json = true;
+                    a.sse = true;
+                }
+                _ => {}
+            }
+        }
+        a
+    }
+}
+
+/// Which generation a request is served under.
+enum Conversation {
+    Stateful(Arc<Session>),
+    Stateless { client_capabilities: Value },
+}
+
+impl Conversation {
+    fn is_modern(&self) -> bool {
+        matches!(self, Self::Stateless { .. })
+    }
+}
+
+/// `POST /mcp`.
+pub async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    let accept = Accept::from(&headers);
+    if !accept.json && !accept.sse {
+        return error_reply(StatusCode::NOT_ACCEPTABLE, None, &RpcError::new(code::BAD_REQUEST, "Not Acceptable: the Accept header must allow application/json or text/event-stream"));
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.trim().to_ascii_lowercase().starts_with("application/json") {
+        return error_reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, None, &RpcError::new(code::BAD_REQUEST, "Unsupported Media Type: the body must be application/json"));
+    }
+    let bytes = match axum::body::to_bytes(body, gw.max_request_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            let e = RpcError::new(code::INVALID_REQUEST, format!("Request body larger than {} bytes", gw.max_request_bytes));
+            return error_reply(StatusCode::PAYLOAD_TOO_LARGE, None, &e);
+        }
+    };
+    let message: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            // JSON-RPC 2.0 §5.1: the id could not be read, so it is null.
+            let e = RpcError::new(code::PARSE_ERROR, format!("Parse error: {e}"));
+            return error_reply(StatusCode::BAD_REQUEST, None, &e);
+        }
+    };
+    let session = match headers.get(SESSION_HEADER) {
+        None => None,
+        Some(v) => match v.to_str().ok().filter(|s| !s.is_empty()) {
+            None => return not_found_session(),
+            Some(id) => match gw.sessions.get(id).await {
+                Ok(Some(s)) => Some(s),
+                Ok(None) => return not_found_session(),
+                Err(e) => return store_failure(e),
+            },
+        },
+    };
+    if let Value::Array(batch) = message {
+        return serve_batch(&gw, session, batch).await;
+    }
+    let incoming = match jsonrpc::classify(&message) {
+        Ok(i) => i,
+        Err((id, e)) => return error_reply(StatusCode::BAD_REQUEST, id.as_ref(), &e),
+    };
+    let header_version = headers.get(VERSION_HEADER).map(|v| v.to_str().unwrap_or("").to_owned());
+
+    // Stateful revisions: an existing session, or `initialize` to open one.
+    if let Some(session) = session {
+        if let Incoming::Request { method, id, .. } = &incoming {
+            if method == "initialize" {
+                let e = RpcError::new(code::INVALID_REQUEST, "Invalid Request: this session is already initialized");
+                return error_reply(StatusCode::BAD_REQUEST, Some(id), &e);
+            }
+        }
+        if let Some(v) = &header_version {
+            // MCP 2025-11-25 basic/transports, "Protocol Version Header": the version negotiated
+            // for this session, or 400.
+            if v != &session.protocol_version {
+                let e = if ALL_VERSIONS.contains(&v.as_str()) {
+                    RpcError::new(code::BAD_REQUEST, format!("Bad Request: MCP-Protocol-Version {v} does not match this session's version {}", session.protocol_version))
+                } else {
+                    RpcError::unsupported_version(v)
+                };
+                return error_reply(StatusCode::BAD_REQUEST, request_id(&incoming), &e);
+            }
+        }
+        return match incoming {
+            Incoming::Request { id, method, params } => serve_request(&gw, Conversation::Stateful(session), accept, id, method, params, Vec::new()).await,
+            // `notifications/initialized`, `cancelled`, `roots/list_changed`, and answers to
+            // server requests (Doorman sends none): accepted, nothing to relay.
+            Incoming::Notification { .. } | Incoming::Response => StatusCode::ACCEPTED.into_response(),
+        };
+    }
+    if let Incoming::Request { id, method, params } = &incoming {
+        if method == "initialize" {
+            return initialize(&gw, accept, id, params).await;
+        }
+    }
+
+    // The stateless revision.
+    let declares_modern = header_version.as_deref().is_some_and(|v| !LEGACY_VERSIONS.contains(&v))
+        || message.pointer("/params/_meta").and_then(|m| m.get(META_PROTOCOL_VERSION)).is_some();
+    if declares_modern {
+        return match incoming {
+            Incoming::Request { id, method, params } => match check_modern(&headers, &method, &params) {
+                Ok(client_capabilities) => {
+                    let params_headers = param_headers(&headers);
+                    serve_request(&gw, Conversation::Stateless { client_capabilities }, accept, id, method, params, params_headers).await
+                }
+                Err(e) => error_reply(status_of_modern(e.code), Some(&id), &e),
+            },
+            // MCP 2026-07-28 streamable-http, "Sending Messages" §5: notifications get 202.
+            Incoming::Notification { .. } => StatusCode::ACCEPTED.into_response(),
+            Incoming::Response => {
+                let e = RpcError::new(code::INVALID_REQUEST, "Invalid Request: clients send no responses in protocol 2026-07-28");
+                error_reply(StatusCode::BAD_REQUEST, None, &e)
+            }
+        };
+    }
+    // MCP 2025-11-25 basic/transports, "Session Management" §2: no session id, no service.
+    let e = RpcError::new(code::BAD_REQUEST, "Bad Request: missing MCP-Session-Id; send initialize first, or use protocol 2026-07-28 with per-request _meta");
+    error_reply(StatusCode::BAD_REQUEST, request_id(&incoming), &e)
+}
+
+/// `DELETE /mcp`: the client ends its session (MCP 2025-11-25 basic/transports, "Session Management" §5).
+pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        let e = RpcError::new(code::BAD_REQUEST, "Bad Request: DELETE needs the MCP-Session-Id to end");
+        return error_reply(StatusCode::BAD_REQUEST, None, &e);
+    };
+    match gw.sessions.end(id).await {
+        Ok(Some(session)) => {
+            gw.close_upstream_sessions(vec![session]);
+            StatusCode::OK.into_response()
+        }
+        Ok(None) => not_found_session(),
+        Err(e) => store_failure(e),
+    }
+}
+
+/// `GET /mcp`: Doorman offers no standalone server-to-client stream, which the stateful
+/// revisions allow with 405 (MCP 2025-11-25 basic/transports, "Listening for Messages") and the
+/// stateless one requires.
+pub async fn get() -> Response {
+    let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+    r
+}
+
+async fn initialize(gw: &Arc<Gateway>, accept: Accept, id: &Id, params: &Value) -> Response {
+    let Some(requested) = params.get("protocolVersion").and_then(Value::as_str) else {
+        let e = RpcError::new(code::INVALID_PARAMS, "initialize needs params.protocolVersion");
+        return error_reply(StatusCode::BAD_REQUEST, Some(id), &e);
+    };
+    // MCP 2025-11-25 basic/lifecycle, "Version Negotiation": the requested version when
+    // supported, otherwise the latest the server supports.
+    let version = if LEGACY_VERSIONS.contains(&requested) { requested } else { LEGACY_VERSIONS[LEGACY_VERSIONS.len() - 1] };
+    let caps = params.get("capabilities").filter(|c| c.is_object()).cloned().unwrap_or_else(|| json!({}));
+    let client_info = params.get("clientInfo").cloned().unwrap_or(Value::Null);
+    let (session_id, _) = match gw.sessions.create(version, &client_info, caps).await {
+        Ok(s) => s,
+        Err(e) => return store_failure(e),
+    };
+    let result = json!({
+        "protocolVersion": version,
+        "capabilities": server_capabilities(),
+        "serverInfo": server_info(),
+    });
+    let mut r = message_reply(accept, StatusCode::OK, jsonrpc::response(id, result));
+    if let Ok(v) = HeaderValue::from_str(&session_id) {
+        r.headers_mut().insert(SESSION_HEADER, v);
+    }
+    r
+}
+
+fn server_capabilities() -> Value {
+    json!({ "tools": {}, "prompts": {}, "resources": { "subscribe": true }, "logging": {}, "completions": {} })
+}
+
+fn server_info() -> Value {
+    json!({ "name": "doorman", "title": "Doorman MCP gateway", "version": env!("CARGO_PKG_VERSION") })
+}
+
+/// The 2026-07-28 validation ladder (basic/index "Per-request protocol fields", then
+/// streamable-http "Server Validation", then basic/versioning); returns the client capabilities.
+fn check_modern(headers: &HeaderMap, method: &str, params: &Value) -> Result<Value, RpcError> {
+    let meta = params.get("_meta").and_then(Value::as_object);
+    let missing: Vec<&str> = [META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES]
+        .into_iter()
+        .filter(|k| meta.is_none_or(|m| !m.contains_key(*k)))
+        .collect();
+    if !missing.is_empty() {
+        return Err(RpcError::new(code::INVALID_PARAMS, format!("Invalid params: _meta is missing {}", missing.join(", "))));
+    }
+    let meta = meta.expect("checked above");
+    let version = &meta[META_PROTOCOL_VERSION];
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().map_err(|_| ()));
+    let mismatch = |what: &str| RpcError::new(code::HEADER_MISMATCH, format!("Header mismatch: {what}"));
+    match header(VERSION_HEADER) {
+        Some(Ok(h)) if version.as_str() == Some(h) => {}
+        Some(_) => return Err(mismatch("MCP-Protocol-Version does not match _meta's protocol version")),
+        None => return Err(mismatch("the MCP-Protocol-Version header is missing")),
+    }
+    match header("mcp-method") {
+        Some(Ok(h)) if h == method => {}
+        Some(_) => return Err(mismatch(&format!("Mcp-Method does not match the body's method {method:?}"))),
+        None => return Err(mismatch("the Mcp-Method header is missing")),
+    }
+    let name_field = match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    };
+    if let Some(field) = name_field {
+        if let Some(body_value) = params.get(field).and_then(Value::as_str) {
+            match header("mcp-name") {
+                Some(Ok(h)) if decode_header_value(h).as_deref() == Some(body_value) => {}
+                Some(_) => return Err(mismatch(&format!("Mcp-Name does not match the body's {field}"))),
+                None => return Err(mismatch("the Mcp-Name header is missing")),
+            }
+        }
+    }
+    let version = version.as_str().ok_or_else(|| RpcError::new(code::INVALID_PARAMS, "Invalid params: the protocol version must be a string"))?;
+    if version != MODERN_VERSION {
+        return Err(RpcError::unsupported_version(version));
+    }
+    Ok(meta[META_CLIENT_CAPABILITIES].clone())
+}
+
+/// MCP 2026-07-28: the HTTP status that goes with each protocol error.
+fn status_of_modern(code: i64) -> StatusCode {
+    match code {
+        code::PARSE_ERROR | code::INVALID_REQUEST | code::INVALID_PARAMS | code::HEADER_MISMATCH | code::UNSUPPORTED_PROTOCOL_VERSION => StatusCode::BAD_REQUEST,
+        code::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    }
+}
+
+fn param_headers(headers: &HeaderMap) -> Vec<(axum::http::HeaderName, HeaderValue)> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("mcp-param-"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Serves one request: locally for the protocol's own methods, through the router otherwise.
+async fn serve_request(
+    gw: &Arc<Gateway>,
+    conversation: Conversation,
+    accept: Accept,
+    id: Id,
+    method: String,
+    params: Value,
+    param_headers: Vec<(axum::http::HeaderName, HeaderValue)>,
+) -> Response {
+    let modern = conversation.is_modern();
+    let local = match method.as_str() {
+        "server/discover" => Some(Ok(json!({
+            "supportedVersions": ALL_VERSIONS,
+            "capabilities": server_capabilities(),
+            "serverInfo": server_info(),
+            "ttlMs": 0,
+            "cacheScope": "private",
+        }))),
+        // Removed from 2026-07-28 (changelog, major change 5).
+        "ping" if !modern => Some(Ok(json!({}))),
+        "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" if modern => {
+            Some(Err(RpcError::new(code::METHOD_NOT_FOUND, format!("Method not found: {method} is not part of protocol 2026-07-28"))))
+        }
+        _ => None,
+    };
+    if let Some(outcome) = local {
+        let msg = finish(modern, &method, &id, outcome);
+        let status = if modern { status_of(&msg) } else { StatusCode::OK };
+        return message_reply(accept, status, msg);
+    }
+
+    let (tx, rx) = mpsc::channel::<Value>(64);
+    let gw2 = gw.clone();
+    let method2 = method.clone();
+    let work = async move {
+        let (slots, caps): (&SessionSlots, Option<Value>) = match &conversation {
+            Conversation::Stateful(s) => (&s.slots, None),
+            Conversation::Stateless { client_capabilities } => (&gw2.stateless_slots, Some(client_capabilities.clone())),
+        };
+        let events = accept.sse.then_some(&tx);
+        let out = Outbound { client_capabilities: caps.as_ref(), events, param_headers: &param_headers };
+        gw2.router.handle(slots, &method2, params, &out).await
+    };
+    respond(accept, modern, method, id, work, rx).await
+}
+
+/// Aborts the request's work when the client goes away (JSON wait or SSE stream dropped).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn respond(
+    accept: Accept,
+    modern: bool,
+    method: String,
+    id: Id,
+    work: impl Future<Output = Result<Value, RpcError>> + Send + 'static,
+    mut events: mpsc::Receiver<Value>,
+) -> Response {
+    let mut task = AbortOnDrop(tokio::spawn(work));
+    let first_event = tokio::select! {
+        biased;
+        Some(event) = events.recv() => event,
+        outcome = &mut task.0 => {
+            let msg = finish(modern, &method, &id, joined(outcome));
+            let status = if modern { status_of(&msg) } else { StatusCode::OK };
+            return message_reply(accept, status, msg);
+        }
+    };
+    // Notifications arrived before the response: stream them, then the response.
+    struct Streaming {
+        events: mpsc::Receiver<Value>,
+        task: AbortOnDrop<Result<Value, RpcError>>,
+        first: Option<Value>,
+        meta: (bool, String, Id),
+    }
+    let state = Some(Streaming { events, task, first: Some(first_event), meta: (modern, method, id) });
+    let body = stream::unfold(state, |state| async move {
+        let mut s = state?;
+        if let Some(first) = s.first.take() {
+            return Some((sse_event(&first), Some(s)));
+        }
+        tokio::select! {
+            biased;
+            Some(event) = s.events.recv() => Some((sse_event(&event), Some(s))),
+            outcome = &mut s.task.0 => {
+                let (modern, method, id) = &s.meta;
+                let msg = finish(*modern, method, id, joined(outcome));
+                Some((sse_event(&msg), None))
+            }
+        }
+    });
+    sse_reply(body)
+}
+
+fn joined(outcome: Result<Result<Value, RpcError>, tokio::task::JoinError>) -> Result<Value, RpcError> {
+    outcome.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "request handler failed");
+        Err(RpcError::new(code::INTERNAL_ERROR, "Internal error"))
+    })
+}
+
+/// The response message, with the result shaped for the client's revision.
+fn finish(modern: bool, method: &str, id: &Id, outcome: Result<Value, RpcError>) -> Value {
+    match outcome {
+        Ok(result) => jsonrpc::response(id, shape_result(modern, method, result)),
+        Err(e) => jsonrpc::error_response(Some(id), &e),
+    }
+}
+
+/// MCP 2026-07-28 requires `resultType` on every result (changelog, major change 8) and
+/// `ttlMs`/`cacheScope` on cacheable ones (minor change 5); the stateful revisions have neither.
+fn shape_result(modern: bool, method: &str, mut result: Value) -> Value {
+    let Some(obj) = result.as_object_mut() else { return result };
+    if modern {
+        obj.entry("resultType").or_insert_with(|| json!("complete"));
+        if matches!(method, "tools/list" | "prompts/list" | "resources/list" | "resources/read" | "resources/templates/list") {
+            obj.entry("ttlMs").or_insert_with(|| json!(0));
+            // Lists depend on who asks once policies apply: never shared between people.
+            obj.entry("cacheScope").or_insert_with(|| json!("private"));
+        }
+        let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert(META_SERVER_INFO.into(), server_info());
+        }
+    } else {
+        for key in ["resultType", "ttlMs", "cacheScope"] {
+            obj.remove(key);
+        }
+    }
+    result
+}
+
+fn status_of(msg: &Value) -> StatusCode {
+    msg.pointer("/error/code").and_then(Value::as_i64).map_or(StatusCode::OK, status_of_modern)
+}
+
+/// A 2025-03-26 session may send a JSON-RPC batch; every later revision refuses them
+/// (MCP 2025-06-18 changelog: "Remove support for JSON-RPC batching").
+async fn serve_batch(gw: &Arc<Gateway>, session: Option<Arc<Session>>, batch: Vec<Value>) -> Response {
+    let Some(session) = session.filter(|s| s.protocol_version == "2025-03-26") else {
+        let e = RpcError::new(code::INVALID_REQUEST, "Invalid Request: JSON-RPC batches are only accepted in protocol 2025-03-26 sessions");
+        return error_reply(StatusCode::BAD_REQUEST, None, &e);
+    };
+    if batch.is_empty() {
+        return error_reply(StatusCode::BAD_REQUEST, None, &RpcError::new(code::INVALID_REQUEST, "Invalid Request: empty batch"));
+    }
+    let mut replies = Vec::new();
+    for message in batch {
+        match jsonrpc::classify(&message) {
+            Ok(Incoming::Request { id, method, params }) => {
+                let outcome = match method.as_str() {
+                    "ping" => Ok(json!({})),
+                    "initialize" => Err(RpcError::new(code::INVALID_REQUEST, "Invalid Request: initialize cannot be batched")),
+                    _ => {
+                        let out = Outbound { client_capabilities: None, events: None, param_headers: &[] };
+                        gw.router.handle(&session.slots, &method, params, &out).await
+                    }
+                };
+                replies.push(finish(false, &method, &id, outcome));
+            }
+            Ok(_) => {}
+            Err((id, e)) => replies.push(jsonrpc::error_response(id.as_ref(), &e)),
+        }
+    }
+    if replies.is_empty() {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    json_reply(StatusCode::OK, &Value::Array(replies))
+}
+
+fn request_id(incoming: &Incoming) -> Option<&Id> {
+    match incoming {
+        Incoming::Request { id, .. } => Some(id),
+        _ => None,
+    }
+}
+
+fn not_found_session() -> Response {
+    // MCP 2025-11-25 basic/transports, "Session Management" §3: 404 for an unknown or ended session.
+    let e = RpcError::new(code::SESSION_NOT_FOUND, "Session not found: it ended or never existed; initialize a new one");
+    error_reply(StatusCode::NOT_FOUND, None, &e)
+}
+
+fn store_failure(e: anyhow::Error) -> Response {
+    tracing::error!(error = %e, "the store failed");
+    let e = RpcError::new(code::INTERNAL_ERROR, "Internal error: the session store is unavailable");
+    error_reply(StatusCode::SERVICE_UNAVAILABLE, None, &e)
+}
+
+/// An error as a JSON body (edge and transport errors are never streamed).
+pub fn error_reply(status: StatusCode, id: Option<&Id>, e: &RpcError) -> Response {
+    json_reply(status, &jsonrpc::error_response(id, e))
+}
+
+fn json_reply(status: StatusCode, msg: &Value) -> Response {
+    let mut r = (status, Bytes::from(msg.to_string())).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// One message, as JSON when allowed, else as a one-event SSE stream.
+fn message_reply(accept: Accept, status: StatusCode, msg: Value) -> Response {
+    if accept.json || status != StatusCode::OK {
+        return json_reply(status, &msg);
+    }
+    sse_reply(stream::iter([sse_event(&msg)]))
+}
+
+fn sse_event(msg: &Value) -> Result<Event, Infallible> {
+    Ok(Event::default().event("message").data(msg.to_string()))
+}
+
+fn sse_reply(body: impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
+    let mut r = Sse::new(body).keep_alive(KeepAlive::default()).into_response();
+    // MCP 2026-07-28 streamable-http, "Receiving Messages": keep proxies from buffering.
+    r.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn modern_params(version: &str) -> Value {
+        json!({"name": "everything_echo", "_meta": {META_PROTOCOL_VERSION: version, META_CLIENT_CAPABILITIES: {}}})
+    }
+
+    #[test]
+    fn the_modern_ladder_checks_meta_then_headers_then_version() {
+        let good = headers(&[("mcp-protocol-version", MODERN_VERSION), ("mcp-method", "tools/call"), ("mcp-name", "everything_echo")]);
+        assert!(check_modern(&good, "tools/call", &modern_params(MODERN_VERSION)).is_ok());
+
+        let e = check_modern(&good, "tools/call", &json!({"name": "x"})).unwrap_err();
+        assert_eq!(e.code, code::INVALID_PARAMS);
+
+        let wrong_name = headers(&[("mcp-protocol-version", MODERN_VERSION), ("mcp-method", "tools/call"), ("mcp-name", "other")]);
+        assert_eq!(check_modern(&wrong_name, "tools/call", &modern_params(MODERN_VERSION)).unwrap_err().code, code::HEADER_MISMATCH);
+
+        let no_method = headers(&[("mcp-protocol-version", MODERN_VERSION), ("mcp-name", "everything_echo")]);
+        assert_eq!(check_modern(&no_method, "tools/call", &modern_params(MODERN_VERSION)).unwrap_err().code, code::HEADER_MISMATCH);
+
+        let encoded = headers(&[("mcp-protocol-version", MODERN_VERSION), ("mcp-method", "tools/call"), ("mcp-name", "=?base64?ZXZlcnl0aGluZ19lY2hv?=")]);
+        assert!(check_modern(&encoded, "tools/call", &modern_params(MODERN_VERSION)).is_ok());
+
+        let future = headers(&[("mcp-protocol-version", "2099-01-01"), ("mcp-method", "tools/call"), ("mcp-name", "everything_echo")]);
+        let e = check_modern(&future, "tools/call", &modern_params("2099-01-01")).unwrap_err();
+        assert_eq!(e.code, code::UNSUPPORTED_PROTOCOL_VERSION);
+        assert_eq!(e.data.unwrap()["supported"], json!(ALL_VERSIONS));
+    }
+
+    #[test]
+    fn results_are_shaped_for_each_generation() {
+        let modern = shape_result(true, "tools/list", json!({"tools": []}));
+        assert_eq!(modern["resultType"], "complete");
+        assert_eq!(modern["ttlMs"], 0);
+        assert_eq!(modern["cacheScope"], "private");
+        assert_eq!(modern["_meta"][META_SERVER_INFO]["name"], "doorman");
+        let call = shape_result(true, "tools/call", json!({"content": [], "resultType": "input_required"}));
+        assert_eq!(call["resultType"], "input_required");
+        assert!(call.get("ttlMs").is_none());
+        let legacy = shape_result(false, "tools/list", json!({"tools": [], "resultType": "complete", "ttlMs": 5}));
+        assert_eq!(legacy, json!({"tools": []}));
+    }
+
+    #[test]
+    fn accept_headers_are_read_leniently_but_exactly() {
+        let a = Accept::from(&headers(&[("accept", "application/json, text/event-stream")]));
+        assert!(a.json && a.sse);
+        let a = Accept::from(&headers(&[("accept", "text/event-stream;q=1")]));
+        assert!(!a.json && a.sse);
+        let a = Accept::from(&headers(&[("accept", "text/html")]));
+        assert!(!a.json && !a.sse);
+        let a = Accept::from(&HeaderMap::new());
+        assert!(a.json);
+    }
+}

@@ -1,0 +1,170 @@
+//! JSON-RPC 2.0 messages as MCP uses them, the protocol's error codes and its versions.
+
+use serde_json::{Value, json};
+
+/// The stateful revisions, served with `initialize` and `MCP-Session-Id`, oldest first.
+pub const LEGACY_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
+/// The stateless revision: per-request `_meta`, no sessions.
+pub const MODERN_VERSION: &str = "2026-07-28";
+/// Every revision Doorman serves, for `UnsupportedProtocolVersion` errors.
+pub const ALL_VERSIONS: [&str; 4] = ["2025-03-26", "2025-06-18", "2025-11-25", MODERN_VERSION];
+
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+
+/// JSON-RPC 2.0 §5.1 and MCP 2026-07-28 basic/index "Error codes".
+pub mod code {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// Implementation-defined range (-32000..-32019): an upstream could not answer.
+    pub const UPSTREAM_FAILED: i64 = -32010;
+    /// Implementation-defined: the session is unknown or ended (stateful revisions).
+    pub const SESSION_NOT_FOUND: i64 = -32001;
+    /// Implementation-defined: the request is missing its session id, or is refused at the edge.
+    pub const BAD_REQUEST: i64 = -32000;
+    pub const HEADER_MISMATCH: i64 = -32020;
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+}
+
+/// A JSON-RPC request id: a string or a number (never null for requests).
+pub type Id = Value;
+
+/// A JSON-RPC error object, with the HTTP status it is sent with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), data: None }
+    }
+
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut e = json!({ "code": self.code, "message": self.message });
+        if let Some(d) = &self.data {
+            e["data"] = d.clone();
+        }
+        e
+    }
+
+    /// Reads an error object received from a peer.
+    pub fn from_json(v: &Value) -> Option<Self> {
+        Some(Self {
+            code: v.get("code")?.as_i64()?,
+            message: v.get("message")?.as_str()?.to_owned(),
+            data: v.get("data").cloned(),
+        })
+    }
+
+    pub fn unsupported_version(requested: &str) -> Self {
+        Self::new(code::UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version")
+            .with_data(json!({ "supported": ALL_VERSIONS, "requested": requested }))
+    }
+}
+
+/// A response message carrying `result`.
+pub fn response(id: &Id, result: Value) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "result": result })
+}
+
+/// A response message carrying `error`; `id` is null when the request's id is unknown.
+pub fn error_response(id: Option<&Id>, error: &RpcError) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": error.to_json() })
+}
+
+/// What one POSTed JSON value is, after the JSON-RPC 2.0 §4 shape checks.
+#[derive(Debug)]
+pub enum Incoming {
+    Request { id: Id, method: String, params: Value },
+    Notification { method: String, params: Value },
+    /// A client's answer to a server request (stateful revisions only).
+    Response,
+}
+
+/// Classifies one message; the error is the `-32600` to send (with the id when one was readable).
+pub fn classify(msg: &Value) -> Result<Incoming, (Option<Id>, RpcError)> {
+    let invalid = |id: Option<Id>, why: &str| Err((id, RpcError::new(code::INVALID_REQUEST, format!("Invalid Request: {why}"))));
+    let Some(obj) = msg.as_object() else {
+        return invalid(None, "a JSON-RPC message must be an object");
+    };
+    let id = obj.get("id").cloned();
+    let usable_id = id.clone().filter(|i| i.is_string() || i.is_i64() || i.is_u64());
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return invalid(usable_id, "\"jsonrpc\" must be \"2.0\"");
+    }
+    if let Some(i) = &id {
+        // MCP basic/index "Requests": the id MUST be a string or integer, and MUST NOT be null.
+        if usable_id.is_none() {
+            let _ = i;
+            return invalid(None, "\"id\" must be a string or an integer");
+        }
+    }
+    match obj.get("method") {
+        Some(Value::String(method)) => {
+            let params = obj.get("params").cloned().unwrap_or(Value::Null);
+            if !(params.is_null() || params.is_object()) {
+                return invalid(usable_id, "\"params\" must be an object");
+            }
+            let params = if params.is_null() { json!({}) } else { params };
+            Ok(match usable_id {
+                Some(id) => Incoming::Request { id, method: method.clone(), params },
+                None => Incoming::Notification { method: method.clone(), params },
+            })
+        }
+        Some(_) => invalid(usable_id, "\"method\" must be a string"),
+        None if usable_id.is_some() && (obj.contains_key("result") || obj.contains_key("error")) => {
+            Ok(Incoming::Response)
+        }
+        None => invalid(usable_id, "missing \"method\""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_of(v: Value) -> (Option<Id>, RpcError) {
+        classify(&v).unwrap_err()
+    }
+
+    #[test]
+    fn requests_notifications_and_responses() {
+        let r = classify(&json!({"jsonrpc":"2.0","id":1,"method":"ping"})).unwrap();
+        assert!(matches!(r, Incoming::Request { ref method, ref params, .. } if method == "ping" && params == &json!({})));
+        let n = classify(&json!({"jsonrpc":"2.0","method":"notifications/initialized"})).unwrap();
+        assert!(matches!(n, Incoming::Notification { .. }));
+        let resp = classify(&json!({"jsonrpc":"2.0","id":"a","result":{}})).unwrap();
+        assert!(matches!(resp, Incoming::Response));
+    }
+
+    #[test]
+    fn shape_errors_are_invalid_request_with_the_id_when_usable() {
+        let (id, e) = err_of(json!({"id":1,"method":"ping"}));
+        assert_eq!((id, e.code), (Some(json!(1)), code::INVALID_REQUEST));
+        let (id, e) = err_of(json!({"jsonrpc":"2.0","id":null,"method":"ping"}));
+        assert_eq!((id, e.code), (None, code::INVALID_REQUEST));
+        let (id, e) = err_of(json!({"jsonrpc":"2.0","id":{"x":1},"method":"ping"}));
+        assert_eq!((id, e.code), (None, code::INVALID_REQUEST));
+        let (_, e) = err_of(json!({"jsonrpc":"2.0","id":2,"method":7}));
+        assert_eq!(e.code, code::INVALID_REQUEST);
+        let (_, e) = err_of(json!({"jsonrpc":"2.0","id":2,"method":"x","params":[1]}));
+        assert_eq!(e.code, code::INVALID_REQUEST);
+        let (_, e) = err_of(json!("just a string"));
+        assert_eq!(e.code, code::INVALID_REQUEST);
+        let (_, e) = err_of(json!({"jsonrpc":"2.0","id":3}));
+        assert!(e.message.contains("missing \"method\""));
+    }
+}

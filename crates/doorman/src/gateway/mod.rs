@@ -1,0 +1,79 @@
+//! The gateway: the `/mcp` endpoint, sessions, routing, and the upstream clients.
+
+pub mod endpoint;
+pub mod jsonrpc;
+pub mod router;
+pub mod session;
+pub mod upstream;
+
+use std::{sync::Arc, time::Duration};
+
+use router::Router;
+use session::Sessions;
+use upstream::{SessionSlots, Upstream};
+
+use crate::{clock::SharedClock, config::Config, store::Store};
+
+/// Everything the `/mcp` endpoint needs.
+pub struct Gateway {
+    pub router: Router,
+    pub sessions: Sessions,
+    /// Upstream sessions used for stateless (2026-07-28) clients of legacy upstreams.
+    pub stateless_slots: SessionSlots,
+    pub max_request_bytes: usize,
+}
+
+impl Gateway {
+    pub fn new(config: &Config, store: Store, clock: SharedClock) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            // Upstream URLs are configured, never taken from a client: redirects are not followed
+            // so a request (and its headers) goes exactly where the operator said.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| Upstream::new(u, http.clone()).map(Arc::new))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self {
+            router: Router::new(upstreams),
+            sessions: Sessions::new(store, clock, config.server.session_idle_timeout.0),
+            stateless_slots: SessionSlots::default(),
+            max_request_bytes: config.server.max_request_bytes,
+        })
+    }
+
+    /// Ends the upstream sessions of conversations that ended.
+    pub fn close_upstream_sessions(self: &Arc<Self>, ended: Vec<Arc<session::Session>>) {
+        for s in ended {
+            for (name, up_session) in s.slots.drain() {
+                if let Some(up) = self.router.upstreams().iter().find(|u| u.name == name).cloned() {
+                    tokio::spawn(async move { up.end_session(&up_session).await });
+                }
+            }
+        }
+    }
+
+    /// Ends idle sessions every `every`, until the process stops.
+    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) {
+        let gw = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(gw) = gw.upgrade() else { return };
+                match gw.sessions.sweep().await {
+                    Ok(ended) if !ended.is_empty() => {
+                        tracing::info!(count = ended.len(), "ended idle sessions");
+                        gw.close_upstream_sessions(ended);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not end idle sessions"),
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,304 @@
+//! Routes MCP methods to upstreams and merges what they list.
+//!
+//! Clients see each upstream's tools and prompts as `{upstream}_{name}` and its resources as
+//! `{upstream}+{uri}`; the config refuses upstream names whose namespaces overlap, so every
+//! exposed name belongs to at most one upstream and routing needs no lookup table.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+use super::{
+    jsonrpc::{RpcError, code},
+    upstream::{Outbound, SessionSlots, Upstream, UpstreamError},
+};
+use crate::config::is_valid_tool_name;
+
+/// At most this many pages are read from one upstream list (a guard against cursor loops).
+const MAX_PAGES: usize = 100;
+
+/// The upstreams, in config order.
+pub struct Router {
+    upstreams: Vec<Arc<Upstream>>,
+}
+
+/// What gets merged for each list method: the result key and the field that carries the name.
+struct ListKind {
+    key: &'static str,
+    field: &'static str,
+    naming: Naming,
+}
+
+#[derive(Clone, Copy)]
+enum Naming {
+    /// `{upstream}_{name}`
+    Prefixed,
+    /// `{upstream}+{uri}`
+    Uri,
+}
+
+impl Router {
+    pub fn new(upstreams: Vec<Arc<Upstream>>) -> Self {
+        Self { upstreams }
+    }
+
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// Handles one request that is not about the session itself; `Err` is the client's error.
+    pub async fn handle(
+        &self,
+        slots: &SessionSlots,
+        method: &str,
+        params: Value,
+        out: &Outbound<'_>,
+    ) -> Result<Value, RpcError> {
+        match method {
+            "tools/list" => self.list(slots, method, params, out, &ListKind { key: "tools", field: "name", naming: Naming::Prefixed }).await,
+            "prompts/list" => self.list(slots, method, params, out, &ListKind { key: "prompts", field: "name", naming: Naming::Prefixed }).await,
+            "resources/list" => self.list(slots, method, params, out, &ListKind { key: "resources", field: "uri", naming: Naming::Uri }).await,
+            "resources/templates/list" => self.list(slots, method, params, out, &ListKind { key: "resourceTemplates", field: "uriTemplate", naming: Naming::Uri }).await,
+            "tools/call" | "prompts/get" => {
+                let kind = if method == "tools/call" { "tool" } else { "prompt" };
+                let (up, params) = self.route_by(&params, "name", Naming::Prefixed, kind)?;
+                let result = forward(up, slots, method, params, out).await?;
+                Ok(expose_uris_in_content(&up.name, result))
+            }
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                let (up, params) = self.route_by(&params, "uri", Naming::Uri, "resource")?;
+                let result = forward(up, slots, method, params, out).await?;
+                Ok(expose_uris_in_contents(&up.name, result))
+            }
+            "completion/complete" => {
+                let reference = params.get("ref").cloned().unwrap_or(Value::Null);
+                let (field, naming, kind) = match reference.get("type").and_then(Value::as_str) {
+                    Some("ref/prompt") => ("name", Naming::Prefixed, "prompt"),
+                    Some("ref/resource") => ("uri", Naming::Uri, "resource"),
+                    _ => return Err(RpcError::new(code::INVALID_PARAMS, "completion/complete needs a ref/prompt or ref/resource")),
+                };
+                let (up, inner) = self.route_by(&reference, field, naming, kind)?;
+                let mut params = params;
+                params["ref"] = inner;
+                forward(up, slots, method, params, out).await
+            }
+            "logging/setLevel" => {
+                // Every upstream gets the level; one that fails does not fail the others.
+                let calls = self.upstreams.iter().map(|u| u.request(slots, method, params.clone(), out));
+                for (u, r) in self.upstreams.iter().zip(join_all(calls).await) {
+                    if let Err(e) = r {
+                        tracing::debug!(upstream = %u.name, error = %e, "logging/setLevel not applied");
+                    }
+                }
+                Ok(json!({}))
+            }
+            _ => Err(RpcError::new(code::METHOD_NOT_FOUND, format!("Method not found: {method}"))),
+        }
+    }
+
+    /// Finds the upstream owning `params[field]` and rewrites it to the upstream's own name.
+    fn route_by<'a>(&'a self, params: &Value, field: &str, naming: Naming, kind: &str) -> Result<(&'a Arc<Upstream>, Value), RpcError> {
+        let exposed = params
+            .get(field)
+            .and_then(Value::as_str)
+            .ok_or_else(|| RpcError::new(code::INVALID_PARAMS, format!("missing \"{field}\"")))?;
+        let unknown = || RpcError::new(code::INVALID_PARAMS, format!("Unknown {kind}: {exposed}"));
+        let (up_name, original) = match naming {
+            Naming::Prefixed => self
+                .upstreams
+                .iter()
+                .find_map(|u| exposed.strip_prefix(u.name.as_str())?.strip_prefix('_').map(|rest| (u.name.as_str(), rest)))
+                .ok_or_else(unknown)?,
+            Naming::Uri => exposed.split_once('+').ok_or_else(unknown)?,
+        };
+        let up = self.upstream(up_name).ok_or_else(unknown)?;
+        if original.is_empty() {
+            return Err(unknown());
+        }
+        let mut params = params.clone();
+        params[field] = json!(original);
+        Ok((up, params))
+    }
+
+    /// Merges one list method over every upstream, reading every page of each.
+    async fn list(&self, slots: &SessionSlots, method: &str, params: Value, out: &Outbound<'_>, kind: &ListKind) -> Result<Value, RpcError> {
+        let fetches = self.upstreams.iter().map(|u| list_all(u, slots, method, &params, out, kind.key));
+        let mut merged = Vec::new();
+        let mut unavailable = Vec::new();
+        for (up, outcome) in self.upstreams.iter().zip(join_all(fetches).await) {
+            match outcome {
+                Ok(items) => {
+                    let mut seen = std::collections::HashSet::new();
+                    for mut item in items {
+                        let Some(original) = item.get(kind.field).and_then(Value::as_str).map(str::to_owned) else { continue };
+                        let exposed = match kind.naming {
+                            Naming::Prefixed => format!("{}_{original}", up.name),
+                            Naming::Uri => format!("{}+{original}", up.name),
+                        };
+                        if kind.key == "tools" && !is_valid_tool_name(&exposed) {
+                            tracing::warn!(upstream = %up.name, tool = %original, "tool skipped: its name through Doorman would not be a valid MCP tool name");
+                            continue;
+                        }
+                        if !seen.insert(exposed.clone()) {
+                            tracing::warn!(upstream = %up.name, name = %original, "duplicate skipped: the upstream listed it twice");
+                            continue;
+                        }
+                        item[kind.field] = json!(exposed);
+                        merged.push(item);
+                    }
+                }
+                Err(e) => {
+                    // One upstream down must not take the whole list down (issue: "never a
+                    // failure of the whole endpoint"); the client is told which one is missing.
+                    tracing::warn!(upstream = %up.name, error = %e, method, "upstream left out of the list");
+                    unavailable.push(json!({ "upstream": up.name, "error": e.to_rpc(&up.name).message }));
+                }
+            }
+        }
+        let mut result = json!({ kind.key: merged });
+        if !unavailable.is_empty() {
+            result["_meta"] = json!({ "dev.doorman/unavailableUpstreams": unavailable });
+        }
+        Ok(result)
+    }
+}
+
+async fn forward(up: &Upstream, slots: &SessionSlots, method: &str, params: Value, out: &Outbound<'_>) -> Result<Value, RpcError> {
+    up.request(slots, method, params, out).await.map_err(|e| {
+        if !matches!(e, UpstreamError::Rpc(_)) {
+            tracing::warn!(upstream = %up.name, error = %e, method, "upstream request failed");
+        }
+        e.to_rpc(&up.name)
+    })
+}
+
+async fn list_all(up: &Upstream, slots: &SessionSlots, method: &str, params: &Value, out: &Outbound<'_>, key: &str) -> Result<Vec<Value>, UpstreamError> {
+    let mut items = Vec::new();
+    let mut params = params.clone();
+    if let Some(p) = params.as_object_mut() {
+        // A downstream cursor means nothing upstream: Doorman returns the whole merged list.
+        p.remove("cursor");
+    }
+    for _ in 0..MAX_PAGES {
+        let page = up.request(slots, method, params.clone(), out).await?;
+        if let Some(list) = page.get(key).and_then(Value::as_array) {
+            items.extend(list.iter().cloned());
+        }
+        match page.get("nextCursor").and_then(Value::as_str) {
+            Some(cursor) if !cursor.is_empty() => params["cursor"] = json!(cursor),
+            _ => return Ok(items),
+        }
+    }
+    tracing::warn!(upstream = %up.name, method, "list truncated after {MAX_PAGES} pages");
+    Ok(items)
+}
+
+/// Tool and prompt results may carry resource links and embedded resources: their URIs are
+/// rewritten so a client can read them through Doorman.
+fn expose_uris_in_content(upstream: &str, mut result: Value) -> Value {
+    let lists = ["content", "messages"];
+    for list in lists {
+        if let Some(items) = result.get_mut(list).and_then(Value::as_array_mut) {
+            for item in items {
+                // prompts/get messages wrap their content one level deeper.
+                if list == "messages" {
+                    if let Some(inner) = item.get_mut("content") {
+                        expose_uri_of(upstream, inner);
+                    }
+                } else {
+                    expose_uri_of(upstream, item);
+                }
+            }
+        }
+    }
+    result
+}
+
+fn expose_uri_of(upstream: &str, item: &mut Value) {
+    match item.get("type").and_then(Value::as_str) {
+        Some("resource_link") => prefix_uri(upstream, item),
+        Some("resource") => {
+            if let Some(r) = item.get_mut("resource") {
+                prefix_uri(upstream, r);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn expose_uris_in_contents(upstream: &str, mut result: Value) -> Value {
+    if let Some(items) = result.get_mut("contents").and_then(Value::as_array_mut) {
+        for item in items {
+            prefix_uri(upstream, item);
+        }
+    }
+    result
+}
+
+fn prefix_uri(upstream: &str, v: &mut Value) {
+    if let Some(uri) = v.get("uri").and_then(Value::as_str) {
+        v["uri"] = json!(format!("{upstream}+{uri}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn router(names: &[&str]) -> Router {
+        let mut toml = String::new();
+        for n in names {
+            toml.push_str(&format!("[[upstreams]]\nname = \"{n}\"\nurl = \"http://127.0.0.1:9/mcp\"\n"));
+        }
+        let config = Config::from_toml(&toml).unwrap();
+        let http = reqwest::Client::new();
+        Router::new(config.upstreams.iter().map(|u| Arc::new(Upstream::new(u, http.clone()).unwrap())).collect())
+    }
+
+    #[test]
+    fn names_route_to_their_upstream_with_the_original_name() {
+        let r = router(&["everything", "py-fixture", "git"]);
+        let (up, p) = r.route_by(&json!({"name": "py-fixture_add", "arguments": {}}), "name", Naming::Prefixed, "tool").unwrap();
+        assert_eq!((up.name.as_str(), p["name"].as_str()), ("py-fixture", Some("add")));
+        let (up, p) = r.route_by(&json!({"name": "git_log_search"}), "name", Naming::Prefixed, "tool").unwrap();
+        assert_eq!((up.name.as_str(), p["name"].as_str()), ("git", Some("log_search")));
+        let (up, p) = r.route_by(&json!({"uri": "everything+demo://resource/1"}), "uri", Naming::Uri, "resource").unwrap();
+        assert_eq!((up.name.as_str(), p["uri"].as_str()), ("everything", Some("demo://resource/1")));
+    }
+
+    #[test]
+    fn unknown_names_are_invalid_params() {
+        let r = router(&["everything"]);
+        for (params, field, naming) in [
+            (json!({"name": "nobody_echo"}), "name", Naming::Prefixed),
+            (json!({"name": "everything_"}), "name", Naming::Prefixed),
+            (json!({"name": "everythingecho"}), "name", Naming::Prefixed),
+            (json!({"uri": "file:///etc/passwd"}), "uri", Naming::Uri),
+            (json!({"uri": "other+file:///x"}), "uri", Naming::Uri),
+            (json!({}), "name", Naming::Prefixed),
+        ] {
+            let Err(e) = r.route_by(&params, field, naming, "tool") else { panic!("{params} routed") };
+            assert_eq!(e.code, code::INVALID_PARAMS, "{params}");
+        }
+    }
+
+    #[test]
+    fn resource_links_in_results_point_back_through_doorman() {
+        let result = json!({"content": [
+            {"type": "text", "text": "hi"},
+            {"type": "resource_link", "uri": "demo://r/1", "name": "r1"},
+            {"type": "resource", "resource": {"uri": "demo://r/2", "text": "x"}}
+        ]});
+        let out = expose_uris_in_content("everything", result);
+        assert_eq!(out["content"][1]["uri"], "everything+demo://r/1");
+        assert_eq!(out["content"][2]["resource"]["uri"], "everything+demo://r/2");
+        let read = expose_uris_in_contents("everything", json!({"contents": [{"uri": "demo://r/1", "text": "x"}]}));
+        assert_eq!(read["contents"][0]["uri"], "everything+demo://r/1");
+    }
+}

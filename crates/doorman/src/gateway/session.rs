@@ -1,0 +1,265 @@
+//! Stateful MCP sessions (revisions 2025-03-26 to 2025-11-25).
+//!
+//! Doorman issues its own random `MCP-Session-Id`; the store keeps only its SHA-256, so another
+//! node (PostgreSQL) or a restarted one can pick the session up, opening fresh upstream sessions.
+//! Activity is kept in memory and written to the store at most every tenth of the idle timeout,
+//! so a busy session costs no database write per request.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicI64, Ordering},
+    },
+};
+
+use serde_json::Value;
+
+use super::upstream::SessionSlots;
+use crate::{
+    clock::SharedClock,
+    crypto,
+    store::{SessionRow, Store},
+};
+
+/// One live session.
+pub struct Session {
+    pub id_hash: String,
+    pub protocol_version: String,
+    pub client_capabilities: Value,
+    /// This conversation's upstream sessions.
+    pub slots: SessionSlots,
+    last_seen_ms: AtomicI64,
+    persisted_ms: AtomicI64,
+}
+
+/// The session table: memory in front of the store.
+pub struct Sessions {
+    live: RwLock<HashMap<String, Arc<Session>>>,
+    store: Store,
+    clock: SharedClock,
+    idle_timeout_ms: i64,
+}
+
+impl Sessions {
+    pub fn new(store: Store, clock: SharedClock, idle_timeout: std::time::Duration) -> Self {
+        Self {
+            live: RwLock::new(HashMap::new()),
+            store,
+            clock,
+            idle_timeout_ms: idle_timeout.as_millis() as i64,
+        }
+    }
+
+    /// Opens a session after `initialize`; returns the id to send to the client.
+    pub async fn create(
+        &self,
+        protocol_version: &str,
+        client_info: &Value,
+        client_capabilities: Value,
+    ) -> anyhow::Result<(String, Arc<Session>)> {
+        // MCP 2025-11-25 transports, "Session Management": globally unique and cryptographically
+        // secure, visible ASCII only.
+        let id = crypto::random_token(32);
+        let now = self.clock.now_ms();
+        let row = SessionRow {
+            id_hash: crypto::sha256_hex(&id),
+            protocol_version: protocol_version.to_owned(),
+            client_name: client_info.get("name").and_then(Value::as_str).map(|s| truncate(s, 200)),
+            client_version: client_info.get("version").and_then(Value::as_str).map(|s| truncate(s, 100)),
+            client_capabilities: client_capabilities.to_string(),
+            created_at: now,
+            last_seen_at: now,
+        };
+        self.store.insert_session(&row).await?;
+        let session = Arc::new(Session::from_row(&row));
+        self.live.write().expect("sessions lock").insert(row.id_hash.clone(), session.clone());
+        Ok((id, session))
+    }
+
+    /// Finds a live session by the id a client sent, recording activity; `None` when unknown,
+    /// ended or idle past the timeout.
+    pub async fn get(&self, id: &str) -> anyhow::Result<Option<Arc<Session>>> {
+        let id_hash = crypto::sha256_hex(id);
+        let now = self.clock.now_ms();
+        let cached = self.live.read().expect("sessions lock").get(&id_hash).cloned();
+        let session = match cached {
+            Some(s) => s,
+            None => match self.store.session(&id_hash).await? {
+                // Opened on another node, or before a restart.
+                Some(row) => {
+                    let s = Arc::new(Session::from_row(&row));
+                    self.live.write().expect("sessions lock").entry(id_hash.clone()).or_insert(s).clone()
+                }
+                None => return Ok(None),
+            },
+        };
+        if now - session.last_seen_ms.load(Ordering::Relaxed) > self.idle_timeout_ms {
+            self.end_hashed(&id_hash).await?;
+            return Ok(None);
+        }
+        session.last_seen_ms.fetch_max(now, Ordering::Relaxed);
+        let persisted = session.persisted_ms.load(Ordering::Relaxed);
+        if now - persisted > self.idle_timeout_ms / 10 {
+            session.persisted_ms.store(now, Ordering::Relaxed);
+            if !self.store.touch_session(&id_hash, now).await? {
+                // Ended elsewhere (another node's DELETE or expiry).
+                self.live.write().expect("sessions lock").remove(&id_hash);
+                return Ok(None);
+            }
+        }
+        Ok(Some(session))
+    }
+
+    /// Ends a session (`DELETE`); returns it so its upstream sessions can be closed.
+    pub async fn end(&self, id: &str) -> anyhow::Result<Option<Arc<Session>>> {
+        self.end_hashed(&crypto::sha256_hex(id)).await
+    }
+
+    async fn end_hashed(&self, id_hash: &str) -> anyhow::Result<Option<Arc<Session>>> {
+        let in_memory = self.live.write().expect("sessions lock").remove(id_hash);
+        let in_store = self.store.delete_session(id_hash).await?;
+        Ok(in_memory.or_else(|| in_store.then(|| Arc::new(Session::orphan(id_hash)))))
+    }
+
+    /// Ends every session idle past the timeout; returns those that were live here.
+    pub async fn sweep(&self) -> anyhow::Result<Vec<Arc<Session>>> {
+        let now = self.clock.now_ms();
+        let cutoff = now - self.idle_timeout_ms;
+        let idle: Vec<String> = self
+            .live
+            .read()
+            .expect("sessions lock")
+            .iter()
+            .filter(|(_, s)| s.last_seen_ms.load(Ordering::Relaxed) < cutoff)
+            .map(|(h, _)| h.clone())
+            .collect();
+        let mut ended = Vec::new();
+        for hash in idle {
+            // Activity not yet written to the store must not let the store outvote memory.
+            if let Some(s) = self.end_hashed(&hash).await? {
+                ended.push(s);
+            }
+        }
+        // Sessions written by any node and idle everywhere.
+        for hash in self.store.delete_idle_sessions(cutoff).await? {
+            if let Some(s) = self.live.write().expect("sessions lock").remove(&hash) {
+                ended.push(s);
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Live sessions on this node.
+    pub fn live_count(&self) -> usize {
+        self.live.read().expect("sessions lock").len()
+    }
+}
+
+impl Session {
+    fn from_row(row: &SessionRow) -> Self {
+        Self {
+            id_hash: row.id_hash.clone(),
+            protocol_version: row.protocol_version.clone(),
+            client_capabilities: serde_json::from_str(&row.client_capabilities).unwrap_or(Value::Null),
+            slots: SessionSlots::default(),
+            last_seen_ms: AtomicI64::new(row.last_seen_at),
+            persisted_ms: AtomicI64::new(row.last_seen_at),
+        }
+    }
+
+    fn orphan(id_hash: &str) -> Self {
+        Self {
+            id_hash: id_hash.to_owned(),
+            protocol_version: String::new(),
+            client_capabilities: Value::Null,
+            slots: SessionSlots::default(),
+            last_seen_ms: AtomicI64::new(0),
+            persisted_ms: AtomicI64::new(0),
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    async fn table(clock: &ManualClock, dir: &std::path::Path) -> Sessions {
+        let store = Store::open_sqlite_in(dir).await.unwrap();
+        Sessions::new(store, Arc::new(clock.clone()), Duration::from_secs(600))
+    }
+
+    #[tokio::test]
+    async fn a_session_lives_while_used_and_ends_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let sessions = table(&clock, dir.path()).await;
+        let (id, s) = sessions.create("2025-11-25", &json!({"name":"c"}), json!({})).await.unwrap();
+        assert_eq!(s.protocol_version, "2025-11-25");
+        clock.advance(Duration::from_secs(599));
+        assert!(sessions.get(&id).await.unwrap().is_some(), "used within the window");
+        clock.advance(Duration::from_secs(599));
+        assert!(sessions.get(&id).await.unwrap().is_some(), "each use restarts the window");
+        clock.advance(Duration::from_secs(601));
+        assert!(sessions.get(&id).await.unwrap().is_none(), "idle past the timeout");
+        assert!(sessions.get(&id).await.unwrap().is_none(), "and stays ended");
+    }
+
+    #[tokio::test]
+    async fn sweep_ends_idle_sessions_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let sessions = table(&clock, dir.path()).await;
+        let (idle, _) = sessions.create("2025-11-25", &json!({}), json!({})).await.unwrap();
+        clock.advance(Duration::from_secs(300));
+        let (busy, _) = sessions.create("2025-06-18", &json!({}), json!({})).await.unwrap();
+        clock.advance(Duration::from_secs(301));
+        let ended = sessions.sweep().await.unwrap();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].id_hash, crypto::sha256_hex(&idle));
+        assert!(sessions.get(&busy).await.unwrap().is_some());
+        assert_eq!(sessions.live_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn ended_and_unknown_ids_are_not_found_and_ids_are_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(5);
+        let sessions = table(&clock, dir.path()).await;
+        let (id, _) = sessions.create("2025-11-25", &json!({}), json!({})).await.unwrap();
+        assert!(sessions.get("made-up").await.unwrap().is_none());
+        assert!(sessions.end(&id).await.unwrap().is_some());
+        assert!(sessions.end(&id).await.unwrap().is_none());
+        assert!(sessions.get(&id).await.unwrap().is_none());
+        // The raw id never reaches the database file.
+        sessions.store.close().await;
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(!bytes.windows(id.len()).any(|w| w == id.as_bytes()));
+        }
+    }
+
+    #[tokio::test]
+    async fn another_node_picks_the_session_up_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(5);
+        let node_a = table(&clock, dir.path()).await;
+        let node_b = table(&clock, dir.path()).await;
+        let (id, _) = node_a.create("2025-06-18", &json!({}), json!({"roots":{}})).await.unwrap();
+        let on_b = node_b.get(&id).await.unwrap().expect("visible on the other node");
+        assert_eq!(on_b.protocol_version, "2025-06-18");
+        assert_eq!(on_b.client_capabilities, json!({"roots":{}}));
+        node_b.end(&id).await.unwrap();
+        clock.advance(Duration::from_secs(61));
+        assert!(node_a.get(&id).await.unwrap().is_none(), "an end on one node reaches the other");
+    }
+}

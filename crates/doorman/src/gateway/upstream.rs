@@ -1,0 +1,595 @@
+//! Doorman as the client of one upstream MCP server (Streamable HTTP).
+//!
+//! Each upstream's protocol revision is negotiated on its own, whatever the downstream client
+//! speaks: a `server/discover` probe at 2026-07-28 (MCP 2026-07-28 basic/versioning,
+//! "Backward Compatibility"); a `DiscoverResult` naming that revision makes the upstream
+//! *modern* (stateless: `_meta` and `Mcp-*` headers on every request), anything else makes it
+//! *legacy* (`initialize` once per upstream session, then `Mcp-Session-Id`). The verdict is kept
+//! until the upstream becomes unreachable, so a restarted or upgraded upstream is probed again.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+use super::jsonrpc::{
+    LEGACY_VERSIONS, META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION,
+    MODERN_VERSION, RpcError, code,
+};
+use crate::config::UpstreamConfig;
+
+/// Largest upstream response body Doorman reads (a JSON body, or one SSE event).
+const MAX_UPSTREAM_BODY: usize = 16 * 1024 * 1024;
+
+/// Which protocol generation an upstream speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Era {
+    Modern,
+    Legacy,
+}
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("is unreachable: {0}")]
+    Unreachable(String),
+    #[error("did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("sent an invalid response: {0}")]
+    InvalidResponse(String),
+    #[error("answered HTTP {0}")]
+    Http(StatusCode),
+    #[error("ended the session")]
+    SessionGone,
+    /// The upstream's own JSON-RPC error, passed on to the client unchanged.
+    #[error("answered with error {}: {}", .0.code, .0.message)]
+    Rpc(RpcError),
+}
+
+impl UpstreamError {
+    /// The JSON-RPC error a client receives, naming the upstream.
+    pub fn to_rpc(&self, upstream: &str) -> RpcError {
+        if let Self::Rpc(e) = self {
+            return e.clone();
+        }
+        let reason = match self {
+            Self::Unreachable(_) => "unreachable",
+            Self::Timeout(_) => "timeout",
+            Self::InvalidResponse(_) => "invalid_response",
+            Self::Http(_) => "http_error",
+            Self::SessionGone => "session_ended",
+            Self::Rpc(_) => unreachable!("handled above"),
+        };
+        RpcError::new(code::UPSTREAM_FAILED, format!("upstream '{upstream}' {self}"))
+            .with_data(json!({ "upstream": upstream, "reason": reason }))
+    }
+}
+
+/// One upstream session (legacy upstreams): the id it issued and the revision it negotiated.
+#[derive(Debug)]
+pub struct UpstreamSession {
+    id: Option<String>,
+    version: String,
+}
+
+/// The upstream sessions of one downstream conversation, one slot per upstream.
+#[derive(Default)]
+pub struct SessionSlots(Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Arc<UpstreamSession>>>>>>);
+
+impl SessionSlots {
+    fn slot(&self, upstream: &str) -> Arc<tokio::sync::Mutex<Option<Arc<UpstreamSession>>>> {
+        let mut map = self.0.lock().expect("slots lock");
+        map.entry(upstream.to_owned()).or_default().clone()
+    }
+
+    /// Takes every open upstream session out, to end them.
+    pub fn drain(&self) -> Vec<(String, Arc<UpstreamSession>)> {
+        let slots: Vec<_> = self.0.lock().expect("slots lock").drain().collect();
+        slots
+            .into_iter()
+            .filter_map(|(name, slot)| slot.try_lock().ok()?.take().map(|s| (name, s)))
+            .collect()
+    }
+}
+
+/// What a request carries besides its method and params.
+pub struct Outbound<'a> {
+    /// The downstream client's capabilities (forwarded to modern upstreams only when the
+    /// downstream client is itself modern, so an upstream never asks a client for what it can't do).
+    pub client_capabilities: Option<&'a Value>,
+    /// Where the upstream's notifications for this request go (progress, log messages).
+    pub events: Option<&'a mpsc::Sender<Value>>,
+    /// `Mcp-Param-*` headers of the downstream request (MCP 2026-07-28 streamable-http,
+    /// "Server Behavior for Custom Headers": intermediaries forward them).
+    pub param_headers: &'a [(HeaderName, HeaderValue)],
+}
+
+/// One configured upstream MCP server.
+pub struct Upstream {
+    pub name: String,
+    url: url::Url,
+    headers: HeaderMap,
+    pub timeout: Duration,
+    http: reqwest::Client,
+    era: RwLock<Option<Era>>,
+    next_id: AtomicU64,
+}
+
+impl Upstream {
+    /// Builds the client; static header secrets are read here, once.
+    pub fn new(config: &UpstreamConfig, http: reqwest::Client) -> anyhow::Result<Self> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &config.headers {
+            let v = value
+                .resolve()
+                .map_err(|e| anyhow::anyhow!("upstreams.{}.headers.{name}: {e}", config.name))?;
+            let mut v = HeaderValue::from_str(&v).map_err(|_| {
+                anyhow::anyhow!("upstreams.{}.headers.{name}: not a valid header value", config.name)
+            })?;
+            v.set_sensitive(true);
+            headers.insert(HeaderName::from_bytes(name.as_bytes())?, v);
+        }
+        Ok(Self {
+            name: config.name.clone(),
+            url: config.url.clone(),
+            headers,
+            timeout: config.timeout.0,
+            http,
+            era: RwLock::new(None),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The era, once known.
+    pub fn era(&self) -> Option<Era> {
+        *self.era.read().expect("era lock")
+    }
+
+    /// Sends one request and waits for its result, within the upstream's timeout.
+    pub async fn request(
+        &self,
+        slots: &SessionSlots,
+        method: &str,
+        params: Value,
+        out: &Outbound<'_>,
+    ) -> Result<Value, UpstreamError> {
+        let outcome = tokio::time::timeout(self.timeout, self.request_inner(slots, method, params, out)).await;
+        let result = outcome.unwrap_or(Err(UpstreamError::Timeout(self.timeout)));
+        if let Err(UpstreamError::Unreachable(_)) = &result {
+            // Probe again next time: the upstream may come back speaking another revision.
+            *self.era.write().expect("era lock") = None;
+        }
+        result
+    }
+
+    async fn request_inner(
+        &self,
+        slots: &SessionSlots,
+        method: &str,
+        params: Value,
+        out: &Outbound<'_>,
+    ) -> Result<Value, UpstreamError> {
+        match self.negotiate().await? {
+            Era::Modern => {
+                let caps = out.client_capabilities.cloned().unwrap_or_else(|| json!({}));
+                let params = with_modern_meta(params, caps);
+                let headers = self.modern_headers(method, &params, out.param_headers);
+                self.exchange(headers, method, params, out.events, None).await
+            }
+            Era::Legacy => {
+                let params = without_modern_meta(params);
+                let slot = slots.slot(&self.name);
+                for attempt in 0..2 {
+                    let session = {
+                        let mut guard = slot.lock().await;
+                        match &*guard {
+                            Some(s) => s.clone(),
+                            None => {
+                                let s = Arc::new(self.initialize().await?);
+                                *guard = Some(s.clone());
+                                s
+                            }
+                        }
+                    };
+                    let headers = self.legacy_headers(&session);
+                    match self.exchange(headers, method, params.clone(), out.events, Some(&session)).await {
+                        // MCP 2025-11-25 transports, "Session Management" §4: a 404 for our
+                        // session id means it ended; start a new one and send the request again.
+                        Err(UpstreamError::SessionGone) if attempt == 0 => {
+                            let mut guard = slot.lock().await;
+                            if guard.as_ref().is_some_and(|s| Arc::ptr_eq(s, &session)) {
+                                *guard = None;
+                            }
+                        }
+                        other => return other,
+                    }
+                }
+                Err(UpstreamError::SessionGone)
+            }
+        }
+    }
+
+    /// Learns the upstream's era, probing with `server/discover` when it is not known yet.
+    async fn negotiate(&self) -> Result<Era, UpstreamError> {
+        if let Some(era) = self.era() {
+            return Ok(era);
+        }
+        let params = with_modern_meta(json!({}), json!({}));
+        let headers = self.modern_headers("server/discover", &params, &[]);
+        let era = match self.exchange(headers, "server/discover", params, None, None).await {
+            Ok(result) => {
+                let speaks_modern = result
+                    .get("supportedVersions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|v| v.iter().any(|v| v == MODERN_VERSION));
+                if speaks_modern { Era::Modern } else { Era::Legacy }
+            }
+            Err(e @ (UpstreamError::Unreachable(_) | UpstreamError::Timeout(_))) => return Err(e),
+            // Any other answer is not evidence of a modern server: fall back to `initialize`.
+            Err(_) => Era::Legacy,
+        };
+        tracing::info!(upstream = %self.name, era = ?era, "negotiated the upstream's protocol generation");
+        *self.era.write().expect("era lock") = Some(era);
+        Ok(era)
+    }
+
+    /// The `initialize` handshake (MCP 2025-11-25 basic/lifecycle, "Initialization").
+    async fn initialize(&self) -> Result<UpstreamSession, UpstreamError> {
+        let latest = LEGACY_VERSIONS[LEGACY_VERSIONS.len() - 1];
+        let params = json!({
+            "protocolVersion": latest,
+            "capabilities": {},
+            "clientInfo": { "name": "doorman", "version": env!("CARGO_PKG_VERSION") },
+        });
+        let mut headers = self.base_headers();
+        headers.insert("mcp-protocol-version", HeaderValue::from_static("2025-11-25"));
+        let (result, session_id) = self.exchange_with_session(headers, "initialize", params).await?;
+        let version = result
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .filter(|v| LEGACY_VERSIONS.contains(v))
+            .ok_or_else(|| {
+                UpstreamError::InvalidResponse(format!(
+                    "initialize negotiated an unsupported protocol version: {}",
+                    result.get("protocolVersion").unwrap_or(&Value::Null)
+                ))
+            })?
+            .to_owned();
+        let session = UpstreamSession { id: session_id, version };
+        let note = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+        let resp = self
+            .http
+            .post(self.url.clone())
+            .headers(self.legacy_headers(&session))
+            .body(note.to_string())
+            .send()
+            .await
+            .map_err(transport_error)?;
+        if !resp.status().is_success() {
+            return Err(UpstreamError::Http(resp.status()));
+        }
+        tracing::debug!(upstream = %self.name, version = %session.version, "opened an upstream session");
+        Ok(session)
+    }
+
+    /// Ends an upstream session (best effort: the upstream also expires idle sessions).
+    pub async fn end_session(&self, session: &UpstreamSession) {
+        if session.id.is_none() {
+            return;
+        }
+        let result = self
+            .http
+            .delete(self.url.clone())
+            .headers(self.legacy_headers(session))
+            .timeout(self.timeout)
+            .send()
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(upstream = %self.name, error = %e, "could not end an upstream session");
+        }
+    }
+
+    fn base_headers(&self) -> HeaderMap {
+        let mut h = self.headers.clone();
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h
+    }
+
+    fn legacy_headers(&self, session: &UpstreamSession) -> HeaderMap {
+        let mut h = self.base_headers();
+        if let Ok(v) = HeaderValue::from_str(&session.version) {
+            h.insert("mcp-protocol-version", v);
+        }
+        if let Some(id) = session.id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
+            h.insert("mcp-session-id", id);
+        }
+        h
+    }
+
+    /// MCP 2026-07-28 streamable-http, "Request Metadata": the body's routing fields mirrored
+    /// into headers.
+    fn modern_headers(&self, method: &str, params: &Value, extra: &[(HeaderName, HeaderValue)]) -> HeaderMap {
+        let mut h = self.base_headers();
+        h.insert("mcp-protocol-version", HeaderValue::from_static(MODERN_VERSION));
+        if let Ok(v) = HeaderValue::from_str(method) {
+            h.insert("mcp-method", v);
+        }
+        let name = match method {
+            "tools/call" | "prompts/get" => params.get("name"),
+            "resources/read" => params.get("uri"),
+            _ => None,
+        };
+        if let Some(v) = name.and_then(Value::as_str).and_then(|n| HeaderValue::from_str(&encode_header_value(n)).ok()) {
+            h.insert("mcp-name", v);
+        }
+        for (k, v) in extra {
+            h.append(k.clone(), v.clone());
+        }
+        h
+    }
+
+    async fn exchange_with_session(
+        &self,
+        headers: HeaderMap,
+        method: &str,
+        params: Value,
+    ) -> Result<(Value, Option<String>), UpstreamError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let resp = self.http.post(self.url.clone()).headers(headers).body(body.to_string()).send().await.map_err(transport_error)?;
+        let session_id = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let result = self.read_response(resp, id, None, None).await?;
+        Ok((result, session_id))
+    }
+
+    /// POSTs one request and reads its answer (JSON, or an SSE stream ending with it).
+    async fn exchange(
+        &self,
+        headers: HeaderMap,
+        method: &str,
+        params: Value,
+        events: Option<&mpsc::Sender<Value>>,
+        session: Option<&UpstreamSession>,
+    ) -> Result<Value, UpstreamError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let resp = self.http.post(self.url.clone()).headers(headers).body(body.to_string()).send().await.map_err(transport_error)?;
+        self.read_response(resp, id, events, session).await
+    }
+
+    async fn read_response(
+        &self,
+        resp: reqwest::Response,
+        id: u64,
+        events: Option<&mpsc::Sender<Value>>,
+        session: Option<&UpstreamSession>,
+    ) -> Result<Value, UpstreamError> {
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND && session.is_some_and(|s| s.id.is_some()) {
+            return Err(UpstreamError::SessionGone);
+        }
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if !status.is_success() {
+            let body = read_limited(resp).await.unwrap_or_default();
+            // A JSON-RPC error body says more than the status: pass the upstream's error on.
+            return match serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("error").and_then(RpcError::from_json)) {
+                Some(e) => Err(UpstreamError::Rpc(e)),
+                None => Err(UpstreamError::Http(status)),
+            };
+        }
+        if content_type.starts_with("text/event-stream") {
+            let mut stream = sse_stream::SseByteStream::new(resp.bytes_stream());
+            while let Some(event) = stream.next().await {
+                let event = event.map_err(|e| UpstreamError::InvalidResponse(format!("broken event stream: {e}")))?;
+                let Some(data) = event.data.filter(|d| !d.is_empty()) else { continue };
+                if data.len() > MAX_UPSTREAM_BODY {
+                    return Err(UpstreamError::InvalidResponse("event too large".into()));
+                }
+                let msg: Value = serde_json::from_str(&data)
+                    .map_err(|_| UpstreamError::InvalidResponse("an event is not JSON".into()))?;
+                if let Some(done) = self.on_message(msg, id, events, session).await {
+                    return done;
+                }
+            }
+            return Err(UpstreamError::InvalidResponse("the event stream ended before the response".into()));
+        }
+        if content_type.starts_with("application/json") {
+            let body = read_limited(resp).await?;
+            let msg: Value = serde_json::from_slice(&body)
+                .map_err(|_| UpstreamError::InvalidResponse("the body is not JSON".into()))?;
+            return match self.on_message(msg, id, None, session).await {
+                Some(done) => done,
+                None => Err(UpstreamError::InvalidResponse("the body is not the response to the request".into())),
+            };
+        }
+        Err(UpstreamError::InvalidResponse(format!(
+            "unexpected content type {:?}",
+            if content_type.is_empty() { "none" } else { &content_type }
+        )))
+    }
+
+    /// Handles one message from the upstream; `Some` once the request's response arrived.
+    async fn on_message(
+        &self,
+        msg: Value,
+        id: u64,
+        events: Option<&mpsc::Sender<Value>>,
+        session: Option<&UpstreamSession>,
+    ) -> Option<Result<Value, UpstreamError>> {
+        let has_method = msg.get("method").is_some_and(Value::is_string);
+        match (msg.get("id"), has_method) {
+            (Some(rid), false) => {
+                if rid.as_u64() != Some(id) {
+                    return Some(Err(UpstreamError::InvalidResponse("a response with another id".into())));
+                }
+                if let Some(result) = msg.get("result") {
+                    return Some(Ok(result.clone()));
+                }
+                Some(match msg.get("error").and_then(RpcError::from_json) {
+                    Some(e) => Err(UpstreamError::Rpc(e)),
+                    None => Err(UpstreamError::InvalidResponse("a response with neither result nor error".into())),
+                })
+            }
+            (None, true) => {
+                if let Some(tx) = events {
+                    let _ = tx.send(msg).await;
+                }
+                None
+            }
+            (Some(rid), true) => {
+                // A request from the upstream (sampling, elicitation, roots, ping). Doorman declared
+                // no client capabilities, so only `ping` is answered with success.
+                let answer = if msg["method"] == "ping" {
+                    json!({ "jsonrpc": "2.0", "id": rid, "result": {} })
+                } else {
+                    json!({ "jsonrpc": "2.0", "id": rid, "error": {
+                        "code": code::METHOD_NOT_FOUND,
+                        "message": "Doorman does not relay server-to-client requests"
+                    }})
+                };
+                if let Some(s) = session {
+                    let req = self.http.post(self.url.clone()).headers(self.legacy_headers(s)).body(answer.to_string());
+                    tokio::spawn(async move {
+                        let _ = req.send().await;
+                    });
+                }
+                None
+            }
+            (None, false) => Some(Err(UpstreamError::InvalidResponse("not a JSON-RPC message".into()))),
+        }
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> UpstreamError {
+    let what = if e.is_connect() {
+        "connection refused or failed"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "the connection broke while reading"
+    } else {
+        "the request failed"
+    };
+    UpstreamError::Unreachable(what.into())
+}
+
+async fn read_limited(resp: reqwest::Response) -> Result<Vec<u8>, UpstreamError> {
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(transport_error)?;
+        if body.len() + chunk.len() > MAX_UPSTREAM_BODY {
+            return Err(UpstreamError::InvalidResponse("the body is too large".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Sets Doorman's own per-request fields (MCP 2026-07-28 basic/index, "Per-request protocol fields").
+fn with_modern_meta(mut params: Value, capabilities: Value) -> Value {
+    let params_obj = params.as_object_mut().expect("params are an object");
+    let meta = params_obj.entry("_meta").or_insert_with(|| json!({}));
+    if !meta.is_object() {
+        *meta = json!({});
+    }
+    let meta = meta.as_object_mut().expect("just made an object");
+    meta.insert(META_PROTOCOL_VERSION.into(), json!(MODERN_VERSION));
+    meta.insert(META_CLIENT_INFO.into(), json!({ "name": "doorman", "version": env!("CARGO_PKG_VERSION") }));
+    meta.insert(META_CLIENT_CAPABILITIES.into(), capabilities);
+    params
+}
+
+/// Removes the 2026-07-28 envelope keys before a request goes to a legacy upstream.
+fn without_modern_meta(mut params: Value) -> Value {
+    if let Some(meta) = params.get_mut("_meta").and_then(Value::as_object_mut) {
+        meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+        if meta.is_empty() {
+            params.as_object_mut().expect("params are an object").remove("_meta");
+        }
+    }
+    params
+}
+
+/// MCP 2026-07-28 streamable-http, "Value Encoding": plain when header-safe, else the base64
+/// sentinel form.
+pub fn encode_header_value(v: &str) -> String {
+    let safe = !v.is_empty()
+        && v.bytes().all(|b| (0x20..=0x7e).contains(&b))
+        && !v.starts_with(' ')
+        && !v.ends_with(' ')
+        && !(v.starts_with("=?base64?") && v.ends_with("?="));
+    if safe { v.to_owned() } else { format!("=?base64?{}?=", STANDARD.encode(v)) }
+}
+
+/// Decodes a header value that may use the base64 sentinel form.
+pub fn decode_header_value(v: &str) -> Option<String> {
+    match v.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) {
+        Some(b64) => String::from_utf8(STANDARD.decode(b64).ok()?).ok(),
+        None => Some(v.to_owned()),
+    }
+}
+
+/// Keeps the `_meta` object of params as a map (for callers that add keys).
+pub fn meta_of(params: &Value) -> Option<&Map<String, Value>> {
+    params.get("_meta").and_then(Value::as_object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_use_the_sentinel_only_when_needed() {
+        assert_eq!(encode_header_value("get_weather"), "get_weather");
+        assert_eq!(encode_header_value("Hello, 世界"), "=?base64?SGVsbG8sIOS4lueVjA==?=");
+        assert_eq!(encode_header_value(" padded "), "=?base64?IHBhZGRlZCA=?=");
+        assert_eq!(encode_header_value("=?base64?literal?="), "=?base64?PT9iYXNlNjQ/bGl0ZXJhbD89?=");
+        for v in ["get_weather", "Hello, 世界", " padded ", "line1\nline2", "=?base64?literal?="] {
+            assert_eq!(decode_header_value(&encode_header_value(v)).as_deref(), Some(v));
+        }
+        assert_eq!(decode_header_value("=?base64?!!!?="), None);
+    }
+
+    #[test]
+    fn envelope_keys_are_set_for_modern_and_removed_for_legacy() {
+        let p = with_modern_meta(json!({"name":"x","_meta":{"progressToken":7}}), json!({"elicitation":{}}));
+        assert_eq!(p["_meta"][META_PROTOCOL_VERSION], MODERN_VERSION);
+        assert_eq!(p["_meta"]["progressToken"], 7);
+        assert_eq!(p["_meta"][META_CLIENT_CAPABILITIES], json!({"elicitation":{}}));
+        let legacy = without_modern_meta(p);
+        assert_eq!(legacy["_meta"], json!({"progressToken":7}));
+        let bare = without_modern_meta(with_modern_meta(json!({}), json!({})));
+        assert_eq!(bare, json!({}));
+    }
+
+    #[test]
+    fn upstream_failures_name_the_upstream() {
+        let e = UpstreamError::Timeout(Duration::from_secs(2)).to_rpc("slowpoke");
+        assert_eq!(e.code, code::UPSTREAM_FAILED);
+        assert!(e.message.contains("upstream 'slowpoke' did not answer within 2s"), "{}", e.message);
+        assert_eq!(e.data.unwrap()["reason"], "timeout");
+        let passthrough = UpstreamError::Rpc(RpcError::new(-32602, "bad")).to_rpc("x");
+        assert_eq!(passthrough, RpcError::new(-32602, "bad"));
+    }
+}

@@ -1,0 +1,13 @@
+//! Doorman: a two-layer authentication gateway for MCP.
+//!
+//! Layer 1 (people sign in to Doorman) and layer 2 (people connect each resource) build on the
+//! gateway: one MCP endpoint in front of many upstream MCP servers, on both protocol
+//! generations. See `DESIGN.md` for the whole picture.
+
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod edge;
+pub mod gateway;
+pub mod server;
+pub mod store;

@@ -1,0 +1,118 @@
+//! The store: one interface over SQLite (embedded default) and PostgreSQL (several nodes).
+//!
+//! Each backend has its own migrations (`migrations/{sqlite,postgres}`), applied at start.
+//! Queries are written once in the dialect both engines accept (`$1` placeholders, `BIGINT`
+//! milliseconds) and run on the concrete pool of the configured engine, so there is no `Any`
+//! driver and no dynamic dispatch on the hot path. One file per entity.
+
+mod sessions;
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use anyhow::Context;
+use sqlx::{
+    PgPool, SqlitePool,
+    postgres::PgPoolOptions,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+pub use sessions::SessionRow;
+
+/// Which engine a store runs on.
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    backend: Backend,
+}
+
+/// Runs the same query code on whichever pool the store holds.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            crate::store::Backend::Sqlite($pool) => $body,
+            crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+impl Store {
+    /// Opens the database named by `url` and applies its migrations.
+    ///
+    /// `sqlite:` URLs create the file (and its directory) when missing and use WAL, so readers
+    /// never wait for the writer; `postgres://` URLs connect to a shared server.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .context("cannot connect to PostgreSQL")?;
+            sqlx::migrate!("migrations/postgres")
+                .run(&pool)
+                .await
+                .context("cannot apply PostgreSQL migrations")?;
+            Backend::Postgres(pool)
+        } else {
+            let options = SqliteConnectOptions::from_str(url)
+                .with_context(|| format!("invalid SQLite URL {url:?}"))?;
+            if let Some(dir) = options.get_filename().parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+                }
+            }
+            let options = options
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(5));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options)
+                .await
+                .with_context(|| format!("cannot open SQLite database {url:?}"))?;
+            sqlx::migrate!("migrations/sqlite")
+                .run(&pool)
+                .await
+                .context("cannot apply SQLite migrations")?;
+            Backend::Sqlite(pool)
+        };
+        Ok(Self { backend })
+    }
+
+    /// Opens an SQLite database in `dir` (tests and the embedded default).
+    pub async fn open_sqlite_in(dir: &Path) -> anyhow::Result<Self> {
+        Self::open(&format!("sqlite://{}", dir.join("doorman.db").display())).await
+    }
+
+    /// The engine's name, for logs.
+    pub fn engine(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Closes every connection (the WAL is checkpointed on SQLite).
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+#[cfg(test)]
+mod tests;
