@@ -1,6 +1,6 @@
 //! `doorman serve`: builds the application and runs it until asked to stop.
 
-use std::{sync::Arc, time::Duration};
+use std::{io::IsTerminal, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{Json, Router, middleware, routing::get};
@@ -20,7 +20,9 @@ pub fn init_logging(config: &Config) {
     let filter: Targets = config.server.log_level.parse().unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match config.server.log_format {
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr))
+            .try_init(),
         LogFormat::Json => registry
             .with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr))
             .try_init(),

@@ -154,15 +154,15 @@ pub async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body
             Incoming::Notification { .. } | Incoming::Response => StatusCode::ACCEPTED.into_response(),
         };
     }
+    // The stateless revision: a request that declares it is served by it, `initialize` included
+    // (which that revision answers with -32601).
+    let declares_modern = header_version.as_deref().is_some_and(|v| !LEGACY_VERSIONS.contains(&v))
+        || message.pointer("/params/_meta").and_then(|m| m.get(META_PROTOCOL_VERSION)).is_some();
     if let Incoming::Request { id, method, params } = &incoming {
-        if method == "initialize" {
+        if method == "initialize" && !declares_modern {
             return initialize(&gw, accept, id, params).await;
         }
     }
-
-    // The stateless revision.
-    let declares_modern = header_version.as_deref().is_some_and(|v| !LEGACY_VERSIONS.contains(&v))
-        || message.pointer("/params/_meta").and_then(|m| m.get(META_PROTOCOL_VERSION)).is_some();
     if declares_modern {
         return match incoming {
             Incoming::Request { id, method, params } => match check_modern(&headers, &method, &params) {
@@ -238,6 +238,12 @@ async fn initialize(gw: &Arc<Gateway>, accept: Accept, id: &Id, params: &Value) 
 
 fn server_capabilities() -> Value {
     json!({ "tools": {}, "prompts": {}, "resources": { "subscribe": true }, "logging": {}, "completions": {} })
+}
+
+/// What a 2026-07-28 client is offered: no `subscriptions/listen` yet, so no `subscribe` or
+/// `listChanged` (and logging is set per request there).
+fn modern_capabilities() -> Value {
+    json!({ "tools": {}, "prompts": {}, "resources": {}, "completions": {} })
 }
 
 fn server_info() -> Value {
@@ -321,14 +327,14 @@ async fn serve_request(
     let local = match method.as_str() {
         "server/discover" => Some(Ok(json!({
             "supportedVersions": ALL_VERSIONS,
-            "capabilities": server_capabilities(),
+            "capabilities": if modern { modern_capabilities() } else { server_capabilities() },
             "serverInfo": server_info(),
             "ttlMs": 0,
             "cacheScope": "private",
         }))),
         // Removed from 2026-07-28 (changelog, major change 5).
         "ping" if !modern => Some(Ok(json!({}))),
-        "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" if modern => {
+        "initialize" | "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" if modern => {
             Some(Err(RpcError::new(code::METHOD_NOT_FOUND, format!("Method not found: {method} is not part of protocol 2026-07-28"))))
         }
         _ => None,
@@ -343,12 +349,20 @@ async fn serve_request(
     let gw2 = gw.clone();
     let method2 = method.clone();
     let work = async move {
-        let (slots, caps): (&SessionSlots, Option<Value>) = match &conversation {
-            Conversation::Stateful(s) => (&s.slots, None),
-            Conversation::Stateless { client_capabilities } => (&gw2.stateless_slots, Some(client_capabilities.clone())),
+        let (slots, caps, log_level): (&SessionSlots, Option<Value>, Option<String>) = match &conversation {
+            Conversation::Stateful(s) => {
+                if method2 == "logging/setLevel" {
+                    if let Some(level) = params.get("level").and_then(Value::as_str) {
+                        *s.log_level.lock().expect("log level lock") = level.to_owned();
+                    }
+                }
+                let level = s.log_level.lock().expect("log level lock").clone();
+                (&s.slots, None, Some(level))
+            }
+            Conversation::Stateless { client_capabilities } => (&gw2.stateless_slots, Some(client_capabilities.clone()), None),
         };
         let events = accept.sse.then_some(&tx);
-        let out = Outbound { client_capabilities: caps.as_ref(), events, param_headers: &param_headers };
+        let out = Outbound { client_capabilities: caps.as_ref(), events, param_headers: &param_headers, log_level: log_level.as_deref() };
         gw2.router.handle(slots, &method2, params, &out).await
     };
     respond(accept, modern, method, id, work, rx).await
@@ -467,7 +481,7 @@ async fn serve_batch(gw: &Arc<Gateway>, session: Option<Arc<Session>>, batch: Ve
                     "ping" => Ok(json!({})),
                     "initialize" => Err(RpcError::new(code::INVALID_REQUEST, "Invalid Request: initialize cannot be batched")),
                     _ => {
-                        let out = Outbound { client_capabilities: None, events: None, param_headers: &[] };
+                        let out = Outbound { client_capabilities: None, events: None, param_headers: &[], log_level: None };
                         gw.router.handle(&session.slots, &method, params, &out).await
                     }
                 };

@@ -12,6 +12,7 @@ pub const ALL_VERSIONS: [&str; 4] = ["2025-03-26", "2025-06-18", "2025-11-25", M
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
 pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
 
 /// JSON-RPC 2.0 §5.1 and MCP 2026-07-28 basic/index "Error codes".

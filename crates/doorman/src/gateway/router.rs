@@ -66,9 +66,20 @@ impl Router {
             "resources/templates/list" => self.list(slots, method, params, out, &ListKind { key: "resourceTemplates", field: "uriTemplate", naming: Naming::Uri }).await,
             "tools/call" | "prompts/get" => {
                 let kind = if method == "tools/call" { "tool" } else { "prompt" };
-                let (up, params) = self.route_by(&params, "name", Naming::Prefixed, kind)?;
+                let (up, params) = match self.route_by(&params, "name", Naming::Prefixed, kind) {
+                    Ok(routed) => routed,
+                    // Like the SDK servers, an unknown tool is a tool error the model can read
+                    // and correct, not a protocol failure.
+                    Err(e) if method == "tools/call" && params.get("name").is_some_and(Value::is_string) => {
+                        return Ok(json!({ "content": [{ "type": "text", "text": e.message }], "isError": true }));
+                    }
+                    Err(e) => return Err(e),
+                };
                 let result = forward(up, slots, method, params, out).await?;
                 Ok(expose_uris_in_content(&up.name, result))
+            }
+            "resources/subscribe" | "resources/unsubscribe" if self.route_by(&params, "uri", Naming::Uri, "resource").is_err() => {
+                self.subscribe_everywhere(slots, method, params, out).await
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 let (up, params) = self.route_by(&params, "uri", Naming::Uri, "resource")?;
@@ -98,6 +109,28 @@ impl Router {
                 Ok(json!({}))
             }
             _ => Err(RpcError::new(code::METHOD_NOT_FOUND, format!("Method not found: {method}"))),
+        }
+    }
+
+    /// A subscription to a URI without an upstream prefix (known to the client from elsewhere)
+    /// goes to every upstream; it holds when at least one accepts it.
+    async fn subscribe_everywhere(&self, slots: &SessionSlots, method: &str, params: Value, out: &Outbound<'_>) -> Result<Value, RpcError> {
+        if !params.get("uri").is_some_and(Value::is_string) {
+            return Err(RpcError::new(code::INVALID_PARAMS, "missing \"uri\""));
+        }
+        let calls = self.upstreams.iter().map(|u| u.request(slots, method, params.clone(), out));
+        let mut last_error = None;
+        let mut accepted = false;
+        for (u, r) in self.upstreams.iter().zip(join_all(calls).await) {
+            match r {
+                Ok(_) => accepted = true,
+                Err(e) => last_error = Some(e.to_rpc(&u.name)),
+            }
+        }
+        match (accepted, last_error) {
+            (true, _) => Ok(json!({})),
+            (false, Some(e)) => Err(e),
+            (false, None) => Err(RpcError::new(code::INVALID_PARAMS, "Unknown resource: no upstream is configured")),
         }
     }
 

@@ -29,6 +29,8 @@ pub struct Session {
     pub client_capabilities: Value,
     /// This conversation's upstream sessions.
     pub slots: SessionSlots,
+    /// The level set by `logging/setLevel`; until then every level (as a stateful server would).
+    pub log_level: std::sync::Mutex<String>,
     last_seen_ms: AtomicI64,
     persisted_ms: AtomicI64,
 }
@@ -163,6 +165,7 @@ impl Session {
             protocol_version: row.protocol_version.clone(),
             client_capabilities: serde_json::from_str(&row.client_capabilities).unwrap_or(Value::Null),
             slots: SessionSlots::default(),
+            log_level: std::sync::Mutex::new("debug".into()),
             last_seen_ms: AtomicI64::new(row.last_seen_at),
             persisted_ms: AtomicI64::new(row.last_seen_at),
         }
@@ -174,6 +177,7 @@ impl Session {
             protocol_version: String::new(),
             client_capabilities: Value::Null,
             slots: SessionSlots::default(),
+            log_level: std::sync::Mutex::new("debug".into()),
             last_seen_ms: AtomicI64::new(0),
             persisted_ms: AtomicI64::new(0),
         }

@@ -19,11 +19,11 @@ use std::{
 use base64::{Engine, engine::general_purpose::STANDARD};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::jsonrpc::{
-    LEGACY_VERSIONS, META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION,
+    LEGACY_VERSIONS, META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL, META_PROTOCOL_VERSION,
     MODERN_VERSION, RpcError, code,
 };
 use crate::config::UpstreamConfig;
@@ -112,6 +112,9 @@ pub struct Outbound<'a> {
     /// `Mcp-Param-*` headers of the downstream request (MCP 2026-07-28 streamable-http,
     /// "Server Behavior for Custom Headers": intermediaries forward them).
     pub param_headers: &'a [(HeaderName, HeaderValue)],
+    /// The log level a stateful session set with `logging/setLevel`, passed to modern upstreams
+    /// as `io.modelcontextprotocol/logLevel` (they only log for requests that ask).
+    pub log_level: Option<&'a str>,
 }
 
 /// One configured upstream MCP server.
@@ -182,7 +185,10 @@ impl Upstream {
         match self.negotiate().await? {
             Era::Modern => {
                 let caps = out.client_capabilities.cloned().unwrap_or_else(|| json!({}));
-                let params = with_modern_meta(params, caps);
+                let mut params = with_modern_meta(params, caps);
+                if let Some(level) = out.log_level {
+                    params["_meta"].as_object_mut().expect("meta was just set").entry(META_LOG_LEVEL).or_insert_with(|| json!(level));
+                }
                 let headers = self.modern_headers(method, &params, out.param_headers);
                 self.exchange(headers, method, params, out.events, None).await
             }
@@ -548,11 +554,6 @@ pub fn decode_header_value(v: &str) -> Option<String> {
         Some(b64) => String::from_utf8(STANDARD.decode(b64).ok()?).ok(),
         None => Some(v.to_owned()),
     }
-}
-
-/// Keeps the `_meta` object of params as a map (for callers that add keys).
-pub fn meta_of(params: &Value) -> Option<&Map<String, Value>> {
-    params.get("_meta").and_then(Value::as_object)
 }
 
 #[cfg(test)]

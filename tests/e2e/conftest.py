@@ -1,0 +1,139 @@
+"""Shared fixtures: real upstreams (server-everything, the Python SDK fixture) and real Doorman
+processes, each on a free loopback port. Doorman is the binary `scripts/test` built
+(`DOORMAN_BIN`, default target/debug/doorman)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from procs import ROOT, Proc, free_port, start_everything, start_py_upstream, wait_http
+
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+DOORMAN_BIN = Path(os.environ.get("DOORMAN_BIN", TARGET / "debug" / "doorman"))
+
+MODERN = "2026-07-28"
+ACCEPT_BOTH = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def toml_upstreams(upstreams: list[dict]) -> str:
+    out = []
+    for u in upstreams:
+        out.append("[[upstreams]]")
+        for k, v in u.items():
+            out.append(f"{k} = {json.dumps(v)}")
+    return "\n".join(out) + "\n"
+
+
+class Doorman:
+    """One `doorman serve` process with its own config and data directory."""
+
+    def __init__(self, name: str, upstreams: list[dict], server: dict | None = None, env: dict | None = None):
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix=f"doorman-{name}-"))
+        server = {"listen": f"127.0.0.1:{self.port}", "data_dir": str(self.dir / "data"), **(server or {})}
+        text = "[server]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in server.items())
+        text += toml_upstreams(upstreams)
+        self.config = self.dir / "doorman.toml"
+        self.config.write_text(text)
+        self.proc = Proc(name, [DOORMAN_BIN, "serve", "--config", self.config], env=env)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.url = f"{self.base}/mcp"
+        try:
+            wait_http(f"{self.base}/healthz", 20, self.proc)
+        except BaseException:
+            self.proc.stop()
+            raise
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def log(self) -> str:
+        return self.proc.log_text()
+
+
+@pytest.fixture(scope="session")
+def everything():
+    port = free_port()
+    proc = start_everything(port)
+    proc.url = f"http://127.0.0.1:{port}/mcp"
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def py_upstream():
+    port = free_port()
+    proc = start_py_upstream(port)
+    proc.url = f"http://127.0.0.1:{port}/mcp"
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(everything, py_upstream):
+    """Doorman in front of server-everything (stateful upstream) and the Python fixture (modern)."""
+    d = Doorman("doorman-main", [
+        {"name": "everything", "url": everything.url},
+        {"name": "py", "url": py_upstream.url},
+    ])
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def http():
+    with httpx2.Client(timeout=30) as c:
+        yield c
+
+
+def initialize(http, url: str, version: str = "2025-11-25") -> str:
+    """Opens a stateful session with raw HTTP; returns its id."""
+    r = http.post(url, headers=ACCEPT_BOTH, json={
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+    })
+    assert r.status_code == 200, r.text
+    sid = r.headers["mcp-session-id"]
+    n = http.post(url, headers={**ACCEPT_BOTH, "mcp-session-id": sid, "mcp-protocol-version": version},
+                  json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert n.status_code == 202
+    return sid
+
+
+def session_headers(sid: str, version: str = "2025-11-25") -> dict:
+    return {**ACCEPT_BOTH, "mcp-session-id": sid, "mcp-protocol-version": version}
+
+
+def modern_request(method: str, params: dict | None = None, rid=1, version: str = MODERN) -> dict:
+    params = dict(params or {})
+    params["_meta"] = {
+        "io.modelcontextprotocol/protocolVersion": version,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+        **params.get("_meta", {}),
+    }
+    return {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}
+
+
+def modern_headers(method: str, name: str | None = None, version: str = MODERN) -> dict:
+    h = {**ACCEPT_BOTH, "mcp-protocol-version": version, "mcp-method": method}
+    if name is not None:
+        h["mcp-name"] = name
+    return h
+
+
+def rpc_json(response) -> dict:
+    """The JSON-RPC message of a response, whether it came as JSON or as SSE."""
+    ctype = response.headers.get("content-type", "")
+    if ctype.startswith("text/event-stream"):
+        messages = [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+        finals = [m for m in messages if "result" in m or "error" in m]
+        assert finals, response.text
+        return finals[-1]
+    return response.json()
