@@ -30,11 +30,20 @@ pub struct EdgePolicy {
 
 impl EdgePolicy {
     pub fn from_config(config: &Config) -> Self {
-        let mut hosts: HashSet<String> = ["localhost", "127.0.0.1", "[::1]"].into_iter().map(String::from).collect();
+        let mut hosts: HashSet<String> = ["localhost", "127.0.0.1", "[::1]"]
+            .into_iter()
+            .map(String::from)
+            .collect();
         if let Some(h) = config.public_url().host_str() {
             hosts.insert(h.to_ascii_lowercase());
         }
-        hosts.extend(config.server.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()));
+        hosts.extend(
+            config
+                .server
+                .allowed_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase()),
+        );
         let origins = config
             .server
             .allowed_origins
@@ -59,24 +68,39 @@ impl EdgePolicy {
     }
 
     pub fn origin_allowed(&self, origin: &str) -> bool {
-        let Ok(url) = url::Url::parse(origin) else { return false };
+        let Ok(url) = url::Url::parse(origin) else {
+            return false;
+        };
         if !matches!(url.scheme(), "http" | "https") {
             return false;
         }
         let serialized = url.origin().ascii_serialization();
-        self.origins.contains(&serialized) || url.host_str().is_some_and(|h| self.hosts.contains(&h.to_ascii_lowercase()))
+        self.origins.contains(&serialized)
+            || url
+                .host_str()
+                .is_some_and(|h| self.hosts.contains(&h.to_ascii_lowercase()))
     }
 }
 
 /// Middleware: refuses requests for other hosts or from other origins with 403.
-pub async fn check_host_and_origin(State(policy): State<Arc<EdgePolicy>>, req: Request, next: Next) -> Response {
+pub async fn check_host_and_origin(
+    State(policy): State<Arc<EdgePolicy>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
-    let forbidden = |why: &str| error_reply(StatusCode::FORBIDDEN, None, &RpcError::new(code::BAD_REQUEST, format!("Forbidden: {why}")));
+    let forbidden = |why: &str| {
+        error_reply(
+            StatusCode::FORBIDDEN,
+            None,
+            &RpcError::new(code::BAD_REQUEST, format!("Forbidden: {why}")),
+        )
+    };
     match host {
         Some(h) if policy.host_allowed(&h) => {}
         Some(h) => {
@@ -106,10 +130,22 @@ mod tests {
     #[test]
     fn loopback_is_allowed_by_default_and_nothing_else() {
         let p = policy("");
-        for ok in ["localhost:8421", "127.0.0.1:8421", "127.0.0.1", "[::1]:8421", "LOCALHOST"] {
+        for ok in [
+            "localhost:8421",
+            "127.0.0.1:8421",
+            "127.0.0.1",
+            "[::1]:8421",
+            "LOCALHOST",
+        ] {
             assert!(p.host_allowed(ok), "{ok}");
         }
-        for bad in ["evil.example.com", "evil.example.com:8421", "127.0.0.1.nip.io:8421", "[::2]:1", ""] {
+        for bad in [
+            "evil.example.com",
+            "evil.example.com:8421",
+            "127.0.0.1.nip.io:8421",
+            "[::2]:1",
+            "",
+        ] {
             assert!(!p.host_allowed(bad), "{bad}");
         }
         assert!(p.origin_allowed("http://localhost:3000"));
@@ -120,11 +156,16 @@ mod tests {
 
     #[test]
     fn configured_hosts_and_origins_are_added() {
-        let p = policy("[server]\npublic_url = \"https://mcp.example.com\"\nallowed_hosts = [\"gw.internal\"]\nallowed_origins = [\"https://app.example.com\"]\n");
+        let p = policy(
+            "[server]\npublic_url = \"https://mcp.example.com\"\nallowed_hosts = [\"gw.internal\"]\nallowed_origins = [\"https://app.example.com\"]\n",
+        );
         assert!(p.host_allowed("mcp.example.com"));
         assert!(p.host_allowed("gw.internal:443"));
         assert!(p.origin_allowed("https://app.example.com"));
-        assert!(!p.origin_allowed("http://app.example.com"), "scheme is part of the origin");
+        assert!(
+            !p.origin_allowed("http://app.example.com"),
+            "scheme is part of the origin"
+        );
         assert!(p.origin_allowed("https://mcp.example.com"));
     }
 }

@@ -31,9 +31,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::CheckConfig { file } => Config::load(Some(&file)).map(|_| {
-            println!("{}: ok", file.display());
-        }).map_err(|e| anyhow::anyhow!("{}: {e}", file.display())),
+        Command::CheckConfig { file } => Config::load(Some(&file))
+            .map(|_| {
+                println!("{}: ok", file.display());
+            })
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display())),
         Command::Serve { config } => serve(config),
     };
     match outcome {
@@ -48,6 +50,8 @@ fn main() -> ExitCode {
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref()).map_err(anyhow::Error::from)?;
     doorman::server::init_logging(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(doorman::server::serve(config))
 }

@@ -17,14 +17,27 @@ use crate::{
 /// Sets up logging: human-readable by default, JSON lines on request; always to stderr.
 pub fn init_logging(config: &Config) {
     use tracing_subscriber::{filter::Targets, layer::SubscriberExt, util::SubscriberInitExt};
-    let filter: Targets = config.server.log_level.parse().unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
+    let filter: Targets = config
+        .server
+        .log_level
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match config.server.log_format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     let _ = result;
@@ -34,11 +47,19 @@ pub fn init_logging(config: &Config) {
 pub fn app(config: &Config, gateway: Arc<Gateway>) -> Router {
     let edge = Arc::new(EdgePolicy::from_config(config));
     let mcp = Router::new()
-        .route("/mcp", get(endpoint::get).post(endpoint::post).delete(endpoint::delete))
+        .route(
+            "/mcp",
+            get(endpoint::get)
+                .post(endpoint::post)
+                .delete(endpoint::delete),
+        )
         .with_state(gateway)
         .layer(middleware::from_fn_with_state(edge, check_host_and_origin));
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .merge(mcp)
 }
 
@@ -54,7 +75,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let public = config.public_url();
-    let mcp_url = public.join("mcp").context("public_url cannot be joined with mcp")?;
+    let mcp_url = public
+        .join("mcp")
+        .context("public_url cannot be joined with mcp")?;
     tracing::info!(
         listen = %listener.local_addr()?,
         mcp = %mcp_url,
@@ -62,7 +85,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         upstreams = config.upstreams.len(),
         "Doorman is serving"
     );
-    axum::serve(listener, app(&config, gateway)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app(&config, gateway))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     store.close().await;
     tracing::info!("Doorman stopped");
     Ok(())

@@ -48,8 +48,13 @@ impl FromStr for ConfigDuration {
 impl fmt::Display for ConfigDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-            if ms != 0 && ms % size == 0 {
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
+            if ms != 0 && ms.is_multiple_of(size) {
                 return write!(f, "{}{unit}", ms / size);
             }
         }
@@ -86,7 +91,16 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_read_exactly() {
-        for bad in ["", "10", "m", "10 m", "10mins", "1.5h", "-1s", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "10",
+            "m",
+            "10 m",
+            "10mins",
+            "1.5h",
+            "-1s",
+            "99999999999999999999d",
+        ] {
             let err = bad.parse::<ConfigDuration>().unwrap_err();
             assert!(err.contains("invalid duration"), "{bad}: {err}");
         }

@@ -108,12 +108,8 @@ fn default_upstream_timeout() -> ConfigDuration {
 #[serde(untagged)]
 pub enum SecretOrValue {
     Value(String),
-    Env {
-        env: String,
-    },
-    File {
-        file: PathBuf,
-    },
+    Env { env: String },
+    File { file: PathBuf },
 }
 
 impl SecretOrValue {
@@ -121,8 +117,9 @@ impl SecretOrValue {
     pub fn resolve(&self) -> Result<String, String> {
         match self {
             Self::Value(v) => Ok(v.clone()),
-            Self::Env { env } => std::env::var(env)
-                .map_err(|_| format!("environment variable {env} is not set")),
+            Self::Env { env } => {
+                std::env::var(env).map_err(|_| format!("environment variable {env} is not set"))
+            }
             Self::File { file } => std::fs::read_to_string(file)
                 .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
                 .map_err(|e| format!("cannot read {}: {e}", file.display())),
@@ -139,7 +136,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -158,18 +158,20 @@ impl std::error::Error for ConfigError {}
 /// Tool names seen by clients must match this (MCP tools, "Tool names").
 pub fn is_valid_tool_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl Config {
     /// Parses TOML text: unknown keys and wrong types are errors naming the key's path.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let de = toml::Deserializer::parse(text)
-            .map_err(|e| ConfigError::new("", format!("not valid TOML: {}", one_line(&e))))?;
+            .map_err(|e| ConfigError::new("", format!("not valid TOML: {}", describe(&e, text))))?;
         serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            ConfigError::new(path, one_line(e.inner()))
+            ConfigError::new(path, describe(e.inner(), text))
         })
     }
 
@@ -177,8 +179,9 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let mut config = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", p.display())))?;
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    ConfigError::new("", format!("cannot read {}: {e}", p.display()))
+                })?;
                 Self::from_toml(&text)?
             }
             None => Self::default(),
@@ -192,11 +195,15 @@ impl Config {
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let s = &mut self.server;
         if let Some(v) = var("DOORMAN_LISTEN") {
-            s.listen = v.parse().map_err(|e| ConfigError::new("DOORMAN_LISTEN", format!("{e}")))?;
+            s.listen = v
+                .parse()
+                .map_err(|e| ConfigError::new("DOORMAN_LISTEN", format!("{e}")))?;
         }
         if let Some(v) = var("DOORMAN_PUBLIC_URL") {
-            s.public_url =
-                Some(v.parse().map_err(|e| ConfigError::new("DOORMAN_PUBLIC_URL", format!("{e}")))?);
+            s.public_url = Some(
+                v.parse()
+                    .map_err(|e| ConfigError::new("DOORMAN_PUBLIC_URL", format!("{e}")))?,
+            );
         }
         if let Some(v) = var("DOORMAN_DATA_DIR") {
             s.data_dir = v.into();
@@ -208,7 +215,12 @@ impl Config {
             s.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
-                _ => return Err(ConfigError::new("DOORMAN_LOG_FORMAT", "expected `text` or `json`")),
+                _ => {
+                    return Err(ConfigError::new(
+                        "DOORMAN_LOG_FORMAT",
+                        "expected `text` or `json`",
+                    ));
+                }
             };
         }
         if let Some(v) = var("DOORMAN_LOG") {
@@ -220,30 +232,44 @@ impl Config {
     /// Checks what the types alone cannot: names, URLs, overlaps, and safe combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
-        if let Some(url) = &s.public_url {
-            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                return Err(ConfigError::new("server.public_url", "must be an http(s) URL with a host"));
-            }
+        if let Some(url) = &s.public_url
+            && (!matches!(url.scheme(), "http" | "https") || url.host_str().is_none())
+        {
+            return Err(ConfigError::new(
+                "server.public_url",
+                "must be an http(s) URL with a host",
+            ));
         }
         if s.max_request_bytes < 1024 {
-            return Err(ConfigError::new("server.max_request_bytes", "must be at least 1024"));
+            return Err(ConfigError::new(
+                "server.max_request_bytes",
+                "must be at least 1024",
+            ));
         }
         if s.session_idle_timeout.0.is_zero() {
-            return Err(ConfigError::new("server.session_idle_timeout", "must be longer than zero"));
+            return Err(ConfigError::new(
+                "server.session_idle_timeout",
+                "must be longer than zero",
+            ));
         }
-        if s.log_level.parse::<tracing_subscriber::filter::Targets>().is_err() {
+        if s.log_level
+            .parse::<tracing_subscriber::filter::Targets>()
+            .is_err()
+        {
             return Err(ConfigError::new(
                 "server.log_level",
                 "expected a level such as `info` or `info,doorman=debug`",
             ));
         }
-        if let Some(url) = &s.database_url {
-            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(ConfigError::new(
-                    "server.database_url",
-                    "expected a sqlite: or postgres:// URL",
-                ));
-            }
+        if let Some(url) = &s.database_url
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "server.database_url",
+                "expected a sqlite: or postgres:// URL",
+            ));
         }
         for (i, origin) in s.allowed_origins.iter().enumerate() {
             match Url::parse(origin) {
@@ -273,18 +299,30 @@ impl Config {
         for (i, up) in self.upstreams.iter().enumerate() {
             let path = |key: &str| format!("upstreams[{i}].{key}");
             let valid_name = (1..=32).contains(&up.name.len())
-                && up.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                && up
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
             if !valid_name {
                 return Err(ConfigError::new(
                     path("name"),
-                    format!("{:?} must be 1-32 characters of letters, digits, `_` and `-`", up.name),
+                    format!(
+                        "{:?} must be 1-32 characters of letters, digits, `_` and `-`",
+                        up.name
+                    ),
                 ));
             }
             if !matches!(up.url.scheme(), "http" | "https") {
-                return Err(ConfigError::new(path("url"), "must be an http:// or https:// URL"));
+                return Err(ConfigError::new(
+                    path("url"),
+                    "must be an http:// or https:// URL",
+                ));
             }
             if up.timeout.0.is_zero() {
-                return Err(ConfigError::new(path("timeout"), "must be longer than zero"));
+                return Err(ConfigError::new(
+                    path("timeout"),
+                    "must be longer than zero",
+                ));
             }
             for name in up.headers.keys() {
                 if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -325,20 +363,32 @@ impl Config {
     /// The URL clients use to reach Doorman (defaults to `http://{listen}`).
     pub fn public_url(&self) -> Url {
         self.server.public_url.clone().unwrap_or_else(|| {
-            Url::parse(&format!("http://{}", self.server.listen)).expect("a socket address forms a URL")
+            Url::parse(&format!("http://{}", self.server.listen))
+                .expect("a socket address forms a URL")
         })
     }
 
     /// The database URL (defaults to SQLite inside the data directory).
     pub fn database_url(&self) -> String {
         self.server.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.server.data_dir.join("doorman.db").display())
+            format!(
+                "sqlite://{}",
+                self.server.data_dir.join("doorman.db").display()
+            )
         })
     }
 }
 
-fn one_line(e: &dyn fmt::Display) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+/// The parser's message on one line, with the line number it points at.
+fn describe(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("{message} (line {line})")
+        }
+        None => message,
+    }
 }
 
 #[cfg(test)]

@@ -12,17 +12,28 @@ fn error_of(text: &str) -> ConfigError {
 #[test]
 fn the_example_file_parses_and_sets_every_key() {
     let config = Config::from_toml(EXAMPLE).expect("doorman.example.toml must parse");
-    config.validate().expect("doorman.example.toml must validate");
+    config
+        .validate()
+        .expect("doorman.example.toml must validate");
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8421");
     assert_eq!(config.server.session_idle_timeout.to_string(), "30m");
     assert_eq!(config.upstreams.len(), 1);
-    assert_eq!(config.upstreams[0].timeout.0, std::time::Duration::from_secs(60));
+    assert_eq!(
+        config.upstreams[0].timeout.0,
+        std::time::Duration::from_secs(60)
+    );
     // The example documents the defaults: parsing it must give the same server settings as none.
     let defaults = Config::default();
     assert_eq!(config.server.listen, defaults.server.listen);
     assert_eq!(config.server.data_dir, defaults.server.data_dir);
-    assert_eq!(config.server.max_request_bytes, defaults.server.max_request_bytes);
-    assert_eq!(config.server.session_idle_timeout, defaults.server.session_idle_timeout);
+    assert_eq!(
+        config.server.max_request_bytes,
+        defaults.server.max_request_bytes
+    );
+    assert_eq!(
+        config.server.session_idle_timeout,
+        defaults.server.session_idle_timeout
+    );
 }
 
 #[test]
@@ -39,7 +50,9 @@ fn unknown_keys_are_refused_with_their_path() {
     assert_eq!(e.path, "server.listen_port");
     assert!(e.message.contains("unknown field"), "{e}");
 
-    let e = error_of("[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/mcp\"\ntimeot = \"1s\"\n");
+    let e = error_of(
+        "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/mcp\"\ntimeot = \"1s\"\n",
+    );
     assert_eq!(e.path, "upstreams[0].timeot");
     assert!(e.message.contains("unknown field"), "{e}");
 
@@ -49,7 +62,9 @@ fn unknown_keys_are_refused_with_their_path() {
 
 #[test]
 fn wrong_values_name_the_key() {
-    let e = error_of("[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/mcp\"\n[[upstreams]]\nname = \"b\"\nurl = \"http://127.0.0.1:1/mcp\"\ntimeout = \"10x\"\n");
+    let e = error_of(
+        "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/mcp\"\n[[upstreams]]\nname = \"b\"\nurl = \"http://127.0.0.1:1/mcp\"\ntimeout = \"10x\"\n",
+    );
     assert_eq!(e.path, "upstreams[1].timeout");
     assert!(e.message.contains("invalid duration \"10x\""), "{e}");
 
@@ -71,7 +86,9 @@ fn wrong_values_name_the_key() {
     let e = error_of("[[upstreams]]\nname = \"a b\"\nurl = \"http://127.0.0.1/mcp\"\n");
     assert_eq!(e.path, "upstreams[0].name");
 
-    let e = error_of("[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1/mcp\"\nheaders = { \"bad header\" = \"x\" }\n");
+    let e = error_of(
+        "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1/mcp\"\nheaders = { \"bad header\" = \"x\" }\n",
+    );
     assert_eq!(e.path, "upstreams[0].headers.bad header");
 
     let e = error_of("[server]\nallowed_origins = [\"not an origin\"]\n");
@@ -81,11 +98,16 @@ fn wrong_values_name_the_key() {
 #[test]
 fn colliding_upstream_names_are_refused_naming_both() {
     let two = |a: &str, b: &str| {
-        format!("[[upstreams]]\nname = \"{a}\"\nurl = \"http://127.0.0.1:1/mcp\"\n[[upstreams]]\nname = \"{b}\"\nurl = \"http://127.0.0.1:2/mcp\"\n")
+        format!(
+            "[[upstreams]]\nname = \"{a}\"\nurl = \"http://127.0.0.1:1/mcp\"\n[[upstreams]]\nname = \"{b}\"\nurl = \"http://127.0.0.1:2/mcp\"\n"
+        )
     };
     let e = error_of(&two("git", "git_hub"));
     assert_eq!(e.path, "upstreams[1].name");
-    assert!(e.message.contains("\"git\"") && e.message.contains("\"git_hub\""), "{e}");
+    assert!(
+        e.message.contains("\"git\"") && e.message.contains("\"git_hub\""),
+        "{e}"
+    );
 
     let e = error_of(&two("docs", "docs"));
     assert!(e.message.contains("already uses"), "{e}");
@@ -132,7 +154,9 @@ fn secrets_come_from_env_or_file_and_errors_never_show_values() {
     std::fs::write(&file, "s3cret-value\n").unwrap();
     let from_file = SecretOrValue::File { file: file.clone() };
     assert_eq!(from_file.resolve().unwrap(), "s3cret-value");
-    let missing = SecretOrValue::Env { env: "DOORMAN_TEST_SURELY_UNSET_VAR".into() };
+    let missing = SecretOrValue::Env {
+        env: "DOORMAN_TEST_SURELY_UNSET_VAR".into(),
+    };
     let err = missing.resolve().unwrap_err();
     assert!(err.contains("DOORMAN_TEST_SURELY_UNSET_VAR"), "{err}");
 }

@@ -31,8 +31,8 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use super::{
     Gateway,
     jsonrpc::{
-        self, ALL_VERSIONS, Id, Incoming, LEGACY_VERSIONS, META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION,
-        META_SERVER_INFO, MODERN_VERSION, RpcError, code,
+        self, ALL_VERSIONS, Id, Incoming, LEGACY_VERSIONS, META_CLIENT_CAPABILITIES,
+        META_PROTOCOL_VERSION, META_SERVER_INFO, MODERN_VERSION, RpcError, code,
     },
     session::Session,
     upstream::{Outbound, SessionSlots, decode_header_value},
@@ -50,13 +50,30 @@ struct Accept {
 
 impl Accept {
     fn from(headers: &HeaderMap) -> Self {
-        let mut a = Self { json: false, sse: false };
-        let values: Vec<&str> = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect();
+        let mut a = Self {
+            json: false,
+            sse: false,
+        };
+        let values: Vec<&str> = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
         if values.is_empty() {
-            return Self { json: true, sse: false };
+            return Self {
+                json: true,
+                sse: false,
+            };
         }
         for item in values.iter().flat_map(|v| v.split(',')) {
-            match item.split(';').next().unwrap_or("").trim().to_ascii_lowercase().as_str() {
+            match item
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+                .as_str()
+            {
                 "application/json" | "application/*" => a.json = true,
                 "text/event-stream" | "text/*" => a.sse = true,
                 "*/*" => {
@@ -86,16 +103,40 @@ impl Conversation {
 pub async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
     let accept = Accept::from(&headers);
     if !accept.json && !accept.sse {
-        return error_reply(StatusCode::NOT_ACCEPTABLE, None, &RpcError::new(code::BAD_REQUEST, "Not Acceptable: the Accept header must allow application/json or text/event-stream"));
+        return error_reply(
+            StatusCode::NOT_ACCEPTABLE,
+            None,
+            &RpcError::new(
+                code::BAD_REQUEST,
+                "Not Acceptable: the Accept header must allow application/json or text/event-stream",
+            ),
+        );
     }
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.trim().to_ascii_lowercase().starts_with("application/json") {
-        return error_reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, None, &RpcError::new(code::BAD_REQUEST, "Unsupported Media Type: the body must be application/json"));
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
+        return error_reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+            &RpcError::new(
+                code::BAD_REQUEST,
+                "Unsupported Media Type: the body must be application/json",
+            ),
+        );
     }
     let bytes = match axum::body::to_bytes(body, gw.max_request_bytes).await {
         Ok(b) => b,
         Err(_) => {
-            let e = RpcError::new(code::INVALID_REQUEST, format!("Request body larger than {} bytes", gw.max_request_bytes));
+            let e = RpcError::new(
+                code::INVALID_REQUEST,
+                format!("Request body larger than {} bytes", gw.max_request_bytes),
+            );
             return error_reply(StatusCode::PAYLOAD_TOO_LARGE, None, &e);
         }
     };
@@ -125,22 +166,33 @@ pub async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body
         Ok(i) => i,
         Err((id, e)) => return error_reply(StatusCode::BAD_REQUEST, id.as_ref(), &e),
     };
-    let header_version = headers.get(VERSION_HEADER).map(|v| v.to_str().unwrap_or("").to_owned());
+    let header_version = headers
+        .get(VERSION_HEADER)
+        .map(|v| v.to_str().unwrap_or("").to_owned());
 
     // Stateful revisions: an existing session, or `initialize` to open one.
     if let Some(session) = session {
-        if let Incoming::Request { method, id, .. } = &incoming {
-            if method == "initialize" {
-                let e = RpcError::new(code::INVALID_REQUEST, "Invalid Request: this session is already initialized");
-                return error_reply(StatusCode::BAD_REQUEST, Some(id), &e);
-            }
+        if let Incoming::Request { method, id, .. } = &incoming
+            && method == "initialize"
+        {
+            let e = RpcError::new(
+                code::INVALID_REQUEST,
+                "Invalid Request: this session is already initialized",
+            );
+            return error_reply(StatusCode::BAD_REQUEST, Some(id), &e);
         }
         if let Some(v) = &header_version {
             // MCP 2025-11-25 basic/transports, "Protocol Version Header": the version negotiated
             // for this session, or 400.
             if v != &session.protocol_version {
                 let e = if ALL_VERSIONS.contains(&v.as_str()) {
-                    RpcError::new(code::BAD_REQUEST, format!("Bad Request: MCP-Protocol-Version {v} does not match this session's version {}", session.protocol_version))
+                    RpcError::new(
+                        code::BAD_REQUEST,
+                        format!(
+                            "Bad Request: MCP-Protocol-Version {v} does not match this session's version {}",
+                            session.protocol_version
+                        ),
+                    )
                 } else {
                     RpcError::unsupported_version(v)
                 };
@@ -148,47 +200,88 @@ pub async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body
             }
         }
         return match incoming {
-            Incoming::Request { id, method, params } => serve_request(&gw, Conversation::Stateful(session), accept, id, method, params, Vec::new()).await,
+            Incoming::Request { id, method, params } => {
+                serve_request(
+                    &gw,
+                    Conversation::Stateful(session),
+                    accept,
+                    id,
+                    method,
+                    params,
+                    Vec::new(),
+                )
+                .await
+            }
             // `notifications/initialized`, `cancelled`, `roots/list_changed`, and answers to
             // server requests (Doorman sends none): accepted, nothing to relay.
-            Incoming::Notification { .. } | Incoming::Response => StatusCode::ACCEPTED.into_response(),
+            Incoming::Notification { .. } | Incoming::Response => {
+                StatusCode::ACCEPTED.into_response()
+            }
         };
     }
     // The stateless revision: a request that declares it is served by it, `initialize` included
     // (which that revision answers with -32601).
-    let declares_modern = header_version.as_deref().is_some_and(|v| !LEGACY_VERSIONS.contains(&v))
-        || message.pointer("/params/_meta").and_then(|m| m.get(META_PROTOCOL_VERSION)).is_some();
-    if let Incoming::Request { id, method, params } = &incoming {
-        if method == "initialize" && !declares_modern {
-            return initialize(&gw, accept, id, params).await;
-        }
+    let declares_modern = header_version
+        .as_deref()
+        .is_some_and(|v| !LEGACY_VERSIONS.contains(&v))
+        || message
+            .pointer("/params/_meta")
+            .and_then(|m| m.get(META_PROTOCOL_VERSION))
+            .is_some();
+    if let Incoming::Request { id, method, params } = &incoming
+        && method == "initialize"
+        && !declares_modern
+    {
+        return initialize(&gw, accept, id, params).await;
     }
     if declares_modern {
         return match incoming {
-            Incoming::Request { id, method, params } => match check_modern(&headers, &method, &params) {
-                Ok(client_capabilities) => {
-                    let params_headers = param_headers(&headers);
-                    serve_request(&gw, Conversation::Stateless { client_capabilities }, accept, id, method, params, params_headers).await
+            Incoming::Request { id, method, params } => {
+                match check_modern(&headers, &method, &params) {
+                    Ok(client_capabilities) => {
+                        let params_headers = param_headers(&headers);
+                        serve_request(
+                            &gw,
+                            Conversation::Stateless {
+                                client_capabilities,
+                            },
+                            accept,
+                            id,
+                            method,
+                            params,
+                            params_headers,
+                        )
+                        .await
+                    }
+                    Err(e) => error_reply(status_of_modern(e.code), Some(&id), &e),
                 }
-                Err(e) => error_reply(status_of_modern(e.code), Some(&id), &e),
-            },
+            }
             // MCP 2026-07-28 streamable-http, "Sending Messages" §5: notifications get 202.
             Incoming::Notification { .. } => StatusCode::ACCEPTED.into_response(),
             Incoming::Response => {
-                let e = RpcError::new(code::INVALID_REQUEST, "Invalid Request: clients send no responses in protocol 2026-07-28");
+                let e = RpcError::new(
+                    code::INVALID_REQUEST,
+                    "Invalid Request: clients send no responses in protocol 2026-07-28",
+                );
                 error_reply(StatusCode::BAD_REQUEST, None, &e)
             }
         };
     }
     // MCP 2025-11-25 basic/transports, "Session Management" §2: no session id, no service.
-    let e = RpcError::new(code::BAD_REQUEST, "Bad Request: missing MCP-Session-Id; send initialize first, or use protocol 2026-07-28 with per-request _meta");
+    let e = RpcError::new(
+        code::BAD_REQUEST,
+        "Bad Request: missing MCP-Session-Id; send initialize first, or use protocol 2026-07-28 with per-request _meta",
+    );
     error_reply(StatusCode::BAD_REQUEST, request_id(&incoming), &e)
 }
 
 /// `DELETE /mcp`: the client ends its session (MCP 2025-11-25 basic/transports, "Session Management" §5).
 pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
-        let e = RpcError::new(code::BAD_REQUEST, "Bad Request: DELETE needs the MCP-Session-Id to end");
+        let e = RpcError::new(
+            code::BAD_REQUEST,
+            "Bad Request: DELETE needs the MCP-Session-Id to end",
+        );
         return error_reply(StatusCode::BAD_REQUEST, None, &e);
     };
     match gw.sessions.end(id).await {
@@ -206,19 +299,31 @@ pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
 /// stateless one requires.
 pub async fn get() -> Response {
     let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
-    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
     r
 }
 
 async fn initialize(gw: &Arc<Gateway>, accept: Accept, id: &Id, params: &Value) -> Response {
     let Some(requested) = params.get("protocolVersion").and_then(Value::as_str) else {
-        let e = RpcError::new(code::INVALID_PARAMS, "initialize needs params.protocolVersion");
+        let e = RpcError::new(
+            code::INVALID_PARAMS,
+            "initialize needs params.protocolVersion",
+        );
         return error_reply(StatusCode::BAD_REQUEST, Some(id), &e);
     };
     // MCP 2025-11-25 basic/lifecycle, "Version Negotiation": the requested version when
     // supported, otherwise the latest the server supports.
-    let version = if LEGACY_VERSIONS.contains(&requested) { requested } else { LEGACY_VERSIONS[LEGACY_VERSIONS.len() - 1] };
-    let caps = params.get("capabilities").filter(|c| c.is_object()).cloned().unwrap_or_else(|| json!({}));
+    let version = if LEGACY_VERSIONS.contains(&requested) {
+        requested
+    } else {
+        LEGACY_VERSIONS[LEGACY_VERSIONS.len() - 1]
+    };
+    let caps = params
+        .get("capabilities")
+        .filter(|c| c.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     let client_info = params.get("clientInfo").cloned().unwrap_or(Value::Null);
     let (session_id, _) = match gw.sessions.create(version, &client_info, caps).await {
         Ok(s) => s,
@@ -259,20 +364,32 @@ fn check_modern(headers: &HeaderMap, method: &str, params: &Value) -> Result<Val
         .filter(|k| meta.is_none_or(|m| !m.contains_key(*k)))
         .collect();
     if !missing.is_empty() {
-        return Err(RpcError::new(code::INVALID_PARAMS, format!("Invalid params: _meta is missing {}", missing.join(", "))));
+        return Err(RpcError::new(
+            code::INVALID_PARAMS,
+            format!("Invalid params: _meta is missing {}", missing.join(", ")),
+        ));
     }
     let meta = meta.expect("checked above");
     let version = &meta[META_PROTOCOL_VERSION];
     let header = |name: &str| headers.get(name).map(|v| v.to_str().map_err(|_| ()));
-    let mismatch = |what: &str| RpcError::new(code::HEADER_MISMATCH, format!("Header mismatch: {what}"));
+    let mismatch =
+        |what: &str| RpcError::new(code::HEADER_MISMATCH, format!("Header mismatch: {what}"));
     match header(VERSION_HEADER) {
         Some(Ok(h)) if version.as_str() == Some(h) => {}
-        Some(_) => return Err(mismatch("MCP-Protocol-Version does not match _meta's protocol version")),
+        Some(_) => {
+            return Err(mismatch(
+                "MCP-Protocol-Version does not match _meta's protocol version",
+            ));
+        }
         None => return Err(mismatch("the MCP-Protocol-Version header is missing")),
     }
     match header("mcp-method") {
         Some(Ok(h)) if h == method => {}
-        Some(_) => return Err(mismatch(&format!("Mcp-Method does not match the body's method {method:?}"))),
+        Some(_) => {
+            return Err(mismatch(&format!(
+                "Mcp-Method does not match the body's method {method:?}"
+            )));
+        }
         None => return Err(mismatch("the Mcp-Method header is missing")),
     }
     let name_field = match method {
@@ -280,16 +397,25 @@ fn check_modern(headers: &HeaderMap, method: &str, params: &Value) -> Result<Val
         "resources/read" => Some("uri"),
         _ => None,
     };
-    if let Some(field) = name_field {
-        if let Some(body_value) = params.get(field).and_then(Value::as_str) {
-            match header("mcp-name") {
-                Some(Ok(h)) if decode_header_value(h).as_deref() == Some(body_value) => {}
-                Some(_) => return Err(mismatch(&format!("Mcp-Name does not match the body's {field}"))),
-                None => return Err(mismatch("the Mcp-Name header is missing")),
+    if let Some(field) = name_field
+        && let Some(body_value) = params.get(field).and_then(Value::as_str)
+    {
+        match header("mcp-name") {
+            Some(Ok(h)) if decode_header_value(h).as_deref() == Some(body_value) => {}
+            Some(_) => {
+                return Err(mismatch(&format!(
+                    "Mcp-Name does not match the body's {field}"
+                )));
             }
+            None => return Err(mismatch("the Mcp-Name header is missing")),
         }
     }
-    let version = version.as_str().ok_or_else(|| RpcError::new(code::INVALID_PARAMS, "Invalid params: the protocol version must be a string"))?;
+    let version = version.as_str().ok_or_else(|| {
+        RpcError::new(
+            code::INVALID_PARAMS,
+            "Invalid params: the protocol version must be a string",
+        )
+    })?;
     if version != MODERN_VERSION {
         return Err(RpcError::unsupported_version(version));
     }
@@ -299,7 +425,11 @@ fn check_modern(headers: &HeaderMap, method: &str, params: &Value) -> Result<Val
 /// MCP 2026-07-28: the HTTP status that goes with each protocol error.
 fn status_of_modern(code: i64) -> StatusCode {
     match code {
-        code::PARSE_ERROR | code::INVALID_REQUEST | code::INVALID_PARAMS | code::HEADER_MISMATCH | code::UNSUPPORTED_PROTOCOL_VERSION => StatusCode::BAD_REQUEST,
+        code::PARSE_ERROR
+        | code::INVALID_REQUEST
+        | code::INVALID_PARAMS
+        | code::HEADER_MISMATCH
+        | code::UNSUPPORTED_PROTOCOL_VERSION => StatusCode::BAD_REQUEST,
         code::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
         _ => StatusCode::OK,
     }
@@ -334,14 +464,27 @@ async fn serve_request(
         }))),
         // Removed from 2026-07-28 (changelog, major change 5).
         "ping" if !modern => Some(Ok(json!({}))),
-        "initialize" | "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" if modern => {
-            Some(Err(RpcError::new(code::METHOD_NOT_FOUND, format!("Method not found: {method} is not part of protocol 2026-07-28"))))
+        "initialize"
+        | "ping"
+        | "logging/setLevel"
+        | "resources/subscribe"
+        | "resources/unsubscribe"
+            if modern =>
+        {
+            Some(Err(RpcError::new(
+                code::METHOD_NOT_FOUND,
+                format!("Method not found: {method} is not part of protocol 2026-07-28"),
+            )))
         }
         _ => None,
     };
     if let Some(outcome) = local {
         let msg = finish(modern, &method, &id, outcome);
-        let status = if modern { status_of(&msg) } else { StatusCode::OK };
+        let status = if modern {
+            status_of(&msg)
+        } else {
+            StatusCode::OK
+        };
         return message_reply(accept, status, msg);
     }
 
@@ -349,20 +492,32 @@ async fn serve_request(
     let gw2 = gw.clone();
     let method2 = method.clone();
     let work = async move {
-        let (slots, caps, log_level): (&SessionSlots, Option<Value>, Option<String>) = match &conversation {
-            Conversation::Stateful(s) => {
-                if method2 == "logging/setLevel" {
-                    if let Some(level) = params.get("level").and_then(Value::as_str) {
+        let (slots, caps, log_level): (&SessionSlots, Option<Value>, Option<String>) =
+            match &conversation {
+                Conversation::Stateful(s) => {
+                    if method2 == "logging/setLevel"
+                        && let Some(level) = params.get("level").and_then(Value::as_str)
+                    {
                         *s.log_level.lock().expect("log level lock") = level.to_owned();
                     }
+                    let level = s.log_level.lock().expect("log level lock").clone();
+                    (&s.slots, None, Some(level))
                 }
-                let level = s.log_level.lock().expect("log level lock").clone();
-                (&s.slots, None, Some(level))
-            }
-            Conversation::Stateless { client_capabilities } => (&gw2.stateless_slots, Some(client_capabilities.clone()), None),
-        };
+                Conversation::Stateless {
+                    client_capabilities,
+                } => (
+                    &gw2.stateless_slots,
+                    Some(client_capabilities.clone()),
+                    None,
+                ),
+            };
         let events = accept.sse.then_some(&tx);
-        let out = Outbound { client_capabilities: caps.as_ref(), events, param_headers: &param_headers, log_level: log_level.as_deref() };
+        let out = Outbound {
+            client_capabilities: caps.as_ref(),
+            events,
+            param_headers: &param_headers,
+            log_level: log_level.as_deref(),
+        };
         gw2.router.handle(slots, &method2, params, &out).await
     };
     respond(accept, modern, method, id, work, rx).await
@@ -402,7 +557,12 @@ async fn respond(
         first: Option<Value>,
         meta: (bool, String, Id),
     }
-    let state = Some(Streaming { events, task, first: Some(first_event), meta: (modern, method, id) });
+    let state = Some(Streaming {
+        events,
+        task,
+        first: Some(first_event),
+        meta: (modern, method, id),
+    });
     let body = stream::unfold(state, |state| async move {
         let mut s = state?;
         if let Some(first) = s.first.take() {
@@ -421,7 +581,9 @@ async fn respond(
     sse_reply(body)
 }
 
-fn joined(outcome: Result<Result<Value, RpcError>, tokio::task::JoinError>) -> Result<Value, RpcError> {
+fn joined(
+    outcome: Result<Result<Value, RpcError>, tokio::task::JoinError>,
+) -> Result<Value, RpcError> {
     outcome.unwrap_or_else(|e| {
         tracing::error!(error = %e, "request handler failed");
         Err(RpcError::new(code::INTERNAL_ERROR, "Internal error"))
@@ -439,10 +601,19 @@ fn finish(modern: bool, method: &str, id: &Id, outcome: Result<Value, RpcError>)
 /// MCP 2026-07-28 requires `resultType` on every result (changelog, major change 8) and
 /// `ttlMs`/`cacheScope` on cacheable ones (minor change 5); the stateful revisions have neither.
 fn shape_result(modern: bool, method: &str, mut result: Value) -> Value {
-    let Some(obj) = result.as_object_mut() else { return result };
+    let Some(obj) = result.as_object_mut() else {
+        return result;
+    };
     if modern {
         obj.entry("resultType").or_insert_with(|| json!("complete"));
-        if matches!(method, "tools/list" | "prompts/list" | "resources/list" | "resources/read" | "resources/templates/list") {
+        if matches!(
+            method,
+            "tools/list"
+                | "prompts/list"
+                | "resources/list"
+                | "resources/read"
+                | "resources/templates/list"
+        ) {
             obj.entry("ttlMs").or_insert_with(|| json!(0));
             // Lists depend on who asks once policies apply: never shared between people.
             obj.entry("cacheScope").or_insert_with(|| json!("private"));
@@ -460,18 +631,31 @@ fn shape_result(modern: bool, method: &str, mut result: Value) -> Value {
 }
 
 fn status_of(msg: &Value) -> StatusCode {
-    msg.pointer("/error/code").and_then(Value::as_i64).map_or(StatusCode::OK, status_of_modern)
+    msg.pointer("/error/code")
+        .and_then(Value::as_i64)
+        .map_or(StatusCode::OK, status_of_modern)
 }
 
 /// A 2025-03-26 session may send a JSON-RPC batch; every later revision refuses them
 /// (MCP 2025-06-18 changelog: "Remove support for JSON-RPC batching").
-async fn serve_batch(gw: &Arc<Gateway>, session: Option<Arc<Session>>, batch: Vec<Value>) -> Response {
+async fn serve_batch(
+    gw: &Arc<Gateway>,
+    session: Option<Arc<Session>>,
+    batch: Vec<Value>,
+) -> Response {
     let Some(session) = session.filter(|s| s.protocol_version == "2025-03-26") else {
-        let e = RpcError::new(code::INVALID_REQUEST, "Invalid Request: JSON-RPC batches are only accepted in protocol 2025-03-26 sessions");
+        let e = RpcError::new(
+            code::INVALID_REQUEST,
+            "Invalid Request: JSON-RPC batches are only accepted in protocol 2025-03-26 sessions",
+        );
         return error_reply(StatusCode::BAD_REQUEST, None, &e);
     };
     if batch.is_empty() {
-        return error_reply(StatusCode::BAD_REQUEST, None, &RpcError::new(code::INVALID_REQUEST, "Invalid Request: empty batch"));
+        return error_reply(
+            StatusCode::BAD_REQUEST,
+            None,
+            &RpcError::new(code::INVALID_REQUEST, "Invalid Request: empty batch"),
+        );
     }
     let mut replies = Vec::new();
     for message in batch {
@@ -479,10 +663,20 @@ async fn serve_batch(gw: &Arc<Gateway>, session: Option<Arc<Session>>, batch: Ve
             Ok(Incoming::Request { id, method, params }) => {
                 let outcome = match method.as_str() {
                     "ping" => Ok(json!({})),
-                    "initialize" => Err(RpcError::new(code::INVALID_REQUEST, "Invalid Request: initialize cannot be batched")),
+                    "initialize" => Err(RpcError::new(
+                        code::INVALID_REQUEST,
+                        "Invalid Request: initialize cannot be batched",
+                    )),
                     _ => {
-                        let out = Outbound { client_capabilities: None, events: None, param_headers: &[], log_level: None };
-                        gw.router.handle(&session.slots, &method, params, &out).await
+                        let out = Outbound {
+                            client_capabilities: None,
+                            events: None,
+                            param_headers: &[],
+                            log_level: None,
+                        };
+                        gw.router
+                            .handle(&session.slots, &method, params, &out)
+                            .await
                     }
                 };
                 replies.push(finish(false, &method, &id, outcome));
@@ -506,13 +700,19 @@ fn request_id(incoming: &Incoming) -> Option<&Id> {
 
 fn not_found_session() -> Response {
     // MCP 2025-11-25 basic/transports, "Session Management" §3: 404 for an unknown or ended session.
-    let e = RpcError::new(code::SESSION_NOT_FOUND, "Session not found: it ended or never existed; initialize a new one");
+    let e = RpcError::new(
+        code::SESSION_NOT_FOUND,
+        "Session not found: it ended or never existed; initialize a new one",
+    );
     error_reply(StatusCode::NOT_FOUND, None, &e)
 }
 
 fn store_failure(e: anyhow::Error) -> Response {
     tracing::error!(error = %e, "the store failed");
-    let e = RpcError::new(code::INTERNAL_ERROR, "Internal error: the session store is unavailable");
+    let e = RpcError::new(
+        code::INTERNAL_ERROR,
+        "Internal error: the session store is unavailable",
+    );
     error_reply(StatusCode::SERVICE_UNAVAILABLE, None, &e)
 }
 
@@ -523,7 +723,10 @@ pub fn error_reply(status: StatusCode, id: Option<&Id>, e: &RpcError) -> Respons
 
 fn json_reply(status: StatusCode, msg: &Value) -> Response {
     let mut r = (status, Bytes::from(msg.to_string())).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -539,10 +742,15 @@ fn sse_event(msg: &Value) -> Result<Event, Infallible> {
     Ok(Event::default().event("message").data(msg.to_string()))
 }
 
-fn sse_reply(body: impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
-    let mut r = Sse::new(body).keep_alive(KeepAlive::default()).into_response();
+fn sse_reply(
+    body: impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+) -> Response {
+    let mut r = Sse::new(body)
+        .keep_alive(KeepAlive::default())
+        .into_response();
     // MCP 2026-07-28 streamable-http, "Receiving Messages": keep proxies from buffering.
-    r.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
     r
 }
 
@@ -553,7 +761,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -564,22 +775,51 @@ mod tests {
 
     #[test]
     fn the_modern_ladder_checks_meta_then_headers_then_version() {
-        let good = headers(&[("mcp-protocol-version", MODERN_VERSION), ("mcp-method", "tools/call"), ("mcp-name", "everything_echo")]);
+        let good = headers(&[
+            ("mcp-protocol-version", MODERN_VERSION),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "everything_echo"),
+        ]);
         assert!(check_modern(&good, "tools/call", &modern_params(MODERN_VERSION)).is_ok());
 
         let e = check_modern(&good, "tools/call", &json!({"name": "x"})).unwrap_err();
         assert_eq!(e.code, code::INVALID_PARAMS);
 
-        let wrong_name = headers(&[("mcp-protocol-version", MODERN_VERSION), ("mcp-method", "tools/call"), ("mcp-name", "other")]);
-        assert_eq!(check_modern(&wrong_name, "tools/call", &modern_params(MODERN_VERSION)).unwrap_err().code, code::HEADER_MISMATCH);
+        let wrong_name = headers(&[
+            ("mcp-protocol-version", MODERN_VERSION),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "other"),
+        ]);
+        assert_eq!(
+            check_modern(&wrong_name, "tools/call", &modern_params(MODERN_VERSION))
+                .unwrap_err()
+                .code,
+            code::HEADER_MISMATCH
+        );
 
-        let no_method = headers(&[("mcp-protocol-version", MODERN_VERSION), ("mcp-name", "everything_echo")]);
-        assert_eq!(check_modern(&no_method, "tools/call", &modern_params(MODERN_VERSION)).unwrap_err().code, code::HEADER_MISMATCH);
+        let no_method = headers(&[
+            ("mcp-protocol-version", MODERN_VERSION),
+            ("mcp-name", "everything_echo"),
+        ]);
+        assert_eq!(
+            check_modern(&no_method, "tools/call", &modern_params(MODERN_VERSION))
+                .unwrap_err()
+                .code,
+            code::HEADER_MISMATCH
+        );
 
-        let encoded = headers(&[("mcp-protocol-version", MODERN_VERSION), ("mcp-method", "tools/call"), ("mcp-name", "=?base64?ZXZlcnl0aGluZ19lY2hv?=")]);
+        let encoded = headers(&[
+            ("mcp-protocol-version", MODERN_VERSION),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "=?base64?ZXZlcnl0aGluZ19lY2hv?="),
+        ]);
         assert!(check_modern(&encoded, "tools/call", &modern_params(MODERN_VERSION)).is_ok());
 
-        let future = headers(&[("mcp-protocol-version", "2099-01-01"), ("mcp-method", "tools/call"), ("mcp-name", "everything_echo")]);
+        let future = headers(&[
+            ("mcp-protocol-version", "2099-01-01"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "everything_echo"),
+        ]);
         let e = check_modern(&future, "tools/call", &modern_params("2099-01-01")).unwrap_err();
         assert_eq!(e.code, code::UNSUPPORTED_PROTOCOL_VERSION);
         assert_eq!(e.data.unwrap()["supported"], json!(ALL_VERSIONS));
@@ -592,16 +832,27 @@ mod tests {
         assert_eq!(modern["ttlMs"], 0);
         assert_eq!(modern["cacheScope"], "private");
         assert_eq!(modern["_meta"][META_SERVER_INFO]["name"], "doorman");
-        let call = shape_result(true, "tools/call", json!({"content": [], "resultType": "input_required"}));
+        let call = shape_result(
+            true,
+            "tools/call",
+            json!({"content": [], "resultType": "input_required"}),
+        );
         assert_eq!(call["resultType"], "input_required");
         assert!(call.get("ttlMs").is_none());
-        let legacy = shape_result(false, "tools/list", json!({"tools": [], "resultType": "complete", "ttlMs": 5}));
+        let legacy = shape_result(
+            false,
+            "tools/list",
+            json!({"tools": [], "resultType": "complete", "ttlMs": 5}),
+        );
         assert_eq!(legacy, json!({"tools": []}));
     }
 
     #[test]
     fn accept_headers_are_read_leniently_but_exactly() {
-        let a = Accept::from(&headers(&[("accept", "application/json, text/event-stream")]));
+        let a = Accept::from(&headers(&[(
+            "accept",
+            "application/json, text/event-stream",
+        )]));
         assert!(a.json && a.sse);
         let a = Accept::from(&headers(&[("accept", "text/event-stream;q=1")]));
         assert!(!a.json && a.sse);

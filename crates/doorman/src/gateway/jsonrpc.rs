@@ -45,7 +45,11 @@ pub struct RpcError {
 
 impl RpcError {
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), data: None }
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+        }
     }
 
     pub fn with_data(mut self, data: Value) -> Self {
@@ -71,8 +75,11 @@ impl RpcError {
     }
 
     pub fn unsupported_version(requested: &str) -> Self {
-        Self::new(code::UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version")
-            .with_data(json!({ "supported": ALL_VERSIONS, "requested": requested }))
+        Self::new(
+            code::UNSUPPORTED_PROTOCOL_VERSION,
+            "Unsupported protocol version",
+        )
+        .with_data(json!({ "supported": ALL_VERSIONS, "requested": requested }))
     }
 }
 
@@ -89,20 +96,34 @@ pub fn error_response(id: Option<&Id>, error: &RpcError) -> Value {
 /// What one POSTed JSON value is, after the JSON-RPC 2.0 §4 shape checks.
 #[derive(Debug)]
 pub enum Incoming {
-    Request { id: Id, method: String, params: Value },
-    Notification { method: String, params: Value },
+    Request {
+        id: Id,
+        method: String,
+        params: Value,
+    },
+    Notification {
+        method: String,
+        params: Value,
+    },
     /// A client's answer to a server request (stateful revisions only).
     Response,
 }
 
 /// Classifies one message; the error is the `-32600` to send (with the id when one was readable).
 pub fn classify(msg: &Value) -> Result<Incoming, (Option<Id>, RpcError)> {
-    let invalid = |id: Option<Id>, why: &str| Err((id, RpcError::new(code::INVALID_REQUEST, format!("Invalid Request: {why}"))));
+    let invalid = |id: Option<Id>, why: &str| {
+        Err((
+            id,
+            RpcError::new(code::INVALID_REQUEST, format!("Invalid Request: {why}")),
+        ))
+    };
     let Some(obj) = msg.as_object() else {
         return invalid(None, "a JSON-RPC message must be an object");
     };
     let id = obj.get("id").cloned();
-    let usable_id = id.clone().filter(|i| i.is_string() || i.is_i64() || i.is_u64());
+    let usable_id = id
+        .clone()
+        .filter(|i| i.is_string() || i.is_i64() || i.is_u64());
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return invalid(usable_id, "\"jsonrpc\" must be \"2.0\"");
     }
@@ -121,12 +142,21 @@ pub fn classify(msg: &Value) -> Result<Incoming, (Option<Id>, RpcError)> {
             }
             let params = if params.is_null() { json!({}) } else { params };
             Ok(match usable_id {
-                Some(id) => Incoming::Request { id, method: method.clone(), params },
-                None => Incoming::Notification { method: method.clone(), params },
+                Some(id) => Incoming::Request {
+                    id,
+                    method: method.clone(),
+                    params,
+                },
+                None => Incoming::Notification {
+                    method: method.clone(),
+                    params,
+                },
             })
         }
         Some(_) => invalid(usable_id, "\"method\" must be a string"),
-        None if usable_id.is_some() && (obj.contains_key("result") || obj.contains_key("error")) => {
+        None if usable_id.is_some()
+            && (obj.contains_key("result") || obj.contains_key("error")) =>
+        {
             Ok(Incoming::Response)
         }
         None => invalid(usable_id, "missing \"method\""),
@@ -144,7 +174,9 @@ mod tests {
     #[test]
     fn requests_notifications_and_responses() {
         let r = classify(&json!({"jsonrpc":"2.0","id":1,"method":"ping"})).unwrap();
-        assert!(matches!(r, Incoming::Request { ref method, ref params, .. } if method == "ping" && params == &json!({})));
+        assert!(
+            matches!(r, Incoming::Request { ref method, ref params, .. } if method == "ping" && params == &json!({}))
+        );
         let n = classify(&json!({"jsonrpc":"2.0","method":"notifications/initialized"})).unwrap();
         assert!(matches!(n, Incoming::Notification { .. }));
         let resp = classify(&json!({"jsonrpc":"2.0","id":"a","result":{}})).unwrap();

@@ -49,7 +49,13 @@ impl Gateway {
     pub fn close_upstream_sessions(self: &Arc<Self>, ended: Vec<Arc<session::Session>>) {
         for s in ended {
             for (name, up_session) in s.slots.drain() {
-                if let Some(up) = self.router.upstreams().iter().find(|u| u.name == name).cloned() {
+                if let Some(up) = self
+                    .router
+                    .upstreams()
+                    .iter()
+                    .find(|u| u.name == name)
+                    .cloned()
+                {
                     tokio::spawn(async move { up.end_session(&up_session).await });
                 }
             }

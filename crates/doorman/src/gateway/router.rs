@@ -60,25 +60,90 @@ impl Router {
         out: &Outbound<'_>,
     ) -> Result<Value, RpcError> {
         match method {
-            "tools/list" => self.list(slots, method, params, out, &ListKind { key: "tools", field: "name", naming: Naming::Prefixed }).await,
-            "prompts/list" => self.list(slots, method, params, out, &ListKind { key: "prompts", field: "name", naming: Naming::Prefixed }).await,
-            "resources/list" => self.list(slots, method, params, out, &ListKind { key: "resources", field: "uri", naming: Naming::Uri }).await,
-            "resources/templates/list" => self.list(slots, method, params, out, &ListKind { key: "resourceTemplates", field: "uriTemplate", naming: Naming::Uri }).await,
+            "tools/list" => {
+                self.list(
+                    slots,
+                    method,
+                    params,
+                    out,
+                    &ListKind {
+                        key: "tools",
+                        field: "name",
+                        naming: Naming::Prefixed,
+                    },
+                )
+                .await
+            }
+            "prompts/list" => {
+                self.list(
+                    slots,
+                    method,
+                    params,
+                    out,
+                    &ListKind {
+                        key: "prompts",
+                        field: "name",
+                        naming: Naming::Prefixed,
+                    },
+                )
+                .await
+            }
+            "resources/list" => {
+                self.list(
+                    slots,
+                    method,
+                    params,
+                    out,
+                    &ListKind {
+                        key: "resources",
+                        field: "uri",
+                        naming: Naming::Uri,
+                    },
+                )
+                .await
+            }
+            "resources/templates/list" => {
+                self.list(
+                    slots,
+                    method,
+                    params,
+                    out,
+                    &ListKind {
+                        key: "resourceTemplates",
+                        field: "uriTemplate",
+                        naming: Naming::Uri,
+                    },
+                )
+                .await
+            }
             "tools/call" | "prompts/get" => {
-                let kind = if method == "tools/call" { "tool" } else { "prompt" };
+                let kind = if method == "tools/call" {
+                    "tool"
+                } else {
+                    "prompt"
+                };
                 let (up, params) = match self.route_by(&params, "name", Naming::Prefixed, kind) {
                     Ok(routed) => routed,
                     // Like the SDK servers, an unknown tool is a tool error the model can read
                     // and correct, not a protocol failure.
-                    Err(e) if method == "tools/call" && params.get("name").is_some_and(Value::is_string) => {
-                        return Ok(json!({ "content": [{ "type": "text", "text": e.message }], "isError": true }));
+                    Err(e)
+                        if method == "tools/call"
+                            && params.get("name").is_some_and(Value::is_string) =>
+                    {
+                        return Ok(
+                            json!({ "content": [{ "type": "text", "text": e.message }], "isError": true }),
+                        );
                     }
                     Err(e) => return Err(e),
                 };
                 let result = forward(up, slots, method, params, out).await?;
                 Ok(expose_uris_in_content(&up.name, result))
             }
-            "resources/subscribe" | "resources/unsubscribe" if self.route_by(&params, "uri", Naming::Uri, "resource").is_err() => {
+            "resources/subscribe" | "resources/unsubscribe"
+                if self
+                    .route_by(&params, "uri", Naming::Uri, "resource")
+                    .is_err() =>
+            {
                 self.subscribe_everywhere(slots, method, params, out).await
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
@@ -91,7 +156,12 @@ impl Router {
                 let (field, naming, kind) = match reference.get("type").and_then(Value::as_str) {
                     Some("ref/prompt") => ("name", Naming::Prefixed, "prompt"),
                     Some("ref/resource") => ("uri", Naming::Uri, "resource"),
-                    _ => return Err(RpcError::new(code::INVALID_PARAMS, "completion/complete needs a ref/prompt or ref/resource")),
+                    _ => {
+                        return Err(RpcError::new(
+                            code::INVALID_PARAMS,
+                            "completion/complete needs a ref/prompt or ref/resource",
+                        ));
+                    }
                 };
                 let (up, inner) = self.route_by(&reference, field, naming, kind)?;
                 let mut params = params;
@@ -100,7 +170,10 @@ impl Router {
             }
             "logging/setLevel" => {
                 // Every upstream gets the level; one that fails does not fail the others.
-                let calls = self.upstreams.iter().map(|u| u.request(slots, method, params.clone(), out));
+                let calls = self
+                    .upstreams
+                    .iter()
+                    .map(|u| u.request(slots, method, params.clone(), out));
                 for (u, r) in self.upstreams.iter().zip(join_all(calls).await) {
                     if let Err(e) = r {
                         tracing::debug!(upstream = %u.name, error = %e, "logging/setLevel not applied");
@@ -108,17 +181,29 @@ impl Router {
                 }
                 Ok(json!({}))
             }
-            _ => Err(RpcError::new(code::METHOD_NOT_FOUND, format!("Method not found: {method}"))),
+            _ => Err(RpcError::new(
+                code::METHOD_NOT_FOUND,
+                format!("Method not found: {method}"),
+            )),
         }
     }
 
     /// A subscription to a URI without an upstream prefix (known to the client from elsewhere)
     /// goes to every upstream; it holds when at least one accepts it.
-    async fn subscribe_everywhere(&self, slots: &SessionSlots, method: &str, params: Value, out: &Outbound<'_>) -> Result<Value, RpcError> {
+    async fn subscribe_everywhere(
+        &self,
+        slots: &SessionSlots,
+        method: &str,
+        params: Value,
+        out: &Outbound<'_>,
+    ) -> Result<Value, RpcError> {
         if !params.get("uri").is_some_and(Value::is_string) {
             return Err(RpcError::new(code::INVALID_PARAMS, "missing \"uri\""));
         }
-        let calls = self.upstreams.iter().map(|u| u.request(slots, method, params.clone(), out));
+        let calls = self
+            .upstreams
+            .iter()
+            .map(|u| u.request(slots, method, params.clone(), out));
         let mut last_error = None;
         let mut accepted = false;
         for (u, r) in self.upstreams.iter().zip(join_all(calls).await) {
@@ -130,12 +215,21 @@ impl Router {
         match (accepted, last_error) {
             (true, _) => Ok(json!({})),
             (false, Some(e)) => Err(e),
-            (false, None) => Err(RpcError::new(code::INVALID_PARAMS, "Unknown resource: no upstream is configured")),
+            (false, None) => Err(RpcError::new(
+                code::INVALID_PARAMS,
+                "Unknown resource: no upstream is configured",
+            )),
         }
     }
 
     /// Finds the upstream owning `params[field]` and rewrites it to the upstream's own name.
-    fn route_by<'a>(&'a self, params: &Value, field: &str, naming: Naming, kind: &str) -> Result<(&'a Arc<Upstream>, Value), RpcError> {
+    fn route_by<'a>(
+        &'a self,
+        params: &Value,
+        field: &str,
+        naming: Naming,
+        kind: &str,
+    ) -> Result<(&'a Arc<Upstream>, Value), RpcError> {
         let exposed = params
             .get(field)
             .and_then(Value::as_str)
@@ -145,7 +239,12 @@ impl Router {
             Naming::Prefixed => self
                 .upstreams
                 .iter()
-                .find_map(|u| exposed.strip_prefix(u.name.as_str())?.strip_prefix('_').map(|rest| (u.name.as_str(), rest)))
+                .find_map(|u| {
+                    exposed
+                        .strip_prefix(u.name.as_str())?
+                        .strip_prefix('_')
+                        .map(|rest| (u.name.as_str(), rest))
+                })
                 .ok_or_else(unknown)?,
             Naming::Uri => exposed.split_once('+').ok_or_else(unknown)?,
         };
@@ -159,8 +258,18 @@ impl Router {
     }
 
     /// Merges one list method over every upstream, reading every page of each.
-    async fn list(&self, slots: &SessionSlots, method: &str, params: Value, out: &Outbound<'_>, kind: &ListKind) -> Result<Value, RpcError> {
-        let fetches = self.upstreams.iter().map(|u| list_all(u, slots, method, &params, out, kind.key));
+    async fn list(
+        &self,
+        slots: &SessionSlots,
+        method: &str,
+        params: Value,
+        out: &Outbound<'_>,
+        kind: &ListKind,
+    ) -> Result<Value, RpcError> {
+        let fetches = self
+            .upstreams
+            .iter()
+            .map(|u| list_all(u, slots, method, &params, out, kind.key));
         let mut merged = Vec::new();
         let mut unavailable = Vec::new();
         for (up, outcome) in self.upstreams.iter().zip(join_all(fetches).await) {
@@ -168,7 +277,13 @@ impl Router {
                 Ok(items) => {
                     let mut seen = std::collections::HashSet::new();
                     for mut item in items {
-                        let Some(original) = item.get(kind.field).and_then(Value::as_str).map(str::to_owned) else { continue };
+                        let Some(original) = item
+                            .get(kind.field)
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                        else {
+                            continue;
+                        };
                         let exposed = match kind.naming {
                             Naming::Prefixed => format!("{}_{original}", up.name),
                             Naming::Uri => format!("{}+{original}", up.name),
@@ -189,7 +304,8 @@ impl Router {
                     // One upstream down must not take the whole list down (issue: "never a
                     // failure of the whole endpoint"); the client is told which one is missing.
                     tracing::warn!(upstream = %up.name, error = %e, method, "upstream left out of the list");
-                    unavailable.push(json!({ "upstream": up.name, "error": e.to_rpc(&up.name).message }));
+                    unavailable
+                        .push(json!({ "upstream": up.name, "error": e.to_rpc(&up.name).message }));
                 }
             }
         }
@@ -201,7 +317,13 @@ impl Router {
     }
 }
 
-async fn forward(up: &Upstream, slots: &SessionSlots, method: &str, params: Value, out: &Outbound<'_>) -> Result<Value, RpcError> {
+async fn forward(
+    up: &Upstream,
+    slots: &SessionSlots,
+    method: &str,
+    params: Value,
+    out: &Outbound<'_>,
+) -> Result<Value, RpcError> {
     up.request(slots, method, params, out).await.map_err(|e| {
         if !matches!(e, UpstreamError::Rpc(_)) {
             tracing::warn!(upstream = %up.name, error = %e, method, "upstream request failed");
@@ -210,7 +332,14 @@ async fn forward(up: &Upstream, slots: &SessionSlots, method: &str, params: Valu
     })
 }
 
-async fn list_all(up: &Upstream, slots: &SessionSlots, method: &str, params: &Value, out: &Outbound<'_>, key: &str) -> Result<Vec<Value>, UpstreamError> {
+async fn list_all(
+    up: &Upstream,
+    slots: &SessionSlots,
+    method: &str,
+    params: &Value,
+    out: &Outbound<'_>,
+    key: &str,
+) -> Result<Vec<Value>, UpstreamError> {
     let mut items = Vec::new();
     let mut params = params.clone();
     if let Some(p) = params.as_object_mut() {
@@ -287,22 +416,60 @@ mod tests {
     fn router(names: &[&str]) -> Router {
         let mut toml = String::new();
         for n in names {
-            toml.push_str(&format!("[[upstreams]]\nname = \"{n}\"\nurl = \"http://127.0.0.1:9/mcp\"\n"));
+            toml.push_str(&format!(
+                "[[upstreams]]\nname = \"{n}\"\nurl = \"http://127.0.0.1:9/mcp\"\n"
+            ));
         }
         let config = Config::from_toml(&toml).unwrap();
         let http = reqwest::Client::new();
-        Router::new(config.upstreams.iter().map(|u| Arc::new(Upstream::new(u, http.clone()).unwrap())).collect())
+        Router::new(
+            config
+                .upstreams
+                .iter()
+                .map(|u| Arc::new(Upstream::new(u, http.clone()).unwrap()))
+                .collect(),
+        )
     }
 
     #[test]
     fn names_route_to_their_upstream_with_the_original_name() {
         let r = router(&["everything", "py-fixture", "git"]);
-        let (up, p) = r.route_by(&json!({"name": "py-fixture_add", "arguments": {}}), "name", Naming::Prefixed, "tool").unwrap();
-        assert_eq!((up.name.as_str(), p["name"].as_str()), ("py-fixture", Some("add")));
-        let (up, p) = r.route_by(&json!({"name": "git_log_search"}), "name", Naming::Prefixed, "tool").unwrap();
-        assert_eq!((up.name.as_str(), p["name"].as_str()), ("git", Some("log_search")));
-        let (up, p) = r.route_by(&json!({"uri": "everything+demo://resource/1"}), "uri", Naming::Uri, "resource").unwrap();
-        assert_eq!((up.name.as_str(), p["uri"].as_str()), ("everything", Some("demo://resource/1")));
+        let (up, p) = r
+            .route_by(
+                &json!({"name": "py-fixture_add", "arguments": {}}),
+                "name",
+                Naming::Prefixed,
+                "tool",
+            )
+            .unwrap();
+        assert_eq!(
+            (up.name.as_str(), p["name"].as_str()),
+            ("py-fixture", Some("add"))
+        );
+        let (up, p) = r
+            .route_by(
+                &json!({"name": "git_log_search"}),
+                "name",
+                Naming::Prefixed,
+                "tool",
+            )
+            .unwrap();
+        assert_eq!(
+            (up.name.as_str(), p["name"].as_str()),
+            ("git", Some("log_search"))
+        );
+        let (up, p) = r
+            .route_by(
+                &json!({"uri": "everything+demo://resource/1"}),
+                "uri",
+                Naming::Uri,
+                "resource",
+            )
+            .unwrap();
+        assert_eq!(
+            (up.name.as_str(), p["uri"].as_str()),
+            ("everything", Some("demo://resource/1"))
+        );
     }
 
     #[test]
@@ -316,7 +483,9 @@ mod tests {
             (json!({"uri": "other+file:///x"}), "uri", Naming::Uri),
             (json!({}), "name", Naming::Prefixed),
         ] {
-            let Err(e) = r.route_by(&params, field, naming, "tool") else { panic!("{params} routed") };
+            let Err(e) = r.route_by(&params, field, naming, "tool") else {
+                panic!("{params} routed")
+            };
             assert_eq!(e.code, code::INVALID_PARAMS, "{params}");
         }
     }
@@ -330,8 +499,14 @@ mod tests {
         ]});
         let out = expose_uris_in_content("everything", result);
         assert_eq!(out["content"][1]["uri"], "everything+demo://r/1");
-        assert_eq!(out["content"][2]["resource"]["uri"], "everything+demo://r/2");
-        let read = expose_uris_in_contents("everything", json!({"contents": [{"uri": "demo://r/1", "text": "x"}]}));
+        assert_eq!(
+            out["content"][2]["resource"]["uri"],
+            "everything+demo://r/2"
+        );
+        let read = expose_uris_in_contents(
+            "everything",
+            json!({"contents": [{"uri": "demo://r/1", "text": "x"}]}),
+        );
         assert_eq!(read["contents"][0]["uri"], "everything+demo://r/1");
     }
 }

@@ -67,15 +67,24 @@ impl Sessions {
         let row = SessionRow {
             id_hash: crypto::sha256_hex(&id),
             protocol_version: protocol_version.to_owned(),
-            client_name: client_info.get("name").and_then(Value::as_str).map(|s| truncate(s, 200)),
-            client_version: client_info.get("version").and_then(Value::as_str).map(|s| truncate(s, 100)),
+            client_name: client_info
+                .get("name")
+                .and_then(Value::as_str)
+                .map(|s| truncate(s, 200)),
+            client_version: client_info
+                .get("version")
+                .and_then(Value::as_str)
+                .map(|s| truncate(s, 100)),
             client_capabilities: client_capabilities.to_string(),
             created_at: now,
             last_seen_at: now,
         };
         self.store.insert_session(&row).await?;
         let session = Arc::new(Session::from_row(&row));
-        self.live.write().expect("sessions lock").insert(row.id_hash.clone(), session.clone());
+        self.live
+            .write()
+            .expect("sessions lock")
+            .insert(row.id_hash.clone(), session.clone());
         Ok((id, session))
     }
 
@@ -84,14 +93,24 @@ impl Sessions {
     pub async fn get(&self, id: &str) -> anyhow::Result<Option<Arc<Session>>> {
         let id_hash = crypto::sha256_hex(id);
         let now = self.clock.now_ms();
-        let cached = self.live.read().expect("sessions lock").get(&id_hash).cloned();
+        let cached = self
+            .live
+            .read()
+            .expect("sessions lock")
+            .get(&id_hash)
+            .cloned();
         let session = match cached {
             Some(s) => s,
             None => match self.store.session(&id_hash).await? {
                 // Opened on another node, or before a restart.
                 Some(row) => {
                     let s = Arc::new(Session::from_row(&row));
-                    self.live.write().expect("sessions lock").entry(id_hash.clone()).or_insert(s).clone()
+                    self.live
+                        .write()
+                        .expect("sessions lock")
+                        .entry(id_hash.clone())
+                        .or_insert(s)
+                        .clone()
                 }
                 None => return Ok(None),
             },
@@ -163,7 +182,8 @@ impl Session {
         Self {
             id_hash: row.id_hash.clone(),
             protocol_version: row.protocol_version.clone(),
-            client_capabilities: serde_json::from_str(&row.client_capabilities).unwrap_or(Value::Null),
+            client_capabilities: serde_json::from_str(&row.client_capabilities)
+                .unwrap_or(Value::Null),
             slots: SessionSlots::default(),
             log_level: std::sync::Mutex::new("debug".into()),
             last_seen_ms: AtomicI64::new(row.last_seen_at),
@@ -207,15 +227,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(1_000_000);
         let sessions = table(&clock, dir.path()).await;
-        let (id, s) = sessions.create("2025-11-25", &json!({"name":"c"}), json!({})).await.unwrap();
+        let (id, s) = sessions
+            .create("2025-11-25", &json!({"name":"c"}), json!({}))
+            .await
+            .unwrap();
         assert_eq!(s.protocol_version, "2025-11-25");
         clock.advance(Duration::from_secs(599));
-        assert!(sessions.get(&id).await.unwrap().is_some(), "used within the window");
+        assert!(
+            sessions.get(&id).await.unwrap().is_some(),
+            "used within the window"
+        );
         clock.advance(Duration::from_secs(599));
-        assert!(sessions.get(&id).await.unwrap().is_some(), "each use restarts the window");
+        assert!(
+            sessions.get(&id).await.unwrap().is_some(),
+            "each use restarts the window"
+        );
         clock.advance(Duration::from_secs(601));
-        assert!(sessions.get(&id).await.unwrap().is_none(), "idle past the timeout");
-        assert!(sessions.get(&id).await.unwrap().is_none(), "and stays ended");
+        assert!(
+            sessions.get(&id).await.unwrap().is_none(),
+            "idle past the timeout"
+        );
+        assert!(
+            sessions.get(&id).await.unwrap().is_none(),
+            "and stays ended"
+        );
     }
 
     #[tokio::test]
@@ -223,9 +258,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(1_000_000);
         let sessions = table(&clock, dir.path()).await;
-        let (idle, _) = sessions.create("2025-11-25", &json!({}), json!({})).await.unwrap();
+        let (idle, _) = sessions
+            .create("2025-11-25", &json!({}), json!({}))
+            .await
+            .unwrap();
         clock.advance(Duration::from_secs(300));
-        let (busy, _) = sessions.create("2025-06-18", &json!({}), json!({})).await.unwrap();
+        let (busy, _) = sessions
+            .create("2025-06-18", &json!({}), json!({}))
+            .await
+            .unwrap();
         clock.advance(Duration::from_secs(301));
         let ended = sessions.sweep().await.unwrap();
         assert_eq!(ended.len(), 1);
@@ -239,7 +280,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(5);
         let sessions = table(&clock, dir.path()).await;
-        let (id, _) = sessions.create("2025-11-25", &json!({}), json!({})).await.unwrap();
+        let (id, _) = sessions
+            .create("2025-11-25", &json!({}), json!({}))
+            .await
+            .unwrap();
         assert!(sessions.get("made-up").await.unwrap().is_none());
         assert!(sessions.end(&id).await.unwrap().is_some());
         assert!(sessions.end(&id).await.unwrap().is_none());
@@ -258,12 +302,22 @@ mod tests {
         let clock = ManualClock::new(5);
         let node_a = table(&clock, dir.path()).await;
         let node_b = table(&clock, dir.path()).await;
-        let (id, _) = node_a.create("2025-06-18", &json!({}), json!({"roots":{}})).await.unwrap();
-        let on_b = node_b.get(&id).await.unwrap().expect("visible on the other node");
+        let (id, _) = node_a
+            .create("2025-06-18", &json!({}), json!({"roots":{}}))
+            .await
+            .unwrap();
+        let on_b = node_b
+            .get(&id)
+            .await
+            .unwrap()
+            .expect("visible on the other node");
         assert_eq!(on_b.protocol_version, "2025-06-18");
         assert_eq!(on_b.client_capabilities, json!({"roots":{}}));
         node_b.end(&id).await.unwrap();
         clock.advance(Duration::from_secs(61));
-        assert!(node_a.get(&id).await.unwrap().is_none(), "an end on one node reaches the other");
+        assert!(
+            node_a.get(&id).await.unwrap().is_none(),
+            "an end on one node reaches the other"
+        );
     }
 }

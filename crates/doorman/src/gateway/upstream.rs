@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::jsonrpc::{
-    LEGACY_VERSIONS, META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL, META_PROTOCOL_VERSION,
-    MODERN_VERSION, RpcError, code,
+    LEGACY_VERSIONS, META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL,
+    META_PROTOCOL_VERSION, MODERN_VERSION, RpcError, code,
 };
 use crate::config::UpstreamConfig;
 
@@ -70,8 +70,11 @@ impl UpstreamError {
             Self::SessionGone => "session_ended",
             Self::Rpc(_) => unreachable!("handled above"),
         };
-        RpcError::new(code::UPSTREAM_FAILED, format!("upstream '{upstream}' {self}"))
-            .with_data(json!({ "upstream": upstream, "reason": reason }))
+        RpcError::new(
+            code::UPSTREAM_FAILED,
+            format!("upstream '{upstream}' {self}"),
+        )
+        .with_data(json!({ "upstream": upstream, "reason": reason }))
     }
 }
 
@@ -80,14 +83,21 @@ impl UpstreamError {
 pub struct UpstreamSession {
     id: Option<String>,
     version: String,
+    /// The upstream's outage count when the session was opened: a session opened before an
+    /// outage died with the upstream process (not every server answers 404 for it afterwards).
+    generation: u64,
 }
+
+/// One upstream's session slot in a conversation: empty until first used, locked while the
+/// session is being opened so concurrent requests share it.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<UpstreamSession>>>>;
 
 /// The upstream sessions of one downstream conversation, one slot per upstream.
 #[derive(Default)]
-pub struct SessionSlots(Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Arc<UpstreamSession>>>>>>);
+pub struct SessionSlots(Mutex<HashMap<String, Slot>>);
 
 impl SessionSlots {
-    fn slot(&self, upstream: &str) -> Arc<tokio::sync::Mutex<Option<Arc<UpstreamSession>>>> {
+    fn slot(&self, upstream: &str) -> Slot {
         let mut map = self.0.lock().expect("slots lock");
         map.entry(upstream.to_owned()).or_default().clone()
     }
@@ -126,6 +136,8 @@ pub struct Upstream {
     http: reqwest::Client,
     era: RwLock<Option<Era>>,
     next_id: AtomicU64,
+    /// How many times the upstream was found unreachable.
+    outages: AtomicU64,
 }
 
 impl Upstream {
@@ -137,7 +149,10 @@ impl Upstream {
                 .resolve()
                 .map_err(|e| anyhow::anyhow!("upstreams.{}.headers.{name}: {e}", config.name))?;
             let mut v = HeaderValue::from_str(&v).map_err(|_| {
-                anyhow::anyhow!("upstreams.{}.headers.{name}: not a valid header value", config.name)
+                anyhow::anyhow!(
+                    "upstreams.{}.headers.{name}: not a valid header value",
+                    config.name
+                )
             })?;
             v.set_sensitive(true);
             headers.insert(HeaderName::from_bytes(name.as_bytes())?, v);
@@ -150,6 +165,7 @@ impl Upstream {
             http,
             era: RwLock::new(None),
             next_id: AtomicU64::new(1),
+            outages: AtomicU64::new(0),
         })
     }
 
@@ -166,11 +182,15 @@ impl Upstream {
         params: Value,
         out: &Outbound<'_>,
     ) -> Result<Value, UpstreamError> {
-        let outcome = tokio::time::timeout(self.timeout, self.request_inner(slots, method, params, out)).await;
+        let outcome =
+            tokio::time::timeout(self.timeout, self.request_inner(slots, method, params, out))
+                .await;
         let result = outcome.unwrap_or(Err(UpstreamError::Timeout(self.timeout)));
         if let Err(UpstreamError::Unreachable(_)) = &result {
-            // Probe again next time: the upstream may come back speaking another revision.
+            // Probe again next time: the upstream may come back speaking another revision, and
+            // without the sessions it had.
             *self.era.write().expect("era lock") = None;
+            self.outages.fetch_add(1, Ordering::Relaxed);
         }
         result
     }
@@ -184,13 +204,21 @@ impl Upstream {
     ) -> Result<Value, UpstreamError> {
         match self.negotiate().await? {
             Era::Modern => {
-                let caps = out.client_capabilities.cloned().unwrap_or_else(|| json!({}));
+                let caps = out
+                    .client_capabilities
+                    .cloned()
+                    .unwrap_or_else(|| json!({}));
                 let mut params = with_modern_meta(params, caps);
                 if let Some(level) = out.log_level {
-                    params["_meta"].as_object_mut().expect("meta was just set").entry(META_LOG_LEVEL).or_insert_with(|| json!(level));
+                    params["_meta"]
+                        .as_object_mut()
+                        .expect("meta was just set")
+                        .entry(META_LOG_LEVEL)
+                        .or_insert_with(|| json!(level));
                 }
                 let headers = self.modern_headers(method, &params, out.param_headers);
-                self.exchange(headers, method, params, out.events, None).await
+                self.exchange(headers, method, params, out.events, None)
+                    .await
             }
             Era::Legacy => {
                 let params = without_modern_meta(params);
@@ -198,9 +226,10 @@ impl Upstream {
                 for attempt in 0..2 {
                     let session = {
                         let mut guard = slot.lock().await;
+                        let current = self.outages.load(Ordering::Relaxed);
                         match &*guard {
-                            Some(s) => s.clone(),
-                            None => {
+                            Some(s) if s.generation == current => s.clone(),
+                            _ => {
                                 let s = Arc::new(self.initialize().await?);
                                 *guard = Some(s.clone());
                                 s
@@ -208,7 +237,10 @@ impl Upstream {
                         }
                     };
                     let headers = self.legacy_headers(&session);
-                    match self.exchange(headers, method, params.clone(), out.events, Some(&session)).await {
+                    match self
+                        .exchange(headers, method, params.clone(), out.events, Some(&session))
+                        .await
+                    {
                         // MCP 2025-11-25 transports, "Session Management" §4: a 404 for our
                         // session id means it ended; start a new one and send the request again.
                         Err(UpstreamError::SessionGone) if attempt == 0 => {
@@ -232,13 +264,20 @@ impl Upstream {
         }
         let params = with_modern_meta(json!({}), json!({}));
         let headers = self.modern_headers("server/discover", &params, &[]);
-        let era = match self.exchange(headers, "server/discover", params, None, None).await {
+        let era = match self
+            .exchange(headers, "server/discover", params, None, None)
+            .await
+        {
             Ok(result) => {
                 let speaks_modern = result
                     .get("supportedVersions")
                     .and_then(Value::as_array)
                     .is_some_and(|v| v.iter().any(|v| v == MODERN_VERSION));
-                if speaks_modern { Era::Modern } else { Era::Legacy }
+                if speaks_modern {
+                    Era::Modern
+                } else {
+                    Era::Legacy
+                }
             }
             Err(e @ (UpstreamError::Unreachable(_) | UpstreamError::Timeout(_))) => return Err(e),
             // Any other answer is not evidence of a modern server: fall back to `initialize`.
@@ -258,8 +297,13 @@ impl Upstream {
             "clientInfo": { "name": "doorman", "version": env!("CARGO_PKG_VERSION") },
         });
         let mut headers = self.base_headers();
-        headers.insert("mcp-protocol-version", HeaderValue::from_static("2025-11-25"));
-        let (result, session_id) = self.exchange_with_session(headers, "initialize", params).await?;
+        headers.insert(
+            "mcp-protocol-version",
+            HeaderValue::from_static("2025-11-25"),
+        );
+        let (result, session_id) = self
+            .exchange_with_session(headers, "initialize", params)
+            .await?;
         let version = result
             .get("protocolVersion")
             .and_then(Value::as_str)
@@ -271,7 +315,11 @@ impl Upstream {
                 ))
             })?
             .to_owned();
-        let session = UpstreamSession { id: session_id, version };
+        let session = UpstreamSession {
+            id: session_id,
+            version,
+            generation: self.outages.load(Ordering::Relaxed),
+        };
         let note = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
         let resp = self
             .http
@@ -307,8 +355,14 @@ impl Upstream {
 
     fn base_headers(&self) -> HeaderMap {
         let mut h = self.headers.clone();
-        h.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h
     }
 
@@ -317,7 +371,11 @@ impl Upstream {
         if let Ok(v) = HeaderValue::from_str(&session.version) {
             h.insert("mcp-protocol-version", v);
         }
-        if let Some(id) = session.id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
+        if let Some(id) = session
+            .id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        {
             h.insert("mcp-session-id", id);
         }
         h
@@ -325,9 +383,17 @@ impl Upstream {
 
     /// MCP 2026-07-28 streamable-http, "Request Metadata": the body's routing fields mirrored
     /// into headers.
-    fn modern_headers(&self, method: &str, params: &Value, extra: &[(HeaderName, HeaderValue)]) -> HeaderMap {
+    fn modern_headers(
+        &self,
+        method: &str,
+        params: &Value,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> HeaderMap {
         let mut h = self.base_headers();
-        h.insert("mcp-protocol-version", HeaderValue::from_static(MODERN_VERSION));
+        h.insert(
+            "mcp-protocol-version",
+            HeaderValue::from_static(MODERN_VERSION),
+        );
         if let Ok(v) = HeaderValue::from_str(method) {
             h.insert("mcp-method", v);
         }
@@ -336,7 +402,10 @@ impl Upstream {
             "resources/read" => params.get("uri"),
             _ => None,
         };
-        if let Some(v) = name.and_then(Value::as_str).and_then(|n| HeaderValue::from_str(&encode_header_value(n)).ok()) {
+        if let Some(v) = name
+            .and_then(Value::as_str)
+            .and_then(|n| HeaderValue::from_str(&encode_header_value(n)).ok())
+        {
             h.insert("mcp-name", v);
         }
         for (k, v) in extra {
@@ -353,7 +422,14 @@ impl Upstream {
     ) -> Result<(Value, Option<String>), UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        let resp = self.http.post(self.url.clone()).headers(headers).body(body.to_string()).send().await.map_err(transport_error)?;
+        let resp = self
+            .http
+            .post(self.url.clone())
+            .headers(headers)
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(transport_error)?;
         let session_id = resp
             .headers()
             .get("mcp-session-id")
@@ -374,7 +450,14 @@ impl Upstream {
     ) -> Result<Value, UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        let resp = self.http.post(self.url.clone()).headers(headers).body(body.to_string()).send().await.map_err(transport_error)?;
+        let resp = self
+            .http
+            .post(self.url.clone())
+            .headers(headers)
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(transport_error)?;
         self.read_response(resp, id, events, session).await
     }
 
@@ -398,7 +481,10 @@ impl Upstream {
         if !status.is_success() {
             let body = read_limited(resp).await.unwrap_or_default();
             // A JSON-RPC error body says more than the status: pass the upstream's error on.
-            return match serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("error").and_then(RpcError::from_json)) {
+            return match serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(RpcError::from_json))
+            {
                 Some(e) => Err(UpstreamError::Rpc(e)),
                 None => Err(UpstreamError::Http(status)),
             };
@@ -406,8 +492,12 @@ impl Upstream {
         if content_type.starts_with("text/event-stream") {
             let mut stream = sse_stream::SseByteStream::new(resp.bytes_stream());
             while let Some(event) = stream.next().await {
-                let event = event.map_err(|e| UpstreamError::InvalidResponse(format!("broken event stream: {e}")))?;
-                let Some(data) = event.data.filter(|d| !d.is_empty()) else { continue };
+                let event = event.map_err(|e| {
+                    UpstreamError::InvalidResponse(format!("broken event stream: {e}"))
+                })?;
+                let Some(data) = event.data.filter(|d| !d.is_empty()) else {
+                    continue;
+                };
                 if data.len() > MAX_UPSTREAM_BODY {
                     return Err(UpstreamError::InvalidResponse("event too large".into()));
                 }
@@ -417,7 +507,9 @@ impl Upstream {
                     return done;
                 }
             }
-            return Err(UpstreamError::InvalidResponse("the event stream ended before the response".into()));
+            return Err(UpstreamError::InvalidResponse(
+                "the event stream ended before the response".into(),
+            ));
         }
         if content_type.starts_with("application/json") {
             let body = read_limited(resp).await?;
@@ -425,12 +517,18 @@ impl Upstream {
                 .map_err(|_| UpstreamError::InvalidResponse("the body is not JSON".into()))?;
             return match self.on_message(msg, id, None, session).await {
                 Some(done) => done,
-                None => Err(UpstreamError::InvalidResponse("the body is not the response to the request".into())),
+                None => Err(UpstreamError::InvalidResponse(
+                    "the body is not the response to the request".into(),
+                )),
             };
         }
         Err(UpstreamError::InvalidResponse(format!(
             "unexpected content type {:?}",
-            if content_type.is_empty() { "none" } else { &content_type }
+            if content_type.is_empty() {
+                "none"
+            } else {
+                &content_type
+            }
         )))
     }
 
@@ -446,14 +544,18 @@ impl Upstream {
         match (msg.get("id"), has_method) {
             (Some(rid), false) => {
                 if rid.as_u64() != Some(id) {
-                    return Some(Err(UpstreamError::InvalidResponse("a response with another id".into())));
+                    return Some(Err(UpstreamError::InvalidResponse(
+                        "a response with another id".into(),
+                    )));
                 }
                 if let Some(result) = msg.get("result") {
                     return Some(Ok(result.clone()));
                 }
                 Some(match msg.get("error").and_then(RpcError::from_json) {
                     Some(e) => Err(UpstreamError::Rpc(e)),
-                    None => Err(UpstreamError::InvalidResponse("a response with neither result nor error".into())),
+                    None => Err(UpstreamError::InvalidResponse(
+                        "a response with neither result nor error".into(),
+                    )),
                 })
             }
             (None, true) => {
@@ -474,14 +576,20 @@ impl Upstream {
                     }})
                 };
                 if let Some(s) = session {
-                    let req = self.http.post(self.url.clone()).headers(self.legacy_headers(s)).body(answer.to_string());
+                    let req = self
+                        .http
+                        .post(self.url.clone())
+                        .headers(self.legacy_headers(s))
+                        .body(answer.to_string());
                     tokio::spawn(async move {
                         let _ = req.send().await;
                     });
                 }
                 None
             }
-            (None, false) => Some(Err(UpstreamError::InvalidResponse("not a JSON-RPC message".into()))),
+            (None, false) => Some(Err(UpstreamError::InvalidResponse(
+                "not a JSON-RPC message".into(),
+            ))),
         }
     }
 }
@@ -505,7 +613,9 @@ async fn read_limited(resp: reqwest::Response) -> Result<Vec<u8>, UpstreamError>
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(transport_error)?;
         if body.len() + chunk.len() > MAX_UPSTREAM_BODY {
-            return Err(UpstreamError::InvalidResponse("the body is too large".into()));
+            return Err(UpstreamError::InvalidResponse(
+                "the body is too large".into(),
+            ));
         }
         body.extend_from_slice(&chunk);
     }
@@ -521,7 +631,10 @@ fn with_modern_meta(mut params: Value, capabilities: Value) -> Value {
     }
     let meta = meta.as_object_mut().expect("just made an object");
     meta.insert(META_PROTOCOL_VERSION.into(), json!(MODERN_VERSION));
-    meta.insert(META_CLIENT_INFO.into(), json!({ "name": "doorman", "version": env!("CARGO_PKG_VERSION") }));
+    meta.insert(
+        META_CLIENT_INFO.into(),
+        json!({ "name": "doorman", "version": env!("CARGO_PKG_VERSION") }),
+    );
     meta.insert(META_CLIENT_CAPABILITIES.into(), capabilities);
     params
 }
@@ -531,7 +644,10 @@ fn without_modern_meta(mut params: Value) -> Value {
     if let Some(meta) = params.get_mut("_meta").and_then(Value::as_object_mut) {
         meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
         if meta.is_empty() {
-            params.as_object_mut().expect("params are an object").remove("_meta");
+            params
+                .as_object_mut()
+                .expect("params are an object")
+                .remove("_meta");
         }
     }
     params
@@ -544,13 +660,20 @@ pub fn encode_header_value(v: &str) -> String {
         && v.bytes().all(|b| (0x20..=0x7e).contains(&b))
         && !v.starts_with(' ')
         && !v.ends_with(' ')
-        && !(v.starts_with("=?base64?") && v.ends_with("?="));
-    if safe { v.to_owned() } else { format!("=?base64?{}?=", STANDARD.encode(v)) }
+        && (!v.starts_with("=?base64?") || !v.ends_with("?="));
+    if safe {
+        v.to_owned()
+    } else {
+        format!("=?base64?{}?=", STANDARD.encode(v))
+    }
 }
 
 /// Decodes a header value that may use the base64 sentinel form.
 pub fn decode_header_value(v: &str) -> Option<String> {
-    match v.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) {
+    match v
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
         Some(b64) => String::from_utf8(STANDARD.decode(b64).ok()?).ok(),
         None => Some(v.to_owned()),
     }
@@ -563,21 +686,42 @@ mod tests {
     #[test]
     fn header_values_use_the_sentinel_only_when_needed() {
         assert_eq!(encode_header_value("get_weather"), "get_weather");
-        assert_eq!(encode_header_value("Hello, 世界"), "=?base64?SGVsbG8sIOS4lueVjA==?=");
+        assert_eq!(
+            encode_header_value("Hello, 世界"),
+            "=?base64?SGVsbG8sIOS4lueVjA==?="
+        );
         assert_eq!(encode_header_value(" padded "), "=?base64?IHBhZGRlZCA=?=");
-        assert_eq!(encode_header_value("=?base64?literal?="), "=?base64?PT9iYXNlNjQ/bGl0ZXJhbD89?=");
-        for v in ["get_weather", "Hello, 世界", " padded ", "line1\nline2", "=?base64?literal?="] {
-            assert_eq!(decode_header_value(&encode_header_value(v)).as_deref(), Some(v));
+        assert_eq!(
+            encode_header_value("=?base64?literal?="),
+            "=?base64?PT9iYXNlNjQ/bGl0ZXJhbD89?="
+        );
+        for v in [
+            "get_weather",
+            "Hello, 世界",
+            " padded ",
+            "line1\nline2",
+            "=?base64?literal?=",
+        ] {
+            assert_eq!(
+                decode_header_value(&encode_header_value(v)).as_deref(),
+                Some(v)
+            );
         }
         assert_eq!(decode_header_value("=?base64?!!!?="), None);
     }
 
     #[test]
     fn envelope_keys_are_set_for_modern_and_removed_for_legacy() {
-        let p = with_modern_meta(json!({"name":"x","_meta":{"progressToken":7}}), json!({"elicitation":{}}));
+        let p = with_modern_meta(
+            json!({"name":"x","_meta":{"progressToken":7}}),
+            json!({"elicitation":{}}),
+        );
         assert_eq!(p["_meta"][META_PROTOCOL_VERSION], MODERN_VERSION);
         assert_eq!(p["_meta"]["progressToken"], 7);
-        assert_eq!(p["_meta"][META_CLIENT_CAPABILITIES], json!({"elicitation":{}}));
+        assert_eq!(
+            p["_meta"][META_CLIENT_CAPABILITIES],
+            json!({"elicitation":{}})
+        );
         let legacy = without_modern_meta(p);
         assert_eq!(legacy["_meta"], json!({"progressToken":7}));
         let bare = without_modern_meta(with_modern_meta(json!({}), json!({})));
@@ -588,7 +732,12 @@ mod tests {
     fn upstream_failures_name_the_upstream() {
         let e = UpstreamError::Timeout(Duration::from_secs(2)).to_rpc("slowpoke");
         assert_eq!(e.code, code::UPSTREAM_FAILED);
-        assert!(e.message.contains("upstream 'slowpoke' did not answer within 2s"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("upstream 'slowpoke' did not answer within 2s"),
+            "{}",
+            e.message
+        );
         assert_eq!(e.data.unwrap()["reason"], "timeout");
         let passthrough = UpstreamError::Rpc(RpcError::new(-32602, "bad")).to_rpc("x");
         assert_eq!(passthrough, RpcError::new(-32602, "bad"));

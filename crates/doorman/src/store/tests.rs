@@ -20,10 +20,20 @@ async fn engines() -> Vec<(Store, Option<tempfile::TempDir>)> {
 }
 
 async fn fresh_postgres(base: &str) -> Store {
-    let admin = PgPool::connect(base).await.expect("PostgreSQL must be reachable");
-    let name = format!("doorman_t_{}", crate::crypto::random_token(9).to_lowercase().replace('-', "_"));
+    let admin = PgPool::connect(base)
+        .await
+        .expect("PostgreSQL must be reachable");
+    let name = format!(
+        "doorman_t_{}",
+        crate::crypto::random_token(9)
+            .to_lowercase()
+            .replace('-', "_")
+    );
     // The name is made of random url-safe characters only.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
     admin.close().await;
     let (prefix, _) = base.rsplit_once('/').expect("a database URL has a path");
     Store::open(&format!("{prefix}/{name}")).await.unwrap()
@@ -48,18 +58,47 @@ async fn sessions_round_trip_on_every_engine() {
         store.ping().await.unwrap();
         let a = row("session-a", 1_000);
         store.insert_session(&a).await.unwrap();
-        assert_eq!(store.session(&a.id_hash).await.unwrap().as_ref(), Some(&a), "{engine}");
+        assert_eq!(
+            store.session(&a.id_hash).await.unwrap().as_ref(),
+            Some(&a),
+            "{engine}"
+        );
         assert_eq!(store.session("unknown").await.unwrap(), None, "{engine}");
 
         // The same id twice is refused: ids are unique.
         assert!(store.insert_session(&a).await.is_err(), "{engine}");
 
-        assert!(store.touch_session(&a.id_hash, 5_000).await.unwrap(), "{engine}");
-        assert_eq!(store.session(&a.id_hash).await.unwrap().unwrap().last_seen_at, 5_000);
+        assert!(
+            store.touch_session(&a.id_hash, 5_000).await.unwrap(),
+            "{engine}"
+        );
+        assert_eq!(
+            store
+                .session(&a.id_hash)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_seen_at,
+            5_000
+        );
         // Touching with an older time never moves last_seen backwards.
-        assert!(store.touch_session(&a.id_hash, 4_000).await.unwrap(), "{engine}");
-        assert_eq!(store.session(&a.id_hash).await.unwrap().unwrap().last_seen_at, 5_000);
-        assert!(!store.touch_session("gone", 6_000).await.unwrap(), "{engine}");
+        assert!(
+            store.touch_session(&a.id_hash, 4_000).await.unwrap(),
+            "{engine}"
+        );
+        assert_eq!(
+            store
+                .session(&a.id_hash)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_seen_at,
+            5_000
+        );
+        assert!(
+            !store.touch_session("gone", 6_000).await.unwrap(),
+            "{engine}"
+        );
 
         assert!(store.delete_session(&a.id_hash).await.unwrap(), "{engine}");
         assert!(!store.delete_session(&a.id_hash).await.unwrap(), "{engine}");
@@ -77,7 +116,10 @@ async fn idle_sessions_are_deleted_and_reported() {
         }
         let mut gone = store.delete_idle_sessions(1_000).await.unwrap();
         gone.sort();
-        let mut expected = vec![crate::crypto::sha256_hex("old-1"), crate::crypto::sha256_hex("old-2")];
+        let mut expected = vec![
+            crate::crypto::sha256_hex("old-1"),
+            crate::crypto::sha256_hex("old-2"),
+        ];
         expected.sort();
         assert_eq!(gone, expected, "{engine}");
         assert_eq!(store.count_sessions().await.unwrap(), 1, "{engine}");
@@ -94,12 +136,19 @@ async fn migrations_apply_once_and_the_data_survives_a_reopen() {
     let again = Store::open_sqlite_in(dir.path()).await.unwrap();
     assert_eq!(again.count_sessions().await.unwrap(), 1);
     // WAL mode is what the embedded default promises.
-    let mode: (String,) = on_pool!(again, pool => sqlx::query_as("PRAGMA journal_mode").fetch_one(pool).await).unwrap();
+    let mode: (String,) =
+        on_pool!(again, pool => sqlx::query_as("PRAGMA journal_mode").fetch_one(pool).await)
+            .unwrap();
     assert_eq!(mode.0, "wal");
 }
 
 #[tokio::test]
 async fn an_unreachable_postgres_is_a_clear_error() {
-    let err = Store::open("postgres://nobody@127.0.0.1:1/none").await.unwrap_err();
-    assert!(format!("{err:#}").contains("cannot connect to PostgreSQL"), "{err:#}");
+    let err = Store::open("postgres://nobody@127.0.0.1:1/none")
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("cannot connect to PostgreSQL"),
+        "{err:#}"
+    );
 }
