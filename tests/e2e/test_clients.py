@@ -143,3 +143,10 @@ def test_clients_of_both_generations_at_once(gateway):
 
     results = anyio.run(both)
     assert results == {("legacy" if n % 2 else "auto", n): str(n + 1000) for n in range(6)}
+
+
+def test_each_upstream_speaks_its_own_generation(gateway):
+    anyio.run(exercise, gateway.url, "legacy")
+    log = gateway.log()
+    assert "upstream=py era=Modern" in log, "the Python SDK upstream speaks 2026-07-28"
+    assert "upstream=everything era=Legacy" in log, "server-everything only speaks the stateful revisions"

@@ -348,8 +348,11 @@ impl Upstream {
             .timeout(self.timeout)
             .send()
             .await;
-        if let Err(e) = result {
-            tracing::debug!(upstream = %self.name, error = %e, "could not end an upstream session");
+        match result {
+            Ok(_) => tracing::debug!(upstream = %self.name, "ended an upstream session"),
+            Err(e) => {
+                tracing::debug!(upstream = %self.name, error = %e, "could not end an upstream session")
+            }
         }
     }
 

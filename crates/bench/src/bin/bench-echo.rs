@@ -1,0 +1,129 @@
+//! A fast upstream MCP server for the benchmark: one `echo` tool, nothing else.
+//!
+//! `--mode stateless` speaks only 2026-07-28 (`server/discover`, per-request `_meta`);
+//! `--mode stateful` speaks only 2025-11-25 (`initialize`, `MCP-Session-Id`). It does the least
+//! work a real server must, so what the benchmark measures is the path, not the tool.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::{
+    Router,
+    body::Bytes,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use clap::{Parser, ValueEnum};
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Mode {
+    Stateless,
+    Stateful,
+}
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    port: u16,
+    #[arg(long, value_enum)]
+    mode: Mode,
+}
+
+static SESSIONS: AtomicU64 = AtomicU64::new(0);
+
+fn json_reply(status: StatusCode, v: Value) -> Response {
+    let mut r = (status, v.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn mcp(mode: Mode, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
+        return json_reply(
+            StatusCode::BAD_REQUEST,
+            json!({"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}),
+        );
+    };
+    let id = msg.get("id").cloned();
+    let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+    let Some(id) = id else {
+        return StatusCode::ACCEPTED.into_response();
+    };
+    let modern = headers
+        .get("mcp-protocol-version")
+        .is_some_and(|v| v == "2026-07-28");
+    let result = match (mode, method) {
+        (Mode::Stateless, _) if !modern => {
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                json!({"jsonrpc":"2.0","id":id,"error":{"code":-32022,"message":"Unsupported protocol version","data":{"supported":["2026-07-28"]}}}),
+            );
+        }
+        (Mode::Stateful, _) if modern => {
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                json!({"jsonrpc":"2.0","id":id,"error":{"code":-32000,"message":"Bad Request: initialize first"}}),
+            );
+        }
+        (Mode::Stateless, "server/discover") => json!({
+            "resultType": "complete", "supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}},
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "bench-echo", "version": "1"}}
+        }),
+        (Mode::Stateful, "initialize") => {
+            let sid = format!("bench-{}", SESSIONS.fetch_add(1, Ordering::Relaxed));
+            let mut r = json_reply(
+                StatusCode::OK,
+                json!({"jsonrpc":"2.0","id":id,"result":{
+                "protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                "serverInfo": {"name": "bench-echo", "version": "1"}}}),
+            );
+            r.headers_mut().insert(
+                "mcp-session-id",
+                HeaderValue::from_str(&sid).expect("ascii"),
+            );
+            return r;
+        }
+        (_, "tools/list") => {
+            json!({"tools": [{"name": "echo", "inputSchema": {"type": "object", "properties": {"message": {"type": "string"}}}}]})
+        }
+        (_, "tools/call") => {
+            let text = msg
+                .pointer("/params/arguments/message")
+                .cloned()
+                .unwrap_or(json!(""));
+            json!({"content": [{"type": "text", "text": text}]})
+        }
+        (_, "ping") => json!({}),
+        _ => {
+            return json_reply(
+                StatusCode::OK,
+                json!({"jsonrpc":"2.0","id":id,"error":{"code":-32601,"message":"Method not found"}}),
+            );
+        }
+    };
+    let mut result = result;
+    if modern {
+        result["resultType"] = json!("complete");
+    }
+    json_reply(
+        StatusCode::OK,
+        json!({"jsonrpc": "2.0", "id": id, "result": result}),
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mode = args.mode;
+    let app = Router::new().route(
+        "/mcp",
+        post(move |h: HeaderMap, b: Bytes| mcp(mode, h, b)).delete(|| async { StatusCode::OK }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! The processes the benchmark runs: upstreams, Doorman, and what is measured about Doorman itself.
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+/// The binaries built beside this one (`cargo build -p doorman -p doorman-bench`).
+pub struct Binaries {
+    doorman: PathBuf,
+    echo: PathBuf,
+}
+
+impl Binaries {
+    pub fn beside_this_executable() -> anyhow::Result<Self> {
+        let dir = std::env::current_exe()?
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let b = Self {
+            doorman: dir.join("doorman"),
+            echo: dir.join("bench-echo"),
+        };
+        for p in [&b.doorman, &b.echo] {
+            anyhow::ensure!(
+                p.exists(),
+                "{} is missing: build with `cargo build -p doorman -p doorman-bench`",
+                p.display()
+            );
+        }
+        Ok(b)
+    }
+}
+
+/// A running child, killed when dropped.
+pub struct Running {
+    child: Child,
+    pub port: u16,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Running {
+    pub fn mcp_url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_ready(port: u16, path: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if client
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "nothing answered on port {port}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+pub async fn start_echo(bins: &Binaries, mode: &str) -> anyhow::Result<Running> {
+    let port = free_port()?;
+    let child = Command::new(&bins.echo)
+        .args(["--port", &port.to_string(), "--mode", mode])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_ready(port, "/mcp").await?;
+    Ok(Running {
+        child,
+        port,
+        _dir: None,
+    })
+}
+
+/// Doorman in local mode in front of `upstreams` (name, port), with a fresh data directory.
+pub async fn start_doorman(bins: &Binaries, upstreams: &[(&str, u16)]) -> anyhow::Result<Running> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let mut config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nlog_level = \"warn\"\n",
+        dir.path().join("data").display()
+    );
+    for (name, up) in upstreams {
+        config.push_str(&format!(
+            "[[upstreams]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{up}/mcp\"\n"
+        ));
+    }
+    let path = dir.path().join("doorman.toml");
+    std::fs::write(&path, config)?;
+    let child = Command::new(&bins.doorman)
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_ready(port, "/healthz").await?;
+    Ok(Running {
+        child,
+        port,
+        _dir: Some(dir),
+    })
+}
+
+fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?;
+    Ok(kb * 1024)
+}
+
+/// Resident size with 0 and then each count of idle stateful sessions.
+pub async fn measure_memory(bins: &Binaries, counts: &[usize]) -> anyhow::Result<Value> {
+    let doorman = start_doorman(bins, &[]).await?;
+    let url = doorman.mcp_url();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let base = rss_bytes(doorman.pid())?;
+    let mut out = vec![json!({ "sessions": 0, "rss_bytes": base, "bytes_per_session": null })];
+    let mut opened = 0usize;
+    for &target in counts {
+        open_sessions(&url, target - opened).await?;
+        opened = target;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rss = rss_bytes(doorman.pid())?;
+        let per = (rss.saturating_sub(base)) / target as u64;
+        eprintln!(
+            "{target} idle sessions: RSS {:.1} MiB, {per} bytes per session",
+            rss as f64 / 1048576.0
+        );
+        out.push(json!({ "sessions": target, "rss_bytes": rss, "bytes_per_session": per }));
+    }
+    Ok(Value::Array(out))
+}
+
+async fn open_sessions(url: &str, n: usize) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "bench", "version": "1" } } })
+    .to_string();
+    let workers = 16;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (client, url, body) = (client.clone(), url.to_owned(), body.clone());
+        let share = n / workers + usize::from(w < n % workers);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..share {
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    r.headers().contains_key("mcp-session-id"),
+                    "initialize gave no session"
+                );
+                r.bytes().await?;
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// Median milliseconds from process start to `/healthz` answering, on a fresh data directory.
+pub async fn measure_startup(bins: &Binaries, runs: usize) -> anyhow::Result<u64> {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let d = start_doorman(bins, &[]).await?;
+        times.push(started.elapsed().as_millis() as u64);
+        drop(d);
+    }
+    times.sort_unstable();
+    Ok(times[times.len() / 2])
+}
