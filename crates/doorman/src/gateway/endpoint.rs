@@ -13,7 +13,7 @@
 //! (progress, log messages) and the client accepts `text/event-stream`: the stream carries them,
 //! then the response. A client closing the stream cancels the upstream request.
 
-use std::{convert::Infallible, future::Future, sync::Arc};
+use std::{collections::VecDeque, convert::Infallible, future::Future, pin::Pin, sync::Arc};
 
 use axum::{
     body::{Body, Bytes},
@@ -26,7 +26,7 @@ use axum::{
 };
 use futures_util::stream;
 use serde_json::{Value, json};
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::sync::mpsc;
 
 use super::{
     Gateway,
@@ -523,14 +523,9 @@ async fn serve_request(
     respond(accept, modern, method, id, work, rx).await
 }
 
-/// Aborts the request's work when the client goes away (JSON wait or SSE stream dropped).
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+/// A request's work: polled by the handler until it answers or notifies, then by the SSE body.
+/// Dropping it (the client went away) drops the upstream request with it.
+type Work = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>;
 
 async fn respond(
     accept: Accept,
@@ -540,54 +535,56 @@ async fn respond(
     work: impl Future<Output = Result<Value, RpcError>> + Send + 'static,
     mut events: mpsc::Receiver<Value>,
 ) -> Response {
-    let mut task = AbortOnDrop(tokio::spawn(work));
+    let mut work: Work = Box::pin(work);
     let first_event = tokio::select! {
         biased;
         Some(event) = events.recv() => event,
-        outcome = &mut task.0 => {
-            let msg = finish(modern, &method, &id, joined(outcome));
-            let status = if modern { status_of(&msg) } else { StatusCode::OK };
-            return message_reply(accept, status, msg);
+        outcome = &mut work => {
+            let msg = finish(modern, &method, &id, outcome);
+            // Notifications sent in the same instant as the result still go first.
+            let mut queue: Vec<Value> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+            if queue.is_empty() || !accept.sse {
+                let status = if modern { status_of(&msg) } else { StatusCode::OK };
+                return message_reply(accept, status, msg);
+            }
+            queue.push(msg);
+            let frames: Vec<_> = queue.iter().map(sse_event).collect();
+            return sse_reply(stream::iter(frames));
         }
     };
     // Notifications arrived before the response: stream them, then the response.
     struct Streaming {
         events: mpsc::Receiver<Value>,
-        task: AbortOnDrop<Result<Value, RpcError>>,
-        first: Option<Value>,
+        work: Option<Work>,
+        queue: VecDeque<Value>,
         meta: (bool, String, Id),
     }
-    let state = Some(Streaming {
+    let state = Streaming {
         events,
-        task,
-        first: Some(first_event),
+        work: Some(work),
+        queue: VecDeque::from([first_event]),
         meta: (modern, method, id),
-    });
-    let body = stream::unfold(state, |state| async move {
-        let mut s = state?;
-        if let Some(first) = s.first.take() {
-            return Some((sse_event(&first), Some(s)));
+    };
+    let body = stream::unfold(state, |mut s| async move {
+        if let Some(next) = s.queue.pop_front() {
+            return Some((sse_event(&next), s));
         }
+        let work = s.work.as_mut()?;
         tokio::select! {
             biased;
-            Some(event) = s.events.recv() => Some((sse_event(&event), Some(s))),
-            outcome = &mut s.task.0 => {
+            Some(event) = s.events.recv() => Some((sse_event(&event), s)),
+            outcome = work => {
+                s.work = None;
                 let (modern, method, id) = &s.meta;
-                let msg = finish(*modern, method, id, joined(outcome));
-                Some((sse_event(&msg), None))
+                let msg = finish(*modern, method, id, outcome);
+                s.queue.extend(std::iter::from_fn(|| s.events.try_recv().ok()));
+                s.queue.push_back(msg);
+                let next = s.queue.pop_front().expect("the response was just queued");
+                Some((sse_event(&next), s))
             }
         }
     });
     sse_reply(body)
-}
-
-fn joined(
-    outcome: Result<Result<Value, RpcError>, tokio::task::JoinError>,
-) -> Result<Value, RpcError> {
-    outcome.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "request handler failed");
-        Err(RpcError::new(code::INTERNAL_ERROR, "Internal error"))
-    })
 }
 
 /// The response message, with the result shaped for the client's revision.

@@ -551,10 +551,13 @@ impl Upstream {
                         "a response with another id".into(),
                     )));
                 }
-                if let Some(result) = msg.get("result") {
-                    return Some(Ok(result.clone()));
+                let Value::Object(mut fields) = msg else {
+                    unreachable!("a message with an id is an object")
+                };
+                if let Some(result) = fields.remove("result") {
+                    return Some(Ok(result));
                 }
-                Some(match msg.get("error").and_then(RpcError::from_json) {
+                Some(match fields.get("error").and_then(RpcError::from_json) {
                     Some(e) => Err(UpstreamError::Rpc(e)),
                     None => Err(UpstreamError::InvalidResponse(
                         "a response with neither result nor error".into(),
