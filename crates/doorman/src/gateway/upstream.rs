@@ -28,6 +28,11 @@ use super::jsonrpc::{
 };
 use crate::config::UpstreamConfig;
 
+const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+const METHOD: HeaderName = HeaderName::from_static("mcp-method");
+const NAME: HeaderName = HeaderName::from_static("mcp-name");
+
 /// Largest upstream response body Doorman reads (a JSON body, or one SSE event).
 const MAX_UPSTREAM_BODY: usize = 16 * 1024 * 1024;
 
@@ -372,14 +377,14 @@ impl Upstream {
     fn legacy_headers(&self, session: &UpstreamSession) -> HeaderMap {
         let mut h = self.base_headers();
         if let Ok(v) = HeaderValue::from_str(&session.version) {
-            h.insert("mcp-protocol-version", v);
+            h.insert(PROTOCOL_VERSION, v);
         }
         if let Some(id) = session
             .id
             .as_deref()
             .and_then(|id| HeaderValue::from_str(id).ok())
         {
-            h.insert("mcp-session-id", id);
+            h.insert(SESSION_ID, id);
         }
         h
     }
@@ -393,12 +398,9 @@ impl Upstream {
         extra: &[(HeaderName, HeaderValue)],
     ) -> HeaderMap {
         let mut h = self.base_headers();
-        h.insert(
-            "mcp-protocol-version",
-            HeaderValue::from_static(MODERN_VERSION),
-        );
+        h.insert(PROTOCOL_VERSION, HeaderValue::from_static(MODERN_VERSION));
         if let Ok(v) = HeaderValue::from_str(method) {
-            h.insert("mcp-method", v);
+            h.insert(METHOD, v);
         }
         let name = match method {
             "tools/call" | "prompts/get" => params.get("name"),
@@ -409,7 +411,7 @@ impl Upstream {
             .and_then(Value::as_str)
             .and_then(|n| HeaderValue::from_str(&encode_header_value(n)).ok())
         {
-            h.insert("mcp-name", v);
+            h.insert(NAME, v);
         }
         for (k, v) in extra {
             h.append(k.clone(), v.clone());
