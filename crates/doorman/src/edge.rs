@@ -17,7 +17,7 @@ use axum::{
 use crate::{
     config::Config,
     gateway::{
-        endpoint::error_reply,
+        endpoint::{closing, error_reply},
         jsonrpc::{RpcError, code},
     },
 };
@@ -94,12 +94,13 @@ pub async fn check_host_and_origin(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    // The request's body is left unread: the connection closes after the refusal.
     let forbidden = |why: &str| {
-        error_reply(
+        closing(error_reply(
             StatusCode::FORBIDDEN,
             None,
             &RpcError::new(code::BAD_REQUEST, format!("Forbidden: {why}")),
-        )
+        ))
     };
     match host {
         Some(h) if policy.host_allowed(&h) => {}

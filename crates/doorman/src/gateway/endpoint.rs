@@ -101,6 +101,18 @@ impl Conversation {
 
 /// `POST /mcp`.
 pub async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    // The body is read before anything is refused, so the connection stays usable for the
+    // client's next request; a body over the limit is not read further and the connection closes.
+    let bytes = match axum::body::to_bytes(body, gw.max_request_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            let e = RpcError::new(
+                code::INVALID_REQUEST,
+                format!("Request body larger than {} bytes", gw.max_request_bytes),
+            );
+            return closing(error_reply(StatusCode::PAYLOAD_TOO_LARGE, None, &e));
+        }
+    };
     let accept = Accept::from(&headers);
     if !accept.json && !accept.sse {
         return error_reply(
@@ -130,16 +142,6 @@ pub async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body
             ),
         );
     }
-    let bytes = match axum::body::to_bytes(body, gw.max_request_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            let e = RpcError::new(
-                code::INVALID_REQUEST,
-                format!("Request body larger than {} bytes", gw.max_request_bytes),
-            );
-            return error_reply(StatusCode::PAYLOAD_TOO_LARGE, None, &e);
-        }
-    };
     let message: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => {
@@ -711,6 +713,13 @@ fn store_failure(e: anyhow::Error) -> Response {
         "Internal error: the session store is unavailable",
     );
     error_reply(StatusCode::SERVICE_UNAVAILABLE, None, &e)
+}
+
+/// Asks the client to open a new connection for its next request (its body was left unread).
+pub fn closing(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// An error as a JSON body (edge and transport errors are never streamed).

@@ -5,6 +5,7 @@ pub mod jsonrpc;
 pub mod router;
 pub mod session;
 pub mod upstream;
+pub mod upstream_http;
 
 use std::{sync::Arc, time::Duration};
 
@@ -25,13 +26,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(config: &Config, store: Store, clock: SharedClock) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            // Upstream URLs are configured, never taken from a client: redirects are not followed
-            // so a request (and its headers) goes exactly where the operator said.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
+        let http = upstream_http::HttpClient::new()?;
         let upstreams = config
             .upstreams
             .iter()

@@ -30,6 +30,42 @@ struct ListKind {
     naming: Naming,
 }
 
+/// The list methods Doorman merges.
+const LISTS: [(&str, ListKind); 4] = [
+    (
+        "tools/list",
+        ListKind {
+            key: "tools",
+            field: "name",
+            naming: Naming::Prefixed,
+        },
+    ),
+    (
+        "prompts/list",
+        ListKind {
+            key: "prompts",
+            field: "name",
+            naming: Naming::Prefixed,
+        },
+    ),
+    (
+        "resources/list",
+        ListKind {
+            key: "resources",
+            field: "uri",
+            naming: Naming::Uri,
+        },
+    ),
+    (
+        "resources/templates/list",
+        ListKind {
+            key: "resourceTemplates",
+            field: "uriTemplate",
+            naming: Naming::Uri,
+        },
+    ),
+];
+
 #[derive(Clone, Copy)]
 enum Naming {
     /// `{upstream}_{name}`
@@ -59,63 +95,10 @@ impl Router {
         params: Value,
         out: &Outbound<'_>,
     ) -> Result<Value, RpcError> {
+        if let Some((_, kind)) = LISTS.iter().find(|(m, _)| *m == method) {
+            return self.list(slots, method, params, out, kind).await;
+        }
         match method {
-            "tools/list" => {
-                self.list(
-                    slots,
-                    method,
-                    params,
-                    out,
-                    &ListKind {
-                        key: "tools",
-                        field: "name",
-                        naming: Naming::Prefixed,
-                    },
-                )
-                .await
-            }
-            "prompts/list" => {
-                self.list(
-                    slots,
-                    method,
-                    params,
-                    out,
-                    &ListKind {
-                        key: "prompts",
-                        field: "name",
-                        naming: Naming::Prefixed,
-                    },
-                )
-                .await
-            }
-            "resources/list" => {
-                self.list(
-                    slots,
-                    method,
-                    params,
-                    out,
-                    &ListKind {
-                        key: "resources",
-                        field: "uri",
-                        naming: Naming::Uri,
-                    },
-                )
-                .await
-            }
-            "resources/templates/list" => {
-                self.list(
-                    slots,
-                    method,
-                    params,
-                    out,
-                    &ListKind {
-                        key: "resourceTemplates",
-                        field: "uriTemplate",
-                        naming: Naming::Uri,
-                    },
-                )
-                .await
-            }
             "tools/call" | "prompts/get" => {
                 let kind = if method == "tools/call" {
                     "tool"
@@ -421,7 +404,7 @@ mod tests {
             ));
         }
         let config = Config::from_toml(&toml).unwrap();
-        let http = reqwest::Client::new();
+        let http = crate::gateway::upstream_http::HttpClient::new().unwrap();
         Router::new(
             config
                 .upstreams

@@ -17,8 +17,10 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD};
+use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
+use hyper::body::Incoming;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -26,6 +28,7 @@ use super::jsonrpc::{
     LEGACY_VERSIONS, META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL,
     META_PROTOCOL_VERSION, MODERN_VERSION, RpcError, code,
 };
+use super::upstream_http::{HttpClient, read_body};
 use crate::config::UpstreamConfig;
 
 const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
@@ -135,10 +138,10 @@ pub struct Outbound<'a> {
 /// One configured upstream MCP server.
 pub struct Upstream {
     pub name: String,
-    url: url::Url,
     headers: HeaderMap,
     pub timeout: Duration,
-    http: reqwest::Client,
+    http: HttpClient,
+    uri: http::Uri,
     era: RwLock<Option<Era>>,
     next_id: AtomicU64,
     /// How many times the upstream was found unreachable.
@@ -147,7 +150,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// Builds the client; static header secrets are read here, once.
-    pub fn new(config: &UpstreamConfig, http: reqwest::Client) -> anyhow::Result<Self> {
+    pub fn new(config: &UpstreamConfig, http: HttpClient) -> anyhow::Result<Self> {
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
             let v = value
@@ -164,7 +167,11 @@ impl Upstream {
         }
         Ok(Self {
             name: config.name.clone(),
-            url: config.url.clone(),
+            uri: config
+                .url
+                .as_str()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("upstreams.{}.url: not a valid URI", config.name))?,
             headers,
             timeout: config.timeout.0,
             http,
@@ -328,12 +335,13 @@ impl Upstream {
         let note = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
         let resp = self
             .http
-            .post(self.url.clone())
-            .headers(self.legacy_headers(&session))
-            .body(note.to_string())
-            .send()
-            .await
-            .map_err(transport_error)?;
+            .send(
+                Method::POST,
+                &self.uri,
+                self.legacy_headers(&session),
+                note.to_string().into(),
+            )
+            .await?;
         if !resp.status().is_success() {
             return Err(UpstreamError::Http(resp.status()));
         }
@@ -346,17 +354,19 @@ impl Upstream {
         if session.id.is_none() {
             return;
         }
-        let result = self
-            .http
-            .delete(self.url.clone())
-            .headers(self.legacy_headers(session))
-            .timeout(self.timeout)
-            .send()
-            .await;
-        match result {
-            Ok(_) => tracing::debug!(upstream = %self.name, "ended an upstream session"),
-            Err(e) => {
+        let delete = self.http.send(
+            Method::DELETE,
+            &self.uri,
+            self.legacy_headers(session),
+            Bytes::new(),
+        );
+        match tokio::time::timeout(self.timeout, delete).await {
+            Ok(Ok(_)) => tracing::debug!(upstream = %self.name, "ended an upstream session"),
+            Ok(Err(e)) => {
                 tracing::debug!(upstream = %self.name, error = %e, "could not end an upstream session")
+            }
+            Err(_) => {
+                tracing::debug!(upstream = %self.name, "could not end an upstream session: timeout")
             }
         }
     }
@@ -419,25 +429,33 @@ impl Upstream {
         h
     }
 
+    /// POSTs one request; returns its id (to match the answer) and the raw answer.
+    async fn post(
+        &self,
+        headers: HeaderMap,
+        method: &str,
+        params: Value,
+    ) -> Result<(u64, Response<Incoming>), UpstreamError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let resp = self
+            .http
+            .send(Method::POST, &self.uri, headers, body.to_string().into())
+            .await?;
+        Ok((id, resp))
+    }
+
+    /// `post`, keeping the session id the upstream issued with its answer.
     async fn exchange_with_session(
         &self,
         headers: HeaderMap,
         method: &str,
         params: Value,
     ) -> Result<(Value, Option<String>), UpstreamError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        let resp = self
-            .http
-            .post(self.url.clone())
-            .headers(headers)
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(transport_error)?;
+        let (id, resp) = self.post(headers, method, params).await?;
         let session_id = resp
             .headers()
-            .get("mcp-session-id")
+            .get(SESSION_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let result = self.read_response(resp, id, None, None).await?;
@@ -453,22 +471,13 @@ impl Upstream {
         events: Option<&mpsc::Sender<Value>>,
         session: Option<&UpstreamSession>,
     ) -> Result<Value, UpstreamError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        let resp = self
-            .http
-            .post(self.url.clone())
-            .headers(headers)
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(transport_error)?;
+        let (id, resp) = self.post(headers, method, params).await?;
         self.read_response(resp, id, events, session).await
     }
 
     async fn read_response(
         &self,
-        resp: reqwest::Response,
+        resp: Response<Incoming>,
         id: u64,
         events: Option<&mpsc::Sender<Value>>,
         session: Option<&UpstreamSession>,
@@ -484,7 +493,9 @@ impl Upstream {
             .unwrap_or("")
             .to_ascii_lowercase();
         if !status.is_success() {
-            let body = read_limited(resp).await.unwrap_or_default();
+            let body = read_body(resp.into_body(), MAX_UPSTREAM_BODY)
+                .await
+                .unwrap_or_default();
             // A JSON-RPC error body says more than the status: pass the upstream's error on.
             return match serde_json::from_slice::<Value>(&body)
                 .ok()
@@ -495,7 +506,7 @@ impl Upstream {
             };
         }
         if content_type.starts_with("text/event-stream") {
-            let mut stream = sse_stream::SseByteStream::new(resp.bytes_stream());
+            let mut stream = sse_stream::SseStream::new(resp.into_body());
             while let Some(event) = stream.next().await {
                 let event = event.map_err(|e| {
                     UpstreamError::InvalidResponse(format!("broken event stream: {e}"))
@@ -517,7 +528,7 @@ impl Upstream {
             ));
         }
         if content_type.starts_with("application/json") {
-            let body = read_limited(resp).await?;
+            let body = read_body(resp.into_body(), MAX_UPSTREAM_BODY).await?;
             let msg: Value = serde_json::from_slice(&body)
                 .map_err(|_| UpstreamError::InvalidResponse("the body is not JSON".into()))?;
             return match self.on_message(msg, id, None, session).await {
@@ -584,13 +595,12 @@ impl Upstream {
                     }})
                 };
                 if let Some(s) = session {
-                    let req = self
-                        .http
-                        .post(self.url.clone())
-                        .headers(self.legacy_headers(s))
-                        .body(answer.to_string());
+                    let (http, uri, headers) =
+                        (self.http.clone(), self.uri.clone(), self.legacy_headers(s));
                     tokio::spawn(async move {
-                        let _ = req.send().await;
+                        let _ = http
+                            .send(Method::POST, &uri, headers, answer.to_string().into())
+                            .await;
                     });
                 }
                 None
@@ -600,34 +610,6 @@ impl Upstream {
             ))),
         }
     }
-}
-
-fn transport_error(e: reqwest::Error) -> UpstreamError {
-    let what = if e.is_connect() {
-        "connection refused or failed"
-    } else if e.is_timeout() {
-        "timed out"
-    } else if e.is_body() || e.is_decode() {
-        "the connection broke while reading"
-    } else {
-        "the request failed"
-    };
-    UpstreamError::Unreachable(what.into())
-}
-
-async fn read_limited(resp: reqwest::Response) -> Result<Vec<u8>, UpstreamError> {
-    let mut body = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(transport_error)?;
-        if body.len() + chunk.len() > MAX_UPSTREAM_BODY {
-            return Err(UpstreamError::InvalidResponse(
-                "the body is too large".into(),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// Sets Doorman's own per-request fields (MCP 2026-07-28 basic/index, "Per-request protocol fields").
