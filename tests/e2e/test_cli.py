@@ -136,3 +136,15 @@ def test_a_session_survives_a_restart_on_the_same_store(tmp_path):
         assert r.status_code == 200
     finally:
         proc.stop()
+
+
+def test_the_readme_run_command_runs_doorman():
+    """README's first set-up command is `cargo run --release -- serve`: at the workspace root,
+    `cargo run` must pick the doorman binary (checked on the debug profile, already built)."""
+    readme = (ROOT / "README.md").read_text()
+    assert "cargo run --release -- serve" in readme
+    assert "scripts/test" in readme
+    out = subprocess.run(["cargo", "run", "--locked", "-q", "--", "--version"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("doorman ")
