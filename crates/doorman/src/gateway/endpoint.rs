@@ -296,14 +296,42 @@ pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
     }
 }
 
-/// `GET /mcp`: Doorman offers no standalone server-to-client stream, which the stateful
-/// revisions allow with 405 (MCP 2025-11-25 basic/transports, "Listening for Messages") and the
-/// stateless one requires.
-pub async fn get() -> Response {
-    let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
-    r
+/// `GET /mcp`: a stateful session's stream of server-initiated notifications (resource
+/// updates, list changes), relayed from its upstream sessions (MCP 2025-11-25 basic/transports,
+/// "Listening for Messages"). Without a session (2026-07-28 has no GET stream) it is 405.
+pub async fn get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+        return r;
+    };
+    let session = match gw.sessions.get(id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return not_found_session(),
+        Err(e) => return store_failure(e),
+    };
+    if !Accept::from(&headers).sse {
+        let e = RpcError::new(
+            code::BAD_REQUEST,
+            "Not Acceptable: the GET stream is text/event-stream",
+        );
+        return error_reply(StatusCode::NOT_ACCEPTABLE, None, &e);
+    }
+    gw.start_relays(&session);
+    let rx = session.notifications.subscribe();
+    drop(session);
+    let body = stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(msg) => return Some((sse_event(&msg), rx)),
+                // A client too slow for the stream misses notifications, as on any SSE stream.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    sse_reply(body)
 }
 
 async fn initialize(gw: &Arc<Gateway>, accept: Accept, id: &Id, params: &Value) -> Response {

@@ -43,6 +43,7 @@ impl Gateway {
     /// Ends the upstream sessions of conversations that ended.
     pub fn close_upstream_sessions(self: &Arc<Self>, ended: Vec<Arc<session::Session>>) {
         for s in ended {
+            s.stop_relays();
             for (name, up_session) in s.slots.drain() {
                 if let Some(up) = self
                     .router
@@ -55,6 +56,35 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// Starts relaying each upstream's server-initiated notifications into the session's
+    /// broadcast, once per session (the first GET stream).
+    pub fn start_relays(self: &Arc<Self>, session: &Arc<session::Session>) {
+        let mut relays = session.relays.lock().expect("relays lock");
+        if relays.is_some() {
+            return;
+        }
+        let handles = self
+            .router
+            .upstreams()
+            .iter()
+            .map(|up| {
+                let (up, session) = (up.clone(), session.clone());
+                tokio::spawn(async move {
+                    let tx = session.notifications.clone();
+                    let name = up.name.clone();
+                    let relayed = up.relay_notifications(&session.slots, |msg| {
+                        let _ = tx.send(router::expose_notification(&name, msg));
+                    });
+                    if let Err(e) = relayed.await {
+                        tracing::debug!(upstream = %up.name, error = %e, "notification relay ended");
+                    }
+                })
+                .abort_handle()
+            })
+            .collect();
+        *relays = Some(handles);
     }
 
     /// Ends idle sessions every `every`, until the process stops.

@@ -385,6 +385,16 @@ fn expose_uris_in_contents(upstream: &str, mut result: Value) -> Value {
     result
 }
 
+/// A server-initiated notification as the client must see it: resource URIs through Doorman.
+pub fn expose_notification(upstream: &str, mut msg: Value) -> Value {
+    if msg["method"] == "notifications/resources/updated"
+        && let Some(params) = msg.get_mut("params")
+    {
+        prefix_uri(upstream, params);
+    }
+    msg
+}
+
 fn prefix_uri(upstream: &str, v: &mut Value) {
     if let Some(uri) = v.get("uri").and_then(Value::as_str) {
         v["uri"] = json!(format!("{upstream}+{uri}"));

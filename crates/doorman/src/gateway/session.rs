@@ -31,6 +31,11 @@ pub struct Session {
     pub slots: SessionSlots,
     /// The level set by `logging/setLevel`; until then every level (as a stateful server would).
     pub log_level: std::sync::Mutex<String>,
+    /// Server-initiated notifications from upstreams, for the client's GET stream.
+    pub notifications: tokio::sync::broadcast::Sender<Value>,
+    /// The upstream relays feeding `notifications`: started by the first GET, stopped when the
+    /// session ends.
+    pub relays: std::sync::Mutex<Option<Vec<tokio::task::AbortHandle>>>,
     last_seen_ms: AtomicI64,
     persisted_ms: AtomicI64,
 }
@@ -116,7 +121,7 @@ impl Sessions {
             },
         };
         if now - session.last_seen_ms.load(Ordering::Relaxed) > self.idle_timeout_ms {
-            self.end_hashed(&id_hash).await?;
+            // Ended already; the sweeper removes it and closes what it opened upstream.
             return Ok(None);
         }
         session.last_seen_ms.fetch_max(now, Ordering::Relaxed);
@@ -186,6 +191,8 @@ impl Session {
                 .unwrap_or(Value::Null),
             slots: SessionSlots::default(),
             log_level: std::sync::Mutex::new("debug".into()),
+            notifications: tokio::sync::broadcast::channel(256).0,
+            relays: std::sync::Mutex::new(None),
             last_seen_ms: AtomicI64::new(row.last_seen_at),
             persisted_ms: AtomicI64::new(row.last_seen_at),
         }
@@ -198,8 +205,25 @@ impl Session {
             client_capabilities: Value::Null,
             slots: SessionSlots::default(),
             log_level: std::sync::Mutex::new("debug".into()),
+            notifications: tokio::sync::broadcast::channel(256).0,
+            relays: std::sync::Mutex::new(None),
             last_seen_ms: AtomicI64::new(0),
             persisted_ms: AtomicI64::new(0),
+        }
+    }
+}
+
+impl Session {
+    /// Stops the upstream relays (the session ended).
+    pub fn stop_relays(&self) {
+        for relay in self
+            .relays
+            .lock()
+            .expect("relays lock")
+            .take()
+            .unwrap_or_default()
+        {
+            relay.abort();
         }
     }
 }

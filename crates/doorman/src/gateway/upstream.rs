@@ -236,18 +236,7 @@ impl Upstream {
                 let params = without_modern_meta(params);
                 let slot = slots.slot(&self.name);
                 for attempt in 0..2 {
-                    let session = {
-                        let mut guard = slot.lock().await;
-                        let current = self.outages.load(Ordering::Relaxed);
-                        match &*guard {
-                            Some(s) if s.generation == current => s.clone(),
-                            _ => {
-                                let s = Arc::new(self.initialize().await?);
-                                *guard = Some(s.clone());
-                                s
-                            }
-                        }
-                    };
+                    let session = self.session_in(&slot).await?;
                     let headers = self.legacy_headers(&session);
                     match self
                         .exchange(headers, method, params.clone(), out.events, Some(&session))
@@ -267,6 +256,99 @@ impl Upstream {
                 Err(UpstreamError::SessionGone)
             }
         }
+    }
+
+    /// This conversation's session with the upstream, opened on first use (or again after an
+    /// outage of the upstream).
+    async fn session_in(&self, slot: &Slot) -> Result<Arc<UpstreamSession>, UpstreamError> {
+        let mut guard = slot.lock().await;
+        let current = self.outages.load(Ordering::Relaxed);
+        match &*guard {
+            Some(s) if s.generation == current => Ok(s.clone()),
+            _ => {
+                let s = Arc::new(self.initialize().await?);
+                *guard = Some(s.clone());
+                Ok(s)
+            }
+        }
+    }
+
+    /// Relays the server-initiated notifications of this conversation's upstream session (its
+    /// GET stream, MCP 2025-11-25 basic/transports "Listening for Messages") to `on_notification`
+    /// until the stream ends. Modern upstreams and upstreams that offer no stream (405) end at once.
+    pub async fn relay_notifications(
+        &self,
+        slots: &SessionSlots,
+        mut on_notification: impl FnMut(Value),
+    ) -> Result<(), UpstreamError> {
+        if self.negotiate().await? != Era::Legacy {
+            return Ok(());
+        }
+        let session = self.session_in(&slots.slot(&self.name)).await?;
+        if session.id.is_none() {
+            return Ok(());
+        }
+        let mut headers = self.legacy_headers(&session);
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.remove(header::CONTENT_TYPE);
+        let resp = self
+            .http
+            .send(Method::GET, &self.uri, headers, Bytes::new())
+            .await?;
+        let is_sse = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/event-stream"));
+        if !resp.status().is_success() || !is_sse {
+            tracing::debug!(upstream = %self.name, status = %resp.status(), "the upstream offers no notification stream");
+            return Ok(());
+        }
+        let mut stream = sse_stream::SseStream::new(resp.into_body());
+        while let Some(Ok(event)) = stream.next().await {
+            let Some(msg) = event
+                .data
+                .filter(|d| d.len() <= MAX_UPSTREAM_BODY)
+                .and_then(|d| serde_json::from_str::<Value>(&d).ok())
+            else {
+                continue;
+            };
+            match (
+                msg.get("id").cloned(),
+                msg.get("method").is_some_and(Value::is_string),
+            ) {
+                (None, true) => on_notification(msg),
+                (Some(rid), true) => self.answer_server_request(&session, rid, &msg),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A request from the upstream (sampling, elicitation, roots, ping). Doorman declared no
+    /// client capabilities, so only `ping` is answered with success.
+    fn answer_server_request(&self, session: &UpstreamSession, rid: Value, msg: &Value) {
+        let answer = if msg["method"] == "ping" {
+            json!({ "jsonrpc": "2.0", "id": rid, "result": {} })
+        } else {
+            json!({ "jsonrpc": "2.0", "id": rid, "error": {
+                "code": code::METHOD_NOT_FOUND,
+                "message": "Doorman does not relay server-to-client requests"
+            }})
+        };
+        let (http, uri, headers) = (
+            self.http.clone(),
+            self.uri.clone(),
+            self.legacy_headers(session),
+        );
+        tokio::spawn(async move {
+            let _ = http
+                .send(Method::POST, &uri, headers, answer.to_string().into())
+                .await;
+        });
     }
 
     /// Learns the upstream's era, probing with `server/discover` when it is not known yet.
@@ -584,24 +666,8 @@ impl Upstream {
                 None
             }
             (Some(rid), true) => {
-                // A request from the upstream (sampling, elicitation, roots, ping). Doorman declared
-                // no client capabilities, so only `ping` is answered with success.
-                let answer = if msg["method"] == "ping" {
-                    json!({ "jsonrpc": "2.0", "id": rid, "result": {} })
-                } else {
-                    json!({ "jsonrpc": "2.0", "id": rid, "error": {
-                        "code": code::METHOD_NOT_FOUND,
-                        "message": "Doorman does not relay server-to-client requests"
-                    }})
-                };
                 if let Some(s) = session {
-                    let (http, uri, headers) =
-                        (self.http.clone(), self.uri.clone(), self.legacy_headers(s));
-                    tokio::spawn(async move {
-                        let _ = http
-                            .send(Method::POST, &uri, headers, answer.to_string().into())
-                            .await;
-                    });
+                    self.answer_server_request(s, rid.clone(), &msg);
                 }
                 None
             }
