@@ -129,8 +129,10 @@ impl Sessions {
         if now - persisted > self.idle_timeout_ms / 10 {
             session.persisted_ms.store(now, Ordering::Relaxed);
             if !self.store.touch_session(&id_hash, now).await? {
-                // Ended elsewhere (another node's DELETE or expiry).
+                // Ended elsewhere (another node's DELETE or expiry): stop what it holds open here;
+                // its upstream sessions expire at the upstreams.
                 self.live.write().expect("sessions lock").remove(&id_hash);
+                session.stop_relays();
                 return Ok(None);
             }
         }
