@@ -427,42 +427,37 @@ mod tests {
     #[test]
     fn names_route_to_their_upstream_with_the_original_name() {
         let r = router(&["everything", "py-fixture", "git"]);
-        let (up, p) = r
-            .route_by(
-                &json!({"name": "py-fixture_add", "arguments": {}}),
+        let cases = [
+            (
+                json!({"name": "py-fixture_add", "arguments": {}}),
                 "name",
                 Naming::Prefixed,
-                "tool",
-            )
-            .unwrap();
-        assert_eq!(
-            (up.name.as_str(), p["name"].as_str()),
-            ("py-fixture", Some("add"))
-        );
-        let (up, p) = r
-            .route_by(
-                &json!({"name": "git_log_search"}),
+                "py-fixture",
+                "add",
+            ),
+            (
+                json!({"name": "git_log_search"}),
                 "name",
                 Naming::Prefixed,
-                "tool",
-            )
-            .unwrap();
-        assert_eq!(
-            (up.name.as_str(), p["name"].as_str()),
-            ("git", Some("log_search"))
-        );
-        let (up, p) = r
-            .route_by(
-                &json!({"uri": "everything+demo://resource/1"}),
+                "git",
+                "log_search",
+            ),
+            (
+                json!({"uri": "everything+demo://resource/1"}),
                 "uri",
                 Naming::Uri,
-                "resource",
-            )
-            .unwrap();
-        assert_eq!(
-            (up.name.as_str(), p["uri"].as_str()),
-            ("everything", Some("demo://resource/1"))
-        );
+                "everything",
+                "demo://resource/1",
+            ),
+        ];
+        for (params, field, naming, upstream, original) in cases {
+            let (up, p) = r.route_by(&params, field, naming, "tool").unwrap();
+            assert_eq!(
+                (up.name.as_str(), p[field].as_str()),
+                (upstream, Some(original)),
+                "{params}"
+            );
+        }
     }
 
     #[test]

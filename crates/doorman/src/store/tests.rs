@@ -68,33 +68,22 @@ async fn sessions_round_trip_on_every_engine() {
         // The same id twice is refused: ids are unique.
         assert!(store.insert_session(&a).await.is_err(), "{engine}");
 
+        let last_seen = |s: &Store| {
+            let s = s.clone();
+            let hash = a.id_hash.clone();
+            async move { s.session(&hash).await.unwrap().unwrap().last_seen_at }
+        };
         assert!(
             store.touch_session(&a.id_hash, 5_000).await.unwrap(),
             "{engine}"
         );
-        assert_eq!(
-            store
-                .session(&a.id_hash)
-                .await
-                .unwrap()
-                .unwrap()
-                .last_seen_at,
-            5_000
-        );
+        assert_eq!(last_seen(&store).await, 5_000, "{engine}");
         // Touching with an older time never moves last_seen backwards.
         assert!(
             store.touch_session(&a.id_hash, 4_000).await.unwrap(),
             "{engine}"
         );
-        assert_eq!(
-            store
-                .session(&a.id_hash)
-                .await
-                .unwrap()
-                .unwrap()
-                .last_seen_at,
-            5_000
-        );
+        assert_eq!(last_seen(&store).await, 5_000, "{engine}");
         assert!(
             !store.touch_session("gone", 6_000).await.unwrap(),
             "{engine}"
