@@ -33,12 +33,18 @@ def toml_upstreams(upstreams: list[dict]) -> str:
 class Doorman:
     """One `doorman serve` process with its own config and data directory."""
 
-    def __init__(self, name: str, upstreams: list[dict], server: dict | None = None, env: dict | None = None):
+    def __init__(self, name: str, upstreams: list[dict], server: dict | None = None, env: dict | None = None,
+                 sign_in: dict | None = None, extra_toml: str = ""):
+        """`sign_in` defaults to local mode (no sign-in); pass `{"mode": "accounts", ...}` for layer 1.
+        `extra_toml` is appended verbatim (e.g. `[[sign_in.clients]]` tables)."""
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix=f"doorman-{name}-"))
         server = {"listen": f"127.0.0.1:{self.port}", "data_dir": str(self.dir / "data"), **(server or {})}
+        sign_in = {"mode": "local", **(sign_in or {})}
         text = "[server]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in server.items())
+        text += "[sign_in]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in sign_in.items())
         text += toml_upstreams(upstreams)
+        text += extra_toml
         self.config = self.dir / "doorman.toml"
         self.config.write_text(text)
         self.proc = Proc(name, [DOORMAN_BIN, "serve", "--config", self.config], env=env)

@@ -30,7 +30,7 @@ def test_check_config_accepts_the_example_file():
     ('[[upstreams]]\nname = "a"\nurl = "http://127.0.0.1:1/mcp"\ntimeout = "5 minutes"\n', "upstreams[0].timeout: invalid duration"),
     ('[[upstreams]]\nname = "git"\nurl = "http://127.0.0.1:1/mcp"\n[[upstreams]]\nname = "git_hub"\nurl = "http://127.0.0.1:2/mcp"\n',
      'upstreams[1].name: upstreams "git" and "git_hub" would give colliding tool names'),
-    ('[server]\nlisten = "0.0.0.0:8421"\n', "sign_in.mode: local mode has no sign-in"),
+    ('[server]\nlisten = "0.0.0.0:8421"\n[sign_in]\nmode = "local"\n', "sign_in.mode: local mode has no sign-in"),
     ('[server\n', "not valid TOML"),
 ])
 def test_check_config_names_the_key_and_the_reason(tmp_path, text, words):
@@ -50,12 +50,12 @@ def test_check_config_on_a_missing_file():
 
 def test_serve_refuses_local_mode_on_a_public_address(tmp_path):
     f = tmp_path / "public.toml"
-    f.write_text('[server]\nlisten = "0.0.0.0:18421"\n')
+    f.write_text('[server]\nlisten = "0.0.0.0:18421"\n[sign_in]\nmode = "local"\n')
     out = run("serve", "--config", f)
     assert out.returncode != 0
     assert "loopback" in out.stderr
     # And the environment override is held to the same rule.
-    out = run("serve", env={"DOORMAN_LISTEN": "0.0.0.0:18421"}, cwd=tmp_path)
+    out = run("serve", env={"DOORMAN_LISTEN": "0.0.0.0:18421", "DOORMAN_SIGN_IN_MODE": "local"}, cwd=tmp_path)
     assert out.returncode != 0 and "loopback" in out.stderr
 
 

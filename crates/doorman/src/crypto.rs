@@ -1,7 +1,181 @@
-//! The only place that draws randomness or hashes secrets (aws-lc-rs underneath).
+//! The only place that draws randomness, hashes secrets, seals data or makes signing keys
+//! (aws-lc-rs underneath).
 
-use aws_lc_rs::{digest, rand::SecureRandom, rand::SystemRandom};
+use std::{collections::BTreeMap, path::Path};
+
+use anyhow::{Context, bail};
+use aws_lc_rs::{
+    aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
+    digest,
+    rand::{SecureRandom, SystemRandom},
+    signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair},
+};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use zeroize::Zeroizing;
+
+/// Compares two secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// A key ring for sealing data at rest: AES-256-GCM keys with ids; the newest key seals,
+/// every key still opens what it sealed, so keys rotate without downtime.
+pub struct KeyRing {
+    keys: BTreeMap<String, LessSafeKey>,
+    active: String,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("key_ids", &self.keys.keys().collect::<Vec<_>>())
+            .field("active", &self.active)
+            .finish()
+    }
+}
+
+impl KeyRing {
+    /// Parses `id base64url-key` lines (the last line is the active key); `#` starts a comment.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut keys = BTreeMap::new();
+        let mut active = None;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((id, key)) = line.split_once(' ') else {
+                bail!("key ring line {}: expected `id key`", n + 1);
+            };
+            let bytes = Zeroizing::new(
+                URL_SAFE_NO_PAD
+                    .decode(key.trim())
+                    .with_context(|| format!("key ring line {}: key is not base64url", n + 1))?,
+            );
+            let unbound = UnboundKey::new(&AES_256_GCM, &bytes)
+                .map_err(|_| anyhow::anyhow!("key ring line {}: a key is 32 bytes", n + 1))?;
+            keys.insert(id.to_owned(), LessSafeKey::new(unbound));
+            active = Some(id.to_owned());
+        }
+        let Some(active) = active else {
+            bail!("the key ring has no key");
+        };
+        Ok(Self { keys, active })
+    }
+
+    /// Reads the key ring file, creating it (mode 0600, one fresh key) when it does not exist.
+    pub fn load_or_create(path: &Path) -> anyhow::Result<(Self, bool)> {
+        if path.exists() {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read key ring {}", path.display()))?,
+            );
+            return Ok((Self::parse(&text)?, false));
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text = Zeroizing::new(format!(
+            "# Doorman key ring: `id key` lines, the last one seals. Keep this file secret.\n{} {}\n",
+            random_token(6),
+            random_token(32)
+        ));
+        write_private_file(path, text.as_bytes())?;
+        Ok((Self::parse(&text)?, true))
+    }
+
+    /// The id of the key that seals.
+    pub fn active_id(&self) -> &str {
+        &self.active
+    }
+
+    /// Seals `plaintext`; `aad` binds the ciphertext to its owner (it must be given again to open).
+    /// Output: `{key id}.{base64url(nonce ‖ ciphertext ‖ tag)}`.
+    pub fn seal(&self, plaintext: &[u8], aad: &str) -> String {
+        let key = &self.keys[&self.active];
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .expect("the system random source must be available");
+        let mut buf = plaintext.to_vec();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad.as_bytes()),
+            &mut buf,
+        )
+        .expect("AES-GCM sealing cannot fail for inputs under 64 GiB");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        buf.iter_mut().for_each(|b| *b = 0);
+        format!("{}.{}", self.active, URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Opens what [`KeyRing::seal`] produced with the same `aad`.
+    pub fn open(&self, sealed: &str, aad: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+        let (id, data) = sealed.split_once('.').context("not a sealed value")?;
+        let key = self
+            .keys
+            .get(id)
+            .with_context(|| format!("sealed with key {id:?}, which is not in the key ring"))?;
+        let mut data = URL_SAFE_NO_PAD
+            .decode(data)
+            .context("sealed value is not base64url")?;
+        if data.len() < NONCE_LEN {
+            bail!("sealed value is too short");
+        }
+        let mut ct = data.split_off(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(&data).context("bad nonce")?;
+        let plain_len = key
+            .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut ct)
+            .map_err(|_| anyhow::anyhow!("sealed value does not open (wrong key or owner)"))?
+            .len();
+        ct.truncate(plain_len);
+        Ok(Zeroizing::new(ct))
+    }
+}
+
+/// Writes a file readable by its owner only.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// A new ECDSA P-256 signing key: its PKCS#8 document and its public JWK coordinates.
+pub struct NewSigningKey {
+    pub pkcs8: Zeroizing<Vec<u8>>,
+    /// Base64url of the affine coordinates (RFC 7518 §6.2.1).
+    pub x: String,
+    pub y: String,
+}
+
+/// Generates an ES256 signing key.
+pub fn generate_es256_key() -> NewSigningKey {
+    let rng = SystemRandom::new();
+    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .expect("P-256 key generation must succeed");
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref())
+        .expect("a freshly generated key parses");
+    // Uncompressed point: 0x04 ‖ x ‖ y (SEC 1 §2.3.3).
+    let point = pair.public_key().as_ref();
+    NewSigningKey {
+        pkcs8: Zeroizing::new(doc.as_ref().to_vec()),
+        x: URL_SAFE_NO_PAD.encode(&point[1..33]),
+        y: URL_SAFE_NO_PAD.encode(&point[33..65]),
+    }
+}
 
 /// A fresh random token: `bytes` bytes from the system CSPRNG, base64url without padding.
 pub fn random_token(bytes: usize) -> String {
@@ -32,6 +206,38 @@ mod tests {
             a.bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         );
+    }
+
+    #[test]
+    fn sealed_values_open_only_with_their_owner() {
+        let ring = KeyRing::parse(&format!("k1 {}\nk2 {}\n", random_token(32), random_token(32)))
+            .unwrap();
+        assert_eq!(ring.active_id(), "k2");
+        let sealed = ring.seal(b"refresh-token", "connection:1|user:a");
+        assert!(sealed.starts_with("k2."));
+        assert!(!sealed.contains("refresh-token"));
+        assert_eq!(
+            &ring.open(&sealed, "connection:1|user:a").unwrap()[..],
+            b"refresh-token"
+        );
+        assert!(ring.open(&sealed, "connection:1|user:b").is_err());
+        let mut tampered = sealed.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        assert!(
+            ring.open(std::str::from_utf8(&tampered).unwrap(), "connection:1|user:a")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn old_keys_still_open_after_rotation() {
+        let k1 = format!("k1 {}\n", random_token(32));
+        let old = KeyRing::parse(&k1).unwrap();
+        let sealed = old.seal(b"x", "aad");
+        let rotated = KeyRing::parse(&format!("{k1}k2 {}\n", random_token(32))).unwrap();
+        assert_eq!(&rotated.open(&sealed, "aad").unwrap()[..], b"x");
+        assert!(rotated.seal(b"x", "aad").starts_with("k2."));
     }
 
     #[test]

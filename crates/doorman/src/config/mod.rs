@@ -72,19 +72,82 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[sign_in]`: how people sign in to Doorman (layer 1).
-#[derive(Debug, Clone, Deserialize, Default)]
+/// `[sign_in]`: how people sign in to Doorman (layer 1) and how long that lasts.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SignInConfig {
     pub mode: SignInMode,
+    /// Development conveniences: Client ID Metadata Documents over plain http on loopback.
+    pub development: bool,
+    pub access_token_lifetime: ConfigDuration,
+    /// How long a sign-in lasts at a client (its refresh tokens), from the moment of sign-in.
+    pub sign_in_lifetime: ConfigDuration,
+    pub code_lifetime: ConfigDuration,
+    /// Dynamically registered clients unused this long are deleted.
+    pub registration_expiry: ConfigDuration,
+    /// Dynamic registrations accepted per client address per hour.
+    pub registrations_per_hour: u32,
+    /// Failed sign-ins for one name before it is locked for `lockout`.
+    pub max_failed_sign_ins: u32,
+    pub lockout: ConfigDuration,
+    pub clients: Vec<ClientConfig>,
 }
 
-/// Sign-in modes. `local`: one person on one machine, no sign-in (loopback only).
+impl Default for SignInConfig {
+    fn default() -> Self {
+        Self {
+            mode: SignInMode::default(),
+            development: false,
+            access_token_lifetime: ConfigDuration::secs(3600),
+            sign_in_lifetime: ConfigDuration::secs(30 * 86_400),
+            code_lifetime: ConfigDuration::secs(60),
+            registration_expiry: ConfigDuration::secs(30 * 86_400),
+            registrations_per_hour: 30,
+            max_failed_sign_ins: 5,
+            lockout: ConfigDuration::secs(15 * 60),
+            clients: Vec::new(),
+        }
+    }
+}
+
+/// Sign-in modes. `accounts` (default): people sign in with Doorman's accounts before using
+/// `/mcp`. `local`: one person on one machine, no sign-in (loopback only).
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SignInMode {
     #[default]
+    Accounts,
     Local,
+}
+
+/// `[[sign_in.clients]]`: an OAuth client registered by the operator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub client_id: String,
+    pub name: Option<String>,
+    pub redirect_uris: Vec<Url>,
+    /// Confidential clients: the secret, from an environment variable or a file.
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+}
+
+impl ClientConfig {
+    /// The client's secret, if it is confidential.
+    pub fn secret(&self) -> Result<Option<String>, ConfigError> {
+        let source = match (&self.client_secret_env, &self.client_secret_file) {
+            (None, None) => return Ok(None),
+            (Some(env), None) => SecretOrValue::Env { env: env.clone() },
+            (None, Some(file)) => SecretOrValue::File { file: file.clone() },
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "client_secret_env",
+                    "give client_secret_env or client_secret_file, not both",
+                ));
+            }
+        };
+        source.resolve().map(Some).map_err(|e| ConfigError::new("client_secret", e))
+    }
 }
 
 /// `[[upstreams]]`: one Streamable HTTP MCP server behind Doorman.
@@ -223,6 +286,19 @@ impl Config {
                 }
             };
         }
+        if let Some(v) = var("DOORMAN_SIGN_IN_MODE") {
+            self.sign_in.mode = match v.as_str() {
+                "accounts" => SignInMode::Accounts,
+                "local" => SignInMode::Local,
+                _ => {
+                    return Err(ConfigError::new(
+                        "DOORMAN_SIGN_IN_MODE",
+                        "expected `accounts` or `local`",
+                    ));
+                }
+            };
+        }
+        let s = &mut self.server;
         if let Some(v) = var("DOORMAN_LOG") {
             s.log_level = v;
         }
@@ -292,7 +368,62 @@ impl Config {
                 ),
             ));
         }
+        self.validate_sign_in()?;
         self.validate_upstreams()
+    }
+
+    fn validate_sign_in(&self) -> Result<(), ConfigError> {
+        let si = &self.sign_in;
+        for (key, d) in [
+            ("access_token_lifetime", si.access_token_lifetime),
+            ("sign_in_lifetime", si.sign_in_lifetime),
+            ("code_lifetime", si.code_lifetime),
+            ("registration_expiry", si.registration_expiry),
+            ("lockout", si.lockout),
+        ] {
+            if d.0.is_zero() {
+                return Err(ConfigError::new(
+                    format!("sign_in.{key}"),
+                    "must be longer than zero",
+                ));
+            }
+        }
+        if si.max_failed_sign_ins == 0 {
+            return Err(ConfigError::new(
+                "sign_in.max_failed_sign_ins",
+                "must be at least 1",
+            ));
+        }
+        for (i, c) in si.clients.iter().enumerate() {
+            let path = |key: &str| format!("sign_in.clients[{i}].{key}");
+            if c.client_id.is_empty() || c.client_id.starts_with("https://") {
+                return Err(ConfigError::new(
+                    path("client_id"),
+                    "must be non-empty and not an https URL (URLs identify metadata documents)",
+                ));
+            }
+            if c.redirect_uris.is_empty() {
+                return Err(ConfigError::new(
+                    path("redirect_uris"),
+                    "at least one redirect URI is needed",
+                ));
+            }
+            if c.client_secret_env.is_some() && c.client_secret_file.is_some() {
+                return Err(ConfigError::new(
+                    path("client_secret_env"),
+                    "give client_secret_env or client_secret_file, not both",
+                ));
+            }
+            for (j, other) in si.clients.iter().enumerate().take(i) {
+                if other.client_id == c.client_id {
+                    return Err(ConfigError::new(
+                        path("client_id"),
+                        format!("sign_in.clients[{j}] already uses {:?}", c.client_id),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate_upstreams(&self) -> Result<(), ConfigError> {
@@ -360,12 +491,27 @@ impl Config {
         Ok(())
     }
 
+    /// Doorman's issuer identifier: the public URL without a trailing slash.
+    pub fn issuer(&self) -> String {
+        self.public_url().as_str().trim_end_matches('/').to_owned()
+    }
+
+    /// The canonical URL of the MCP endpoint: the protected resource (RFC 9728, RFC 8707).
+    pub fn mcp_resource(&self) -> String {
+        format!("{}/mcp", self.issuer())
+    }
+
     /// The URL clients use to reach Doorman (defaults to `http://{listen}`).
     pub fn public_url(&self) -> Url {
         self.server.public_url.clone().unwrap_or_else(|| {
             Url::parse(&format!("http://{}", self.server.listen))
                 .expect("a socket address forms a URL")
         })
+    }
+
+    /// The key ring that seals secrets at rest (signing keys, TOTP seeds; later resource tokens).
+    pub fn key_ring_path(&self) -> PathBuf {
+        self.server.data_dir.join("keyring")
     }
 
     /// The database URL (defaults to SQLite inside the data directory).
