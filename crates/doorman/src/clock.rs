@@ -22,6 +22,24 @@ impl Clock for SystemClock {
     }
 }
 
+/// The real clock plus an offset that can only grow: end-to-end tests move a running Doorman's
+/// time forward (`DOORMAN_TEST_CLOCK=1` enables the hook) instead of sleeping.
+#[derive(Clone, Default)]
+pub struct OffsetClock(Arc<std::sync::atomic::AtomicI64>);
+
+impl OffsetClock {
+    pub fn advance(&self, by: Duration) {
+        self.0
+            .fetch_add(by.as_millis() as i64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms() + self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// A clock that only moves when told to.
 #[derive(Clone)]
 pub struct ManualClock(Arc<Mutex<i64>>);

@@ -186,6 +186,19 @@ pub fn random_token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
+/// SHA-256 of bytes.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// SHA-256, base64url without padding (PKCE S256, RFC 7636 §4.2).
+pub fn sha256_b64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(sha256(bytes))
+}
+
 /// SHA-256 of a secret, hex-encoded: what the store keeps instead of the secret itself.
 pub fn sha256_hex(secret: &str) -> String {
     let d = digest::digest(&digest::SHA256, secret.as_bytes());

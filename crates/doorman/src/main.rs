@@ -3,7 +3,13 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use doorman::config::Config;
+use doorman::{
+    cli::{
+        grants::{ClientsCommand, GrantsCommand, KeysCommand},
+        users::UsersCommand,
+    },
+    config::Config,
+};
 
 /// mimalloc: a proxy allocates and frees many small buffers per request, where it is measurably
 /// cheaper than the system allocator (see bench/README.md).
@@ -31,6 +37,35 @@ enum Command {
         /// The configuration file to check.
         file: PathBuf,
     },
+    /// Local accounts: add, list, disable, enable, reset-password, totp.
+    Users {
+        #[command(subcommand)]
+        cmd: UsersCommand,
+        /// The configuration file (TOML); see doorman.example.toml.
+        #[arg(long, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// OAuth clients: list, revoke.
+    Clients {
+        #[command(subcommand)]
+        cmd: ClientsCommand,
+        #[arg(long, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// People's sign-ins at clients (grants): list, revoke.
+    Grants {
+        #[command(subcommand)]
+        cmd: GrantsCommand,
+        #[arg(long, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Signing keys of access tokens: rotate.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCommand,
+        #[arg(long, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,6 +77,18 @@ fn main() -> ExitCode {
             })
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display())),
         Command::Serve { config } => serve(config),
+        Command::Users { cmd, config } => operate(config, |c| async move {
+            doorman::cli::users::run(cmd, &c).await
+        }),
+        Command::Clients { cmd, config } => operate(config, |c| async move {
+            doorman::cli::grants::clients(cmd, &c).await
+        }),
+        Command::Grants { cmd, config } => operate(config, |c| async move {
+            doorman::cli::grants::grants(cmd, &c).await
+        }),
+        Command::Keys { cmd, config } => operate(config, |c| async move {
+            doorman::cli::grants::keys(cmd, &c).await
+        }),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,4 +106,17 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(doorman::server::serve(config))
+}
+
+/// Runs an operator command: loads the config, then the command on a small runtime.
+fn operate<F, Fut>(config_path: Option<PathBuf>, command: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let config = Config::load(config_path.as_deref()).map_err(anyhow::Error::from)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(command(config))
 }

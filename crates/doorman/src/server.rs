@@ -3,14 +3,19 @@
 use std::{io::IsTerminal, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::{Json, Router, middleware, routing::get};
+use axum::{
+    Json, Router, middleware,
+    routing::{get, post},
+};
 use serde_json::json;
 
 use crate::{
-    clock::{SharedClock, SystemClock},
+    clock::{Clock, OffsetClock, SharedClock, SystemClock},
     config::{Config, LogFormat},
     edge::{EdgePolicy, check_host_and_origin},
+    crypto::KeyRing,
     gateway::{Gateway, endpoint},
+    sign_in::{AuthServer, bearer::require_token, setup},
     store::Store,
 };
 
@@ -43,9 +48,16 @@ pub fn init_logging(config: &Config) {
     let _ = result;
 }
 
-/// The whole HTTP application.
-pub fn app(config: &Config, gateway: Arc<Gateway>) -> Router {
+/// The whole HTTP application. `auth` is the authorization server (accounts mode) or `None`
+/// (local mode); `test_clock` enables the test-only clock hook.
+pub fn app(
+    config: &Config,
+    gateway: Arc<Gateway>,
+    auth: Option<Arc<AuthServer>>,
+    test_clock: Option<OffsetClock>,
+) -> Router {
     let edge = Arc::new(EdgePolicy::from_config(config));
+    // Layers run outside in: the edge (Host/Origin) first, then the bearer check.
     let mcp = Router::new()
         .route(
             "/mcp",
@@ -54,20 +66,65 @@ pub fn app(config: &Config, gateway: Arc<Gateway>) -> Router {
                 .delete(endpoint::delete),
         )
         .with_state(gateway)
+        .layer(middleware::from_fn_with_state(auth.clone(), require_token))
         .layer(middleware::from_fn_with_state(edge, check_host_and_origin));
-    Router::new()
+    let mut router = Router::new()
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
-        .merge(mcp)
+        .merge(mcp);
+    if let Some(auth) = &auth {
+        router = router.merge(auth.router());
+    }
+    if let Some(clock) = test_clock {
+        router = router.route(
+            "/_test/clock",
+            post(move |Json(body): Json<serde_json::Value>| {
+                let clock = clock.clone();
+                async move {
+                    let secs = body["advance_seconds"].as_f64().unwrap_or(0.0).max(0.0);
+                    clock.advance(Duration::from_secs_f64(secs));
+                    Json(json!({ "now_ms": clock.now_ms() }))
+                }
+            }),
+        );
+    }
+    router
 }
 
 /// Runs Doorman until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let clock: SharedClock = Arc::new(SystemClock);
+    // DOORMAN_TEST_CLOCK=1: end-to-end tests move time forward through POST /_test/clock.
+    let test_clock = (std::env::var("DOORMAN_TEST_CLOCK").as_deref() == Ok("1")).then(|| {
+        tracing::warn!("DOORMAN_TEST_CLOCK=1: the test clock hook is enabled; never use this in production");
+        OffsetClock::default()
+    });
+    let clock: SharedClock = match &test_clock {
+        Some(c) => Arc::new(c.clone()),
+        None => Arc::new(SystemClock),
+    };
     let store = Store::open(&config.database_url()).await?;
     tracing::info!(engine = store.engine(), "store ready");
+    let (ring, created) = KeyRing::load_or_create(&config.key_ring_path())?;
+    if created {
+        tracing::warn!(
+            path = %config.key_ring_path().display(),
+            "created a new key ring for secrets at rest; back it up, and give every node the same file"
+        );
+    }
+    let ring = Arc::new(ring);
+    let auth = AuthServer::new(&config, store.clone(), clock.clone(), ring).await?;
+    if let Some(auth) = &auth {
+        auth.spawn_maintenance();
+        if let Some(link) = setup::first_run_link(auth).await? {
+            // Printed to stdout, not logged: the link is a one-time secret for the operator.
+            println!(
+                "\nDoorman has no accounts yet. Create the first administrator within one hour:\n\n    {link}\n"
+            );
+            tracing::info!("no accounts yet: printed a one-time setup link on standard output");
+        }
+    }
     let gateway = Arc::new(Gateway::new(&config, store.clone(), clock)?);
     let idle = config.server.session_idle_timeout.0;
     gateway.spawn_sweeper((idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60)));
@@ -85,7 +142,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         upstreams = config.upstreams.len(),
         "Doorman is serving"
     );
-    axum::serve(listener, app(&config, gateway))
+    axum::serve(
+        listener,
+        app(&config, gateway, auth, test_clock)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     store.close().await;

@@ -1,5 +1,6 @@
 //! Operator commands besides `serve`: people, clients, grants and keys.
 
+pub mod grants;
 pub mod users;
 
 use std::sync::Arc;
@@ -14,4 +15,28 @@ pub async fn open(config: &Config) -> anyhow::Result<(Store, Arc<KeyRing>)> {
     let (ring, _) = KeyRing::load_or_create(&config.key_ring_path())
         .with_context(|| "cannot load the key ring")?;
     Ok((store, Arc::new(ring)))
+}
+
+pub(crate) use users::utc;
+
+/// A plain-text table: a header row and left-aligned columns two spaces apart.
+pub(crate) fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = header.map(String::from);
+    for row in std::iter::once(&header).chain(rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }

@@ -34,6 +34,40 @@ fn the_example_file_parses_and_sets_every_key() {
         config.server.session_idle_timeout,
         defaults.server.session_idle_timeout
     );
+    let (si, d) = (&config.sign_in, &defaults.sign_in);
+    assert_eq!(si.mode, SignInMode::Accounts);
+    assert_eq!(si.mode, d.mode);
+    assert_eq!(si.development, d.development);
+    assert_eq!(si.access_token_lifetime, d.access_token_lifetime);
+    assert_eq!(si.sign_in_lifetime, d.sign_in_lifetime);
+    assert_eq!(si.code_lifetime, d.code_lifetime);
+    assert_eq!(si.registration_expiry, d.registration_expiry);
+    assert_eq!(si.registrations_per_hour, d.registrations_per_hour);
+    assert_eq!(si.max_failed_sign_ins, d.max_failed_sign_ins);
+    assert_eq!(si.lockout, d.lockout);
+    assert_eq!(si.clients.len(), 1);
+    assert_eq!(
+        si.clients[0].client_secret_env.as_deref(),
+        Some("INTERNAL_AGENT_SECRET")
+    );
+}
+
+#[test]
+fn sign_in_settings_are_checked() {
+    let e = error_of("[sign_in]\naccess_token_lifetime = \"0s\"\n");
+    assert_eq!(e.path, "sign_in.access_token_lifetime");
+    let e = error_of(
+        "[[sign_in.clients]]\nclient_id = \"https://app.example/client.json\"\nredirect_uris = [\"https://app.example/cb\"]\n",
+    );
+    assert_eq!(e.path, "sign_in.clients[0].client_id");
+    let e = error_of("[[sign_in.clients]]\nclient_id = \"a\"\nredirect_uris = []\n");
+    assert_eq!(e.path, "sign_in.clients[0].redirect_uris");
+    let e = error_of(
+        "[[sign_in.clients]]\nclient_id = \"a\"\nredirect_uris = [\"https://a.example/cb\"]\nclient_secret_env = \"A\"\nclient_secret_file = \"/x\"\n",
+    );
+    assert_eq!(e.path, "sign_in.clients[0].client_secret_env");
+    let e = error_of("[sign_in]\nmode = \"sometimes\"\n");
+    assert_eq!(e.path, "sign_in.mode");
 }
 
 #[test]
@@ -119,10 +153,13 @@ fn colliding_upstream_names_are_refused_naming_both() {
 
 #[test]
 fn local_mode_refuses_a_non_loopback_address() {
-    let e = error_of("[server]\nlisten = \"0.0.0.0:8421\"\n");
+    let e = error_of("[server]\nlisten = \"0.0.0.0:8421\"\n[sign_in]\nmode = \"local\"\n");
     assert_eq!(e.path, "sign_in.mode");
     assert!(e.message.contains("loopback"), "{e}");
-    let ok = Config::from_toml("[server]\nlisten = \"[::1]:8421\"\n").unwrap();
+    let ok = Config::from_toml("[server]\nlisten = \"[::1]:8421\"\n[sign_in]\nmode = \"local\"\n").unwrap();
+    ok.validate().unwrap();
+    // Accounts mode (the default) signs people in, so any address is fine.
+    let ok = Config::from_toml("[server]\nlisten = \"0.0.0.0:8421\"\n").unwrap();
     ok.validate().unwrap();
 }
 
@@ -134,11 +171,13 @@ fn environment_overrides_server_keys() {
             "DOORMAN_LISTEN" => Some("127.0.0.1:9999".into()),
             "DOORMAN_DATABASE_URL" => Some("postgres://db/doorman".into()),
             "DOORMAN_LOG_FORMAT" => Some("json".into()),
+            "DOORMAN_SIGN_IN_MODE" => Some("local".into()),
             _ => None,
         })
         .unwrap();
     assert_eq!(config.server.listen.port(), 9999);
     assert_eq!(config.database_url(), "postgres://db/doorman");
+    assert_eq!(config.sign_in.mode, SignInMode::Local);
     assert_eq!(config.server.log_format, LogFormat::Json);
 
     let err = Config::default()

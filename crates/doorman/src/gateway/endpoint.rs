@@ -16,6 +16,7 @@
 use std::{collections::VecDeque, convert::Infallible, future::Future, pin::Pin, sync::Arc};
 
 use axum::{
+    Extension,
     body::{Body, Bytes},
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -37,6 +38,7 @@ use super::{
     session::Session,
     upstream::{Outbound, SessionSlots, decode_header_value},
 };
+use crate::sign_in::Person;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -90,7 +92,11 @@ impl Accept {
 /// Which generation a request is served under.
 enum Conversation {
     Stateful(Arc<Session>),
-    Stateless { client_capabilities: Value },
+    Stateless {
+        client_capabilities: Value,
+        /// The signed-in person (None in local mode): their upstream sessions are their own.
+        user: Option<String>,
+    },
 }
 
 impl Conversation {
@@ -100,7 +106,13 @@ impl Conversation {
 }
 
 /// `POST /mcp`.
-pub async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn post(
+    State(gw): State<Arc<Gateway>>,
+    person: Option<Extension<Person>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let user = person.as_ref().map(|Extension(p)| p.0.sub.as_str());
     // The body is read before anything is refused, so the connection stays usable for the
     // client's next request; a body over the limit is not read further and the connection closes.
     let bytes = match axum::body::to_bytes(body, gw.max_request_bytes).await {
@@ -155,8 +167,8 @@ pub async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body
         Some(v) => match v.to_str().ok().filter(|s| !s.is_empty()) {
             None => return not_found_session(),
             Some(id) => match gw.sessions.get(id).await {
-                Ok(Some(s)) => Some(s),
-                Ok(None) => return not_found_session(),
+                Ok(Some(s)) if owned_by(&s, user) => Some(s),
+                Ok(_) => return not_found_session(),
                 Err(e) => return store_failure(e),
             },
         },
@@ -234,7 +246,7 @@ pub async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body
         && method == "initialize"
         && !declares_modern
     {
-        return initialize(&gw, accept, id, params).await;
+        return initialize(&gw, accept, id, params, user).await;
     }
     if declares_modern {
         return match incoming {
@@ -246,6 +258,7 @@ pub async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body
                             &gw,
                             Conversation::Stateless {
                                 client_capabilities,
+                                user: user.map(String::from),
                             },
                             accept,
                             id,
@@ -278,7 +291,12 @@ pub async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body
 }
 
 /// `DELETE /mcp`: the client ends its session (MCP 2025-11-25 basic/transports, "Session Management" §5).
-pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+pub async fn delete(
+    State(gw): State<Arc<Gateway>>,
+    person: Option<Extension<Person>>,
+    headers: HeaderMap,
+) -> Response {
+    let user = person.as_ref().map(|Extension(p)| p.0.sub.as_str());
     let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
         let e = RpcError::new(
             code::BAD_REQUEST,
@@ -286,6 +304,12 @@ pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
         );
         return error_reply(StatusCode::BAD_REQUEST, None, &e);
     };
+    // Another person's session is, to this caller, a session that does not exist.
+    match gw.sessions.get(id).await {
+        Ok(Some(s)) if owned_by(&s, user) => {}
+        Ok(_) => return not_found_session(),
+        Err(e) => return store_failure(e),
+    }
     match gw.sessions.end(id).await {
         Ok(Some(session)) => {
             gw.close_upstream_sessions(vec![session]);
@@ -299,7 +323,12 @@ pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
 /// `GET /mcp`: a stateful session's stream of server-initiated notifications (resource
 /// updates, list changes), relayed from its upstream sessions (MCP 2025-11-25 basic/transports,
 /// "Listening for Messages"). Without a session (2026-07-28 has no GET stream) it is 405.
-pub async fn get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+pub async fn get(
+    State(gw): State<Arc<Gateway>>,
+    person: Option<Extension<Person>>,
+    headers: HeaderMap,
+) -> Response {
+    let user = person.as_ref().map(|Extension(p)| p.0.sub.as_str());
     let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
         let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
         r.headers_mut()
@@ -307,8 +336,8 @@ pub async fn get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response
         return r;
     };
     let session = match gw.sessions.get(id).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return not_found_session(),
+        Ok(Some(s)) if owned_by(&s, user) => s,
+        Ok(_) => return not_found_session(),
         Err(e) => return store_failure(e),
     };
     if !Accept::from(&headers).sse {
@@ -334,7 +363,13 @@ pub async fn get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response
     sse_reply(body)
 }
 
-async fn initialize(gw: &Arc<Gateway>, accept: Accept, id: &Id, params: &Value) -> Response {
+async fn initialize(
+    gw: &Arc<Gateway>,
+    accept: Accept,
+    id: &Id,
+    params: &Value,
+    user: Option<&str>,
+) -> Response {
     let Some(requested) = params.get("protocolVersion").and_then(Value::as_str) else {
         let e = RpcError::new(
             code::INVALID_PARAMS,
@@ -355,7 +390,7 @@ async fn initialize(gw: &Arc<Gateway>, accept: Accept, id: &Id, params: &Value) 
         .cloned()
         .unwrap_or_else(|| json!({}));
     let client_info = params.get("clientInfo").cloned().unwrap_or(Value::Null);
-    let (session_id, _) = match gw.sessions.create(version, &client_info, caps).await {
+    let (session_id, _) = match gw.sessions.create(version, &client_info, caps, user).await {
         Ok(s) => s,
         Err(e) => return store_failure(e),
     };
@@ -522,6 +557,7 @@ async fn serve_request(
     let gw2 = gw.clone();
     let method2 = method.clone();
     let work = async move {
+        let per_person: Arc<SessionSlots>;
         let (slots, caps, log_level): (&SessionSlots, Option<Value>, Option<String>) =
             match &conversation {
                 Conversation::Stateful(s) => {
@@ -535,11 +571,11 @@ async fn serve_request(
                 }
                 Conversation::Stateless {
                     client_capabilities,
-                } => (
-                    &gw2.stateless_slots,
-                    Some(client_capabilities.clone()),
-                    None,
-                ),
+                    user,
+                } => {
+                    per_person = gw2.stateless_slots(user.as_deref());
+                    (&per_person, Some(client_capabilities.clone()), None)
+                }
             };
         let events = accept.sse.then_some(&tx);
         let out = Outbound {
@@ -723,6 +759,13 @@ fn request_id(incoming: &Incoming) -> Option<&Id> {
         Incoming::Request { id, .. } => Some(id),
         _ => None,
     }
+}
+
+/// A stateful session belongs to the person who opened it (MCP 2025-11-25 security best
+/// practices, "Session Hijacking": sessions are bound to user information, and a session id
+/// never authenticates by itself). Someone else's session id is answered like an unknown one.
+fn owned_by(session: &Session, user: Option<&str>) -> bool {
+    session.user_id.as_deref() == user
 }
 
 fn not_found_session() -> Response {

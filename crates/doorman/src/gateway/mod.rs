@@ -19,8 +19,9 @@ use crate::{clock::SharedClock, config::Config, store::Store};
 pub struct Gateway {
     pub router: Router,
     pub sessions: Sessions,
-    /// Upstream sessions used for stateless (2026-07-28) clients of legacy upstreams.
-    pub stateless_slots: SessionSlots,
+    /// Upstream sessions used for stateless (2026-07-28) clients of legacy upstreams, one set
+    /// per person (keyed by person id; "" in local mode), so people never share upstream state.
+    stateless: std::sync::RwLock<std::collections::HashMap<String, Arc<SessionSlots>>>,
     pub max_request_bytes: usize,
 }
 
@@ -35,9 +36,23 @@ impl Gateway {
         Ok(Self {
             router: Router::new(upstreams),
             sessions: Sessions::new(store, clock, config.server.session_idle_timeout.0),
-            stateless_slots: SessionSlots::default(),
+            stateless: Default::default(),
             max_request_bytes: config.server.max_request_bytes,
         })
+    }
+
+    /// The upstream sessions that serve one person's stateless requests.
+    pub fn stateless_slots(&self, user: Option<&str>) -> Arc<SessionSlots> {
+        let key = user.unwrap_or("");
+        if let Some(s) = self.stateless.read().expect("stateless slots lock").get(key) {
+            return s.clone();
+        }
+        self.stateless
+            .write()
+            .expect("stateless slots lock")
+            .entry(key.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Ends the upstream sessions of conversations that ended.

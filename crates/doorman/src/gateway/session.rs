@@ -25,6 +25,8 @@ use crate::{
 /// One live session.
 pub struct Session {
     pub id_hash: String,
+    /// The person who opened it; only they may use it (None in local mode).
+    pub user_id: Option<String>,
     pub protocol_version: String,
     pub client_capabilities: Value,
     /// This conversation's upstream sessions.
@@ -64,6 +66,7 @@ impl Sessions {
         protocol_version: &str,
         client_info: &Value,
         client_capabilities: Value,
+        user_id: Option<&str>,
     ) -> anyhow::Result<(String, Arc<Session>)> {
         // MCP 2025-11-25 transports, "Session Management": globally unique and cryptographically
         // secure, visible ASCII only.
@@ -83,6 +86,7 @@ impl Sessions {
             client_capabilities: client_capabilities.to_string(),
             created_at: now,
             last_seen_at: now,
+            user_id: user_id.map(String::from),
         };
         self.store.insert_session(&row).await?;
         let session = Arc::new(Session::from_row(&row));
@@ -188,6 +192,7 @@ impl Session {
     fn from_row(row: &SessionRow) -> Self {
         Self {
             id_hash: row.id_hash.clone(),
+            user_id: row.user_id.clone(),
             protocol_version: row.protocol_version.clone(),
             client_capabilities: serde_json::from_str(&row.client_capabilities)
                 .unwrap_or(Value::Null),
@@ -203,6 +208,7 @@ impl Session {
     fn orphan(id_hash: &str) -> Self {
         Self {
             id_hash: id_hash.to_owned(),
+            user_id: None,
             protocol_version: String::new(),
             client_capabilities: Value::Null,
             slots: SessionSlots::default(),
@@ -254,7 +260,7 @@ mod tests {
         let clock = ManualClock::new(1_000_000);
         let sessions = table(&clock, dir.path()).await;
         let (id, s) = sessions
-            .create("2025-11-25", &json!({"name":"c"}), json!({}))
+            .create("2025-11-25", &json!({"name":"c"}), json!({}), None)
             .await
             .unwrap();
         assert_eq!(s.protocol_version, "2025-11-25");
@@ -285,12 +291,12 @@ mod tests {
         let clock = ManualClock::new(1_000_000);
         let sessions = table(&clock, dir.path()).await;
         let (idle, _) = sessions
-            .create("2025-11-25", &json!({}), json!({}))
+            .create("2025-11-25", &json!({}), json!({}), None)
             .await
             .unwrap();
         clock.advance(Duration::from_secs(300));
         let (busy, _) = sessions
-            .create("2025-06-18", &json!({}), json!({}))
+            .create("2025-06-18", &json!({}), json!({}), None)
             .await
             .unwrap();
         clock.advance(Duration::from_secs(301));
@@ -307,7 +313,7 @@ mod tests {
         let clock = ManualClock::new(5);
         let sessions = table(&clock, dir.path()).await;
         let (id, _) = sessions
-            .create("2025-11-25", &json!({}), json!({}))
+            .create("2025-11-25", &json!({}), json!({}), None)
             .await
             .unwrap();
         assert!(sessions.get("made-up").await.unwrap().is_none());
@@ -329,7 +335,7 @@ mod tests {
         let node_a = table(&clock, dir.path()).await;
         let node_b = table(&clock, dir.path()).await;
         let (id, _) = node_a
-            .create("2025-06-18", &json!({}), json!({"roots":{}}))
+            .create("2025-06-18", &json!({}), json!({"roots":{}}), None)
             .await
             .unwrap();
         let on_b = node_b

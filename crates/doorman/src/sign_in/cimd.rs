@@ -1,1 +1,838 @@
-//! (being written)
+//! Client ID Metadata Documents: a client identified by an `https://` URL whose document
+//! (RFC 7591 client metadata) Doorman fetches, checks and caches.
+//!
+//! Sources: draft-ietf-oauth-client-id-metadata-document (-00 is the revision MCP 2025-11-25
+//! cites; -02 keeps the rules and renumbers them, and adds the two this module also follows:
+//! no redirects when fetching, §5, and no private key material, §4.1), MCP 2025-11-25
+//! basic/authorization "Client ID Metadata Documents", and RFC 7591 §2 for the fields.
+//!
+//! A client identified by a URL has no shared secret, so it is either public (`none`) or
+//! authenticates with `private_key_jwt` against the keys its document publishes
+//! (`client_assertion.rs`).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
+use jsonwebtoken::jwk::JwkSet;
+use serde::Deserialize;
+use serde_json::Value;
+use url::{Host, Url};
+
+use super::fetch::{FetchError, GuardedFetcher};
+use crate::clock::SharedClock;
+
+/// How many documents the cache holds before evicting the oldest.
+pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
+
+/// Whether `client_id` is a Client ID Metadata Document URL (draft -00 §3 / -02 §3): an
+/// `https` URL with a path other than `/`, without userinfo, fragment or dot segments. `http`
+/// to a loopback host also counts, so that development setups are recognised; whether such a
+/// URL may be fetched is the fetcher's policy.
+pub fn is_metadata_client_id(client_id: &str) -> bool {
+    check_client_id(client_id).is_ok()
+}
+
+/// The parsed URL of a metadata client id, or which rule it breaks.
+fn check_client_id(client_id: &str) -> Result<Url, &'static str> {
+    // RFC 3986 §2: a URI is made of these characters only; anything else (spaces, controls,
+    // quotes, backslashes) would be silently rewritten by URL parsers, so the string compared
+    // with the document's `client_id` would not be the URL fetched.
+    if client_id.is_empty()
+        || !client_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&b))
+    {
+        return Err("it contains characters not allowed in a URL");
+    }
+    let rest = if let Some(rest) = client_id.strip_prefix("https://") {
+        rest
+    } else if let Some(rest) = client_id.strip_prefix("http://") {
+        rest
+    } else {
+        return Err("it is not an https URL");
+    };
+    // draft §3: MUST NOT contain a fragment component.
+    if client_id.contains('#') {
+        return Err("it has a fragment");
+    }
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path_and_query) = rest.split_at(authority_end);
+    // draft §3: MUST NOT contain a username or password (an empty `@` included).
+    if authority.contains('@') {
+        return Err("it contains a user name or password");
+    }
+    let path = path_and_query.split('?').next().unwrap_or_default();
+    // draft §3: MUST NOT contain single-dot or double-dot path segments, encoded or not
+    // (URL parsers decode `%2e` and remove them, which would change the URL).
+    let is_dot_segment = |segment: &str| {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        decoded == "." || decoded == ".."
+    };
+    if path.split('/').any(is_dot_segment) {
+        return Err("it has a . or .. path segment");
+    }
+    let url = Url::parse(client_id).map_err(|_| "it is not a valid URL")?;
+    // draft §3: MUST contain a path component; `/` alone would put the document at the root of
+    // the site, which -02 §3 advises against and MCP's "https URL with a path" rules out.
+    if url.path() == "/" || path.is_empty() {
+        return Err("it has no path");
+    }
+    if url.scheme() == "http" && !is_loopback_host(&url) {
+        return Err("it is not an https URL");
+    }
+    Ok(url)
+}
+
+/// `localhost`, `127.0.0.0/8` or `[::1]` (RFC 8252 §7.3 and §8.3).
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// A validated Client ID Metadata Document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientMetadataDocument {
+    pub client_id: String,
+    pub client_name: Option<String>,
+    /// Kept only when it is an http(s) URL (draft -02 §8.6: only known schemes).
+    pub client_uri: Option<Url>,
+    /// Kept only when it is an http(s) URL.
+    pub logo_uri: Option<Url>,
+    pub redirect_uris: Vec<String>,
+    /// `none` or `private_key_jwt`.
+    pub token_endpoint_auth_method: String,
+    pub jwks_uri: Option<Url>,
+    pub jwks: Option<JwkSet>,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    pub scope: Option<String>,
+}
+
+/// Why a metadata client could not be resolved, in words fit for `error_description`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CimdError {
+    #[error("client_id is not a Client ID Metadata Document URL: {0}")]
+    NotMetadataUrl(&'static str),
+    #[error("the client metadata document could not be fetched: {0}")]
+    Fetch(Box<FetchError>),
+    #[error("the client metadata document is not a JSON object")]
+    NotAnObject,
+    #[error("the client metadata document is invalid: {field} has the wrong type")]
+    WrongType { field: String },
+    #[error("the client metadata document has no client_id")]
+    MissingClientId,
+    #[error("the client metadata document's client_id does not match the URL it was fetched from")]
+    ClientIdMismatch,
+    #[error("the client metadata document has no redirect_uris")]
+    NoRedirectUris,
+    #[error("redirect_uris[{index}] {problem}")]
+    BadRedirectUri { index: usize, problem: &'static str },
+    #[error(
+        "client_secret must not appear in a client metadata document: a client identified by a URL has no shared secret"
+    )]
+    SharedSecret,
+    #[error(
+        "token_endpoint_auth_method {0} relies on a shared secret, which a client identified by a URL cannot have; use none or private_key_jwt"
+    )]
+    SharedSecretMethod(&'static str),
+    #[error("token_endpoint_auth_method must be none or private_key_jwt")]
+    UnsupportedAuthMethod,
+    #[error("token_endpoint_auth_method private_key_jwt needs jwks_uri or jwks")]
+    MissingKeys,
+    #[error("jwks_uri and jwks must not both be present")]
+    BothKeySources,
+    #[error("jwks_uri is not an https URL")]
+    InvalidJwksUri,
+    #[error("jwks is not a valid JWK Set")]
+    InvalidJwks,
+    #[error("jwks must hold public keys only; it contains private or symmetric key material")]
+    PrivateKeyMaterial,
+}
+
+/// The document as sent: lenient about unknown fields, strict about the types of known ones.
+#[derive(Deserialize)]
+struct RawDocument {
+    client_id: Option<String>,
+    client_name: Option<String>,
+    client_uri: Option<String>,
+    logo_uri: Option<String>,
+    redirect_uris: Option<Vec<String>>,
+    token_endpoint_auth_method: Option<String>,
+    jwks_uri: Option<String>,
+    jwks: Option<Value>,
+    grant_types: Option<Vec<String>>,
+    response_types: Option<Vec<String>>,
+    scope: Option<String>,
+    client_secret: Option<Value>,
+    client_secret_expires_at: Option<Value>,
+}
+
+/// JWK members that only private or symmetric keys have (RFC 7518 §6.2.2, §6.3.2, §6.4.1).
+const PRIVATE_JWK_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+impl ClientMetadataDocument {
+    /// Validates a fetched document for `client_id`.
+    pub fn parse(client_id: &str, body: Value) -> Result<Self, CimdError> {
+        if !body.is_object() {
+            return Err(CimdError::NotAnObject);
+        }
+        let raw: RawDocument = serde_path_to_error::deserialize(body).map_err(|e| {
+            // The path names only fields of `RawDocument` and indexes: nothing the client wrote.
+            CimdError::WrongType {
+                field: e.path().to_string(),
+            }
+        })?;
+
+        // draft -00 §4.1 / -02 §4: client_id MUST match the URL by simple string comparison
+        // (RFC 3986 §6.2.1).
+        match raw.client_id.as_deref() {
+            None => return Err(CimdError::MissingClientId),
+            Some(id) if id != client_id => return Err(CimdError::ClientIdMismatch),
+            Some(_) => {}
+        }
+
+        // draft -00 §4.1 / -02 §4.1: no shared secrets in any form.
+        if raw.client_secret.is_some_and(|v| !v.is_null())
+            || raw.client_secret_expires_at.is_some_and(|v| !v.is_null())
+        {
+            return Err(CimdError::SharedSecret);
+        }
+        // RFC 7591 §2: the default method is client_secret_basic, but a URL-identified client
+        // cannot have a secret, so an absent method means a public client (MCP: CIMD clients
+        // are public unless they publish keys).
+        let method = raw
+            .token_endpoint_auth_method
+            .unwrap_or_else(|| "none".to_owned());
+        match method.as_str() {
+            "none" | "private_key_jwt" => {}
+            "client_secret_basic" => {
+                return Err(CimdError::SharedSecretMethod("client_secret_basic"));
+            }
+            "client_secret_post" => {
+                return Err(CimdError::SharedSecretMethod("client_secret_post"));
+            }
+            "client_secret_jwt" => return Err(CimdError::SharedSecretMethod("client_secret_jwt")),
+            _ => return Err(CimdError::UnsupportedAuthMethod),
+        }
+
+        let redirect_uris = raw.redirect_uris.unwrap_or_default();
+        if redirect_uris.is_empty() {
+            // MCP 2025-11-25 "Client ID Metadata Documents": redirect_uris is required.
+            return Err(CimdError::NoRedirectUris);
+        }
+        for (index, uri) in redirect_uris.iter().enumerate() {
+            check_redirect_uri(uri)
+                .map_err(|problem| CimdError::BadRedirectUri { index, problem })?;
+        }
+
+        // RFC 7591 §2: jwks_uri and jwks MUST NOT both be present.
+        if raw.jwks_uri.is_some() && raw.jwks.is_some() {
+            return Err(CimdError::BothKeySources);
+        }
+        let jwks_uri = match raw.jwks_uri {
+            None => None,
+            // draft -02 §8.6: only known schemes; the fetcher applies the SSRF rules.
+            Some(s) => match Url::parse(&s) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") => Some(u),
+                _ => return Err(CimdError::InvalidJwksUri),
+            },
+        };
+        let jwks = match raw.jwks {
+            None => None,
+            Some(value) => Some(parse_public_jwks(value)?),
+        };
+        // draft -02 §8.2: private_key_jwt authenticates with the key from the document
+        // (RFC 7523 §2.2), so there must be one.
+        if method == "private_key_jwt" && jwks_uri.is_none() && jwks.is_none() {
+            return Err(CimdError::MissingKeys);
+        }
+
+        let web_url = |s: Option<String>| {
+            s.and_then(|s| Url::parse(&s).ok())
+                .filter(|u| matches!(u.scheme(), "https" | "http"))
+        };
+        Ok(Self {
+            client_id: client_id.to_owned(),
+            client_name: raw
+                .client_name
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty()),
+            client_uri: web_url(raw.client_uri),
+            logo_uri: web_url(raw.logo_uri),
+            redirect_uris,
+            token_endpoint_auth_method: method,
+            jwks_uri,
+            jwks,
+            // RFC 7591 §2: the defaults when omitted.
+            grant_types: raw
+                .grant_types
+                .unwrap_or_else(|| vec!["authorization_code".to_owned()]),
+            response_types: raw
+                .response_types
+                .unwrap_or_else(|| vec!["code".to_owned()]),
+            scope: raw.scope,
+        })
+    }
+}
+
+/// One registered redirect URI.
+fn check_redirect_uri(uri: &str) -> Result<(), &'static str> {
+    // RFC 6749 §3.1.2: an absolute URI without a fragment.
+    if uri.contains('#') {
+        return Err("has a fragment");
+    }
+    let url = Url::parse(uri).map_err(|_| "is not an absolute URL")?;
+    match url.scheme() {
+        // draft -02 §8.6: schemes such as javascript: are an attack vector; none of these can
+        // receive an authorization response.
+        "javascript" | "data" | "vbscript" | "file" | "blob" | "about" => {
+            Err("uses a scheme that cannot receive an authorization response")
+        }
+        // RFC 6749 §3.1.2.1 and RFC 9700 §2.6: codes travel over TLS; plain http only to
+        // loopback for native apps (RFC 8252 §7.3).
+        "http" if !is_loopback_host(&url) => Err("uses plain http to a host other than loopback"),
+        _ => Ok(()),
+    }
+}
+
+/// Parses inline `jwks`, refusing private or symmetric keys (draft -02 §4.1: only public keys;
+/// draft -00 §4.1: nothing based on a shared symmetric secret).
+fn parse_public_jwks(value: Value) -> Result<JwkSet, CimdError> {
+    let keys = value
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or(CimdError::InvalidJwks)?;
+    for key in keys {
+        let key = key.as_object().ok_or(CimdError::InvalidJwks)?;
+        if PRIVATE_JWK_MEMBERS.iter().any(|m| key.contains_key(*m))
+            || key.get("kty").and_then(Value::as_str) == Some("oct")
+        {
+            return Err(CimdError::PrivateKeyMaterial);
+        }
+    }
+    serde_json::from_value(value).map_err(|_| CimdError::InvalidJwks)
+}
+
+type Resolution = Shared<BoxFuture<'static, Result<Arc<ClientMetadataDocument>, CimdError>>>;
+
+struct CacheEntry {
+    doc: Arc<ClientMetadataDocument>,
+    expires_at_ms: i64,
+    seq: u64,
+}
+
+#[derive(Default)]
+struct CacheState {
+    entries: HashMap<String, CacheEntry>,
+    /// Insertion order, oldest first, for eviction.
+    order: BTreeMap<u64, String>,
+    next_seq: u64,
+    /// Fetches under way, so concurrent resolutions of one id share a single fetch.
+    inflight: HashMap<String, Resolution>,
+}
+
+impl CacheState {
+    fn insert(
+        &mut self,
+        key: String,
+        doc: Arc<ClientMetadataDocument>,
+        expires_at_ms: i64,
+        max: usize,
+    ) {
+        if let Some(old) = self.entries.remove(&key) {
+            self.order.remove(&old.seq);
+        }
+        while self.entries.len() >= max.max(1) {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.insert(seq, key.clone());
+        self.entries.insert(
+            key,
+            CacheEntry {
+                doc,
+                expires_at_ms,
+                seq,
+            },
+        );
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.entries.remove(key) {
+            self.order.remove(&old.seq);
+        }
+    }
+}
+
+/// Resolves metadata client ids to validated documents, caching them by their HTTP cache
+/// lifetime (draft -00 §4.4 / -02 §5.2).
+pub struct ClientMetadataCache {
+    fetcher: GuardedFetcher,
+    clock: SharedClock,
+    default_ttl: Duration,
+    max_entries: usize,
+    state: Arc<Mutex<CacheState>>,
+}
+
+impl ClientMetadataCache {
+    /// `default_ttl` applies when a response says nothing about caching.
+    pub fn new(fetcher: GuardedFetcher, clock: SharedClock, default_ttl: Duration) -> Self {
+        Self {
+            fetcher,
+            clock,
+            default_ttl,
+            max_entries: DEFAULT_MAX_ENTRIES,
+            state: Arc::default(),
+        }
+    }
+
+    /// Changes how many documents are kept (default [`DEFAULT_MAX_ENTRIES`]).
+    pub fn with_max_entries(mut self, max_entries: usize) -> Self {
+        self.max_entries = max_entries;
+        self
+    }
+
+    /// The validated document for `client_id`, from the cache or freshly fetched.
+    pub async fn resolve(&self, client_id: &str) -> Result<Arc<ClientMetadataDocument>, CimdError> {
+        let url = check_client_id(client_id).map_err(CimdError::NotMetadataUrl)?;
+        let resolution = {
+            let mut state = self.state.lock().expect("metadata cache lock");
+            let now = self.clock.now_ms();
+            match state.entries.get(client_id) {
+                Some(entry) if now < entry.expires_at_ms => return Ok(entry.doc.clone()),
+                Some(_) => state.remove(client_id),
+                None => {}
+            }
+            match state.inflight.get(client_id) {
+                Some(resolution) => resolution.clone(),
+                None => {
+                    let resolution = self.start_fetch(client_id, url);
+                    state
+                        .inflight
+                        .insert(client_id.to_owned(), resolution.clone());
+                    resolution
+                }
+            }
+        };
+        resolution.await
+    }
+
+    /// Starts one fetch on its own task, so it finishes (and is cached, and leaves the
+    /// in-flight table) even when every caller waiting for it goes away.
+    fn start_fetch(&self, client_id: &str, url: Url) -> Resolution {
+        let fetcher = self.fetcher.clone();
+        let clock = self.clock.clone();
+        let state = self.state.clone();
+        let default_ttl = self.default_ttl;
+        let max_entries = self.max_entries;
+        let client_id = client_id.to_owned();
+        let resolution = async move {
+            let result = fetch_document(&fetcher, &client_id, &url).await;
+            let mut state = state.lock().expect("metadata cache lock");
+            state.inflight.remove(&client_id);
+            // draft -00 §4.4 / -02 §5.2: errors and invalid documents are never cached.
+            let (doc, max_age) = result?;
+            let ttl = max_age.unwrap_or(default_ttl);
+            if !ttl.is_zero() {
+                let expires_at_ms = clock.now_ms().saturating_add(ttl.as_millis() as i64);
+                state.insert(client_id, doc.clone(), expires_at_ms, max_entries);
+            }
+            Ok(doc)
+        }
+        .boxed()
+        .shared();
+        tokio::spawn(resolution.clone());
+        resolution
+    }
+}
+
+async fn fetch_document(
+    fetcher: &GuardedFetcher,
+    client_id: &str,
+    url: &Url,
+) -> Result<(Arc<ClientMetadataDocument>, Option<Duration>), CimdError> {
+    // draft -02 §5: the document is served at the client id itself, redirects are not followed.
+    let fetched = fetcher
+        .get_json_without_redirects(url)
+        .await
+        .map_err(|e| CimdError::Fetch(Box::new(e)))?;
+    let doc = ClientMetadataDocument::parse(client_id, fetched.body)?;
+    Ok((Arc::new(doc), fetched.max_age))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::{
+        Router,
+        extract::State,
+        http::{HeaderMap, header},
+        response::IntoResponse,
+        routing::get,
+    };
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::sign_in::fetch::testing::{loopback_fetcher, serve};
+
+    fn doc(client_id: &str) -> Value {
+        json!({
+            "client_id": client_id,
+            "client_name": "Example MCP Client",
+            "client_uri": "https://app.example.com",
+            "logo_uri": "javascript:alert(1)",
+            "redirect_uris": ["https://app.example.com/callback", "http://127.0.0.1:3000/callback"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+            "some_extension": {"ignored": true}
+        })
+    }
+
+    const ID: &str = "https://app.example.com/oauth/client-metadata.json";
+
+    #[test]
+    fn client_id_rules() {
+        let accepted = [
+            "https://example.com/client.json",
+            "https://app.example.com/oauth/client-metadata.json",
+            "https://example.com:8443/c",
+            "https://example.com/c?v=1",
+            "https://example.com/c/",
+            "https://example.com/a..b/c.json",
+            "http://127.0.0.1:3000/client.json",
+            "http://localhost:3000/client.json",
+            "http://[::1]:3000/c",
+        ];
+        for id in accepted {
+            assert!(is_metadata_client_id(id), "{id} should be accepted");
+        }
+        let refused = [
+            "",
+            "client-123",
+            "6f1c2d3e",
+            "https://example.com",
+            "https://example.com/",
+            "https://example.com?x=1",
+            "https://example.com/c#frag",
+            "https://example.com/c#",
+            "https://user@example.com/c",
+            "https://user:pw@example.com/c",
+            "https://@example.com/c",
+            "https://example.com/a/../c",
+            "https://example.com/./c",
+            "https://example.com/a/.",
+            "https://example.com/a/%2e%2E/c",
+            "https://example.com/a/%2E/c",
+            "http://example.com/c",
+            "http://10.0.0.1/c",
+            "ftp://example.com/c",
+            "HTTPS://example.com/c",
+            "https://exa mple.com/c",
+            "https://example.com/c\n",
+            "https://example.com/c\\d",
+            "https://example.com/c\"",
+            "https:///c",
+        ];
+        for id in refused {
+            assert!(!is_metadata_client_id(id), "{id:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn valid_document_parsed() {
+        let parsed = ClientMetadataDocument::parse(ID, doc(ID)).unwrap();
+        assert_eq!(parsed.client_id, ID);
+        assert_eq!(parsed.client_name.as_deref(), Some("Example MCP Client"));
+        assert_eq!(
+            parsed.client_uri.unwrap().as_str(),
+            "https://app.example.com/"
+        );
+        assert_eq!(parsed.logo_uri, None, "javascript: is dropped");
+        assert_eq!(parsed.redirect_uris.len(), 2);
+        assert_eq!(parsed.token_endpoint_auth_method, "none");
+        assert_eq!(parsed.grant_types, ["authorization_code", "refresh_token"]);
+
+        let mut minimal = json!({"client_id": ID, "redirect_uris": ["https://a.example/cb"]});
+        let parsed = ClientMetadataDocument::parse(ID, minimal.take()).unwrap();
+        assert_eq!(parsed.token_endpoint_auth_method, "none");
+        assert_eq!(parsed.grant_types, ["authorization_code"]);
+        assert_eq!(parsed.response_types, ["code"]);
+    }
+
+    fn refused(mutate: impl FnOnce(&mut Value)) -> CimdError {
+        let mut body = doc(ID);
+        mutate(&mut body);
+        ClientMetadataDocument::parse(ID, body).unwrap_err()
+    }
+
+    #[test]
+    fn invalid_documents_refused() {
+        let e = refused(|d| d["client_id"] = json!("https://app.example.com/other.json"));
+        assert!(matches!(e, CimdError::ClientIdMismatch), "{e}");
+        // Exact string comparison: an equivalent spelling is still a different client id.
+        let e = refused(|d| {
+            d["client_id"] = json!("https://app.example.com:443/oauth/client-metadata.json")
+        });
+        assert!(matches!(e, CimdError::ClientIdMismatch), "{e}");
+        let e = refused(|d| {
+            d.as_object_mut().unwrap().remove("client_id");
+        });
+        assert!(matches!(e, CimdError::MissingClientId), "{e}");
+
+        let e = refused(|d| {
+            d.as_object_mut().unwrap().remove("redirect_uris");
+        });
+        assert!(matches!(e, CimdError::NoRedirectUris), "{e}");
+        let e = refused(|d| d["redirect_uris"] = json!([]));
+        assert!(matches!(e, CimdError::NoRedirectUris), "{e}");
+        let e = refused(|d| d["redirect_uris"] = json!(["https://a.example/cb", "/relative"]));
+        assert_eq!(e.to_string(), "redirect_uris[1] is not an absolute URL");
+        let e = refused(|d| d["redirect_uris"] = json!(["https://a.example/cb#x"]));
+        assert_eq!(e.to_string(), "redirect_uris[0] has a fragment");
+        let e = refused(|d| d["redirect_uris"] = json!(["javascript:alert(1)"]));
+        assert!(matches!(e, CimdError::BadRedirectUri { .. }), "{e}");
+        let e = refused(|d| d["redirect_uris"] = json!(["http://evil.example/cb"]));
+        assert!(matches!(e, CimdError::BadRedirectUri { .. }), "{e}");
+        let e = refused(|d| d["redirect_uris"] = json!("https://a.example/cb"));
+        assert_eq!(
+            e.to_string(),
+            "the client metadata document is invalid: redirect_uris has the wrong type"
+        );
+
+        let e = refused(|d| d["token_endpoint_auth_method"] = json!("client_secret_basic"));
+        assert!(
+            matches!(e, CimdError::SharedSecretMethod("client_secret_basic")),
+            "{e}"
+        );
+        let e = refused(|d| d["token_endpoint_auth_method"] = json!("client_secret_jwt"));
+        assert!(matches!(e, CimdError::SharedSecretMethod(_)), "{e}");
+        let e = refused(|d| d["token_endpoint_auth_method"] = json!("tls_client_auth"));
+        assert!(matches!(e, CimdError::UnsupportedAuthMethod), "{e}");
+        let e = refused(|d| d["client_secret"] = json!("s3cret"));
+        assert!(matches!(e, CimdError::SharedSecret), "{e}");
+
+        let e = refused(|d| d["token_endpoint_auth_method"] = json!("private_key_jwt"));
+        assert!(matches!(e, CimdError::MissingKeys), "{e}");
+        let e = refused(|d| {
+            d["token_endpoint_auth_method"] = json!("private_key_jwt");
+            d["jwks_uri"] = json!("https://app.example.com/jwks.json");
+            d["jwks"] = json!({"keys": []});
+        });
+        assert!(matches!(e, CimdError::BothKeySources), "{e}");
+        let e = refused(|d| d["jwks_uri"] = json!("file:///etc/keys"));
+        assert!(matches!(e, CimdError::InvalidJwksUri), "{e}");
+        let e = refused(|d| {
+            d["jwks"] =
+                json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA", "d": "AA"}]});
+        });
+        assert!(matches!(e, CimdError::PrivateKeyMaterial), "{e}");
+        let e = refused(|d| d["jwks"] = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}));
+        assert!(matches!(e, CimdError::PrivateKeyMaterial), "{e}");
+        let e = refused(|d| d["jwks"] = json!({"no_keys": true}));
+        assert!(matches!(e, CimdError::InvalidJwks), "{e}");
+
+        assert!(matches!(
+            ClientMetadataDocument::parse(ID, json!(["not", "an", "object"])),
+            Err(CimdError::NotAnObject)
+        ));
+    }
+
+    #[test]
+    fn private_key_jwt_with_keys_accepted() {
+        let mut body = doc(ID);
+        body["token_endpoint_auth_method"] = json!("private_key_jwt");
+        body["jwks_uri"] = json!("https://app.example.com/jwks.json");
+        let parsed = ClientMetadataDocument::parse(ID, body).unwrap();
+        assert_eq!(parsed.token_endpoint_auth_method, "private_key_jwt");
+        assert!(parsed.jwks_uri.is_some());
+    }
+
+    /// A document server whose responses tests can shape; it counts the requests it serves.
+    #[derive(Clone, Default)]
+    struct Server {
+        hits: Arc<AtomicUsize>,
+        cache_control: Arc<Mutex<Option<&'static str>>>,
+        mismatch: Arc<std::sync::atomic::AtomicBool>,
+        delay_ms: Arc<AtomicUsize>,
+    }
+
+    async fn document(State(server): State<Server>, headers: HeaderMap) -> impl IntoResponse {
+        server.hits.fetch_add(1, Ordering::SeqCst);
+        let delay = server.delay_ms.load(Ordering::SeqCst) as u64;
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let id = if server.mismatch.load(Ordering::SeqCst) {
+            format!("http://{host}/someone-else.json")
+        } else {
+            format!("http://{host}/client.json")
+        };
+        let mut response = axum::Json(doc(&id)).into_response();
+        if let Some(cc) = *server.cache_control.lock().unwrap() {
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, cc.parse().unwrap());
+        }
+        response
+    }
+
+    async fn start(server: &Server) -> String {
+        let router = Router::new()
+            .route("/client.json", get(document))
+            .route(
+                "/moved.json",
+                get(|| async { axum::response::Redirect::temporary("/client.json") }),
+            )
+            .with_state(server.clone());
+        let addr = serve(router).await;
+        format!("http://{addr}/client.json")
+    }
+
+    fn cache(clock: &ManualClock) -> ClientMetadataCache {
+        ClientMetadataCache::new(
+            loopback_fetcher(5120),
+            Arc::new(clock.clone()),
+            Duration::from_secs(300),
+        )
+    }
+
+    #[tokio::test]
+    async fn resolved_once_then_served_from_cache_until_expiry() {
+        let server = Server::default();
+        let id = start(&server).await;
+        let clock = ManualClock::new(1_000_000);
+        let cache = cache(&clock);
+
+        let first = cache.resolve(&id).await.unwrap();
+        assert_eq!(first.client_id, id);
+        let second = cache.resolve(&id).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+
+        clock.advance(Duration::from_secs(299));
+        cache.resolve(&id).await.unwrap();
+        assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+        clock.advance(Duration::from_secs(2));
+        cache.resolve(&id).await.unwrap();
+        assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn max_age_and_no_store_honoured() {
+        let server = Server::default();
+        let id = start(&server).await;
+        let clock = ManualClock::new(0);
+        let cache = cache(&clock);
+
+        *server.cache_control.lock().unwrap() = Some("max-age=60");
+        cache.resolve(&id).await.unwrap();
+        clock.advance(Duration::from_secs(59));
+        cache.resolve(&id).await.unwrap();
+        assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+        clock.advance(Duration::from_secs(2));
+
+        *server.cache_control.lock().unwrap() = Some("no-store");
+        cache.resolve(&id).await.unwrap();
+        cache.resolve(&id).await.unwrap();
+        assert_eq!(server.hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn invalid_documents_and_redirects_are_not_cached() {
+        let server = Server::default();
+        let id = start(&server).await;
+        let clock = ManualClock::new(0);
+        let cache = cache(&clock);
+
+        server.mismatch.store(true, Ordering::SeqCst);
+        for _ in 0..2 {
+            let e = cache.resolve(&id).await.unwrap_err();
+            assert!(matches!(e, CimdError::ClientIdMismatch), "{e}");
+        }
+        assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+
+        let moved = id.replace("client.json", "moved.json");
+        let e = cache.resolve(&moved).await.unwrap_err();
+        assert!(
+            matches!(&e, CimdError::Fetch(f) if matches!(**f, FetchError::Redirected { .. })),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_resolutions_share_one_fetch() {
+        let server = Server::default();
+        server.delay_ms.store(200, Ordering::SeqCst);
+        let id = start(&server).await;
+        let clock = ManualClock::new(0);
+        let cache = Arc::new(cache(&clock));
+        let tasks: Vec<_> = (0..5)
+            .map(|_| {
+                let cache = cache.clone();
+                let id = id.clone();
+                tokio::spawn(async move { cache.resolve(&id).await.map(|d| d.client_id.clone()) })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), id);
+        }
+        assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn oldest_entries_evicted_at_capacity() {
+        let server = Server::default();
+        let id = start(&server).await;
+        let clock = ManualClock::new(0);
+        let cache = cache(&clock).with_max_entries(2);
+        let a = id.clone();
+        let b = format!("{id}?b");
+        let c = format!("{id}?c");
+        // The server names every document .../client.json, so ?b and ?c would mismatch:
+        // cache only `a`, then fill with parsed documents directly.
+        cache.resolve(&a).await.unwrap();
+        {
+            let mut state = cache.state.lock().unwrap();
+            let doc = Arc::new(ClientMetadataDocument::parse(ID, doc(ID)).unwrap());
+            state.insert(b.clone(), doc.clone(), i64::MAX, 2);
+            state.insert(c.clone(), doc, i64::MAX, 2);
+            assert!(!state.entries.contains_key(&a));
+            assert!(state.entries.contains_key(&b) && state.entries.contains_key(&c));
+            assert_eq!(state.order.len(), 2);
+        }
+        cache.resolve(&a).await.unwrap();
+        assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+        let state = cache.state.lock().unwrap();
+        assert!(!state.entries.contains_key(&b), "b was the oldest");
+    }
+
+    #[tokio::test]
+    async fn not_a_metadata_url() {
+        let clock = ManualClock::new(0);
+        let e = cache(&clock).resolve("my-client").await.unwrap_err();
+        assert!(matches!(e, CimdError::NotMetadataUrl(_)), "{e}");
+    }
+}

@@ -1,1 +1,1017 @@
-//! (being written)
+//! `private_key_jwt` client authentication: a client identified by a metadata document proves
+//! itself with a JWT signed by a key its document publishes.
+//!
+//! Sources: RFC 7523 §2.2 (the `client_assertion` parameters) and §3 (the claims), RFC 7521
+//! §4.2, OpenID Connect Core §9 (`private_key_jwt`: `jti` required) and §10.1.1 (key rotation:
+//! an unknown `kid` means fetch the keys again), RFC 7515/7517/7518 for headers and keys, and
+//! draft-ietf-oauth-client-id-metadata-document-02 §8.2 (keys come from the document).
+//!
+//! Time comes from the injected clock; jsonwebtoken only checks the signature.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, Validation,
+    errors::ErrorKind,
+    jwk::{
+        AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, KeyOperations, PublicKeyUse,
+    },
+};
+use serde::Deserialize;
+use serde_json::Value;
+use url::Url;
+
+use super::{
+    cimd::ClientMetadataDocument,
+    fetch::{FetchError, GuardedFetcher},
+};
+use crate::clock::SharedClock;
+
+/// RFC 7523 §2.2: the only `client_assertion_type` accepted.
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The furthest ahead an assertion's `exp` may be: it bounds how long a `jti` is remembered
+/// (RFC 7523 §3 item 4 lets a server refuse an `exp` unreasonably far in the future).
+const MAX_LIFETIME_MS: i64 = 10 * 60 * 1000;
+/// Allowed clock difference for `exp`, `nbf` and `iat` (RFC 7523 §3 items 4–6).
+const SKEW_MS: i64 = 60 * 1000;
+/// How long fetched keys are kept when the response says nothing about caching.
+const JWKS_DEFAULT_TTL: Duration = Duration::from_secs(10 * 60);
+/// An unknown `kid` refetches a `jwks_uri` at most this often, so assertions with made-up key
+/// ids cannot turn Doorman into a request amplifier.
+const REFETCH_INTERVAL_MS: i64 = 30 * 1000;
+/// How many `jwks_uri`s are remembered.
+const MAX_JWKS_ENTRIES: usize = 10_000;
+/// Assertions are small; anything bigger is not one.
+const MAX_ASSERTION_BYTES: usize = 16 * 1024;
+/// The longest `jti` remembered.
+const MAX_JTI_BYTES: usize = 256;
+/// How often the replay set drops expired `jti`s.
+const PRUNE_INTERVAL_MS: i64 = 60 * 1000;
+
+/// Why an assertion was refused, in words fit for `error_description`; never echoes it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AssertionError {
+    #[error("client_assertion_type must be {JWT_BEARER}")]
+    WrongType,
+    #[error("this client is not registered for private_key_jwt")]
+    NotRegistered,
+    #[error("the client assertion is not a well-formed signed JWT")]
+    Malformed,
+    #[error(
+        "the client assertion's alg {0} is not allowed: sign it with an asymmetric key (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA)"
+    )]
+    AlgorithmNotAllowed(&'static str),
+    #[error(
+        "the client assertion's alg is not supported: use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"
+    )]
+    UnsupportedAlgorithm,
+    #[error("the client assertion has critical header parameters that are not understood")]
+    CriticalHeader,
+    #[error("the client metadata document has neither jwks nor jwks_uri")]
+    NoKeys,
+    #[error("the client's jwks_uri could not be fetched: {0}")]
+    KeyFetch(Box<FetchError>),
+    #[error("the client's jwks_uri does not hold a valid JWK Set")]
+    InvalidJwks,
+    #[error("no key in the client's JWK Set has the client assertion's kid")]
+    UnknownKey,
+    #[error("no key in the client's JWK Set fits the client assertion's alg")]
+    NoFittingKey,
+    #[error("the client assertion has no kid and several of the client's keys fit its alg")]
+    AmbiguousKey,
+    #[error(
+        "the key named by the client assertion's kid does not fit its alg (key type, curve or the key's alg differ)"
+    )]
+    KeyMismatch,
+    #[error("the client's RSA key is shorter than 2048 bits")]
+    WeakKey,
+    #[error("the client's key is not usable")]
+    InvalidKey,
+    #[error("the client assertion's signature does not verify with the client's keys")]
+    BadSignature,
+    #[error("the client assertion's iss and sub must both be the client_id")]
+    IssuerSubject,
+    #[error("the client assertion's aud must include {expected}")]
+    Audience { expected: String },
+    #[error("the client assertion has no exp")]
+    MissingExp,
+    #[error("the client assertion has expired")]
+    Expired,
+    #[error("the client assertion's exp is more than 10 minutes ahead")]
+    TooLong,
+    #[error("the client assertion is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("the client assertion's iat is in the future")]
+    IssuedInFuture,
+    #[error("the client assertion has no jti")]
+    MissingJti,
+    #[error("the client assertion's jti is longer than {MAX_JTI_BYTES} bytes")]
+    JtiTooLong,
+    #[error("the client assertion has already been used (jti seen before)")]
+    Replayed,
+}
+
+/// The parts of the JOSE header that matter here.
+struct AssertionHeader {
+    alg: Algorithm,
+    kid: Option<String>,
+}
+
+/// Claims as sent; types are checked by hand so errors can say which rule broke.
+#[derive(Deserialize)]
+struct Claims {
+    iss: Option<Value>,
+    sub: Option<Value>,
+    aud: Option<Value>,
+    exp: Option<Value>,
+    nbf: Option<Value>,
+    iat: Option<Value>,
+    jti: Option<Value>,
+}
+
+struct JwksEntry {
+    keys: Arc<JwkSet>,
+    expires_at_ms: i64,
+    fetched_at_ms: i64,
+}
+
+#[derive(Default)]
+struct ReplaySet {
+    /// (client_id, jti) → until when it would still be accepted.
+    seen: HashMap<(String, String), i64>,
+    next_prune_ms: i64,
+}
+
+/// Verifies `private_key_jwt` client assertions.
+pub struct AssertionVerifier {
+    fetcher: GuardedFetcher,
+    clock: SharedClock,
+    jwks: Mutex<HashMap<String, JwksEntry>>,
+    used: Mutex<ReplaySet>,
+}
+
+impl AssertionVerifier {
+    /// `fetcher` fetches `jwks_uri`s; give it room for a JWK Set (e.g. 64 KiB).
+    pub fn new(fetcher: GuardedFetcher, clock: SharedClock) -> Self {
+        Self {
+            fetcher,
+            clock,
+            jwks: Mutex::default(),
+            used: Mutex::default(),
+        }
+    }
+
+    /// Checks a client assertion for the client `doc` describes. `audiences` are the values
+    /// `aud` may name (the token endpoint URL and the issuer).
+    pub async fn verify(
+        &self,
+        doc: &ClientMetadataDocument,
+        client_assertion_type: &str,
+        assertion: &str,
+        audiences: &[&str],
+    ) -> Result<(), AssertionError> {
+        // RFC 7523 §2.2.
+        if client_assertion_type != JWT_BEARER {
+            return Err(AssertionError::WrongType);
+        }
+        // OpenID Connect Core §9: the method is the one the client registered.
+        if doc.token_endpoint_auth_method != "private_key_jwt" {
+            return Err(AssertionError::NotRegistered);
+        }
+        let header = read_header(assertion)?;
+        let key = self.key_for(doc, &header).await?;
+
+        // Only the signature is jsonwebtoken's to check: claims are checked below against the
+        // injected clock.
+        let mut validation = Validation::new(header.alg);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.leeway = 0;
+        let claims = jsonwebtoken::decode::<Claims>(assertion, &key, &validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => AssertionError::BadSignature,
+                ErrorKind::InvalidEcdsaKey
+                | ErrorKind::InvalidEddsaKey
+                | ErrorKind::InvalidRsaKey(_)
+                | ErrorKind::InvalidKeyFormat => AssertionError::InvalidKey,
+                _ => AssertionError::Malformed,
+            })?
+            .claims;
+
+        let now = self.clock.now_ms();
+        let (jti, exp_ms) = check_claims(&claims, &doc.client_id, audiences, now)?;
+        self.consume(&doc.client_id, jti, exp_ms, now)
+    }
+
+    /// The key the assertion names, from inline `jwks` or from `jwks_uri`.
+    async fn key_for(
+        &self,
+        doc: &ClientMetadataDocument,
+        header: &AssertionHeader,
+    ) -> Result<DecodingKey, AssertionError> {
+        if let Some(set) = &doc.jwks {
+            return select_key(set, header);
+        }
+        let Some(uri) = &doc.jwks_uri else {
+            return Err(AssertionError::NoKeys);
+        };
+        let set = self.cached_or_fetched(uri).await?;
+        match select_key(&set, header) {
+            // OpenID Connect Core §10.1.1: a new kid is how a client announces a rotated key,
+            // so fetch the set again, at most once per REFETCH_INTERVAL_MS per URI.
+            Err(AssertionError::UnknownKey) => match self.refetched(uri).await? {
+                Some(set) => select_key(&set, header),
+                None => Err(AssertionError::UnknownKey),
+            },
+            other => other,
+        }
+    }
+
+    async fn cached_or_fetched(&self, uri: &Url) -> Result<Arc<JwkSet>, AssertionError> {
+        let now = self.clock.now_ms();
+        {
+            let jwks = self.jwks.lock().expect("jwks cache lock");
+            if let Some(entry) = jwks.get(uri.as_str())
+                && now < entry.expires_at_ms
+            {
+                return Ok(entry.keys.clone());
+            }
+        }
+        self.fetch(uri).await
+    }
+
+    /// A fresh copy of the set, or `None` when it was fetched too recently to fetch again.
+    async fn refetched(&self, uri: &Url) -> Result<Option<Arc<JwkSet>>, AssertionError> {
+        let now = self.clock.now_ms();
+        {
+            let jwks = self.jwks.lock().expect("jwks cache lock");
+            if jwks
+                .get(uri.as_str())
+                .is_some_and(|e| now - e.fetched_at_ms < REFETCH_INTERVAL_MS)
+            {
+                return Ok(None);
+            }
+        }
+        self.fetch(uri).await.map(Some)
+    }
+
+    async fn fetch(&self, uri: &Url) -> Result<Arc<JwkSet>, AssertionError> {
+        // draft-ietf-oauth-client-id-metadata-document-02 §8.6: URLs inside the document are
+        // fetched under the same SSRF rules as the document.
+        let fetched = self
+            .fetcher
+            .get_json(uri)
+            .await
+            .map_err(|e| AssertionError::KeyFetch(Box::new(e)))?;
+        let keys: JwkSet =
+            serde_json::from_value(fetched.body).map_err(|_| AssertionError::InvalidJwks)?;
+        let keys = Arc::new(keys);
+        let now = self.clock.now_ms();
+        let ttl = fetched.max_age.unwrap_or(JWKS_DEFAULT_TTL);
+        let mut jwks = self.jwks.lock().expect("jwks cache lock");
+        if jwks.len() >= MAX_JWKS_ENTRIES && !jwks.contains_key(uri.as_str()) {
+            let oldest = jwks
+                .iter()
+                .min_by_key(|(_, e)| e.fetched_at_ms)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                jwks.remove(&oldest);
+            }
+        }
+        jwks.insert(
+            uri.as_str().to_owned(),
+            JwksEntry {
+                keys: keys.clone(),
+                expires_at_ms: now.saturating_add(ttl.as_millis() as i64),
+                fetched_at_ms: now,
+            },
+        );
+        Ok(keys)
+    }
+
+    /// RFC 7523 §3 item 7: a `jti` is accepted once for as long as its assertion is valid.
+    fn consume(
+        &self,
+        client_id: &str,
+        jti: &str,
+        exp_ms: i64,
+        now: i64,
+    ) -> Result<(), AssertionError> {
+        let mut used = self.used.lock().expect("replay set lock");
+        if now >= used.next_prune_ms {
+            used.seen.retain(|_, until| *until > now);
+            used.next_prune_ms = now + PRUNE_INTERVAL_MS;
+        }
+        let key = (client_id.to_owned(), jti.to_owned());
+        if used.seen.get(&key).is_some_and(|until| *until > now) {
+            return Err(AssertionError::Replayed);
+        }
+        used.seen.insert(key, exp_ms + SKEW_MS);
+        Ok(())
+    }
+}
+
+/// Reads the JOSE header by hand, so `none` and HMAC are refused by name before any key is
+/// looked at (RFC 8725 §3.1: the algorithm must be one the verifier expects).
+fn read_header(assertion: &str) -> Result<AssertionHeader, AssertionError> {
+    if assertion.len() > MAX_ASSERTION_BYTES {
+        return Err(AssertionError::Malformed);
+    }
+    // RFC 7515 §7.1: JWS compact serialisation, three parts (an encrypted JWT has five).
+    let parts: Vec<&str> = assertion.split('.').collect();
+    let [encoded_header, _, _] = parts.as_slice() else {
+        return Err(AssertionError::Malformed);
+    };
+    let header: Value = URL_SAFE_NO_PAD
+        .decode(encoded_header)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .filter(Value::is_object)
+        .ok_or(AssertionError::Malformed)?;
+    let alg = match header.get("alg").and_then(Value::as_str) {
+        None => return Err(AssertionError::Malformed),
+        // RFC 7518 §3.6 (unsecured) and §3.2 (HMAC: the "key" would be public).
+        Some("none") => return Err(AssertionError::AlgorithmNotAllowed("none")),
+        Some("HS256") => return Err(AssertionError::AlgorithmNotAllowed("HS256")),
+        Some("HS384") => return Err(AssertionError::AlgorithmNotAllowed("HS384")),
+        Some("HS512") => return Err(AssertionError::AlgorithmNotAllowed("HS512")),
+        Some("RS256") => Algorithm::RS256,
+        Some("RS384") => Algorithm::RS384,
+        Some("RS512") => Algorithm::RS512,
+        Some("PS256") => Algorithm::PS256,
+        Some("PS384") => Algorithm::PS384,
+        Some("PS512") => Algorithm::PS512,
+        Some("ES256") => Algorithm::ES256,
+        Some("ES384") => Algorithm::ES384,
+        Some("EdDSA") => Algorithm::EdDSA,
+        Some(_) => return Err(AssertionError::UnsupportedAlgorithm),
+    };
+    // RFC 7515 §4.1.11: a recipient that does not understand a critical parameter must refuse.
+    if header.get("crit").is_some() {
+        return Err(AssertionError::CriticalHeader);
+    }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(AssertionError::Malformed),
+    };
+    Ok(AssertionHeader { alg, kid })
+}
+
+/// Picks the verification key: by `kid` when the header has one, else the single key that fits
+/// (OpenID Connect Core §10.1: with several keys, `kid` is required).
+fn select_key(set: &JwkSet, header: &AssertionHeader) -> Result<DecodingKey, AssertionError> {
+    let jwk = match &header.kid {
+        Some(kid) => {
+            let mut named = set
+                .keys
+                .iter()
+                .filter(|k| k.common.key_id.as_deref() == Some(kid.as_str()))
+                .peekable();
+            if named.peek().is_none() {
+                return Err(AssertionError::UnknownKey);
+            }
+            named
+                .find(|k| key_fits(k, header.alg))
+                .ok_or(AssertionError::KeyMismatch)?
+        }
+        None => {
+            let mut fitting = set.keys.iter().filter(|k| key_fits(k, header.alg));
+            match (fitting.next(), fitting.next()) {
+                (Some(only), None) => only,
+                (None, _) => return Err(AssertionError::NoFittingKey),
+                (Some(_), Some(_)) => return Err(AssertionError::AmbiguousKey),
+            }
+        }
+    };
+    // RFC 7518 §3.3: RSA keys of 2048 bits or more.
+    if let AlgorithmParameters::RSA(rsa) = &jwk.algorithm {
+        let modulus = URL_SAFE_NO_PAD
+            .decode(&rsa.n)
+            .map_err(|_| AssertionError::InvalidKey)?;
+        let significant = modulus.iter().skip_while(|b| **b == 0).count();
+        if significant < 256 {
+            return Err(AssertionError::WeakKey);
+        }
+    }
+    DecodingKey::from_jwk(jwk).map_err(|_| AssertionError::InvalidKey)
+}
+
+/// Whether a JWK may verify a signature made with `alg`.
+fn key_fits(jwk: &Jwk, alg: Algorithm) -> bool {
+    // RFC 7517 §4.2 and §4.3: a key meant for something else is not a verification key.
+    if jwk
+        .common
+        .public_key_use
+        .as_ref()
+        .is_some_and(|u| *u != PublicKeyUse::Signature)
+    {
+        return false;
+    }
+    if jwk
+        .common
+        .key_operations
+        .as_ref()
+        .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
+    {
+        return false;
+    }
+    // RFC 7517 §4.4: a key that names its algorithm is used with that algorithm only.
+    if let Some(key_alg) = jwk.common.key_algorithm
+        && !same_algorithm(key_alg, alg)
+    {
+        return false;
+    }
+    // RFC 7518 §3.1: the key type (and curve) belongs to the algorithm; HMAC (`oct`) keys never
+    // fit, since every algorithm accepted here is asymmetric.
+    match (&jwk.algorithm, alg) {
+        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => {
+            ec.curve == EllipticCurve::P256
+        }
+        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES384) => {
+            ec.curve == EllipticCurve::P384
+        }
+        (
+            AlgorithmParameters::RSA(_),
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512,
+        ) => true,
+        (AlgorithmParameters::OctetKeyPair(okp), Algorithm::EdDSA) => {
+            okp.curve == EllipticCurve::Ed25519
+        }
+        _ => false,
+    }
+}
+
+fn same_algorithm(key_alg: KeyAlgorithm, alg: Algorithm) -> bool {
+    matches!(
+        (key_alg, alg),
+        (KeyAlgorithm::RS256, Algorithm::RS256)
+            | (KeyAlgorithm::RS384, Algorithm::RS384)
+            | (KeyAlgorithm::RS512, Algorithm::RS512)
+            | (KeyAlgorithm::PS256, Algorithm::PS256)
+            | (KeyAlgorithm::PS384, Algorithm::PS384)
+            | (KeyAlgorithm::PS512, Algorithm::PS512)
+            | (KeyAlgorithm::ES256, Algorithm::ES256)
+            | (KeyAlgorithm::ES384, Algorithm::ES384)
+            | (KeyAlgorithm::EdDSA, Algorithm::EdDSA)
+    )
+}
+
+/// RFC 7519 §2 NumericDate (seconds, possibly fractional) in milliseconds.
+fn numeric_date_ms(value: &Value) -> Option<i64> {
+    let seconds = value.as_f64()?;
+    (seconds.is_finite() && seconds.abs() < 1e12).then_some((seconds * 1000.0) as i64)
+}
+
+/// RFC 7523 §3 claim rules; returns the `jti` and `exp` to remember.
+fn check_claims<'c>(
+    claims: &'c Claims,
+    client_id: &str,
+    audiences: &[&str],
+    now: i64,
+) -> Result<(&'c str, i64), AssertionError> {
+    // §3 items 1–2 and §2.2: iss and sub are both the client_id.
+    let is_client = |v: &Option<Value>| v.as_ref().and_then(Value::as_str) == Some(client_id);
+    if !is_client(&claims.iss) || !is_client(&claims.sub) {
+        return Err(AssertionError::IssuerSubject);
+    }
+    // §3 item 3: aud, a string or an array, identifies this server.
+    let names_us = |v: &Value| v.as_str().is_some_and(|a| audiences.contains(&a));
+    let aud_ok = match &claims.aud {
+        Some(Value::Array(values)) => values.iter().any(names_us),
+        Some(v) => names_us(v),
+        None => false,
+    };
+    if !aud_ok {
+        return Err(AssertionError::Audience {
+            expected: audiences.first().copied().unwrap_or_default().to_owned(),
+        });
+    }
+    // §3 item 4: exp required and not passed; and not unreasonably far ahead.
+    let exp_ms = claims
+        .exp
+        .as_ref()
+        .and_then(numeric_date_ms)
+        .ok_or(AssertionError::MissingExp)?;
+    if exp_ms <= now - SKEW_MS {
+        return Err(AssertionError::Expired);
+    }
+    if exp_ms > now + MAX_LIFETIME_MS + SKEW_MS {
+        return Err(AssertionError::TooLong);
+    }
+    // §3 item 5: not before nbf.
+    if let Some(nbf) = &claims.nbf {
+        let nbf_ms = numeric_date_ms(nbf).ok_or(AssertionError::Malformed)?;
+        if nbf_ms > now + SKEW_MS {
+            return Err(AssertionError::NotYetValid);
+        }
+    }
+    // §3 item 6: iat, when present, is not in the future.
+    if let Some(iat) = &claims.iat {
+        let iat_ms = numeric_date_ms(iat).ok_or(AssertionError::Malformed)?;
+        if iat_ms > now + SKEW_MS {
+            return Err(AssertionError::IssuedInFuture);
+        }
+    }
+    // §3 item 7 and OpenID Connect Core §9: jti is required here.
+    let jti = match claims.jti.as_ref().and_then(Value::as_str) {
+        Some(jti) if !jti.is_empty() => jti,
+        _ => return Err(AssertionError::MissingJti),
+    };
+    if jti.len() > MAX_JTI_BYTES {
+        return Err(AssertionError::JtiTooLong);
+    }
+    Ok((jti, exp_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_lc_rs::{
+        rand::SystemRandom,
+        signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair},
+    };
+    use axum::{Router, extract::State, routing::get};
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::sign_in::fetch::{
+        FetchPolicy,
+        testing::{loopback_fetcher, serve},
+    };
+
+    const CLIENT: &str = "https://client.example.com/client.json";
+    const TOKEN_ENDPOINT: &str = "https://doorman.example/oauth/token";
+    const ISSUER: &str = "https://doorman.example";
+    const AUDIENCES: &[&str] = &[TOKEN_ENDPOINT, ISSUER];
+    const START_MS: i64 = 1_800_000_000_000;
+
+    struct TestKey {
+        kid: String,
+        encoding: EncodingKey,
+        public_point: Vec<u8>,
+        jwk: Value,
+    }
+
+    fn es256_key(kid: &str) -> TestKey {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        // The uncompressed point: 0x04, then x and y, 32 bytes each.
+        let point = pair.public_key().as_ref().to_vec();
+        let jwk = json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+            "kid": kid,
+            "alg": "ES256",
+            "use": "sig",
+        });
+        TestKey {
+            kid: kid.to_owned(),
+            encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            public_point: point,
+            jwk,
+        }
+    }
+
+    fn claims(now_ms: i64, jti: &str) -> Value {
+        let now = now_ms / 1000;
+        json!({
+            "iss": CLIENT,
+            "sub": CLIENT,
+            "aud": TOKEN_ENDPOINT,
+            "iat": now,
+            "exp": now + 120,
+            "jti": jti,
+        })
+    }
+
+    fn sign(key: &TestKey, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+    }
+
+    fn doc_with_inline(keys: &[&TestKey]) -> ClientMetadataDocument {
+        let body = json!({
+            "client_id": CLIENT,
+            "redirect_uris": ["https://client.example.com/cb"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()},
+        });
+        ClientMetadataDocument::parse(CLIENT, body).unwrap()
+    }
+
+    fn doc_with_uri(uri: &str) -> ClientMetadataDocument {
+        let body = json!({
+            "client_id": CLIENT,
+            "redirect_uris": ["https://client.example.com/cb"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks_uri": uri,
+        });
+        ClientMetadataDocument::parse(CLIENT, body).unwrap()
+    }
+
+    fn verifier(clock: &ManualClock) -> AssertionVerifier {
+        AssertionVerifier::new(loopback_fetcher(64 * 1024), Arc::new(clock.clone()))
+    }
+
+    async fn check(
+        verifier: &AssertionVerifier,
+        doc: &ClientMetadataDocument,
+        assertion: &str,
+    ) -> Result<(), AssertionError> {
+        verifier.verify(doc, JWT_BEARER, assertion, AUDIENCES).await
+    }
+
+    #[tokio::test]
+    async fn valid_assertion_accepted_once() {
+        let clock = ManualClock::new(START_MS);
+        let v = verifier(&clock);
+        let key = es256_key("k1");
+        let doc = doc_with_inline(&[&key]);
+        let assertion = sign(&key, &claims(START_MS, "jti-1"));
+        check(&v, &doc, &assertion).await.unwrap();
+
+        let e = check(&v, &doc, &assertion).await.unwrap_err();
+        assert!(matches!(e, AssertionError::Replayed), "{e}");
+
+        // Once the assertion could no longer be accepted, its jti is forgotten.
+        clock.advance(Duration::from_secs(600));
+        let later = sign(&key, &claims(clock.now_ms(), "jti-2"));
+        check(&v, &doc, &later).await.unwrap();
+        let used = v.used.lock().unwrap();
+        assert_eq!(used.seen.len(), 1, "jti-1 was pruned");
+    }
+
+    #[tokio::test]
+    async fn aud_may_be_an_array_naming_the_issuer() {
+        let clock = ManualClock::new(START_MS);
+        let key = es256_key("k1");
+        let mut c = claims(START_MS, "a");
+        c["aud"] = json!(["https://elsewhere.example", ISSUER]);
+        check(
+            &verifier(&clock),
+            &doc_with_inline(&[&key]),
+            &sign(&key, &c),
+        )
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn claim_rules() {
+        let clock = ManualClock::new(START_MS);
+        let key = es256_key("k1");
+        let doc = doc_with_inline(&[&key]);
+        let now = START_MS / 1000;
+        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, fn(&AssertionError) -> bool)> = vec![
+            (
+                "wrong aud",
+                Box::new(|c| c["aud"] = json!("https://other.example/token")),
+                |e| matches!(e, AssertionError::Audience { .. }),
+            ),
+            (
+                "no aud",
+                Box::new(|c| {
+                    c.as_object_mut().unwrap().remove("aud");
+                }),
+                |e| matches!(e, AssertionError::Audience { .. }),
+            ),
+            (
+                "expired",
+                Box::new(move |c| c["exp"] = json!(now - 120)),
+                |e| matches!(e, AssertionError::Expired),
+            ),
+            (
+                "exp too far ahead",
+                Box::new(move |c| c["exp"] = json!(now + 3600)),
+                |e| matches!(e, AssertionError::TooLong),
+            ),
+            (
+                "no exp",
+                Box::new(|c| {
+                    c.as_object_mut().unwrap().remove("exp");
+                }),
+                |e| matches!(e, AssertionError::MissingExp),
+            ),
+            (
+                "nbf in the future",
+                Box::new(move |c| c["nbf"] = json!(now + 300)),
+                |e| matches!(e, AssertionError::NotYetValid),
+            ),
+            (
+                "iat in the future",
+                Box::new(move |c| c["iat"] = json!(now + 300)),
+                |e| matches!(e, AssertionError::IssuedInFuture),
+            ),
+            (
+                "iss differs from sub",
+                Box::new(|c| c["iss"] = json!("https://attacker.example/client.json")),
+                |e| matches!(e, AssertionError::IssuerSubject),
+            ),
+            (
+                "sub is another client",
+                Box::new(|c| c["sub"] = json!("someone-else")),
+                |e| matches!(e, AssertionError::IssuerSubject),
+            ),
+            (
+                "no jti",
+                Box::new(|c| {
+                    c.as_object_mut().unwrap().remove("jti");
+                }),
+                |e| matches!(e, AssertionError::MissingJti),
+            ),
+        ];
+        let v = verifier(&clock);
+        for (name, mutate, expected) in cases {
+            let mut c = claims(START_MS, name);
+            mutate(&mut c);
+            let e = check(&v, &doc, &sign(&key, &c)).await.unwrap_err();
+            assert!(expected(&e), "{name}: {e}");
+        }
+        // Within the 60 s skew, nbf/iat slightly ahead and exp slightly past are accepted.
+        let mut c = claims(START_MS, "skew");
+        c["nbf"] = json!(now + 30);
+        c["iat"] = json!(now + 30);
+        c["exp"] = json!(now - 30);
+        check(&v, &doc, &sign(&key, &c)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn assertion_type_and_registration() {
+        let clock = ManualClock::new(START_MS);
+        let v = verifier(&clock);
+        let key = es256_key("k1");
+        let doc = doc_with_inline(&[&key]);
+        let assertion = sign(&key, &claims(START_MS, "t"));
+        let e = v
+            .verify(
+                &doc,
+                "urn:ietf:params:oauth:client-assertion-type:saml2-bearer",
+                &assertion,
+                AUDIENCES,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, AssertionError::WrongType), "{e}");
+
+        let mut public = doc.clone();
+        public.token_endpoint_auth_method = "none".into();
+        let e = check(&v, &public, &assertion).await.unwrap_err();
+        assert!(matches!(e, AssertionError::NotRegistered), "{e}");
+    }
+
+    #[tokio::test]
+    async fn alg_none_and_hmac_refused() {
+        let clock = ManualClock::new(START_MS);
+        let v = verifier(&clock);
+        let key = es256_key("k1");
+        let doc = doc_with_inline(&[&key]);
+        let payload = URL_SAFE_NO_PAD.encode(claims(START_MS, "n").to_string());
+
+        // {"alg":"none"}, unsigned.
+        let unsigned = format!("{}.{payload}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#));
+        let e = check(&v, &doc, &unsigned).await.unwrap_err();
+        assert!(
+            matches!(e, AssertionError::AlgorithmNotAllowed("none")),
+            "{e}"
+        );
+        assert!(!e.to_string().contains(&payload));
+
+        // HS256 keyed with the public key: the classic key-confusion forgery.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        let forged = jsonwebtoken::encode(
+            &header,
+            &claims(START_MS, "h"),
+            &EncodingKey::from_secret(&key.public_point),
+        )
+        .unwrap();
+        let e = check(&v, &doc, &forged).await.unwrap_err();
+        assert!(
+            matches!(e, AssertionError::AlgorithmNotAllowed("HS256")),
+            "{e}"
+        );
+
+        for bad in ["", "a.b", "a.b.c.d.e", "!!!.e30.x"] {
+            let e = check(&v, &doc, bad).await.unwrap_err();
+            assert!(matches!(e, AssertionError::Malformed), "{bad}: {e}");
+        }
+        let crit = format!(
+            "{}.{payload}.sig",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","crit":["exp"]}"#)
+        );
+        let e = check(&v, &doc, &crit).await.unwrap_err();
+        assert!(matches!(e, AssertionError::CriticalHeader), "{e}");
+    }
+
+    #[tokio::test]
+    async fn signature_from_another_key_refused() {
+        let clock = ManualClock::new(START_MS);
+        let registered = es256_key("k1");
+        let attacker = es256_key("k1");
+        let doc = doc_with_inline(&[&registered]);
+        let e = check(
+            &verifier(&clock),
+            &doc,
+            &sign(&attacker, &claims(START_MS, "x")),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, AssertionError::BadSignature), "{e}");
+    }
+
+    #[tokio::test]
+    async fn key_selection_rules() {
+        let clock = ManualClock::new(START_MS);
+        let v = verifier(&clock);
+        let k1 = es256_key("k1");
+        let k2 = es256_key("k2");
+
+        // No kid: fine with one fitting key, ambiguous with two.
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = None;
+        let no_kid = jsonwebtoken::encode(&header, &claims(START_MS, "nk"), &k1.encoding).unwrap();
+        check(&v, &doc_with_inline(&[&k1]), &no_kid).await.unwrap();
+        let no_kid = jsonwebtoken::encode(&header, &claims(START_MS, "nk2"), &k1.encoding).unwrap();
+        let e = check(&v, &doc_with_inline(&[&k1, &k2]), &no_kid)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, AssertionError::AmbiguousKey), "{e}");
+
+        // The named key declares another alg.
+        let mut es384 = es256_key("k1");
+        es384.jwk["alg"] = json!("ES384");
+        let e = check(
+            &v,
+            &doc_with_inline(&[&es384]),
+            &sign(&k1, &claims(START_MS, "m")),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, AssertionError::KeyMismatch), "{e}");
+
+        // An inline set is not refetched: an unknown kid is just unknown.
+        let e = check(
+            &v,
+            &doc_with_inline(&[&k2]),
+            &sign(&k1, &claims(START_MS, "u")),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, AssertionError::UnknownKey), "{e}");
+    }
+
+    #[test]
+    fn keys_fit_only_their_algorithm() {
+        let jwk = |v: Value| serde_json::from_value::<Jwk>(v).unwrap();
+        let ec = |crv: &str| json!({"kty": "EC", "crv": crv, "x": "AA", "y": "AA"});
+        assert!(key_fits(&jwk(ec("P-256")), Algorithm::ES256));
+        assert!(!key_fits(&jwk(ec("P-384")), Algorithm::ES256));
+        assert!(key_fits(&jwk(ec("P-384")), Algorithm::ES384));
+        assert!(!key_fits(&jwk(ec("P-256")), Algorithm::RS256));
+        let mut enc = ec("P-256");
+        enc["use"] = json!("enc");
+        assert!(!key_fits(&jwk(enc), Algorithm::ES256));
+        let mut ops = ec("P-256");
+        ops["key_ops"] = json!(["encrypt"]);
+        assert!(!key_fits(&jwk(ops), Algorithm::ES256));
+        let rsa = json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"});
+        assert!(key_fits(&jwk(rsa.clone()), Algorithm::PS256));
+        assert!(!key_fits(&jwk(rsa), Algorithm::EdDSA));
+        let okp = json!({"kty": "OKP", "crv": "Ed25519", "x": "AA"});
+        assert!(key_fits(&jwk(okp), Algorithm::EdDSA));
+        let oct = json!({"kty": "oct", "k": "c2VjcmV0"});
+        for alg in [
+            Algorithm::ES256,
+            Algorithm::RS256,
+            Algorithm::EdDSA,
+            Algorithm::HS256,
+        ] {
+            assert!(!key_fits(&jwk(oct.clone()), alg));
+        }
+        // A short RSA modulus is refused.
+        let short = JwkSet {
+            keys: vec![jwk(
+                json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode([0xffu8; 128]), "e": "AQAB", "kid": "r"}),
+            )],
+        };
+        let header = AssertionHeader {
+            alg: Algorithm::RS256,
+            kid: Some("r".into()),
+        };
+        assert!(matches!(
+            select_key(&short, &header),
+            Err(AssertionError::WeakKey)
+        ));
+    }
+
+    #[derive(Clone)]
+    struct JwksServer {
+        keys: Arc<Mutex<Value>>,
+        hits: Arc<AtomicUsize>,
+    }
+
+    async fn jwks(State(server): State<JwksServer>) -> axum::Json<Value> {
+        server.hits.fetch_add(1, Ordering::SeqCst);
+        axum::Json(server.keys.lock().unwrap().clone())
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_refetches_the_jwks_uri_at_most_every_30_seconds() {
+        let clock = ManualClock::new(START_MS);
+        let v = verifier(&clock);
+        let old = es256_key("old");
+        let new = es256_key("new");
+        let server = JwksServer {
+            keys: Arc::new(Mutex::new(json!({"keys": [old.jwk.clone()]}))),
+            hits: Arc::default(),
+        };
+        let addr = serve(
+            Router::new()
+                .route("/jwks.json", get(jwks))
+                .with_state(server.clone()),
+        )
+        .await;
+        let doc = doc_with_uri(&format!("http://{addr}/jwks.json"));
+
+        check(&v, &doc, &sign(&old, &claims(START_MS, "1")))
+            .await
+            .unwrap();
+        check(&v, &doc, &sign(&old, &claims(START_MS, "2")))
+            .await
+            .unwrap();
+        assert_eq!(server.hits.load(Ordering::SeqCst), 1, "the set is cached");
+
+        // The client rotates; the set was fetched just now, so no refetch yet.
+        *server.keys.lock().unwrap() = json!({"keys": [new.jwk.clone()]});
+        let e = check(&v, &doc, &sign(&new, &claims(clock.now_ms(), "3")))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, AssertionError::UnknownKey), "{e}");
+        assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+
+        clock.advance(Duration::from_secs(31));
+        check(&v, &doc, &sign(&new, &claims(clock.now_ms(), "4")))
+            .await
+            .unwrap();
+        assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+        check(&v, &doc, &sign(&new, &claims(clock.now_ms(), "5")))
+            .await
+            .unwrap();
+        assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+
+        // The cached set expires after 10 minutes (no Cache-Control).
+        clock.advance(Duration::from_secs(601));
+        check(&v, &doc, &sign(&new, &claims(clock.now_ms(), "6")))
+            .await
+            .unwrap();
+        assert_eq!(server.hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn jwks_uri_on_a_private_address_refused() {
+        let clock = ManualClock::new(START_MS);
+        let v = AssertionVerifier::new(
+            GuardedFetcher::new(FetchPolicy {
+                max_bytes: 64 * 1024,
+                ..FetchPolicy::default()
+            })
+            .unwrap(),
+            Arc::new(clock.clone()),
+        );
+        let key = es256_key("k1");
+        let doc = doc_with_uri("https://10.0.0.7/jwks.json");
+        let e = check(&v, &doc, &sign(&key, &claims(START_MS, "p")))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, AssertionError::KeyFetch(f) if matches!(**f, FetchError::ForbiddenAddress { .. })),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "the client's jwks_uri could not be fetched: https://10.0.0.7/jwks.json resolves to a private address (10.0.0.7)"
+        );
+    }
+}

@@ -5,7 +5,11 @@
 //! milliseconds) and run on the concrete pool of the configured engine, so there is no `Any`
 //! driver and no dynamic dispatch on the hot path. One file per entity.
 
+mod clients;
+mod flow;
+mod grants;
 mod sessions;
+mod users;
 
 use std::{path::Path, str::FromStr, time::Duration};
 
@@ -16,7 +20,14 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub use clients::ClientRow;
+pub use flow::{AuthorizationRequestRow, BrowserSessionRow, SigningKeyRow};
+pub use grants::{CodeRow, CodeUse, GrantRow, RefreshRow, RefreshUse};
 pub use sessions::SessionRow;
+pub use users::{
+    LOCAL_ISSUER, LocalCredentialRow, MAX_USERNAME_LEN, SignInFailureRow, UserRow,
+    normalize_username,
+};
 
 /// Which engine a store runs on.
 #[derive(Clone, Debug)]

@@ -13,13 +13,15 @@ pub struct SessionRow {
     pub client_capabilities: String,
     pub created_at: i64,
     pub last_seen_at: i64,
+    /// The person who opened the session (None in local mode).
+    pub user_id: Option<String>,
 }
 
 impl Store {
     pub async fn insert_session(&self, row: &SessionRow) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query(
             "INSERT INTO sessions (id_hash, protocol_version, client_name, client_version, \
-             client_capabilities, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             client_capabilities, created_at, last_seen_at, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&row.id_hash)
         .bind(&row.protocol_version)
@@ -28,6 +30,7 @@ impl Store {
         .bind(&row.client_capabilities)
         .bind(row.created_at)
         .bind(row.last_seen_at)
+        .bind(&row.user_id)
         .execute(pool)
         .await
         .map(|_| ()))?;
@@ -37,7 +40,7 @@ impl Store {
     pub async fn session(&self, id_hash: &str) -> anyhow::Result<Option<SessionRow>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, SessionRow>(
             "SELECT id_hash, protocol_version, client_name, client_version, client_capabilities, \
-             created_at, last_seen_at FROM sessions WHERE id_hash = $1",
+             created_at, last_seen_at, user_id FROM sessions WHERE id_hash = $1",
         )
         .bind(id_hash)
         .fetch_optional(pool)

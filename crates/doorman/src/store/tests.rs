@@ -41,6 +41,7 @@ async fn fresh_postgres(base: &str) -> Store {
 
 fn row(id: &str, last_seen_at: i64) -> SessionRow {
     SessionRow {
+        user_id: Some("person-1".into()),
         id_hash: crate::crypto::sha256_hex(id),
         protocol_version: "2025-11-25".into(),
         client_name: Some("test-client".into()),
@@ -140,4 +141,123 @@ async fn an_unreachable_postgres_is_a_clear_error() {
         format!("{err:#}").contains("cannot connect to PostgreSQL"),
         "{err:#}"
     );
+}
+
+async fn a_person(store: &Store, id: &str) {
+    on_pool!(store, pool => sqlx::query(
+        "INSERT INTO users (id, issuer, subject, username, created_at) VALUES ($1, 'local', $1, $1, 0)",
+    )
+    .bind(id)
+    .execute(pool)
+    .await)
+    .unwrap();
+}
+
+fn grant(id: &str, user: &str) -> GrantRow {
+    GrantRow {
+        id: id.into(),
+        user_id: user.into(),
+        client_id: "client-a".into(),
+        scope: "mcp".into(),
+        resource: "http://127.0.0.1:8421/mcp".into(),
+        auth_time: 1_000,
+        amr: "[\"pwd\"]".into(),
+        created_at: 1_000,
+        expires_at: 10_000_000,
+        last_used_at: 1_000,
+        revoked_at: None,
+        revoked_reason: None,
+    }
+}
+
+#[tokio::test]
+async fn codes_and_refresh_tokens_work_once_on_every_engine() {
+    for (store, _guard) in engines().await {
+        let engine = store.engine();
+        a_person(&store, "alice").await;
+        let code = CodeRow {
+            code_hash: "code-hash".into(),
+            client_id: "client-a".into(),
+            user_id: "alice".into(),
+            redirect_uri: "http://127.0.0.1/cb".into(),
+            code_challenge: "challenge".into(),
+            resource: "http://127.0.0.1:8421/mcp".into(),
+            scope: "mcp".into(),
+            auth_time: 1_000,
+            amr: "[]".into(),
+            created_at: 1_000,
+            expires_at: 61_000,
+            used_at: None,
+            grant_id: None,
+        };
+        store.insert_code(&code).await.unwrap();
+        assert!(matches!(store.use_code("code-hash", 2_000).await.unwrap(), CodeUse::Fresh(c) if c.user_id == "alice"), "{engine}");
+        store.insert_grant(&grant("g1", "alice")).await.unwrap();
+        store.set_code_grant("code-hash", "g1").await.unwrap();
+        // The second use finds the grant the first one created, so it can be revoked.
+        assert!(matches!(store.use_code("code-hash", 3_000).await.unwrap(), CodeUse::Replayed(Some(g)) if g == "g1"), "{engine}");
+        assert!(matches!(store.use_code("nope", 3_000).await.unwrap(), CodeUse::Unknown), "{engine}");
+
+        let refresh = RefreshRow {
+            token_hash: "rt-1".into(),
+            grant_id: "g1".into(),
+            created_at: 1_000,
+            expires_at: 10_000_000,
+            used_at: None,
+        };
+        store.insert_refresh_token(&refresh).await.unwrap();
+        assert!(matches!(store.use_refresh_token("rt-1", 4_000).await.unwrap(), RefreshUse::Fresh(r) if r.grant_id == "g1"), "{engine}");
+        assert!(matches!(store.use_refresh_token("rt-1", 5_000).await.unwrap(), RefreshUse::Reused(g) if g == "g1"), "{engine}");
+        assert_eq!(store.refresh_token_grant("rt-1").await.unwrap().as_deref(), Some("g1"));
+
+        assert!(store.revoke_grant("g1", 6_000, "test").await.unwrap(), "{engine}");
+        assert!(!store.revoke_grant("g1", 7_000, "test").await.unwrap(), "{engine}");
+        let revoked = store.grants_revoked_since(5_000).await.unwrap();
+        assert_eq!(revoked, vec![("g1".to_owned(), 6_000)], "{engine}");
+        assert!(store.grants_revoked_since(6_001).await.unwrap().is_empty(), "{engine}");
+        let listed = store.grants(Some("alice")).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].revoked_reason.as_deref(), Some("test"));
+        assert!(store.grants(Some("bob")).await.unwrap().is_empty(), "{engine}");
+
+        store.revoke_access_token("jti-1", 100_000, 8_000).await.unwrap();
+        store.revoke_access_token("jti-1", 100_000, 9_000).await.unwrap();
+        assert_eq!(store.access_tokens_revoked_since(0, 50_000).await.unwrap(), vec![("jti-1".to_owned(), 8_000)]);
+        assert!(store.access_tokens_revoked_since(0, 100_000).await.unwrap().is_empty(), "expired entries do not matter");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn dynamic_clients_expire_unless_a_grant_is_live() {
+    for (store, _guard) in engines().await {
+        let engine = store.engine();
+        a_person(&store, "alice").await;
+        for id in ["client-a", "client-b"] {
+            store
+                .upsert_client(&ClientRow {
+                    client_id: id.into(),
+                    kind: "dynamic".into(),
+                    name: None,
+                    redirect_uris: "[]".into(),
+                    token_endpoint_auth_method: "none".into(),
+                    secret_hash: None,
+                    registration_token_hash: None,
+                    metadata: "{}".into(),
+                    registered_from: Some("127.0.0.1".into()),
+                    created_at: 1_000,
+                    last_used_at: 1_000,
+                    revoked_at: None,
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.count_registrations_from("127.0.0.1", 0).await.unwrap(), 2);
+        store.insert_grant(&grant("g1", "alice")).await.unwrap();
+        // client-a holds a live grant; client-b is unused and goes.
+        assert_eq!(store.delete_unused_dynamic_clients(5_000, 5_000).await.unwrap(), 1, "{engine}");
+        assert!(store.client("client-a").await.unwrap().is_some());
+        assert!(store.client("client-b").await.unwrap().is_none());
+        store.close().await;
+    }
 }

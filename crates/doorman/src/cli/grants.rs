@@ -1,0 +1,212 @@
+//! `doorman clients …`, `doorman grants …` and `doorman keys rotate`: the authorization
+//! server's clients, people's sign-ins at them, and its signing keys.
+
+use std::sync::Arc;
+
+use anyhow::bail;
+use clap::Subcommand;
+use serde_json::json;
+
+use super::{table, utc};
+use crate::{
+    clock::{Clock, SystemClock},
+    config::Config,
+    sign_in::keys,
+    store::Store,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Clients that registered dynamically or signed in with a metadata document, and those in the config.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a client: its registration ends and every sign-in through it is revoked.
+    Revoke { client_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantsCommand {
+    /// People's sign-ins at clients (all, or one person's with --user).
+    List {
+        /// A username (local accounts) or person id.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one sign-in (by grant id), or every sign-in of a person with --user.
+    Revoke {
+        grant_id: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new signing key for access tokens; the old one keeps verifying until its tokens expire.
+    Rotate,
+}
+
+async fn person_id(store: &Store, who: &str) -> anyhow::Result<String> {
+    if let Some(u) = store.user_by_username(who).await? {
+        return Ok(u.id);
+    }
+    match store.user(who).await? {
+        Some(u) => Ok(u.id),
+        None => bail!("no such person: {who:?}"),
+    }
+}
+
+pub async fn clients(cmd: ClientsCommand, config: &Config) -> anyhow::Result<()> {
+    let (store, _) = super::open(config).await?;
+    let now = SystemClock.now_ms();
+    let outcome = async {
+        match cmd {
+            ClientsCommand::List { json } => {
+                let mut rows: Vec<serde_json::Value> = config
+                    .sign_in
+                    .clients
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "client_id": c.client_id, "kind": "configured", "name": c.name,
+                            "confidential": c.client_secret_env.is_some() || c.client_secret_file.is_some(),
+                            "created_at": null, "last_used_at": null, "revoked": false,
+                        })
+                    })
+                    .collect();
+                for c in store.clients().await? {
+                    rows.push(json!({
+                        "client_id": c.client_id, "kind": c.kind, "name": c.name,
+                        "confidential": c.secret_hash.is_some(),
+                        "created_at": utc(c.created_at), "last_used_at": utc(c.last_used_at),
+                        "revoked": c.revoked_at.is_some(),
+                    }));
+                }
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    let cells = rows
+                        .iter()
+                        .map(|r| {
+                            ["client_id", "kind", "name", "last_used_at", "revoked"]
+                                .map(|k| match &r[k] {
+                                    serde_json::Value::String(s) => s.clone(),
+                                    serde_json::Value::Null => "-".into(),
+                                    v => v.to_string(),
+                                })
+                        })
+                        .collect::<Vec<_>>();
+                    print!("{}", table(["CLIENT_ID", "KIND", "NAME", "LAST USED", "REVOKED"], &cells));
+                }
+            }
+            ClientsCommand::Revoke { client_id } => {
+                if config.sign_in.clients.iter().any(|c| c.client_id == client_id) {
+                    let n = store.revoke_grants_where_client(&client_id, now, "client revoked").await?;
+                    println!(
+                        "revoked {n} sign-in(s) of {client_id}; it is in the config, so remove it there to keep it out"
+                    );
+                } else if store.revoke_client(&client_id, now).await? {
+                    println!("revoked client {client_id} and its sign-ins");
+                } else {
+                    bail!("no such client (or already revoked): {client_id}");
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    store.close().await;
+    outcome
+}
+
+pub async fn grants(cmd: GrantsCommand, config: &Config) -> anyhow::Result<()> {
+    let (store, _) = super::open(config).await?;
+    let now = SystemClock.now_ms();
+    let outcome = async {
+        match cmd {
+            GrantsCommand::List { user, json } => {
+                let who = match &user {
+                    Some(u) => Some(person_id(&store, u).await?),
+                    None => None,
+                };
+                let grants = store.grants(who.as_deref()).await?;
+                let mut rows = Vec::new();
+                for g in &grants {
+                    let person = store.user(&g.user_id).await?;
+                    let name = person
+                        .as_ref()
+                        .and_then(|p| p.username.clone().or(p.email.clone()))
+                        .unwrap_or_else(|| g.user_id.clone());
+                    let state = if g.revoked_at.is_some() {
+                        "revoked"
+                    } else if g.expires_at <= now {
+                        "expired"
+                    } else {
+                        "active"
+                    };
+                    rows.push(json!({
+                        "id": g.id, "user_id": g.user_id, "user": name, "client_id": g.client_id,
+                        "scope": g.scope, "state": state, "signed_in_at": utc(g.auth_time),
+                        "created_at": utc(g.created_at), "expires_at": utc(g.expires_at),
+                        "revoked_reason": g.revoked_reason,
+                    }));
+                }
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    let cells = rows
+                        .iter()
+                        .map(|r| ["id", "user", "client_id", "state", "expires_at"].map(|k| r[k].as_str().unwrap_or("-").to_owned()))
+                        .collect::<Vec<_>>();
+                    print!("{}", table(["GRANT", "PERSON", "CLIENT", "STATE", "EXPIRES"], &cells));
+                }
+            }
+            GrantsCommand::Revoke { grant_id, user } => match (grant_id, user) {
+                (Some(id), None) => {
+                    if !store.revoke_grant(&id, now, "revoked by an operator").await? {
+                        bail!("no such active grant: {id}");
+                    }
+                    println!("revoked grant {id}");
+                }
+                (None, Some(u)) => {
+                    let who = person_id(&store, &u).await?;
+                    let mut n = 0;
+                    for g in store.grants(Some(&who)).await? {
+                        if store.revoke_grant(&g.id, now, "revoked by an operator").await? {
+                            n += 1;
+                        }
+                    }
+                    println!("revoked {n} grant(s) of {u}");
+                }
+                _ => bail!("give a grant id or --user, not both"),
+            },
+        }
+        Ok(())
+    }
+    .await;
+    store.close().await;
+    outcome
+}
+
+pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
+    let (store, ring) = super::open(config).await?;
+    let outcome = async {
+        match cmd {
+            KeysCommand::Rotate => {
+                let ring = Arc::clone(&ring);
+                let kid = keys::add_key(&store, &ring, SystemClock.now_ms()).await?;
+                println!(
+                    "new signing key {kid}; the previous one verifies until its tokens expire (running servers pick the new key up within 10 s)"
+                );
+            }
+        }
+        Ok(())
+    }
+    .await;
+    store.close().await;
+    outcome
+}

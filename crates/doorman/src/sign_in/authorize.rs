@@ -1,0 +1,545 @@
+//! `/oauth/authorize`, the sign-in page and the consent page: from a client's authorization
+//! request to the code in its redirect (OAuth 2.1 §4.1, MCP 2025-11-25 basic/authorization).
+//!
+//! The validated request waits in the store under a random id, bound to the browser that
+//! started it by the CSRF cookie; every form posts that cookie's value back (double submit,
+//! plus the stored hash), so another site cannot drive a person's browser through consent.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    Form,
+    extract::{Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AuthServer, MCP_SCOPE, SCOPES,
+    accounts::SignInError,
+    clients::{Client, ClientError, ClientKind},
+    pages::{self, CSRF_COOKIE, ConsentPage, SESSION_COOKIE, SignInPage},
+};
+use crate::{
+    crypto,
+    store::{AuthorizationRequestRow, BrowserSessionRow, CodeRow},
+};
+
+/// How long a person has between the client's redirect and answering the consent page.
+const REQUEST_LIFETIME_MS: i64 = 10 * 60 * 1000;
+
+/// An authorization request after validation, as stored between the pages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pending {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub state: Option<String>,
+    pub code_challenge: String,
+    pub resource: String,
+    /// `prompt=login`: a sign-in newer than the request is needed.
+    pub force_sign_in: bool,
+}
+
+/// Appends the authorization response parameters to the redirect URI (keeping its own query)
+/// and sends the browser there.
+fn redirect_to_client(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
+    let mut url = match url::Url::parse(redirect_uri) {
+        Ok(u) => u,
+        Err(_) => {
+            return pages::message(
+                StatusCode::BAD_REQUEST,
+                "Invalid redirect",
+                "The client's redirect URI is not a valid URL.",
+            );
+        }
+    };
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+    }
+    see_other(url.as_str())
+}
+
+pub fn see_other(location: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    pages::security_headers(r.headers_mut());
+    r
+}
+
+/// An error sent back to the client: `error`, `error_description`, `state` and — always —
+/// `iss` (RFC 9207 §2: also in error responses).
+fn error_to_client(s: &AuthServer, redirect_uri: &str, state: Option<&str>, error: &str, description: &str) -> Response {
+    let mut params = vec![("error", error), ("error_description", description)];
+    if let Some(st) = state {
+        params.push(("state", st));
+    }
+    params.push(("iss", s.issuer.as_str()));
+    redirect_to_client(redirect_uri, &params)
+}
+
+/// The browser's CSRF cookie, and the `Set-Cookie` to send when it is new.
+fn csrf_cookie(s: &AuthServer, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+    match s.cookies.get(headers, CSRF_COOKIE).filter(|v| v.len() >= 32) {
+        Some(v) => (v, None),
+        None => {
+            let v = crypto::random_token(32);
+            let set = s.cookies.set(CSRF_COOKIE, &v, 24 * 3600);
+            (v, Some(set))
+        }
+    }
+}
+
+fn with_cookie(mut r: Response, cookie: Option<HeaderValue>) -> Response {
+    if let Some(c) = cookie {
+        r.headers_mut().append(header::SET_COOKIE, c);
+    }
+    r
+}
+
+/// `GET /oauth/authorize`.
+pub async fn authorize(
+    State(s): State<Arc<AuthServer>>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    // RFC 6749 §3.1: request parameters must not be repeated.
+    let mut q: HashMap<&str, &str> = HashMap::new();
+    let mut repeated = None;
+    for (k, v) in &pairs {
+        if q.insert(k.as_str(), v.as_str()).is_some() {
+            repeated = Some(k.clone());
+        }
+    }
+    // RFC 6749 §4.1.2.1: problems with the client or the redirect URI are shown here, never
+    // sent to an unverified redirect URI.
+    let Some(client_id) = q.get("client_id").copied() else {
+        return pages::message(StatusCode::BAD_REQUEST, "Invalid request", "The client_id parameter is missing.");
+    };
+    let client = match s.clients.resolve(client_id).await {
+        Ok(c) => c,
+        Err(ClientError::Metadata(why)) => {
+            return pages::message(
+                StatusCode::BAD_REQUEST,
+                "Unknown client",
+                &format!("The client's metadata document cannot be used: {why}"),
+            );
+        }
+        Err(e) => {
+            return pages::message(StatusCode::BAD_REQUEST, "Unknown client", &format!("This application cannot sign in here: {e}."));
+        }
+    };
+    let redirect_uri = match q.get("redirect_uri") {
+        Some(r) if client.redirect_allowed(r) => (*r).to_owned(),
+        Some(_) => {
+            return pages::message(
+                StatusCode::BAD_REQUEST,
+                "Invalid redirect",
+                "The redirect_uri is not registered for this client.",
+            );
+        }
+        // RFC 6749 §3.1.2.3: may be omitted only when exactly one is registered (and fixed).
+        None if client.redirect_uris.len() == 1 => {
+            client.redirect_uris[0].clone()
+        }
+        None => {
+            return pages::message(StatusCode::BAD_REQUEST, "Invalid request", "The redirect_uri parameter is missing.");
+        }
+    };
+    let state = q.get("state").map(|s| (*s).to_owned());
+    let fail = |error: &str, description: &str| error_to_client(&s, &redirect_uri, state.as_deref(), error, description);
+    if let Some(k) = repeated {
+        return fail("invalid_request", &format!("the parameter {k} is repeated"));
+    }
+    if q.get("response_type") != Some(&"code") {
+        return fail("unsupported_response_type", "only response_type=code is supported");
+    }
+    // MCP authorization, "Authorization Code Protection": PKCE with S256 is required.
+    let Some(challenge) = q.get("code_challenge").copied() else {
+        return fail("invalid_request", "code_challenge is required (PKCE with S256)");
+    };
+    if q.get("code_challenge_method") != Some(&"S256") {
+        return fail("invalid_request", "code_challenge_method must be S256 (plain is not accepted)");
+    }
+    // RFC 7636 §4.2: BASE64URL(SHA256(verifier)) is 43 characters.
+    if challenge.len() != 43 || !challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return fail("invalid_request", "code_challenge is not a base64url SHA-256 value");
+    }
+    // RFC 8707 §2: the resource must be ours; tokens are only ever issued for /mcp.
+    let resource = match q.get("resource") {
+        None => s.resource.clone(),
+        Some(r) if *r == s.resource => s.resource.clone(),
+        Some(_) => {
+            return fail("invalid_target", &format!("the only resource here is {}", s.resource));
+        }
+    };
+    let scope = match granted_scope(q.get("scope").copied()) {
+        Ok(scope) => scope,
+        Err(unknown) => return fail("invalid_scope", &format!("unknown scope {unknown:?}")),
+    };
+    let prompt = q.get("prompt").copied().unwrap_or("");
+    let pending = Pending {
+        client_id: client.id.clone(),
+        redirect_uri: redirect_uri.clone(),
+        scope,
+        state: state.clone(),
+        code_challenge: challenge.to_owned(),
+        resource,
+        force_sign_in: prompt.split(' ').any(|p| p == "login"),
+    };
+    let now = s.clock.now_ms();
+    let signed_in = if pending.force_sign_in { None } else { signed_in(&s, &headers).await };
+    if prompt.split(' ').any(|p| p == "none") {
+        // OpenID Connect Core §3.1.2.1 semantics, which OAuth clients use too.
+        let Some((_, user_id)) = &signed_in else {
+            return error_to_client(&s, &pending.redirect_uri, pending.state.as_deref(), "login_required", "the person is not signed in");
+        };
+        if !consented(&s, user_id, &pending).await {
+            return error_to_client(&s, &pending.redirect_uri, pending.state.as_deref(), "consent_required", "the person has not approved this client");
+        }
+    }
+    let (csrf, set_csrf) = csrf_cookie(&s, &headers);
+    let id = crypto::random_token(24);
+    let row = AuthorizationRequestRow {
+        id_hash: crypto::sha256_hex(&id),
+        browser_hash: crypto::sha256_hex(&csrf),
+        client_id: client.id.clone(),
+        params: serde_json::to_string(&pending).expect("pending requests serialize"),
+        user_id: signed_in.as_ref().map(|(_, u)| u.clone()),
+        created_at: now,
+        expires_at: now + REQUEST_LIFETIME_MS,
+    };
+    if let Err(e) = s.store.insert_authorization_request(&row).await {
+        tracing::error!(error = %e, "cannot store an authorization request");
+        return fail("server_error", "the authorization request could not be stored");
+    }
+    let next = match signed_in {
+        Some(_) => format!("/consent?request={id}"),
+        None => format!("/sign-in?request={id}"),
+    };
+    with_cookie(see_other(&next), set_csrf)
+}
+
+/// The scopes granted for a request: the known ones asked for, always including `mcp`.
+fn granted_scope(asked: Option<&str>) -> Result<String, String> {
+    let mut granted = vec![MCP_SCOPE];
+    for scope in asked.unwrap_or("").split(' ').filter(|s| !s.is_empty()) {
+        match SCOPES.iter().find(|(name, _)| *name == scope) {
+            Some((name, _)) if !granted.contains(name) => granted.push(name),
+            Some(_) => {}
+            None => return Err(scope.to_owned()),
+        }
+    }
+    Ok(granted.join(" "))
+}
+
+/// The person this browser is signed in as, if any (and still allowed in).
+async fn signed_in(s: &AuthServer, headers: &HeaderMap) -> Option<(BrowserSessionRow, String)> {
+    let cookie = s.cookies.get(headers, SESSION_COOKIE)?;
+    let row = s.store.browser_session(&crypto::sha256_hex(&cookie)).await.ok()??;
+    if row.expires_at <= s.clock.now_ms() {
+        return None;
+    }
+    let user = s.store.user(&row.user_id).await.ok()??;
+    if user.disabled_at.is_some() {
+        return None;
+    }
+    let id = user.id.clone();
+    Some((row, id))
+}
+
+async fn consented(s: &AuthServer, user_id: &str, p: &Pending) -> bool {
+    match s.store.consent(user_id, &p.client_id).await {
+        Ok(Some(approved)) => {
+            let approved: Vec<&str> = approved.split(' ').collect();
+            p.scope.split(' ').all(|sc| approved.contains(&sc))
+        }
+        _ => false,
+    }
+}
+
+/// The stored request behind a page, checked to belong to this browser.
+async fn load_request(s: &AuthServer, id: &str, headers: &HeaderMap) -> Result<(AuthorizationRequestRow, Pending), Response> {
+    let expired = || {
+        pages::message(
+            StatusCode::BAD_REQUEST,
+            "This sign-in has expired",
+            "Start again from your application.",
+        )
+    };
+    let row = match s.store.authorization_request(&crypto::sha256_hex(id)).await {
+        Ok(Some(row)) if row.expires_at > s.clock.now_ms() => row,
+        Ok(_) => return Err(expired()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read an authorization request");
+            return Err(pages::message(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Try again in a moment."));
+        }
+    };
+    let browser_ok = s
+        .cookies
+        .get(headers, CSRF_COOKIE)
+        .is_some_and(|c| crypto::constant_time_eq(crypto::sha256_hex(&c).as_bytes(), row.browser_hash.as_bytes()));
+    if !browser_ok {
+        return Err(pages::message(
+            StatusCode::BAD_REQUEST,
+            "Wrong browser",
+            "This sign-in was started in another browser. Start again from your application.",
+        ));
+    }
+    let pending: Pending = serde_json::from_str(&row.params).map_err(|_| expired())?;
+    Ok((row, pending))
+}
+
+/// Checks a posted form's CSRF token against the browser's cookie (double submit).
+fn csrf_ok(s: &AuthServer, headers: &HeaderMap, form: &HashMap<String, String>) -> bool {
+    match (s.cookies.get(headers, CSRF_COOKIE), form.get("csrf")) {
+        (Some(cookie), Some(posted)) => crypto::constant_time_eq(cookie.as_bytes(), posted.as_bytes()),
+        _ => false,
+    }
+}
+
+fn csrf_refused() -> Response {
+    pages::message(
+        StatusCode::BAD_REQUEST,
+        "Form expired",
+        "This form could not be verified (missing or wrong CSRF token). Start again from your application.",
+    )
+}
+
+#[derive(Deserialize)]
+pub struct RequestQuery {
+    request: Option<String>,
+}
+
+fn no_request() -> Response {
+    pages::message(
+        StatusCode::BAD_REQUEST,
+        "Nothing to sign in to",
+        "Sign in from your MCP client: it opens this page for you.",
+    )
+}
+
+/// `GET /sign-in?request=…`.
+pub async fn sign_in_page(State(s): State<Arc<AuthServer>>, headers: HeaderMap, Query(q): Query<RequestQuery>) -> Response {
+    let Some(id) = q.request else { return no_request() };
+    let (_, pending) = match load_request(&s, &id, &headers).await {
+        Ok(r) => r,
+        Err(page) => return page,
+    };
+    let csrf = s.cookies.get(&headers, CSRF_COOKIE).unwrap_or_default();
+    let name = client_name(&s, &pending.client_id).await;
+    pages::render(
+        StatusCode::OK,
+        &SignInPage { csrf: &csrf, request: &id, username: "", client_name: name.as_deref(), error: None, ask_totp: false },
+    )
+}
+
+async fn client_name(s: &AuthServer, client_id: &str) -> Option<String> {
+    s.clients.resolve(client_id).await.ok().map(|c| c.display_name().to_owned())
+}
+
+/// `POST /sign-in`: fields `username`, `password`, `totp`, `csrf`, `request`.
+pub async fn sign_in_submit(State(s): State<Arc<AuthServer>>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+    if !csrf_ok(&s, &headers, &form) {
+        return csrf_refused();
+    }
+    let Some(id) = form.get("request").cloned() else { return no_request() };
+    let (row, pending) = match load_request(&s, &id, &headers).await {
+        Ok(r) => r,
+        Err(page) => return page,
+    };
+    let username = form.get("username").map(|u| u.trim()).unwrap_or("");
+    let password = SecretString::from(form.get("password").cloned().unwrap_or_default());
+    let totp = form.get("totp").map(|t| t.trim()).filter(|t| !t.is_empty());
+    let csrf = form.get("csrf").cloned().unwrap_or_default();
+    let name = client_name(&s, &pending.client_id).await;
+    let again = |status: StatusCode, error: &str, ask_totp: bool| {
+        pages::render(
+            status,
+            &SignInPage { csrf: &csrf, request: &id, username, client_name: name.as_deref(), error: Some(error), ask_totp },
+        )
+    };
+    let user = match s.accounts.sign_in(username, &password, totp).await {
+        Ok(user) => user,
+        Err(e) => {
+            let status = match e {
+                SignInError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
+                SignInError::TotpRequired => StatusCode::OK,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            tracing::info!(reason = ?std::mem::discriminant(&e), "sign-in refused");
+            let ask_totp = matches!(e, SignInError::TotpRequired | SignInError::TotpInvalid);
+            return again(status, &e.to_string(), ask_totp);
+        }
+    };
+    let now = s.clock.now_ms();
+    let session_id = crypto::random_token(32);
+    let amr = if totp.is_some() { r#"["pwd","otp","mfa"]"# } else { r#"["pwd"]"# };
+    let session = BrowserSessionRow {
+        id_hash: crypto::sha256_hex(&session_id),
+        user_id: user.id.clone(),
+        auth_time: now,
+        amr: amr.into(),
+        created_at: now,
+        expires_at: now + s.settings.sign_in_lifetime_ms,
+    };
+    if let Err(e) = async {
+        s.store.insert_browser_session(&session).await?;
+        s.store.set_authorization_request_user(&row.id_hash, &user.id).await
+    }
+    .await
+    {
+        tracing::error!(error = %e, "cannot record a sign-in");
+        return again(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong; try again.", false);
+    }
+    tracing::info!(user = %user.id, client = %pending.client_id, "signed in");
+    let cookie = s.cookies.set(SESSION_COOKIE, &session_id, s.settings.sign_in_lifetime_ms / 1000);
+    with_cookie(see_other(&format!("/consent?request={id}")), Some(cookie))
+}
+
+/// `GET /consent?request=…`: asks once per (person, client); remembered afterwards.
+pub async fn consent_page(State(s): State<Arc<AuthServer>>, headers: HeaderMap, Query(q): Query<RequestQuery>) -> Response {
+    let Some(id) = q.request else { return no_request() };
+    let (row, pending) = match load_request(&s, &id, &headers).await {
+        Ok(r) => r,
+        Err(page) => return page,
+    };
+    let Some((session, user_id)) = signed_in(&s, &headers).await else {
+        return see_other(&format!("/sign-in?request={id}"));
+    };
+    if pending.force_sign_in && session.auth_time < row.created_at {
+        return see_other(&format!("/sign-in?request={id}"));
+    }
+    let client = match s.clients.resolve(&pending.client_id).await {
+        Ok(c) => c,
+        Err(e) => return pages::message(StatusCode::BAD_REQUEST, "Unknown client", &e.to_string()),
+    };
+    if consented(&s, &user_id, &pending).await {
+        return finish(&s, &row, &pending, &client, &session).await;
+    }
+    let person = match s.store.user(&user_id).await {
+        Ok(Some(u)) => u.email.or(u.username).or(u.name).unwrap_or(u.id),
+        _ => return see_other(&format!("/sign-in?request={id}")),
+    };
+    let csrf = s.cookies.get(&headers, CSRF_COOKIE).unwrap_or_default();
+    let redirect_host = url::Url::parse(&pending.redirect_uri)
+        .ok()
+        .map(|u| match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => u.scheme().to_owned(),
+        })
+        .unwrap_or_default();
+    let scopes = pending
+        .scope
+        .split(' ')
+        .map(|sc| (sc, SCOPES.iter().find(|(n, _)| *n == sc).map(|(_, d)| *d).unwrap_or("")))
+        .collect();
+    pages::render(
+        StatusCode::OK,
+        &ConsentPage {
+            csrf: &csrf,
+            request: &id,
+            client_id: &client.id,
+            client_name: client.display_name(),
+            client_is_url: client.kind == ClientKind::Metadata,
+            redirect_host: &redirect_host,
+            person: &person,
+            scopes,
+        },
+    )
+}
+
+/// `POST /consent`: `decision` = `allow` | `deny`, with `csrf`, `request`, `client_id`.
+pub async fn consent_submit(State(s): State<Arc<AuthServer>>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+    if !csrf_ok(&s, &headers, &form) {
+        return csrf_refused();
+    }
+    let Some(id) = form.get("request").cloned() else { return no_request() };
+    let (row, pending) = match load_request(&s, &id, &headers).await {
+        Ok(r) => r,
+        Err(page) => return page,
+    };
+    // The page named one client; an answer naming another is not an answer to this request.
+    if form.get("client_id") != Some(&pending.client_id) {
+        return pages::message(
+            StatusCode::BAD_REQUEST,
+            "Consent does not match",
+            "This answer names a different application than the request it was posted for.",
+        );
+    }
+    let Some((session, user_id)) = signed_in(&s, &headers).await else {
+        return see_other(&format!("/sign-in?request={id}"));
+    };
+    if pending.force_sign_in && session.auth_time < row.created_at {
+        return see_other(&format!("/sign-in?request={id}"));
+    }
+    let client = match s.clients.resolve(&pending.client_id).await {
+        Ok(c) => c,
+        Err(e) => return pages::message(StatusCode::BAD_REQUEST, "Unknown client", &e.to_string()),
+    };
+    match form.get("decision").map(String::as_str) {
+        Some("allow") => {
+            if let Err(e) = s.store.save_consent(&user_id, &client.id, &pending.scope, s.clock.now_ms()).await {
+                tracing::error!(error = %e, "cannot save consent");
+                return pages::message(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Try again in a moment.");
+            }
+            tracing::info!(user = %user_id, client = %client.id, "consent given");
+            finish(&s, &row, &pending, &client, &session).await
+        }
+        Some("deny") => {
+            let _ = s.store.take_authorization_request(&row.id_hash).await;
+            error_to_client(&s, &pending.redirect_uri, pending.state.as_deref(), "access_denied", "the person declined")
+        }
+        _ => pages::message(StatusCode::BAD_REQUEST, "Invalid answer", "The decision must be allow or deny."),
+    }
+}
+
+/// Issues the code and sends the browser back to the client (RFC 6749 §4.1.2, RFC 9207 `iss`).
+async fn finish(s: &AuthServer, row: &AuthorizationRequestRow, p: &Pending, client: &Client, session: &BrowserSessionRow) -> Response {
+    // One request, one code: a second tab answering the same request gets nothing.
+    match s.store.take_authorization_request(&row.id_hash).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return pages::message(StatusCode::BAD_REQUEST, "Already answered", "This request was already answered. Start again from your application.");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot finish an authorization request");
+            return pages::message(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Try again in a moment.");
+        }
+    }
+    let now = s.clock.now_ms();
+    let code = crypto::random_token(32);
+    let stored = CodeRow {
+        code_hash: crypto::sha256_hex(&code),
+        client_id: client.id.clone(),
+        user_id: session.user_id.clone(),
+        redirect_uri: p.redirect_uri.clone(),
+        code_challenge: p.code_challenge.clone(),
+        resource: p.resource.clone(),
+        scope: p.scope.clone(),
+        auth_time: session.auth_time,
+        amr: session.amr.clone(),
+        created_at: now,
+        expires_at: now + s.settings.code_lifetime_ms,
+        used_at: None,
+        grant_id: None,
+    };
+    if let Err(e) = s.store.insert_code(&stored).await {
+        tracing::error!(error = %e, "cannot store an authorization code");
+        return error_to_client(s, &p.redirect_uri, p.state.as_deref(), "server_error", "the code could not be stored");
+    }
+    let mut params = vec![("code", code.as_str())];
+    if let Some(st) = &p.state {
+        params.push(("state", st));
+    }
+    params.push(("iss", s.issuer.as_str()));
+    redirect_to_client(&p.redirect_uri, &params)
+}

@@ -1,0 +1,96 @@
+//! The bearer check in front of `/mcp` (MCP 2025-11-25 basic/authorization, "Access Token
+//! Usage"; RFC 6750; RFC 9728 §5.1 for the challenge).
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use super::{AuthServer, MCP_SCOPE, Person, tokens::TokenError};
+
+/// Checks the access token of every `/mcp` request; the person goes into the request's
+/// extensions. In local mode (`None`) there is nothing to check.
+pub async fn require_token(
+    State(auth): State<Option<Arc<AuthServer>>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(s) = auth else {
+        return next.run(req).await;
+    };
+    // MCP authorization, "Access Token Usage": tokens MUST NOT be in the URI query string.
+    let in_query = req.uri().query().is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
+    });
+    if in_query {
+        return challenge(
+            &s,
+            StatusCode::BAD_REQUEST,
+            Some(("invalid_request", "access tokens are accepted in the Authorization header only, never in the URL")),
+        );
+    }
+    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+    let (first, second) = (values.next(), values.next());
+    if second.is_some() {
+        return challenge(&s, StatusCode::BAD_REQUEST, Some(("invalid_request", "more than one Authorization header")));
+    }
+    let Some(value) = first else {
+        // RFC 6750 §3.1: no credentials at all gets a challenge without an error code.
+        return challenge(&s, StatusCode::UNAUTHORIZED, None);
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return challenge(&s, StatusCode::UNAUTHORIZED, Some(("invalid_token", "the Authorization header must be `Bearer <token>`")));
+    };
+    let mut verified = s.tokens.verify(token);
+    if verified == Err(TokenError::UnknownKey) && s.keys.reload_for_unknown_kid(s.clock.now_ms()).await {
+        // Another node may have rotated the signing key since we last read the keys.
+        verified = s.tokens.verify(token);
+    }
+    let claims = match verified {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(reason = e.reason(), "access token refused");
+            return challenge(&s, StatusCode::UNAUTHORIZED, Some(("invalid_token", &e.to_string())));
+        }
+    };
+    if !claims.scope.split(' ').any(|sc| sc == MCP_SCOPE) {
+        // RFC 6750 §3.1 / MCP "Scope Challenge Handling".
+        return challenge(&s, StatusCode::FORBIDDEN, Some(("insufficient_scope", "the token lacks the mcp scope")));
+    }
+    req.extensions_mut().insert(Person(claims));
+    next.run(req).await
+}
+
+/// A `401`/`400`/`403` with `WWW-Authenticate: Bearer resource_metadata=…, scope=…[, error=…]`
+/// (RFC 9728 §5.1, MCP "Protected Resource Metadata Discovery Requirements").
+pub fn challenge(s: &AuthServer, status: StatusCode, error: Option<(&str, &str)>) -> Response {
+    let mut value = format!(
+        "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\", scope=\"{MCP_SCOPE}\"",
+        s.issuer
+    );
+    if let Some((code, description)) = error {
+        value.push_str(&format!(", error=\"{code}\", error_description=\"{}\"", description.replace('"', "'")));
+    }
+    let body = match error {
+        Some((code, description)) => json!({ "error": code, "error_description": description }),
+        None => json!({ "error": "unauthorized", "error_description": "sign in to Doorman: this endpoint needs an access token" }),
+    };
+    let mut r = (status, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}

@@ -1,0 +1,382 @@
+//! Who a `client_id` is, and whether a request really comes from it.
+//!
+//! Three kinds of clients (MCP 2025-11-25 basic/authorization, "Client Registration
+//! Approaches"): pre-registered in the config, registered dynamically (RFC 7591, kept in the
+//! store), and identified by the URL of a Client ID Metadata Document (fetched, never stored as
+//! trusted input beyond its cache lifetime).
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::http::{HeaderMap, header};
+use base64::{Engine, engine::general_purpose::STANDARD};
+
+use super::{
+    cimd::{ClientMetadataCache, ClientMetadataDocument, is_metadata_client_id},
+    client_assertion::AssertionVerifier,
+};
+use crate::{config::ClientConfig, crypto, store::Store};
+
+/// How a client authenticates at the token endpoint (RFC 7591 §2 `token_endpoint_auth_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAuth {
+    None,
+    ClientSecretBasic,
+    ClientSecretPost,
+    /// Either Basic or post (pre-registered confidential clients accept both).
+    ClientSecret,
+    PrivateKeyJwt,
+}
+
+impl TokenAuth {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "none" => Self::None,
+            "client_secret_basic" => Self::ClientSecretBasic,
+            "client_secret_post" => Self::ClientSecretPost,
+            "private_key_jwt" => Self::PrivateKeyJwt,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ClientSecretBasic | Self::ClientSecret => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
+}
+
+/// Where a client came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    Configured,
+    Dynamic,
+    Metadata,
+}
+
+/// A resolved client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub id: String,
+    pub name: Option<String>,
+    pub kind: ClientKind,
+    pub redirect_uris: Vec<String>,
+    pub auth: TokenAuth,
+    /// SHA-256 (hex) of the client secret, for confidential clients.
+    pub secret_hash: Option<String>,
+    pub document: Option<Arc<ClientMetadataDocument>>,
+}
+
+impl Client {
+    /// What the consent page calls the client.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+
+    /// Whether `uri` is one of the client's redirect URIs: exact string match (OAuth 2.1 §2.3.1,
+    /// MCP security best practices), except that a loopback `http` redirect may use any port
+    /// (RFC 8252 §7.3: native apps get an ephemeral port).
+    pub fn redirect_allowed(&self, uri: &str) -> bool {
+        if self.redirect_uris.iter().any(|r| r == uri) {
+            return true;
+        }
+        let Ok(asked) = url::Url::parse(uri) else {
+            return false;
+        };
+        if asked.scheme() != "http" || !is_loopback_host(asked.host_str()) {
+            return false;
+        }
+        self.redirect_uris.iter().any(|r| {
+            url::Url::parse(r).is_ok_and(|reg| {
+                reg.scheme() == "http"
+                    && reg.host_str() == asked.host_str()
+                    && reg.path() == asked.path()
+                    && reg.query() == asked.query()
+                    && reg.fragment().is_none()
+                    && asked.fragment().is_none()
+            })
+        })
+    }
+}
+
+pub fn is_loopback_host(host: Option<&str>) -> bool {
+    matches!(host, Some("127.0.0.1" | "[::1]" | "localhost"))
+}
+
+/// Why a client could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("unknown client_id")]
+    Unknown,
+    #[error("this client has been revoked")]
+    Revoked,
+    #[error("the client's metadata document cannot be used: {0}")]
+    Metadata(String),
+}
+
+/// Client credentials as presented at the token or revocation endpoint.
+#[derive(Debug, Default)]
+pub struct Presented {
+    pub client_id: Option<String>,
+    pub secret: Option<String>,
+    pub via_basic: bool,
+    pub assertion_type: Option<String>,
+    pub assertion: Option<String>,
+}
+
+impl Presented {
+    /// Reads RFC 6749 §2.3.1 Basic credentials (form-urlencoded inside), `client_secret` in the
+    /// body, or an RFC 7523 client assertion.
+    pub fn read(headers: &HeaderMap, form: &HashMap<String, String>) -> Result<Self, &'static str> {
+        let mut p = Self {
+            client_id: form.get("client_id").cloned(),
+            secret: form.get("client_secret").cloned(),
+            via_basic: false,
+            assertion_type: form.get("client_assertion_type").cloned(),
+            assertion: form.get("client_assertion").cloned(),
+        };
+        if let Some(auth) = headers.get(header::AUTHORIZATION) {
+            let value = auth.to_str().map_err(|_| "malformed Authorization header")?;
+            let Some(encoded) = value
+                .strip_prefix("Basic ")
+                .or_else(|| value.strip_prefix("basic "))
+            else {
+                return Err("the token endpoint accepts Basic client authentication only");
+            };
+            let decoded = STANDARD
+                .decode(encoded.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or("malformed Basic credentials")?;
+            let (id, secret) = decoded.split_once(':').ok_or("malformed Basic credentials")?;
+            let id = form_decode(id);
+            let secret = form_decode(secret);
+            if p.client_id.as_ref().is_some_and(|c| c != &id) {
+                return Err("client_id in the body differs from the Basic credentials");
+            }
+            if p.secret.is_some() {
+                // RFC 6749 §2.3: one authentication method per request.
+                return Err("client credentials given twice (Basic and client_secret)");
+            }
+            p.client_id = Some(id);
+            p.secret = Some(secret);
+            p.via_basic = true;
+        }
+        if p.assertion.is_some() && p.secret.is_some() {
+            return Err("client credentials given twice (secret and client_assertion)");
+        }
+        Ok(p)
+    }
+}
+
+fn form_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("a={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Resolves and authenticates clients.
+pub struct Clients {
+    configured: HashMap<String, Client>,
+    store: Store,
+    metadata: ClientMetadataCache,
+    assertions: AssertionVerifier,
+}
+
+impl Clients {
+    pub fn new(
+        configured: &[ClientConfig],
+        store: Store,
+        metadata: ClientMetadataCache,
+        assertions: AssertionVerifier,
+    ) -> anyhow::Result<Self> {
+        let mut map = HashMap::new();
+        for c in configured {
+            let secret = c
+                .secret()
+                .map_err(|e| anyhow::anyhow!("sign_in.clients {:?}: {e}", c.client_id))?;
+            map.insert(
+                c.client_id.clone(),
+                Client {
+                    id: c.client_id.clone(),
+                    name: c.name.clone(),
+                    kind: ClientKind::Configured,
+                    redirect_uris: c.redirect_uris.iter().map(|u| u.to_string()).collect(),
+                    auth: if secret.is_some() {
+                        TokenAuth::ClientSecret
+                    } else {
+                        TokenAuth::None
+                    },
+                    secret_hash: secret.map(|s| crypto::sha256_hex(&s)),
+                    document: None,
+                },
+            );
+        }
+        Ok(Self {
+            configured: map,
+            store,
+            metadata,
+            assertions,
+        })
+    }
+
+    /// Finds a client by id: configuration first, then a metadata document URL, then the store.
+    pub async fn resolve(&self, client_id: &str) -> Result<Client, ClientError> {
+        if let Some(c) = self.configured.get(client_id) {
+            return Ok(c.clone());
+        }
+        if is_metadata_client_id(client_id) {
+            let doc = self
+                .metadata
+                .resolve(client_id)
+                .await
+                .map_err(|e| ClientError::Metadata(e.to_string()))?;
+            return Ok(Client {
+                id: client_id.to_owned(),
+                name: doc.client_name.clone(),
+                kind: ClientKind::Metadata,
+                redirect_uris: doc.redirect_uris.clone(),
+                auth: TokenAuth::parse(&doc.token_endpoint_auth_method).unwrap_or(TokenAuth::None),
+                secret_hash: None,
+                document: Some(doc),
+            });
+        }
+        let row = match self.store.client(client_id).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return Err(ClientError::Unknown),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read clients");
+                return Err(ClientError::Unknown);
+            }
+        };
+        if row.revoked_at.is_some() {
+            return Err(ClientError::Revoked);
+        }
+        Ok(Client {
+            id: row.client_id,
+            name: row.name,
+            kind: ClientKind::Dynamic,
+            redirect_uris: serde_json::from_str(&row.redirect_uris).unwrap_or_default(),
+            auth: TokenAuth::parse(&row.token_endpoint_auth_method).unwrap_or(TokenAuth::None),
+            secret_hash: row.secret_hash,
+            document: None,
+        })
+    }
+
+    /// Authenticates the client of a token or revocation request (RFC 6749 §2.3, §3.2.1).
+    /// `audiences` are what a client assertion's `aud` may name (token endpoint, issuer).
+    pub async fn authenticate(
+        &self,
+        presented: &Presented,
+        audiences: &[&str],
+    ) -> Result<Client, String> {
+        let assertion_subject = presented.assertion.as_deref().and_then(assertion_subject);
+        let client_id = presented
+            .client_id
+            .clone()
+            .or(assertion_subject)
+            .ok_or_else(|| "client authentication is required (client_id missing)".to_owned())?;
+        let client = self.resolve(&client_id).await.map_err(|e| e.to_string())?;
+        match client.auth {
+            TokenAuth::None => {
+                if presented.secret.is_some() || presented.assertion.is_some() {
+                    return Err("this client is public: it has no credentials to present".into());
+                }
+            }
+            TokenAuth::ClientSecret | TokenAuth::ClientSecretBasic | TokenAuth::ClientSecretPost => {
+                let Some(secret) = &presented.secret else {
+                    return Err("client authentication failed: the client secret is missing".into());
+                };
+                let method_ok = match client.auth {
+                    TokenAuth::ClientSecretBasic => presented.via_basic,
+                    TokenAuth::ClientSecretPost => !presented.via_basic,
+                    _ => true,
+                };
+                let expected = client.secret_hash.as_deref().unwrap_or("");
+                let matches = crypto::constant_time_eq(
+                    crypto::sha256_hex(secret).as_bytes(),
+                    expected.as_bytes(),
+                );
+                if !(matches && method_ok) {
+                    return Err("client authentication failed".into());
+                }
+            }
+            TokenAuth::PrivateKeyJwt => {
+                let (Some(kind), Some(assertion)) = (&presented.assertion_type, &presented.assertion)
+                else {
+                    return Err("this client authenticates with private_key_jwt: client_assertion is missing".into());
+                };
+                let doc = client.document.as_ref().ok_or("client has no metadata document")?;
+                self.assertions
+                    .verify(doc, kind, assertion, audiences)
+                    .await
+                    .map_err(|e| format!("client assertion refused: {e}"))?;
+            }
+        }
+        Ok(client)
+    }
+}
+
+/// The `sub` of an unverified client assertion, only to find which client it claims to be.
+fn assertion_subject(assertion: &str) -> Option<String> {
+    let payload = assertion.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("sub")?.as_str().map(String::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(uris: &[&str]) -> Client {
+        Client {
+            id: "c".into(),
+            name: None,
+            kind: ClientKind::Configured,
+            redirect_uris: uris.iter().map(|s| s.to_string()).collect(),
+            auth: TokenAuth::None,
+            secret_hash: None,
+            document: None,
+        }
+    }
+
+    #[test]
+    fn redirect_uris_match_exactly_except_loopback_ports() {
+        let c = client(&["https://app.example/cb", "http://127.0.0.1/callback"]);
+        for (uri, ok) in [
+            ("https://app.example/cb", true),
+            ("https://app.example/cb/", false),
+            ("https://app.example/cb?x=1", false),
+            ("https://APP.example/cb", false),
+            ("https://app.example:8443/cb", false),
+            ("http://127.0.0.1/callback", true),
+            ("http://127.0.0.1:53121/callback", true),
+            ("http://127.0.0.1:53121/other", false),
+            ("http://localhost:53121/callback", false),
+            ("https://127.0.0.1:53121/callback", false),
+            ("http://127.0.0.1:53121/callback#x", false),
+        ] {
+            assert_eq!(c.redirect_allowed(uri), ok, "{uri}");
+        }
+    }
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let mut headers = HeaderMap::new();
+        let creds = STANDARD.encode("my%20client:s%3Acret");
+        headers.insert(header::AUTHORIZATION, format!("Basic {creds}").parse().unwrap());
+        let p = Presented::read(&headers, &HashMap::new()).unwrap();
+        assert_eq!(p.client_id.as_deref(), Some("my client"));
+        assert_eq!(p.secret.as_deref(), Some("s:cret"));
+        assert!(p.via_basic);
+        let mut form = HashMap::new();
+        form.insert("client_secret".to_owned(), "x".to_owned());
+        assert!(Presented::read(&headers, &form).is_err());
+    }
+}

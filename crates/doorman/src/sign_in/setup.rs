@@ -1,0 +1,105 @@
+//! First run: with no accounts yet, `doorman serve` prints a one-time link (valid 1 hour) to a
+//! page that creates the first administrator.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    Form,
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::Response,
+};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::{
+    AuthServer,
+    pages::{self, CSRF_COOKIE, SetupPage},
+};
+use crate::crypto;
+
+const LINK_LIFETIME_MS: i64 = 3_600_000;
+
+/// Creates a setup link when there are no people yet; returns the URL to print.
+pub async fn first_run_link(s: &AuthServer) -> anyhow::Result<Option<String>> {
+    if s.store.count_users().await? > 0 {
+        return Ok(None);
+    }
+    let token = crypto::random_token(32);
+    let now = s.clock.now_ms();
+    s.store
+        .insert_setup_link(&crypto::sha256_hex(&token), now, now + LINK_LIFETIME_MS)
+        .await?;
+    Ok(Some(format!("{}/setup?token={token}", s.issuer)))
+}
+
+#[derive(Deserialize)]
+pub struct SetupQuery {
+    token: Option<String>,
+}
+
+fn invalid_link() -> Response {
+    pages::message(
+        StatusCode::NOT_FOUND,
+        "This setup link is not valid",
+        "It was used already or is older than an hour. Restart Doorman for a new one, or run `doorman users add NAME --admin --password-stdin`.",
+    )
+}
+
+/// `GET /setup?token=…`.
+pub async fn page(State(s): State<Arc<AuthServer>>, headers: HeaderMap, Query(q): Query<SetupQuery>) -> Response {
+    let Some(token) = q.token else { return invalid_link() };
+    if !s.store.setup_link_valid(&crypto::sha256_hex(&token), s.clock.now_ms()).await.unwrap_or(false) {
+        return invalid_link();
+    }
+    let (csrf, set) = match s.cookies.get(&headers, CSRF_COOKIE).filter(|c| c.len() >= 32) {
+        Some(c) => (c, None),
+        None => {
+            let c = crypto::random_token(32);
+            let set = s.cookies.set(CSRF_COOKIE, &c, 3600);
+            (c, Some(set))
+        }
+    };
+    let mut r = pages::render(StatusCode::OK, &SetupPage { csrf: &csrf, token: &token, username: "", email: "", error: None });
+    if let Some(set) = set {
+        r.headers_mut().append(header::SET_COOKIE, set);
+    }
+    r
+}
+
+/// `POST /setup`: `username`, `email`, `password`, `csrf`, `token`.
+pub async fn submit(State(s): State<Arc<AuthServer>>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+    let csrf_ok = match (s.cookies.get(&headers, CSRF_COOKIE), form.get("csrf")) {
+        (Some(c), Some(p)) => crypto::constant_time_eq(c.as_bytes(), p.as_bytes()),
+        _ => false,
+    };
+    if !csrf_ok {
+        return pages::message(StatusCode::BAD_REQUEST, "Form expired", "This form could not be verified. Open the setup link again.");
+    }
+    let token = form.get("token").cloned().unwrap_or_default();
+    let token_hash = crypto::sha256_hex(&token);
+    let now = s.clock.now_ms();
+    if !s.store.setup_link_valid(&token_hash, now).await.unwrap_or(false) {
+        return invalid_link();
+    }
+    let username = form.get("username").map(|u| u.trim()).unwrap_or("");
+    let email = form.get("email").map(|e| e.trim()).filter(|e| !e.is_empty());
+    let password = SecretString::from(form.get("password").cloned().unwrap_or_default());
+    let csrf = form.get("csrf").cloned().unwrap_or_default();
+    match s.accounts.create_local_user(username, &password, email, true).await {
+        Ok(user) => {
+            // Spent only once the account exists, so a typo does not burn the link.
+            let _ = s.store.use_setup_link(&token_hash, now).await;
+            tracing::info!(user = %user.id, "first administrator created through the setup link");
+            pages::message(
+                StatusCode::OK,
+                "Doorman is ready",
+                &format!("The administrator {} was created. Connect your MCP client to {} and sign in.", user.username.as_deref().unwrap_or(username), s.resource),
+            )
+        }
+        Err(e) => pages::render(
+            StatusCode::BAD_REQUEST,
+            &SetupPage { csrf: &csrf, token: &token, username, email: email.unwrap_or(""), error: Some(&e.to_string()) },
+        ),
+    }
+}

@@ -1,0 +1,345 @@
+//! `/oauth/token` (authorization_code and refresh_token grants) and `/oauth/revoke` (RFC 7009).
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use super::{
+    AuthServer,
+    clients::{Client, Presented},
+};
+use crate::{
+    crypto,
+    store::{CodeUse, GrantRow, RefreshRow, RefreshUse},
+};
+
+/// An RFC 6749 §5.2 error response.
+pub struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+    /// RFC 6749 §5.2: a client that tried Basic gets `WWW-Authenticate` with its 401.
+    basic_challenge: bool,
+}
+
+impl OAuthError {
+    pub fn new(error: &'static str, description: impl Into<String>) -> Self {
+        let status = match error {
+            "invalid_client" => StatusCode::UNAUTHORIZED,
+            "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self {
+            status,
+            error,
+            description: description.into(),
+            basic_challenge: false,
+        }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(json!({ "error": self.error, "error_description": self.description })),
+        )
+            .into_response();
+        no_store(r.headers_mut());
+        if self.basic_challenge {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"doorman\""),
+            );
+        }
+        r
+    }
+}
+
+/// RFC 6749 §5.1: token responses must not be cached.
+fn no_store(h: &mut HeaderMap) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+fn server_error(e: anyhow::Error) -> OAuthError {
+    tracing::error!(error = %e, "token endpoint failed");
+    OAuthError::new("server_error", "the request could not be completed")
+}
+
+/// Parses an `application/x-www-form-urlencoded` body, refusing repeated parameters (RFC 6749 §3.2).
+fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ctype
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return Err(OAuthError::new(
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let mut form = HashMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        if form.insert(k.to_string(), v.into_owned()).is_some() {
+            return Err(OAuthError::new(
+                "invalid_request",
+                format!("the parameter {k} is repeated"),
+            ));
+        }
+    }
+    Ok(form)
+}
+
+async fn authenticate(
+    s: &AuthServer,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<Client, OAuthError> {
+    let presented = Presented::read(headers, form).map_err(|e| {
+        let mut err = OAuthError::new("invalid_client", e);
+        err.basic_challenge = headers.contains_key(header::AUTHORIZATION);
+        err
+    })?;
+    let token_endpoint = s.endpoint("/oauth/token");
+    let audiences = [token_endpoint.as_str(), s.issuer.as_str()];
+    s.clients
+        .authenticate(&presented, &audiences)
+        .await
+        .map_err(|e| {
+            tracing::info!(reason = %e, "client authentication failed");
+            let mut err = OAuthError::new("invalid_client", e);
+            err.basic_challenge = presented.via_basic;
+            err
+        })
+}
+
+fn required<'a>(form: &'a HashMap<String, String>, key: &str) -> Result<&'a str, OAuthError> {
+    form.get(key)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| OAuthError::new("invalid_request", format!("{key} is required")))
+}
+
+/// `POST /oauth/token`.
+pub async fn token(State(s): State<Arc<AuthServer>>, headers: HeaderMap, body: Bytes) -> Response {
+    match token_inner(&s, &headers, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn token_inner(s: &AuthServer, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+    let form = parse_form(headers, body)?;
+    let grant_type = required(&form, "grant_type")?;
+    if !matches!(grant_type, "authorization_code" | "refresh_token") {
+        return Err(OAuthError::new(
+            "unsupported_grant_type",
+            format!("grant_type {grant_type:?} is not supported (authorization_code, refresh_token)"),
+        ));
+    }
+    let client = authenticate(s, headers, &form).await?;
+    match grant_type {
+        "authorization_code" => exchange_code(s, &client, &form).await,
+        _ => refresh(s, &client, &form).await,
+    }
+}
+
+/// RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6) and resource indicators (RFC 8707 §2.2).
+async fn exchange_code(s: &AuthServer, client: &Client, form: &HashMap<String, String>) -> Result<Response, OAuthError> {
+    let code = required(form, "code")?;
+    let redirect_uri = required(form, "redirect_uri")?;
+    let verifier = required(form, "code_verifier")?;
+    let now = s.clock.now_ms();
+    let code_hash = crypto::sha256_hex(code);
+    let row = match s.store.use_code(&code_hash, now).await.map_err(server_error)? {
+        CodeUse::Fresh(row) => row,
+        CodeUse::Replayed(grant) => {
+            // OAuth 2.1 §4.1.3 / RFC 6749 §4.1.2: a code used twice revokes what it issued.
+            if let Some(g) = grant {
+                s.store.revoke_grant(&g, now, "authorization code replayed").await.map_err(server_error)?;
+                s.tokens.revocations.revoke_grant_locally(&g, now);
+                tracing::warn!(grant = %g, client = %client.id, "authorization code replayed; grant revoked");
+            }
+            return Err(OAuthError::new("invalid_grant", "the authorization code was already used"));
+        }
+        CodeUse::Unknown => {
+            return Err(OAuthError::new("invalid_grant", "the authorization code is not valid"));
+        }
+    };
+    if row.client_id != client.id {
+        return Err(OAuthError::new("invalid_grant", "the authorization code was issued to another client"));
+    }
+    if row.expires_at <= now {
+        return Err(OAuthError::new("invalid_grant", "the authorization code has expired"));
+    }
+    if row.redirect_uri != redirect_uri {
+        return Err(OAuthError::new("invalid_grant", "redirect_uri differs from the authorization request"));
+    }
+    // RFC 7636 §4.1: 43-128 unreserved characters; §4.6: S256 comparison.
+    let verifier_ok = (43..=128).contains(&verifier.len())
+        && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    if !verifier_ok || !crypto::constant_time_eq(crypto::sha256_b64url(verifier.as_bytes()).as_bytes(), row.code_challenge.as_bytes()) {
+        return Err(OAuthError::new("invalid_grant", "code_verifier does not match the code_challenge"));
+    }
+    if let Some(resource) = form.get("resource")
+        && resource != &row.resource
+    {
+        return Err(OAuthError::new("invalid_target", format!("the code was issued for {}", row.resource)));
+    }
+    active_user(s, &row.user_id).await?;
+    let grant = GrantRow {
+        id: crypto::random_token(16),
+        user_id: row.user_id.clone(),
+        client_id: client.id.clone(),
+        scope: row.scope.clone(),
+        resource: row.resource.clone(),
+        auth_time: row.auth_time,
+        amr: row.amr.clone(),
+        created_at: now,
+        expires_at: now + s.settings.sign_in_lifetime_ms,
+        last_used_at: now,
+        revoked_at: None,
+        revoked_reason: None,
+    };
+    s.store.insert_grant(&grant).await.map_err(server_error)?;
+    s.store.set_code_grant(&code_hash, &grant.id).await.map_err(server_error)?;
+    tracing::info!(user = %grant.user_id, client = %client.id, grant = %grant.id, "tokens issued");
+    issue(s, &grant, now).await
+}
+
+async fn active_user(s: &AuthServer, user_id: &str) -> Result<(), OAuthError> {
+    match s.store.user(user_id).await.map_err(server_error)? {
+        Some(u) if u.disabled_at.is_none() => Ok(()),
+        _ => Err(OAuthError::new("invalid_grant", "the person's account is disabled")),
+    }
+}
+
+/// RFC 6749 §6, with rotation: every refresh token works once (OAuth 2.1 §4.3.1, RFC 9700 §4.14.2).
+async fn refresh(s: &AuthServer, client: &Client, form: &HashMap<String, String>) -> Result<Response, OAuthError> {
+    let token = required(form, "refresh_token")?;
+    let now = s.clock.now_ms();
+    let row = match s.store.use_refresh_token(&crypto::sha256_hex(token), now).await.map_err(server_error)? {
+        RefreshUse::Fresh(row) => row,
+        RefreshUse::Reused(grant) => {
+            // A rotated refresh token came back: it leaked, or a client misbehaves. Either way
+            // the whole grant ends, so a thief's copy and the client's both stop working.
+            s.store.revoke_grant(&grant, now, "refresh token reused").await.map_err(server_error)?;
+            s.tokens.revocations.revoke_grant_locally(&grant, now);
+            tracing::warn!(grant = %grant, client = %client.id, "refresh token reused; grant revoked");
+            return Err(OAuthError::new("invalid_grant", "the refresh token was already used; sign in again"));
+        }
+        RefreshUse::Unknown => return Err(OAuthError::new("invalid_grant", "the refresh token is not valid")),
+    };
+    let grant = s
+        .store
+        .grant(&row.grant_id)
+        .await
+        .map_err(server_error)?
+        .ok_or_else(|| OAuthError::new("invalid_grant", "the refresh token is not valid"))?;
+    if grant.client_id != client.id {
+        return Err(OAuthError::new("invalid_grant", "the refresh token was issued to another client"));
+    }
+    if grant.revoked_at.is_some() {
+        return Err(OAuthError::new("invalid_grant", "this sign-in was revoked; sign in again"));
+    }
+    if grant.expires_at <= now || row.expires_at <= now {
+        return Err(OAuthError::new("invalid_grant", "this sign-in has expired; sign in again"));
+    }
+    if let Some(scope) = form.get("scope") {
+        let granted: Vec<&str> = grant.scope.split(' ').collect();
+        if let Some(extra) = scope.split(' ').find(|sc| !sc.is_empty() && !granted.contains(sc)) {
+            return Err(OAuthError::new("invalid_scope", format!("scope {extra:?} was not granted")));
+        }
+    }
+    if let Some(resource) = form.get("resource")
+        && resource != &grant.resource
+    {
+        return Err(OAuthError::new("invalid_target", format!("this sign-in is for {}", grant.resource)));
+    }
+    active_user(s, &grant.user_id).await?;
+    issue(s, &grant, now).await
+}
+
+/// A new access token and refresh token for a grant (RFC 6749 §5.1).
+async fn issue(s: &AuthServer, grant: &GrantRow, now: i64) -> Result<Response, OAuthError> {
+    let (access, claims) = s
+        .tokens
+        .issue(&grant.user_id, &grant.client_id, &grant.scope, grant.auth_time, &grant.id)
+        .map_err(server_error)?;
+    let refresh = crypto::random_token(32);
+    s.store
+        .insert_refresh_token(&RefreshRow {
+            token_hash: crypto::sha256_hex(&refresh),
+            grant_id: grant.id.clone(),
+            created_at: now,
+            expires_at: grant.expires_at,
+            used_at: None,
+        })
+        .await
+        .map_err(server_error)?;
+    let mut r = Json(json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": claims.exp - now / 1000,
+        "refresh_token": refresh,
+        "scope": grant.scope,
+    }))
+    .into_response();
+    no_store(r.headers_mut());
+    Ok(r)
+}
+
+/// `POST /oauth/revoke` (RFC 7009 §2). Answers 200 for unknown tokens too (§2.2), so it tells a
+/// caller nothing about tokens it does not hold.
+pub async fn revoke(State(s): State<Arc<AuthServer>>, headers: HeaderMap, body: Bytes) -> Response {
+    match revoke_inner(&s, &headers, &body).await {
+        Ok(()) => {
+            let mut r = StatusCode::OK.into_response();
+            no_store(r.headers_mut());
+            r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn revoke_inner(s: &AuthServer, headers: &HeaderMap, body: &[u8]) -> Result<(), OAuthError> {
+    let form = parse_form(headers, body)?;
+    let client = authenticate(s, headers, &form).await?;
+    let token = required(&form, "token")?;
+    let now = s.clock.now_ms();
+    if token.split('.').count() == 3 {
+        // An access token: revoke it by `jti` if this client holds it.
+        if let Ok(claims) = s.tokens.verify_signature_only(token)
+            && claims.client_id == client.id
+        {
+            s.store
+                .revoke_access_token(&claims.jti, claims.exp * 1000, now)
+                .await
+                .map_err(server_error)?;
+            s.tokens.revocations.revoke_token_locally(&claims.jti, now);
+            tracing::info!(client = %client.id, "access token revoked");
+        }
+        return Ok(());
+    }
+    // A refresh token: RFC 7009 §2.1 — revoking it ends the grant and its access tokens.
+    if let Some(grant_id) = s.store.refresh_token_grant(&crypto::sha256_hex(token)).await.map_err(server_error)?
+        && let Some(grant) = s.store.grant(&grant_id).await.map_err(server_error)?
+        && grant.client_id == client.id
+    {
+        s.store.revoke_grant(&grant_id, now, "revoked by the client").await.map_err(server_error)?;
+        s.tokens.revocations.revoke_grant_locally(&grant_id, now);
+        tracing::info!(client = %client.id, grant = %grant_id, "grant revoked by the client");
+    }
+    Ok(())
+}

@@ -1,0 +1,297 @@
+//! Access tokens: signed JWTs in the RFC 9068 profile, checked on every `/mcp` request.
+//!
+//! Verification costs one ECDSA check the first time a token is seen; after that a token is
+//! found by its SHA-256 in a bounded cache until it expires. Revocation is checked on every
+//! request, cache or not, against in-memory sets of revoked token ids and grants: filled at
+//! once by this process and, for revocations made elsewhere (another node, the CLI), by
+//! [`Revocations::poll`] reading the store every few seconds.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::keys::SigningKeys;
+use crate::{clock::SharedClock, crypto, store::Store};
+
+/// The claims of a Doorman access token (RFC 9068 §2.2).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    /// The person's Doorman id.
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    pub scope: String,
+    /// When the person signed in (seconds), for step-up (RFC 9470).
+    pub auth_time: i64,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+    /// The grant this token was issued under.
+    pub sid: String,
+}
+
+/// Why a bearer token was refused (RFC 6750 §3.1 `invalid_token` for all; the reason is logged).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("the access token is malformed")]
+    Malformed,
+    #[error("the access token was not signed by this server")]
+    Signature,
+    /// Signed with a key id this process does not know (yet: another node may have rotated).
+    #[error("the access token was not signed by this server")]
+    UnknownKey,
+    #[error("the access token is not of type at+jwt")]
+    Type,
+    #[error("the access token was issued by another server")]
+    Issuer,
+    #[error("the access token is meant for another resource")]
+    Audience,
+    #[error("the access token has expired")]
+    Expired,
+    #[error("the access token has been revoked")]
+    Revoked,
+}
+
+impl TokenError {
+    /// A short label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Signature | Self::UnknownKey => "signature",
+            Self::Type => "type",
+            Self::Issuer => "issuer",
+            Self::Audience => "audience",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// Issues and checks access tokens.
+pub struct AccessTokens {
+    keys: Arc<SigningKeys>,
+    clock: SharedClock,
+    issuer: String,
+    audience: String,
+    lifetime_ms: i64,
+    cache: RwLock<HashMap<[u8; 32], Arc<AccessClaims>>>,
+    pub revocations: Revocations,
+}
+
+/// Bound on cached verified tokens; the cache is cleared of expired entries when full.
+const CACHE_LIMIT: usize = 100_000;
+
+impl AccessTokens {
+    pub fn new(
+        keys: Arc<SigningKeys>,
+        clock: SharedClock,
+        issuer: String,
+        audience: String,
+        lifetime_ms: i64,
+        store: Store,
+    ) -> Self {
+        Self {
+            keys,
+            clock,
+            issuer,
+            audience,
+            lifetime_ms,
+            cache: RwLock::new(HashMap::new()),
+            revocations: Revocations::new(store),
+        }
+    }
+
+    pub fn lifetime_ms(&self) -> i64 {
+        self.lifetime_ms
+    }
+
+    /// Signs a new access token for a grant.
+    pub fn issue(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        scope: &str,
+        auth_time_ms: i64,
+        grant_id: &str,
+    ) -> anyhow::Result<(String, AccessClaims)> {
+        let now = self.clock.now_ms();
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            sub: user_id.to_owned(),
+            aud: self.audience.clone(),
+            client_id: client_id.to_owned(),
+            scope: scope.to_owned(),
+            auth_time: auth_time_ms / 1000,
+            iat: now / 1000,
+            exp: (now + self.lifetime_ms) / 1000,
+            jti: crypto::random_token(16),
+            sid: grant_id.to_owned(),
+        };
+        let (kid, key) = self.keys.signer();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid);
+        // RFC 9068 §2.1: the `typ` header is `at+jwt`.
+        header.typ = Some("at+jwt".into());
+        let token = jsonwebtoken::encode(&header, &claims, &key)?;
+        Ok((token, claims))
+    }
+
+    /// Checks a bearer token: signature, type, issuer, audience, expiry, revocation.
+    pub fn verify(&self, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
+        let now_s = self.clock.now_ms() / 1000;
+        let key = crypto::sha256(token.as_bytes());
+        let cached = self.cache.read().expect("token cache lock").get(&key).cloned();
+        let claims = match cached {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(self.verify_signed(token)?);
+                let mut cache = self.cache.write().expect("token cache lock");
+                if cache.len() >= CACHE_LIMIT {
+                    cache.retain(|_, v| v.exp > now_s);
+                    if cache.len() >= CACHE_LIMIT {
+                        cache.clear();
+                    }
+                }
+                cache.insert(key, c.clone());
+                c
+            }
+        };
+        // RFC 9068 §4: the token must not be expired (no leeway: we issued it with our clock).
+        if claims.exp <= now_s {
+            return Err(TokenError::Expired);
+        }
+        if self.revocations.is_revoked(&claims.jti, &claims.sid) {
+            return Err(TokenError::Revoked);
+        }
+        Ok(claims)
+    }
+
+    /// Checks signature, type, issuer and audience only (revocation of an expired token is moot
+    /// but harmless).
+    pub fn verify_signature_only(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        self.verify_signed(token)
+    }
+
+    fn verify_signed(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        // RFC 9068 §4: reject tokens whose `typ` is not `at+jwt`; RFC 8725 §3.1: only the
+        // algorithm we sign with (no `none`, no HMAC with a public key).
+        if header.alg != Algorithm::ES256 {
+            return Err(TokenError::Signature);
+        }
+        if !header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"))
+        {
+            return Err(TokenError::Type);
+        }
+        let kid = header.kid.ok_or(TokenError::Signature)?;
+        let key = self.keys.verifier(&kid).ok_or(TokenError::UnknownKey)?;
+        let mut validation = Validation::new(Algorithm::ES256);
+        // Expiry is checked against Doorman's clock by the caller; issuer and audience below.
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims = ["exp", "iss", "aud", "sub"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Signature,
+                _ => TokenError::Malformed,
+            })?;
+        let claims = data.claims;
+        if claims["iss"].as_str() != Some(self.issuer.as_str()) {
+            return Err(TokenError::Issuer);
+        }
+        // RFC 8707 §2 and MCP authorization "Token Audience Binding": the token must have been
+        // issued for this resource and no other.
+        let aud_ok = match &claims["aud"] {
+            serde_json::Value::String(a) => a == &self.audience,
+            serde_json::Value::Array(list) => {
+                list.len() == 1 && list[0].as_str() == Some(self.audience.as_str())
+            }
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(TokenError::Audience);
+        }
+        serde_json::from_value(claims).map_err(|_| TokenError::Malformed)
+    }
+}
+
+/// Revoked token ids and grants, as far as they can still matter (until their tokens expire).
+pub struct Revocations {
+    store: Store,
+    state: RwLock<RevokedSets>,
+}
+
+/// Id → when it was revoked; pruned once no token it could cover is still unexpired.
+#[derive(Default)]
+struct RevokedSets {
+    jtis: HashMap<String, i64>,
+    grants: HashMap<String, i64>,
+    polled_until: i64,
+}
+
+impl Revocations {
+    fn new(store: Store) -> Self {
+        Self {
+            store,
+            state: RwLock::new(RevokedSets::default()),
+        }
+    }
+
+    pub fn is_revoked(&self, jti: &str, grant: &str) -> bool {
+        let s = self.state.read().expect("revocations lock");
+        (!s.jtis.is_empty() && s.jtis.contains_key(jti))
+            || (!s.grants.is_empty() && s.grants.contains_key(grant))
+    }
+
+    pub fn revoke_grant_locally(&self, grant: &str, now_ms: i64) {
+        self.state
+            .write()
+            .expect("revocations lock")
+            .grants
+            .insert(grant.to_owned(), now_ms);
+    }
+
+    pub fn revoke_token_locally(&self, jti: &str, now_ms: i64) {
+        self.state
+            .write()
+            .expect("revocations lock")
+            .jtis
+            .insert(jti.to_owned(), now_ms);
+    }
+
+    /// Reads revocations made since the last poll (by any process). The first poll reaches back
+    /// `horizon_ms` (an access token's lifetime: anything older cannot matter).
+    pub async fn poll(&self, now_ms: i64, horizon_ms: i64) -> anyhow::Result<()> {
+        let since = {
+            let s = self.state.read().expect("revocations lock");
+            if s.polled_until == 0 {
+                now_ms - horizon_ms
+            } else {
+                // Overlap a little: a revocation committed with a slightly older timestamp.
+                s.polled_until - 5_000
+            }
+        };
+        let grants = self.store.grants_revoked_since(since).await?;
+        let jtis = self.store.access_tokens_revoked_since(since, now_ms).await?;
+        let mut s = self.state.write().expect("revocations lock");
+        s.grants.extend(grants);
+        s.jtis.extend(jtis);
+        // A token lives at most `horizon_ms`, so one revoked longer ago than that has expired.
+        let oldest = now_ms - horizon_ms;
+        s.grants.retain(|_, at| *at >= oldest);
+        s.jtis.retain(|_, at| *at >= oldest);
+        s.polled_until = now_ms;
+        Ok(())
+    }
+}

@@ -1,0 +1,1330 @@
+"""Layer 1, the negative matrix: every way a request to Doorman's authorization server or to
+`/mcp` can be wrong gets exactly the error that crates/doorman/src/sign_in/README.md (the
+contract), the MCP authorization spec (2025-11-25) and the OAuth RFCs name, and changes nothing
+it should not. The module ends with the secret scan: no access token, refresh token, code,
+password or client secret seen by any test here appears in the Doorman's database files or log.
+
+One Doorman for the module (accounts mode, development allowances, test clock on) in front of
+the Python fixture upstream. Two tests move its clock forward (the expired code and the expired
+access token); every test takes its own fresh codes and tokens, so no test depends on another's
+timing. Each negative case has a positive twin (a control) somewhere in the module that differs
+only in the one thing that is wrong, so a case can't pass because the feature is simply broken.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import secrets
+import socket
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_address
+from urllib.parse import urlencode, urljoin, urlparse
+
+import httpx2
+import pytest
+
+from conftest import initialize, modern_headers, modern_request, session_headers
+from oauth import (Browser, accounts_doorman, add_user, advance_clock, b64u, b64u_decode,
+                   doorman_signing_key, forms_of, jwt_es256, jwt_parts, jwt_unsigned,
+                   new_es256_key, pkce, query_of, set_cookies, www_authenticate)
+
+# --- The Doorman's world ----------------------------------------------------------------------
+
+CONF_SECRET_ENV = "DOORMAN_NEGATIVE_CONF_SECRET"
+CONF_SECRET = "conf-" + secrets.token_urlsafe(32)
+PASSWORDS = {"alice": "alice-" + secrets.token_urlsafe(18), "bob": "bob-" + secrets.token_urlsafe(18)}
+LOOPBACK_PORT = 53123
+
+# Pre-registered public clients, one per purpose: consent is remembered per (person, client), so
+# the tests that must see a consent page use a client nobody approves anywhere else.
+PUBLIC = {
+    "loop": "http://127.0.0.1/callback",    # loopback: the port may differ (RFC 8252 §7.3)
+    "web": "https://web.example/cb",
+    "other": "https://other.example/cb",
+    "deny": "https://deny.example/cb",        # only ever denied
+    "consent-a": "https://consent-a.example/cb",
+    "consent-b": "https://consent-b.example/cb",
+    "pages": "https://pages.example/cb",
+}
+CONFIDENTIAL = {"conf": "https://conf.example/cb"}
+
+
+def clients_toml() -> str:
+    out = []
+    for cid, uri in PUBLIC.items():
+        out.append(f'[[sign_in.clients]]\nclient_id = "{cid}"\nname = "{cid} app"\nredirect_uris = ["{uri}"]\n')
+    for cid, uri in CONFIDENTIAL.items():
+        out.append(f'[[sign_in.clients]]\nclient_id = "{cid}"\nname = "{cid} app"\nredirect_uris = ["{uri}"]\n'
+                   f'client_secret_env = "{CONF_SECRET_ENV}"\n')
+    return "\n".join(out)
+
+
+# Everything secret the module sees, by kind; the scan at the end looks for each of them.
+SEEN: dict[str, set[str]] = defaultdict(set)
+SEEN["password"].update(PASSWORDS.values())
+SEEN["client_secret"].add(CONF_SECRET)
+# Values that ARE expected in the database (the scan's controls): grant ids (`sid`) and the
+# `jti` of revoked access tokens.
+STORED: dict[str, set[str]] = defaultdict(set)
+
+
+def record_tokens(body: dict) -> None:
+    for kind in ("access_token", "refresh_token"):
+        if body.get(kind):
+            SEEN[kind].add(body[kind])
+    if body.get("access_token"):
+        STORED["sid"].add(jwt_parts(body["access_token"])[1]["sid"])
+
+
+def harvest(browser: Browser) -> None:
+    """The browser's sign-in cookie is a bearer credential too (stored hashed, README)."""
+    for cookie in browser.http.cookies.jar:
+        if cookie.name.endswith("doorman_session"):
+            SEEN["browser_session"].add(cookie.value)
+
+
+class DocServer:
+    """Client ID Metadata Documents on http://127.0.0.1:<port>/ (development mode allows plain
+    http on loopback). `docs` maps a path to (status, headers, body); `hits` lists fetched paths."""
+
+    def __init__(self):
+        self.docs: dict[str, tuple[int, dict, bytes]] = {}
+        self.hits: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.hits.append(self.path)
+                status, headers, body = server.docs.get(self.path, (404, {}, b"not found"))
+                self.send_response(status)
+                for k, v in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def put_json(self, path: str, doc: dict, headers: dict | None = None) -> str:
+        self.docs[path] = (200, headers or {}, json.dumps(doc).encode())
+        return self.url(path)
+
+    def stop(self):
+        self.httpd.shutdown()
+
+
+class Canary:
+    """A TCP listener on every local address (IPv4 and IPv6) that only records who connected:
+    a metadata-document URL naming one of this machine's private addresses must be refused
+    before any connection is made."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("::", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.connections: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            self.connections.append(peer)
+            conn.close()
+
+    def stop(self):
+        self.sock.close()
+
+
+def local_private_addresses() -> list[str]:
+    """This machine's non-loopback addresses that an SSRF guard must refuse (private, reserved,
+    documentation ranges)."""
+    try:
+        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    found = []
+    for word in out.split():
+        try:
+            a = ip_address(word.split("%")[0])
+        except ValueError:
+            continue
+        if not a.is_loopback and not a.is_link_local and a.is_private:
+            found.append(str(a))
+    return found
+
+
+class Env:
+    def __init__(self, d, docs: DocServer, canary: Canary):
+        self.d = d
+        self.base = d.base
+        self.docs = docs
+        self.canary = canary
+        self.browsers: dict[str, Browser] = {}
+        self.registered: dict[str, dict] = {}
+
+    def browser(self, user: str) -> Browser:
+        """The person's own browser, kept for the module: signs in once, then flows go straight
+        through (consent is remembered per client)."""
+        if user not in self.browsers:
+            self.browsers[user] = Browser(self.d)
+        return self.browsers[user]
+
+    def register(self, name: str, **metadata) -> dict:
+        """A dynamically registered client, registered once per module from 127.0.0.1."""
+        if name not in self.registered:
+            body = {"client_name": name, "redirect_uris": [f"https://{name}.example/cb"],
+                    "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
+                    **metadata}
+            r = httpx2.post(f"{self.base}/oauth/register", json=body, timeout=30)
+            assert r.status_code == 201, r.text
+            reg = r.json()
+            for k in ("client_secret", "registration_access_token"):
+                if reg.get(k):
+                    SEEN["client_secret" if k == "client_secret" else "registration_access_token"].add(reg[k])
+            self.registered[name] = reg
+        return self.registered[name]
+
+
+@pytest.fixture(scope="module")
+def env(py_upstream):
+    docs, canary = DocServer(), Canary()
+    d = accounts_doorman("doorman-oauth-negative", [{"name": "py", "url": py_upstream.url}],
+                         sign_in={"registrations_per_hour": 3}, extra_toml=clients_toml(),
+                         env={CONF_SECRET_ENV: CONF_SECRET})
+    e = Env(d, docs, canary)
+    try:
+        for user, password in PASSWORDS.items():
+            add_user(d, user, password)
+        yield e
+    finally:
+        for b in e.browsers.values():
+            b.close()
+        d.stop()
+        docs.stop()
+        canary.stop()
+
+
+# --- Helpers: flows, tokens, /mcp ----------------------------------------------------------------
+
+@dataclass
+class Code:
+    code: str
+    verifier: str
+    redirect_uri: str
+    client_id: str
+
+
+def authorize_url(e: Env, client_id: str, redirect_uri: str | None, challenge: str | None, state: str | None = None,
+                  **params) -> str:
+    """`/oauth/authorize` with a complete, valid request unless `params` overrides a parameter
+    (None removes it)."""
+    q = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
+         "code_challenge": challenge, "code_challenge_method": "S256", "state": state,
+         "resource": e.d.url, "scope": "mcp", **params}
+    return f"{e.base}/oauth/authorize?" + urlencode({k: v for k, v in q.items() if v is not None})
+
+
+def redirect_uri_of(client_id: str) -> str:
+    return {**PUBLIC, **CONFIDENTIAL}[client_id]
+
+
+def code_for(e: Env, client_id: str, redirect_uri: str | None = None, user: str = "alice",
+             browser: Browser | None = None, **params) -> Code:
+    """A fresh authorization code for `client_id`, through the real sign-in and consent pages.
+    Checks the authorization response itself: the client's redirect URI, `state`, and `iss`."""
+    redirect_uri = redirect_uri or redirect_uri_of(client_id)
+    verifier, challenge = pkce()
+    state = secrets.token_urlsafe(8)
+    b = browser or e.browser(user)
+    location = b.authorize(authorize_url(e, client_id, redirect_uri, challenge, state, **params), user, PASSWORDS[user])
+    harvest(b)
+    assert location.split("?")[0] == redirect_uri, location
+    q = query_of(location)
+    assert "error" not in q, location
+    assert q["state"] == [state] and q["iss"] == [e.base], location
+    code = q["code"][0]
+    SEEN["code"].add(code)
+    return Code(code, verifier, redirect_uri, client_id)
+
+
+def token_post(e: Env, data: dict, basic: tuple[str, str] | None = None) -> httpx2.Response:
+    r = httpx2.post(f"{e.base}/oauth/token", data={k: v for k, v in data.items() if v is not None},
+                    auth=basic, timeout=30)
+    if r.status_code == 200:
+        record_tokens(r.json())
+    return r
+
+
+def exchange(e: Env, c: Code, secret: str | None = None, how: str = "basic", **overrides) -> httpx2.Response:
+    """The token request for code `c` (`how`: "basic" or "post" for confidential clients).
+    `overrides` replaces form fields (None removes one)."""
+    data = {"grant_type": "authorization_code", "code": c.code, "code_verifier": c.verifier,
+            "redirect_uri": c.redirect_uri, "client_id": c.client_id, "resource": e.d.url}
+    basic = None
+    if secret is not None and how == "basic":
+        basic = (c.client_id, secret)
+        data["client_id"] = None
+    elif secret is not None:
+        data["client_secret"] = secret
+    data.update(overrides)
+    return token_post(e, data, basic)
+
+
+def refresh(e: Env, client_id: str, refresh_token: str, secret: str | None = None, **overrides) -> httpx2.Response:
+    data = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client_id, **overrides}
+    basic = None
+    if secret is not None:
+        basic = (client_id, secret)
+        data["client_id"] = None
+    return token_post(e, data, basic)
+
+
+def tokens_for(e: Env, client_id: str, user: str = "alice") -> dict:
+    """A full, successful sign-in at `client_id`: the token response."""
+    c = code_for(e, client_id, user=user)
+    r = exchange(e, c, secret=CONF_SECRET if client_id in CONFIDENTIAL else None)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["token_type"].lower() == "bearer" and body["access_token"] and body["refresh_token"], body
+    return body
+
+
+def mcp_post(e: Env, token: str | None = None, url: str | None = None, headers: dict | None = None) -> httpx2.Response:
+    """One stateless (2026-07-28) tools/list at /mcp."""
+    h = modern_headers("tools/list")
+    if token is not None:
+        h["Authorization"] = f"Bearer {token}"
+    h.update(headers or {})
+    return httpx2.post(url or e.d.url, headers=h, json=modern_request("tools/list"), timeout=30)
+
+
+def assert_mcp_accepts(e: Env, token: str) -> None:
+    r = mcp_post(e, token)
+    assert r.status_code == 200, f"{r.status_code} {r.headers.get('www-authenticate')} {r.text[:300]}"
+
+
+def assert_bearer_challenge(e: Env, r: httpx2.Response, error: str | None) -> None:
+    """401 with `WWW-Authenticate: Bearer resource_metadata="…", scope="mcp"` and, for a token
+    that was sent but is not good, `error="invalid_token"` (RFC 6750 §3, RFC 9728 §5.1)."""
+    assert r.status_code == 401, f"{r.status_code} {r.text[:300]}"
+    challenges = [www_authenticate(v) for v in r.headers.get_list("www-authenticate")]
+    bearer = [p for scheme, p in challenges if scheme.lower() == "bearer"]
+    assert len(bearer) == 1, r.headers.get_list("www-authenticate")
+    p = bearer[0]
+    assert p.get("resource_metadata") == f"{e.base}/.well-known/oauth-protected-resource/mcp", p
+    assert p.get("scope") == "mcp", p
+    if error is None:
+        assert "error" not in p, p    # RFC 6750 §3.1: no error code when no credentials were sent
+    else:
+        assert p.get("error") == error, p
+
+
+def assert_token_error(r: httpx2.Response, status: int, error: str) -> dict:
+    assert r.status_code == status, f"{r.status_code} {r.text[:300]}"
+    body = r.json()
+    assert body.get("error") == error, body
+    assert "no-store" in r.headers.get("cache-control", ""), r.headers
+    return body
+
+
+def assert_error_page(r: httpx2.Response, status: int = 400) -> None:
+    """RFC 6749 §4.1.2.1: an error about the client or its redirect URI is shown to the person,
+    never redirected to the (unverified) redirect URI."""
+    assert r.status_code == status, f"{r.status_code} {r.headers.get('location')} {r.text[:300]}"
+    assert "location" not in r.headers, r.headers["location"]
+    assert r.headers.get("content-type", "").startswith("text/html"), r.headers
+
+
+def assert_error_redirect(e: Env, r: httpx2.Response, redirect_uri: str, error: str, state: str) -> None:
+    """The authorization error response (RFC 6749 §4.1.2.1) with `iss` (RFC 9207 §2)."""
+    assert r.status_code in (302, 303), f"{r.status_code} {r.text[:300]}"
+    location = r.headers["location"]
+    assert location.split("?")[0] == redirect_uri, location
+    q = query_of(location)
+    assert q.get("error") == [error], location
+    assert q.get("state") == [state], location
+    assert q.get("iss") == [e.base], location
+    assert "code" not in q, location
+
+
+def get(url: str, **kw) -> httpx2.Response:
+    return httpx2.get(url, timeout=30, follow_redirects=False, **kw)
+
+
+# --- Metadata -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"])
+def test_protected_resource_metadata(env, path):
+    r = get(env.base + path)
+    assert r.status_code == 200, r.text
+    m = r.json()
+    assert m["resource"] == f"{env.base}/mcp"
+    assert m["authorization_servers"] == [env.base]
+    assert m["scopes_supported"] == ["mcp"]
+    assert m["bearer_methods_supported"] == ["header"]
+
+
+@pytest.mark.parametrize("path", ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"])
+def test_authorization_server_metadata(env, path):
+    r = get(env.base + path)
+    assert r.status_code == 200, r.text
+    m = r.json()
+    assert m["issuer"] == env.base                      # RFC 8414 §3.3: identical to the issuer
+    assert m["authorization_endpoint"] == f"{env.base}/oauth/authorize"
+    assert m["token_endpoint"] == f"{env.base}/oauth/token"
+    assert m["registration_endpoint"] == f"{env.base}/oauth/register"
+    assert m["revocation_endpoint"] == f"{env.base}/oauth/revoke"
+    assert m["jwks_uri"] == f"{env.base}/oauth/jwks.json"
+    assert m["code_challenge_methods_supported"] == ["S256"]
+    assert m["client_id_metadata_document_supported"] is True
+    assert m["authorization_response_iss_parameter_supported"] is True
+    assert m["response_types_supported"] == ["code"]
+    assert set(m["grant_types_supported"]) == {"authorization_code", "refresh_token"}
+    assert {"none", "client_secret_basic", "client_secret_post"} <= set(m["token_endpoint_auth_methods_supported"])
+
+
+def test_jwks_publishes_public_es256_keys_only(env):
+    r = get(f"{env.base}/oauth/jwks.json")
+    assert r.status_code == 200
+    keys = r.json()["keys"]
+    assert keys
+    for k in keys:
+        assert (k["kty"], k["crv"], k["alg"]) == ("EC", "P-256", "ES256"), k
+        assert "d" not in k, "the JWKS publishes a private key"
+
+
+# --- /oauth/authorize: errors shown as a page, never redirected ----------------------------------
+
+def test_authorize_unknown_client_is_a_page(env):
+    _, challenge = pkce()
+    assert_error_page(get(authorize_url(env, "no-such-client", "https://web.example/cb", challenge, "s1")))
+
+
+@pytest.mark.parametrize("redirect_uri", [
+    "https://evil.example/cb",
+    "https://web.example/cb/more",
+    "https://web.example/cb?x=1",
+    "https://web.example/CB",
+    "http://web.example/cb",
+    "https://web.example.evil.example/cb",
+], ids=["other-host", "longer-path", "extra-query", "case", "http-scheme", "suffix-host"])
+def test_authorize_unregistered_redirect_uri_is_a_page(env, redirect_uri):
+    _, challenge = pkce()
+    assert_error_page(get(authorize_url(env, "web", redirect_uri, challenge, "s2")))
+
+
+def test_loopback_redirect_port_may_differ(env):
+    """RFC 8252 §7.3: registered `http://127.0.0.1/callback`, any port is the same redirect."""
+    uri = f"http://127.0.0.1:{LOOPBACK_PORT}/callback"
+    c = code_for(env, "loop", redirect_uri=uri)
+    r = exchange(env, c)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("redirect_uri", [
+    f"http://127.0.0.1:{LOOPBACK_PORT}/other",
+    f"http://127.0.0.1:{LOOPBACK_PORT}/callback/x",
+    f"http://localhost:{LOOPBACK_PORT}/callback",
+    f"http://[::1]:{LOOPBACK_PORT}/callback",
+    f"https://127.0.0.1:{LOOPBACK_PORT}/callback",
+], ids=["other-path", "longer-path", "localhost-host", "ipv6-host", "https-scheme"])
+def test_loopback_redirect_only_the_port_may_differ(env, redirect_uri):
+    _, challenge = pkce()
+    assert_error_page(get(authorize_url(env, "loop", redirect_uri, challenge, "s3")))
+
+
+# --- /oauth/authorize: errors redirected back with error + state + iss ----------------------------
+
+@pytest.mark.parametrize("override,error", [
+    ({"code_challenge": None}, "invalid_request"),
+    ({"code_challenge_method": "plain"}, "invalid_request"),
+    ({"code_challenge_method": "S512"}, "invalid_request"),
+    ({"response_type": "token"}, "unsupported_response_type"),
+    ({"resource": "https://evil.example/mcp"}, "invalid_target"),
+    ({"resource": "SELF_ROOT"}, "invalid_target"),
+    ({"scope": "mcp admin"}, "invalid_scope"),
+], ids=["no-code-challenge", "plain", "unknown-method", "response-type-token", "foreign-resource",
+        "resource-without-path", "unknown-scope"])
+def test_authorize_error_is_redirected_with_iss(env, override, error):
+    _, challenge = pkce()
+    override = {k: (env.base if v == "SELF_ROOT" else v) for k, v in override.items()}
+    if override.get("code_challenge_method") == "plain":
+        challenge = secrets.token_urlsafe(48)
+    state = secrets.token_urlsafe(8)
+    r = get(authorize_url(env, "web", PUBLIC["web"], challenge, state, **override))
+    assert_error_redirect(env, r, PUBLIC["web"], error, state)
+
+
+def test_user_denies_consent(env):
+    _, challenge = pkce()
+    state = secrets.token_urlsafe(8)
+    b = Browser(env.d)
+    try:
+        location = b.authorize(authorize_url(env, "deny", PUBLIC["deny"], challenge, state), "alice",
+                               PASSWORDS["alice"], decision="deny")
+        harvest(b)
+    finally:
+        b.close()
+    assert location.split("?")[0] == PUBLIC["deny"]
+    q = query_of(location)
+    assert q.get("error") == ["access_denied"] and q.get("state") == [state] and q.get("iss") == [env.base], location
+    assert "code" not in q
+
+
+# --- /oauth/token: the authorization_code grant --------------------------------------------------
+
+def test_token_without_code_verifier(env):
+    c = code_for(env, "web")
+    assert_token_error(exchange(env, c, code_verifier=None), 400, "invalid_request")
+
+
+@pytest.mark.parametrize("kind", ["other-verifier", "the-challenge-itself"])
+def test_token_with_wrong_code_verifier(env, kind):
+    c = code_for(env, "web")
+    wrong = secrets.token_urlsafe(48) if kind == "other-verifier" else \
+        base64.urlsafe_b64encode(hashlib.sha256(c.verifier.encode()).digest()).rstrip(b"=").decode()
+    assert_token_error(exchange(env, c, code_verifier=wrong), 400, "invalid_grant")
+
+
+def test_code_replay_fails_and_revokes_what_the_first_use_issued(env):
+    c = code_for(env, "web")
+    first = exchange(env, c)
+    assert first.status_code == 200, first.text
+    tokens = first.json()
+    assert_mcp_accepts(env, tokens["access_token"])
+    assert_token_error(exchange(env, c), 400, "invalid_grant")
+    # README: a second use "revokes the grant the first use created" (RFC 6749 §4.1.2, OAuth 2.1 §4.1.2).
+    assert_token_error(refresh(env, "web", tokens["refresh_token"]), 400, "invalid_grant")
+    assert_bearer_challenge(env, mcp_post(env, tokens["access_token"]), "invalid_token")
+
+
+@pytest.mark.parametrize("thief", ["other", "conf"])
+def test_code_of_another_client(env, thief):
+    c = code_for(env, "web")
+    stolen = Code(c.code, c.verifier, c.redirect_uri, thief)
+    r = exchange(env, stolen, secret=CONF_SECRET if thief in CONFIDENTIAL else None)
+    assert_token_error(r, 400, "invalid_grant")
+    # The code is still good for its own client? Not asserted: either is defensible; the thief got nothing.
+
+
+def test_expired_code(env):
+    c = code_for(env, "web")
+    advance_clock(env.d, 90)  # code_lifetime is 1 min
+    assert_token_error(exchange(env, c), 400, "invalid_grant")
+
+
+@pytest.mark.parametrize("client_id,authorized,presented", [
+    ("loop", f"http://127.0.0.1:{LOOPBACK_PORT}/callback", f"http://127.0.0.1:{LOOPBACK_PORT + 1}/callback"),
+    ("web", PUBLIC["web"], PUBLIC["other"]),
+], ids=["loopback-other-port", "other-uri"])
+def test_token_redirect_uri_mismatch(env, client_id, authorized, presented):
+    c = code_for(env, client_id, redirect_uri=authorized)
+    assert_token_error(exchange(env, c, redirect_uri=presented), 400, "invalid_grant")
+
+
+def test_token_resource_mismatch(env):
+    c = code_for(env, "web")
+    assert_token_error(exchange(env, c, resource="https://evil.example/mcp"), 400, "invalid_target")
+
+
+@pytest.mark.parametrize("grant_type,extra", [
+    ("urn:example:unknown", {}),
+    ("client_credentials", {}),
+    ("password", {"username": "alice", "password": PASSWORDS["alice"]}),
+], ids=["unknown", "client_credentials", "password"])
+def test_unsupported_grant_types(env, grant_type, extra):
+    """With the confidential client correctly authenticated, so the grant type is the only fault."""
+    r = token_post(env, {"grant_type": grant_type, "scope": "mcp", **extra}, basic=("conf", CONF_SECRET))
+    assert_token_error(r, 400, "unsupported_grant_type")
+
+
+def test_confidential_client_wrong_secret_basic(env):
+    c = code_for(env, "conf")
+    r = exchange(env, c, secret="wrong-" + secrets.token_urlsafe(16), how="basic")
+    assert_token_error(r, 401, "invalid_client")
+    scheme, _ = www_authenticate(r.headers.get("www-authenticate", ""))
+    assert scheme.lower() == "basic", r.headers     # RFC 6749 §5.2: the scheme the client used
+
+
+def test_confidential_client_wrong_secret_post(env):
+    c = code_for(env, "conf")
+    assert_token_error(exchange(env, c, secret="wrong-" + secrets.token_urlsafe(16), how="post"), 401, "invalid_client")
+
+
+def test_confidential_client_without_secret(env):
+    c = code_for(env, "conf")
+    assert_token_error(exchange(env, c), 401, "invalid_client")
+
+
+@pytest.mark.parametrize("how", ["basic", "post"])
+def test_confidential_client_right_secret(env, how):
+    """The control for the three cases above."""
+    c = code_for(env, "conf")
+    r = exchange(env, c, secret=CONF_SECRET, how=how)
+    assert r.status_code == 200, r.text
+    assert_mcp_accepts(env, r.json()["access_token"])
+
+
+def test_token_responses_are_not_cached(env):
+    c = code_for(env, "web")
+    ok = exchange(env, c)
+    assert ok.status_code == 200
+    bad = exchange(env, c)
+    for r in (ok, bad):
+        assert "no-store" in r.headers.get("cache-control", ""), (r.status_code, r.headers)
+
+
+# --- /oauth/token: the refresh_token grant -------------------------------------------------------
+
+def test_refresh_rotates(env):
+    """The control for the reuse cases: a refresh works once, and gives a new refresh token."""
+    t = tokens_for(env, "web")
+    r = refresh(env, "web", t["refresh_token"])
+    assert r.status_code == 200, r.text
+    t2 = r.json()
+    assert t2["refresh_token"] != t["refresh_token"]
+    assert_mcp_accepts(env, t2["access_token"])
+
+
+def test_refresh_token_reuse_revokes_the_grant(env):
+    t1 = tokens_for(env, "web")
+    r = refresh(env, "web", t1["refresh_token"])
+    assert r.status_code == 200, r.text
+    t2 = r.json()
+    assert_token_error(refresh(env, "web", t1["refresh_token"]), 400, "invalid_grant")
+    # The whole grant is gone: the newest refresh token and the newest access token too.
+    assert_token_error(refresh(env, "web", t2["refresh_token"]), 400, "invalid_grant")
+    assert_bearer_challenge(env, mcp_post(env, t2["access_token"]), "invalid_token")
+
+
+def test_refresh_token_of_another_client(env):
+    t = tokens_for(env, "web")
+    assert_token_error(refresh(env, "other", t["refresh_token"]), 400, "invalid_grant")
+
+
+def test_confidential_refresh_without_secret(env):
+    t = tokens_for(env, "conf")
+    assert_token_error(refresh(env, "conf", t["refresh_token"]), 401, "invalid_client")
+
+
+def test_refresh_with_an_unknown_token(env):
+    assert_token_error(refresh(env, "web", secrets.token_urlsafe(32)), 400, "invalid_grant")
+
+
+# --- /oauth/revoke ------------------------------------------------------------------------------
+
+def revoke(e: Env, token: str, client_id: str, hint: str | None = None) -> httpx2.Response:
+    data = {"token": token, "client_id": client_id}
+    if hint:
+        data["token_type_hint"] = hint
+    return httpx2.post(f"{e.base}/oauth/revoke", data=data, timeout=30)
+
+
+def test_revoked_refresh_token(env):
+    t = tokens_for(env, "web")
+    r = revoke(env, t["refresh_token"], "web", "refresh_token")
+    assert r.status_code == 200, r.text
+    assert_token_error(refresh(env, "web", t["refresh_token"]), 400, "invalid_grant")
+
+
+def test_revoking_an_unknown_token_is_200(env):
+    """RFC 7009 §2.2: an invalid token is not an error at the revocation endpoint."""
+    assert revoke(env, secrets.token_urlsafe(32), "web").status_code == 200
+
+
+def test_another_client_cannot_revoke(env):
+    """RFC 7009 §2.1: the server checks the token was issued to the client asking. The token
+    survives whatever the answer."""
+    t = tokens_for(env, "web")
+    revoke(env, t["refresh_token"], "other", "refresh_token")
+    revoke(env, t["access_token"], "other", "access_token")
+    assert_mcp_accepts(env, t["access_token"])
+    assert refresh(env, "web", t["refresh_token"]).status_code == 200
+
+
+# --- /mcp: bearer checks ------------------------------------------------------------------------
+
+def test_mcp_without_token(env):
+    assert_bearer_challenge(env, mcp_post(env), None)
+
+
+def forged(env: Env, kind: str) -> str:
+    """A token that must be refused, made from a fresh real one."""
+    if kind == "garbage":
+        return "not-a-jwt-" + secrets.token_urlsafe(24)
+    real = tokens_for(env, "web")["access_token"]
+    header, claims, signature = jwt_parts(real)
+    h64, p64, _ = real.split(".")
+    if kind == "other-key":
+        return jwt_es256(header, claims, new_es256_key())
+    if kind == "alg-none":
+        return jwt_unsigned({**header, "alg": "none"}, claims)
+    if kind == "alg-none-with-signature":
+        return f"{b64u(json.dumps({**header, 'alg': 'none'}).encode())}.{p64}.{signature}"
+    if kind == "hs256-with-public-key":
+        # Key confusion: HMAC keyed with the published public key (as JWK JSON and as x ‖ y).
+        jwk = next(k for k in get(f"{env.base}/oauth/jwks.json").json()["keys"] if k["kid"] == header["kid"])
+        h = {**header, "alg": "HS256"}
+        signing_input = f"{b64u(json.dumps(h).encode())}.{p64}".encode()
+        return signing_input.decode() + "." + b64u(hmac.new(json.dumps(jwk).encode(), signing_input, "sha256").digest())
+    if kind == "tampered-payload":
+        return f"{h64}.{b64u(json.dumps({**claims, 'exp': claims['exp'] + 86400}).encode())}.{signature}"
+    if kind == "tampered-subject":
+        return f"{h64}.{b64u(json.dumps({**claims, 'sub': 'someone-else'}).encode())}.{signature}"
+    if kind == "unknown-kid":
+        return jwt_es256({**header, "kid": "no-such-kid"}, claims, new_es256_key())
+    if kind == "truncated-signature":
+        return f"{h64}.{p64}.{signature[:-8]}"
+    # Correctly signed with Doorman's own key, one claim wrong.
+    kid, key = doorman_signing_key(env.d)
+    assert kid == header["kid"]
+    fresh = {**claims, "jti": secrets.token_urlsafe(16)}
+    if kind == "wrong-aud":
+        return jwt_es256(header, {**fresh, "aud": "https://other.example/mcp"}, key)
+    if kind == "aud-is-the-issuer":
+        return jwt_es256(header, {**fresh, "aud": env.base}, key)
+    if kind == "wrong-iss":
+        return jwt_es256(header, {**fresh, "iss": "https://evil.example"}, key)
+    if kind == "typ-jwt":
+        return jwt_es256({**header, "typ": "JWT"}, fresh, key)   # RFC 9068 §4: must be at+jwt
+    if kind == "no-exp":
+        return jwt_es256(header, {k: v for k, v in fresh.items() if k != "exp"}, key)
+    if kind == "expired-claim":
+        return jwt_es256(header, {**fresh, "iat": claims["iat"] - 7200, "exp": claims["iat"] - 3600}, key)
+    if kind == "unknown-grant":
+        return jwt_es256(header, {**fresh, "sid": "no-such-grant"}, key)
+    raise AssertionError(kind)
+
+
+INVALID_TOKENS = ["garbage", "other-key", "alg-none", "alg-none-with-signature", "hs256-with-public-key",
+                  "tampered-payload", "tampered-subject", "unknown-kid", "truncated-signature",
+                  "wrong-aud", "aud-is-the-issuer", "wrong-iss", "typ-jwt", "no-exp", "expired-claim",
+                  "unknown-grant"]
+
+
+@pytest.mark.parametrize("kind", INVALID_TOKENS)
+def test_mcp_refuses_invalid_token(env, kind):
+    assert_bearer_challenge(env, mcp_post(env, forged(env, kind)), "invalid_token")
+
+
+def test_mcp_accepts_a_token_re_signed_with_doormans_key(env):
+    """The control for the correctly-signed cases above: the helper makes tokens Doorman accepts
+    when nothing is wrong, so each of those fails for its one wrong claim."""
+    real = tokens_for(env, "web")["access_token"]
+    header, claims, _ = jwt_parts(real)
+    kid, key = doorman_signing_key(env.d)
+    token = jwt_es256(header, {**claims, "jti": secrets.token_urlsafe(16)}, key)
+    assert_mcp_accepts(env, token)
+
+
+def test_mcp_refuses_expired_token(env):
+    t = tokens_for(env, "web")
+    assert_mcp_accepts(env, t["access_token"])
+    advance_clock(env.d, 3700)  # access_token_lifetime is 1 h
+    assert_bearer_challenge(env, mcp_post(env, t["access_token"]), "invalid_token")
+    # The sign-in itself lasts: the refresh token still works, and its access token is accepted.
+    r = refresh(env, "web", t["refresh_token"])
+    assert r.status_code == 200, r.text
+    assert_mcp_accepts(env, r.json()["access_token"])
+
+
+def test_mcp_refuses_revoked_token(env):
+    t = tokens_for(env, "web")
+    assert_mcp_accepts(env, t["access_token"])
+    r = revoke(env, t["access_token"], "web", "access_token")
+    assert r.status_code == 200, r.text
+    STORED["jti"].add(jwt_parts(t["access_token"])[1]["jti"])
+    assert_bearer_challenge(env, mcp_post(env, t["access_token"]), "invalid_token")
+
+
+@pytest.mark.parametrize("also_header", [False, True], ids=["query-only", "query-and-header"])
+def test_mcp_refuses_token_in_query_string(env, also_header):
+    """MCP authorization "Token Requirements": access tokens MUST NOT be in the query string;
+    RFC 6750 §3.1 invalid_request is 400."""
+    t = tokens_for(env, "web")
+    r = mcp_post(env, t["access_token"] if also_header else None, url=f"{env.d.url}?access_token={t['access_token']}")
+    assert r.status_code == 400, f"{r.status_code} {r.text[:300]}"
+    assert oauth_error_of(r) == "invalid_request", (r.headers.get("www-authenticate"), r.text[:300])
+
+
+def oauth_error_of(r: httpx2.Response) -> str | None:
+    """The error code of a resource-server refusal: WWW-Authenticate `error`, else a JSON `error`."""
+    for v in r.headers.get_list("www-authenticate"):
+        err = www_authenticate(v)[1].get("error")
+        if err:
+            return err
+    try:
+        body = r.json()
+    except ValueError:
+        return None
+    err = body.get("error") if isinstance(body, dict) else None
+    return err if isinstance(err, str) else None
+
+
+@pytest.mark.parametrize("scheme", ["Basic", "Token"])
+def test_mcp_refuses_other_schemes(env, scheme):
+    t = tokens_for(env, "web")
+    credential = base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode() if scheme == "Basic" else t["access_token"]
+    r = mcp_post(env, headers={"Authorization": f"{scheme} {credential}"})
+    assert r.status_code == 401, r.text[:300]
+    bearer = [p for s, p in map(www_authenticate, r.headers.get_list("www-authenticate")) if s.lower() == "bearer"]
+    assert bearer and bearer[0].get("resource_metadata") == f"{env.base}/.well-known/oauth-protected-resource/mcp"
+
+
+# --- Stateful sessions belong to the person who opened them --------------------------------------
+
+@pytest.fixture
+def alice_session(env):
+    alice = tokens_for(env, "web", "alice")["access_token"]
+    bob = tokens_for(env, "web", "bob")["access_token"]
+    with httpx2.Client(timeout=30, headers={"Authorization": f"Bearer {alice}"}) as http:
+        sid = initialize(http, env.d.url)
+    return sid, alice, bob
+
+
+def list_tools_in(e: Env, sid: str, token: str | None) -> httpx2.Response:
+    h = session_headers(sid)
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    return httpx2.post(e.d.url, headers=h, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, timeout=30)
+
+
+def test_session_with_its_owner(env, alice_session):
+    sid, alice, _ = alice_session
+    assert list_tools_in(env, sid, alice).status_code == 200
+
+
+def test_session_of_another_person_is_404(env, alice_session):
+    sid, _, bob = alice_session
+    assert_mcp_accepts(env, bob)          # bob's token is good, only the session is not his
+    assert list_tools_in(env, sid, bob).status_code == 404
+
+
+def test_session_without_token_is_401(env, alice_session):
+    sid, _, _ = alice_session
+    assert_bearer_challenge(env, list_tools_in(env, sid, None), None)
+
+
+def test_another_person_cannot_end_a_session(env, alice_session):
+    sid, alice, bob = alice_session
+    r = httpx2.delete(env.d.url, headers={**session_headers(sid), "Authorization": f"Bearer {bob}"}, timeout=30)
+    assert r.status_code == 404
+    assert list_tools_in(env, sid, alice).status_code == 200
+
+
+# --- CSRF on the sign-in and consent forms -------------------------------------------------------
+
+def open_sign_in(e: Env, b: Browser, client_id: str = "web") -> tuple[str, httpx2.Response]:
+    """Starts a flow in browser `b` and follows it to the sign-in page."""
+    _, challenge = pkce()
+    url = authorize_url(e, client_id, redirect_uri_of(client_id), challenge, secrets.token_urlsafe(8))
+    for _ in range(5):
+        r = b.get(url)
+        if r.status_code in (302, 303):
+            url = urljoin(url, r.headers["location"])
+            assert url.startswith(e.base + "/"), url
+            continue
+        break
+    assert urlparse(url).path == "/sign-in" and r.status_code == 200, (url, r.status_code)
+    return url, r
+
+
+def sign_in_form(r: httpx2.Response):
+    return next(f for f in forms_of(r.text) if "password" in f.fields)
+
+
+def credentials(user: str = "alice") -> dict:
+    return {"username": user, "password": PASSWORDS[user]}
+
+
+def assert_refused_sign_in(b: Browser, r: httpx2.Response) -> None:
+    assert r.status_code == 400, f"{r.status_code} {r.headers.get('location')}"
+    assert not any(n.endswith("doorman_session") for n in set_cookies(r)), r.headers.get_list("set-cookie")
+    assert not any(c.name.endswith("doorman_session") for c in b.http.cookies.jar)
+
+
+def assert_sign_in_proceeds(e: Env, r: httpx2.Response) -> None:
+    assert r.status_code in (302, 303), f"{r.status_code} {r.text[:300]}"
+    loc = urljoin(e.base + "/", r.headers["location"])
+    assert loc.startswith(e.base + "/consent") or loc.startswith(PUBLIC["web"]), loc
+
+
+def test_sign_in_without_csrf(env):
+    b = Browser(env.d)
+    try:
+        url, r = open_sign_in(env, b)
+        form = sign_in_form(r)
+        assert "csrf" in form.fields and "request" in form.fields
+        data = {k: v for k, v in {**form.fields, **credentials()}.items() if k != "csrf"}
+        refused = b.http.post(urljoin(url, form.action or url), data=data)
+        assert_refused_sign_in(b, refused)
+        assert_sign_in_proceeds(env, b.submit(url, form, credentials()))   # control
+        harvest(b)
+    finally:
+        b.close()
+
+
+def test_sign_in_with_csrf_not_matching_the_cookie(env):
+    b = Browser(env.d)
+    try:
+        url, r = open_sign_in(env, b)
+        form = sign_in_form(r)
+        assert_refused_sign_in(b, b.submit(url, form, {**credentials(), "csrf": secrets.token_urlsafe(32)}))
+        assert_sign_in_proceeds(env, b.submit(url, form, credentials()))   # control
+        harvest(b)
+    finally:
+        b.close()
+
+
+def test_sign_in_without_the_csrf_cookie(env):
+    b = Browser(env.d)
+    try:
+        url, r = open_sign_in(env, b)
+        form = sign_in_form(r)
+        b.http.cookies.clear()
+        assert_refused_sign_in(b, b.submit(url, form, credentials()))
+    finally:
+        b.close()
+
+
+def test_sign_in_on_a_request_bound_to_another_browser(env):
+    """Login CSRF: the attacker posts the victim's request id with the attacker's own (valid)
+    cookie and csrf pair. The request row is bound to the victim's browser."""
+    victim, attacker = Browser(env.d), Browser(env.d)
+    try:
+        victim_url, victim_page = open_sign_in(env, victim)
+        attacker_url, attacker_page = open_sign_in(env, attacker)
+        victim_form, attacker_form = sign_in_form(victim_page), sign_in_form(attacker_page)
+        assert victim_form.fields["request"] != attacker_form.fields["request"]
+        data = {**attacker_form.fields, **credentials(), "request": victim_form.fields["request"]}
+        target = urljoin(victim_url, victim_form.action or victim_url)
+        assert_refused_sign_in(attacker, attacker.http.post(target, data=data))
+    finally:
+        victim.close()
+        attacker.close()
+
+
+def reach_consent(e: Env, b: Browser, client_id: str, user: str = "alice") -> tuple[str, httpx2.Response]:
+    """Follows a fresh flow for `client_id` to its consent page, signing in on the way."""
+    _, challenge = pkce()
+    url = authorize_url(e, client_id, redirect_uri_of(client_id), challenge, secrets.token_urlsafe(8))
+    r = b.get(url)
+    for _ in range(6):
+        if r.status_code in (302, 303):
+            url = urljoin(url, r.headers["location"])
+            assert url.startswith(e.base + "/"), f"left Doorman without a consent page: {url}"
+            r = b.get(url)
+            continue
+        assert r.status_code == 200, (url, r.status_code, r.text[:300])
+        path = urlparse(url).path
+        if path == "/consent":
+            harvest(b)
+            return url, r
+        assert path == "/sign-in", url
+        r = b.submit(url, sign_in_form(r), credentials(user))
+    raise AssertionError("no consent page")
+
+
+def consent_form(r: httpx2.Response):
+    return next(f for f in forms_of(r.text) if "request" in f.fields and "csrf" in f.fields)
+
+
+def assert_consent_refused(e: Env, r: httpx2.Response) -> None:
+    assert r.status_code == 400, f"{r.status_code} {r.headers.get('location')}"
+    assert "location" not in r.headers
+
+
+@pytest.mark.parametrize("swap", ["client_id", "request"])
+def test_consent_posted_for_another_client(env, swap):
+    """The consent form of flow A (client consent-a), posted with flow B's client (or B's request
+    id): 400, no code for anyone, and no consent remembered for either client."""
+    b = Browser(env.d)
+    try:
+        a_url, a_page = reach_consent(env, b, "consent-a")
+        b_url, b_page = reach_consent(env, b, "consent-b")
+        a_form, b_form = consent_form(a_page), consent_form(b_page)
+        assert a_form.fields["client_id"] == "consent-a" and b_form.fields["client_id"] == "consent-b"
+        swapped = {"client_id": "consent-b"} if swap == "client_id" else {"request": b_form.fields["request"]}
+        r = b.submit(a_url, a_form, {"decision": "allow", **swapped})
+        assert_consent_refused(env, r)
+        # Nothing was approved: both clients still ask.
+        again = b.get(b_url)
+        assert again.status_code == 200 and consent_form(again).fields["client_id"] == "consent-b"
+        reach_consent(env, b, "consent-a")
+    finally:
+        b.close()
+
+
+def test_consent_without_signing_in(env):
+    b = Browser(env.d)
+    try:
+        url, r = open_sign_in(env, b)
+        request_id = sign_in_form(r).fields["request"]
+        csrf = next(c.value for c in b.http.cookies.jar if c.name.endswith("doorman_csrf"))
+        consent_url = f"{env.base}/consent?request={request_id}"
+        page = b.get(consent_url)
+        assert page.status_code == 400 or (
+            page.status_code in (302, 303) and urlparse(urljoin(consent_url, page.headers["location"])).path == "/sign-in"
+        ), (page.status_code, page.headers.get("location"))
+        post = b.http.post(consent_url, data={"request": request_id, "csrf": csrf, "client_id": "web", "decision": "allow"})
+        loc = post.headers.get("location", "")
+        assert not loc.startswith(PUBLIC["web"]), loc
+        assert post.status_code == 400 or (
+            post.status_code in (302, 303) and urlparse(urljoin(consent_url, loc)).path == "/sign-in"
+        ), (post.status_code, loc)
+    finally:
+        b.close()
+
+
+# --- Pages: framing and cookies ------------------------------------------------------------------
+
+def assert_no_framing(r: httpx2.Response) -> None:
+    csp = r.headers.get("content-security-policy", "")
+    directives = {d.strip().split(" ", 1)[0]: d.strip() for d in csp.split(";") if d.strip()}
+    assert directives.get("frame-ancestors") == "frame-ancestors 'none'", csp
+
+
+def test_pages_cannot_be_framed(env):
+    b = Browser(env.d)
+    try:
+        _, sign_in_page = open_sign_in(env, b, "pages")
+        assert_no_framing(sign_in_page)
+        _, consent_page = reach_consent(env, b, "pages")
+        assert_no_framing(consent_page)
+        _, challenge = pkce()
+        error_page = get(authorize_url(env, "no-such-client", "https://pages.example/cb", challenge))
+        assert error_page.status_code == 400
+        assert_no_framing(error_page)
+    finally:
+        b.close()
+
+
+def test_cookies_are_httponly_and_samesite_lax(env):
+    b = Browser(env.d)
+    try:
+        url, r = open_sign_in(env, b, "pages")
+        signed_in = b.submit(url, sign_in_form(r), credentials())
+        assert signed_in.status_code in (302, 303)
+        harvest(b)
+        cookies = {}
+        for page in b.pages:
+            cookies.update(set_cookies(page))
+        names = {n for n in cookies if n.endswith("doorman_csrf") or n.endswith("doorman_session")}
+        assert any(n.endswith("doorman_csrf") for n in names) and any(n.endswith("doorman_session") for n in names), cookies.keys()
+        for n in names:
+            c = cookies[n]
+            assert "httponly" in c, (n, c)
+            assert c.get("samesite", "").lower() == "lax", (n, c)
+            assert c.get("path") == "/", (n, c)
+    finally:
+        b.close()
+
+
+# --- Dynamic client registration (RFC 7591) -------------------------------------------------------
+
+_SOURCES = itertools.count(20)
+
+
+def register_from_fresh_address(e: Env, body, *, raw: bytes | None = None) -> httpx2.Response:
+    """POST /oauth/register from a loopback address no other test uses (127.0.0.N), so each test
+    has its own registrations_per_hour budget."""
+    transport = httpx2.HTTPTransport(local_address=f"127.0.0.{next(_SOURCES)}")
+    with httpx2.Client(transport=transport, timeout=30) as c:
+        if raw is not None:
+            return c.post(f"{e.base}/oauth/register", content=raw, headers={"Content-Type": "application/json"})
+        return c.post(f"{e.base}/oauth/register", json=body)
+
+
+@pytest.mark.parametrize("uri", [
+    "not a uri",
+    "https://app.example/cb#fragment",
+    "http://app.example/cb",
+    "javascript:alert(1)",
+    "/relative/cb",
+], ids=["not-a-uri", "fragment", "http-not-loopback", "javascript", "relative"])
+def test_registration_invalid_redirect_uri(env, uri):
+    r = register_from_fresh_address(env, {"client_name": "bad", "redirect_uris": [uri]})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_redirect_uri"
+
+
+def test_registration_non_json_body(env):
+    r = register_from_fresh_address(env, None, raw=b"client_name=x&redirect_uris=https://a.example/cb")
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_client_metadata"
+
+
+def test_registration_response_public(env):
+    reg = env.register("dyn-public", token_endpoint_auth_method="none")
+    for field in ("client_id", "client_id_issued_at", "redirect_uris", "token_endpoint_auth_method",
+                  "registration_client_uri"):
+        assert field in reg, (field, reg)
+    assert reg["redirect_uris"] == ["https://dyn-public.example/cb"]
+    assert reg["token_endpoint_auth_method"] == "none"
+    assert "client_secret" not in reg
+    assert reg["registration_client_uri"].startswith(env.base + "/")
+    # And the client works end to end (the control for the refusals).
+    verifier, challenge = pkce()
+    state = secrets.token_urlsafe(8)
+    loc = env.browser("alice").authorize(
+        authorize_url(env, reg["client_id"], "https://dyn-public.example/cb", challenge, state), "alice", PASSWORDS["alice"])
+    q = query_of(loc)
+    assert q.get("iss") == [env.base] and q.get("state") == [state], loc
+    SEEN["code"].add(q["code"][0])
+    r = exchange(env, Code(q["code"][0], verifier, "https://dyn-public.example/cb", reg["client_id"]))
+    assert r.status_code == 200, r.text
+
+
+def test_registration_response_confidential(env):
+    reg = env.register("dyn-conf", token_endpoint_auth_method="client_secret_basic")
+    assert reg["token_endpoint_auth_method"] == "client_secret_basic"
+    assert reg.get("client_secret"), reg
+    assert "client_secret_expires_at" in reg    # RFC 7591 §3.2.1: REQUIRED with a secret
+    # The secret works, a wrong one does not.
+    c = code_for(env, reg["client_id"], redirect_uri="https://dyn-conf.example/cb")
+    assert_token_error(exchange(env, c, secret="wrong-" + secrets.token_urlsafe(8)), 401, "invalid_client")
+    c = code_for(env, reg["client_id"], redirect_uri="https://dyn-conf.example/cb")
+    assert exchange(env, c, secret=reg["client_secret"]).status_code == 200
+
+
+def test_registration_rate_limit(env):
+    """registrations_per_hour = 3 in this Doorman: the 4th from one address is 429; another
+    address is not affected."""
+    transport = httpx2.HTTPTransport(local_address=f"127.0.0.{next(_SOURCES)}")
+    statuses = []
+    with httpx2.Client(transport=transport, timeout=30) as c:
+        for i in range(4):
+            r = c.post(f"{env.base}/oauth/register",
+                       json={"client_name": f"burst-{i}", "redirect_uris": [f"https://burst{i}.example/cb"]})
+            statuses.append(r.status_code)
+            if r.status_code == 201:
+                SEEN["registration_access_token"].update(filter(None, [r.json().get("registration_access_token")]))
+    assert statuses == [201, 201, 201, 429], statuses
+    other = register_from_fresh_address(env, {"client_name": "calm", "redirect_uris": ["https://calm.example/cb"]})
+    assert other.status_code == 201, other.text
+
+
+# --- Client ID Metadata Documents ----------------------------------------------------------------
+
+CIMD_REDIRECT = "https://cimd.example/cb"
+
+
+def cimd_doc(url: str, **over) -> dict:
+    return {"client_id": url, "client_name": "CIMD app", "redirect_uris": [CIMD_REDIRECT],
+            "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
+            "token_endpoint_auth_method": "none", **over}
+
+
+def put_cimd(e: Env, name: str, **over) -> str:
+    url = e.docs.url(f"/{name}.json")
+    doc = cimd_doc(url, **over)
+    e.docs.put_json(f"/{name}.json", doc)
+    return url
+
+
+def cimd_authorize(e: Env, client_id: str, redirect_uri: str = CIMD_REDIRECT) -> httpx2.Response:
+    _, challenge = pkce()
+    return get(authorize_url(e, client_id, redirect_uri, challenge, secrets.token_urlsafe(8)))
+
+
+@pytest.mark.parametrize("padding", [0, 4000], ids=["plain", "4KB"])
+def test_cimd_valid_document_works(env, padding):
+    """The control: a valid document (also one just under 5 KiB) completes a flow."""
+    url = put_cimd(env, f"good-{padding}", **({"x_padding": "p" * padding} if padding else {}))
+    c = code_for(env, url, redirect_uri=CIMD_REDIRECT)
+    r = exchange(env, c)
+    assert r.status_code == 200, r.text
+
+
+def test_cimd_client_id_differs_from_url(env):
+    url = put_cimd(env, "mismatch", client_id=env.docs.url("/someone-else.json"))
+    assert_error_page(cimd_authorize(env, url))
+    assert "/mismatch.json" in env.docs.hits     # it was fetched, and refused for what it says
+
+
+def test_cimd_oversized_document(env):
+    url = put_cimd(env, "big", x_padding="p" * 6 * 1024)
+    assert_error_page(cimd_authorize(env, url))
+
+
+def test_cimd_redirect_uri_not_in_document(env):
+    url = put_cimd(env, "listed")
+    assert_error_page(cimd_authorize(env, url, "https://evil.example/cb"))
+
+
+@pytest.mark.parametrize("client_id", [
+    "https://10.0.0.1/client.json",
+    "https://169.254.169.254/latest/meta-data/client.json",
+    "https://192.168.1.1/client.json",
+    "https://172.16.0.1/client.json",
+    "https://[fd00::1]/client.json",
+    "https://[::ffff:10.0.0.1]/client.json",
+    "https://0x0a000001/client.json",
+    "https://0.0.0.0/client.json",
+    "http://example.com/client.json",
+], ids=["10/8", "metadata-169.254", "192.168/16", "172.16/12", "fc00::/7", "v4-mapped-v6", "hex-10.0.0.1",
+        "0.0.0.0", "plain-http-not-loopback"])
+def test_cimd_refused_addresses(env, client_id):
+    assert_error_page(cimd_authorize(env, client_id))
+
+
+def canary_urls() -> list[str]:
+    """Document URLs naming this machine's own private addresses (and, for IPv4, the same
+    address in the encodings custom parsers miss), as templates for the canary's port."""
+    urls = []
+    for a in LOCAL_PRIVATE:
+        if ":" in a:
+            urls += [f"https://[{a}]:{{port}}/client.json", f"http://[{a}]:{{port}}/client.json"]
+        else:
+            n = int(ip_address(a))
+            urls += [f"https://{a}:{{port}}/client.json", f"http://{a}:{{port}}/client.json",
+                     f"https://[::ffff:{a}]:{{port}}/client.json", f"https://{hex(n)}:{{port}}/client.json",
+                     f"https://{n}:{{port}}/client.json"]
+    return urls
+
+
+LOCAL_PRIVATE = local_private_addresses()
+
+
+@pytest.mark.parametrize("template", canary_urls() or [pytest.param("", marks=pytest.mark.skip("no private address here"))])
+def test_cimd_private_address_of_this_machine_is_never_connected(env, template):
+    """With a listener on every local address: a document URL at one of this machine's private
+    addresses is refused before any connection (a missing guard would connect, then fail)."""
+    before = len(env.canary.connections)
+    assert_error_page(cimd_authorize(env, template.format(port=env.canary.port)))
+    time.sleep(0.2)
+    assert env.canary.connections[before:] == [], env.canary.connections
+
+
+@pytest.mark.skipif(not LOCAL_PRIVATE, reason="no private address here")
+def test_cimd_redirect_to_a_private_address_is_not_followed(env):
+    a = LOCAL_PRIVATE[0]
+    target = f"http://{f'[{a}]' if ':' in a else a}:{env.canary.port}/client.json"
+    env.docs.docs["/hop.json"] = (302, {"Location": target}, b"")
+    before = len(env.canary.connections)
+    assert_error_page(cimd_authorize(env, env.docs.url("/hop.json")))
+    time.sleep(0.2)
+    assert env.canary.connections[before:] == [], env.canary.connections
+
+
+# --- The secret scan (last: it collects what every test above saw) --------------------------------
+
+REQUIRED_KINDS = ("password", "client_secret", "access_token", "refresh_token", "code")
+
+
+def exercise(e: Env) -> None:
+    """Run on its own, the scan still has something of every kind to look for."""
+    t = tokens_for(e, "web")
+    r = refresh(e, "web", t["refresh_token"])
+    assert r.status_code == 200
+    tokens_for(e, "conf")
+    revoke(e, r.json()["access_token"], "web", "access_token")
+    STORED["jti"].add(jwt_parts(r.json()["access_token"])[1]["jti"])
+
+
+def needles() -> list[tuple[str, str, bytes]]:
+    """(kind, form, bytes) to look for: each secret as sent, and for random tokens also their raw
+    bytes and hex (a secret stored unhashed in another encoding is still stored); for access
+    tokens also their signature alone."""
+    out = []
+    for kind, values in SEEN.items():
+        for v in values:
+            out.append((kind, "as-is", v.encode()))
+            if kind == "access_token":
+                out.append((kind, "signature", v.split(".")[2].encode()))
+                continue
+            if kind == "password":
+                continue
+            try:
+                raw = b64u_decode(v.split("-", 1)[-1] if kind == "client_secret" else v)
+            except (ValueError, base64.binascii.Error):
+                continue
+            if len(raw) >= 16:
+                out.append((kind, "raw-bytes", raw))
+                out.append((kind, "hex", raw.hex().encode()))
+    return out
+
+
+def data_files(e: Env) -> dict[str, bytes]:
+    files = {p.name: p.read_bytes() for p in sorted((e.d.dir / "data").rglob("*")) if p.is_file() and p.name != "keyring"}
+    assert "doorman.db" in files and len(files["doorman.db"]) > 0, list(files)
+    return files
+
+
+def log_segment(e: Env) -> bytes:
+    """This Doorman's part of its log file (the artifacts log is appended across runs)."""
+    text = e.d.proc.log_path.read_bytes()
+    marker = f"--config {e.d.config}".encode()
+    start = text.rfind(marker)
+    assert start >= 0, "the log does not contain this Doorman's start line"
+    start = text.rfind(b"\n", 0, start) + 1
+    return text[start:]
+
+
+def leaks_in(blobs: dict[str, bytes]) -> list[str]:
+    found = []
+    for kind, form, needle in needles():
+        for name, blob in blobs.items():
+            if needle in blob:
+                found.append(f"{kind} ({form}, {needle[:6]!r}…) in {name}")
+    return found
+
+
+def assert_scan_is_not_vacuous() -> None:
+    for kind in REQUIRED_KINDS:
+        assert SEEN[kind], f"no {kind} was collected: the scan would prove nothing"
+
+
+def test_no_secret_in_the_database(env):
+    exercise(env)
+    assert_scan_is_not_vacuous()
+    files = data_files(env)
+    everything = b"".join(files.values())
+    # Controls: values that are stored in plain text are found by the same scan.
+    assert b"alice" in everything
+    assert STORED["sid"] and any(s.encode() in everything for s in STORED["sid"]), "no grant id found in the DB files"
+    assert STORED["jti"] and any(j.encode() in everything for j in STORED["jti"]), "no revoked jti found in the DB files"
+    leaks = leaks_in(files)
+    assert not leaks, leaks
+
+
+def test_no_secret_in_the_log(env):
+    exercise(env)
+    assert_scan_is_not_vacuous()
+    segment = log_segment(env)
+    assert str(env.d.config).encode() in segment and len(segment) > 100
+    leaks = leaks_in({"log": segment})
+    assert not leaks, leaks
+
+
+def test_no_secret_after_shutdown(env):
+    """Stopping checkpoints the WAL into doorman.db and flushes the last log lines: scan again."""
+    exercise(env)
+    env.d.stop()
+    files = data_files(env)
+    assert b"alice" in b"".join(files.values())
+    leaks = leaks_in({**files, "log": log_segment(env)})
+    assert not leaks, leaks
