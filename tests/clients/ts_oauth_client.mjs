@@ -10,7 +10,9 @@
 //   {"event":"authorize","url":..., "redirectUrl":...}   open this URL in a browser; the browser's
 //       final redirect must reach redirectUrl (this script's callback server) with code/state/iss
 //   {"event":"connected", serverInfo, protocolVersion, sessionId, tools, call, callback, clientInformation, tokens}
-//   {"event":"again", call, sessionId, tokens, authorizeCount}   after the command "again"
+//   {"event":"again", call, sessionId, tokens, authorizeCount, invalidations, reauthorized}
+//       after the command "again"; if the SDK had to sign in again, an "authorize" event comes
+//       first and "reauthorized" describes the callback
 //   {"event":"done"}
 // On stdin, one command per line: "again" (call the tool once more: lets the test expire the
 // access token first, so the SDK must refresh), "quit" (end the session and exit 0).
@@ -63,6 +65,21 @@ function startCallbackServer() {
   });
 }
 
+/** Waits for the browser to come back to the callback; checks state; returns what came. */
+async function signedIn(callback, provider) {
+  const got = await callback.next();
+  const seen = {
+    stateMatches: got.state === provider.states[provider.states.length - 1],
+    iss: got.iss,
+    error: got.error,
+    codeCount: got.codeCount,
+    code: got.code,
+  };
+  if (got.error) throw new Error(`authorization failed: ${got.error} ${got.error_description ?? ""}`);
+  if (!seen.stateMatches) throw new Error(`state mismatch: ${got.state}`);
+  return seen;
+}
+
 /** An in-memory OAuthClientProvider that hands the authorization URL to the test. */
 class HeadlessProvider {
   constructor(redirectUrl) {
@@ -73,6 +90,7 @@ class HeadlessProvider {
     this.savedTokens = [];
     this.states = [];
     this.authorizeCount = 0;
+    this.invalidations = [];
   }
   get redirectUrl() {
     return this._redirectUrl;
@@ -107,6 +125,14 @@ class HeadlessProvider {
   redirectToAuthorization(url) {
     this.authorizeCount += 1;
     emit({ event: "authorize", url: url.toString(), redirectUrl: this._redirectUrl });
+  }
+  invalidateCredentials(scope) {
+    // The SDK calls this when the server says the credentials are no longer good (e.g. a refresh
+    // answered invalid_grant): forget them, so it signs in again.
+    this.invalidations.push(scope);
+    if (scope === "all" || scope === "client") this._clientInformation = undefined;
+    if (scope === "all" || scope === "tokens") this._tokens = undefined;
+    if (scope === "all" || scope === "verifier") this._codeVerifier = undefined;
   }
   saveCodeVerifier(v) {
     this._codeVerifier = v;
@@ -155,16 +181,9 @@ async function main() {
     throw new Error("the server let an unauthenticated client in");
   } catch (err) {
     if (!(err instanceof UnauthorizedError)) throw err;
-    const got = await callback.next();
-    callbackSeen = {
-      stateMatches: got.state === provider.states[provider.states.length - 1],
-      iss: got.iss,
-      error: got.error,
-      codeCount: got.codeCount,
-    };
-    if (got.error) throw new Error(`authorization failed: ${got.error} ${got.error_description ?? ""}`);
-    if (!callbackSeen.stateMatches) throw new Error(`state mismatch: ${got.state}`);
-    await transport.finishAuth(got.code);
+    callbackSeen = await signedIn(callback, provider);
+    await transport.finishAuth(callbackSeen.code);
+    delete callbackSeen.code;
   }
   await client.close().catch(() => {});
 
@@ -192,13 +211,26 @@ async function main() {
       const cmd = await commands.next();
       if (cmd === "quit") break;
       if (cmd === "again") {
-        const again = await client.callTool({ name: tool, arguments: toolArgs }, undefined, opts);
+        let again;
+        let reauthorized = null;
+        try {
+          again = await client.callTool({ name: tool, arguments: toolArgs }, undefined, opts);
+        } catch (err) {
+          if (!(err instanceof UnauthorizedError)) throw err;
+          // The SDK could not refresh and sent the person to sign in again ("authorize" event).
+          reauthorized = await signedIn(callback, provider);
+          await transport.finishAuth(reauthorized.code);
+          delete reauthorized.code;
+          again = await client.callTool({ name: tool, arguments: toolArgs }, undefined, opts);
+        }
         emit({
           event: "again",
           call: again,
           sessionId: transport.sessionId ?? null,
           tokens: provider.savedTokens,
           authorizeCount: provider.authorizeCount,
+          invalidations: provider.invalidations,
+          reauthorized,
         });
       } else {
         throw new Error(`unknown command ${cmd}`);

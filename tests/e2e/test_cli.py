@@ -73,13 +73,22 @@ def test_serve_runs_with_no_config_at_all(tmp_path):
         r = httpx2.get("http://127.0.0.1:8421/healthz")
         assert r.json() == {"status": "ok"}
         assert (tmp_path / "doorman-data" / "doorman.db").exists()
-        # With no upstreams, the endpoint still answers.
+        assert (tmp_path / "doorman-data" / "keyring").stat().st_mode & 0o777 == 0o600
+        # Accounts mode is the default: /mcp asks for sign-in and says where (RFC 9728).
         r = httpx2.post("http://127.0.0.1:8421/mcp", headers={"Accept": "application/json", "Content-Type": "application/json"},
                         json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}})
-        assert r.status_code == 200 and r.json()["result"]["serverInfo"]["name"] == "doorman"
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"].startswith(
+            'Bearer resource_metadata="http://127.0.0.1:8421/.well-known/oauth-protected-resource/mcp"')
+        prm = httpx2.get("http://127.0.0.1:8421/.well-known/oauth-protected-resource/mcp").json()
+        assert prm["resource"] == "http://127.0.0.1:8421/mcp"
+        assert prm["authorization_servers"] == ["http://127.0.0.1:8421"]
     finally:
         assert proc.stop() == 0, "a clean stop on SIGTERM"
-    assert "Doorman is serving" in proc.log_text()
+    log = proc.log_text()
+    assert "Doorman is serving" in log
+    # No accounts yet: a one-time link to create the first administrator.
+    assert "http://127.0.0.1:8421/setup?token=" in log
 
 
 def test_json_logs_are_one_object_per_line(tmp_path):
@@ -94,6 +103,8 @@ def test_json_logs_are_one_object_per_line(tmp_path):
     assert lines
     records = [json.loads(l) for l in lines]
     assert any(r.get("message") == "Doorman is serving" for r in records)
+    # The first-run link is a JSON line too, so log collectors do not choke on it.
+    assert any(str(r.get("setup_link", "")).startswith(f"http://127.0.0.1:{port}/setup?token=") for r in records)
 
 
 def test_serve_on_postgres_when_given_a_database_url(tmp_path):
@@ -102,7 +113,7 @@ def test_serve_on_postgres_when_given_a_database_url(tmp_path):
         pytest.fail("DOORMAN_TEST_POSTGRES_URL is not set (scripts/test starts PostgreSQL)")
     port = free_port()
     proc = Proc("doorman-postgres", [DOORMAN_BIN, "serve"], cwd=tmp_path,
-                env={"DOORMAN_DATABASE_URL": url, "DOORMAN_LISTEN": f"127.0.0.1:{port}"})
+                env={"DOORMAN_DATABASE_URL": url, "DOORMAN_LISTEN": f"127.0.0.1:{port}", "DOORMAN_SIGN_IN_MODE": "local"})
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", 20, proc)
         base = f"http://127.0.0.1:{port}/mcp"
@@ -118,7 +129,7 @@ def test_serve_on_postgres_when_given_a_database_url(tmp_path):
 
 def test_a_session_survives_a_restart_on_the_same_store(tmp_path):
     port = free_port()
-    env = {"DOORMAN_LISTEN": f"127.0.0.1:{port}"}
+    env = {"DOORMAN_LISTEN": f"127.0.0.1:{port}", "DOORMAN_SIGN_IN_MODE": "local"}
     base = f"http://127.0.0.1:{port}"
     h = {"Accept": "application/json", "Content-Type": "application/json"}
     proc = Proc("doorman-restart-1", [DOORMAN_BIN, "serve"], cwd=tmp_path, env=env)

@@ -25,10 +25,10 @@ import types
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlparse
 
 import anyio
 import httpx2
+import jwt
 import mcp.client.auth.oauth2 as sdk_oauth2
 import mcp.shared.auth_utils as sdk_auth_utils
 import pytest
@@ -130,7 +130,20 @@ def assert_invalid_token(r: httpx2.Response, d) -> None:
     assert f'resource_metadata="{d.base}/.well-known/oauth-protected-resource/mcp"' in www, www
 
 
+def verify_signature(token: str, d) -> None:
+    """The token verifies with the key its `kid` names in Doorman's JWKS (as any resource could)."""
+    jwks = httpx2.get(f"{d.base}/oauth/jwks.json", timeout=10).json()
+    kid = jwt.get_unverified_header(token)["kid"]
+    [key] = [k for k in jwks["keys"] if k.get("kid") == kid]
+    assert key["kty"] == "EC" and key["crv"] == "P-256", key
+    assert "d" not in key, "the JWKS carries no private key material"
+    # Doorman's clock runs ahead of this one in these tests: time claims were checked by Doorman.
+    jwt.decode(token, jwt.PyJWK(key).key, algorithms=["ES256"], audience=f"{d.base}/mcp", issuer=issuer_of(d),
+               options={"verify_exp": False, "verify_iat": False, "verify_nbf": False})
+
+
 def assert_access_token(token: str, d, client_id: str) -> dict:
+    verify_signature(token, d)
     header, claims = jwt_parts(token)
     assert header.get("typ", "").lower() in ("at+jwt", "application/at+jwt"), header
     assert header.get("alg") == "ES256", header
@@ -183,12 +196,16 @@ class HeadlessPerson:
         self.username, self.password = username, password
         self.authorization_urls: list[str] = []
         self.redirects: list[str] = []
+        self.pages_seen: list[list[str]] = []  # per authorization: the Doorman pages shown (paths)
 
     async def redirect_handler(self, authorization_url: str) -> None:
         self.authorization_urls.append(authorization_url)
+        before = len(self.browser.pages)
         location = await anyio.to_thread.run_sync(
             self.browser.authorize, authorization_url, self.username, self.password)
         self.redirects.append(location)
+        self.pages_seen.append([p.request.url.path for p in self.browser.pages[before:]
+                                if p.status_code == 200 and p.request.method == "GET"])
 
     async def callback_handler(self) -> AuthorizationCodeResult:
         q = oauth.query_of(self.redirects[-1])
@@ -363,6 +380,8 @@ async def python_sdk_session(d, clock: ClientClock, metadata: OAuthClientMetadat
 
 def check_python_run(run: Run, d, expected_client_id: str | None = None) -> None:
     res = run.results
+    print("HTTP exchanges:", *run.http_log, sep="\n  ")  # shown by pytest when an assertion fails
+    print("authorization URLs:", *run.person.authorization_urls, sep="\n  ")
     assert "py_add" in res["tools"] and "everything_echo" in res["tools"], res["tools"]
     assert res["first_call"] == (False, "5")
     assert res["after_refresh"] == (False, "Echo: after an hour")
@@ -381,6 +400,11 @@ def check_python_run(run: Run, d, expected_client_id: str | None = None) -> None
     assert q["code_challenge_method"] == ["S256"]
     assert q["resource"] == [f"{d.base}/mcp"]
     assert "mcp" in q["scope"][0].split()
+    # The person signed in and approved once; later authorizations found them signed in.
+    pages = run.person.pages_seen
+    print("pages per authorization:", pages)
+    assert pages[0] == ["/sign-in", "/consent"], pages
+    assert all("/sign-in" not in p for p in pages[1:]), pages
     redirect = oauth.query_of(run.person.redirects[0])
     assert redirect["iss"] == [issuer_of(d)], "RFC 9207: iss on the authorization response"
     assert redirect["state"] == q["state"]
@@ -565,6 +589,33 @@ def test_typescript_sdk_signs_in_and_refreshes(doormen):
         assert second["refresh_token"] != first["refresh_token"]
         claims = assert_access_token(second["access_token"], d, client_id)
         assert claims["sid"] == jwt_parts(first["access_token"])[1]["sid"]
+
+        # The first refresh token, rotated away, comes back (stolen): Doorman refuses it and ends the
+        # whole grant (README: Tokens), so the live access and refresh tokens die with it.
+        r = refresh(d, first["refresh_token"], client_id)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
+        assert_invalid_token(raw_mcp_status(d, second["access_token"]), d)
+        r = refresh(d, second["refresh_token"], client_id)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
+
+        # The client's next call: 401, its refresh fails (invalid_grant), it sends the person to
+        # sign in again; the browser is still signed in, and the session goes on.
+        ts.send("again")
+        start = ts.event("authorize")
+        q = oauth.query_of(start["url"])
+        assert q["client_id"] == [client_id], "the registration outlives the grant"
+        location = browser.authorize(start["url"], "alice", PASSWORD)
+        assert httpx2.get(location, timeout=30).status_code == 200
+        third = ts.event("again")
+        assert third["reauthorized"] == {"stateMatches": True, "iss": issuer_of(d), "error": None, "codeCount": 1}
+        assert "tokens" in third["invalidations"], third["invalidations"]
+        assert third["call"]["content"][0]["text"] == "5" and not third["call"].get("isError")
+        assert third["authorizeCount"] == 2
+        assert third["sessionId"] == seen["sessionId"]
+        assert len(third["tokens"]) == 3
+        claims3 = assert_access_token(third["tokens"][2]["access_token"], d, client_id)
+        assert claims3["sid"] != claims["sid"], "a new grant"
+        assert claims3["sub"] == claims["sub"]
 
         ts.send("quit")
         ts.event("done")

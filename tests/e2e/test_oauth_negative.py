@@ -16,8 +16,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import itertools
 import json
+import re
 import secrets
 import socket
 import subprocess
@@ -83,6 +85,14 @@ def record_tokens(body: dict) -> None:
             SEEN[kind].add(body[kind])
     if body.get("access_token"):
         STORED["sid"].add(jwt_parts(body["access_token"])[1]["sid"])
+
+
+def record_registration(r: httpx2.Response) -> dict:
+    reg = r.json() if r.status_code == 201 else {}
+    for k in ("client_secret", "registration_access_token"):
+        if reg.get(k):
+            SEEN[k].add(reg[k])
+    return reg
 
 
 def harvest(browser: Browser) -> None:
@@ -200,11 +210,7 @@ class Env:
                     **metadata}
             r = httpx2.post(f"{self.base}/oauth/register", json=body, timeout=30)
             assert r.status_code == 201, r.text
-            reg = r.json()
-            for k in ("client_secret", "registration_access_token"):
-                if reg.get(k):
-                    SEEN["client_secret" if k == "client_secret" else "registration_access_token"].add(reg[k])
-            self.registered[name] = reg
+            self.registered[name] = record_registration(r)
         return self.registered[name]
 
 
@@ -350,12 +356,21 @@ def assert_token_error(r: httpx2.Response, status: int, error: str) -> dict:
     return body
 
 
-def assert_error_page(r: httpx2.Response, status: int = 400) -> None:
+def page_text(r: httpx2.Response) -> str:
+    body = re.sub(r"<(style|script)\b.*?</\1>", " ", r.text, flags=re.S | re.I)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body))).strip()
+
+
+def assert_error_page(r: httpx2.Response, *words: str, status: int = 400) -> None:
     """RFC 6749 §4.1.2.1: an error about the client or its redirect URI is shown to the person,
-    never redirected to the (unverified) redirect URI."""
+    never redirected to the (unverified) redirect URI. `words` must appear on the page (case
+    aside): the page says which problem it is, so a refusal for another reason does not pass."""
     assert r.status_code == status, f"{r.status_code} {r.headers.get('location')} {r.text[:300]}"
     assert "location" not in r.headers, r.headers["location"]
     assert r.headers.get("content-type", "").startswith("text/html"), r.headers
+    text = page_text(r)
+    for w in words:
+        assert w.lower() in text.lower(), (w, text[:400])
 
 
 def assert_error_redirect(e: Env, r: httpx2.Response, redirect_uri: str, error: str, state: str) -> None:
@@ -420,7 +435,7 @@ def test_jwks_publishes_public_es256_keys_only(env):
 
 def test_authorize_unknown_client_is_a_page(env):
     _, challenge = pkce()
-    assert_error_page(get(authorize_url(env, "no-such-client", "https://web.example/cb", challenge, "s1")))
+    assert_error_page(get(authorize_url(env, "no-such-client", "https://web.example/cb", challenge, "s1")), "unknown client")
 
 
 @pytest.mark.parametrize("redirect_uri", [
@@ -433,7 +448,7 @@ def test_authorize_unknown_client_is_a_page(env):
 ], ids=["other-host", "longer-path", "extra-query", "case", "http-scheme", "suffix-host"])
 def test_authorize_unregistered_redirect_uri_is_a_page(env, redirect_uri):
     _, challenge = pkce()
-    assert_error_page(get(authorize_url(env, "web", redirect_uri, challenge, "s2")))
+    assert_error_page(get(authorize_url(env, "web", redirect_uri, challenge, "s2")), "redirect_uri")
 
 
 def test_loopback_redirect_port_may_differ(env):
@@ -453,7 +468,7 @@ def test_loopback_redirect_port_may_differ(env):
 ], ids=["other-path", "longer-path", "localhost-host", "ipv6-host", "https-scheme"])
 def test_loopback_redirect_only_the_port_may_differ(env, redirect_uri):
     _, challenge = pkce()
-    assert_error_page(get(authorize_url(env, "loop", redirect_uri, challenge, "s3")))
+    assert_error_page(get(authorize_url(env, "loop", redirect_uri, challenge, "s3")), "redirect_uri")
 
 
 # --- /oauth/authorize: errors redirected back with error + state + iss ----------------------------
@@ -714,15 +729,12 @@ def forged(env: Env, kind: str) -> str:
         return jwt_es256(header, {k: v for k, v in fresh.items() if k != "exp"}, key)
     if kind == "expired-claim":
         return jwt_es256(header, {**fresh, "iat": claims["iat"] - 7200, "exp": claims["iat"] - 3600}, key)
-    if kind == "unknown-grant":
-        return jwt_es256(header, {**fresh, "sid": "no-such-grant"}, key)
     raise AssertionError(kind)
 
 
 INVALID_TOKENS = ["garbage", "other-key", "alg-none", "alg-none-with-signature", "hs256-with-public-key",
                   "tampered-payload", "tampered-subject", "unknown-kid", "truncated-signature",
-                  "wrong-aud", "aud-is-the-issuer", "wrong-iss", "typ-jwt", "no-exp", "expired-claim",
-                  "unknown-grant"]
+                  "wrong-aud", "aud-is-the-issuer", "wrong-iss", "typ-jwt", "no-exp", "expired-claim"]
 
 
 @pytest.mark.parametrize("kind", INVALID_TOKENS)
@@ -1054,8 +1066,11 @@ def register_from_fresh_address(e: Env, body, *, raw: bytes | None = None) -> ht
     transport = httpx2.HTTPTransport(local_address=f"127.0.0.{next(_SOURCES)}")
     with httpx2.Client(transport=transport, timeout=30) as c:
         if raw is not None:
-            return c.post(f"{e.base}/oauth/register", content=raw, headers={"Content-Type": "application/json"})
-        return c.post(f"{e.base}/oauth/register", json=body)
+            r = c.post(f"{e.base}/oauth/register", content=raw, headers={"Content-Type": "application/json"})
+        else:
+            r = c.post(f"{e.base}/oauth/register", json=body)
+    record_registration(r)
+    return r
 
 
 @pytest.mark.parametrize("uri", [
@@ -1120,8 +1135,7 @@ def test_registration_rate_limit(env):
             r = c.post(f"{env.base}/oauth/register",
                        json={"client_name": f"burst-{i}", "redirect_uris": [f"https://burst{i}.example/cb"]})
             statuses.append(r.status_code)
-            if r.status_code == 201:
-                SEEN["registration_access_token"].update(filter(None, [r.json().get("registration_access_token")]))
+            record_registration(r)
     assert statuses == [201, 201, 201, 429], statuses
     other = register_from_fresh_address(env, {"client_name": "calm", "redirect_uris": ["https://calm.example/cb"]})
     assert other.status_code == 201, other.text
@@ -1161,18 +1175,18 @@ def test_cimd_valid_document_works(env, padding):
 
 def test_cimd_client_id_differs_from_url(env):
     url = put_cimd(env, "mismatch", client_id=env.docs.url("/someone-else.json"))
-    assert_error_page(cimd_authorize(env, url))
+    assert_error_page(cimd_authorize(env, url), "unknown client", "client_id does not match")
     assert "/mismatch.json" in env.docs.hits     # it was fetched, and refused for what it says
 
 
 def test_cimd_oversized_document(env):
     url = put_cimd(env, "big", x_padding="p" * 6 * 1024)
-    assert_error_page(cimd_authorize(env, url))
+    assert_error_page(cimd_authorize(env, url), "unknown client", "larger than")
 
 
 def test_cimd_redirect_uri_not_in_document(env):
     url = put_cimd(env, "listed")
-    assert_error_page(cimd_authorize(env, url, "https://evil.example/cb"))
+    assert_error_page(cimd_authorize(env, url, "https://evil.example/cb"), "redirect_uri")
 
 
 @pytest.mark.parametrize("client_id", [
@@ -1188,7 +1202,7 @@ def test_cimd_redirect_uri_not_in_document(env):
 ], ids=["10/8", "metadata-169.254", "192.168/16", "172.16/12", "fc00::/7", "v4-mapped-v6", "hex-10.0.0.1",
         "0.0.0.0", "plain-http-not-loopback"])
 def test_cimd_refused_addresses(env, client_id):
-    assert_error_page(cimd_authorize(env, client_id))
+    assert_error_page(cimd_authorize(env, client_id), "unknown client", "private address")
 
 
 def canary_urls() -> list[str]:
@@ -1214,7 +1228,7 @@ def test_cimd_private_address_of_this_machine_is_never_connected(env, template):
     """With a listener on every local address: a document URL at one of this machine's private
     addresses is refused before any connection (a missing guard would connect, then fail)."""
     before = len(env.canary.connections)
-    assert_error_page(cimd_authorize(env, template.format(port=env.canary.port)))
+    assert_error_page(cimd_authorize(env, template.format(port=env.canary.port)), "unknown client", "private address")
     time.sleep(0.2)
     assert env.canary.connections[before:] == [], env.canary.connections
 
@@ -1225,7 +1239,7 @@ def test_cimd_redirect_to_a_private_address_is_not_followed(env):
     target = f"http://{f'[{a}]' if ':' in a else a}:{env.canary.port}/client.json"
     env.docs.docs["/hop.json"] = (302, {"Location": target}, b"")
     before = len(env.canary.connections)
-    assert_error_page(cimd_authorize(env, env.docs.url("/hop.json")))
+    assert_error_page(cimd_authorize(env, env.docs.url("/hop.json")), "unknown client", "redirect")
     time.sleep(0.2)
     assert env.canary.connections[before:] == [], env.canary.connections
 

@@ -102,7 +102,7 @@ pub async fn start_doorman(bins: &Binaries, upstreams: &[(&str, u16)]) -> anyhow
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let mut config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nlog_level = \"warn\"\n",
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nlog_level = \"warn\"\n[sign_in]\nmode = \"local\"\n",
         dir.path().join("data").display()
     );
     for (name, up) in upstreams {

@@ -119,9 +119,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         auth.spawn_maintenance();
         if let Some(link) = setup::first_run_link(auth).await? {
             // Printed to stdout, not logged: the link is a one-time secret for the operator.
-            println!(
-                "\nDoorman has no accounts yet. Create the first administrator within one hour:\n\n    {link}\n"
-            );
+            let message = "Doorman has no accounts yet. Create the first administrator within one hour";
+            if config.server.log_format == LogFormat::Json {
+                println!("{}", json!({ "message": message, "setup_link": link }));
+            } else {
+                println!("\n{message}:\n\n    {link}\n");
+            }
             tracing::info!("no accounts yet: printed a one-time setup link on standard output");
         }
     }

@@ -410,7 +410,7 @@ impl ClientMetadataCache {
     /// The validated document for `client_id`, from the cache or freshly fetched.
     pub async fn resolve(&self, client_id: &str) -> Result<Arc<ClientMetadataDocument>, CimdError> {
         let url = check_client_id(client_id).map_err(CimdError::NotMetadataUrl)?;
-        let resolution = {
+        let (resolution, started) = {
             let mut state = self.state.lock().expect("metadata cache lock");
             let now = self.clock.now_ms();
             match state.entries.get(client_id) {
@@ -419,29 +419,33 @@ impl ClientMetadataCache {
                 None => {}
             }
             match state.inflight.get(client_id) {
-                Some(resolution) => resolution.clone(),
+                Some(resolution) => (resolution.clone(), false),
                 None => {
-                    let resolution = self.start_fetch(client_id, url);
+                    let resolution = self.fetch_once(client_id, url);
                     state
                         .inflight
                         .insert(client_id.to_owned(), resolution.clone());
-                    resolution
+                    (resolution, true)
                 }
             }
         };
+        if started {
+            // On its own task, so the fetch finishes (and is cached, and leaves the in-flight
+            // table) even when every caller waiting for it goes away.
+            tokio::spawn(resolution.clone());
+        }
         resolution.await
     }
 
-    /// Starts one fetch on its own task, so it finishes (and is cached, and leaves the
-    /// in-flight table) even when every caller waiting for it goes away.
-    fn start_fetch(&self, client_id: &str, url: Url) -> Resolution {
+    /// One fetch of `client_id`, shareable by every caller waiting for it.
+    fn fetch_once(&self, client_id: &str, url: Url) -> Resolution {
         let fetcher = self.fetcher.clone();
         let clock = self.clock.clone();
         let state = self.state.clone();
         let default_ttl = self.default_ttl;
         let max_entries = self.max_entries;
         let client_id = client_id.to_owned();
-        let resolution = async move {
+        async move {
             let result = fetch_document(&fetcher, &client_id, &url).await;
             let mut state = state.lock().expect("metadata cache lock");
             state.inflight.remove(&client_id);
@@ -455,9 +459,7 @@ impl ClientMetadataCache {
             Ok(doc)
         }
         .boxed()
-        .shared();
-        tokio::spawn(resolution.clone());
-        resolution
+        .shared()
     }
 }
 
@@ -482,7 +484,7 @@ mod tests {
     use axum::{
         Router,
         extract::State,
-        http::{HeaderMap, header},
+        http::{HeaderMap, Uri, header},
         response::IntoResponse,
         routing::get,
     };
@@ -674,7 +676,11 @@ mod tests {
         delay_ms: Arc<AtomicUsize>,
     }
 
-    async fn document(State(server): State<Server>, headers: HeaderMap) -> impl IntoResponse {
+    async fn document(
+        State(server): State<Server>,
+        uri: Uri,
+        headers: HeaderMap,
+    ) -> impl IntoResponse {
         server.hits.fetch_add(1, Ordering::SeqCst);
         let delay = server.delay_ms.load(Ordering::SeqCst) as u64;
         if delay > 0 {
@@ -685,10 +691,11 @@ mod tests {
             .and_then(|h| h.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        // The document names the URL it was requested at, query included.
         let id = if server.mismatch.load(Ordering::SeqCst) {
             format!("http://{host}/someone-else.json")
         } else {
-            format!("http://{host}/client.json")
+            format!("http://{host}{uri}")
         };
         let mut response = axum::Json(doc(&id)).into_response();
         if let Some(cc) = *server.cache_control.lock().unwrap() {
@@ -808,25 +815,28 @@ mod tests {
         let id = start(&server).await;
         let clock = ManualClock::new(0);
         let cache = cache(&clock).with_max_entries(2);
-        let a = id.clone();
-        let b = format!("{id}?b");
-        let c = format!("{id}?c");
-        // The server names every document .../client.json, so ?b and ?c would mismatch:
-        // cache only `a`, then fill with parsed documents directly.
-        cache.resolve(&a).await.unwrap();
-        {
-            let mut state = cache.state.lock().unwrap();
-            let doc = Arc::new(ClientMetadataDocument::parse(ID, doc(ID)).unwrap());
-            state.insert(b.clone(), doc.clone(), i64::MAX, 2);
-            state.insert(c.clone(), doc, i64::MAX, 2);
-            assert!(!state.entries.contains_key(&a));
-            assert!(state.entries.contains_key(&b) && state.entries.contains_key(&c));
-            assert_eq!(state.order.len(), 2);
+        let [a, b, c] = ["a", "b", "c"].map(|q| format!("{id}?{q}"));
+        for id in [&a, &b, &c] {
+            assert_eq!(cache.resolve(id).await.unwrap().client_id, *id);
         }
+        assert_eq!(server.hits.load(Ordering::SeqCst), 3);
+        cache.resolve(&b).await.unwrap();
+        cache.resolve(&c).await.unwrap();
+        assert_eq!(
+            server.hits.load(Ordering::SeqCst),
+            3,
+            "b and c are still cached"
+        );
         cache.resolve(&a).await.unwrap();
-        assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            server.hits.load(Ordering::SeqCst),
+            4,
+            "a, the oldest, was evicted"
+        );
         let state = cache.state.lock().unwrap();
-        assert!(!state.entries.contains_key(&b), "b was the oldest");
+        assert_eq!(state.entries.len(), 2);
+        assert_eq!(state.order.len(), 2);
+        assert!(!state.entries.contains_key(&b), "then b was the oldest");
     }
 
     #[tokio::test]

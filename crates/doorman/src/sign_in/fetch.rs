@@ -123,11 +123,9 @@ pub enum FetchError {
 }
 
 fn with_article(kind: &str) -> String {
-    let vowel = kind
-        .chars()
-        .next()
-        .is_some_and(|c| "aeiouAEIOU".contains(c));
-    format!("{} {kind}", if vowel { "an" } else { "a" })
+    // "an unspecified", "an IETF", but "a unique-local" (said with a consonant).
+    let vowel_sound = kind.starts_with(['a', 'e', 'i', 'o', 'u', 'I']) && !kind.starts_with("uni");
+    format!("{} {kind}", if vowel_sound { "an" } else { "a" })
 }
 
 fn human_duration(d: Duration) -> String {

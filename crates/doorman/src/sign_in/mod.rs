@@ -198,12 +198,12 @@ impl AuthServer {
                 if let Err(e) = s.tokens.revocations.poll(now, s.tokens.lifetime_ms()).await {
                     tracing::warn!(error = %e, "cannot read revocations");
                 }
-                if n % 5 == 0 {
-                    if let Err(e) = s.keys.reload().await {
-                        tracing::warn!(error = %e, "cannot reload signing keys");
-                    }
+                if n.is_multiple_of(5)
+                    && let Err(e) = s.keys.reload().await
+                {
+                    tracing::warn!(error = %e, "cannot reload signing keys");
                 }
-                if n % 300 == 0 {
+                if n.is_multiple_of(300) {
                     let expiry = now - s.settings.registration_expiry_ms;
                     let purged = async {
                         s.store.purge_expired_sign_in_state(now).await?;

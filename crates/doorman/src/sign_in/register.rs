@@ -107,27 +107,29 @@ pub async fn register(
             );
         }
     };
-    let list = |key: &str, default: &[&str]| -> Result<Vec<String>, Response> {
+    // The error is the message; the response is made once, below.
+    let list = |key: &str, default: &[&str]| -> Result<Vec<String>, String> {
+        let wrong = || format!("{key} must be an array of strings");
         match meta.get(key) {
             None => Ok(default.iter().map(|s| s.to_string()).collect()),
             Some(Value::Array(a)) => a
                 .iter()
                 .map(|v| v.as_str().map(String::from))
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| error(StatusCode::BAD_REQUEST, "invalid_client_metadata", &format!("{key} must be an array of strings"))),
-            Some(_) => Err(error(StatusCode::BAD_REQUEST, "invalid_client_metadata", &format!("{key} must be an array of strings"))),
+                .ok_or_else(wrong),
+            Some(_) => Err(wrong()),
         }
     };
     let grant_types = match list("grant_types", &["authorization_code", "refresh_token"]) {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_client_metadata", &why),
     };
     if let Some(g) = grant_types.iter().find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token")) {
         return error(StatusCode::BAD_REQUEST, "invalid_client_metadata", &format!("grant type {g:?} is not supported"));
     }
     let response_types = match list("response_types", &["code"]) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_client_metadata", &why),
     };
     if response_types.iter().any(|r| r != "code") {
         return error(StatusCode::BAD_REQUEST, "invalid_client_metadata", "only the code response type is supported");

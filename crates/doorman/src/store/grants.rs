@@ -51,7 +51,7 @@ pub struct RefreshRow {
 /// What spending a code found.
 pub enum CodeUse {
     /// First use: the code's row, now marked used.
-    Fresh(CodeRow),
+    Fresh(Box<CodeRow>),
     /// Already used: the grant it created (to revoke), if any.
     Replayed(Option<String>),
     Unknown,
@@ -104,7 +104,7 @@ impl Store {
         .fetch_optional(pool)
         .await)?;
         if let Some(row) = fresh {
-            return Ok(CodeUse::Fresh(row));
+            return Ok(CodeUse::Fresh(Box::new(row)));
         }
         let used: Option<(Option<String>,)> = on_pool!(self, pool => sqlx::query_as(
             "SELECT grant_id FROM authorization_codes WHERE code_hash = $1",

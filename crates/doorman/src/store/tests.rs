@@ -149,7 +149,8 @@ async fn a_person(store: &Store, id: &str) {
     )
     .bind(id)
     .execute(pool)
-    .await)
+    .await
+    .map(|_| ()))
     .unwrap();
 }
 
