@@ -1,5 +1,6 @@
 """Draws bench/results/throughput.png from latest.json: requests per second, direct vs through
-Doorman, for each protocol generation and concurrency, with the ratio on each pair."""
+Doorman in each mode (local, signed in), for each protocol generation and concurrency, with the
+ratio to direct on each Doorman bar."""
 
 import json
 import sys
@@ -11,17 +12,31 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 report = json.load(open(sys.argv[1]))
 rows = report["rows"]
-labels = [f"{r['generation']}\nc={r['concurrency']}" for r in rows]
-direct = [r["direct"]["rps"] for r in rows]
-doorman = [r["doorman"]["rps"] for r in rows]
-x = range(len(rows))
-fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4.2), dpi=120)
-w = 0.38
-ax.bar([i - w / 2 for i in x], direct, w, label="direct", color="#8a99a8")
-bars = ax.bar([i + w / 2 for i in x], doorman, w, label="through Doorman (local mode)", color="#2f6f9f")
-for b, r in zip(bars, rows):
-    ax.annotate(f"{r['throughput_ratio'] * 100:.0f}%", (b.get_x() + b.get_width() / 2, b.get_height()),
-                ha="center", va="bottom", fontsize=8)
+# One group per (generation, concurrency); its rows share the direct figures of the same rounds.
+groups: dict[tuple[str, int], list[dict]] = {}
+for r in rows:
+    groups.setdefault((r["generation"], r["concurrency"]), []).append(r)
+modes = list(dict.fromkeys(r.get("mode", "local") for r in rows))
+colors = ["#2f6f9f", "#c2703d", "#5a9f4f", "#8f5fa8"]
+labels = [f"{g}\nc={c}" for g, c in groups]
+n = 1 + len(modes)
+w = 0.8 / n
+fig, ax = plt.subplots(figsize=(max(6, 0.55 * n * len(groups) + 2), 4.4), dpi=120)
+x = range(len(groups))
+ax.bar([i - 0.4 + w / 2 for i in x], [g[0]["direct"]["rps"] for g in groups.values()], w,
+       label="direct", color="#8a99a8")
+for k, mode in enumerate(modes):
+    xs, ys, ratios = [], [], []
+    for i, g in enumerate(groups.values()):
+        row = next((r for r in g if r.get("mode", "local") == mode), None)
+        if row is not None:
+            xs.append(i - 0.4 + w / 2 + (k + 1) * w)
+            ys.append(row["doorman"]["rps"])
+            ratios.append(row["throughput_ratio"])
+    bars = ax.bar(xs, ys, w, label=f"through Doorman: {mode}", color=colors[k % len(colors)])
+    for b, ratio in zip(bars, ratios):
+        ax.annotate(f"{ratio * 100:.0f}%", (b.get_x() + b.get_width() / 2, b.get_height()),
+                    ha="center", va="bottom", fontsize=7)
 ax.set_xticks(list(x))
 ax.set_xticklabels(labels, fontsize=8)
 ax.set_ylabel("tools/call per second")

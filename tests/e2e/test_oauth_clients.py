@@ -375,13 +375,15 @@ async def python_sdk_session(d, clock: ClientClock, metadata: OAuthClientMetadat
                 assert len(person.authorization_urls) == 3
     finally:
         person.close()
+        # Shown by pytest when anything fails, here or in the checks after.
+        print("HTTP exchanges:", *run.http_log, sep="\n  ")
+        print("authorization URLs:", *person.authorization_urls, sep="\n  ")
+        print("pages per authorization:", person.pages_seen)
     return run
 
 
 def check_python_run(run: Run, d, expected_client_id: str | None = None) -> None:
     res = run.results
-    print("HTTP exchanges:", *run.http_log, sep="\n  ")  # shown by pytest when an assertion fails
-    print("authorization URLs:", *run.person.authorization_urls, sep="\n  ")
     assert "py_add" in res["tools"] and "everything_echo" in res["tools"], res["tools"]
     assert res["first_call"] == (False, "5")
     assert res["after_refresh"] == (False, "Echo: after an hour")
@@ -402,7 +404,6 @@ def check_python_run(run: Run, d, expected_client_id: str | None = None) -> None
     assert "mcp" in q["scope"][0].split()
     # The person signed in and approved once; later authorizations found them signed in.
     pages = run.person.pages_seen
-    print("pages per authorization:", pages)
     assert pages[0] == ["/sign-in", "/consent"], pages
     assert all("/sign-in" not in p for p in pages[1:]), pages
     redirect = oauth.query_of(run.person.redirects[0])
@@ -456,6 +457,7 @@ def test_python_sdk_with_dynamic_registration(doormen, monkeypatch, auth_method,
         assert info.client_secret is None
     else:
         assert info.client_secret, "a confidential registration gets a secret"
+        assert info.client_secret_expires_at is not None, "RFC 7591 §3.2.1: required with a secret"
     assert [str(u) for u in info.redirect_uris] == [callback]
     check_python_run(run, d)
     expected_version = "2025-11-25" if mode == "legacy" else "2026-07-28"

@@ -26,6 +26,7 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
@@ -34,7 +35,7 @@ from urllib.parse import urlencode, urljoin, urlparse
 import httpx2
 import pytest
 
-from conftest import initialize, modern_headers, modern_request, session_headers
+from conftest import DOORMAN_BIN, initialize, modern_headers, modern_request, session_headers
 from oauth import (Browser, accounts_doorman, add_user, advance_clock, b64u, b64u_decode,
                    doorman_signing_key, forms_of, jwt_es256, jwt_parts, jwt_unsigned,
                    new_es256_key, pkce, query_of, set_cookies, www_authenticate)
@@ -43,7 +44,7 @@ from oauth import (Browser, accounts_doorman, add_user, advance_clock, b64u, b64
 
 CONF_SECRET_ENV = "DOORMAN_NEGATIVE_CONF_SECRET"
 CONF_SECRET = "conf-" + secrets.token_urlsafe(32)
-PASSWORDS = {"alice": "alice-" + secrets.token_urlsafe(18), "bob": "bob-" + secrets.token_urlsafe(18)}
+PASSWORDS = {user: f"{user}-" + secrets.token_urlsafe(18) for user in ("alice", "bob", "carol", "dave")}
 LOOPBACK_PORT = 53123
 
 # Pre-registered public clients, one per purpose: consent is remembered per (person, client), so
@@ -56,6 +57,8 @@ PUBLIC = {
     "consent-a": "https://consent-a.example/cb",
     "consent-b": "https://consent-b.example/cb",
     "pages": "https://pages.example/cb",
+    "consent-replay": "https://consent-replay.example/cb",
+    "consent-person": "https://consent-person.example/cb",
 }
 CONFIDENTIAL = {"conf": "https://conf.example/cb"}
 
@@ -222,8 +225,8 @@ def env(py_upstream):
                          env={CONF_SECRET_ENV: CONF_SECRET})
     e = Env(d, docs, canary)
     try:
-        for user, password in PASSWORDS.items():
-            add_user(d, user, password)
+        for user in ("alice", "bob"):
+            add_user(d, user, PASSWORDS[user])
         yield e
     finally:
         for b in e.browsers.values():
@@ -348,6 +351,16 @@ def assert_bearer_challenge(e: Env, r: httpx2.Response, error: str | None) -> No
         assert p.get("error") == error, p
 
 
+def assert_refused_within(e: Env, token: str, seconds: float) -> float:
+    """Revocations made outside the token endpoint reach /mcp through the revocation poll (every
+    2 s): the token must be refused within `seconds`. Returns how long it took."""
+    start = time.monotonic()
+    while mcp_post(e, token).status_code == 200 and time.monotonic() - start < seconds:
+        time.sleep(0.2)
+    assert_bearer_challenge(e, mcp_post(e, token), "invalid_token")
+    return time.monotonic() - start
+
+
 def assert_token_error(r: httpx2.Response, status: int, error: str) -> dict:
     assert r.status_code == status, f"{r.status_code} {r.text[:300]}"
     body = r.json()
@@ -421,6 +434,17 @@ def test_authorization_server_metadata(env, path):
     assert {"none", "client_secret_basic", "client_secret_post"} <= set(m["token_endpoint_auth_methods_supported"])
 
 
+@pytest.mark.parametrize("path", ["/.well-known/oauth-authorization-server", "/.well-known/oauth-protected-resource/mcp"])
+def test_metadata_does_not_reflect_the_host_header(env, path):
+    """The issuer and resource come from configuration (public_url), never from `Host`: a
+    reflected Host would let a DNS-rebinding or cache-poisoning attacker name the issuer."""
+    r = get(env.base + path, headers={"Host": "evil.example"})
+    assert "evil.example" not in r.text
+    if r.status_code == 200:
+        m = r.json()
+        assert m.get("issuer", env.base) == env.base and m.get("resource", env.d.url) == env.d.url
+
+
 def test_jwks_publishes_public_es256_keys_only(env):
     r = get(f"{env.base}/oauth/jwks.json")
     assert r.status_code == 200
@@ -445,7 +469,11 @@ def test_authorize_unknown_client_is_a_page(env):
     "https://web.example/CB",
     "http://web.example/cb",
     "https://web.example.evil.example/cb",
-], ids=["other-host", "longer-path", "extra-query", "case", "http-scheme", "suffix-host"])
+    "https://web.example/cb#fragment",
+    "https://attacker@web.example/cb",
+    "https://web.example:8443/cb",
+], ids=["other-host", "longer-path", "extra-query", "case", "http-scheme", "suffix-host", "fragment", "userinfo",
+        "other-port"])
 def test_authorize_unregistered_redirect_uri_is_a_page(env, redirect_uri):
     _, challenge = pkce()
     assert_error_page(get(authorize_url(env, "web", redirect_uri, challenge, "s2")), "redirect_uri")
@@ -465,10 +493,25 @@ def test_loopback_redirect_port_may_differ(env):
     f"http://localhost:{LOOPBACK_PORT}/callback",
     f"http://[::1]:{LOOPBACK_PORT}/callback",
     f"https://127.0.0.1:{LOOPBACK_PORT}/callback",
-], ids=["other-path", "longer-path", "localhost-host", "ipv6-host", "https-scheme"])
+    f"http://127.0.0.1:{LOOPBACK_PORT}/callback?x=1",
+    f"http://127.0.0.2:{LOOPBACK_PORT}/callback",
+], ids=["other-path", "longer-path", "localhost-host", "ipv6-host", "https-scheme", "extra-query", "other-loopback-ip"])
 def test_loopback_redirect_only_the_port_may_differ(env, redirect_uri):
     _, challenge = pkce()
     assert_error_page(get(authorize_url(env, "loop", redirect_uri, challenge, "s3")), "redirect_uri")
+
+
+@pytest.mark.parametrize("param", ["redirect_uri", "client_id"])
+def test_authorize_duplicate_parameter(env, param):
+    """RFC 6749 §3.1: parameters MUST NOT be repeated. A repeated redirect_uri (registered one
+    first, attacker's second) must never send the browser to the second."""
+    _, challenge = pkce()
+    url = authorize_url(env, "web", PUBLIC["web"], challenge, "dup")
+    url += "&" + urlencode({param: "https://evil.example/cb" if param == "redirect_uri" else "other"})
+    r = get(url)
+    assert not r.headers.get("location", "").startswith("https://evil.example"), r.headers.get("location")
+    assert not r.headers.get("location", "").startswith(PUBLIC["other"]), r.headers.get("location")
+    assert r.status_code == 400, (r.status_code, r.headers.get("location"))
 
 
 # --- /oauth/authorize: errors redirected back with error + state + iss ----------------------------
@@ -576,6 +619,15 @@ def test_unsupported_grant_types(env, grant_type, extra):
     assert_token_error(r, 400, "unsupported_grant_type")
 
 
+def test_token_request_must_be_form_encoded(env):
+    """RFC 6749 §3.2: application/x-www-form-urlencoded; a JSON body is invalid_request."""
+    c = code_for(env, "web")
+    r = httpx2.post(f"{env.base}/oauth/token", timeout=30, json={
+        "grant_type": "authorization_code", "code": c.code, "code_verifier": c.verifier,
+        "redirect_uri": c.redirect_uri, "client_id": "web"})
+    assert_token_error(r, 400, "invalid_request")
+
+
 def test_confidential_client_wrong_secret_basic(env):
     c = code_for(env, "conf")
     r = exchange(env, c, secret="wrong-" + secrets.token_urlsafe(16), how="basic")
@@ -645,8 +697,49 @@ def test_confidential_refresh_without_secret(env):
     assert_token_error(refresh(env, "conf", t["refresh_token"]), 401, "invalid_client")
 
 
+@pytest.mark.parametrize("override,error", [
+    ({"resource": "https://evil.example/mcp"}, "invalid_target"),
+    ({"scope": "mcp admin"}, "invalid_scope"),
+], ids=["foreign-resource", "wider-scope"])
+def test_refresh_cannot_change_audience_or_widen_scope(env, override, error):
+    t = tokens_for(env, "web")
+    assert_token_error(refresh(env, "web", t["refresh_token"], **override), 400, error)
+
+
 def test_refresh_with_an_unknown_token(env):
     assert_token_error(refresh(env, "web", secrets.token_urlsafe(32)), 400, "invalid_grant")
+
+
+def race(n: int, fn) -> list:
+    """Runs `fn()` n times at once (threads released together); returns the results."""
+    barrier = threading.Barrier(n)
+
+    def go():
+        barrier.wait()
+        return fn()
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: go(), range(n)))
+
+
+def test_code_exchanged_concurrently_gives_one_grant_at_most(env):
+    c = code_for(env, "web")
+    results = race(6, lambda: exchange(env, c))
+    ok = [r for r in results if r.status_code == 200]
+    assert len(ok) <= 1, [r.status_code for r in results]
+    for r in results:
+        if r.status_code != 200:
+            assert_token_error(r, 400, "invalid_grant")
+
+
+def test_refresh_token_used_concurrently_rotates_once_at_most(env):
+    t = tokens_for(env, "web")
+    results = race(6, lambda: refresh(env, "web", t["refresh_token"]))
+    ok = [r for r in results if r.status_code == 200]
+    assert len(ok) <= 1, [r.status_code for r in results]
+    for r in results:
+        if r.status_code != 200:
+            assert_token_error(r, 400, "invalid_grant")
 
 
 # --- /oauth/revoke ------------------------------------------------------------------------------
@@ -678,6 +771,15 @@ def test_another_client_cannot_revoke(env):
     revoke(env, t["access_token"], "other", "access_token")
     assert_mcp_accepts(env, t["access_token"])
     assert refresh(env, "web", t["refresh_token"]).status_code == 200
+
+
+def test_confidential_client_must_authenticate_to_revoke(env):
+    """RFC 7009 §2.1: confidential clients authenticate at the revocation endpoint; without the
+    secret nothing is revoked."""
+    t = tokens_for(env, "conf")
+    r = revoke(env, t["refresh_token"], "conf", "refresh_token")
+    assert_token_error(r, 401, "invalid_client")
+    assert refresh(env, "conf", t["refresh_token"], secret=CONF_SECRET).status_code == 200
 
 
 # --- /mcp: bearer checks ------------------------------------------------------------------------
@@ -794,6 +896,15 @@ def oauth_error_of(r: httpx2.Response) -> str | None:
         return None
     err = body.get("error") if isinstance(body, dict) else None
     return err if isinstance(err, str) else None
+
+
+def test_mcp_refuses_two_authorization_headers(env):
+    t = tokens_for(env, "web")
+    h = modern_headers("tools/list")
+    r = httpx2.post(env.d.url, headers=[*h.items(), ("Authorization", f"Bearer {t['access_token']}"),
+                                        ("Authorization", f"Bearer {t['access_token']}")],
+                    json=modern_request("tools/list"), timeout=30)
+    assert r.status_code == 400 and oauth_error_of(r) == "invalid_request", (r.status_code, r.text[:200])
 
 
 @pytest.mark.parametrize("scheme", ["Basic", "Token"])
@@ -1011,6 +1122,102 @@ def test_consent_without_signing_in(env):
         b.close()
 
 
+def test_consent_is_remembered_per_person(env):
+    """Security best practices, "Per-Client Consent Storage": alice's approval of a client does
+    not approve it for bob."""
+    a = Browser(env.d)
+    b = Browser(env.d)
+    try:
+        url, page = reach_consent(env, a, "consent-person", "alice")
+        allowed = a.submit(url, consent_form(page), {"decision": "allow"})
+        assert allowed.status_code in (302, 303)
+        SEEN["code"].update(query_of(allowed.headers["location"]).get("code", []))
+        _, page = reach_consent(env, b, "consent-person", "bob")     # raises if bob is not asked
+        assert consent_form(page).fields["client_id"] == "consent-person"
+        harvest(a)
+        harvest(b)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_consent_form_cannot_be_replayed(env):
+    """An authorization request gives at most one code: posting its consent form again is refused."""
+    b = Browser(env.d)
+    try:
+        url, page = reach_consent(env, b, "consent-replay")
+        form = consent_form(page)
+        first = b.submit(url, form, {"decision": "allow"})
+        assert first.status_code in (302, 303) and first.headers["location"].startswith(PUBLIC["consent-replay"])
+        SEEN["code"].update(query_of(first.headers["location"]).get("code", []))
+        again = b.submit(url, form, {"decision": "allow"})
+        assert again.status_code == 400, (again.status_code, again.headers.get("location"))
+        assert "location" not in again.headers
+    finally:
+        b.close()
+
+
+def test_authorization_request_expires(env):
+    """The flow's row lasts 10 minutes (README): a sign-in posted later is refused."""
+    b = Browser(env.d)
+    try:
+        url, r = open_sign_in(env, b)
+        form = sign_in_form(r)
+        advance_clock(env.d, 11 * 60)
+        assert_refused_sign_in(b, b.submit(url, form, credentials()))
+    finally:
+        b.close()
+
+
+def test_wrong_password_and_lockout(env):
+    """max_failed_sign_ins (5) wrong passwords lock the name for `lockout` (15 min): then even the
+    right password is refused; after the lockout it works again."""
+    add_user(env.d, "carol", PASSWORDS["carol"])
+    b = Browser(env.d)
+    try:
+        for i in range(5):
+            url, r = open_sign_in(env, b)
+            wrong = b.submit(url, sign_in_form(r), {"username": "carol", "password": f"wrong-{i}"})
+            assert wrong.status_code not in (302, 303), wrong.headers.get("location")
+            assert not any(c.name.endswith("doorman_session") for c in b.http.cookies.jar)
+        url, r = open_sign_in(env, b)
+        locked = b.submit(url, sign_in_form(r), credentials("carol"))
+        assert locked.status_code not in (302, 303), locked.headers.get("location")
+        assert not any(c.name.endswith("doorman_session") for c in b.http.cookies.jar)
+        advance_clock(env.d, 16 * 60)
+        url, r = open_sign_in(env, b)
+        assert_sign_in_proceeds(env, b.submit(url, sign_in_form(r), credentials("carol")))
+        harvest(b)
+    finally:
+        b.close()
+
+
+def test_consent_page_escapes_the_client_name_and_shows_the_redirect_host(env):
+    """MCP authorization "Localhost Redirect URI Risks"/consent UI: the redirect URI's host is
+    shown; a client-chosen name is text, never markup."""
+    name = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    r = register_from_fresh_address(env, {"client_name": name, "redirect_uris": ["https://xss-host.example/cb"],
+                                          "token_endpoint_auth_method": "none"})
+    assert r.status_code == 201, r.text
+    cid = r.json()["client_id"]
+    b = Browser(env.d)
+    try:
+        _, challenge = pkce()
+        url = authorize_url(env, cid, "https://xss-host.example/cb", challenge, "x")
+        page = b.get(url)
+        while page.status_code in (302, 303):
+            url = urljoin(url, page.headers["location"])
+            page = b.get(url)
+            if urlparse(url).path == "/sign-in":
+                page = b.submit(url, sign_in_form(page), credentials())
+        assert urlparse(url).path == "/consent" and page.status_code == 200, url
+        assert "<script>" not in page.text and "<img src=x" not in page.text
+        assert name in page_text(page)
+        assert "xss-host.example" in page_text(page)
+    finally:
+        b.close()
+
+
 # --- Pages: framing and cookies ------------------------------------------------------------------
 
 def assert_no_framing(r: httpx2.Response) -> None:
@@ -1086,6 +1293,27 @@ def test_registration_invalid_redirect_uri(env, uri):
     assert r.json()["error"] == "invalid_redirect_uri"
 
 
+@pytest.mark.parametrize("body,error", [
+    ({"client_name": "x", "redirect_uris": []}, "invalid_redirect_uri"),
+    ({"client_name": "x"}, "invalid_redirect_uri"),
+    ({"client_name": "x", "redirect_uris": ["https://a.example/cb"], "grant_types": ["client_credentials"]},
+     "invalid_client_metadata"),
+    ({"client_name": "x", "redirect_uris": ["https://a.example/cb"], "grant_types": ["implicit"]},
+     "invalid_client_metadata"),
+    ({"client_name": "x", "redirect_uris": ["https://a.example/cb"], "response_types": ["token"]},
+     "invalid_client_metadata"),
+    ({"client_name": "x", "redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "client_secret_jwt"},
+     "invalid_client_metadata"),
+    (["https://a.example/cb"], "invalid_client_metadata"),
+], ids=["empty-redirect-list", "no-redirect-uris", "client-credentials", "implicit", "response-type-token",
+        "client-secret-jwt", "json-array"])
+def test_registration_invalid_metadata(env, body, error):
+    """RFC 7591 §3.2.2."""
+    r = register_from_fresh_address(env, body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == error
+
+
 def test_registration_non_json_body(env):
     r = register_from_fresh_address(env, None, raw=b"client_name=x&redirect_uris=https://a.example/cb")
     assert r.status_code == 400, r.text
@@ -1139,6 +1367,149 @@ def test_registration_rate_limit(env):
     assert statuses == [201, 201, 201, 429], statuses
     other = register_from_fresh_address(env, {"client_name": "calm", "redirect_uris": ["https://calm.example/cb"]})
     assert other.status_code == 201, other.text
+
+
+def test_registration_management_needs_the_clients_own_token(env):
+    """RFC 7592 §2: the registration access token, and only the client's own, reads or deletes a
+    registration; deleting ends the client and its grants."""
+    a = register_from_fresh_address(env, {"client_name": "mgmt-a", "redirect_uris": ["https://mgmt-a.example/cb"],
+                                          "token_endpoint_auth_method": "none"}).json()
+    b = register_from_fresh_address(env, {"client_name": "mgmt-b", "redirect_uris": ["https://mgmt-b.example/cb"],
+                                          "token_endpoint_auth_method": "none"}).json()
+    uri = a["registration_client_uri"]
+    assert get(uri).status_code == 401
+    assert get(uri, headers={"Authorization": f"Bearer {b['registration_access_token']}"}).status_code == 401
+    assert httpx2.delete(uri, headers={"Authorization": f"Bearer {b['registration_access_token']}"}, timeout=30).status_code == 401
+    own = {"Authorization": f"Bearer {a['registration_access_token']}"}
+    read = get(uri, headers=own)
+    assert read.status_code == 200 and read.json()["client_id"] == a["client_id"]
+    # The client signs someone in, then deletes itself: its tokens end, and it is unknown.
+    c = code_for(env, a["client_id"], redirect_uri="https://mgmt-a.example/cb")
+    r = exchange(env, c)
+    assert r.status_code == 200, r.text
+    t = r.json()
+    assert httpx2.delete(uri, headers=own, timeout=30).status_code == 204
+    assert_token_error(refresh(env, a["client_id"], t["refresh_token"]), 401, "invalid_client")
+    assert_refused_within(env, t["access_token"], 6)
+    _, challenge = pkce()
+    assert_error_page(get(authorize_url(env, a["client_id"], "https://mgmt-a.example/cb", challenge, "x")), "unknown client")
+
+
+def setup_link_of(d) -> str:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        m = re.search(r"(http://\S+/setup\?token=[A-Za-z0-9_\-]+)", d.log()[d.log().rfind(str(d.config)):])
+        if m:
+            return m.group(1)
+        time.sleep(0.1)
+    raise AssertionError("no setup link in the log")
+
+
+def users_json(d) -> list[dict]:
+    out = subprocess.run([str(DOORMAN_BIN), "users", "list", "--json", "--config", str(d.config)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_setup_link_is_dead_once_accounts_exist(py_upstream):
+    """The first-run link creates the *first* administrator (README, setup.rs). A new Doorman
+    prints one; the operator then makes the first account with the CLI instead. The link must no
+    longer create an administrator. (Own Doorman: in the module's, the clock has moved past the
+    link's hour, which would make this pass for the wrong reason.)"""
+    d = accounts_doorman("doorman-setup-late", [{"name": "py", "url": py_upstream.url}])
+    try:
+        link = setup_link_of(d)
+        add_user(d, "operator", "operator-" + secrets.token_urlsafe(12), admin=True)
+        with httpx2.Client(timeout=30) as c:
+            page = c.get(link)
+            if page.status_code == 200:
+                form = next(f for f in forms_of(page.text) if "password" in f.fields)
+                c.post(f"{d.base}/setup", data={**form.fields, "username": "mallory", "email": "",
+                                                 "password": "mallory-" + secrets.token_urlsafe(12)})
+        created = [u for u in users_json(d) if u.get("username") == "mallory"]
+        if page.status_code == 200 or created:
+            pytest.xfail("BUG setup-link-outlives-first-account: GET /setup?token=<first-run link> answers "
+                         f"{page.status_code} after `doorman users add operator --admin`, and POST /setup created "
+                         f"{[(u.get('username'), u.get('is_admin')) for u in created]} (expected 404 'This setup link is "
+                         "not valid' and no account)")
+        assert page.status_code == 404
+    finally:
+        d.stop()
+
+
+def test_setup_link_is_single_use_under_concurrency(py_upstream):
+    """Six simultaneous POST /setup with the same one-time link: one administrator at most."""
+    d = accounts_doorman("doorman-setup-race", [{"name": "py", "url": py_upstream.url}])
+    try:
+        link = setup_link_of(d)
+        with httpx2.Client(timeout=30) as c:
+            page = c.get(link)
+            assert page.status_code == 200, page.text[:300]
+            form = next(f for f in forms_of(page.text) if "password" in f.fields)
+            csrf = next(ck.value for ck in c.cookies.jar if ck.name.endswith("doorman_csrf"))
+        names = iter(range(100))
+
+        def post():
+            i = next(names)
+            with httpx2.Client(timeout=60, cookies={"doorman_csrf": csrf}) as cc:
+                return cc.post(f"{d.base}/setup", data={**form.fields, "username": f"admin{i}", "email": "",
+                                                        "password": "admin-" + secrets.token_urlsafe(12)})
+
+        results = race(6, post)
+        admins = [u for u in users_json(d) if u.get("is_admin") or u.get("admin")]
+        if len(admins) > 1:
+            pytest.xfail(f"BUG setup-link-race: {len(admins)} administrators created by concurrent POST /setup with one "
+                         f"one-time link (statuses {[r.status_code for r in results]}); setup::submit creates the account "
+                         "before spending the link and ignores use_setup_link's result")
+        assert len(admins) == 1, admins
+    finally:
+        d.stop()
+
+
+def test_disabling_a_person_ends_their_sign_ins(py_upstream):
+    """`doorman users disable`: refresh tokens fail at once, access tokens within the revocation
+    poll (2 s), and their browser sign-in no longer yields codes. Own Doorman: the module's clock
+    has been moved forward, and the CLI writes with the real clock."""
+    d = accounts_doorman("doorman-disable", [{"name": "py", "url": py_upstream.url}], extra_toml=clients_toml(),
+                         env={CONF_SECRET_ENV: CONF_SECRET})
+    e = Env(d, None, None)
+    try:
+        add_user(d, "dave", PASSWORDS["dave"])
+        b = Browser(d)
+        c = code_for(e, "web", user="dave", browser=b)
+        t = exchange(e, c).json()
+        assert_mcp_accepts(e, t["access_token"])
+        out = subprocess.run([str(DOORMAN_BIN), "users", "disable", "dave", "--config", str(d.config)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert_token_error(refresh(e, "web", t["refresh_token"]), 400, "invalid_grant")
+        assert_refused_within(e, t["access_token"], 6)
+        # The browser is signed out: a new flow stops at the sign-in page, and signing in is refused.
+        _, challenge = pkce()
+        r = b.get(authorize_url(e, "web", PUBLIC["web"], challenge, "s"))
+        assert r.status_code in (302, 303) and urlparse(urljoin(d.base, r.headers["location"])).path == "/sign-in", r.headers
+        url = urljoin(d.base, r.headers["location"])
+        refused = b.submit(url, sign_in_form(b.get(url)), credentials("dave"))
+        assert refused.status_code not in (302, 303), refused.headers.get("location")
+        b.close()
+    finally:
+        d.stop()
+
+
+def test_registration_rate_limit_ignores_forwarded_headers(env):
+    """No proxy is configured as trusted: X-Forwarded-For / Forwarded cannot buy a fresh budget."""
+    transport = httpx2.HTTPTransport(local_address=f"127.0.0.{next(_SOURCES)}")
+    statuses = []
+    with httpx2.Client(transport=transport, timeout=30) as c:
+        for i in range(4):
+            spoof = f"203.0.113.{i + 1}"
+            r = c.post(f"{env.base}/oauth/register",
+                       headers={"X-Forwarded-For": spoof, "X-Real-IP": spoof, "Forwarded": f"for={spoof}"},
+                       json={"client_name": f"spoof-{i}", "redirect_uris": [f"https://spoof{i}.example/cb"]})
+            statuses.append(r.status_code)
+            record_registration(r)
+    assert statuses == [201, 201, 201, 429], statuses
 
 
 # --- Client ID Metadata Documents ----------------------------------------------------------------
@@ -1202,7 +1573,10 @@ def test_cimd_redirect_uri_not_in_document(env):
 ], ids=["10/8", "metadata-169.254", "192.168/16", "172.16/12", "fc00::/7", "v4-mapped-v6", "hex-10.0.0.1",
         "0.0.0.0", "plain-http-not-loopback"])
 def test_cimd_refused_addresses(env, client_id):
-    assert_error_page(cimd_authorize(env, client_id), "unknown client", "private address")
+    """Refused by the SSRF guard ("… resolves to a private/link-local/… address"); a plain-http
+    URL off loopback is not a metadata document URL at all, even in development mode."""
+    reason = "resolves to" if client_id.startswith("https://") else "unknown client_id"
+    assert_error_page(cimd_authorize(env, client_id), "unknown client", reason)
 
 
 def canary_urls() -> list[str]:
@@ -1228,7 +1602,8 @@ def test_cimd_private_address_of_this_machine_is_never_connected(env, template):
     """With a listener on every local address: a document URL at one of this machine's private
     addresses is refused before any connection (a missing guard would connect, then fail)."""
     before = len(env.canary.connections)
-    assert_error_page(cimd_authorize(env, template.format(port=env.canary.port)), "unknown client", "private address")
+    reason = "resolves to" if template.startswith("https://") else "unknown client_id"
+    assert_error_page(cimd_authorize(env, template.format(port=env.canary.port)), "unknown client", reason)
     time.sleep(0.2)
     assert env.canary.connections[before:] == [], env.canary.connections
 

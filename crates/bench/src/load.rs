@@ -10,6 +10,8 @@ pub struct Target {
     pub url: String,
     pub tool: String,
     pub generation: &'static str,
+    /// An access token sent as `Authorization: Bearer` on every request (the signed-in side).
+    pub bearer: Option<String>,
 }
 
 /// Latencies (µs) and the wall time they took.
@@ -71,6 +73,9 @@ async fn worker_client(
     h.insert("content-type", "application/json".parse()?);
     h.insert("accept", "application/json, text/event-stream".parse()?);
     h.insert("mcp-protocol-version", t.generation.parse()?);
+    if let Some(token) = &t.bearer {
+        h.insert("authorization", format!("Bearer {token}").parse()?);
+    }
     if t.generation == "2026-07-28" {
         h.insert("mcp-method", "tools/call".parse()?);
         h.insert("mcp-name", t.tool.parse()?);

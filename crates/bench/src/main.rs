@@ -1,13 +1,16 @@
 //! `doorman-bench`: what Doorman costs against the direct path, measured in one run.
 //!
-//! Starts two `bench-echo` upstreams (2026-07-28 stateless and 2025-11-25 stateful) and Doorman
-//! in front of them, then drives `tools/call` directly and through Doorman with the same load
-//! generator, alternating the two in rounds so machine drift hits both alike. Also measures
-//! Doorman's resident memory with idle stateful sessions and its start-up time to ready.
+//! Starts two `bench-echo` upstreams (2026-07-28 stateless and 2025-11-25 stateful) and two
+//! Doormen in front of them (local mode; accounts mode, where the bench signs in once through the
+//! real authorization code flow and sends the access token on every call), then drives
+//! `tools/call` directly and through each Doorman with the same load generator, alternating the
+//! three in rounds so machine drift hits all alike. Also measures Doorman's resident memory with
+//! idle stateful sessions and its start-up time to ready.
 //! Writes `latest.md` and `latest.json` into the output directory; `bench/chart.py` draws the PNG.
 
 mod load;
 mod procs;
+mod signin;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -22,7 +25,7 @@ struct Args {
     /// Seconds of load per round and side.
     #[arg(long, default_value_t = 4.0)]
     seconds: f64,
-    /// Rounds per configuration (direct and Doorman alternate inside each).
+    /// Rounds per configuration (direct, local mode and signed in alternate inside each).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Concurrency levels.
@@ -51,11 +54,17 @@ async fn main() -> anyhow::Result<()> {
     let bins = procs::Binaries::beside_this_executable()?;
     let stateless = procs::start_echo(&bins, "stateless").await?;
     let stateful = procs::start_echo(&bins, "stateful").await?;
-    let doorman = procs::start_doorman(
-        &bins,
-        &[("modern", stateless.port), ("legacy", stateful.port)],
-    )
-    .await?;
+    let upstreams = [("modern", stateless.port), ("legacy", stateful.port)];
+    let local = procs::start_doorman(&bins, &upstreams, procs::SignIn::Local).await?;
+    let accounts = procs::start_doorman(&bins, &upstreams, procs::SignIn::Accounts).await?;
+    let password = signin::random_token(18)?;
+    procs::add_person(&bins, &accounts, "bench", &password).await?;
+    let token = signin::access_token(&accounts.base_url(), "bench", &password).await?;
+    // The sides measured against direct, in the order they run inside each round.
+    let sides = [
+        ("local", &local, None),
+        ("signed in (token check)", &accounts, Some(token)),
+    ];
 
     let mut rows = Vec::new();
     for (generation, upstream, tool) in [
@@ -66,32 +75,46 @@ async fn main() -> anyhow::Result<()> {
             url: upstream.mcp_url(),
             tool: "echo".into(),
             generation,
+            bearer: None,
         };
-        let through = Target {
-            url: doorman.mcp_url(),
-            tool: tool.into(),
-            generation,
-        };
+        let through: Vec<Target> = sides
+            .iter()
+            .map(|(_, doorman, bearer)| Target {
+                url: doorman.mcp_url(),
+                tool: tool.into(),
+                generation,
+                bearer: bearer.clone(),
+            })
+            .collect();
+        let seconds = Duration::from_secs_f64(args.seconds);
         for &c in &args.concurrency {
-            let (mut d, mut t) = (Stats::default(), Stats::default());
+            let mut d = Stats::default();
+            let mut t: Vec<Stats> = through.iter().map(|_| Stats::default()).collect();
             for _ in 0..args.rounds {
-                d.merge(load::run(&direct, c, Duration::from_secs_f64(args.seconds)).await?);
-                t.merge(load::run(&through, c, Duration::from_secs_f64(args.seconds)).await?);
+                d.merge(load::run(&direct, c, seconds).await?);
+                for (stats, target) in t.iter_mut().zip(&through) {
+                    stats.merge(load::run(target, c, seconds).await?);
+                }
             }
-            eprintln!(
-                "{generation} c={c}: direct {:.0} req/s, doorman {:.0} req/s",
-                d.rps(),
-                t.rps()
-            );
-            rows.push(json!({
-                "generation": generation, "concurrency": c, "mode": "local",
-                "direct": d.summary(), "doorman": t.summary(),
-                "throughput_ratio": t.rps() / d.rps(),
-                "added_p50_us": t.percentile(50.0) as i64 - d.percentile(50.0) as i64,
-            }));
+            let mut line = format!("{generation} c={c}: direct {:.0} req/s", d.rps());
+            for ((mode, _, _), stats) in sides.iter().zip(&t) {
+                line.push_str(&format!(", {mode} {:.0} req/s", stats.rps()));
+            }
+            eprintln!("{line}");
+            // One row per Doorman configuration, each against the direct figures measured in
+            // the same rounds.
+            let direct_summary = d.summary();
+            for ((mode, _, _), mut stats) in sides.iter().zip(t) {
+                rows.push(json!({
+                    "generation": generation, "concurrency": c, "mode": mode,
+                    "direct": direct_summary, "doorman": stats.summary(),
+                    "throughput_ratio": stats.rps() / d.rps(),
+                    "added_p50_us": stats.percentile(50.0) as i64 - d.percentile(50.0) as i64,
+                }));
+            }
         }
     }
-    drop(doorman);
+    drop((local, accounts));
 
     let memory = procs::measure_memory(&bins, &args.sessions).await?;
     let startup = procs::measure_startup(&bins, if args.smoke { 1 } else { 5 }).await?;
@@ -110,7 +133,10 @@ async fn main() -> anyhow::Result<()> {
 
 fn markdown(r: &Value) -> String {
     let mut s = String::from(
-        "## Throughput and latency: `tools/call` on `echo`, direct vs through Doorman\n\n",
+        "## Throughput and latency: `tools/call` on `echo`, direct vs through Doorman\n\n\
+         Modes: `local` (no sign-in), `signed in (token check)` (accounts mode: a bearer access \
+         token on every request). For each protocol and concurrency, direct and both modes ran \
+         alternately in the same rounds; each ratio is to that direct.\n\n",
     );
     s.push_str("| protocol | conc. | mode | direct req/s | Doorman req/s | ratio | direct p50/p90/p99 µs | Doorman p50/p90/p99 µs | added p50 µs |\n");
     s.push_str("|---|---:|---|---:|---:|---:|---|---|---:|\n");

@@ -40,12 +40,17 @@ impl Binaries {
 pub struct Running {
     child: Child,
     pub port: u16,
-    _dir: Option<tempfile::TempDir>,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Running {
     pub fn mcp_url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.port)
+        format!("{}/mcp", self.base_url())
+    }
+
+    /// `http://127.0.0.1:PORT`: for Doorman also its issuer (`public_url` is left to default).
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     fn pid(&self) -> u32 {
@@ -93,18 +98,42 @@ pub async fn start_echo(bins: &Binaries, mode: &str) -> anyhow::Result<Running> 
     Ok(Running {
         child,
         port,
-        _dir: None,
+        dir: None,
     })
 }
 
-/// Doorman in local mode in front of `upstreams` (name, port), with a fresh data directory.
-pub async fn start_doorman(bins: &Binaries, upstreams: &[(&str, u16)]) -> anyhow::Result<Running> {
+/// How the benchmark's Doorman lets people in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SignIn {
+    /// `mode = "local"`: no sign-in, nothing checked on `/mcp`.
+    Local,
+    /// `mode = "accounts"` with the `bench` public client pre-registered: every `/mcp` request
+    /// needs a bearer access token (see `signin.rs` for how the bench gets one).
+    Accounts,
+}
+
+/// Doorman in front of `upstreams` (name, port), with a fresh data directory.
+pub async fn start_doorman(
+    bins: &Binaries,
+    upstreams: &[(&str, u16)],
+    sign_in: SignIn,
+) -> anyhow::Result<Running> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let mut config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nlog_level = \"warn\"\n[sign_in]\nmode = \"local\"\n",
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nlog_level = \"warn\"\n",
         dir.path().join("data").display()
     );
+    match sign_in {
+        SignIn::Local => config.push_str("[sign_in]\nmode = \"local\"\n"),
+        // Tokens live 1 h by default; 2 h covers a full run with room to spare.
+        SignIn::Accounts => config.push_str(&format!(
+            "[sign_in]\nmode = \"accounts\"\naccess_token_lifetime = \"2h\"\n\
+             [[sign_in.clients]]\nclient_id = \"{}\"\nname = \"bench\"\nredirect_uris = [\"{}\"]\n",
+            crate::signin::CLIENT_ID,
+            crate::signin::REDIRECT_URI
+        )),
+    }
     for (name, up) in upstreams {
         config.push_str(&format!(
             "[[upstreams]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{up}/mcp\"\n"
@@ -123,8 +152,43 @@ pub async fn start_doorman(bins: &Binaries, upstreams: &[(&str, u16)]) -> anyhow
     Ok(Running {
         child,
         port,
-        _dir: Some(dir),
+        dir: Some(dir),
     })
+}
+
+/// Creates a local account on a running Doorman with the real CLI
+/// (`doorman users add NAME --password-stdin --config FILE`).
+pub async fn add_person(
+    bins: &Binaries,
+    doorman: &Running,
+    name: &str,
+    password: &str,
+) -> anyhow::Result<()> {
+    let config = doorman
+        .dir
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("not a Doorman"))?
+        .path()
+        .join("doorman.toml");
+    let mut child = Command::new(&bins.doorman)
+        .args(["users", "add", name, "--password-stdin", "--config"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        stdin.write_all(format!("{password}\n").as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "doorman users add {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
@@ -140,7 +204,7 @@ fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
 
 /// Resident size with 0 and then each count of idle stateful sessions.
 pub async fn measure_memory(bins: &Binaries, counts: &[usize]) -> anyhow::Result<Value> {
-    let doorman = start_doorman(bins, &[]).await?;
+    let doorman = start_doorman(bins, &[], SignIn::Local).await?;
     let url = doorman.mcp_url();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let base = rss_bytes(doorman.pid())?;
@@ -200,7 +264,7 @@ pub async fn measure_startup(bins: &Binaries, runs: usize) -> anyhow::Result<u64
     let mut times = Vec::new();
     for _ in 0..runs {
         let started = Instant::now();
-        let d = start_doorman(bins, &[]).await?;
+        let d = start_doorman(bins, &[], SignIn::Local).await?;
         times.push(started.elapsed().as_millis() as u64);
         drop(d);
     }

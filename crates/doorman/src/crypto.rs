@@ -223,8 +223,12 @@ mod tests {
 
     #[test]
     fn sealed_values_open_only_with_their_owner() {
-        let ring = KeyRing::parse(&format!("k1 {}\nk2 {}\n", random_token(32), random_token(32)))
-            .unwrap();
+        let ring = KeyRing::parse(&format!(
+            "k1 {}\nk2 {}\n",
+            random_token(32),
+            random_token(32)
+        ))
+        .unwrap();
         assert_eq!(ring.active_id(), "k2");
         let sealed = ring.seal(b"refresh-token", "connection:1|user:a");
         assert!(sealed.starts_with("k2."));
@@ -238,8 +242,11 @@ mod tests {
         let last = tampered.len() - 2;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
         assert!(
-            ring.open(std::str::from_utf8(&tampered).unwrap(), "connection:1|user:a")
-                .is_err()
+            ring.open(
+                std::str::from_utf8(&tampered).unwrap(),
+                "connection:1|user:a"
+            )
+            .is_err()
         );
     }
 

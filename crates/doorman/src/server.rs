@@ -12,8 +12,8 @@ use serde_json::json;
 use crate::{
     clock::{Clock, OffsetClock, SharedClock, SystemClock},
     config::{Config, LogFormat},
-    edge::{EdgePolicy, check_host_and_origin},
     crypto::KeyRing,
+    edge::{EdgePolicy, check_host_and_origin},
     gateway::{Gateway, endpoint},
     sign_in::{AuthServer, bearer::require_token, setup},
     store::Store,
@@ -97,7 +97,9 @@ pub fn app(
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     // DOORMAN_TEST_CLOCK=1: end-to-end tests move time forward through POST /_test/clock.
     let test_clock = (std::env::var("DOORMAN_TEST_CLOCK").as_deref() == Ok("1")).then(|| {
-        tracing::warn!("DOORMAN_TEST_CLOCK=1: the test clock hook is enabled; never use this in production");
+        tracing::warn!(
+            "DOORMAN_TEST_CLOCK=1: the test clock hook is enabled; never use this in production"
+        );
         OffsetClock::default()
     });
     let clock: SharedClock = match &test_clock {
@@ -119,7 +121,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         auth.spawn_maintenance();
         if let Some(link) = setup::first_run_link(auth).await? {
             // Printed to stdout, not logged: the link is a one-time secret for the operator.
-            let message = "Doorman has no accounts yet. Create the first administrator within one hour";
+            let message =
+                "Doorman has no accounts yet. Create the first administrator within one hour";
             if config.server.log_format == LogFormat::Json {
                 println!("{}", json!({ "message": message, "setup_link": link }));
             } else {
@@ -150,8 +153,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         app(&config, gateway, auth, test_clock)
             .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     store.close().await;
     tracing::info!("Doorman stopped");
     Ok(())

@@ -18,15 +18,13 @@ CREATE TABLE users (
 );
 CREATE UNIQUE INDEX users_username ON users (username);
 
--- Local accounts' credentials and their failed-attempt counters (backoff and lockout).
+-- Local accounts' credentials (failed attempts are counted per name in sign_in_failures).
 CREATE TABLE local_credentials (
     user_id TEXT PRIMARY KEY NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     password_hash TEXT NOT NULL,
     totp_secret_sealed TEXT,
     -- The time step (Unix seconds / 30) of the last TOTP code accepted: a code is good only once.
     totp_last_step BIGINT,
-    failed_attempts BIGINT NOT NULL DEFAULT 0,
-    locked_until BIGINT,
     updated_at BIGINT NOT NULL
 );
 

@@ -160,27 +160,33 @@ pub async fn grants(cmd: GrantsCommand, config: &Config) -> anyhow::Result<()> {
                 } else {
                     let cells = rows
                         .iter()
-                        .map(|r| ["id", "user", "client_id", "state", "expires_at"].map(|k| r[k].as_str().unwrap_or("-").to_owned()))
+                        .map(|r| {
+                            ["id", "user", "client_id", "state", "expires_at"]
+                                .map(|k| r[k].as_str().unwrap_or("-").to_owned())
+                        })
                         .collect::<Vec<_>>();
-                    print!("{}", table(["GRANT", "PERSON", "CLIENT", "STATE", "EXPIRES"], &cells));
+                    print!(
+                        "{}",
+                        table(["GRANT", "PERSON", "CLIENT", "STATE", "EXPIRES"], &cells)
+                    );
                 }
             }
             GrantsCommand::Revoke { grant_id, user } => match (grant_id, user) {
                 (Some(id), None) => {
-                    if !store.revoke_grant(&id, now, "revoked by an operator").await? {
+                    if !store
+                        .revoke_grant(&id, now, "revoked by an operator")
+                        .await?
+                    {
                         bail!("no such active grant: {id}");
                     }
                     println!("revoked grant {id}");
                 }
                 (None, Some(u)) => {
                     let who = person_id(&store, &u).await?;
-                    let mut n = 0;
-                    for g in store.grants(Some(&who)).await? {
-                        if store.revoke_grant(&g.id, now, "revoked by an operator").await? {
-                            n += 1;
-                        }
-                    }
-                    println!("revoked {n} grant(s) of {u}");
+                    let n = store
+                        .sign_out_everywhere(&who, now, "revoked by an operator")
+                        .await?;
+                    println!("revoked {n} grant(s) of {u} and ended their browser sign-ins");
                 }
                 _ => bail!("give a grant id or --user, not both"),
             },

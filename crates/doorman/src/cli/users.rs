@@ -117,7 +117,7 @@ async fn execute(cmd: UsersCommand, store: &Store, accounts: &Accounts) -> anyho
             let password = read_password(password_stdin)?;
             accounts.reset_password(&name, &password).await?;
             println!(
-                "password reset for user {}",
+                "password reset for user {}; their sign-ins at clients were revoked",
                 name.trim().to_ascii_lowercase()
             );
         }
@@ -183,7 +183,6 @@ fn user_json(user: &UserRow) -> serde_json::Value {
 
 /// Columns: username, email, admin, disabled, created.
 fn table(users: &[UserRow]) -> String {
-    let header = ["USERNAME", "EMAIL", "ADMIN", "DISABLED", "CREATED"].map(String::from);
     let rows: Vec<[String; 5]> = users
         .iter()
         .map(|u| {
@@ -196,23 +195,7 @@ fn table(users: &[UserRow]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    super::table(["USERNAME", "EMAIL", "ADMIN", "DISABLED", "CREATED"], &rows)
 }
 
 /// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC).

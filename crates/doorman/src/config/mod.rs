@@ -146,7 +146,10 @@ impl ClientConfig {
                 ));
             }
         };
-        source.resolve().map(Some).map_err(|e| ConfigError::new("client_secret", e))
+        source
+            .resolve()
+            .map(Some)
+            .map_err(|e| ConfigError::new("client_secret", e))
     }
 }
 
@@ -374,6 +377,26 @@ impl Config {
 
     fn validate_sign_in(&self) -> Result<(), ConfigError> {
         let si = &self.sign_in;
+        // OAuth 2.1 §1.5: tokens and credentials only over TLS, loopback excepted.
+        let public = self.public_url();
+        let loopback = match public.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        if si.mode == SignInMode::Accounts
+            && public.scheme() != "https"
+            && !loopback
+            && !si.development
+        {
+            return Err(ConfigError::new(
+                "server.public_url",
+                format!(
+                    "people sign in over this URL, so it must be https (TLS may end at a proxy in front of Doorman); {public} is not (set server.public_url, or sign_in.development = true for a test setup)"
+                ),
+            ));
+        }
         for (key, d) in [
             ("access_token_lifetime", si.access_token_lifetime),
             ("sign_in_lifetime", si.sign_in_lifetime),

@@ -156,11 +156,18 @@ fn local_mode_refuses_a_non_loopback_address() {
     let e = error_of("[server]\nlisten = \"0.0.0.0:8421\"\n[sign_in]\nmode = \"local\"\n");
     assert_eq!(e.path, "sign_in.mode");
     assert!(e.message.contains("loopback"), "{e}");
-    let ok = Config::from_toml("[server]\nlisten = \"[::1]:8421\"\n[sign_in]\nmode = \"local\"\n").unwrap();
+    let ok = Config::from_toml("[server]\nlisten = \"[::1]:8421\"\n[sign_in]\nmode = \"local\"\n")
+        .unwrap();
     ok.validate().unwrap();
-    // Accounts mode (the default) signs people in, so any address is fine.
-    let ok = Config::from_toml("[server]\nlisten = \"0.0.0.0:8421\"\n").unwrap();
+    // Accounts mode (the default) signs people in, so any address is fine, behind https.
+    let ok = Config::from_toml(
+        "[server]\nlisten = \"0.0.0.0:8421\"\npublic_url = \"https://doorman.example.com\"\n",
+    )
+    .unwrap();
     ok.validate().unwrap();
+    let e = error_of("[server]\nlisten = \"0.0.0.0:8421\"\n");
+    assert_eq!(e.path, "server.public_url");
+    assert!(e.message.contains("must be https"), "{e}");
 }
 
 #[test]

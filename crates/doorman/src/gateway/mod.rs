@@ -44,7 +44,12 @@ impl Gateway {
     /// The upstream sessions that serve one person's stateless requests.
     pub fn stateless_slots(&self, user: Option<&str>) -> Arc<SessionSlots> {
         let key = user.unwrap_or("");
-        if let Some(s) = self.stateless.read().expect("stateless slots lock").get(key) {
+        if let Some(s) = self
+            .stateless
+            .read()
+            .expect("stateless slots lock")
+            .get(key)
+        {
             return s.clone();
         }
         self.stateless

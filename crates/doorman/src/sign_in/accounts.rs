@@ -309,6 +309,10 @@ impl Accounts {
         }
         let name = user.username.as_deref().unwrap_or_default();
         self.store.clear_sign_in_failures(&sha256_hex(name)).await?;
+        // A reset often follows a leak: whoever signed in with the old password is signed out.
+        self.store
+            .sign_out_everywhere(&user.id, self.clock.now_ms(), "password reset")
+            .await?;
         Ok(())
     }
 
@@ -479,8 +483,6 @@ fn otpauth_uri(label: &str, secret_base32: &str) -> String {
 mod tests {
     //! On SQLite and, with `DOORMAN_TEST_POSTGRES_URL`, on PostgreSQL (as `store/tests.rs`).
 
-    use sqlx::{PgPool, SqlitePool};
-
     use super::*;
     use crate::{
         clock::{Clock, ManualClock},
@@ -493,24 +495,8 @@ mod tests {
     const LOCKOUT: Duration = Duration::from_secs(600);
     const MAX_FAILED: u32 = 3;
 
-    /// A direct connection to the store's database, for rows no store method writes here.
-    enum Raw {
-        Sqlite(SqlitePool),
-        Postgres(PgPool),
-    }
-
-    macro_rules! on_raw {
-        ($raw:expr, $pool:ident => $body:expr) => {
-            match &$raw {
-                Raw::Sqlite($pool) => $body,
-                Raw::Postgres($pool) => $body,
-            }
-        };
-    }
-
     struct Engine {
         store: Store,
-        raw: Raw,
         clock: ManualClock,
         accounts: Accounts,
         _dir: Option<tempfile::TempDir>,
@@ -522,7 +508,6 @@ mod tests {
         }
 
         async fn close(self) {
-            on_raw!(self.raw, pool => pool.close().await);
             self.store.close().await;
         }
     }
@@ -546,62 +531,16 @@ mod tests {
     /// One fresh database per engine.
     async fn engines() -> Vec<Engine> {
         let mut out = Vec::new();
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite_in(dir.path()).await.unwrap();
-        let raw = SqlitePool::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("doorman.db").display()
-        ))
-        .await
-        .unwrap();
-        let clock = ManualClock::new(START_MS);
-        out.push(Engine {
-            accounts: accounts_for(&store, &clock),
-            store,
-            raw: Raw::Sqlite(raw),
-            clock,
-            _dir: Some(dir),
-        });
-        match std::env::var("DOORMAN_TEST_POSTGRES_URL") {
-            Ok(base) => {
-                let url = fresh_postgres(&base).await;
-                let store = Store::open(&url).await.unwrap();
-                let raw = PgPool::connect(&url).await.unwrap();
-                let clock = ManualClock::new(START_MS);
-                out.push(Engine {
-                    accounts: accounts_for(&store, &clock),
-                    store,
-                    raw: Raw::Postgres(raw),
-                    clock,
-                    _dir: None,
-                });
-            }
-            Err(_) if std::env::var("DOORMAN_TEST_NO_POSTGRES").as_deref() == Ok("1") => {}
-            Err(_) => panic!(
-                "DOORMAN_TEST_POSTGRES_URL is not set: run `scripts/pg start` and export the URL \
-                 it prints (or set DOORMAN_TEST_NO_POSTGRES=1 to test SQLite only)"
-            ),
+        for (store, dir) in crate::store::testing::engines().await {
+            let clock = ManualClock::new(START_MS);
+            out.push(Engine {
+                accounts: accounts_for(&store, &clock),
+                store,
+                clock,
+                _dir: dir,
+            });
         }
         out
-    }
-
-    /// Creates an empty database on the server and returns its URL.
-    async fn fresh_postgres(base: &str) -> String {
-        let admin = PgPool::connect(base)
-            .await
-            .expect("PostgreSQL must be reachable");
-        let name = format!(
-            "doorman_t_{}",
-            random_token(9).to_lowercase().replace('-', "_")
-        );
-        // The name is made of random url-safe characters only.
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        let (prefix, _) = base.rsplit_once('/').expect("a database URL has a path");
-        format!("{prefix}/{name}")
     }
 
     fn secret(s: &str) -> SecretString {
@@ -1091,7 +1030,7 @@ mod tests {
                 ("g2", &a.id, Some(START_MS - 5), Some("client revoked")),
                 ("g3", &b.id, None, None),
             ] {
-                on_raw!(e.raw, pool => sqlx::query(
+                crate::store::on_pool!(e.store, pool => sqlx::query(
                     "INSERT INTO grants (id, user_id, client_id, scope, resource, auth_time, \
                      created_at, expires_at, last_used_at, revoked_at, revoked_reason) \
                      VALUES ($1, $2, 'client', 'mcp', 'http://x/mcp', 0, 0, $3, 0, $4, $5)",
@@ -1107,7 +1046,7 @@ mod tests {
                 .unwrap());
             }
             for (id, user) in [("s1", &a.id), ("s2", &b.id)] {
-                on_raw!(e.raw, pool => sqlx::query(
+                crate::store::on_pool!(e.store, pool => sqlx::query(
                     "INSERT INTO browser_sessions (id_hash, user_id, auth_time, created_at, \
                      expires_at) VALUES ($1, $2, 0, 0, $3)",
                 )
@@ -1133,7 +1072,7 @@ mod tests {
             let r = e.accounts.sign_in("alice", &secret(PASSWORD), None).await;
             assert!(is_invalid(&r), "{engine}: {r:?}");
 
-            let grants: Vec<(String, Option<i64>, Option<String>)> = on_raw!(e.raw, pool =>
+            let grants: Vec<(String, Option<i64>, Option<String>)> = crate::store::on_pool!(e.store, pool =>
                 sqlx::query_as("SELECT id, revoked_at, revoked_reason FROM grants ORDER BY id")
                     .fetch_all(pool)
                     .await
@@ -1151,7 +1090,7 @@ mod tests {
                 ],
                 "{engine}"
             );
-            let sessions: Vec<(String,)> = on_raw!(e.raw, pool =>
+            let sessions: Vec<(String,)> = crate::store::on_pool!(e.store, pool =>
                 sqlx::query_as("SELECT id_hash FROM browser_sessions ORDER BY id_hash")
                     .fetch_all(pool)
                     .await
@@ -1165,7 +1104,7 @@ mod tests {
                 .sign_in("alice", &secret(PASSWORD), None)
                 .await
                 .unwrap();
-            let (revoked,): (Option<i64>,) = on_raw!(e.raw, pool =>
+            let (revoked,): (Option<i64>,) = crate::store::on_pool!(e.store, pool =>
                 sqlx::query_as("SELECT revoked_at FROM grants WHERE id = 'g1'")
                     .fetch_one(pool)
                     .await

@@ -76,7 +76,13 @@ pub fn see_other(location: &str) -> Response {
 
 /// An error sent back to the client: `error`, `error_description`, `state` and — always —
 /// `iss` (RFC 9207 §2: also in error responses).
-fn error_to_client(s: &AuthServer, redirect_uri: &str, state: Option<&str>, error: &str, description: &str) -> Response {
+fn error_to_client(
+    s: &AuthServer,
+    redirect_uri: &str,
+    state: Option<&str>,
+    error: &str,
+    description: &str,
+) -> Response {
     let mut params = vec![("error", error), ("error_description", description)];
     if let Some(st) = state {
         params.push(("state", st));
@@ -87,7 +93,11 @@ fn error_to_client(s: &AuthServer, redirect_uri: &str, state: Option<&str>, erro
 
 /// The browser's CSRF cookie, and the `Set-Cookie` to send when it is new.
 fn csrf_cookie(s: &AuthServer, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
-    match s.cookies.get(headers, CSRF_COOKIE).filter(|v| v.len() >= 32) {
+    match s
+        .cookies
+        .get(headers, CSRF_COOKIE)
+        .filter(|v| v.len() >= 32)
+    {
         Some(v) => (v, None),
         None => {
             let v = crypto::random_token(32);
@@ -121,7 +131,11 @@ pub async fn authorize(
     // RFC 6749 §4.1.2.1: problems with the client or the redirect URI are shown here, never
     // sent to an unverified redirect URI.
     let Some(client_id) = q.get("client_id").copied() else {
-        return pages::message(StatusCode::BAD_REQUEST, "Invalid request", "The client_id parameter is missing.");
+        return pages::message(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The client_id parameter is missing.",
+        );
     };
     let client = match s.clients.resolve(client_id).await {
         Ok(c) => c,
@@ -133,7 +147,11 @@ pub async fn authorize(
             );
         }
         Err(e) => {
-            return pages::message(StatusCode::BAD_REQUEST, "Unknown client", &format!("This application cannot sign in here: {e}."));
+            return pages::message(
+                StatusCode::BAD_REQUEST,
+                "Unknown client",
+                &format!("This application cannot sign in here: {e}."),
+            );
         }
     };
     let redirect_uri = match q.get("redirect_uri") {
@@ -146,38 +164,61 @@ pub async fn authorize(
             );
         }
         // RFC 6749 §3.1.2.3: may be omitted only when exactly one is registered (and fixed).
-        None if client.redirect_uris.len() == 1 => {
-            client.redirect_uris[0].clone()
-        }
+        None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
         None => {
-            return pages::message(StatusCode::BAD_REQUEST, "Invalid request", "The redirect_uri parameter is missing.");
+            return pages::message(
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                "The redirect_uri parameter is missing.",
+            );
         }
     };
     let state = q.get("state").map(|s| (*s).to_owned());
-    let fail = |error: &str, description: &str| error_to_client(&s, &redirect_uri, state.as_deref(), error, description);
+    let fail = |error: &str, description: &str| {
+        error_to_client(&s, &redirect_uri, state.as_deref(), error, description)
+    };
     if let Some(k) = repeated {
         return fail("invalid_request", &format!("the parameter {k} is repeated"));
     }
     if q.get("response_type") != Some(&"code") {
-        return fail("unsupported_response_type", "only response_type=code is supported");
+        return fail(
+            "unsupported_response_type",
+            "only response_type=code is supported",
+        );
     }
     // MCP authorization, "Authorization Code Protection": PKCE with S256 is required.
     let Some(challenge) = q.get("code_challenge").copied() else {
-        return fail("invalid_request", "code_challenge is required (PKCE with S256)");
+        return fail(
+            "invalid_request",
+            "code_challenge is required (PKCE with S256)",
+        );
     };
     if q.get("code_challenge_method") != Some(&"S256") {
-        return fail("invalid_request", "code_challenge_method must be S256 (plain is not accepted)");
+        return fail(
+            "invalid_request",
+            "code_challenge_method must be S256 (plain is not accepted)",
+        );
     }
     // RFC 7636 §4.2: BASE64URL(SHA256(verifier)) is 43 characters.
-    if challenge.len() != 43 || !challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return fail("invalid_request", "code_challenge is not a base64url SHA-256 value");
+    if challenge.len() != 43
+        || !challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return fail(
+            "invalid_request",
+            "code_challenge is not a base64url SHA-256 value",
+        );
     }
     // RFC 8707 §2: the resource must be ours; tokens are only ever issued for /mcp.
     let resource = match q.get("resource") {
         None => s.resource.clone(),
         Some(r) if *r == s.resource => s.resource.clone(),
         Some(_) => {
-            return fail("invalid_target", &format!("the only resource here is {}", s.resource));
+            return fail(
+                "invalid_target",
+                &format!("the only resource here is {}", s.resource),
+            );
         }
     };
     let scope = match granted_scope(q.get("scope").copied()) {
@@ -195,14 +236,30 @@ pub async fn authorize(
         force_sign_in: prompt.split(' ').any(|p| p == "login"),
     };
     let now = s.clock.now_ms();
-    let signed_in = if pending.force_sign_in { None } else { signed_in(&s, &headers).await };
+    let signed_in = if pending.force_sign_in {
+        None
+    } else {
+        signed_in(&s, &headers).await
+    };
     if prompt.split(' ').any(|p| p == "none") {
         // OpenID Connect Core §3.1.2.1 semantics, which OAuth clients use too.
         let Some((_, user_id)) = &signed_in else {
-            return error_to_client(&s, &pending.redirect_uri, pending.state.as_deref(), "login_required", "the person is not signed in");
+            return error_to_client(
+                &s,
+                &pending.redirect_uri,
+                pending.state.as_deref(),
+                "login_required",
+                "the person is not signed in",
+            );
         };
         if !consented(&s, user_id, &pending).await {
-            return error_to_client(&s, &pending.redirect_uri, pending.state.as_deref(), "consent_required", "the person has not approved this client");
+            return error_to_client(
+                &s,
+                &pending.redirect_uri,
+                pending.state.as_deref(),
+                "consent_required",
+                "the person has not approved this client",
+            );
         }
     }
     let (csrf, set_csrf) = csrf_cookie(&s, &headers);
@@ -218,7 +275,10 @@ pub async fn authorize(
     };
     if let Err(e) = s.store.insert_authorization_request(&row).await {
         tracing::error!(error = %e, "cannot store an authorization request");
-        return fail("server_error", "the authorization request could not be stored");
+        return fail(
+            "server_error",
+            "the authorization request could not be stored",
+        );
     }
     let next = match signed_in {
         Some(_) => format!("/consent?request={id}"),
@@ -243,7 +303,11 @@ fn granted_scope(asked: Option<&str>) -> Result<String, String> {
 /// The person this browser is signed in as, if any (and still allowed in).
 async fn signed_in(s: &AuthServer, headers: &HeaderMap) -> Option<(BrowserSessionRow, String)> {
     let cookie = s.cookies.get(headers, SESSION_COOKIE)?;
-    let row = s.store.browser_session(&crypto::sha256_hex(&cookie)).await.ok()??;
+    let row = s
+        .store
+        .browser_session(&crypto::sha256_hex(&cookie))
+        .await
+        .ok()??;
     if row.expires_at <= s.clock.now_ms() {
         return None;
     }
@@ -266,7 +330,11 @@ async fn consented(s: &AuthServer, user_id: &str, p: &Pending) -> bool {
 }
 
 /// The stored request behind a page, checked to belong to this browser.
-async fn load_request(s: &AuthServer, id: &str, headers: &HeaderMap) -> Result<(AuthorizationRequestRow, Pending), Response> {
+async fn load_request(
+    s: &AuthServer,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<(AuthorizationRequestRow, Pending), Response> {
     let expired = || {
         pages::message(
             StatusCode::BAD_REQUEST,
@@ -279,13 +347,19 @@ async fn load_request(s: &AuthServer, id: &str, headers: &HeaderMap) -> Result<(
         Ok(_) => return Err(expired()),
         Err(e) => {
             tracing::error!(error = %e, "cannot read an authorization request");
-            return Err(pages::message(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Try again in a moment."));
+            return Err(pages::message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Try again in a moment.",
+            ));
         }
     };
-    let browser_ok = s
-        .cookies
-        .get(headers, CSRF_COOKIE)
-        .is_some_and(|c| crypto::constant_time_eq(crypto::sha256_hex(&c).as_bytes(), row.browser_hash.as_bytes()));
+    let browser_ok = s.cookies.get(headers, CSRF_COOKIE).is_some_and(|c| {
+        crypto::constant_time_eq(
+            crypto::sha256_hex(&c).as_bytes(),
+            row.browser_hash.as_bytes(),
+        )
+    });
     if !browser_ok {
         return Err(pages::message(
             StatusCode::BAD_REQUEST,
@@ -300,7 +374,9 @@ async fn load_request(s: &AuthServer, id: &str, headers: &HeaderMap) -> Result<(
 /// Checks a posted form's CSRF token against the browser's cookie (double submit).
 fn csrf_ok(s: &AuthServer, headers: &HeaderMap, form: &HashMap<String, String>) -> bool {
     match (s.cookies.get(headers, CSRF_COOKIE), form.get("csrf")) {
-        (Some(cookie), Some(posted)) => crypto::constant_time_eq(cookie.as_bytes(), posted.as_bytes()),
+        (Some(cookie), Some(posted)) => {
+            crypto::constant_time_eq(cookie.as_bytes(), posted.as_bytes())
+        }
         _ => false,
     }
 }
@@ -327,8 +403,14 @@ fn no_request() -> Response {
 }
 
 /// `GET /sign-in?request=…`.
-pub async fn sign_in_page(State(s): State<Arc<AuthServer>>, headers: HeaderMap, Query(q): Query<RequestQuery>) -> Response {
-    let Some(id) = q.request else { return no_request() };
+pub async fn sign_in_page(
+    State(s): State<Arc<AuthServer>>,
+    headers: HeaderMap,
+    Query(q): Query<RequestQuery>,
+) -> Response {
+    let Some(id) = q.request else {
+        return no_request();
+    };
     let (_, pending) = match load_request(&s, &id, &headers).await {
         Ok(r) => r,
         Err(page) => return page,
@@ -337,20 +419,37 @@ pub async fn sign_in_page(State(s): State<Arc<AuthServer>>, headers: HeaderMap, 
     let name = client_name(&s, &pending.client_id).await;
     pages::render(
         StatusCode::OK,
-        &SignInPage { csrf: &csrf, request: &id, username: "", client_name: name.as_deref(), error: None, ask_totp: false },
+        &SignInPage {
+            csrf: &csrf,
+            request: &id,
+            username: "",
+            client_name: name.as_deref(),
+            error: None,
+            ask_totp: false,
+        },
     )
 }
 
 async fn client_name(s: &AuthServer, client_id: &str) -> Option<String> {
-    s.clients.resolve(client_id).await.ok().map(|c| c.display_name().to_owned())
+    s.clients
+        .resolve(client_id)
+        .await
+        .ok()
+        .map(|c| c.display_name().to_owned())
 }
 
 /// `POST /sign-in`: fields `username`, `password`, `totp`, `csrf`, `request`.
-pub async fn sign_in_submit(State(s): State<Arc<AuthServer>>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+pub async fn sign_in_submit(
+    State(s): State<Arc<AuthServer>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     if !csrf_ok(&s, &headers, &form) {
         return csrf_refused();
     }
-    let Some(id) = form.get("request").cloned() else { return no_request() };
+    let Some(id) = form.get("request").cloned() else {
+        return no_request();
+    };
     let (row, pending) = match load_request(&s, &id, &headers).await {
         Ok(r) => r,
         Err(page) => return page,
@@ -363,7 +462,14 @@ pub async fn sign_in_submit(State(s): State<Arc<AuthServer>>, headers: HeaderMap
     let again = |status: StatusCode, error: &str, ask_totp: bool| {
         pages::render(
             status,
-            &SignInPage { csrf: &csrf, request: &id, username, client_name: name.as_deref(), error: Some(error), ask_totp },
+            &SignInPage {
+                csrf: &csrf,
+                request: &id,
+                username,
+                client_name: name.as_deref(),
+                error: Some(error),
+                ask_totp,
+            },
         )
     };
     let user = match s.accounts.sign_in(username, &password, totp).await {
@@ -381,7 +487,11 @@ pub async fn sign_in_submit(State(s): State<Arc<AuthServer>>, headers: HeaderMap
     };
     let now = s.clock.now_ms();
     let session_id = crypto::random_token(32);
-    let amr = if totp.is_some() { r#"["pwd","otp","mfa"]"# } else { r#"["pwd"]"# };
+    let amr = if totp.is_some() {
+        r#"["pwd","otp","mfa"]"#
+    } else {
+        r#"["pwd"]"#
+    };
     let session = BrowserSessionRow {
         id_hash: crypto::sha256_hex(&session_id),
         user_id: user.id.clone(),
@@ -392,21 +502,37 @@ pub async fn sign_in_submit(State(s): State<Arc<AuthServer>>, headers: HeaderMap
     };
     if let Err(e) = async {
         s.store.insert_browser_session(&session).await?;
-        s.store.set_authorization_request_user(&row.id_hash, &user.id).await
+        s.store
+            .set_authorization_request_user(&row.id_hash, &user.id)
+            .await
     }
     .await
     {
         tracing::error!(error = %e, "cannot record a sign-in");
-        return again(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong; try again.", false);
+        return again(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong; try again.",
+            false,
+        );
     }
     tracing::info!(user = %user.id, client = %pending.client_id, "signed in");
-    let cookie = s.cookies.set(SESSION_COOKIE, &session_id, s.settings.sign_in_lifetime_ms / 1000);
+    let cookie = s.cookies.set(
+        SESSION_COOKIE,
+        &session_id,
+        s.settings.sign_in_lifetime_ms / 1000,
+    );
     with_cookie(see_other(&format!("/consent?request={id}")), Some(cookie))
 }
 
 /// `GET /consent?request=…`: asks once per (person, client); remembered afterwards.
-pub async fn consent_page(State(s): State<Arc<AuthServer>>, headers: HeaderMap, Query(q): Query<RequestQuery>) -> Response {
-    let Some(id) = q.request else { return no_request() };
+pub async fn consent_page(
+    State(s): State<Arc<AuthServer>>,
+    headers: HeaderMap,
+    Query(q): Query<RequestQuery>,
+) -> Response {
+    let Some(id) = q.request else {
+        return no_request();
+    };
     let (row, pending) = match load_request(&s, &id, &headers).await {
         Ok(r) => r,
         Err(page) => return page,
@@ -440,7 +566,16 @@ pub async fn consent_page(State(s): State<Arc<AuthServer>>, headers: HeaderMap, 
     let scopes = pending
         .scope
         .split(' ')
-        .map(|sc| (sc, SCOPES.iter().find(|(n, _)| *n == sc).map(|(_, d)| *d).unwrap_or("")))
+        .map(|sc| {
+            (
+                sc,
+                SCOPES
+                    .iter()
+                    .find(|(n, _)| *n == sc)
+                    .map(|(_, d)| *d)
+                    .unwrap_or(""),
+            )
+        })
         .collect();
     pages::render(
         StatusCode::OK,
@@ -458,11 +593,17 @@ pub async fn consent_page(State(s): State<Arc<AuthServer>>, headers: HeaderMap, 
 }
 
 /// `POST /consent`: `decision` = `allow` | `deny`, with `csrf`, `request`, `client_id`.
-pub async fn consent_submit(State(s): State<Arc<AuthServer>>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+pub async fn consent_submit(
+    State(s): State<Arc<AuthServer>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     if !csrf_ok(&s, &headers, &form) {
         return csrf_refused();
     }
-    let Some(id) = form.get("request").cloned() else { return no_request() };
+    let Some(id) = form.get("request").cloned() else {
+        return no_request();
+    };
     let (row, pending) = match load_request(&s, &id, &headers).await {
         Ok(r) => r,
         Err(page) => return page,
@@ -487,32 +628,64 @@ pub async fn consent_submit(State(s): State<Arc<AuthServer>>, headers: HeaderMap
     };
     match form.get("decision").map(String::as_str) {
         Some("allow") => {
-            if let Err(e) = s.store.save_consent(&user_id, &client.id, &pending.scope, s.clock.now_ms()).await {
+            if let Err(e) = s
+                .store
+                .save_consent(&user_id, &client.id, &pending.scope, s.clock.now_ms())
+                .await
+            {
                 tracing::error!(error = %e, "cannot save consent");
-                return pages::message(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Try again in a moment.");
+                return pages::message(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong",
+                    "Try again in a moment.",
+                );
             }
             tracing::info!(user = %user_id, client = %client.id, "consent given");
             finish(&s, &row, &pending, &client, &session).await
         }
         Some("deny") => {
             let _ = s.store.take_authorization_request(&row.id_hash).await;
-            error_to_client(&s, &pending.redirect_uri, pending.state.as_deref(), "access_denied", "the person declined")
+            error_to_client(
+                &s,
+                &pending.redirect_uri,
+                pending.state.as_deref(),
+                "access_denied",
+                "the person declined",
+            )
         }
-        _ => pages::message(StatusCode::BAD_REQUEST, "Invalid answer", "The decision must be allow or deny."),
+        _ => pages::message(
+            StatusCode::BAD_REQUEST,
+            "Invalid answer",
+            "The decision must be allow or deny.",
+        ),
     }
 }
 
 /// Issues the code and sends the browser back to the client (RFC 6749 §4.1.2, RFC 9207 `iss`).
-async fn finish(s: &AuthServer, row: &AuthorizationRequestRow, p: &Pending, client: &Client, session: &BrowserSessionRow) -> Response {
+async fn finish(
+    s: &AuthServer,
+    row: &AuthorizationRequestRow,
+    p: &Pending,
+    client: &Client,
+    session: &BrowserSessionRow,
+) -> Response {
     // One request, one code: a second tab answering the same request gets nothing.
     match s.store.take_authorization_request(&row.id_hash).await {
         Ok(true) => {}
         Ok(false) => {
-            return pages::message(StatusCode::BAD_REQUEST, "Already answered", "This request was already answered. Start again from your application.");
+            return pages::message(
+                StatusCode::BAD_REQUEST,
+                "Already answered",
+                "This request was already answered. Start again from your application.",
+            );
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot finish an authorization request");
-            return pages::message(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Try again in a moment.");
+            return pages::message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Try again in a moment.",
+            );
         }
     }
     let now = s.clock.now_ms();
@@ -534,7 +707,13 @@ async fn finish(s: &AuthServer, row: &AuthorizationRequestRow, p: &Pending, clie
     };
     if let Err(e) = s.store.insert_code(&stored).await {
         tracing::error!(error = %e, "cannot store an authorization code");
-        return error_to_client(s, &p.redirect_uri, p.state.as_deref(), "server_error", "the code could not be stored");
+        return error_to_client(
+            s,
+            &p.redirect_uri,
+            p.state.as_deref(),
+            "server_error",
+            "the code could not be stored",
+        );
     }
     let mut params = vec![("code", code.as_str())];
     if let Some(st) = &p.state {

@@ -25,20 +25,28 @@ pub async fn require_token(
         return next.run(req).await;
     };
     // MCP authorization, "Access Token Usage": tokens MUST NOT be in the URI query string.
-    let in_query = req.uri().query().is_some_and(|q| {
-        form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
-    });
+    let in_query = req
+        .uri()
+        .query()
+        .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token"));
     if in_query {
         return challenge(
             &s,
             StatusCode::BAD_REQUEST,
-            Some(("invalid_request", "access tokens are accepted in the Authorization header only, never in the URL")),
+            Some((
+                "invalid_request",
+                "access tokens are accepted in the Authorization header only, never in the URL",
+            )),
         );
     }
     let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
     let (first, second) = (values.next(), values.next());
     if second.is_some() {
-        return challenge(&s, StatusCode::BAD_REQUEST, Some(("invalid_request", "more than one Authorization header")));
+        return challenge(
+            &s,
+            StatusCode::BAD_REQUEST,
+            Some(("invalid_request", "more than one Authorization header")),
+        );
     }
     let Some(value) = first else {
         // RFC 6750 §3.1: no credentials at all gets a challenge without an error code.
@@ -52,10 +60,19 @@ pub async fn require_token(
         .map(|(_, t)| t.trim())
         .filter(|t| !t.is_empty());
     let Some(token) = token else {
-        return challenge(&s, StatusCode::UNAUTHORIZED, Some(("invalid_token", "the Authorization header must be `Bearer <token>`")));
+        return challenge(
+            &s,
+            StatusCode::UNAUTHORIZED,
+            Some((
+                "invalid_token",
+                "the Authorization header must be `Bearer <token>`",
+            )),
+        );
     };
     let mut verified = s.tokens.verify(token);
-    if verified == Err(TokenError::UnknownKey) && s.keys.reload_for_unknown_kid(s.clock.now_ms()).await {
+    if verified == Err(TokenError::UnknownKey)
+        && s.keys.reload_for_unknown_kid(s.clock.now_ms()).await
+    {
         // Another node may have rotated the signing key since we last read the keys.
         verified = s.tokens.verify(token);
     }
@@ -63,12 +80,20 @@ pub async fn require_token(
         Ok(c) => c,
         Err(e) => {
             tracing::info!(reason = e.reason(), "access token refused");
-            return challenge(&s, StatusCode::UNAUTHORIZED, Some(("invalid_token", &e.to_string())));
+            return challenge(
+                &s,
+                StatusCode::UNAUTHORIZED,
+                Some(("invalid_token", &e.to_string())),
+            );
         }
     };
     if !claims.scope.split(' ').any(|sc| sc == MCP_SCOPE) {
         // RFC 6750 §3.1 / MCP "Scope Challenge Handling".
-        return challenge(&s, StatusCode::FORBIDDEN, Some(("insufficient_scope", "the token lacks the mcp scope")));
+        return challenge(
+            &s,
+            StatusCode::FORBIDDEN,
+            Some(("insufficient_scope", "the token lacks the mcp scope")),
+        );
     }
     req.extensions_mut().insert(Person(claims));
     next.run(req).await
@@ -82,11 +107,16 @@ pub fn challenge(s: &AuthServer, status: StatusCode, error: Option<(&str, &str)>
         s.issuer
     );
     if let Some((code, description)) = error {
-        value.push_str(&format!(", error=\"{code}\", error_description=\"{}\"", description.replace('"', "'")));
+        value.push_str(&format!(
+            ", error=\"{code}\", error_description=\"{}\"",
+            description.replace('"', "'")
+        ));
     }
     let body = match error {
         Some((code, description)) => json!({ "error": code, "error_description": description }),
-        None => json!({ "error": "unauthorized", "error_description": "sign in to Doorman: this endpoint needs an access token" }),
+        None => {
+            json!({ "error": "unauthorized", "error_description": "sign in to Doorman: this endpoint needs an access token" })
+        }
     };
     let mut r = (status, Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&value) {

@@ -684,7 +684,13 @@ mod tests {
         let key = es256_key("k1");
         let doc = doc_with_inline(&[&key]);
         let now = START_MS / 1000;
-        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, fn(&AssertionError) -> bool)> = vec![
+        /// What the case is, how it changes valid claims, and the refusal expected.
+        type Case = (
+            &'static str,
+            Box<dyn Fn(&mut Value)>,
+            fn(&AssertionError) -> bool,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "wrong aud",
                 Box::new(|c| c["aud"] = json!("https://other.example/token")),

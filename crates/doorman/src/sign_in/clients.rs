@@ -138,7 +138,9 @@ impl Presented {
             assertion: form.get("client_assertion").cloned(),
         };
         if let Some(auth) = headers.get(header::AUTHORIZATION) {
-            let value = auth.to_str().map_err(|_| "malformed Authorization header")?;
+            let value = auth
+                .to_str()
+                .map_err(|_| "malformed Authorization header")?;
             let Some(encoded) = value
                 .strip_prefix("Basic ")
                 .or_else(|| value.strip_prefix("basic "))
@@ -150,7 +152,9 @@ impl Presented {
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .ok_or("malformed Basic credentials")?;
-            let (id, secret) = decoded.split_once(':').ok_or("malformed Basic credentials")?;
+            let (id, secret) = decoded
+                .split_once(':')
+                .ok_or("malformed Basic credentials")?;
             let id = form_decode(id);
             let secret = form_decode(secret);
             if p.client_id.as_ref().is_some_and(|c| c != &id) {
@@ -286,7 +290,9 @@ impl Clients {
                     return Err("this client is public: it has no credentials to present".into());
                 }
             }
-            TokenAuth::ClientSecret | TokenAuth::ClientSecretBasic | TokenAuth::ClientSecretPost => {
+            TokenAuth::ClientSecret
+            | TokenAuth::ClientSecretBasic
+            | TokenAuth::ClientSecretPost => {
                 let Some(secret) = &presented.secret else {
                     return Err("client authentication failed: the client secret is missing".into());
                 };
@@ -305,11 +311,15 @@ impl Clients {
                 }
             }
             TokenAuth::PrivateKeyJwt => {
-                let (Some(kind), Some(assertion)) = (&presented.assertion_type, &presented.assertion)
+                let (Some(kind), Some(assertion)) =
+                    (&presented.assertion_type, &presented.assertion)
                 else {
                     return Err("this client authenticates with private_key_jwt: client_assertion is missing".into());
                 };
-                let doc = client.document.as_ref().ok_or("client has no metadata document")?;
+                let doc = client
+                    .document
+                    .as_ref()
+                    .ok_or("client has no metadata document")?;
                 self.assertions
                     .verify(doc, kind, assertion, audiences)
                     .await
@@ -370,7 +380,10 @@ mod tests {
     fn basic_credentials_are_form_decoded() {
         let mut headers = HeaderMap::new();
         let creds = STANDARD.encode("my%20client:s%3Acret");
-        headers.insert(header::AUTHORIZATION, format!("Basic {creds}").parse().unwrap());
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Basic {creds}").parse().unwrap(),
+        );
         let p = Presented::read(&headers, &HashMap::new()).unwrap();
         assert_eq!(p.client_id.as_deref(), Some("my client"));
         assert_eq!(p.secret.as_deref(), Some("s:cret"));

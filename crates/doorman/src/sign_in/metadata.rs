@@ -40,7 +40,12 @@ pub async fn protected_resource(State(s): State<Arc<AuthServer>>) -> Response {
 
 /// The authorization server metadata document (RFC 8414 §2).
 pub fn document(s: &AuthServer) -> Value {
-    let auth_methods = ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"];
+    let auth_methods = [
+        "none",
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ];
     let assertion_algs = [
         "ES256", "ES384", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
     ];

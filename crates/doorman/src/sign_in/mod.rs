@@ -41,7 +41,10 @@ use tokens::AccessTokens;
 /// Scopes Doorman knows. `mcp` is what `/mcp` needs; `offline_access` is accepted for clients
 /// that ask for it (refresh tokens are issued either way).
 pub const SCOPES: &[(&str, &str)] = &[
-    ("mcp", "use the tools, prompts and resources behind Doorman as you"),
+    (
+        "mcp",
+        "use the tools, prompts and resources behind Doorman as you",
+    ),
     ("offline_access", "stay signed in (refresh its access)"),
 ];
 /// The scope `/mcp` requires.
@@ -114,8 +117,10 @@ impl AuthServer {
             clock.clone(),
             Duration::from_secs(300),
         );
-        let assertions =
-            client_assertion::AssertionVerifier::new(fetch::GuardedFetcher::new(jwks_policy)?, clock.clone());
+        let assertions = client_assertion::AssertionVerifier::new(
+            fetch::GuardedFetcher::new(jwks_policy)?,
+            clock.clone(),
+        );
         let clients = Clients::new(&si.clients, store.clone(), metadata, assertions)?;
         let public = config.public_url();
         // `__Host-` cookies need `Secure`, which a browser only honours over https; a plain-http
@@ -178,8 +183,14 @@ impl AuthServer {
                 "/oauth/register/{client_id}",
                 get(register::read).delete(register::delete),
             )
-            .route("/sign-in", get(authorize::sign_in_page).post(authorize::sign_in_submit))
-            .route("/consent", get(authorize::consent_page).post(authorize::consent_submit))
+            .route(
+                "/sign-in",
+                get(authorize::sign_in_page).post(authorize::sign_in_submit),
+            )
+            .route(
+                "/consent",
+                get(authorize::consent_page).post(authorize::consent_submit),
+            )
             .route("/setup", get(setup::page).post(setup::submit))
             .with_state(self.clone())
     }
@@ -208,13 +219,17 @@ impl AuthServer {
                     let purged = async {
                         s.store.purge_expired_sign_in_state(now).await?;
                         s.store
-                            .delete_signing_keys_retired_before(now - s.tokens.lifetime_ms() - 60_000)
+                            .delete_signing_keys_retired_before(
+                                now - s.tokens.lifetime_ms() - 60_000,
+                            )
                             .await?;
                         s.store.delete_unused_dynamic_clients(expiry, now).await
                     };
                     match purged.await {
                         Ok(0) => {}
-                        Ok(n) => tracing::info!(clients = n, "deleted unused dynamic registrations"),
+                        Ok(n) => {
+                            tracing::info!(clients = n, "deleted unused dynamic registrations")
+                        }
                         Err(e) => tracing::warn!(error = %e, "cannot purge expired sign-in state"),
                     }
                 }

@@ -21,14 +21,29 @@ use super::{AuthServer, clients::TokenAuth};
 use crate::{crypto, store::ClientRow};
 
 fn error(status: StatusCode, error: &str, description: &str) -> Response {
-    let mut r = (status, Json(json!({ "error": error, "error_description": description }))).into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut r = (
+        status,
+        Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
 /// Schemes a native app may not use for its redirect (RFC 8252 §7.1 allows private-use schemes;
 /// these are not that).
-const FORBIDDEN_SCHEMES: &[&str] = &["javascript", "data", "file", "vbscript", "about", "blob", "ftp", "ws", "wss"];
+const FORBIDDEN_SCHEMES: &[&str] = &[
+    "javascript",
+    "data",
+    "file",
+    "vbscript",
+    "about",
+    "blob",
+    "ftp",
+    "ws",
+    "wss",
+];
 
 /// Checks one redirect URI of a registration (RFC 7591 §2, RFC 8252 §7, OAuth 2.1 §2.3.1).
 fn redirect_uri_ok(uri: &str) -> Result<(), String> {
@@ -40,8 +55,12 @@ fn redirect_uri_ok(uri: &str) -> Result<(), String> {
         "https" => Ok(()),
         // RFC 8252 §7.3 / §8.3: plain http only towards the loopback interface.
         "http" if super::clients::is_loopback_host(url.host_str()) => Ok(()),
-        "http" => Err(format!("{uri:?}: http redirect URIs are only allowed on loopback")),
-        s if FORBIDDEN_SCHEMES.contains(&s) => Err(format!("{uri:?}: the {s} scheme cannot be a redirect")),
+        "http" => Err(format!(
+            "{uri:?}: http redirect URIs are only allowed on loopback"
+        )),
+        s if FORBIDDEN_SCHEMES.contains(&s) => {
+            Err(format!("{uri:?}: the {s} scheme cannot be a redirect"))
+        }
         _ => Ok(()),
     }
 }
@@ -57,12 +76,24 @@ pub async fn register(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/json"));
-    let Some(meta) = is_json.then(|| serde_json::from_slice::<Value>(&body).ok()).flatten().filter(Value::is_object) else {
-        return error(StatusCode::BAD_REQUEST, "invalid_client_metadata", "the body must be a JSON object of client metadata");
+    let Some(meta) = is_json
+        .then(|| serde_json::from_slice::<Value>(&body).ok())
+        .flatten()
+        .filter(Value::is_object)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client_metadata",
+            "the body must be a JSON object of client metadata",
+        );
     };
     let now = s.clock.now_ms();
     let address = peer.ip().to_string();
-    match s.store.count_registrations_from(&address, now - 3_600_000).await {
+    match s
+        .store
+        .count_registrations_from(&address, now - 3_600_000)
+        .await
+    {
         Ok(n) if n >= i64::from(s.settings.registrations_per_hour) => {
             tracing::warn!(%address, "dynamic registration rate limit reached");
             let mut r = error(
@@ -70,13 +101,18 @@ pub async fn register(
                 "invalid_request",
                 "too many registrations from this address; try again later",
             );
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("3600"));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("3600"));
             return r;
         }
         Ok(_) => {}
         Err(e) => {
             tracing::error!(error = %e, "cannot count registrations");
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "registration failed");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "registration failed",
+            );
         }
     }
     let uris: Vec<String> = match meta.get("redirect_uris").and_then(Value::as_array) {
@@ -84,7 +120,11 @@ pub async fn register(
             let mut out = Vec::new();
             for u in list {
                 let Some(u) = u.as_str() else {
-                    return error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", "redirect_uris must be strings");
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_redirect_uri",
+                        "redirect_uris must be strings",
+                    );
                 };
                 if let Err(why) = redirect_uri_ok(u) {
                     return error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", &why);
@@ -93,17 +133,30 @@ pub async fn register(
             }
             out
         }
-        _ => return error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", "redirect_uris is required"),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_redirect_uri",
+                "redirect_uris is required",
+            );
+        }
     };
-    let method = meta.get("token_endpoint_auth_method").and_then(Value::as_str).unwrap_or("client_secret_basic");
+    let method = meta
+        .get("token_endpoint_auth_method")
+        .and_then(Value::as_str)
+        .unwrap_or("client_secret_basic");
     // RFC 7591 §2: the default is client_secret_basic; a public client says "none".
     let auth = match TokenAuth::parse(method) {
-        Some(a @ (TokenAuth::None | TokenAuth::ClientSecretBasic | TokenAuth::ClientSecretPost)) => a,
+        Some(
+            a @ (TokenAuth::None | TokenAuth::ClientSecretBasic | TokenAuth::ClientSecretPost),
+        ) => a,
         _ => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_client_metadata",
-                &format!("token_endpoint_auth_method {method:?} is not supported here (none, client_secret_basic, client_secret_post)"),
+                &format!(
+                    "token_endpoint_auth_method {method:?} is not supported here (none, client_secret_basic, client_secret_post)"
+                ),
             );
         }
     };
@@ -124,17 +177,31 @@ pub async fn register(
         Ok(g) => g,
         Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_client_metadata", &why),
     };
-    if let Some(g) = grant_types.iter().find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token")) {
-        return error(StatusCode::BAD_REQUEST, "invalid_client_metadata", &format!("grant type {g:?} is not supported"));
+    if let Some(g) = grant_types
+        .iter()
+        .find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token"))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client_metadata",
+            &format!("grant type {g:?} is not supported"),
+        );
     }
     let response_types = match list("response_types", &["code"]) {
         Ok(r) => r,
         Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_client_metadata", &why),
     };
     if response_types.iter().any(|r| r != "code") {
-        return error(StatusCode::BAD_REQUEST, "invalid_client_metadata", "only the code response type is supported");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client_metadata",
+            "only the code response type is supported",
+        );
     }
-    let name = meta.get("client_name").and_then(Value::as_str).map(|n| n.chars().take(200).collect::<String>());
+    let name = meta
+        .get("client_name")
+        .and_then(Value::as_str)
+        .map(|n| n.chars().take(200).collect::<String>());
     let client_id = crypto::random_token(18);
     let secret = (auth != TokenAuth::None).then(|| crypto::random_token(32));
     let registration_token = crypto::random_token(32);
@@ -154,7 +221,11 @@ pub async fn register(
     };
     if let Err(e) = s.store.upsert_client(&row).await {
         tracing::error!(error = %e, "cannot store a registration");
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "registration failed");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "registration failed",
+        );
     }
     tracing::info!(client = %client_id, name = ?name, %address, "client registered");
     let mut body = json!({
@@ -167,7 +238,17 @@ pub async fn register(
         "registration_client_uri": s.endpoint(&format!("/oauth/register/{client_id}")),
         "registration_access_token": registration_token,
     });
-    for key in ["client_name", "client_uri", "logo_uri", "scope", "contacts", "tos_uri", "policy_uri", "software_id", "software_version"] {
+    for key in [
+        "client_name",
+        "client_uri",
+        "logo_uri",
+        "scope",
+        "contacts",
+        "tos_uri",
+        "policy_uri",
+        "software_id",
+        "software_version",
+    ] {
         if let Some(v) = meta.get(key) {
             body[key] = v.clone();
         }
@@ -178,38 +259,59 @@ pub async fn register(
         body["client_secret_expires_at"] = json!(0);
     }
     let mut r = (StatusCode::CREATED, Json(body)).into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
 /// RFC 7592 §2: the registration access token authorizes reading and deleting a registration.
-async fn registered(s: &AuthServer, client_id: &str, headers: &HeaderMap) -> Result<ClientRow, Response> {
+async fn registered(
+    s: &AuthServer,
+    client_id: &str,
+    headers: &HeaderMap,
+) -> Result<ClientRow, Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let row = s.store.client(client_id).await.ok().flatten().filter(|r| r.kind == "dynamic" && r.revoked_at.is_none());
+    let row = s
+        .store
+        .client(client_id)
+        .await
+        .ok()
+        .flatten()
+        .filter(|r| r.kind == "dynamic" && r.revoked_at.is_none());
     match (row, presented) {
         (Some(row), Some(token))
-            if row
-                .registration_token_hash
-                .as_deref()
-                .is_some_and(|h| crypto::constant_time_eq(h.as_bytes(), crypto::sha256_hex(token).as_bytes())) =>
+            if row.registration_token_hash.as_deref().is_some_and(|h| {
+                crypto::constant_time_eq(h.as_bytes(), crypto::sha256_hex(token).as_bytes())
+            }) =>
         {
             Ok(row)
         }
         // RFC 7592 §2.1: an unknown client or a wrong token are both 401.
         _ => {
-            let mut r = error(StatusCode::UNAUTHORIZED, "invalid_token", "unknown client or wrong registration access token");
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "unknown client or wrong registration access token",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
             Err(r)
         }
     }
 }
 
 /// `GET /oauth/register/{client_id}` (RFC 7592 §2.1).
-pub async fn read(State(s): State<Arc<AuthServer>>, Path(client_id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn read(
+    State(s): State<Arc<AuthServer>>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     match registered(&s, &client_id, &headers).await {
         Ok(row) => {
             let mut body: Value = serde_json::from_str(&row.metadata).unwrap_or_else(|_| json!({}));
@@ -217,9 +319,11 @@ pub async fn read(State(s): State<Arc<AuthServer>>, Path(client_id): Path<String
             body["client_id_issued_at"] = json!(row.created_at / 1000);
             body["redirect_uris"] = serde_json::from_str(&row.redirect_uris).unwrap_or(json!([]));
             body["token_endpoint_auth_method"] = json!(row.token_endpoint_auth_method);
-            body["registration_client_uri"] = json!(s.endpoint(&format!("/oauth/register/{}", row.client_id)));
+            body["registration_client_uri"] =
+                json!(s.endpoint(&format!("/oauth/register/{}", row.client_id)));
             let mut r = Json(body).into_response();
-            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
         Err(r) => r,
@@ -227,13 +331,25 @@ pub async fn read(State(s): State<Arc<AuthServer>>, Path(client_id): Path<String
 }
 
 /// `DELETE /oauth/register/{client_id}` (RFC 7592 §2.3): the client and its grants end.
-pub async fn delete(State(s): State<Arc<AuthServer>>, Path(client_id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn delete(
+    State(s): State<Arc<AuthServer>>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     match registered(&s, &client_id, &headers).await {
-        Ok(row) => match s.store.revoke_client(&row.client_id, s.clock.now_ms()).await {
+        Ok(row) => match s
+            .store
+            .revoke_client(&row.client_id, s.clock.now_ms())
+            .await
+        {
             Ok(_) => StatusCode::NO_CONTENT.into_response(),
             Err(e) => {
                 tracing::error!(error = %e, "cannot delete a registration");
-                error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "deletion failed")
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "deletion failed",
+                )
             }
         },
         Err(r) => r,

@@ -47,12 +47,27 @@ fn invalid_link() -> Response {
 }
 
 /// `GET /setup?token=…`.
-pub async fn page(State(s): State<Arc<AuthServer>>, headers: HeaderMap, Query(q): Query<SetupQuery>) -> Response {
-    let Some(token) = q.token else { return invalid_link() };
-    if !s.store.setup_link_valid(&crypto::sha256_hex(&token), s.clock.now_ms()).await.unwrap_or(false) {
+pub async fn page(
+    State(s): State<Arc<AuthServer>>,
+    headers: HeaderMap,
+    Query(q): Query<SetupQuery>,
+) -> Response {
+    let Some(token) = q.token else {
+        return invalid_link();
+    };
+    if !s
+        .store
+        .setup_link_valid(&crypto::sha256_hex(&token), s.clock.now_ms())
+        .await
+        .unwrap_or(false)
+    {
         return invalid_link();
     }
-    let (csrf, set) = match s.cookies.get(&headers, CSRF_COOKIE).filter(|c| c.len() >= 32) {
+    let (csrf, set) = match s
+        .cookies
+        .get(&headers, CSRF_COOKIE)
+        .filter(|c| c.len() >= 32)
+    {
         Some(c) => (c, None),
         None => {
             let c = crypto::random_token(32);
@@ -60,7 +75,16 @@ pub async fn page(State(s): State<Arc<AuthServer>>, headers: HeaderMap, Query(q)
             (c, Some(set))
         }
     };
-    let mut r = pages::render(StatusCode::OK, &SetupPage { csrf: &csrf, token: &token, username: "", email: "", error: None });
+    let mut r = pages::render(
+        StatusCode::OK,
+        &SetupPage {
+            csrf: &csrf,
+            token: &token,
+            username: "",
+            email: "",
+            error: None,
+        },
+    );
     if let Some(set) = set {
         r.headers_mut().append(header::SET_COOKIE, set);
     }
@@ -68,25 +92,45 @@ pub async fn page(State(s): State<Arc<AuthServer>>, headers: HeaderMap, Query(q)
 }
 
 /// `POST /setup`: `username`, `email`, `password`, `csrf`, `token`.
-pub async fn submit(State(s): State<Arc<AuthServer>>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+pub async fn submit(
+    State(s): State<Arc<AuthServer>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let csrf_ok = match (s.cookies.get(&headers, CSRF_COOKIE), form.get("csrf")) {
         (Some(c), Some(p)) => crypto::constant_time_eq(c.as_bytes(), p.as_bytes()),
         _ => false,
     };
     if !csrf_ok {
-        return pages::message(StatusCode::BAD_REQUEST, "Form expired", "This form could not be verified. Open the setup link again.");
+        return pages::message(
+            StatusCode::BAD_REQUEST,
+            "Form expired",
+            "This form could not be verified. Open the setup link again.",
+        );
     }
     let token = form.get("token").cloned().unwrap_or_default();
     let token_hash = crypto::sha256_hex(&token);
     let now = s.clock.now_ms();
-    if !s.store.setup_link_valid(&token_hash, now).await.unwrap_or(false) {
+    if !s
+        .store
+        .setup_link_valid(&token_hash, now)
+        .await
+        .unwrap_or(false)
+    {
         return invalid_link();
     }
     let username = form.get("username").map(|u| u.trim()).unwrap_or("");
-    let email = form.get("email").map(|e| e.trim()).filter(|e| !e.is_empty());
+    let email = form
+        .get("email")
+        .map(|e| e.trim())
+        .filter(|e| !e.is_empty());
     let password = SecretString::from(form.get("password").cloned().unwrap_or_default());
     let csrf = form.get("csrf").cloned().unwrap_or_default();
-    match s.accounts.create_local_user(username, &password, email, true).await {
+    match s
+        .accounts
+        .create_local_user(username, &password, email, true)
+        .await
+    {
         Ok(user) => {
             // Spent only once the account exists, so a typo does not burn the link.
             let _ = s.store.use_setup_link(&token_hash, now).await;
@@ -94,12 +138,22 @@ pub async fn submit(State(s): State<Arc<AuthServer>>, headers: HeaderMap, Form(f
             pages::message(
                 StatusCode::OK,
                 "Doorman is ready",
-                &format!("The administrator {} was created. Connect your MCP client to {} and sign in.", user.username.as_deref().unwrap_or(username), s.resource),
+                &format!(
+                    "The administrator {} was created. Connect your MCP client to {} and sign in.",
+                    user.username.as_deref().unwrap_or(username),
+                    s.resource
+                ),
             )
         }
         Err(e) => pages::render(
             StatusCode::BAD_REQUEST,
-            &SetupPage { csrf: &csrf, token: &token, username, email: email.unwrap_or(""), error: Some(&e.to_string()) },
+            &SetupPage {
+                csrf: &csrf,
+                token: &token,
+                username,
+                email: email.unwrap_or(""),
+                error: Some(&e.to_string()),
+            },
         ),
     }
 }

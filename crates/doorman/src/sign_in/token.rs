@@ -139,13 +139,19 @@ pub async fn token(State(s): State<Arc<AuthServer>>, headers: HeaderMap, body: B
     }
 }
 
-async fn token_inner(s: &AuthServer, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+async fn token_inner(
+    s: &AuthServer,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, OAuthError> {
     let form = parse_form(headers, body)?;
     let grant_type = required(&form, "grant_type")?;
     if !matches!(grant_type, "authorization_code" | "refresh_token") {
         return Err(OAuthError::new(
             "unsupported_grant_type",
-            format!("grant_type {grant_type:?} is not supported (authorization_code, refresh_token)"),
+            format!(
+                "grant_type {grant_type:?} is not supported (authorization_code, refresh_token)"
+            ),
         ));
     }
     let client = authenticate(s, headers, &form).await?;
@@ -156,46 +162,86 @@ async fn token_inner(s: &AuthServer, headers: &HeaderMap, body: &[u8]) -> Result
 }
 
 /// RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6) and resource indicators (RFC 8707 §2.2).
-async fn exchange_code(s: &AuthServer, client: &Client, form: &HashMap<String, String>) -> Result<Response, OAuthError> {
+async fn exchange_code(
+    s: &AuthServer,
+    client: &Client,
+    form: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
     let code = required(form, "code")?;
     let redirect_uri = required(form, "redirect_uri")?;
     let verifier = required(form, "code_verifier")?;
     let now = s.clock.now_ms();
     let code_hash = crypto::sha256_hex(code);
-    let row = match s.store.use_code(&code_hash, now).await.map_err(server_error)? {
+    let row = match s
+        .store
+        .use_code(&code_hash, now)
+        .await
+        .map_err(server_error)?
+    {
         CodeUse::Fresh(row) => row,
         CodeUse::Replayed(grant) => {
             // OAuth 2.1 §4.1.3 / RFC 6749 §4.1.2: a code used twice revokes what it issued.
             if let Some(g) = grant {
-                s.store.revoke_grant(&g, now, "authorization code replayed").await.map_err(server_error)?;
+                s.store
+                    .revoke_grant(&g, now, "authorization code replayed")
+                    .await
+                    .map_err(server_error)?;
                 s.tokens.revocations.revoke_grant_locally(&g, now);
                 tracing::warn!(grant = %g, client = %client.id, "authorization code replayed; grant revoked");
             }
-            return Err(OAuthError::new("invalid_grant", "the authorization code was already used"));
+            return Err(OAuthError::new(
+                "invalid_grant",
+                "the authorization code was already used",
+            ));
         }
         CodeUse::Unknown => {
-            return Err(OAuthError::new("invalid_grant", "the authorization code is not valid"));
+            return Err(OAuthError::new(
+                "invalid_grant",
+                "the authorization code is not valid",
+            ));
         }
     };
     if row.client_id != client.id {
-        return Err(OAuthError::new("invalid_grant", "the authorization code was issued to another client"));
+        return Err(OAuthError::new(
+            "invalid_grant",
+            "the authorization code was issued to another client",
+        ));
     }
     if row.expires_at <= now {
-        return Err(OAuthError::new("invalid_grant", "the authorization code has expired"));
+        return Err(OAuthError::new(
+            "invalid_grant",
+            "the authorization code has expired",
+        ));
     }
     if row.redirect_uri != redirect_uri {
-        return Err(OAuthError::new("invalid_grant", "redirect_uri differs from the authorization request"));
+        return Err(OAuthError::new(
+            "invalid_grant",
+            "redirect_uri differs from the authorization request",
+        ));
     }
     // RFC 7636 §4.1: 43-128 unreserved characters; §4.6: S256 comparison.
     let verifier_ok = (43..=128).contains(&verifier.len())
-        && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
-    if !verifier_ok || !crypto::constant_time_eq(crypto::sha256_b64url(verifier.as_bytes()).as_bytes(), row.code_challenge.as_bytes()) {
-        return Err(OAuthError::new("invalid_grant", "code_verifier does not match the code_challenge"));
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    if !verifier_ok
+        || !crypto::constant_time_eq(
+            crypto::sha256_b64url(verifier.as_bytes()).as_bytes(),
+            row.code_challenge.as_bytes(),
+        )
+    {
+        return Err(OAuthError::new(
+            "invalid_grant",
+            "code_verifier does not match the code_challenge",
+        ));
     }
     if let Some(resource) = form.get("resource")
         && resource != &row.resource
     {
-        return Err(OAuthError::new("invalid_target", format!("the code was issued for {}", row.resource)));
+        return Err(OAuthError::new(
+            "invalid_target",
+            format!("the code was issued for {}", row.resource),
+        ));
     }
     active_user(s, &row.user_id).await?;
     let grant = GrantRow {
@@ -213,7 +259,10 @@ async fn exchange_code(s: &AuthServer, client: &Client, form: &HashMap<String, S
         revoked_reason: None,
     };
     s.store.insert_grant(&grant).await.map_err(server_error)?;
-    s.store.set_code_grant(&code_hash, &grant.id).await.map_err(server_error)?;
+    s.store
+        .set_code_grant(&code_hash, &grant.id)
+        .await
+        .map_err(server_error)?;
     tracing::info!(user = %grant.user_id, client = %client.id, grant = %grant.id, "tokens issued");
     issue(s, &grant, now).await
 }
@@ -221,25 +270,48 @@ async fn exchange_code(s: &AuthServer, client: &Client, form: &HashMap<String, S
 async fn active_user(s: &AuthServer, user_id: &str) -> Result<(), OAuthError> {
     match s.store.user(user_id).await.map_err(server_error)? {
         Some(u) if u.disabled_at.is_none() => Ok(()),
-        _ => Err(OAuthError::new("invalid_grant", "the person's account is disabled")),
+        _ => Err(OAuthError::new(
+            "invalid_grant",
+            "the person's account is disabled",
+        )),
     }
 }
 
 /// RFC 6749 §6, with rotation: every refresh token works once (OAuth 2.1 §4.3.1, RFC 9700 §4.14.2).
-async fn refresh(s: &AuthServer, client: &Client, form: &HashMap<String, String>) -> Result<Response, OAuthError> {
+async fn refresh(
+    s: &AuthServer,
+    client: &Client,
+    form: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
     let token = required(form, "refresh_token")?;
     let now = s.clock.now_ms();
-    let row = match s.store.use_refresh_token(&crypto::sha256_hex(token), now).await.map_err(server_error)? {
+    let row = match s
+        .store
+        .use_refresh_token(&crypto::sha256_hex(token), now)
+        .await
+        .map_err(server_error)?
+    {
         RefreshUse::Fresh(row) => row,
         RefreshUse::Reused(grant) => {
             // A rotated refresh token came back: it leaked, or a client misbehaves. Either way
             // the whole grant ends, so a thief's copy and the client's both stop working.
-            s.store.revoke_grant(&grant, now, "refresh token reused").await.map_err(server_error)?;
+            s.store
+                .revoke_grant(&grant, now, "refresh token reused")
+                .await
+                .map_err(server_error)?;
             s.tokens.revocations.revoke_grant_locally(&grant, now);
             tracing::warn!(grant = %grant, client = %client.id, "refresh token reused; grant revoked");
-            return Err(OAuthError::new("invalid_grant", "the refresh token was already used; sign in again"));
+            return Err(OAuthError::new(
+                "invalid_grant",
+                "the refresh token was already used; sign in again",
+            ));
         }
-        RefreshUse::Unknown => return Err(OAuthError::new("invalid_grant", "the refresh token is not valid")),
+        RefreshUse::Unknown => {
+            return Err(OAuthError::new(
+                "invalid_grant",
+                "the refresh token is not valid",
+            ));
+        }
     };
     let grant = s
         .store
@@ -248,24 +320,42 @@ async fn refresh(s: &AuthServer, client: &Client, form: &HashMap<String, String>
         .map_err(server_error)?
         .ok_or_else(|| OAuthError::new("invalid_grant", "the refresh token is not valid"))?;
     if grant.client_id != client.id {
-        return Err(OAuthError::new("invalid_grant", "the refresh token was issued to another client"));
+        return Err(OAuthError::new(
+            "invalid_grant",
+            "the refresh token was issued to another client",
+        ));
     }
     if grant.revoked_at.is_some() {
-        return Err(OAuthError::new("invalid_grant", "this sign-in was revoked; sign in again"));
+        return Err(OAuthError::new(
+            "invalid_grant",
+            "this sign-in was revoked; sign in again",
+        ));
     }
     if grant.expires_at <= now || row.expires_at <= now {
-        return Err(OAuthError::new("invalid_grant", "this sign-in has expired; sign in again"));
+        return Err(OAuthError::new(
+            "invalid_grant",
+            "this sign-in has expired; sign in again",
+        ));
     }
     if let Some(scope) = form.get("scope") {
         let granted: Vec<&str> = grant.scope.split(' ').collect();
-        if let Some(extra) = scope.split(' ').find(|sc| !sc.is_empty() && !granted.contains(sc)) {
-            return Err(OAuthError::new("invalid_scope", format!("scope {extra:?} was not granted")));
+        if let Some(extra) = scope
+            .split(' ')
+            .find(|sc| !sc.is_empty() && !granted.contains(sc))
+        {
+            return Err(OAuthError::new(
+                "invalid_scope",
+                format!("scope {extra:?} was not granted"),
+            ));
         }
     }
     if let Some(resource) = form.get("resource")
         && resource != &grant.resource
     {
-        return Err(OAuthError::new("invalid_target", format!("this sign-in is for {}", grant.resource)));
+        return Err(OAuthError::new(
+            "invalid_target",
+            format!("this sign-in is for {}", grant.resource),
+        ));
     }
     active_user(s, &grant.user_id).await?;
     issue(s, &grant, now).await
@@ -275,7 +365,13 @@ async fn refresh(s: &AuthServer, client: &Client, form: &HashMap<String, String>
 async fn issue(s: &AuthServer, grant: &GrantRow, now: i64) -> Result<Response, OAuthError> {
     let (access, claims) = s
         .tokens
-        .issue(&grant.user_id, &grant.client_id, &grant.scope, grant.auth_time, &grant.id)
+        .issue(
+            &grant.user_id,
+            &grant.client_id,
+            &grant.scope,
+            grant.auth_time,
+            &grant.id,
+        )
         .map_err(server_error)?;
     let refresh = crypto::random_token(32);
     s.store
@@ -333,11 +429,18 @@ async fn revoke_inner(s: &AuthServer, headers: &HeaderMap, body: &[u8]) -> Resul
         return Ok(());
     }
     // A refresh token: RFC 7009 §2.1 — revoking it ends the grant and its access tokens.
-    if let Some(grant_id) = s.store.refresh_token_grant(&crypto::sha256_hex(token)).await.map_err(server_error)?
+    if let Some(grant_id) = s
+        .store
+        .refresh_token_grant(&crypto::sha256_hex(token))
+        .await
+        .map_err(server_error)?
         && let Some(grant) = s.store.grant(&grant_id).await.map_err(server_error)?
         && grant.client_id == client.id
     {
-        s.store.revoke_grant(&grant_id, now, "revoked by the client").await.map_err(server_error)?;
+        s.store
+            .revoke_grant(&grant_id, now, "revoked by the client")
+            .await
+            .map_err(server_error)?;
         s.tokens.revocations.revoke_grant_locally(&grant_id, now);
         tracing::info!(client = %client.id, grant = %grant_id, "grant revoked by the client");
     }

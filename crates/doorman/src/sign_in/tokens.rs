@@ -145,7 +145,12 @@ impl AccessTokens {
     pub fn verify(&self, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
         let now_s = self.clock.now_ms() / 1000;
         let key = crypto::sha256(token.as_bytes());
-        let cached = self.cache.read().expect("token cache lock").get(&key).cloned();
+        let cached = self
+            .cache
+            .read()
+            .expect("token cache lock")
+            .get(&key)
+            .cloned();
         let claims = match cached {
             Some(c) => c,
             None => {
@@ -184,11 +189,9 @@ impl AccessTokens {
         if header.alg != Algorithm::ES256 {
             return Err(TokenError::Signature);
         }
-        if !header
-            .typ
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"))
-        {
+        if !header.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+        }) {
             return Err(TokenError::Type);
         }
         let kid = header.kid.ok_or(TokenError::Signature)?;
@@ -201,11 +204,12 @@ impl AccessTokens {
             .into_iter()
             .map(String::from)
             .collect();
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
-            .map_err(|e| match e.kind() {
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(
+            |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Signature,
                 _ => TokenError::Malformed,
-            })?;
+            },
+        )?;
         let claims = data.claims;
         if claims["iss"].as_str() != Some(self.issuer.as_str()) {
             return Err(TokenError::Issuer);
@@ -283,7 +287,10 @@ impl Revocations {
             }
         };
         let grants = self.store.grants_revoked_since(since).await?;
-        let jtis = self.store.access_tokens_revoked_since(since, now_ms).await?;
+        let jtis = self
+            .store
+            .access_tokens_revoked_since(since, now_ms)
+            .await?;
         let mut s = self.state.write().expect("revocations lock");
         s.grants.extend(grants);
         s.jtis.extend(jtis);

@@ -103,7 +103,11 @@ impl Store {
     }
 
     /// Deletes dynamically registered clients unused since `before_ms` that hold no live grant.
-    pub async fn delete_unused_dynamic_clients(&self, before_ms: i64, now_ms: i64) -> anyhow::Result<u64> {
+    pub async fn delete_unused_dynamic_clients(
+        &self,
+        before_ms: i64,
+        now_ms: i64,
+    ) -> anyhow::Result<u64> {
         let n = on_pool!(self, pool => sqlx::query(
             "DELETE FROM oauth_clients WHERE kind = 'dynamic' AND last_used_at < $1 AND NOT EXISTS \
              (SELECT 1 FROM grants g WHERE g.client_id = oauth_clients.client_id \
@@ -118,7 +122,11 @@ impl Store {
     }
 
     /// Dynamic registrations from one address since `since_ms` (the rate limit).
-    pub async fn count_registrations_from(&self, address: &str, since_ms: i64) -> anyhow::Result<i64> {
+    pub async fn count_registrations_from(
+        &self,
+        address: &str,
+        since_ms: i64,
+    ) -> anyhow::Result<i64> {
         let (n,): (i64,) = on_pool!(self, pool => sqlx::query_as(
             "SELECT COUNT(*) FROM oauth_clients WHERE kind = 'dynamic' AND registered_from = $1 \
              AND created_at >= $2",

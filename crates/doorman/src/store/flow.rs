@@ -42,7 +42,10 @@ pub struct SigningKeyRow {
 }
 
 impl Store {
-    pub async fn insert_authorization_request(&self, r: &AuthorizationRequestRow) -> anyhow::Result<()> {
+    pub async fn insert_authorization_request(
+        &self,
+        r: &AuthorizationRequestRow,
+    ) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query(
             "INSERT INTO authorization_requests (id_hash, browser_hash, client_id, params, user_id, \
              created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -60,7 +63,10 @@ impl Store {
         Ok(())
     }
 
-    pub async fn authorization_request(&self, id_hash: &str) -> anyhow::Result<Option<AuthorizationRequestRow>> {
+    pub async fn authorization_request(
+        &self,
+        id_hash: &str,
+    ) -> anyhow::Result<Option<AuthorizationRequestRow>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, AuthorizationRequestRow>(
             "SELECT id_hash, browser_hash, client_id, params, user_id, created_at, expires_at \
              FROM authorization_requests WHERE id_hash = $1",
@@ -71,7 +77,11 @@ impl Store {
         Ok(row)
     }
 
-    pub async fn set_authorization_request_user(&self, id_hash: &str, user_id: &str) -> anyhow::Result<()> {
+    pub async fn set_authorization_request_user(
+        &self,
+        id_hash: &str,
+        user_id: &str,
+    ) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query(
             "UPDATE authorization_requests SET user_id = $2 WHERE id_hash = $1",
         )
@@ -110,7 +120,10 @@ impl Store {
         Ok(())
     }
 
-    pub async fn browser_session(&self, id_hash: &str) -> anyhow::Result<Option<BrowserSessionRow>> {
+    pub async fn browser_session(
+        &self,
+        id_hash: &str,
+    ) -> anyhow::Result<Option<BrowserSessionRow>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, BrowserSessionRow>(
             "SELECT id_hash, user_id, auth_time, amr, created_at, expires_at FROM browser_sessions \
              WHERE id_hash = $1",
@@ -142,7 +155,13 @@ impl Store {
         Ok(row.map(|(s,)| s))
     }
 
-    pub async fn save_consent(&self, user_id: &str, client_id: &str, scope: &str, now_ms: i64) -> anyhow::Result<()> {
+    pub async fn save_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        scope: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query(
             "INSERT INTO consents (user_id, client_id, scope, granted_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, granted_at = excluded.granted_at",
@@ -157,7 +176,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn insert_setup_link(&self, token_hash: &str, now_ms: i64, expires_at: i64) -> anyhow::Result<()> {
+    pub async fn insert_setup_link(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+        expires_at: i64,
+    ) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query(
             "INSERT INTO setup_links (token_hash, created_at, expires_at) VALUES ($1, $2, $3)",
         )

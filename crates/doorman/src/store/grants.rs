@@ -187,7 +187,37 @@ impl Store {
         Ok(n > 0)
     }
 
-    pub async fn revoke_grants_where_client(&self, client_id: &str, now_ms: i64, reason: &str) -> anyhow::Result<u64> {
+    /// Revokes every live grant of a person and ends their browser sign-ins ("sign out
+    /// everywhere"); returns how many grants were live.
+    pub async fn sign_out_everywhere(
+        &self,
+        user_id: &str,
+        now_ms: i64,
+        reason: &str,
+    ) -> anyhow::Result<u64> {
+        let n = on_pool!(self, pool => sqlx::query(
+            "UPDATE grants SET revoked_at = $2, revoked_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(now_ms)
+        .bind(reason)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        on_pool!(self, pool => sqlx::query("DELETE FROM browser_sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(n)
+    }
+
+    pub async fn revoke_grants_where_client(
+        &self,
+        client_id: &str,
+        now_ms: i64,
+        reason: &str,
+    ) -> anyhow::Result<u64> {
         let n = on_pool!(self, pool => sqlx::query(
             "UPDATE grants SET revoked_at = $2, revoked_reason = $3 WHERE client_id = $1 AND revoked_at IS NULL",
         )
@@ -226,7 +256,11 @@ impl Store {
     }
 
     /// Spends a refresh token atomically (rotation: each one works once).
-    pub async fn use_refresh_token(&self, token_hash: &str, now_ms: i64) -> anyhow::Result<RefreshUse> {
+    pub async fn use_refresh_token(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<RefreshUse> {
         let fresh = on_pool!(self, pool => sqlx::query_as::<_, RefreshRow>(
             "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL \
              RETURNING token_hash, grant_id, created_at, expires_at, used_at",
@@ -261,7 +295,12 @@ impl Store {
         Ok(row.map(|(g,)| g))
     }
 
-    pub async fn revoke_access_token(&self, jti: &str, expires_at: i64, now_ms: i64) -> anyhow::Result<()> {
+    pub async fn revoke_access_token(
+        &self,
+        jti: &str,
+        expires_at: i64,
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query(
             "INSERT INTO revoked_access_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) \
              ON CONFLICT (jti) DO NOTHING",
@@ -276,7 +315,11 @@ impl Store {
     }
 
     /// Access tokens revoked at or after `since_ms` and not yet expired at `now_ms`.
-    pub async fn access_tokens_revoked_since(&self, since_ms: i64, now_ms: i64) -> anyhow::Result<Vec<(String, i64)>> {
+    pub async fn access_tokens_revoked_since(
+        &self,
+        since_ms: i64,
+        now_ms: i64,
+    ) -> anyhow::Result<Vec<(String, i64)>> {
         let rows = on_pool!(self, pool => sqlx::query_as(
             "SELECT jti, revoked_at FROM revoked_access_tokens WHERE revoked_at >= $1 AND expires_at > $2",
         )
@@ -295,6 +338,9 @@ impl Store {
             "DELETE FROM revoked_access_tokens WHERE expires_at < $1",
             "DELETE FROM authorization_requests WHERE expires_at < $1",
             "DELETE FROM browser_sessions WHERE expires_at < $1",
+            // A day without failures forgets a name's count (lockouts last far less).
+            "DELETE FROM sign_in_failures WHERE last_failure_at < $1 - 86400000 \
+             AND (locked_until IS NULL OR locked_until < $1)",
         ] {
             on_pool!(self, pool => sqlx::query(q).bind(now_ms).execute(pool).await.map(|_| ()))?;
         }

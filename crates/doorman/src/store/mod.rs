@@ -31,7 +31,7 @@ pub use users::{
 
 /// Which engine a store runs on.
 #[derive(Clone, Debug)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -39,7 +39,7 @@ enum Backend {
 /// A handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    backend: Backend,
+    pub(crate) backend: Backend,
 }
 
 /// Runs the same query code on whichever pool the store holds.
@@ -125,5 +125,7 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;

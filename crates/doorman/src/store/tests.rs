@@ -4,40 +4,7 @@
 
 use super::*;
 
-/// A store on a fresh database, and a guard that keeps its directory alive.
-async fn engines() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut stores = vec![(Store::open_sqlite_in(dir.path()).await.unwrap(), Some(dir))];
-    match std::env::var("DOORMAN_TEST_POSTGRES_URL") {
-        Ok(base) => stores.push((fresh_postgres(&base).await, None)),
-        Err(_) if std::env::var("DOORMAN_TEST_NO_POSTGRES").as_deref() == Ok("1") => {}
-        Err(_) => panic!(
-            "DOORMAN_TEST_POSTGRES_URL is not set: run `scripts/pg start` and export the URL it \
-             prints (or set DOORMAN_TEST_NO_POSTGRES=1 to test SQLite only)"
-        ),
-    }
-    stores
-}
-
-async fn fresh_postgres(base: &str) -> Store {
-    let admin = PgPool::connect(base)
-        .await
-        .expect("PostgreSQL must be reachable");
-    let name = format!(
-        "doorman_t_{}",
-        crate::crypto::random_token(9)
-            .to_lowercase()
-            .replace('-', "_")
-    );
-    // The name is made of random url-safe characters only.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let (prefix, _) = base.rsplit_once('/').expect("a database URL has a path");
-    Store::open(&format!("{prefix}/{name}")).await.unwrap()
-}
+use super::testing::engines;
 
 fn row(id: &str, last_seen_at: i64) -> SessionRow {
     SessionRow {
@@ -192,12 +159,24 @@ async fn codes_and_refresh_tokens_work_once_on_every_engine() {
             grant_id: None,
         };
         store.insert_code(&code).await.unwrap();
-        assert!(matches!(store.use_code("code-hash", 2_000).await.unwrap(), CodeUse::Fresh(c) if c.user_id == "alice"), "{engine}");
+        assert!(
+            matches!(store.use_code("code-hash", 2_000).await.unwrap(), CodeUse::Fresh(c) if c.user_id == "alice"),
+            "{engine}"
+        );
         store.insert_grant(&grant("g1", "alice")).await.unwrap();
         store.set_code_grant("code-hash", "g1").await.unwrap();
         // The second use finds the grant the first one created, so it can be revoked.
-        assert!(matches!(store.use_code("code-hash", 3_000).await.unwrap(), CodeUse::Replayed(Some(g)) if g == "g1"), "{engine}");
-        assert!(matches!(store.use_code("nope", 3_000).await.unwrap(), CodeUse::Unknown), "{engine}");
+        assert!(
+            matches!(store.use_code("code-hash", 3_000).await.unwrap(), CodeUse::Replayed(Some(g)) if g == "g1"),
+            "{engine}"
+        );
+        assert!(
+            matches!(
+                store.use_code("nope", 3_000).await.unwrap(),
+                CodeUse::Unknown
+            ),
+            "{engine}"
+        );
 
         let refresh = RefreshRow {
             token_hash: "rt-1".into(),
@@ -207,24 +186,61 @@ async fn codes_and_refresh_tokens_work_once_on_every_engine() {
             used_at: None,
         };
         store.insert_refresh_token(&refresh).await.unwrap();
-        assert!(matches!(store.use_refresh_token("rt-1", 4_000).await.unwrap(), RefreshUse::Fresh(r) if r.grant_id == "g1"), "{engine}");
-        assert!(matches!(store.use_refresh_token("rt-1", 5_000).await.unwrap(), RefreshUse::Reused(g) if g == "g1"), "{engine}");
-        assert_eq!(store.refresh_token_grant("rt-1").await.unwrap().as_deref(), Some("g1"));
+        assert!(
+            matches!(store.use_refresh_token("rt-1", 4_000).await.unwrap(), RefreshUse::Fresh(r) if r.grant_id == "g1"),
+            "{engine}"
+        );
+        assert!(
+            matches!(store.use_refresh_token("rt-1", 5_000).await.unwrap(), RefreshUse::Reused(g) if g == "g1"),
+            "{engine}"
+        );
+        assert_eq!(
+            store.refresh_token_grant("rt-1").await.unwrap().as_deref(),
+            Some("g1")
+        );
 
-        assert!(store.revoke_grant("g1", 6_000, "test").await.unwrap(), "{engine}");
-        assert!(!store.revoke_grant("g1", 7_000, "test").await.unwrap(), "{engine}");
+        assert!(
+            store.revoke_grant("g1", 6_000, "test").await.unwrap(),
+            "{engine}"
+        );
+        assert!(
+            !store.revoke_grant("g1", 7_000, "test").await.unwrap(),
+            "{engine}"
+        );
         let revoked = store.grants_revoked_since(5_000).await.unwrap();
         assert_eq!(revoked, vec![("g1".to_owned(), 6_000)], "{engine}");
-        assert!(store.grants_revoked_since(6_001).await.unwrap().is_empty(), "{engine}");
+        assert!(
+            store.grants_revoked_since(6_001).await.unwrap().is_empty(),
+            "{engine}"
+        );
         let listed = store.grants(Some("alice")).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].revoked_reason.as_deref(), Some("test"));
-        assert!(store.grants(Some("bob")).await.unwrap().is_empty(), "{engine}");
+        assert!(
+            store.grants(Some("bob")).await.unwrap().is_empty(),
+            "{engine}"
+        );
 
-        store.revoke_access_token("jti-1", 100_000, 8_000).await.unwrap();
-        store.revoke_access_token("jti-1", 100_000, 9_000).await.unwrap();
-        assert_eq!(store.access_tokens_revoked_since(0, 50_000).await.unwrap(), vec![("jti-1".to_owned(), 8_000)]);
-        assert!(store.access_tokens_revoked_since(0, 100_000).await.unwrap().is_empty(), "expired entries do not matter");
+        store
+            .revoke_access_token("jti-1", 100_000, 8_000)
+            .await
+            .unwrap();
+        store
+            .revoke_access_token("jti-1", 100_000, 9_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.access_tokens_revoked_since(0, 50_000).await.unwrap(),
+            vec![("jti-1".to_owned(), 8_000)]
+        );
+        assert!(
+            store
+                .access_tokens_revoked_since(0, 100_000)
+                .await
+                .unwrap()
+                .is_empty(),
+            "expired entries do not matter"
+        );
         store.close().await;
     }
 }
@@ -253,10 +269,23 @@ async fn dynamic_clients_expire_unless_a_grant_is_live() {
                 .await
                 .unwrap();
         }
-        assert_eq!(store.count_registrations_from("127.0.0.1", 0).await.unwrap(), 2);
+        assert_eq!(
+            store
+                .count_registrations_from("127.0.0.1", 0)
+                .await
+                .unwrap(),
+            2
+        );
         store.insert_grant(&grant("g1", "alice")).await.unwrap();
         // client-a holds a live grant; client-b is unused and goes.
-        assert_eq!(store.delete_unused_dynamic_clients(5_000, 5_000).await.unwrap(), 1, "{engine}");
+        assert_eq!(
+            store
+                .delete_unused_dynamic_clients(5_000, 5_000)
+                .await
+                .unwrap(),
+            1,
+            "{engine}"
+        );
         assert!(store.client("client-a").await.unwrap().is_some());
         assert!(store.client("client-b").await.unwrap().is_none());
         store.close().await;
