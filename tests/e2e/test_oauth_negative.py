@@ -44,7 +44,7 @@ from oauth import (Browser, accounts_doorman, add_user, advance_clock, b64u, b64
 
 CONF_SECRET_ENV = "DOORMAN_NEGATIVE_CONF_SECRET"
 CONF_SECRET = "conf-" + secrets.token_urlsafe(32)
-PASSWORDS = {user: f"{user}-" + secrets.token_urlsafe(18) for user in ("alice", "bob", "carol", "dave")}
+PASSWORDS = {user: f"{user}-" + secrets.token_urlsafe(18) for user in ("alice", "bob", "carol", "dave", "erin")}
 LOOPBACK_PORT = 53123
 
 # Pre-registered public clients, one per purpose: consent is remembered per (person, client), so
@@ -1175,29 +1175,83 @@ def test_authorization_request_expires(env):
         b.close()
 
 
+def failed_sign_in(e: Env, b: Browser, username: str, password: str, status: int) -> str:
+    """Posts a sign-in that must fail with `status` (README "Pages and their answers": 401 for
+    wrong credentials, 429 for a locked name); returns the page's text without the name."""
+    url, r = open_sign_in(e, b)
+    if password != PASSWORDS.get(username):
+        SEEN["password"].add(password)    # a mistyped password is as secret as the right one
+    r = b.submit(url, sign_in_form(r), {"username": username, "password": password})
+    assert r.status_code == status, (r.status_code, r.headers.get("location"), page_text(r)[:300])
+    assert not any(c.name.endswith("doorman_session") for c in b.http.cookies.jar)
+    assert not any(n.endswith("doorman_session") for n in set_cookies(r))
+    return page_text(r).replace(username, "NAME")
+
+
+def typo(user: str) -> str:
+    return f"{user}-typo-" + secrets.token_urlsafe(12)
+
+
 def test_wrong_password_and_lockout(env):
     """max_failed_sign_ins (5) wrong passwords lock the name for `lockout` (15 min): then even the
-    right password is refused; after the lockout it works again."""
+    right password is refused (429); after the lockout it works again."""
     add_user(env.d, "carol", PASSWORDS["carol"])
     b = Browser(env.d)
     try:
-        for i in range(5):
-            url, r = open_sign_in(env, b)
-            attempt = f"carol-typo-{i}-" + secrets.token_urlsafe(12)
-            SEEN["password"].add(attempt)    # a mistyped password is as secret as the right one
-            wrong = b.submit(url, sign_in_form(r), {"username": "carol", "password": attempt})
-            assert wrong.status_code not in (302, 303), wrong.headers.get("location")
-            assert not any(c.name.endswith("doorman_session") for c in b.http.cookies.jar)
-        url, r = open_sign_in(env, b)
-        locked = b.submit(url, sign_in_form(r), credentials("carol"))
-        assert locked.status_code not in (302, 303), locked.headers.get("location")
-        assert not any(c.name.endswith("doorman_session") for c in b.http.cookies.jar)
+        for _ in range(5):
+            failed_sign_in(env, b, "carol", typo("carol"), 401)
+        failed_sign_in(env, b, "carol", PASSWORDS["carol"], 429)
         advance_clock(env.d, 16 * 60)
         url, r = open_sign_in(env, b)
         assert_sign_in_proceeds(env, b.submit(url, sign_in_form(r), credentials("carol")))
         harvest(b)
     finally:
         b.close()
+
+
+def test_sign_in_answers_do_not_reveal_which_names_exist(env):
+    """README: one message for unknown names and wrong passwords (401), and a locked name looks the
+    same whether or not it exists (429)."""
+    add_user(env.d, "erin", PASSWORDS["erin"])
+    ghost = "ghost-" + secrets.token_hex(4)
+    b = Browser(env.d)
+    try:
+        unknown = failed_sign_in(env, b, ghost, typo(ghost), 401)
+        wrong = failed_sign_in(env, b, "erin", typo("erin"), 401)
+        assert unknown == wrong
+        for _ in range(4):
+            failed_sign_in(env, b, ghost, typo(ghost), 401)
+            failed_sign_in(env, b, "erin", typo("erin"), 401)
+        assert failed_sign_in(env, b, ghost, typo(ghost), 429) == failed_sign_in(env, b, "erin", PASSWORDS["erin"], 429)
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("case,error", [("not-signed-in", "login_required"), ("no-consent", "consent_required")])
+def test_prompt_none_answers_instead_of_showing_a_page(env, case, error):
+    """README: `prompt=none` answers login_required / consent_required (OIDC Core §3.1.2.6),
+    redirected with state and iss."""
+    b = Browser(env.d) if case == "not-signed-in" else env.browser("alice")
+    try:
+        if case == "no-consent":
+            code_for(env, "web")          # alice's browser is signed in; "consent-a" is never approved
+        client = "web" if case == "not-signed-in" else "consent-a"
+        _, challenge = pkce()
+        state = secrets.token_urlsafe(8)
+        r = b.get(authorize_url(env, client, PUBLIC[client], challenge, state, prompt="none"))
+        assert_error_redirect(env, r, PUBLIC[client], error, state)
+    finally:
+        if case == "not-signed-in":
+            b.close()
+
+
+def test_prompt_login_asks_a_signed_in_person_again(env):
+    code_for(env, "web")                  # signed in, consent remembered: normally straight back
+    _, challenge = pkce()
+    b = env.browser("alice")
+    r = b.get(authorize_url(env, "web", PUBLIC["web"], challenge, "s", prompt="login"))
+    assert r.status_code in (302, 303)
+    assert urlparse(urljoin(env.base, r.headers["location"])).path == "/sign-in", r.headers["location"]
 
 
 def test_consent_page_escapes_the_client_name_and_shows_the_redirect_host(env):
@@ -1398,9 +1452,14 @@ def test_registration_management_needs_the_clients_own_token(env):
     t = r.json()
     assert httpx2.delete(uri, headers=own, timeout=30).status_code == 204
     assert_token_error(refresh(env, a["client_id"], t["refresh_token"]), 401, "invalid_client")
-    assert_refused_within(env, t["access_token"], 6)
-    _, challenge = pkce()
-    assert_error_page(get(authorize_url(env, a["client_id"], "https://mgmt-a.example/cb", challenge, "x")), "unknown client")
+    # README "revocation across nodes": "This process fills them at once when it revokes".
+    immediate = mcp_post(env, t["access_token"]).status_code
+    took = assert_refused_within(env, t["access_token"], 6)
+    assert_error_page(get(authorize_url(env, a["client_id"], "https://mgmt-a.example/cb", pkce()[1], "x")), "unknown client")
+    if immediate == 200:
+        pytest.xfail(f"BUG registration-delete-not-immediate: after DELETE {uri} (204) the client's access token was "
+                     f"still accepted at /mcp by the same process, for {took:.1f} s (until the 2 s revocation poll); "
+                     "README says this process fills the revocation sets at once when it revokes")
 
 
 def setup_link_of(d) -> str:
@@ -1446,8 +1505,9 @@ def test_setup_link_is_dead_once_accounts_exist(py_upstream):
         d.stop()
 
 
-def test_setup_link_is_single_use_under_concurrency(py_upstream):
-    """Six simultaneous POST /setup with the same one-time link: one administrator at most."""
+def setup_race(py_upstream, n: int) -> tuple[list[dict], list[int]]:
+    """A new Doorman, its first-run link opened once, then `n` simultaneous POST /setup with it
+    (distinct usernames). Returns (administrators, statuses)."""
     d = accounts_doorman("doorman-setup-race", [{"name": "py", "url": py_upstream.url}])
     try:
         link = setup_link_of(d)
@@ -1456,23 +1516,29 @@ def test_setup_link_is_single_use_under_concurrency(py_upstream):
             assert page.status_code == 200, page.text[:300]
             form = next(f for f in forms_of(page.text) if "password" in f.fields)
             csrf = next(ck.value for ck in c.cookies.jar if ck.name.endswith("doorman_csrf"))
-        names = iter(range(100))
+        names = itertools.count()
 
         def post():
-            i = next(names)
             with httpx2.Client(timeout=60, cookies={"doorman_csrf": csrf}) as cc:
-                return cc.post(f"{d.base}/setup", data={**form.fields, "username": f"admin{i}", "email": "",
+                return cc.post(f"{d.base}/setup", data={**form.fields, "username": f"admin{next(names)}", "email": "",
                                                         "password": "admin-" + secrets.token_urlsafe(12)})
 
-        results = race(6, post)
-        admins = [u for u in users_json(d) if u.get("admin")]
-        if len(admins) > 1:
-            pytest.xfail(f"BUG setup-link-race: {len(admins)} administrators created by concurrent POST /setup with one "
-                         f"one-time link (statuses {[r.status_code for r in results]}); setup::submit creates the account "
-                         "before spending the link and ignores use_setup_link's result")
-        assert len(admins) == 1, admins
+        statuses = [r.status_code for r in race(n, post)]
+        return [u for u in users_json(d) if u.get("admin")], statuses
     finally:
         d.stop()
+
+
+def test_setup_link_is_single_use_under_concurrency(py_upstream):
+    """Simultaneous POST /setup with the same one-time link: one administrator at most. The race
+    window is timing-dependent, so up to three fresh Doormans are tried."""
+    for _ in range(3):
+        admins, statuses = setup_race(py_upstream, 6)
+        if len(admins) > 1:
+            pytest.xfail(f"BUG setup-link-race: {len(admins)} administrators created by concurrent POST /setup with one "
+                         f"one-time link (statuses {statuses}); setup::submit creates the account before spending the "
+                         "link and ignores use_setup_link's result")
+        assert len(admins) == 1, (admins, statuses)
 
 
 def test_disabling_a_person_ends_their_sign_ins(py_upstream):
@@ -1499,7 +1565,7 @@ def test_disabling_a_person_ends_their_sign_ins(py_upstream):
         assert r.status_code in (302, 303) and urlparse(urljoin(d.base, r.headers["location"])).path == "/sign-in", r.headers
         url = urljoin(d.base, r.headers["location"])
         refused = b.submit(url, sign_in_form(b.get(url)), credentials("dave"))
-        assert refused.status_code not in (302, 303), refused.headers.get("location")
+        assert refused.status_code == 401, (refused.status_code, refused.headers.get("location"))
         b.close()
     finally:
         d.stop()
