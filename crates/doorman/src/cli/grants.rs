@@ -105,11 +105,14 @@ pub async fn clients(cmd: ClientsCommand, config: &Config) -> anyhow::Result<()>
             }
             ClientsCommand::Revoke { client_id } => {
                 if config.sign_in.clients.iter().any(|c| c.client_id == client_id) {
-                    let n = store.revoke_grants_where_client(&client_id, now, "client revoked").await?;
+                    let n = store
+                        .revoke_grants_where_client(&client_id, now, "client revoked")
+                        .await?
+                        .len();
                     println!(
                         "revoked {n} sign-in(s) of {client_id}; it is in the config, so remove it there to keep it out"
                     );
-                } else if store.revoke_client(&client_id, now).await? {
+                } else if store.revoke_client(&client_id, now).await?.0 {
                     println!("revoked client {client_id} and its sign-ins");
                 } else {
                     bail!("no such client (or already revoked): {client_id}");

@@ -119,6 +119,19 @@ pub enum SignInError {
     Unavailable(anyhow::Error),
 }
 
+impl SignInError {
+    /// A short label for logs (never the submitted name or password).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid_credentials",
+            Self::TotpRequired => "totp_required",
+            Self::TotpInvalid => "totp_invalid",
+            Self::Locked { .. } => "locked",
+            Self::Unavailable(_) => "store_unavailable",
+        }
+    }
+}
+
 impl From<anyhow::Error> for SignInError {
     fn from(e: anyhow::Error) -> Self {
         Self::Unavailable(e)

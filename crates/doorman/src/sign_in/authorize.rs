@@ -475,12 +475,16 @@ pub async fn sign_in_submit(
     let user = match s.accounts.sign_in(username, &password, totp).await {
         Ok(user) => user,
         Err(e) => {
-            let status = match e {
+            let status = match &e {
                 SignInError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
                 SignInError::TotpRequired => StatusCode::OK,
+                SignInError::Unavailable(cause) => {
+                    tracing::error!(error = %cause, "sign-in failed: the store is unavailable");
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 _ => StatusCode::UNAUTHORIZED,
             };
-            tracing::info!(reason = ?std::mem::discriminant(&e), "sign-in refused");
+            tracing::info!(reason = e.kind(), "sign-in refused");
             let ask_totp = matches!(e, SignInError::TotpRequired | SignInError::TotpInvalid);
             return again(status, &e.to_string(), ask_totp);
         }

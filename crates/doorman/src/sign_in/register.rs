@@ -72,6 +72,14 @@ pub async fn register(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // RFC 7591 has no size limit; a registration is a few hundred bytes, so 16 KiB is generous.
+    if body.len() > 16 * 1024 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client_metadata",
+            "the registration is larger than 16 KiB",
+        );
+    }
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -342,7 +350,14 @@ pub async fn delete(
             .revoke_client(&row.client_id, s.clock.now_ms())
             .await
         {
-            Ok(_) => StatusCode::NO_CONTENT.into_response(),
+            Ok((_, grants)) => {
+                // This process stops accepting the client's tokens at once; others within a poll.
+                let now = s.clock.now_ms();
+                for g in &grants {
+                    s.tokens.revocations.revoke_grant_locally(g, now);
+                }
+                StatusCode::NO_CONTENT.into_response()
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot delete a registration");
                 error(

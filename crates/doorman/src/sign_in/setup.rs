@@ -55,12 +55,7 @@ pub async fn page(
     let Some(token) = q.token else {
         return invalid_link();
     };
-    if !s
-        .store
-        .setup_link_valid(&crypto::sha256_hex(&token), s.clock.now_ms())
-        .await
-        .unwrap_or(false)
-    {
+    if !link_usable(&s, &crypto::sha256_hex(&token)).await {
         return invalid_link();
     }
     let (csrf, set) = match s
@@ -111,12 +106,7 @@ pub async fn submit(
     let token = form.get("token").cloned().unwrap_or_default();
     let token_hash = crypto::sha256_hex(&token);
     let now = s.clock.now_ms();
-    if !s
-        .store
-        .setup_link_valid(&token_hash, now)
-        .await
-        .unwrap_or(false)
-    {
+    if !link_usable(&s, &token_hash).await {
         return invalid_link();
     }
     let username = form.get("username").map(|u| u.trim()).unwrap_or("");
@@ -126,14 +116,22 @@ pub async fn submit(
         .filter(|e| !e.is_empty());
     let password = SecretString::from(form.get("password").cloned().unwrap_or_default());
     let csrf = form.get("csrf").cloned().unwrap_or_default();
+    // Spent before the account is made, atomically, so concurrent posts make one administrator;
+    // given back when the form was wrong, so a typo does not burn the link.
+    if !s
+        .store
+        .use_setup_link(&token_hash, now)
+        .await
+        .unwrap_or(false)
+    {
+        return invalid_link();
+    }
     match s
         .accounts
         .create_local_user(username, &password, email, true)
         .await
     {
         Ok(user) => {
-            // Spent only once the account exists, so a typo does not burn the link.
-            let _ = s.store.use_setup_link(&token_hash, now).await;
             tracing::info!(user = %user.id, "first administrator created through the setup link");
             pages::message(
                 StatusCode::OK,
@@ -145,15 +143,31 @@ pub async fn submit(
                 ),
             )
         }
-        Err(e) => pages::render(
-            StatusCode::BAD_REQUEST,
-            &SetupPage {
-                csrf: &csrf,
-                token: &token,
-                username,
-                email: email.unwrap_or(""),
-                error: Some(&e.to_string()),
-            },
-        ),
+        Err(e) => {
+            if let Err(e) = s.store.restore_setup_link(&token_hash).await {
+                tracing::error!(error = %e, "cannot give the setup link back");
+            }
+            pages::render(
+                StatusCode::BAD_REQUEST,
+                &SetupPage {
+                    csrf: &csrf,
+                    token: &token,
+                    username,
+                    email: email.unwrap_or(""),
+                    error: Some(&e.to_string()),
+                },
+            )
+        }
     }
+}
+
+/// A setup link works while it is unspent, unexpired, and nobody has an account yet (it is for
+/// the *first* administrator; once `doorman users add` made one, the link is void).
+async fn link_usable(s: &AuthServer, token_hash: &str) -> bool {
+    let valid = s
+        .store
+        .setup_link_valid(token_hash, s.clock.now_ms())
+        .await
+        .unwrap_or(false);
+    valid && s.store.count_users().await.is_ok_and(|n| n == 0)
 }

@@ -241,7 +241,6 @@ pub struct Revocations {
 struct RevokedSets {
     jtis: HashMap<String, i64>,
     grants: HashMap<String, i64>,
-    polled_until: i64,
 }
 
 impl Revocations {
@@ -274,18 +273,11 @@ impl Revocations {
             .insert(jti.to_owned(), now_ms);
     }
 
-    /// Reads revocations made since the last poll (by any process). The first poll reaches back
-    /// `horizon_ms` (an access token's lifetime: anything older cannot matter).
+    /// Reads the revocations of the last `horizon_ms` (an access token's lifetime: anything
+    /// older cannot matter), by any process. The whole window each time, not "since the last
+    /// poll": a writer whose clock is behind ours still gets its revocations seen.
     pub async fn poll(&self, now_ms: i64, horizon_ms: i64) -> anyhow::Result<()> {
-        let since = {
-            let s = self.state.read().expect("revocations lock");
-            if s.polled_until == 0 {
-                now_ms - horizon_ms
-            } else {
-                // Overlap a little: a revocation committed with a slightly older timestamp.
-                s.polled_until - 5_000
-            }
-        };
+        let since = now_ms - horizon_ms - 60_000;
         let grants = self.store.grants_revoked_since(since).await?;
         let jtis = self
             .store
@@ -298,7 +290,6 @@ impl Revocations {
         let oldest = now_ms - horizon_ms;
         s.grants.retain(|_, at| *at >= oldest);
         s.jtis.retain(|_, at| *at >= oldest);
-        s.polled_until = now_ms;
         Ok(())
     }
 }

@@ -87,8 +87,13 @@ impl Store {
         Ok(())
     }
 
-    /// Revokes a client and every grant it holds; returns whether it existed.
-    pub async fn revoke_client(&self, client_id: &str, now_ms: i64) -> anyhow::Result<bool> {
+    /// Revokes a client and every grant it holds; returns whether it was live, and the grants
+    /// that were revoked.
+    pub async fn revoke_client(
+        &self,
+        client_id: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<(bool, Vec<String>)> {
         let n = on_pool!(self, pool => sqlx::query(
             "UPDATE oauth_clients SET revoked_at = $2 WHERE client_id = $1 AND revoked_at IS NULL",
         )
@@ -97,9 +102,10 @@ impl Store {
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;
-        self.revoke_grants_where_client(client_id, now_ms, "client revoked")
+        let grants = self
+            .revoke_grants_where_client(client_id, now_ms, "client revoked")
             .await?;
-        Ok(n > 0)
+        Ok((n > 0, grants))
     }
 
     /// Deletes dynamically registered clients unused since `before_ms` that hold no live grant.

@@ -219,6 +219,16 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Un-spends a setup link whose form was refused.
+    pub async fn restore_setup_link(&self, token_hash: &str) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query("UPDATE setup_links SET used_at = NULL WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
     pub async fn insert_signing_key(&self, k: &SigningKeyRow) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query(
             "INSERT INTO signing_keys (kid, alg, private_key_sealed, public_jwk, created_at) \

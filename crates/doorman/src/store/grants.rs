@@ -212,22 +212,23 @@ impl Store {
         Ok(n)
     }
 
+    /// Revokes every live grant of a client; returns their ids.
     pub async fn revoke_grants_where_client(
         &self,
         client_id: &str,
         now_ms: i64,
         reason: &str,
-    ) -> anyhow::Result<u64> {
-        let n = on_pool!(self, pool => sqlx::query(
-            "UPDATE grants SET revoked_at = $2, revoked_reason = $3 WHERE client_id = $1 AND revoked_at IS NULL",
+    ) -> anyhow::Result<Vec<String>> {
+        let ids: Vec<(String,)> = on_pool!(self, pool => sqlx::query_as(
+            "UPDATE grants SET revoked_at = $2, revoked_reason = $3 WHERE client_id = $1 \
+             AND revoked_at IS NULL RETURNING id",
         )
         .bind(client_id)
         .bind(now_ms)
         .bind(reason)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
-        Ok(n)
+        .fetch_all(pool)
+        .await)?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
     }
 
     /// Grant ids revoked at or after `since_ms` (other nodes pick revocations up from here).
