@@ -24,33 +24,53 @@ pub async fn require_token(
     let Some(s) = auth else {
         return next.run(req).await;
     };
+    match check(&s, &mut req).await {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => drain_then(req, refusal).await,
+    }
+}
+
+/// Reads what is left of a refused request's body before answering, so the client can reuse the
+/// connection (RFC 9112 §9.6); a body too large to drain gets `Connection: close` instead.
+async fn drain_then(req: Request, mut refusal: Response) -> Response {
+    const DRAIN_LIMIT: usize = 1 << 20;
+    if axum::body::to_bytes(req.into_body(), DRAIN_LIMIT).await.is_err() {
+        refusal
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    refusal
+}
+
+/// The bearer check itself: `Err` is the refusal to send.
+async fn check(s: &Arc<AuthServer>, req: &mut Request) -> Result<(), Response> {
     // MCP authorization, "Access Token Usage": tokens MUST NOT be in the URI query string.
     let in_query = req
         .uri()
         .query()
         .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token"));
     if in_query {
-        return challenge(
-            &s,
+        return Err(challenge(
+            s,
             StatusCode::BAD_REQUEST,
             Some((
                 "invalid_request",
                 "access tokens are accepted in the Authorization header only, never in the URL",
             )),
-        );
+        ));
     }
     let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
     let (first, second) = (values.next(), values.next());
     if second.is_some() {
-        return challenge(
-            &s,
+        return Err(challenge(
+            s,
             StatusCode::BAD_REQUEST,
             Some(("invalid_request", "more than one Authorization header")),
-        );
+        ));
     }
     let Some(value) = first else {
         // RFC 6750 §3.1: no credentials at all gets a challenge without an error code.
-        return challenge(&s, StatusCode::UNAUTHORIZED, None);
+        return Err(challenge(s, StatusCode::UNAUTHORIZED, None));
     };
     let token = value
         .to_str()
@@ -60,14 +80,14 @@ pub async fn require_token(
         .map(|(_, t)| t.trim())
         .filter(|t| !t.is_empty());
     let Some(token) = token else {
-        return challenge(
-            &s,
+        return Err(challenge(
+            s,
             StatusCode::UNAUTHORIZED,
             Some((
                 "invalid_token",
                 "the Authorization header must be `Bearer <token>`",
             )),
-        );
+        ));
     };
     let mut verified = s.tokens.verify(token);
     if verified == Err(TokenError::UnknownKey)
@@ -80,23 +100,23 @@ pub async fn require_token(
         Ok(c) => c,
         Err(e) => {
             tracing::info!(reason = e.reason(), "access token refused");
-            return challenge(
-                &s,
+            return Err(challenge(
+                s,
                 StatusCode::UNAUTHORIZED,
                 Some(("invalid_token", &e.to_string())),
-            );
+            ));
         }
     };
     if !claims.scope.split(' ').any(|sc| sc == MCP_SCOPE) {
         // RFC 6750 §3.1 / MCP "Scope Challenge Handling".
-        return challenge(
-            &s,
+        return Err(challenge(
+            s,
             StatusCode::FORBIDDEN,
             Some(("insufficient_scope", "the token lacks the mcp scope")),
-        );
+        ));
     }
     req.extensions_mut().insert(Person(claims));
-    next.run(req).await
+    Ok(())
 }
 
 /// A `401`/`400`/`403` with `WWW-Authenticate: Bearer resource_metadata=…, scope=…[, error=…]`

@@ -387,7 +387,8 @@ async fn issue(s: &AuthServer, grant: &GrantRow, now: i64) -> Result<Response, O
     let mut r = Json(json!({
         "access_token": access,
         "token_type": "Bearer",
-        "expires_in": claims.exp - now / 1000,
+        // RFC 6749 §5.1: the token's lifetime, exactly as signed.
+        "expires_in": claims.exp - claims.iat,
         "refresh_token": refresh,
         "scope": grant.scope,
     }))
