@@ -8,6 +8,9 @@ Time: Doorman's clock moves with the test hook (`oauth.advance_clock`), never by
 Python SDK decides to refresh from its own clock, so for that client the test moves the SDK's
 clock by the same amount (`ClientClock`): both parties see the same hour pass. The TypeScript
 SDK refreshes only when the server answers 401, so it needs no help.
+
+Server bugs found here are named in BUG_* below; a check that meets one ends its test with
+pytest.xfail naming it, after every other check has run.
 """
 
 from __future__ import annotations
@@ -555,6 +558,7 @@ def test_a_401_before_the_body_leaves_the_connection_usable(doormen):
         first = read_http_response(sock)  # answered before the body was sent
         assert first is not None and first[0].startswith("HTTP/1.1 401"), first
         announced_close = re.search(r"(?im)^connection:.*\bclose\b", first[0]) is not None
+        time.sleep(0.2)  # the body comes a little later (a slow network; deterministic here)
         try:
             sock.sendall(body)
             sock.sendall(f"GET /.well-known/oauth-protected-resource/mcp HTTP/1.1\r\n"

@@ -91,6 +91,10 @@ pub struct SignInConfig {
     pub max_failed_sign_ins: u32,
     pub lockout: ConfigDuration,
     pub clients: Vec<ClientConfig>,
+    /// Whether people may sign in with Doorman's own accounts (the local form).
+    pub local_accounts: bool,
+    /// OpenID Connect providers people sign in through (the company's SSO).
+    pub oidc: Vec<OidcProviderConfig>,
 }
 
 impl Default for SignInConfig {
@@ -106,6 +110,8 @@ impl Default for SignInConfig {
             max_failed_sign_ins: 5,
             lockout: ConfigDuration::secs(15 * 60),
             clients: Vec::new(),
+            local_accounts: true,
+            oidc: Vec::new(),
         }
     }
 }
@@ -118,6 +124,83 @@ pub enum SignInMode {
     #[default]
     Accounts,
     Local,
+}
+
+/// `[[sign_in.oidc]]`: an OpenID Connect provider (Okta, Entra ID, Google Workspace, Keycloak…).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderConfig {
+    /// Short id, used in URLs and logs: letters, digits, `_`, `-`.
+    pub name: String,
+    /// What the sign-in button says. Default: the name.
+    pub display_name: Option<String>,
+    /// The provider's issuer; discovery is `{issuer}/.well-known/openid-configuration`.
+    pub issuer: Url,
+    pub client_id: String,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub claims: OidcClaims,
+    /// Only people whose (verified) email is in one of these domains. Empty: any.
+    #[serde(default)]
+    pub allowed_email_domains: Vec<String>,
+    /// Only people in at least one of these groups. Empty: any.
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+    /// How old the last check at the provider may be when a client refreshes its tokens;
+    /// older, and Doorman asks the provider again (deprovisioning reaches Doorman).
+    #[serde(default = "default_recheck_interval")]
+    pub recheck_interval: ConfigDuration,
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(String::from).to_vec()
+}
+
+fn default_recheck_interval() -> ConfigDuration {
+    ConfigDuration::secs(3600)
+}
+
+/// Which ID token claims hold what.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcClaims {
+    pub subject: String,
+    pub email: String,
+    pub name: String,
+    pub groups: String,
+}
+
+impl Default for OidcClaims {
+    fn default() -> Self {
+        Self {
+            subject: "sub".into(),
+            email: "email".into(),
+            name: "name".into(),
+            groups: "groups".into(),
+        }
+    }
+}
+
+impl OidcProviderConfig {
+    /// The client secret at the provider.
+    pub fn secret(&self) -> Result<String, ConfigError> {
+        let source = match (&self.client_secret_env, &self.client_secret_file) {
+            (Some(env), None) => SecretOrValue::Env { env: env.clone() },
+            (None, Some(file)) => SecretOrValue::File { file: file.clone() },
+            _ => {
+                return Err(ConfigError::new(
+                    "client_secret_env",
+                    "give exactly one of client_secret_env or client_secret_file",
+                ));
+            }
+        };
+        source
+            .resolve()
+            .map_err(|e| ConfigError::new("client_secret", e))
+    }
 }
 
 /// `[[sign_in.clients]]`: an OAuth client registered by the operator.
@@ -415,6 +498,58 @@ impl Config {
             return Err(ConfigError::new(
                 "sign_in.max_failed_sign_ins",
                 "must be at least 1",
+            ));
+        }
+        for (i, p) in si.oidc.iter().enumerate() {
+            let path = |key: &str| format!("sign_in.oidc[{i}].{key}");
+            let valid_name = (1..=32).contains(&p.name.len())
+                && p.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid_name {
+                return Err(ConfigError::new(
+                    path("name"),
+                    format!("{:?} must be 1-32 letters, digits, `_` or `-`", p.name),
+                ));
+            }
+            if si.oidc[..i].iter().any(|o| o.name == p.name) {
+                return Err(ConfigError::new(
+                    path("name"),
+                    format!("another provider is already named {:?}", p.name),
+                ));
+            }
+            if !matches!(p.issuer.scheme(), "https" | "http") || p.issuer.host_str().is_none() {
+                return Err(ConfigError::new(path("issuer"), "must be an https URL"));
+            }
+            if p.issuer.scheme() == "http" && !si.development {
+                return Err(ConfigError::new(
+                    path("issuer"),
+                    "must be https (plain http only with sign_in.development = true)",
+                ));
+            }
+            if p.client_id.is_empty() {
+                return Err(ConfigError::new(path("client_id"), "must not be empty"));
+            }
+            if p.client_secret_env.is_some() == p.client_secret_file.is_some() {
+                return Err(ConfigError::new(
+                    path("client_secret_env"),
+                    "give exactly one of client_secret_env or client_secret_file",
+                ));
+            }
+            if !p.scopes.iter().any(|s| s == "openid") {
+                return Err(ConfigError::new(path("scopes"), "must include \"openid\""));
+            }
+            if p.recheck_interval.0.is_zero() {
+                return Err(ConfigError::new(
+                    path("recheck_interval"),
+                    "must be longer than zero",
+                ));
+            }
+        }
+        if !si.local_accounts && si.oidc.is_empty() && si.mode == SignInMode::Accounts {
+            return Err(ConfigError::new(
+                "sign_in.local_accounts",
+                "with local accounts off, at least one [[sign_in.oidc]] provider is needed, or nobody can sign in",
             ));
         }
         for (i, c) in si.clients.iter().enumerate() {

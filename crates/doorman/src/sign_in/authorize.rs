@@ -107,7 +107,7 @@ fn csrf_cookie(s: &AuthServer, headers: &HeaderMap) -> (String, Option<HeaderVal
     }
 }
 
-fn with_cookie(mut r: Response, cookie: Option<HeaderValue>) -> Response {
+pub(super) fn with_cookie(mut r: Response, cookie: Option<HeaderValue>) -> Response {
     if let Some(c) = cookie {
         r.headers_mut().append(header::SET_COOKIE, c);
     }
@@ -330,7 +330,7 @@ async fn consented(s: &AuthServer, user_id: &str, p: &Pending) -> bool {
 }
 
 /// The stored request behind a page, checked to belong to this browser.
-async fn load_request(
+pub(super) async fn load_request(
     s: &AuthServer,
     id: &str,
     headers: &HeaderMap,
@@ -394,7 +394,7 @@ pub struct RequestQuery {
     request: Option<String>,
 }
 
-fn no_request() -> Response {
+pub(super) fn no_request() -> Response {
     pages::message(
         StatusCode::BAD_REQUEST,
         "Nothing to sign in to",
@@ -411,12 +411,24 @@ pub async fn sign_in_page(
     let Some(id) = q.request else {
         return no_request();
     };
-    let (_, pending) = match load_request(&s, &id, &headers).await {
+    let (row, pending) = match load_request(&s, &id, &headers).await {
         Ok(r) => r,
         Err(page) => return page,
     };
+    // One provider and no local accounts: nothing to choose, straight to the provider.
+    if !s.local_accounts && s.providers.len() == 1 {
+        return super::federation::redirect_to_provider(
+            &s,
+            &s.providers[0],
+            &id,
+            &row.browser_hash,
+            pending.force_sign_in,
+        )
+        .await;
+    }
     let csrf = s.cookies.get(&headers, CSRF_COOKIE).unwrap_or_default();
     let name = client_name(&s, &pending.client_id).await;
+    let providers = provider_links(&s, &id);
     pages::render(
         StatusCode::OK,
         &SignInPage {
@@ -426,8 +438,22 @@ pub async fn sign_in_page(
             client_name: name.as_deref(),
             error: None,
             ask_totp: false,
+            providers: &providers,
+            local: s.local_accounts,
         },
     )
+}
+
+fn provider_links(s: &AuthServer, request: &str) -> Vec<(String, String)> {
+    s.providers
+        .iter()
+        .map(|p| {
+            (
+                format!("/sign-in/oidc/{}?request={request}", p.name()),
+                p.display_name().to_owned(),
+            )
+        })
+        .collect()
 }
 
 async fn client_name(s: &AuthServer, client_id: &str) -> Option<String> {
@@ -459,6 +485,7 @@ pub async fn sign_in_submit(
     let totp = form.get("totp").map(|t| t.trim()).filter(|t| !t.is_empty());
     let csrf = form.get("csrf").cloned().unwrap_or_default();
     let name = client_name(&s, &pending.client_id).await;
+    let providers = provider_links(&s, &id);
     let again = |status: StatusCode, error: &str, ask_totp: bool| {
         pages::render(
             status,
@@ -469,9 +496,18 @@ pub async fn sign_in_submit(
                 client_name: name.as_deref(),
                 error: Some(error),
                 ask_totp,
+                providers: &providers,
+                local: s.local_accounts,
             },
         )
     };
+    if !s.local_accounts {
+        return again(
+            StatusCode::BAD_REQUEST,
+            "Doorman accounts are turned off here; sign in with your company's provider.",
+            false,
+        );
+    }
     let user = match s.accounts.sign_in(username, &password, totp).await {
         Ok(user) => user,
         Err(e) => {
@@ -501,6 +537,7 @@ pub async fn sign_in_submit(
         user_id: user.id.clone(),
         auth_time: now,
         amr: amr.into(),
+        acr: None,
         created_at: now,
         expires_at: now + s.settings.sign_in_lifetime_ms,
     };
@@ -704,6 +741,7 @@ async fn finish(
         scope: p.scope.clone(),
         auth_time: session.auth_time,
         amr: session.amr.clone(),
+        acr: session.acr.clone(),
         created_at: now,
         expires_at: now + s.settings.code_lifetime_ms,
         used_at: None,

@@ -34,7 +34,10 @@ pub async fn require_token(
 /// connection (RFC 9112 §9.6); a body too large to drain gets `Connection: close` instead.
 async fn drain_then(req: Request, mut refusal: Response) -> Response {
     const DRAIN_LIMIT: usize = 1 << 20;
-    if axum::body::to_bytes(req.into_body(), DRAIN_LIMIT).await.is_err() {
+    if axum::body::to_bytes(req.into_body(), DRAIN_LIMIT)
+        .await
+        .is_err()
+    {
         refusal
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -10,9 +10,11 @@ pub mod bearer;
 pub mod cimd;
 pub mod client_assertion;
 pub mod clients;
+pub mod federation;
 pub mod fetch;
 pub mod keys;
 pub mod metadata;
+pub mod oidc;
 pub mod pages;
 pub mod register;
 pub mod setup;
@@ -74,6 +76,10 @@ pub struct AuthServer {
     pub clients: Clients,
     pub cookies: CookiePolicy,
     pub settings: Settings,
+    /// The OpenID Connect providers people may sign in through, in config order.
+    pub providers: Vec<Arc<oidc::Provider>>,
+    /// Whether the local account form is offered.
+    pub local_accounts: bool,
 }
 
 /// A person signed in at `/mcp`: the verified claims of their access token.
@@ -122,6 +128,20 @@ impl AuthServer {
             clock.clone(),
         );
         let clients = Clients::new(&si.clients, store.clone(), metadata, assertions)?;
+        let http = crate::gateway::upstream_http::HttpClient::new()?;
+        let providers = si
+            .oidc
+            .iter()
+            .map(|p| {
+                oidc::Provider::new(
+                    p.clone(),
+                    http.clone(),
+                    clock.clone(),
+                    format!("{issuer}/sign-in/callback"),
+                )
+                .map(Arc::new)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let public = config.public_url();
         // `__Host-` cookies need `Secure`, which a browser only honours over https; a plain-http
         // public URL is only sensible on loopback during development.
@@ -146,6 +166,8 @@ impl AuthServer {
                 registrations_per_hour: si.registrations_per_hour,
                 development: si.development,
             },
+            providers,
+            local_accounts: si.local_accounts,
         });
         server
             .tokens
@@ -192,6 +214,8 @@ impl AuthServer {
                 get(authorize::consent_page).post(authorize::consent_submit),
             )
             .route("/setup", get(setup::page).post(setup::submit))
+            .route("/sign-in/oidc/{provider}", get(federation::start))
+            .route("/sign-in/callback", get(federation::callback))
             .with_state(self.clone())
     }
 

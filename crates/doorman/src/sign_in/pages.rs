@@ -16,6 +16,10 @@ pub struct SignInPage<'a> {
     pub client_name: Option<&'a str>,
     pub error: Option<&'a str>,
     pub ask_totp: bool,
+    /// One button per SSO provider: (link, label).
+    pub providers: &'a [(String, String)],
+    /// Whether the local account form is shown.
+    pub local: bool,
 }
 
 #[derive(Template)]

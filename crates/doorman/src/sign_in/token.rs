@@ -252,6 +252,7 @@ async fn exchange_code(
         resource: row.resource.clone(),
         auth_time: row.auth_time,
         amr: row.amr.clone(),
+        acr: row.acr.clone(),
         created_at: now,
         expires_at: now + s.settings.sign_in_lifetime_ms,
         last_used_at: now,
@@ -358,21 +359,19 @@ async fn refresh(
         ));
     }
     active_user(s, &grant.user_id).await?;
+    // A person who signed in through a provider is re-checked there now and then, so one
+    // disabled at the provider loses Doorman too.
+    if let Err(super::federation::Deprovisioned(why)) =
+        super::federation::recheck(s, &grant.user_id).await
+    {
+        return Err(OAuthError::new("invalid_grant", why));
+    }
     issue(s, &grant, now).await
 }
 
 /// A new access token and refresh token for a grant (RFC 6749 §5.1).
 async fn issue(s: &AuthServer, grant: &GrantRow, now: i64) -> Result<Response, OAuthError> {
-    let (access, claims) = s
-        .tokens
-        .issue(
-            &grant.user_id,
-            &grant.client_id,
-            &grant.scope,
-            grant.auth_time,
-            &grant.id,
-        )
-        .map_err(server_error)?;
+    let (access, claims) = s.tokens.issue(grant).map_err(server_error)?;
     let refresh = crypto::random_token(32);
     s.store
         .insert_refresh_token(&RefreshRow {

@@ -33,6 +33,12 @@ pub struct AccessClaims {
     pub jti: String,
     /// The grant this token was issued under.
     pub sid: String,
+    /// How the person authenticated (RFC 8176 values), when known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// The authentication context class the identity provider reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
 }
 
 /// Why a bearer token was refused (RFC 6750 §3.1 `invalid_token` for all; the reason is logged).
@@ -111,14 +117,14 @@ impl AccessTokens {
     }
 
     /// Signs a new access token for a grant.
-    pub fn issue(
-        &self,
-        user_id: &str,
-        client_id: &str,
-        scope: &str,
-        auth_time_ms: i64,
-        grant_id: &str,
-    ) -> anyhow::Result<(String, AccessClaims)> {
+    pub fn issue(&self, grant: &crate::store::GrantRow) -> anyhow::Result<(String, AccessClaims)> {
+        let (user_id, client_id, scope, auth_time_ms, grant_id) = (
+            grant.user_id.as_str(),
+            grant.client_id.as_str(),
+            grant.scope.as_str(),
+            grant.auth_time,
+            grant.id.as_str(),
+        );
         let now = self.clock.now_ms();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -131,6 +137,8 @@ impl AccessTokens {
             exp: (now + self.lifetime_ms) / 1000,
             jti: crypto::random_token(16),
             sid: grant_id.to_owned(),
+            amr: serde_json::from_str(&grant.amr).unwrap_or_default(),
+            acr: grant.acr.clone(),
         };
         let (kid, key) = self.keys.signer();
         let mut header = Header::new(Algorithm::ES256);

@@ -26,6 +26,8 @@ pub struct BrowserSessionRow {
     pub user_id: String,
     pub auth_time: i64,
     pub amr: String,
+    /// The provider's authentication context class, for SSO sign-ins.
+    pub acr: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
 }
@@ -105,13 +107,14 @@ impl Store {
 
     pub async fn insert_browser_session(&self, s: &BrowserSessionRow) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query(
-            "INSERT INTO browser_sessions (id_hash, user_id, auth_time, amr, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO browser_sessions (id_hash, user_id, auth_time, amr, acr, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&s.id_hash)
         .bind(&s.user_id)
         .bind(s.auth_time)
         .bind(&s.amr)
+        .bind(&s.acr)
         .bind(s.created_at)
         .bind(s.expires_at)
         .execute(pool)
@@ -125,7 +128,7 @@ impl Store {
         id_hash: &str,
     ) -> anyhow::Result<Option<BrowserSessionRow>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, BrowserSessionRow>(
-            "SELECT id_hash, user_id, auth_time, amr, created_at, expires_at FROM browser_sessions \
+            "SELECT id_hash, user_id, auth_time, amr, acr, created_at, expires_at FROM browser_sessions \
              WHERE id_hash = $1",
         )
         .bind(id_hash)

@@ -13,6 +13,7 @@ pub struct GrantRow {
     pub resource: String,
     pub auth_time: i64,
     pub amr: String,
+    pub acr: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
     pub last_used_at: i64,
@@ -32,6 +33,7 @@ pub struct CodeRow {
     pub scope: String,
     pub auth_time: i64,
     pub amr: String,
+    pub acr: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
     pub used_at: Option<i64>,
@@ -65,15 +67,15 @@ pub enum RefreshUse {
     Unknown,
 }
 
-const GRANT_COLUMNS: &str = "id, user_id, client_id, scope, resource, auth_time, amr, created_at, \
-    expires_at, last_used_at, revoked_at, revoked_reason";
+const GRANT_COLUMNS: &str = "id, user_id, client_id, scope, resource, auth_time, amr, acr, \
+    created_at, expires_at, last_used_at, revoked_at, revoked_reason";
 
 impl Store {
     pub async fn insert_code(&self, c: &CodeRow) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query(
             "INSERT INTO authorization_codes (code_hash, client_id, user_id, redirect_uri, \
-             code_challenge, resource, scope, auth_time, amr, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             code_challenge, resource, scope, auth_time, amr, acr, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&c.code_hash)
         .bind(&c.client_id)
@@ -84,6 +86,7 @@ impl Store {
         .bind(&c.scope)
         .bind(c.auth_time)
         .bind(&c.amr)
+        .bind(&c.acr)
         .bind(c.created_at)
         .bind(c.expires_at)
         .execute(pool)
@@ -97,7 +100,7 @@ impl Store {
         let fresh = on_pool!(self, pool => sqlx::query_as::<_, CodeRow>(
             "UPDATE authorization_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL \
              RETURNING code_hash, client_id, user_id, redirect_uri, code_challenge, resource, scope, \
-             auth_time, amr, created_at, expires_at, used_at, grant_id",
+             auth_time, amr, acr, created_at, expires_at, used_at, grant_id",
         )
         .bind(code_hash)
         .bind(now_ms)
@@ -133,8 +136,8 @@ impl Store {
 
     pub async fn insert_grant(&self, g: &GrantRow) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query(
-            "INSERT INTO grants (id, user_id, client_id, scope, resource, auth_time, amr, \
-             created_at, expires_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO grants (id, user_id, client_id, scope, resource, auth_time, amr, acr, \
+             created_at, expires_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&g.id)
         .bind(&g.user_id)
@@ -143,6 +146,7 @@ impl Store {
         .bind(&g.resource)
         .bind(g.auth_time)
         .bind(&g.amr)
+        .bind(&g.acr)
         .bind(g.created_at)
         .bind(g.expires_at)
         .bind(g.last_used_at)
@@ -339,6 +343,7 @@ impl Store {
             "DELETE FROM revoked_access_tokens WHERE expires_at < $1",
             "DELETE FROM authorization_requests WHERE expires_at < $1",
             "DELETE FROM browser_sessions WHERE expires_at < $1",
+            "DELETE FROM oidc_states WHERE expires_at < $1",
             // A day without failures forgets a name's count (lockouts last far less).
             "DELETE FROM sign_in_failures WHERE last_failure_at < $1 - 86400000 \
              AND (locked_until IS NULL OR locked_until < $1)",

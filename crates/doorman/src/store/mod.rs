@@ -6,6 +6,7 @@
 //! driver and no dynamic dispatch on the hot path. One file per entity.
 
 mod clients;
+mod federation;
 mod flow;
 mod grants;
 mod sessions;
@@ -21,6 +22,7 @@ use sqlx::{
 };
 
 pub use clients::ClientRow;
+pub use federation::{FederatedIdentityRow, OidcStateRow};
 pub use flow::{AuthorizationRequestRow, BrowserSessionRow, SigningKeyRow};
 pub use grants::{CodeRow, CodeUse, GrantRow, RefreshRow, RefreshUse};
 pub use sessions::SessionRow;

@@ -1,0 +1,493 @@
+//! Sign-in through the company's OpenID Connect providers (OpenID Connect Core 1.0).
+//!
+//! Towards each provider Doorman is a confidential client using the authorization code flow
+//! with PKCE, `state` and `nonce`. Discovery and the JWKS are fetched and cached; a `kid` the
+//! cached JWKS lacks makes one refetch (key rotation), at most every 30 s. The ID token is fully
+//! validated (§3.1.3.7): signature with an algorithm the provider advertises (never `none` or a
+//! MAC), `iss`, `aud`, `azp`, `exp`, `iat`, `nonce`. People are keyed by (issuer, subject).
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Uri, header};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{
+    clock::SharedClock,
+    config::OidcProviderConfig,
+    crypto,
+    gateway::upstream_http::{HttpClient, read_body},
+};
+
+/// How long discovery and the JWKS are kept before being fetched again.
+const METADATA_TTL_MS: i64 = 3_600_000;
+/// Unknown `kid`s refetch the JWKS at most this often.
+const JWKS_REFETCH_MS: i64 = 30_000;
+/// Clock skew tolerated on `exp` and `iat`.
+const SKEW_S: i64 = 60;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_BODY: usize = 256 * 1024;
+
+/// What went wrong with a provider: shown on the error page in general terms, logged in full.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("the provider cannot be reached: {0}")]
+    Unreachable(String),
+    #[error("the provider's answer is not usable: {0}")]
+    Invalid(String),
+    #[error("the provider refused: {0}")]
+    Refused(String),
+    #[error("the ID token is not valid: {0}")]
+    IdToken(String),
+}
+
+/// The parts of the provider's discovery document Doorman uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Discovery {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    #[serde(default)]
+    pub id_token_signing_alg_values_supported: Vec<String>,
+}
+
+/// A token endpoint answer (OpenID Connect Core §3.1.3.3).
+#[derive(Debug, Deserialize)]
+pub struct TokenAnswer {
+    pub id_token: Option<String>,
+    pub refresh_token: Option<String>,
+}
+
+/// What Doorman keeps of a validated ID token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub subject: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+    /// Seconds, when the provider says when the person authenticated.
+    pub auth_time: Option<i64>,
+    pub acr: Option<String>,
+    pub amr: Vec<String>,
+}
+
+struct Cached<T> {
+    value: Arc<T>,
+    fetched_at: i64,
+}
+
+/// One configured provider and its cached metadata.
+pub struct Provider {
+    pub config: OidcProviderConfig,
+    secret: SecretString,
+    http: HttpClient,
+    clock: SharedClock,
+    redirect_uri: String,
+    discovery: RwLock<Option<Cached<Discovery>>>,
+    jwks: RwLock<Option<Cached<JwkSet>>>,
+}
+
+impl Provider {
+    pub fn new(
+        config: OidcProviderConfig,
+        http: HttpClient,
+        clock: SharedClock,
+        redirect_uri: String,
+    ) -> anyhow::Result<Self> {
+        let secret = config
+            .secret()
+            .map_err(|e| anyhow::anyhow!("sign_in.oidc {:?}: {e}", config.name))?;
+        Ok(Self {
+            config,
+            secret: SecretString::from(secret),
+            http,
+            clock,
+            redirect_uri,
+            discovery: RwLock::new(None),
+            jwks: RwLock::new(None),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn display_name(&self) -> &str {
+        self.config
+            .display_name
+            .as_deref()
+            .unwrap_or(&self.config.name)
+    }
+
+    /// The issuer as configured, without a trailing slash (as it appears in tokens).
+    pub fn issuer(&self) -> String {
+        self.config.issuer.as_str().trim_end_matches('/').to_owned()
+    }
+
+    async fn get_json(&self, url: &str) -> Result<Value, OidcError> {
+        self.call(Method::GET, url, HeaderMap::new(), Bytes::new())
+            .await
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Value, OidcError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| OidcError::Invalid(format!("{url} is not a valid URL")))?;
+        let send = self.http.send(method, &uri, headers, body);
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, send)
+            .await
+            .map_err(|_| {
+                OidcError::Unreachable(format!("{url} did not answer within {REQUEST_TIMEOUT:?}"))
+            })?
+            .map_err(|e| OidcError::Unreachable(format!("{url} {e}")))?;
+        let status = response.status();
+        let body = tokio::time::timeout(REQUEST_TIMEOUT, read_body(response.into_body(), MAX_BODY))
+            .await
+            .map_err(|_| OidcError::Unreachable(format!("{url} did not finish its answer")))?
+            .map_err(|e| OidcError::Invalid(format!("{url} {e}")))?;
+        let json: Value = serde_json::from_slice(&body).map_err(|_| {
+            OidcError::Invalid(format!("{url} answered HTTP {status} without JSON"))
+        })?;
+        if !status.is_success() {
+            // RFC 6749 §5.2: the error code is safe to show; never the whole body.
+            let code = json
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown_error");
+            return Err(OidcError::Refused(format!(
+                "{url} answered HTTP {status} ({code})"
+            )));
+        }
+        Ok(json)
+    }
+
+    /// The discovery document (cached; OpenID Connect Discovery §4).
+    pub async fn discovery(&self) -> Result<Arc<Discovery>, OidcError> {
+        let now = self.clock.now_ms();
+        if let Some(c) = &*self.discovery.read().expect("discovery lock")
+            && now - c.fetched_at < METADATA_TTL_MS
+        {
+            return Ok(c.value.clone());
+        }
+        let url = format!("{}/.well-known/openid-configuration", self.issuer());
+        let doc: Discovery = serde_json::from_value(self.get_json(&url).await?)
+            .map_err(|e| OidcError::Invalid(format!("discovery document: {e}")))?;
+        // Discovery §4.3: the issuer in the document must be the one configured.
+        if doc.issuer.trim_end_matches('/') != self.issuer() {
+            return Err(OidcError::Invalid(format!(
+                "discovery says issuer {:?}, expected {:?}",
+                doc.issuer,
+                self.issuer()
+            )));
+        }
+        let doc = Arc::new(doc);
+        *self.discovery.write().expect("discovery lock") = Some(Cached {
+            value: doc.clone(),
+            fetched_at: now,
+        });
+        Ok(doc)
+    }
+
+    async fn jwks(&self, refresh: bool) -> Result<Arc<JwkSet>, OidcError> {
+        let now = self.clock.now_ms();
+        if let Some(c) = &*self.jwks.read().expect("jwks lock") {
+            let fresh = now - c.fetched_at < METADATA_TTL_MS;
+            let may_refetch = now - c.fetched_at >= JWKS_REFETCH_MS;
+            if (fresh && !refresh) || (refresh && !may_refetch) {
+                return Ok(c.value.clone());
+            }
+        }
+        let discovery = self.discovery().await?;
+        let set: JwkSet = serde_json::from_value(self.get_json(&discovery.jwks_uri).await?)
+            .map_err(|e| OidcError::Invalid(format!("JWKS: {e}")))?;
+        let set = Arc::new(set);
+        *self.jwks.write().expect("jwks lock") = Some(Cached {
+            value: set.clone(),
+            fetched_at: now,
+        });
+        Ok(set)
+    }
+
+    /// Where to send the browser (OpenID Connect Core §3.1.2.1, RFC 7636 §4.3). `max_age`
+    /// and `prompt=login` demand a fresh authentication at the provider (step-up).
+    pub async fn authorization_url(
+        &self,
+        state: &str,
+        nonce: &str,
+        challenge: &str,
+        force_login: bool,
+    ) -> Result<String, OidcError> {
+        let d = self.discovery().await?;
+        let mut url = url::Url::parse(&d.authorization_endpoint)
+            .map_err(|_| OidcError::Invalid("authorization_endpoint is not a URL".into()))?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code")
+                .append_pair("client_id", &self.config.client_id)
+                .append_pair("redirect_uri", &self.redirect_uri)
+                .append_pair("scope", &self.config.scopes.join(" "))
+                .append_pair("state", state)
+                .append_pair("nonce", nonce)
+                .append_pair("code_challenge", challenge)
+                .append_pair("code_challenge_method", "S256");
+            if force_login {
+                q.append_pair("prompt", "login").append_pair("max_age", "0");
+            }
+        }
+        Ok(url.into())
+    }
+
+    async fn token_request(&self, form: &[(&str, &str)]) -> Result<TokenAnswer, OidcError> {
+        let d = self.discovery().await?;
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        // RFC 6749 §2.3.1: client_secret_basic, with both parts form-encoded first.
+        let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let basic = STANDARD.encode(format!(
+            "{}:{}",
+            enc(&self.config.client_id),
+            enc(self.secret.expose_secret())
+        ));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {basic}"))
+                .map_err(|_| OidcError::Invalid("client credentials are not header-safe".into()))?,
+        );
+        let json = self
+            .call(Method::POST, &d.token_endpoint, headers, Bytes::from(body))
+            .await?;
+        serde_json::from_value(json).map_err(|e| OidcError::Invalid(format!("token answer: {e}")))
+    }
+
+    /// Exchanges the code from the callback (OpenID Connect Core §3.1.3.1).
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        verifier: &str,
+    ) -> Result<TokenAnswer, OidcError> {
+        self.token_request(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", &self.redirect_uri),
+            ("code_verifier", verifier),
+        ])
+        .await
+    }
+
+    /// Refreshes at the provider (OpenID Connect Core §12): a refusal means the person lost
+    /// access there.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenAnswer, OidcError> {
+        self.token_request(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+        .await
+    }
+
+    /// Validates an ID token (OpenID Connect Core §3.1.3.7) and maps its claims.
+    /// `nonce_hash`: the SHA-256 (hex) of the nonce sent, when one was (not on refresh, §12.2).
+    pub async fn validate_id_token(
+        &self,
+        id_token: &str,
+        nonce_hash: Option<&str>,
+    ) -> Result<Identity, OidcError> {
+        let bad = |why: &str| OidcError::IdToken(why.to_owned());
+        let header = jsonwebtoken::decode_header(id_token).map_err(|_| bad("malformed"))?;
+        let discovery = self.discovery().await?;
+        // §3.1.3.7 step 6-7: only asymmetric algorithms the provider advertises (RS256 by
+        // default); `none` and MACs never, since Doorman holds no shared key for signatures.
+        let alg_name = serde_json::to_value(header.alg)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let advertised = if discovery.id_token_signing_alg_values_supported.is_empty() {
+            vec!["RS256".to_owned()]
+        } else {
+            discovery.id_token_signing_alg_values_supported.clone()
+        };
+        let asymmetric = !matches!(
+            header.alg,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        );
+        if !asymmetric || !advertised.contains(&alg_name) {
+            return Err(bad(&format!(
+                "signed with {alg_name}, which the provider does not advertise"
+            )));
+        }
+        let mut set = self.jwks(false).await?;
+        let find = |set: &JwkSet| -> Option<jsonwebtoken::jwk::Jwk> {
+            match &header.kid {
+                Some(kid) => set.find(kid).cloned(),
+                None if set.keys.len() == 1 => set.keys.first().cloned(),
+                None => None,
+            }
+        };
+        let jwk = match find(&set) {
+            Some(k) => k,
+            None => {
+                // Key rotation at the provider: fetch the JWKS once more.
+                set = self.jwks(true).await?;
+                find(&set).ok_or_else(|| bad("signed with a key the provider does not publish"))?
+            }
+        };
+        let key =
+            DecodingKey::from_jwk(&jwk).map_err(|_| bad("the provider's key is not usable"))?;
+        let mut validation = Validation::new(header.alg);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims =
+            ["iss", "sub", "aud", "exp", "iat"].map(String::from).into();
+        let claims = jsonwebtoken::decode::<Value>(id_token, &key, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                    bad("the signature does not verify")
+                }
+                jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(c) => {
+                    bad(&format!("the {c} claim is missing"))
+                }
+                _ => bad("malformed"),
+            })?
+            .claims;
+        self.check_claims(&claims, nonce_hash)?;
+        Ok(self.identity(&claims))
+    }
+
+    fn check_claims(&self, c: &Value, nonce_hash: Option<&str>) -> Result<(), OidcError> {
+        let bad = |why: String| OidcError::IdToken(why);
+        let now = self.clock.now_ms() / 1000;
+        // Step 2: the issuer exactly.
+        if c["iss"].as_str().map(|s| s.trim_end_matches('/')) != Some(self.issuer().as_str()) {
+            return Err(bad("issued by another provider".into()));
+        }
+        // Step 3: our client_id among the audiences; step 4-5: `azp` is us when present, and
+        // present when there are several audiences.
+        let client_id = self.config.client_id.as_str();
+        let audiences: Vec<&str> = match &c["aud"] {
+            Value::String(a) => vec![a.as_str()],
+            Value::Array(list) => list.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        if !audiences.contains(&client_id) {
+            return Err(bad("meant for another client (aud)".into()));
+        }
+        match c.get("azp").and_then(Value::as_str) {
+            Some(azp) if azp != client_id => {
+                return Err(bad("meant for another client (azp)".into()));
+            }
+            None if audiences.len() > 1 => return Err(bad("several audiences and no azp".into())),
+            _ => {}
+        }
+        // Step 9-10: not expired, not issued in the future.
+        let exp = c["exp"]
+            .as_i64()
+            .ok_or_else(|| bad("exp is not a number".into()))?;
+        if exp + SKEW_S <= now {
+            return Err(bad("expired".into()));
+        }
+        if c["iat"].as_i64().is_some_and(|iat| iat > now + SKEW_S) {
+            return Err(bad("issued in the future".into()));
+        }
+        // Step 11: the nonce sent with this very sign-in, compared as hashes in constant time.
+        if let Some(expected) = nonce_hash {
+            let got = c
+                .get("nonce")
+                .and_then(Value::as_str)
+                .map(crypto::sha256_hex);
+            if !got.is_some_and(|g| crypto::constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+                return Err(bad("the nonce does not match this sign-in".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn identity(&self, c: &Value) -> Identity {
+        let claims = &self.config.claims;
+        let text = |name: &str| c.get(name).and_then(Value::as_str).map(String::from);
+        let groups = match c.get(&claims.groups) {
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect(),
+            Some(Value::String(one)) => vec![one.clone()],
+            _ => vec![],
+        };
+        Identity {
+            subject: text(&claims.subject).unwrap_or_default(),
+            email: text(&claims.email),
+            // A provider that does not say is not vouching for the address.
+            email_verified: c
+                .get("email_verified")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            name: text(&claims.name),
+            groups,
+            auth_time: c.get("auth_time").and_then(Value::as_i64),
+            acr: text("acr"),
+            amr: match c.get("amr") {
+                Some(Value::Array(list)) => list
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect(),
+                _ => vec![],
+            },
+        }
+    }
+
+    /// Whether this person may sign in here: allowed email domains and groups (either list
+    /// empty means any). Returns the reason when not.
+    pub fn admits(&self, who: &Identity) -> Result<(), String> {
+        if who.subject.is_empty() {
+            return Err("the provider sent no subject".into());
+        }
+        let c = &self.config;
+        if !c.allowed_email_domains.is_empty() {
+            let domain = who
+                .email
+                .as_deref()
+                .filter(|_| who.email_verified)
+                .and_then(|e| e.rsplit_once('@'))
+                .map(|(_, d)| d.to_ascii_lowercase());
+            let ok = domain.is_some_and(|d| {
+                c.allowed_email_domains
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(&d))
+            });
+            if !ok {
+                return Err("your email domain is not allowed to sign in here".into());
+            }
+        }
+        if !c.allowed_groups.is_empty() && !who.groups.iter().any(|g| c.allowed_groups.contains(g))
+        {
+            return Err("you are not in a group that may sign in here".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "oidc_tests.rs"]
+mod tests;

@@ -1,0 +1,174 @@
+"""The corporate OpenID Connect provider of the tests (tests/peers/idp.mjs, `oidc-provider` from
+npm) as a Python object: start it on a free loopback port with static clients and accounts, act
+as its administrator (disable a person, rotate keys, doctor the next ID token, fail a path), and
+walk its login and consent pages with a plain HTTP client.
+
+    idp = start_idp(clients=[idp_client("doorman", "s3cret", [f"{d.base}/sign-in/callback"])],
+                    accounts=[account("alice", "pw", groups=["engineering"])])
+    try: ...
+    finally: idp.stop()
+
+Plain functions and classes; fixtures live in the test files or conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+
+import httpx2
+
+from procs import NODE, PEERS, Proc, free_port, wait_http
+
+IDP_SCRIPT = PEERS / "idp.mjs"
+
+
+def account(username: str, password: str, *, sub: str | None = None, email: str | None = None,
+            email_verified: bool = True, name: str | None = None, groups: list[str] | None = None,
+            disabled: bool = False, **claims) -> dict:
+    """An account record for the IdP: `username`/`password` for its login form, claims for tokens."""
+    out = {
+        "username": username, "password": password, "sub": sub or f"sub-{username}",
+        "email": email or f"{username}@example.com", "email_verified": email_verified,
+        "name": name or username.capitalize(), "groups": list(groups or []), "disabled": disabled,
+    }
+    out.update(claims)
+    return out
+
+
+def idp_client(client_id: str, secret: str | None, redirect_uris: list[str], *,
+               auth_method: str = "client_secret_basic", skip_consent: bool = False, **metadata) -> dict:
+    """A static client of the IdP (oidc-provider client metadata). `secret=None` with
+    `auth_method="none"` is a public client. `skip_consent` makes it a first-party app."""
+    out = {"client_id": client_id, "redirect_uris": redirect_uris, "token_endpoint_auth_method": auth_method,
+           "skip_consent": skip_consent, **metadata}
+    if secret is not None:
+        out["client_secret"] = secret
+    return out
+
+
+class Idp:
+    """One running tests/peers/idp.mjs. `issuer` is http://127.0.0.1:<port> (no trailing slash)."""
+
+    def __init__(self, proc: Proc, port: int, config_path: Path):
+        self.proc = proc
+        self.port = port
+        self.issuer = f"http://127.0.0.1:{port}"
+        self.config_path = config_path
+        self._http = httpx2.Client(timeout=30)
+
+    # -- lifecycle
+    def stop(self) -> None:
+        self._http.close()
+        self.proc.stop()
+
+    def log(self) -> str:
+        return self.proc.log_text()
+
+    # -- what a relying party reads
+    def discovery(self) -> dict:
+        r = self._http.get(f"{self.issuer}/.well-known/openid-configuration")
+        r.raise_for_status()
+        return r.json()
+
+    def jwks(self) -> dict:
+        r = self._http.get(f"{self.issuer}/jwks")
+        r.raise_for_status()
+        return r.json()
+
+    # -- the administrator's side (/_control/ on the same loopback port)
+    def _control(self, method: str, path: str, body: dict | None = None):
+        r = self._http.request(method, f"{self.issuer}/_control/{path}", json=body if method == "POST" else None)
+        assert r.status_code == 200, f"{method} /_control/{path}: {r.status_code} {r.text}"
+        return r.json()
+
+    def accounts(self) -> list[dict]:
+        return self._control("GET", "accounts")
+
+    def put_account(self, acct: dict) -> dict:
+        """Creates or replaces an account (e.g. new groups: they show in the next tokens)."""
+        return self._control("POST", "accounts", acct)
+
+    def disable(self, username: str) -> dict:
+        """Disables the account: its grants, tokens and sessions are revoked (refresh and
+        userinfo fail), and it cannot log in. Returns the account with `revoked_grants`."""
+        return self._control("POST", f"accounts/{username}/disable", {})
+
+    def enable(self, username: str) -> dict:
+        return self._control("POST", f"accounts/{username}/enable", {})
+
+    def rotate_keys(self, keep_previous: bool = True) -> dict:
+        """New signing keys (new kids) from now on; returns {"kids": [...], "jwks": {...}}."""
+        return self._control("POST", "rotate-keys", {"keep_previous": keep_previous})
+
+    def next_id_token(self, claims: dict | None = None, remove: list[str] | None = None,
+                      header: dict | None = None, key: str = "current", tamper_signature: bool = False) -> dict:
+        """Doctors the next ID token the token endpoint returns (see idp.mjs). Returns
+        {"queued": n, "unpublished_kid": kid of the key that is never published}."""
+        return self._control("POST", "next-id-token", {"claims": claims or {}, "remove": remove or [],
+                                                       "header": header or {}, "key": key,
+                                                       "tamper_signature": tamper_signature})
+
+    def fail(self, path: str, status: int = 503, times: int = 1) -> None:
+        """The next `times` requests to `path` (e.g. "/token", "/jwks") answer `status`."""
+        self._control("POST", "fail", {"path": path, "status": status, "times": times})
+
+    def requests(self) -> list[dict]:
+        """What clients sent to /auth, /token, /me, /jwks, discovery (secrets masked)."""
+        return self._control("GET", "requests")
+
+    def reset_requests(self) -> None:
+        self._control("POST", "reset-requests", {})
+
+
+def start_idp(clients: list[dict], accounts: list[dict], *, name: str = "idp", port: int | None = None,
+              ttl: dict | None = None, timeout: float = 20.0) -> Idp:
+    """Starts tests/peers/idp.mjs on 127.0.0.1 (a free port unless given); its output goes to
+    tests/artifacts/<name>.log."""
+    port = port or free_port()
+    cfg_dir = Path(tempfile.mkdtemp(prefix=f"doorman-{name}-"))
+    cfg = cfg_dir / "idp.json"
+    cfg.write_text(json.dumps({"clients": clients, "accounts": accounts, **({"ttl": ttl} if ttl else {})}))
+    proc = Proc(name, [NODE, IDP_SCRIPT, "--port", str(port), "--config", cfg])
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout, proc)
+    except BaseException:
+        proc.stop()
+        raise
+    return Idp(proc, port, cfg)
+
+
+# --- walking the IdP's pages with plain HTTP ---------------------------------------------------
+
+
+def idp_walk(http: httpx2.Client, url: str, idp: Idp, username: str, password: str, decision: str = "allow",
+             max_steps: int = 12) -> str:
+    """Follows `url` (the IdP's /auth, or any redirect into the IdP) through its login and consent
+    pages with `http` (a cookie-keeping client with follow_redirects=False) and returns the first
+    Location that leaves the IdP (the relying party's redirect URI with code/state/iss or error).
+    Raises AssertionError on anything unexpected, e.g. a refused login."""
+    from oauth import forms_of  # the same small form parser as Doorman's page walker
+
+    r = http.get(url)
+    for _ in range(max_steps):
+        if r.status_code in (302, 303, 307):
+            nxt = urljoin(url, r.headers["location"])
+            if not nxt.startswith(idp.issuer + "/"):
+                return nxt
+            url = nxt
+            r = http.get(url)
+            continue
+        assert r.status_code == 200, f"IdP page {url}: {r.status_code} {r.text[:400]}"
+        assert urlparse(url).path.startswith("/interaction/"), f"unexpected IdP page {url}: {r.text[:300]}"
+        form = forms_of(r.text)[0]
+        action = urljoin(url, form.action)
+        if "password" in r.text and action.endswith("/login"):
+            r = http.post(action, data={**form.fields, "username": username, "password": password})
+        elif action.endswith("/consent"):
+            r = http.post(action, data={**form.fields, "decision": decision})
+        else:
+            raise AssertionError(f"unexpected IdP form at {url}: {r.text[:300]}")
+        url = action
+    raise AssertionError("too many steps at the IdP")

@@ -1,0 +1,632 @@
+// A corporate OpenID Connect provider for Doorman's tests: `oidc-provider` (pinned in
+// package.json) on loopback, with static clients, password accounts carrying a `groups` claim,
+// our own login and consent pages, and control endpoints the tests use to act as the IdP's admin.
+//
+// Start (Node 22 from tests/peers; tests/e2e/idp.py does this for pytest):
+//   node tests/peers/idp.mjs --port 9400 --config idp.json
+//   IDP_PORT=9400 IDP_CONFIG=idp.json node tests/peers/idp.mjs
+//   IDP_PORT=9400 IDP_CONFIG_JSON='{"clients": [...], "accounts": [...]}' node tests/peers/idp.mjs
+// It listens on 127.0.0.1 only; the issuer is http://127.0.0.1:<port>. One line
+// `idp: listening on http://127.0.0.1:<port>` on stdout when ready; GET /healthz answers 200.
+//
+// Config JSON:
+//   {
+//     "clients": [{                      // oidc-provider client metadata, plus:
+//       "client_id": "doorman", "client_secret": "s3cret",
+//       "redirect_uris": ["http://127.0.0.1:8421/sign-in/callback"],
+//       "token_endpoint_auth_method": "client_secret_basic",   // or client_secret_post, none
+//       "skip_consent": false            // true: a first-party app, no consent page at the IdP
+//     }],                                //   (grant_types default to authorization_code + refresh_token)
+//     "accounts": [{
+//       "username": "alice", "password": "pw",          // what the login form checks
+//       "sub": "00u-alice",                 // default: the username
+//       "email": "alice@example.com", "email_verified": true, "name": "Alice Example",
+//       "groups": ["engineering"],          // any other key is one more claim (scope profile)
+//       "disabled": false
+//     }],
+//     "ttl": {"AccessToken": 3600, "IdToken": 3600, "RefreshToken": 1209600, ...}   // optional
+//   }
+//
+// The provider:
+//   discovery  /.well-known/openid-configuration, JWKS /jwks, authorize /auth, token /token,
+//   userinfo /me, revocation /token/revocation, introspection /token/introspection.
+//   Scopes openid email profile groups offline_access; claims email, email_verified (email),
+//   name, preferred_username (profile), groups (groups, an array). Claims of the granted scopes
+//   are in the ID token too (conformIdTokenClaims off, as Okta/Entra/Google do). auth_time is
+//   always in the ID token; amr ["pwd"] and acr "urn:doorman-test:pwd" after a password login.
+//   PKCE (S256) is required for every client. ID tokens are RS256 by default (an ES256 key is
+//   published too; a client may ask for it with id_token_signed_response_alg).
+//   Refresh tokens: ask for offline_access; oidc-provider (per OIDC Core §11) drops it when the
+//   request has a `prompt` without `consent` (so `prompt=login` alone gets no refresh token;
+//   no prompt, or `prompt=consent`, or `prompt=login consent` do). Refresh tokens rotate.
+//
+// Pages (plain HTML forms, no scripts, nothing loaded from elsewhere; work for an HTTP client
+// and for a browser alike):
+//   GET  /interaction/<uid>          login form: `username`, `password`, submit button
+//                                    (or consent: buttons `decision` = `allow` / `deny`)
+//   POST /interaction/<uid>/login    wrong password, unknown or disabled account: the form
+//                                    again with "Incorrect username or password." (401)
+//   POST /interaction/<uid>/consent  `deny` ends the flow with error=access_denied at the client
+//
+// Control endpoints (JSON; test-only, on the same loopback port under /_control/):
+//   GET  /_control/accounts                  the accounts (no passwords) with `disabled`
+//   POST /_control/accounts                  body: an account; creates or replaces it by username
+//   POST /_control/accounts/<username>/disable
+//        disables the account the way an admin does at a real IdP: its grants (and with them
+//        every access and refresh token) and its sessions are revoked, userinfo and refresh
+//        grants fail (invalid_grant), and it can no longer log in. Answers {"revoked_grants": N}.
+//   POST /_control/accounts/<username>/enable
+//   POST /_control/rotate-keys               body (optional): {"keep_previous": true}
+//        new RS256 and ES256 keys with new kids sign from now on; the previous keys stay
+//        published (keep_previous true, default) or are dropped. Grants, sessions and tokens
+//        survive. Answers {"kids": [new kids], "jwks": {...}}.
+//   POST /_control/next-id-token             body: {"claims": {..}, "remove": [..],
+//        "header": {..}, "key": "current" | "unpublished", "tamper_signature": false}
+//        the next token response carrying an ID token gets it re-signed after these changes
+//        (claims merged, `remove`d claims dropped, header fields merged; "unpublished" signs
+//        with an RS256 key that is never in the JWKS; tamper_signature flips the signature).
+//        For negative tests: wrong nonce/aud/azp/iss, expired, unknown kid, bad signature.
+//   POST /_control/fail                      body: {"path": "/token", "status": 503, "times": 1}
+//        the next `times` requests to that path answer `status` (a provider having a bad day).
+//   GET  /_control/requests                  what clients sent: [{method, path, route, status,
+//        params}] for /auth, /token (no secrets: code, tokens, verifier and client_secret are
+//        masked), /me, /jwks and discovery, oldest first (last 500).
+//   POST /_control/reset-requests
+
+import { createHash, generateKeyPairSync, randomBytes, sign as cryptoSign } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import * as http from 'node:http';
+import { parseArgs } from 'node:util';
+
+import Provider from 'oidc-provider';
+
+// --- configuration ------------------------------------------------------------------------
+
+const { values: argv } = parseArgs({
+  options: { port: { type: 'string' }, config: { type: 'string' } },
+  allowPositionals: false,
+});
+const port = Number(argv.port ?? process.env.IDP_PORT);
+if (!Number.isInteger(port) || port <= 0 || port > 65535) {
+  console.error('idp: give a port: --port N or IDP_PORT');
+  process.exit(2);
+}
+const configPath = argv.config ?? process.env.IDP_CONFIG;
+const config = configPath
+  ? JSON.parse(readFileSync(configPath, 'utf8'))
+  : JSON.parse(process.env.IDP_CONFIG_JSON ?? '{}');
+const issuer = `http://127.0.0.1:${port}`;
+
+const log = (...args) => console.log('idp:', ...args);
+
+// --- accounts -------------------------------------------------------------------------------
+
+const accounts = new Map(); // username -> account record
+function putAccount(input) {
+  if (!input || typeof input.username !== 'string' || !input.username) {
+    throw new Error('an account needs a username');
+  }
+  const { username, password = '', disabled = false, sub = username, ...claims } = input;
+  accounts.set(username, { username, password: String(password), disabled: Boolean(disabled), sub: String(sub), claims });
+  return accounts.get(username);
+}
+for (const a of config.accounts ?? []) putAccount(a);
+
+const bySub = (sub) => [...accounts.values()].find((a) => a.sub === sub);
+const publicAccount = (a) => ({ username: a.username, sub: a.sub, disabled: a.disabled, ...a.claims });
+
+function sameSecret(a, b) {
+  // Constant-time enough for a test peer: compare digests.
+  return createHash('sha256').update(a).digest().equals(createHash('sha256').update(b).digest());
+}
+
+// --- storage shared by every provider instance (key rotation swaps the instance) -----------
+
+const store = new Map(); // `${model}:${id}` -> {payload, expiresAt}
+const GRANTABLE = ['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode',
+  'BackchannelAuthenticationRequest'];
+
+class Store {
+  constructor(model) { this.model = model; }
+
+  key(id) { return `${this.model}:${id}`; }
+
+  async upsert(id, payload, expiresIn) {
+    const expiresAt = typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : Infinity;
+    store.set(this.key(id), { payload, expiresAt });
+  }
+
+  async find(id) {
+    const entry = store.get(this.key(id));
+    if (!entry) return undefined;
+    if (entry.expiresAt <= Date.now()) {
+      store.delete(this.key(id));
+      return undefined;
+    }
+    return entry.payload;
+  }
+
+  async findByUid(uid) {
+    for (const [key, entry] of store) {
+      if (key.startsWith('Session:') && entry.payload.uid === uid) return this.find(key.slice(8));
+    }
+    return undefined;
+  }
+
+  async findByUserCode(userCode) {
+    for (const [key, entry] of store) {
+      if (key.startsWith(`${this.model}:`) && entry.payload.userCode === userCode) {
+        return this.find(key.slice(this.model.length + 1));
+      }
+    }
+    return undefined;
+  }
+
+  async consume(id) {
+    const entry = store.get(this.key(id));
+    if (entry) entry.payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) { store.delete(this.key(id)); }
+
+  async revokeByGrantId(grantId) {
+    for (const [key, entry] of store) {
+      if (entry.payload.grantId === grantId && GRANTABLE.some((m) => key.startsWith(`${m}:`))) {
+        store.delete(key);
+      }
+    }
+  }
+}
+
+// Every grant, token and session of an account: what an admin's "deactivate" removes.
+function revokeAccount(sub) {
+  const grants = new Set();
+  for (const [key, entry] of store) {
+    if (key.startsWith('Grant:') && entry.payload.accountId === sub) grants.add(key.slice(6));
+  }
+  for (const [key, entry] of store) {
+    const p = entry.payload;
+    if ((p.grantId && grants.has(p.grantId)) || (key.startsWith('Session:') && p.accountId === sub)
+      || (key.startsWith('Grant:') && grants.has(key.slice(6)))) {
+      store.delete(key);
+    }
+  }
+  return grants.size;
+}
+
+// --- keys -----------------------------------------------------------------------------------
+
+function newKey(kind) {
+  const { privateKey } = kind === 'RS256'
+    ? generateKeyPairSync('rsa', { modulusLength: 2048 })
+    : generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const jwk = privateKey.export({ format: 'jwk' });
+  const kid = `${kind.toLowerCase()}-${randomBytes(6).toString('hex')}`;
+  return { ...jwk, kid, alg: kind, use: 'sig' };
+}
+
+let signingKeys = [newKey('RS256'), newKey('ES256')]; // first of each alg signs
+const unpublishedKey = newKey('RS256');
+
+const b64u = (buf) => Buffer.from(buf).toString('base64url');
+
+function signJws(header, payload, jwk) {
+  const input = `${b64u(JSON.stringify(header))}.${b64u(JSON.stringify(payload))}`;
+  const key = { key: jwk, format: 'jwk' };
+  const signature = jwk.kty === 'EC'
+    ? cryptoSign('sha256', Buffer.from(input), { ...key, dsaEncoding: 'ieee-p1363' })
+    : cryptoSign('sha256', Buffer.from(input), key);
+  return `${input}.${b64u(signature)}`;
+}
+
+// --- clients --------------------------------------------------------------------------------
+
+const autoConsent = new Set();
+const clients = (config.clients ?? []).map(({ skip_consent: skip, ...c }) => {
+  if (skip) autoConsent.add(c.client_id);
+  return { grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], ...c };
+});
+
+// --- control state --------------------------------------------------------------------------
+
+const idTokenChanges = []; // queued /_control/next-id-token bodies
+const failures = []; // {path, status, times}
+const requests = [];
+const MASKED = new Set(['code', 'code_verifier', 'refresh_token', 'client_secret', 'token',
+  'client_assertion', 'password']);
+
+function masked(params) {
+  const out = {};
+  for (const [k, v] of Object.entries(params ?? {})) out[k] = MASKED.has(k) && v ? '***' : v;
+  return out;
+}
+
+function rewriteIdToken(idToken, change) {
+  const [h, p] = idToken.split('.');
+  const header = { ...JSON.parse(Buffer.from(h, 'base64url')), ...(change.header ?? {}) };
+  const payload = { ...JSON.parse(Buffer.from(p, 'base64url')), ...(change.claims ?? {}) };
+  for (const claim of change.remove ?? []) delete payload[claim];
+  let key = signingKeys.find((k) => k.alg === header.alg) ?? signingKeys[0];
+  if (change.key === 'unpublished') {
+    key = unpublishedKey;
+    header.alg = 'RS256';
+    header.kid = change.header?.kid ?? unpublishedKey.kid;
+  }
+  let jws = signJws(header, payload, key);
+  if (change.tamper_signature) {
+    const [a, b, s] = jws.split('.');
+    const sig = Buffer.from(s, 'base64url');
+    sig[sig.length - 1] ^= 0x01;
+    jws = `${a}.${b}.${b64u(sig)}`;
+  }
+  return jws;
+}
+
+// --- the provider ---------------------------------------------------------------------------
+
+const cookieKeys = [randomBytes(32).toString('hex')];
+const ttl = {
+  AccessToken: 3600,
+  AuthorizationCode: 60,
+  IdToken: 3600,
+  RefreshToken: 14 * 24 * 3600,
+  Session: 14 * 24 * 3600,
+  Grant: 14 * 24 * 3600,
+  Interaction: 3600,
+  ...(config.ttl ?? {}),
+};
+
+const PROFILE = ['name', 'preferred_username', 'given_name', 'family_name'];
+
+function buildProvider() {
+  const extraClaimNames = new Set();
+  for (const a of accounts.values()) {
+    for (const k of Object.keys(a.claims)) {
+      if (!['email', 'email_verified', 'groups', ...PROFILE].includes(k)) extraClaimNames.add(k);
+    }
+  }
+  const provider = new Provider(issuer, {
+    adapter: Store,
+    clients,
+    jwks: { keys: signingKeys.map((k) => ({ ...k })) },
+    cookies: { keys: cookieKeys },
+    claims: {
+      openid: ['sub'],
+      email: ['email', 'email_verified'],
+      profile: [...PROFILE, ...extraClaimNames],
+      groups: ['groups'],
+      acr: null,
+      amr: null,
+      auth_time: null,
+      sid: null,
+      iss: null,
+    },
+    scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
+    responseTypes: ['code'],
+    acrValues: ['urn:doorman-test:pwd'],
+    conformIdTokenClaims: false,
+    clientDefaults: {
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      id_token_signed_response_alg: 'RS256',
+      token_endpoint_auth_method: 'client_secret_basic',
+      require_auth_time: true,
+    },
+    pkce: { required: () => true },
+    features: {
+      devInteractions: { enabled: false },
+      revocation: { enabled: true },
+      introspection: { enabled: true },
+      rpInitiatedLogout: { enabled: false },
+    },
+    interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+    ttl,
+    rotateRefreshToken: true,
+    async findAccount(ctx, sub) {
+      const a = bySub(sub);
+      if (!a || a.disabled) return undefined;
+      return {
+        accountId: a.sub,
+        async claims() {
+          const now = bySub(sub) ?? a; // claims changed by /_control/accounts show at once
+          return { sub: now.sub, preferred_username: now.username, ...now.claims };
+        },
+      };
+    },
+    async loadExistingGrant(ctx) {
+      const { oidc } = ctx;
+      const grantId = oidc.result?.consent?.grantId || oidc.session.grantIdFor(oidc.client.clientId);
+      let grant = grantId ? await oidc.provider.Grant.find(grantId) : undefined;
+      if (autoConsent.has(oidc.client.clientId) && oidc.session.accountId) {
+        // A first-party app: consent is implied for whatever it asks.
+        grant ||= new oidc.provider.Grant({ clientId: oidc.client.clientId, accountId: oidc.session.accountId });
+        grant.addOIDCScope([...oidc.requestParamScopes].join(' '));
+        const claims = [...oidc.requestParamClaims];
+        if (claims.length) grant.addOIDCClaims(claims);
+        await grant.save();
+      }
+      return grant;
+    },
+    async renderError(ctx, out) {
+      ctx.type = 'html';
+      ctx.body = page('Something went wrong', `
+        <h1>Something went wrong</h1>
+        <p class="error" role="alert">${esc(out.error)}: ${esc(out.error_description ?? '')}</p>`);
+    },
+  });
+
+  provider.use(async (ctx, next) => {
+    await next();
+    const route = ctx.oidc?.route;
+    if (['authorization', 'resume', 'token', 'userinfo', 'jwks', 'discovery', 'revocation'].includes(route)) {
+      const params = route === 'token' || route === 'revocation'
+        ? masked(ctx.oidc?.params ?? ctx.request.body)
+        : masked(route === 'authorization' ? ctx.query : {});
+      if (route === 'token' && ctx.oidc?.client) params.client_id = ctx.oidc.client.clientId;
+      requests.push({ method: ctx.method, path: ctx.path, route, status: ctx.status, params });
+      if (requests.length > 500) requests.shift();
+    }
+    if (route === 'token' && ctx.status === 200 && ctx.body?.id_token && idTokenChanges.length) {
+      ctx.body = { ...ctx.body, id_token: rewriteIdToken(ctx.body.id_token, idTokenChanges.shift()) };
+    }
+  });
+
+  for (const event of ['server_error', 'authorization.error', 'grant.error', 'userinfo.error',
+    'introspection.error', 'revocation.error']) {
+    provider.on(event, (...args) => {
+      const err = args.find((a) => a instanceof Error);
+      log(`${event}: ${err ? `${err.name}: ${err.message}${err.error_detail ? ` (${err.error_detail})` : ''}` : ''}`);
+    });
+  }
+  return provider;
+}
+
+let provider = buildProvider();
+let handler = provider.callback();
+
+// --- pages ----------------------------------------------------------------------------------
+
+function esc(value) {
+  return String(value ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function page(title, body) {
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(title)} · Example Corp SSO</title>
+<style>
+  :root { color-scheme: light; }
+  body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Liberation Sans", sans-serif;
+         background: #eef1f5; color: #1c2430; }
+  header { background: #0b3d91; color: #fff; padding: 14px 24px; font-weight: 600; letter-spacing: .02em; }
+  main { max-width: 380px; margin: 48px auto; background: #fff; border-radius: 10px; padding: 28px 32px;
+         box-shadow: 0 1px 3px rgba(0,0,0,.12), 0 8px 24px rgba(0,0,0,.06); }
+  h1 { font-size: 1.35rem; margin: 0 0 12px; }
+  label { display: block; font-weight: 600; margin: 14px 0 4px; font-size: .95rem; }
+  input[type=text], input[type=password] { width: 100%; box-sizing: border-box; padding: 10px 12px;
+         border: 1px solid #9aa5b5; border-radius: 6px; font-size: 1rem; }
+  input:focus, button:focus { outline: 3px solid #7aa7ff; outline-offset: 1px; }
+  .actions { display: flex; gap: 10px; margin-top: 22px; }
+  button { flex: 1; padding: 10px 14px; font-size: 1rem; border-radius: 6px; cursor: pointer;
+           border: 1px solid #0b3d91; background: #fff; color: #0b3d91; font-weight: 600; }
+  button.primary { background: #0b3d91; color: #fff; }
+  .error { background: #fdecec; color: #8a1010; border: 1px solid #f3b4b4; padding: 8px 12px; border-radius: 6px; }
+  .muted { color: #566173; font-size: .95rem; }
+  ul { padding-left: 20px; }
+</style></head>
+<body><header>Example Corp · Single sign-on</header><main>${body}</main></body></html>`;
+}
+
+function loginPage(uid, { username = '', error, clientName } = {}) {
+  return page('Sign in', `
+  <h1>Sign in to Example Corp</h1>
+  ${clientName ? `<p class="muted">to continue to <strong>${esc(clientName)}</strong></p>` : ''}
+  ${error ? `<p class="error" role="alert">${esc(error)}</p>` : ''}
+  <form method="post" action="/interaction/${esc(uid)}/login" autocomplete="off">
+    <label for="username">Username</label>
+    <input type="text" id="username" name="username" value="${esc(username)}" autocomplete="username" required ${username ? '' : 'autofocus'}>
+    <label for="password">Password</label>
+    <input type="password" id="password" name="password" autocomplete="current-password" required ${username ? 'autofocus' : ''}>
+    <div class="actions"><button type="submit" class="primary">Sign in</button></div>
+  </form>`);
+}
+
+const SCOPE_TEXT = {
+  openid: 'Know who you are',
+  email: 'See your email address',
+  profile: 'See your name',
+  groups: 'See the groups you belong to',
+  offline_access: 'Keep access while you are away',
+};
+
+function consentPage(uid, { clientName, scopes }) {
+  return page('Allow access', `
+  <h1>Allow ${esc(clientName)}?</h1>
+  <p class="muted"><strong>${esc(clientName)}</strong> asks to:</p>
+  <ul>${scopes.map((s) => `<li>${esc(SCOPE_TEXT[s] ?? s)}</li>`).join('')}</ul>
+  <form method="post" action="/interaction/${esc(uid)}/consent">
+    <div class="actions">
+      <button type="submit" name="decision" value="deny">Deny</button>
+      <button type="submit" name="decision" value="allow" class="primary">Allow</button>
+    </div>
+  </form>`);
+}
+
+function send(res, status, body, type = 'text/html; charset=utf-8') {
+  res.statusCode = status;
+  res.setHeader('Content-Type', type);
+  res.setHeader('Cache-Control', 'no-store');
+  res.end(body);
+}
+
+const sendJson = (res, status, value) => send(res, status, `${JSON.stringify(value)}\n`, 'application/json');
+
+async function readBody(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function interaction(req, res, path) {
+  const [, , uid, action] = path.split('/'); // /interaction/<uid>[/<action>]
+  let details;
+  try {
+    details = await provider.interactionDetails(req, res);
+  } catch (e) {
+    send(res, 400, page('Sign-in expired', `<h1>This sign-in has expired</h1>
+      <p class="muted">Go back to the application and start again.</p>`));
+    return;
+  }
+  if (details.uid !== uid) {
+    send(res, 400, page('Sign-in expired', '<h1>This sign-in has expired</h1>'));
+    return;
+  }
+  const { prompt, params } = details;
+  const client = await provider.Client.find(params.client_id);
+  const clientName = client?.clientName ?? params.client_id;
+  const form = req.method === 'POST' ? new URLSearchParams(await readBody(req)) : null;
+
+  if (!action && req.method === 'GET') {
+    if (prompt.name === 'login') {
+      send(res, 200, loginPage(uid, { username: params.login_hint ?? '', clientName }));
+    } else if (prompt.name === 'consent') {
+      const scopes = String(params.scope ?? '').split(' ').filter(Boolean);
+      send(res, 200, consentPage(uid, { clientName, scopes }));
+    } else {
+      send(res, 501, page('Not supported', `<h1>Unsupported prompt ${esc(prompt.name)}</h1>`));
+    }
+    return;
+  }
+
+  if (action === 'login' && form && prompt.name === 'login') {
+    const username = form.get('username') ?? '';
+    const a = accounts.get(username);
+    if (!a || a.disabled || !sameSecret(a.password, form.get('password') ?? '')) {
+      log(`login refused for ${JSON.stringify(username)}`);
+      send(res, 401, loginPage(uid, { username, error: 'Incorrect username or password.', clientName }));
+      return;
+    }
+    log(`login ${username} (${a.sub})`);
+    await provider.interactionFinished(req, res, {
+      login: { accountId: a.sub, amr: ['pwd'], acr: 'urn:doorman-test:pwd', remember: true },
+    }, { mergeWithLastSubmission: false });
+    return;
+  }
+
+  if (action === 'consent' && form && prompt.name === 'consent') {
+    if (form.get('decision') !== 'allow') {
+      await provider.interactionFinished(req, res, {
+        error: 'access_denied', error_description: 'The person denied the request',
+      }, { mergeWithLastSubmission: false });
+      return;
+    }
+    const grant = details.grantId
+      ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId: details.session.accountId, clientId: params.client_id });
+    const d = prompt.details;
+    if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
+    if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
+    for (const [indicator, scopes] of Object.entries(d.missingResourceScopes ?? {})) {
+      grant.addResourceScope(indicator, scopes.join(' '));
+    }
+    const grantId = await grant.save();
+    await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    return;
+  }
+
+  send(res, 400, page('Unexpected request', '<h1>Unexpected request</h1><p class="muted">Start again from the application.</p>'));
+}
+
+// --- control endpoints ----------------------------------------------------------------------
+
+async function control(req, res, path) {
+  const body = req.method === 'POST' ? await readBody(req) : '';
+  const json = body ? JSON.parse(body) : {};
+  const parts = path.split('/').filter(Boolean); // ['_control', ...]
+
+  if (req.method === 'GET' && path === '/_control/accounts') {
+    sendJson(res, 200, [...accounts.values()].map(publicAccount));
+  } else if (req.method === 'POST' && path === '/_control/accounts') {
+    const before = accounts.get(json.username);
+    const a = putAccount(json);
+    if (before && before.sub !== a.sub) revokeAccount(before.sub);
+    if (a.disabled) revokeAccount(a.sub);
+    sendJson(res, 200, publicAccount(a));
+  } else if (req.method === 'POST' && parts[1] === 'accounts' && parts.length === 4
+    && ['disable', 'enable'].includes(parts[3])) {
+    const a = accounts.get(decodeURIComponent(parts[2]));
+    if (!a) {
+      sendJson(res, 404, { error: 'no such account' });
+      return;
+    }
+    if (parts[3] === 'disable') {
+      a.disabled = true;
+      const revoked = revokeAccount(a.sub);
+      log(`disabled ${a.username}: ${revoked} grant(s) revoked`);
+      sendJson(res, 200, { ...publicAccount(a), revoked_grants: revoked });
+    } else {
+      a.disabled = false;
+      log(`enabled ${a.username}`);
+      sendJson(res, 200, publicAccount(a));
+    }
+  } else if (req.method === 'POST' && path === '/_control/rotate-keys') {
+    const fresh = [newKey('RS256'), newKey('ES256')];
+    signingKeys = json.keep_previous === false ? fresh : [...fresh, ...signingKeys];
+    provider = buildProvider();
+    handler = provider.callback();
+    log(`keys rotated: now signing with ${fresh.map((k) => k.kid).join(', ')}`);
+    const jwks = await (await fetch(`${issuer}/jwks`)).json();
+    sendJson(res, 200, { kids: fresh.map((k) => k.kid), jwks });
+  } else if (req.method === 'POST' && path === '/_control/next-id-token') {
+    idTokenChanges.push(json);
+    sendJson(res, 200, { queued: idTokenChanges.length, unpublished_kid: unpublishedKey.kid });
+  } else if (req.method === 'POST' && path === '/_control/fail') {
+    failures.push({ path: json.path, status: json.status ?? 503, times: json.times ?? 1 });
+    sendJson(res, 200, { queued: failures.length });
+  } else if (req.method === 'GET' && path === '/_control/requests') {
+    sendJson(res, 200, requests);
+  } else if (req.method === 'POST' && path === '/_control/reset-requests') {
+    requests.length = 0;
+    sendJson(res, 200, {});
+  } else {
+    sendJson(res, 404, { error: 'no such control endpoint' });
+  }
+}
+
+// --- the server -----------------------------------------------------------------------------
+
+const server = http.createServer(async (req, res) => {
+  const { pathname } = new URL(req.url, issuer);
+  try {
+    if (pathname === '/healthz') {
+      sendJson(res, 200, { ok: true });
+      return;
+    }
+    if (pathname.startsWith('/_control/')) {
+      await control(req, res, pathname);
+      return;
+    }
+    const failure = failures.find((f) => f.path === pathname && f.times > 0);
+    if (failure) {
+      failure.times -= 1;
+      if (failure.times === 0) failures.splice(failures.indexOf(failure), 1);
+      sendJson(res, failure.status, { error: 'temporarily_unavailable', error_description: 'injected failure' });
+      return;
+    }
+    if (pathname.startsWith('/interaction/')) {
+      await interaction(req, res, pathname);
+      return;
+    }
+    handler(req, res);
+  } catch (e) {
+    log(`error on ${req.method} ${pathname}: ${e.stack ?? e}`);
+    if (!res.headersSent) sendJson(res, 500, { error: 'server_error' });
+    else res.end();
+  }
+});
+
+server.listen(port, '127.0.0.1', () => log(`listening on ${issuer}`));
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => { server.closeAllConnections(); process.exit(0); });
+}
