@@ -9,6 +9,7 @@
 //    "steps": [ one object per step, run in order, each with one of these keys:
 //      {"goto": URL}                        navigate the page
 //      {"wait_url": PREFIX}                 wait until the page's URL starts with PREFIX (and loaded)
+//      {"wait_for": SELECTOR}               wait until an element matching SELECTOR is visible
 //      {"screenshot": "name.png"}           full-page screenshot into artifacts
 //      {"fill": {SELECTOR: VALUE, ...}}     type into fields
 //      {"click": SELECTOR}                  click (a navigation it starts is awaited by the next wait_url)
@@ -105,6 +106,8 @@ async function main() {
         result.status = r ? r.status() : null;
       } else if ('wait_url' in step) {
         await page.waitForURL((u) => u.href.startsWith(step.wait_url), { waitUntil: 'load' });
+      } else if ('wait_for' in step) {
+        await page.waitForSelector(step.wait_for, { state: 'visible' });
       } else if ('screenshot' in step) {
         await page.screenshot({ path: join(artifacts, step.screenshot), fullPage: true });
         result.path = join(artifacts, step.screenshot);

@@ -8,9 +8,6 @@ Time: Doorman's clock moves with the test hook (`oauth.advance_clock`), never by
 Python SDK decides to refresh from its own clock, so for that client the test moves the SDK's
 clock by the same amount (`ClientClock`): both parties see the same hour pass. The TypeScript
 SDK refreshes only when the server answers 401, so it needs no help.
-
-Server bugs found here are named in BUG_* below; a check that meets one ends its test with
-pytest.xfail naming it, after every other check has run.
 """
 
 from __future__ import annotations
@@ -79,33 +76,6 @@ def doormen(everything, py_upstream):
     yield start
     for d in started:
         d.stop()
-
-
-# Server bugs these tests found. An assertion that meets one records it instead of failing, and
-# the test ends with pytest.xfail naming it, after every other check has run.
-BUG_EXPIRES_IN = (
-    "BUG expires_in: POST /oauth/token answers expires_in = lifetime + 1 (3601) whenever the handler's "
-    "clock read and AccessTokens::issue's clock read straddle a second boundary (token.rs computes "
-    "`claims.exp - now / 1000` with `now` read before issue() reads the clock again); RFC 6749 §5.1: "
-    "expires_in is the token's lifetime, here exp - iat = 3600")
-BUG_EARLY_401_CLOSES = (
-    "BUG early 401 closes keep-alive: POST /mcp without a valid bearer token is answered 401 as soon as "
-    "the headers arrive; if the body arrives after that answer, Doorman closes the connection without "
-    "`Connection: close`, so a client reusing it for its next request (the Python SDK's discovery GET) "
-    "fails with ReadError/broken pipe (RFC 9112 §9.6); drain the body before answering, or send "
-    "`Connection: close`")
-
-
-def check_expires_in(value, bugs: list[str]) -> None:
-    if value == ACCESS_TOKEN_LIFETIME + 1:
-        bugs.append(BUG_EXPIRES_IN)
-    else:
-        assert value == ACCESS_TOKEN_LIFETIME, value
-
-
-def xfail_for(bugs: list[str]) -> None:
-    if bugs:
-        pytest.xfail(" / ".join(sorted(set(bugs))))
 
 
 def jwt_parts(token: str) -> tuple[dict, dict]:
@@ -346,10 +316,7 @@ async def python_sdk_session(d, clock: ClientClock, metadata: OAuthClientMetadat
     async def on_response(r: httpx2.Response) -> None:
         run.http_log.append((r.request.method, r.request.url.path, r.status_code))
 
-    # No connection reuse: works around BUG_EARLY_401_CLOSES (its own test below shows it), which
-    # otherwise fails these runs now and then with ReadError right after a 401. Remove once fixed.
     http = httpx2.AsyncClient(auth=provider, timeout=httpx2.Timeout(30, read=300),
-                              limits=httpx2.Limits(max_keepalive_connections=0),
                               event_hooks={"response": [on_response]})
     try:
         with anyio.fail_after(180):
@@ -416,9 +383,7 @@ async def python_sdk_session(d, clock: ClientClock, metadata: OAuthClientMetadat
     return run
 
 
-def check_python_run(run: Run, d, expected_client_id: str | None = None) -> list[str]:
-    """Checks what the session saw; returns the known server bugs it met (see BUG_*)."""
-    bugs: list[str] = []
+def check_python_run(run: Run, d, expected_client_id: str | None = None) -> None:
     res = run.results
     assert "py_add" in res["tools"] and "everything_echo" in res["tools"], res["tools"]
     assert res["first_call"] == (False, "5")
@@ -448,7 +413,7 @@ def check_python_run(run: Run, d, expected_client_id: str | None = None) -> list
 
     for t in run.storage.token_history:
         assert t.token_type == "Bearer"
-        check_expires_in(t.expires_in, bugs)
+        assert t.expires_in == ACCESS_TOKEN_LIFETIME, t.expires_in
         assert_access_token(t.access_token, d, client_id)
     # Same person every time, a fresh grant after each new sign-in.
     claims = [jwt_parts(t.access_token)[1] for t in run.storage.token_history]
@@ -470,7 +435,6 @@ def check_python_run(run: Run, d, expected_client_id: str | None = None) -> list
     assert reqs[0] == ("POST", "/oauth/token", 400), reqs
     assert ("POST", "/mcp", 401) in reqs, reqs
     assert reqs[-1] == ("POST", "/mcp", 200), reqs
-    return bugs
 
 
 @pytest.mark.parametrize("auth_method,mode", [
@@ -496,10 +460,9 @@ def test_python_sdk_with_dynamic_registration(doormen, monkeypatch, auth_method,
         assert info.client_secret, "a confidential registration gets a secret"
         assert info.client_secret_expires_at is not None, "RFC 7591 §3.2.1: required with a secret"
     assert [str(u) for u in info.redirect_uris] == [callback]
-    bugs = check_python_run(run, d)
+    check_python_run(run, d)
     expected_version = "2025-11-25" if mode == "legacy" else "2026-07-28"
     assert run.results["protocol_version"] == expected_version
-    xfail_for(bugs)
 
 
 def test_python_sdk_with_a_client_id_metadata_document(doormen, monkeypatch):
@@ -518,9 +481,8 @@ def test_python_sdk_with_a_client_id_metadata_document(doormen, monkeypatch):
         cimd.stop()
     assert not [x for x in run.http_log if x[1] == "/oauth/register"], "no dynamic registration with CIMD"
     assert "/client.json" in cimd.requests, "Doorman fetched the metadata document"
-    bugs = check_python_run(run, d, expected_client_id=cimd.url)
+    check_python_run(run, d, expected_client_id=cimd.url)
     assert run.results["protocol_version"] == "2025-11-25"
-    xfail_for(bugs)
 
 
 def read_http_response(sock: socket.socket, timeout: float = 5) -> tuple[str, bytes] | None:
@@ -530,7 +492,7 @@ def read_http_response(sock: socket.socket, timeout: float = 5) -> tuple[str, by
     while b"\r\n\r\n" not in data:
         try:
             chunk = sock.recv(65536)
-        except (ConnectionResetError, BrokenPipeError):
+        except (ConnectionResetError, BrokenPipeError, TimeoutError):
             return None
         if not chunk:
             return None
@@ -546,19 +508,23 @@ def read_http_response(sock: socket.socket, timeout: float = 5) -> tuple[str, by
 
 
 def test_a_401_before_the_body_leaves_the_connection_usable(doormen):
-    """What made the SDK runs above fail now and then: a client sends a request's headers and body
-    in two writes; Doorman answers 401 from the headers alone. The connection must stay usable for
-    the client's next request, or the answer must say `Connection: close` (RFC 9112 §9.6)."""
+    """A client sends a request's headers and body in two writes. Doorman refuses it (no token);
+    whether it answers before or after the body arrives, the connection must stay usable for the
+    client's next request, or the answer must say `Connection: close` (RFC 9112 §9.6)."""
     d = doormen("doorman-oauth-early-401")
     body = json.dumps(modern_request("tools/list")).encode()
     head = "".join(f"{k}: {v}\r\n" for k, v in modern_headers("tools/list").items())
     with socket.create_connection(("127.0.0.1", d.port), timeout=5) as sock:
         sock.sendall(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{d.port}\r\n{head}"
                      f"Content-Length: {len(body)}\r\n\r\n".encode())
-        first = read_http_response(sock)  # answered before the body was sent
+        first = read_http_response(sock, timeout=0.5)  # an early answer, if Doorman gives one
+        if first is None:
+            sock.sendall(body)  # the body comes a little later (a slow network)
+            first = read_http_response(sock)
+            body = b""
         assert first is not None and first[0].startswith("HTTP/1.1 401"), first
-        announced_close = re.search(r"(?im)^connection:.*\bclose\b", first[0]) is not None
-        time.sleep(0.2)  # the body comes a little later (a slow network; deterministic here)
+        if re.search(r"(?im)^connection:.*\bclose\b", first[0]):
+            return  # the client knows not to reuse the connection
         try:
             sock.sendall(body)
             sock.sendall(f"GET /.well-known/oauth-protected-resource/mcp HTTP/1.1\r\n"
@@ -566,10 +532,7 @@ def test_a_401_before_the_body_leaves_the_connection_usable(doormen):
             second = read_http_response(sock)
         except (BrokenPipeError, ConnectionResetError):
             second = None
-    if announced_close:
-        return  # the client knows not to reuse the connection
-    if second is None:
-        pytest.xfail(BUG_EARLY_401_CLOSES)
+    assert second is not None, "the connection broke after the 401 without Connection: close"
     assert second[0].startswith("HTTP/1.1 200"), second[0]
     assert json.loads(second[1])["resource"] == f"{d.base}/mcp"
 
@@ -663,10 +626,9 @@ def test_typescript_sdk_signs_in_and_refreshes(doormen):
         assert "py_add" in seen["tools"] and "everything_echo" in seen["tools"]
         assert seen["call"]["content"][0]["text"] == "5" and not seen["call"].get("isError")
         assert seen["authorizeCount"] == 1
-        bugs: list[str] = []
         [first] = seen["tokens"]
         assert first["token_type"].lower() == "bearer" and first["refresh_token"]
-        check_expires_in(first["expires_in"], bugs)
+        assert first["expires_in"] == ACCESS_TOKEN_LIFETIME
         assert_access_token(first["access_token"], d, client_id)
 
         # An hour later: Doorman answers 401, the SDK refreshes and retries, in the same session.
@@ -679,7 +641,7 @@ def test_typescript_sdk_signs_in_and_refreshes(doormen):
         assert again["sessionId"] == seen["sessionId"], "the session belongs to the same person"
         assert len(again["tokens"]) == 2
         second = again["tokens"][1]
-        check_expires_in(second["expires_in"], bugs)
+        assert second["expires_in"] == ACCESS_TOKEN_LIFETIME
         assert second["access_token"] != first["access_token"]
         assert second["refresh_token"] != first["refresh_token"]
         claims = assert_access_token(second["access_token"], d, client_id)
@@ -718,7 +680,6 @@ def test_typescript_sdk_signs_in_and_refreshes(doormen):
     finally:
         browser.close()
         ts.stop()
-    xfail_for(bugs)
 
 
 # ---------------------------------------------------------------------------------------------

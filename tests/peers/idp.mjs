@@ -32,8 +32,8 @@
 //   userinfo /me, revocation /token/revocation, introspection /token/introspection.
 //   Scopes openid email profile groups offline_access; claims email, email_verified (email),
 //   name, preferred_username (profile), groups (groups, an array). Claims of the granted scopes
-//   are in the ID token too (conformIdTokenClaims off, as Okta/Entra/Google do). auth_time is
-//   always in the ID token; amr ["pwd"] and acr "urn:doorman-test:pwd" after a password login.
+//   are in the ID token too (conformIdTokenClaims off, as Okta/Entra/Google do). auth_time,
+//   amr ["pwd"] and acr "urn:doorman-test:pwd" (a password login) are in every ID token.
 //   PKCE (S256) is required for every client. ID tokens are RS256 by default (an ES256 key is
 //   published too; a client may ask for it with id_token_signed_response_alg).
 //   Refresh tokens: ask for offline_access; oidc-provider (per OIDC Core §11) drops it when the
@@ -291,13 +291,11 @@ function buildProvider() {
     jwks: { keys: signingKeys.map((k) => ({ ...k })) },
     cookies: { keys: cookieKeys },
     claims: {
-      openid: ['sub'],
+      // acr/amr/auth_time of the login in every ID token, as corporate IdPs do.
+      openid: ['sub', 'acr', 'amr', 'auth_time'],
       email: ['email', 'email_verified'],
       profile: [...PROFILE, ...extraClaimNames],
       groups: ['groups'],
-      acr: null,
-      amr: null,
-      auth_time: null,
       sid: null,
       iss: null,
     },
@@ -375,7 +373,7 @@ function buildProvider() {
     'introspection.error', 'revocation.error']) {
     provider.on(event, (...args) => {
       const err = args.find((a) => a instanceof Error);
-      log(`${event}: ${err ? `${err.name}: ${err.message}${err.error_detail ? ` (${err.error_detail})` : ''}` : ''}`);
+      log(`${event}: ${err ? `${err.name}: ${err.message}${err.error_description ? ` - ${err.error_description}` : ''}${err.error_detail ? ` (${err.error_detail})` : ''}` : ''}`);
     });
   }
   return provider;
