@@ -34,10 +34,11 @@ class Doorman:
     """One `doorman serve` process with its own config and data directory."""
 
     def __init__(self, name: str, upstreams: list[dict], server: dict | None = None, env: dict | None = None,
-                 sign_in: dict | None = None, extra_toml: str = ""):
+                 sign_in: dict | None = None, extra_toml: str = "", port: int | None = None):
         """`sign_in` defaults to local mode (no sign-in); pass `{"mode": "accounts", ...}` for layer 1.
-        `extra_toml` is appended verbatim (e.g. `[[sign_in.clients]]` tables)."""
-        self.port = free_port()
+        `extra_toml` is appended verbatim (e.g. `[[sign_in.clients]]` tables). `port`: chosen in
+        advance when a peer must know Doorman's URL before it starts (an SSO provider)."""
+        self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix=f"doorman-{name}-"))
         server = {"listen": f"127.0.0.1:{self.port}", "data_dir": str(self.dir / "data"), **(server or {})}
         sign_in = {"mode": "local", **(sign_in or {})}

@@ -24,10 +24,10 @@ TEST_CLOCK = {"DOORMAN_TEST_CLOCK": "1"}
 
 
 def accounts_doorman(name: str, upstreams: list[dict], sign_in: dict | None = None, extra_toml: str = "",
-                     env: dict | None = None, server: dict | None = None) -> Doorman:
+                     env: dict | None = None, server: dict | None = None, port: int | None = None) -> Doorman:
     """A Doorman in accounts mode (development allowances on, test clock hook on)."""
     return Doorman(name, upstreams, server=server, sign_in={**ACCOUNTS, **(sign_in or {})},
-                   extra_toml=extra_toml, env={**TEST_CLOCK, **(env or {})})
+                   extra_toml=extra_toml, env={**TEST_CLOCK, **(env or {})}, port=port)
 
 
 def add_user(d: Doorman, name: str, password: str, *, admin: bool = False, email: str | None = None) -> None:

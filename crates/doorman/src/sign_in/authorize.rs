@@ -581,7 +581,7 @@ pub async fn consent_page(
     let Some((session, user_id)) = signed_in(&s, &headers).await else {
         return see_other(&format!("/sign-in?request={id}"));
     };
-    if pending.force_sign_in && session.auth_time < row.created_at {
+    if pending.force_sign_in && fresh_sign_in_needed(session.auth_time, row.created_at) {
         return see_other(&format!("/sign-in?request={id}"));
     }
     let client = match s.clients.resolve(&pending.client_id).await {
@@ -660,7 +660,7 @@ pub async fn consent_submit(
     let Some((session, user_id)) = signed_in(&s, &headers).await else {
         return see_other(&format!("/sign-in?request={id}"));
     };
-    if pending.force_sign_in && session.auth_time < row.created_at {
+    if pending.force_sign_in && fresh_sign_in_needed(session.auth_time, row.created_at) {
         return see_other(&format!("/sign-in?request={id}"));
     }
     let client = match s.clients.resolve(&pending.client_id).await {
@@ -763,4 +763,10 @@ async fn finish(
     }
     params.push(("iss", s.issuer.as_str()));
     redirect_to_client(&p.redirect_uri, &params)
+}
+
+/// `prompt=login`: the sign-in must not predate the request. Compared in whole seconds, since
+/// providers report `auth_time` in seconds (OpenID Connect Core §2).
+fn fresh_sign_in_needed(auth_time_ms: i64, request_created_ms: i64) -> bool {
+    auth_time_ms / 1000 < request_created_ms / 1000
 }

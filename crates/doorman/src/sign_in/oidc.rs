@@ -245,8 +245,20 @@ impl Provider {
                 .append_pair("nonce", nonce)
                 .append_pair("code_challenge", challenge)
                 .append_pair("code_challenge_method", "S256");
+            // OpenID Connect Core §11: asking for offline_access (a refresh token, which the
+            // re-check of deprovisioning needs) requires prompt=consent.
+            let offline = self.config.scopes.iter().any(|s| s == "offline_access");
+            let prompt = match (force_login, offline) {
+                (true, true) => Some("login consent"),
+                (true, false) => Some("login"),
+                (false, true) => Some("consent"),
+                (false, false) => None,
+            };
+            if let Some(p) = prompt {
+                q.append_pair("prompt", p);
+            }
             if force_login {
-                q.append_pair("prompt", "login").append_pair("max_age", "0");
+                q.append_pair("max_age", "0");
             }
         }
         Ok(url.into())
