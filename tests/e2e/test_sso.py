@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import subprocess
 from urllib.parse import urlencode, urljoin, urlparse
 
@@ -18,6 +19,7 @@ from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientMetadata
 
+from browser import BROWSER_ARTIFACTS, CHROMIUM, LoopbackSite, run_browser
 from conftest import DOORMAN_BIN
 from idp import account, idp_client, idp_walk, start_idp
 from oauth import accounts_doorman, add_user, advance_clock, forms_of, pkce, query_of
@@ -56,9 +58,12 @@ redirect_uris = ["{REDIRECT}"]
 class Sso:
     """A Doorman and its IdP, wired to each other."""
 
-    def __init__(self, name: str, upstreams: list[dict], local_accounts: bool = True, **provider):
+    def __init__(self, name: str, upstreams: list[dict], local_accounts: bool = True,
+                 idp_skip_consent: bool = False, **provider):
+        """`idp_skip_consent`: Doorman is a first-party app at the IdP (no consent page there)."""
         port = free_port()
-        self.idp = start_idp([idp_client("doorman", SECRET, [f"http://127.0.0.1:{port}/sign-in/callback"])],
+        self.idp = start_idp([idp_client("doorman", SECRET, [f"http://127.0.0.1:{port}/sign-in/callback"],
+                                         skip_consent=idp_skip_consent)],
                              [ALICE, MALLORY, OUTSIDER], name=f"idp-{name}")
         try:
             self.d = accounts_doorman(name, upstreams, port=port, sign_in={"local_accounts": local_accounts},
@@ -401,4 +406,87 @@ def test_a_person_disabled_at_the_provider_loses_doorman_at_the_next_refresh(py_
                           json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
         assert mcp.status_code == 401
     finally:
+        s.stop()
+
+
+# --- the same flow in real headless Chromium ----------------------------------------------------
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="scripts/setup-test-env installs /usr/bin/chromium")
+def test_sso_sign_in_in_chromium(py_upstream):
+    """A person in a real browser: the pre-registered client's authorization URL, Doorman's sign-in
+    page (the provider's button next to the local form), the IdP's login, Doorman's consent page,
+    and back to the client's loopback redirect URI with code, state and iss. A screenshot of each
+    page lands in tests/artifacts/browser/sso-*.png. The code is then redeemed and used on /mcp."""
+    s = Sso("doorman-sso-browser", [{"name": "py", "url": py_upstream.url}], idp_skip_consent=True)
+    site = LoopbackSite()
+    try:
+        verifier, challenge = pkce()
+        state = secrets.token_urlsafe(16)
+        authorize = f"{s.d.base}/oauth/authorize?" + urlencode({
+            "response_type": "code", "client_id": CLIENT, "redirect_uri": site.callback_url,
+            "code_challenge": challenge, "code_challenge_method": "S256", "state": state,
+            "resource": f"{s.d.base}/mcp"})
+        s.idp.reset_requests()
+
+        report = run_browser("sso-sign-in", [
+            {"goto": authorize},                                                   # 0
+            {"wait_url": f"{s.d.base}/sign-in"},                                   # 1
+            {"wait_for": 'a[href^="/sign-in/oidc/corp?request="]'},                # 2
+            {"text": 'a[href^="/sign-in/oidc/corp?request="]'},                    # 3
+            {"wait_for": "form input[name=password]"},                             # 4
+            {"screenshot": "sso-doorman-sign-in.png"},                             # 5
+            {"click": 'a[href^="/sign-in/oidc/corp?request="]'},                   # 6
+            {"wait_url": f"{s.idp.issuer}/interaction/"},                          # 7
+            {"wait_for": "input[name=username]"},                                  # 8
+            {"screenshot": "sso-idp-login.png"},                                   # 9
+            {"fill": {"input[name=username]": "alice", "input[name=password]": "alice-at-corp"}},  # 10
+            {"click": "form button[type=submit]"},                                 # 11
+            {"wait_url": f"{s.d.base}/consent"},                                   # 12
+            {"wait_for": 'button[name="decision"][value="allow"]'},                # 13
+            {"text": "main"},                                                      # 14
+            {"screenshot": "sso-doorman-consent.png"},                             # 15
+            {"click": 'button[name="decision"][value="allow"]'},                   # 16
+            {"wait_url": site.callback_url},                                       # 17
+            {"text": "#done"},                                                     # 18
+        ], timeout_ms=20000)
+        steps = report["steps"]
+
+        assert steps[3]["text"].strip() == "Sign in with Corp SSO", steps[3]
+        # Straight from the IdP's login back to Doorman: no IdP consent page for a first-party app.
+        assert steps[12]["url"].startswith(f"{s.d.base}/consent"), steps[12]
+        consent_text = steps[14]["text"]
+        assert "SSO test client" in consent_text, consent_text
+        assert "alice@example.com" in consent_text or "Alice Example" in consent_text, consent_text
+        for shot in ("sso-doorman-sign-in.png", "sso-idp-login.png", "sso-doorman-consent.png"):
+            assert (BROWSER_ARTIFACTS / shot).stat().st_size > 0, shot
+
+        # Doorman went to the provider with code + PKCE S256, state and nonce, and its own callback.
+        auth = [r for r in s.idp.requests() if r["path"] == "/auth"][0]["params"]
+        assert auth["response_type"] == "code" and auth["code_challenge_method"] == "S256"
+        assert auth["state"] and auth["nonce"] and auth["redirect_uri"] == f"{s.d.base}/sign-in/callback"
+
+        # Landed on the client's redirect URI with code, state and iss (RFC 9207), once.
+        assert report["url"].startswith(site.callback_url), report["url"]
+        assert steps[18]["text"] == "Signed in"
+        assert len(site.callbacks) == 1, site.callbacks
+        q = query_of(report["url"])
+        assert q["state"] == [state] and q["iss"] == [s.d.base] and q["code"][0], q
+
+        tok = httpx2.post(f"{s.d.base}/oauth/token", data={
+            "grant_type": "authorization_code", "code": q["code"][0], "redirect_uri": site.callback_url,
+            "code_verifier": verifier, "client_id": CLIENT}, timeout=30)
+        assert tok.status_code == 200, tok.text
+        access = tok.json()["access_token"]
+        [alice] = [p for p in people(s.d) if p["subject"] == "00u-alice"]
+        assert claims_of(access)["sub"] == alice["id"] and alice["issuer"] == s.idp.issuer
+        r = httpx2.post(s.d.url, headers={"Authorization": f"Bearer {access}",
+                                          "Accept": "application/json, text/event-stream",
+                                          "Content-Type": "application/json"},
+                        json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                            "protocolVersion": "2025-11-25", "capabilities": {},
+                            "clientInfo": {"name": "sso-browser-test", "version": "0"}}}, timeout=30)
+        assert r.status_code == 200, r.text
+    finally:
+        site.stop()
         s.stop()

@@ -143,6 +143,10 @@ pub struct OidcProviderConfig {
     pub scopes: Vec<String>,
     #[serde(default)]
     pub claims: OidcClaims,
+    /// Extra parameters for the provider's authorization request (Google needs
+    /// `access_type = "offline"` for a refresh token).
+    #[serde(default)]
+    pub authorization_params: BTreeMap<String, String>,
     /// Only people whose (verified) email is in one of these domains. Empty: any.
     #[serde(default)]
     pub allowed_email_domains: Vec<String>,
@@ -534,6 +538,16 @@ impl Config {
                 return Err(ConfigError::new(
                     path("client_secret_env"),
                     "give exactly one of client_secret_env or client_secret_file",
+                ));
+            }
+            const RESERVED: &[&str] = &[
+                "response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
+                "code_challenge", "code_challenge_method", "max_age",
+            ];
+            if let Some(k) = p.authorization_params.keys().find(|k| RESERVED.contains(&k.as_str())) {
+                return Err(ConfigError::new(
+                    format!("sign_in.oidc[{i}].authorization_params.{k}"),
+                    "is set by Doorman itself",
                 ));
             }
             if !p.scopes.iter().any(|s| s == "openid") {

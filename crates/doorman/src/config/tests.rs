@@ -45,6 +45,12 @@ fn the_example_file_parses_and_sets_every_key() {
     assert_eq!(si.registrations_per_hour, d.registrations_per_hour);
     assert_eq!(si.max_failed_sign_ins, d.max_failed_sign_ins);
     assert_eq!(si.lockout, d.lockout);
+    assert_eq!(si.local_accounts, d.local_accounts);
+    assert_eq!(si.oidc.len(), 1);
+    let corp = &si.oidc[0];
+    assert_eq!(corp.claims.groups, "groups");
+    assert_eq!(corp.recheck_interval, ConfigDuration::secs(3600));
+    assert!(corp.authorization_params.is_empty());
     assert_eq!(si.clients.len(), 1);
     assert_eq!(
         si.clients[0].client_secret_env.as_deref(),
@@ -215,4 +221,28 @@ fn tool_names_follow_the_mcp_rule() {
     assert!(!is_valid_tool_name("has space"));
     assert!(!is_valid_tool_name("dotted.name"));
     assert!(!is_valid_tool_name(&"x".repeat(65)));
+}
+
+#[test]
+fn oidc_providers_are_checked() {
+    let provider = |extra: &str| {
+        format!(
+            "[[sign_in.oidc]]\nname = \"corp\"\nissuer = \"https://idp.example\"\nclient_id = \"d\"\nclient_secret_env = \"S\"\n{extra}"
+        )
+    };
+    Config::from_toml(&provider("")).unwrap().validate().unwrap();
+    let e = error_of(&provider("scopes = [\"email\"]\n"));
+    assert_eq!(e.path, "sign_in.oidc[0].scopes");
+    let e = error_of(&provider("authorization_params = { nonce = \"x\" }\n"));
+    assert_eq!(e.path, "sign_in.oidc[0].authorization_params.nonce");
+    let e = error_of(&provider("claim = {}\n"));
+    assert_eq!(e.path, "sign_in.oidc[0].claim");
+    let e = error_of(&provider("").replace("https://idp.example", "http://idp.example"));
+    assert_eq!(e.path, "sign_in.oidc[0].issuer");
+    let e = error_of(&provider("").replace("client_secret_env = \"S\"\n", ""));
+    assert_eq!(e.path, "sign_in.oidc[0].client_secret_env");
+    let e = error_of(&format!("{}{}", provider(""), provider("")));
+    assert_eq!(e.path, "sign_in.oidc[1].name");
+    let e = error_of("[sign_in]\nlocal_accounts = false\n");
+    assert_eq!(e.path, "sign_in.local_accounts");
 }

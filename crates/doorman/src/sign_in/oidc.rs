@@ -248,14 +248,23 @@ impl Provider {
             // OpenID Connect Core §11: asking for offline_access (a refresh token, which the
             // re-check of deprovisioning needs) requires prompt=consent.
             let offline = self.config.scopes.iter().any(|s| s == "offline_access");
-            let prompt = match (force_login, offline) {
-                (true, true) => Some("login consent"),
-                (true, false) => Some("login"),
-                (false, true) => Some("consent"),
-                (false, false) => None,
-            };
-            if let Some(p) = prompt {
-                q.append_pair("prompt", p);
+            let mut prompt: Vec<&str> = Vec::new();
+            if force_login {
+                prompt.push("login");
+            }
+            if offline {
+                prompt.push("consent");
+            }
+            for (k, v) in &self.config.authorization_params {
+                if k == "prompt" {
+                    prompt.extend(v.split(' ').filter(|p| !p.is_empty()));
+                } else {
+                    q.append_pair(k, v);
+                }
+            }
+            prompt.dedup();
+            if !prompt.is_empty() {
+                q.append_pair("prompt", &prompt.join(" "));
             }
             if force_login {
                 q.append_pair("max_age", "0");
