@@ -175,3 +175,23 @@ def test_clients_list_and_revoke(ops):
     assert page.status_code == 400 and "revoked" in page.text
     bad = cli(ops, "clients", "revoke", "no-such-client")
     assert bad.returncode != 0 and "no such client" in bad.stderr
+
+
+def test_consent_is_remembered_unless_the_client_asks_again(ops):
+    add_user(ops, "dora", "dora's long password")
+
+    def consent_pages(extra: dict) -> int:
+        verifier, challenge = pkce()
+        query = urlencode({"response_type": "code", "client_id": CLIENT, "redirect_uri": REDIRECT,
+                           "code_challenge": challenge, "code_challenge_method": "S256", "state": "s", **extra})
+        b = Browser(ops)
+        try:
+            back = b.authorize(f"{ops.base}/oauth/authorize?{query}", "dora", "dora's long password")
+        finally:
+            b.close()
+        assert "code" in query_of(back), back
+        return sum(1 for p in b.pages if p.status_code == 200 and p.request.url.path == "/consent")
+
+    assert consent_pages({}) == 1
+    assert consent_pages({}) == 0, "approved once, remembered"
+    assert consent_pages({"prompt": "consent"}) == 1, "prompt=consent asks again"

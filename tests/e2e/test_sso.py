@@ -58,12 +58,9 @@ redirect_uris = ["{REDIRECT}"]
 class Sso:
     """A Doorman and its IdP, wired to each other."""
 
-    def __init__(self, name: str, upstreams: list[dict], local_accounts: bool = True,
-                 idp_skip_consent: bool = False, **provider):
-        """`idp_skip_consent`: Doorman is a first-party app at the IdP (no consent page there)."""
+    def __init__(self, name: str, upstreams: list[dict], local_accounts: bool = True, **provider):
         port = free_port()
-        self.idp = start_idp([idp_client("doorman", SECRET, [f"http://127.0.0.1:{port}/sign-in/callback"],
-                                         skip_consent=idp_skip_consent)],
+        self.idp = start_idp([idp_client("doorman", SECRET, [f"http://127.0.0.1:{port}/sign-in/callback"])],
                              [ALICE, MALLORY, OUTSIDER], name=f"idp-{name}")
         try:
             self.d = accounts_doorman(name, upstreams, port=port, sign_in={"local_accounts": local_accounts},
@@ -411,14 +408,17 @@ def test_a_person_disabled_at_the_provider_loses_doorman_at_the_next_refresh(py_
 
 # --- the same flow in real headless Chromium ----------------------------------------------------
 
+PROVIDER_BUTTON = 'a[href^="/sign-in/oidc/corp?request="]'
+
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="scripts/setup-test-env installs /usr/bin/chromium")
 def test_sso_sign_in_in_chromium(py_upstream):
     """A person in a real browser: the pre-registered client's authorization URL, Doorman's sign-in
-    page (the provider's button next to the local form), the IdP's login, Doorman's consent page,
-    and back to the client's loopback redirect URI with code, state and iss. A screenshot of each
-    page lands in tests/artifacts/browser/sso-*.png. The code is then redeemed and used on /mcp."""
-    s = Sso("doorman-sso-browser", [{"name": "py", "url": py_upstream.url}], idp_skip_consent=True)
+    page (the provider's button next to the local form), the IdP's login and consent (Doorman asks
+    for offline_access, so prompt=consent), Doorman's consent page, and back to the client's
+    loopback redirect URI with code, state and iss. A screenshot of each page lands in
+    tests/artifacts/browser/sso-*.png. The code is then redeemed and used on /mcp."""
+    s = Sso("doorman-sso-browser", [{"name": "py", "url": py_upstream.url}])
     site = LoopbackSite()
     try:
         verifier, challenge = pkce()
@@ -432,33 +432,36 @@ def test_sso_sign_in_in_chromium(py_upstream):
         report = run_browser("sso-sign-in", [
             {"goto": authorize},                                                   # 0
             {"wait_url": f"{s.d.base}/sign-in"},                                   # 1
-            {"wait_for": 'a[href^="/sign-in/oidc/corp?request="]'},                # 2
-            {"text": 'a[href^="/sign-in/oidc/corp?request="]'},                    # 3
+            {"wait_for": PROVIDER_BUTTON},                                         # 2
+            {"text": PROVIDER_BUTTON},                                             # 3
             {"wait_for": "form input[name=password]"},                             # 4
             {"screenshot": "sso-doorman-sign-in.png"},                             # 5
-            {"click": 'a[href^="/sign-in/oidc/corp?request="]'},                   # 6
+            {"click": PROVIDER_BUTTON},                                            # 6
             {"wait_url": f"{s.idp.issuer}/interaction/"},                          # 7
             {"wait_for": "input[name=username]"},                                  # 8
             {"screenshot": "sso-idp-login.png"},                                   # 9
             {"fill": {"input[name=username]": "alice", "input[name=password]": "alice-at-corp"}},  # 10
             {"click": "form button[type=submit]"},                                 # 11
-            {"wait_url": f"{s.d.base}/consent"},                                   # 12
-            {"wait_for": 'button[name="decision"][value="allow"]'},                # 13
-            {"text": "main"},                                                      # 14
-            {"screenshot": "sso-doorman-consent.png"},                             # 15
-            {"click": 'button[name="decision"][value="allow"]'},                   # 16
-            {"wait_url": site.callback_url},                                       # 17
-            {"text": "#done"},                                                     # 18
+            # Doorman asks for offline_access, hence prompt=consent: the IdP's consent page.
+            {"wait_for": 'button[name="decision"][value="allow"]'},                # 12
+            {"screenshot": "sso-idp-consent.png"},                                 # 13
+            {"click": 'button[name="decision"][value="allow"]'},                   # 14
+            {"wait_url": f"{s.d.base}/consent"},                                   # 15
+            {"wait_for": 'button[name="decision"][value="allow"]'},                # 16
+            {"text": "main"},                                                      # 17
+            {"screenshot": "sso-doorman-consent.png"},                             # 18
+            {"click": 'button[name="decision"][value="allow"]'},                   # 19
+            {"wait_url": site.callback_url},                                       # 20
+            {"text": "#done"},                                                     # 21
         ], timeout_ms=20000)
         steps = report["steps"]
 
         assert steps[3]["text"].strip() == "Sign in with Corp SSO", steps[3]
-        # Straight from the IdP's login back to Doorman: no IdP consent page for a first-party app.
-        assert steps[12]["url"].startswith(f"{s.d.base}/consent"), steps[12]
-        consent_text = steps[14]["text"]
+        assert steps[13]["url"].startswith(f"{s.idp.issuer}/interaction/"), steps[13]
+        consent_text = steps[17]["text"]
         assert "SSO test client" in consent_text, consent_text
         assert "alice@example.com" in consent_text or "Alice Example" in consent_text, consent_text
-        for shot in ("sso-doorman-sign-in.png", "sso-idp-login.png", "sso-doorman-consent.png"):
+        for shot in ("sso-doorman-sign-in.png", "sso-idp-login.png", "sso-idp-consent.png", "sso-doorman-consent.png"):
             assert (BROWSER_ARTIFACTS / shot).stat().st_size > 0, shot
 
         # Doorman went to the provider with code + PKCE S256, state and nonce, and its own callback.
@@ -468,7 +471,7 @@ def test_sso_sign_in_in_chromium(py_upstream):
 
         # Landed on the client's redirect URI with code, state and iss (RFC 9207), once.
         assert report["url"].startswith(site.callback_url), report["url"]
-        assert steps[18]["text"] == "Signed in"
+        assert steps[21]["text"] == "Signed in"
         assert len(site.callbacks) == 1, site.callbacks
         q = query_of(report["url"])
         assert q["state"] == [state] and q["iss"] == [s.d.base] and q["code"][0], q

@@ -41,6 +41,9 @@ pub struct Pending {
     pub resource: String,
     /// `prompt=login`: a sign-in newer than the request is needed.
     pub force_sign_in: bool,
+    /// `prompt=consent`: ask again even when the person approved this client before.
+    #[serde(default)]
+    pub force_consent: bool,
 }
 
 /// Appends the authorization response parameters to the redirect URI (keeping its own query)
@@ -234,6 +237,7 @@ pub async fn authorize(
         code_challenge: challenge.to_owned(),
         resource,
         force_sign_in: prompt.split(' ').any(|p| p == "login"),
+        force_consent: prompt.split(' ').any(|p| p == "consent"),
     };
     let now = s.clock.now_ms();
     let signed_in = if pending.force_sign_in {
@@ -588,7 +592,7 @@ pub async fn consent_page(
         Ok(c) => c,
         Err(e) => return pages::message(StatusCode::BAD_REQUEST, "Unknown client", &e.to_string()),
     };
-    if consented(&s, &user_id, &pending).await {
+    if !pending.force_consent && consented(&s, &user_id, &pending).await {
         return finish(&s, &row, &pending, &client, &session).await;
     }
     let person = match s.store.user(&user_id).await {
