@@ -13,3 +13,4 @@ pub mod gateway;
 pub mod server;
 pub mod sign_in;
 pub mod store;
+pub mod vault;

@@ -131,6 +131,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::info!("no accounts yet: printed a one-time setup link on standard output");
         }
     }
+    if !config.resources.is_empty() {
+        tracing::warn!(
+            resources = config.resources.len(),
+            "[[resources]] are configured, but layer 2 (connections and token injection) is not active in this version; upstreams receive no resource tokens yet"
+        );
+    }
     let gateway = Arc::new(Gateway::new(&config, store.clone(), clock)?);
     let idle = config.server.session_idle_timeout.0;
     gateway.spawn_sweeper((idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60)));

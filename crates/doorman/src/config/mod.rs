@@ -6,6 +6,7 @@
 //! but read from an environment variable or a file (`{ env = "VAR" }`, `{ file = "path" }`).
 
 mod duration;
+mod resources;
 
 use std::{
     collections::BTreeMap,
@@ -18,6 +19,7 @@ use serde::Deserialize;
 use url::Url;
 
 pub use duration::ConfigDuration;
+pub use resources::{Binding, IdentityConfig, ResourceConfig};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -29,6 +31,9 @@ pub struct Config {
     pub sign_in: SignInConfig,
     #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
+    /// Resources people connect their own accounts to (layer 2).
+    #[serde(default)]
+    pub resources: Vec<ResourceConfig>,
 }
 
 /// `[server]`: where Doorman listens, keeps its data, and what it accepts at the edge.
@@ -250,6 +255,8 @@ pub struct UpstreamConfig {
     pub headers: BTreeMap<String, SecretOrValue>,
     #[serde(default = "default_upstream_timeout")]
     pub timeout: ConfigDuration,
+    /// The `[[resources]]` whose connection's access token this upstream receives.
+    pub resource: Option<String>,
 }
 
 fn default_upstream_timeout() -> ConfigDuration {
@@ -459,7 +466,8 @@ impl Config {
             ));
         }
         self.validate_sign_in()?;
-        self.validate_upstreams()
+        self.validate_upstreams()?;
+        resources::validate(self)
     }
 
     fn validate_sign_in(&self) -> Result<(), ConfigError> {
@@ -541,10 +549,21 @@ impl Config {
                 ));
             }
             const RESERVED: &[&str] = &[
-                "response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
-                "code_challenge", "code_challenge_method", "max_age",
+                "response_type",
+                "client_id",
+                "redirect_uri",
+                "scope",
+                "state",
+                "nonce",
+                "code_challenge",
+                "code_challenge_method",
+                "max_age",
             ];
-            if let Some(k) = p.authorization_params.keys().find(|k| RESERVED.contains(&k.as_str())) {
+            if let Some(k) = p
+                .authorization_params
+                .keys()
+                .find(|k| RESERVED.contains(&k.as_str()))
+            {
                 return Err(ConfigError::new(
                     format!("sign_in.oidc[{i}].authorization_params.{k}"),
                     "is set by Doorman itself",

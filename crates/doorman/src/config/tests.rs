@@ -17,11 +17,13 @@ fn the_example_file_parses_and_sets_every_key() {
         .expect("doorman.example.toml must validate");
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8421");
     assert_eq!(config.server.session_idle_timeout.to_string(), "30m");
-    assert_eq!(config.upstreams.len(), 1);
+    assert_eq!(config.upstreams.len(), 2);
     assert_eq!(
         config.upstreams[0].timeout.0,
         std::time::Duration::from_secs(60)
     );
+    assert_eq!(config.upstreams[0].resource, None);
+    assert_eq!(config.upstreams[1].resource.as_deref(), Some("github"));
     // The example documents the defaults: parsing it must give the same server settings as none.
     let defaults = Config::default();
     assert_eq!(config.server.listen, defaults.server.listen);
@@ -55,6 +57,28 @@ fn the_example_file_parses_and_sets_every_key() {
     assert_eq!(
         si.clients[0].client_secret_env.as_deref(),
         Some("INTERNAL_AGENT_SECRET")
+    );
+    // Resources: a preset and a custom one; the values shown as defaults are the defaults.
+    assert_eq!(config.resources.len(), 2);
+    let (github, tracker) = (&config.resources[0], &config.resources[1]);
+    assert_eq!(github.preset, Some(crate::vault::presets::Preset::Github));
+    assert_eq!(github.binding, Binding::default());
+    assert_eq!(github.max_age, Some(ConfigDuration::secs(30 * 86_400)));
+    assert_eq!(tracker.binding, Binding::User);
+    assert!(tracker.issuer.is_none() && tracker.shared_token_env.is_none());
+    let resolved = crate::vault::resources::resolve_all(&config).unwrap();
+    let (github, tracker) = (&resolved[0], &resolved[1]);
+    assert_eq!(github.display_name, "GitHub");
+    assert!(github.oauth.as_ref().unwrap().pkce);
+    let tracker_oauth = tracker.oauth.as_ref().unwrap();
+    assert!(tracker_oauth.pkce, "pkce defaults to true");
+    assert_eq!(
+        tracker.quirks.token_auth,
+        crate::vault::presets::Quirks::STANDARD.token_auth
+    );
+    assert_eq!(
+        tracker.token_header,
+        crate::vault::resources::TokenHeader::default()
     );
 }
 
@@ -230,7 +254,10 @@ fn oidc_providers_are_checked() {
             "[[sign_in.oidc]]\nname = \"corp\"\nissuer = \"https://idp.example\"\nclient_id = \"d\"\nclient_secret_env = \"S\"\n{extra}"
         )
     };
-    Config::from_toml(&provider("")).unwrap().validate().unwrap();
+    Config::from_toml(&provider(""))
+        .unwrap()
+        .validate()
+        .unwrap();
     let e = error_of(&provider("scopes = [\"email\"]\n"));
     assert_eq!(e.path, "sign_in.oidc[0].scopes");
     let e = error_of(&provider("authorization_params = { nonce = \"x\" }\n"));
@@ -245,4 +272,132 @@ fn oidc_providers_are_checked() {
     assert_eq!(e.path, "sign_in.oidc[1].name");
     let e = error_of("[sign_in]\nlocal_accounts = false\n");
     assert_eq!(e.path, "sign_in.local_accounts");
+}
+
+/// A valid resource with explicit endpoints, plus `extra` keys.
+fn resource(extra: &str) -> String {
+    format!(
+        "[[resources]]\nname = \"tracker\"\nauthorization_endpoint = \"https://auth.tracker.example/authorize\"\ntoken_endpoint = \"https://auth.tracker.example/token\"\nclient_id = \"doorman\"\nclient_secret_env = \"TRACKER_SECRET\"\n{extra}"
+    )
+}
+
+#[test]
+fn resources_parse_from_presets_and_explicit_endpoints() {
+    let text = "[[resources]]\nname = \"github\"\npreset = \"github\"\nclient_id = \"x\"\nclient_secret_env = \"GH\"\n";
+    let config = Config::from_toml(text).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.resources.len(), 1);
+    assert_eq!(config.resources[0].binding, Binding::Session);
+    let config = Config::from_toml(&resource("binding = \"call\"\nmax_age = \"1h\"\n")).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.resources[0].binding, Binding::Call);
+    assert_eq!(
+        config.resources[0].max_age,
+        Some(ConfigDuration::secs(3600))
+    );
+}
+
+#[test]
+fn resource_errors_name_the_key() {
+    let cases: &[(&str, String)] = &[
+        // The presets are a closed list.
+        (
+            "resources[0].preset",
+            "[[resources]]\nname = \"gl\"\npreset = \"gitlab\"\nclient_id = \"x\"\nclient_secret_env = \"S\"\n".into(),
+        ),
+        // Nowhere to authorize: no preset, no issuer, no endpoints.
+        (
+            "resources[0].authorization_endpoint",
+            "[[resources]]\nname = \"r\"\nclient_id = \"x\"\nclient_secret_env = \"S\"\n".into(),
+        ),
+        (
+            "resources[0].token_endpoint",
+            "[[resources]]\nname = \"r\"\nauthorization_endpoint = \"https://a.example/authorize\"\nclient_id = \"x\"\nclient_secret_env = \"S\"\n".into(),
+        ),
+        (
+            "resources[0].client_secret_env",
+            resource("client_secret_file = \"/run/secrets/tracker\"\n"),
+        ),
+        ("resources[0].name", resource("").replace("\"tracker\"", "\"has space\"")),
+        ("resources[0].name", resource("").replace("\"tracker\"", &format!("{:?}", "x".repeat(33)))),
+        ("resources[1].name", format!("{}{}", resource(""), resource(""))),
+        (
+            "upstreams[0].resource",
+            format!(
+                "{}[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/mcp\"\nresource = \"trackr\"\n",
+                resource("")
+            ),
+        ),
+        // A shared binding needs the operator's credential.
+        ("resources[0].binding", resource("binding = \"shared\"\n")),
+        (
+            "resources[0].shared_token_env",
+            resource("binding = \"shared\"\nshared_token_env = \"A\"\nshared_token_file = \"/b\"\n"),
+        ),
+        ("resources[0].shared_token_env", resource("shared_token_env = \"A\"\n")),
+        ("resources[0].max_age", resource("max_age = \"0s\"\n")),
+        ("resources[0].max_age", resource("max_age = \"soon\"\n")),
+        ("resources[0].binding", resource("binding = \"forever\"\n")),
+        ("resources[0].client_id", resource("").replace("client_id = \"doorman\"\n", "")),
+        ("resources[0].client_id", resource("").replace("\"doorman\"", "\"\"")),
+        ("resources[0].scopes[1]", resource("scopes = [\"read\", \"write admin\"]\n")),
+        ("resources[0].authorization_params.state", resource("authorization_params = { state = \"x\" }\n")),
+        (
+            "resources[0].token_endpoint",
+            resource("").replace("https://auth.tracker.example/token", "http://auth.tracker.example/token"),
+        ),
+        ("resources[0].token_header", resource("token_header = \"bad header\"\n")),
+        ("resources[0].token_header", resource("token_header = \"Mcp-Session-Id\"\n")),
+        ("resources[0].token_auth", resource("token_auth = \"private_key_jwt\"\n")),
+        (
+            "resources[0].pkce",
+            resource("pkce = false\n").replace("client_secret_env = \"TRACKER_SECRET\"\n", ""),
+        ),
+        ("resources[0].identity", resource("identity = {}\n")),
+        (
+            "resources[0].identity",
+            resource("identity = { userinfo_claim = \"email\", token_field = \"user\" }\n"),
+        ),
+        ("resources[0].identity.field", resource("identity = { api = \"https://api.tracker.example/me\" }\n")),
+        ("resources[0].identity.field", resource("identity = { token_field = \"a\", field = \"b\" }\n")),
+        // No userinfo endpoint and no issuer to discover one.
+        ("resources[0].identity.userinfo_claim", resource("identity = { userinfo_claim = \"email\" }\n")),
+        ("resources[0].identity.colour", resource("identity = { colour = \"blue\" }\n")),
+        ("resources[0].client_secret", resource("client_secret = \"inline\"\n")),
+        // Slack refuses an authorization without scopes.
+        (
+            "resources[0].scopes",
+            "[[resources]]\nname = \"slack\"\npreset = \"slack\"\nclient_id = \"x\"\nclient_secret_env = \"S\"\n".into(),
+        ),
+        (
+            "resources[0].authorization_params.user_scope",
+            "[[resources]]\nname = \"slack\"\npreset = \"slack\"\nclient_id = \"x\"\nclient_secret_env = \"S\"\nscopes = [\"search:read\"]\nauthorization_params = { user_scope = \"x\" }\n".into(),
+        ),
+    ];
+    for (path, text) in cases {
+        let e = error_of(text);
+        assert_eq!(&e.path, path, "{e}\n{text}");
+    }
+    let e = error_of(&format!("{}{}", resource(""), resource("")));
+    assert!(e.message.contains("resources[0] already uses"), "{e}");
+    let e = error_of(&resource("binding = \"shared\"\n"));
+    assert!(e.message.contains("shared_token_env"), "{e}");
+}
+
+#[test]
+fn a_shared_resource_may_go_without_a_client_but_not_half_of_one() {
+    let shared = "[[resources]]\nname = \"bot\"\nbinding = \"shared\"\nshared_token_file = \"/run/secrets/bot\"\n";
+    Config::from_toml(shared).unwrap().validate().unwrap();
+    let e = error_of(&format!("{shared}client_secret_env = \"S\"\n"));
+    assert_eq!(e.path, "resources[0].client_secret_env");
+    assert!(e.message.contains("needs client_id"), "{e}");
+}
+
+#[test]
+fn plain_http_resources_only_in_development() {
+    let text = resource("").replace("https://", "http://");
+    let e = error_of(&text);
+    assert_eq!(e.path, "resources[0].authorization_endpoint");
+    let dev = format!("[sign_in]\ndevelopment = true\n{text}");
+    Config::from_toml(&dev).unwrap().validate().unwrap();
 }

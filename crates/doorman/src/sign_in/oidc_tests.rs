@@ -278,15 +278,34 @@ async fn domains_and_groups_decide_who_may_sign_in() {
 async fn the_authorization_url_carries_pkce_nonce_and_extra_parameters() {
     let t = setup().await;
     let url = t.p.authorization_url("st", "no", "ch", true).await.unwrap();
-    let q: std::collections::HashMap<String, String> = url::Url::parse(&url).unwrap().query_pairs().into_owned().collect();
+    let q: std::collections::HashMap<String, String> = url::Url::parse(&url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
     assert_eq!(q["response_type"], "code");
     assert_eq!(q["client_id"], "doorman");
     assert_eq!(q["redirect_uri"], "http://127.0.0.1:8421/sign-in/callback");
     assert_eq!(q["scope"], "openid email");
     assert_eq!((q["state"].as_str(), q["nonce"].as_str()), ("st", "no"));
-    assert_eq!((q["code_challenge"].as_str(), q["code_challenge_method"].as_str()), ("ch", "S256"));
-    assert_eq!((q["prompt"].as_str(), q["max_age"].as_str()), ("login", "0"));
+    assert_eq!(
+        (
+            q["code_challenge"].as_str(),
+            q["code_challenge_method"].as_str()
+        ),
+        ("ch", "S256")
+    );
+    assert_eq!(
+        (q["prompt"].as_str(), q["max_age"].as_str()),
+        ("login", "0")
+    );
     assert_eq!(q["access_type"], "offline");
-    let plain = t.p.authorization_url("st", "no", "ch", false).await.unwrap();
-    assert!(!plain.contains("prompt=") && !plain.contains("max_age="), "{plain}");
+    let plain =
+        t.p.authorization_url("st", "no", "ch", false)
+            .await
+            .unwrap();
+    assert!(
+        !plain.contains("prompt=") && !plain.contains("max_age="),
+        "{plain}"
+    );
 }

@@ -1,0 +1,135 @@
+//! `[[resources]]`: the services people connect their own accounts to (layer 2).
+//!
+//! This file holds what the operator writes; `crate::vault::resources` merges it with the
+//! preset and checks it ([`ResolvedResource::resolve`](crate::vault::resources::ResolvedResource::resolve)),
+//! so every rule lives in one place and a configuration that validates always resolves.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use serde::Deserialize;
+use url::Url;
+
+use super::{Config, ConfigDuration, ConfigError};
+use crate::vault::{
+    presets::{Preset, TokenAuth},
+    resources::ResolvedResource,
+};
+
+/// `[[resources]]`: one resource people connect to, by OAuth (its own authorization server).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// Short id, used in URLs, logs and upstreams' `resource`: letters, digits, `_`, `-`.
+    pub name: String,
+    /// What pages and prompts call it. Default: the preset's, or the name.
+    pub display_name: Option<String>,
+    /// A well-known provider whose endpoints, scopes and quirks are filled in.
+    pub preset: Option<Preset>,
+    /// The authorization server's issuer: endpoints not given are discovered from its metadata
+    /// (`/.well-known/openid-configuration` or `/.well-known/oauth-authorization-server`).
+    pub issuer: Option<Url>,
+    pub authorization_endpoint: Option<Url>,
+    pub token_endpoint: Option<Url>,
+    /// RFC 7009 revocation, used at disconnect and at the end of a binding.
+    pub revocation_endpoint: Option<Url>,
+    pub userinfo_endpoint: Option<Url>,
+    /// Doorman's client at the resource. Required unless `binding = "shared"`.
+    pub client_id: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    /// How the client secret is presented at the token endpoint. Default: the preset's, or
+    /// `client_secret_basic`.
+    pub token_auth: Option<TokenAuth>,
+    /// Scopes asked for. Default: the preset's, or none.
+    pub scopes: Option<Vec<String>>,
+    /// Extra authorization request parameters, over the preset's (key by key).
+    #[serde(default)]
+    pub authorization_params: BTreeMap<String, String>,
+    /// How Doorman learns which account was connected. Default: the preset's, or the userinfo
+    /// `email` claim when a userinfo endpoint or an issuer is known.
+    pub identity: Option<IdentityConfig>,
+    #[serde(default)]
+    pub binding: Binding,
+    /// How long after the person authorized at the resource a connection may be used
+    /// (silent refreshes included). Default: no limit.
+    pub max_age: Option<ConfigDuration>,
+    /// PKCE (RFC 7636, S256) towards the resource. Default: the preset's, or true.
+    pub pkce: Option<bool>,
+    /// The header upstreams receive the token in. Default: `Authorization` (`Bearer {token}`);
+    /// any other header carries the bare token.
+    pub token_header: Option<String>,
+    /// `binding = "shared"`: the one credential used for everyone.
+    pub shared_token_env: Option<String>,
+    pub shared_token_file: Option<PathBuf>,
+}
+
+/// `identity = { … }`: exactly one of `userinfo_claim`, `api` (with `field`) or `token_field`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// A claim of the userinfo endpoint's answer (`"email"`).
+    pub userinfo_claim: Option<String>,
+    /// An API answering JSON about the token's account (`"https://api.github.com/user"`).
+    pub api: Option<Url>,
+    /// With `api`: the field holding the account's name, a dotted path (`"login"`).
+    pub field: Option<String>,
+    /// With `api`: call it with `POST {"query": graphql}` (GraphQL-only APIs).
+    pub graphql: Option<String>,
+    /// A field (dotted path) of the token response itself (`"owner.user.person.email"`).
+    pub token_field: Option<String>,
+}
+
+/// What a connection is bound to, and so how long it lives (DESIGN.md §5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Binding {
+    /// One conversation: the MCP session, or an idle window per person and client grant.
+    #[default]
+    Session,
+    /// The person, across conversations, up to `max_age`.
+    User,
+    /// One tool call, then destroyed.
+    Call,
+    /// One credential configured by the operator, used for everyone.
+    Shared,
+}
+
+impl Binding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Binding::Session => "session",
+            Binding::User => "user",
+            Binding::Call => "call",
+            Binding::Shared => "shared",
+        }
+    }
+}
+
+/// Checks every resource (by resolving it), the uniqueness of names, and the upstreams'
+/// `resource` references.
+pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
+    let development = config.sign_in.development;
+    for (i, r) in config.resources.iter().enumerate() {
+        ResolvedResource::resolve(i, r, development)?;
+        if let Some(j) = config.resources[..i]
+            .iter()
+            .position(|other| other.name == r.name)
+        {
+            return Err(ConfigError::new(
+                format!("resources[{i}].name"),
+                format!("resources[{j}] already uses the name {:?}", r.name),
+            ));
+        }
+    }
+    for (i, up) in config.upstreams.iter().enumerate() {
+        if let Some(name) = &up.resource
+            && !config.resources.iter().any(|r| &r.name == name)
+        {
+            return Err(ConfigError::new(
+                format!("upstreams[{i}].resource"),
+                format!("no [[resources]] table is named {name:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
