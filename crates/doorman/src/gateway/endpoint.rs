@@ -348,7 +348,7 @@ pub async fn get(
         return error_reply(StatusCode::NOT_ACCEPTABLE, None, &e);
     }
     gw.start_relays(&session);
-    let rx = session.notifications.subscribe();
+    let rx = session.notifications().subscribe();
     drop(session);
     let body = stream::unfold(rx, |mut rx| async move {
         loop {

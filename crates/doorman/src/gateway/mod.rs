@@ -92,7 +92,7 @@ impl Gateway {
             .map(|up| {
                 let (up, session) = (up.clone(), session.clone());
                 tokio::spawn(async move {
-                    let tx = session.notifications.clone();
+                    let tx = session.notifications().clone();
                     let name = up.name.clone();
                     let relayed = up.relay_notifications(&session.slots, |msg| {
                         let _ = tx.send(router::expose_notification(&name, msg));

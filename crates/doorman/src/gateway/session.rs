@@ -33,8 +33,10 @@ pub struct Session {
     pub slots: SessionSlots,
     /// The level set by `logging/setLevel`; until then every level (as a stateful server would).
     pub log_level: std::sync::Mutex<String>,
-    /// Server-initiated notifications from upstreams, for the client's GET stream.
-    pub notifications: tokio::sync::broadcast::Sender<Value>,
+    /// Server-initiated notifications from upstreams, for the client's GET stream. Made by the
+    /// first GET: a channel holds its 256 slots from birth (about 16 KiB), which idle sessions
+    /// that never open a stream should not pay for.
+    notifications: std::sync::OnceLock<tokio::sync::broadcast::Sender<Value>>,
     /// The upstream relays feeding `notifications`: started by the first GET, stopped when the
     /// session ends.
     pub relays: std::sync::Mutex<Option<Vec<tokio::task::AbortHandle>>>,
@@ -198,7 +200,7 @@ impl Session {
                 .unwrap_or(Value::Null),
             slots: SessionSlots::default(),
             log_level: std::sync::Mutex::new("debug".into()),
-            notifications: tokio::sync::broadcast::channel(256).0,
+            notifications: std::sync::OnceLock::new(),
             relays: std::sync::Mutex::new(None),
             last_seen_ms: AtomicI64::new(row.last_seen_at),
             persisted_ms: AtomicI64::new(row.last_seen_at),
@@ -213,7 +215,7 @@ impl Session {
             client_capabilities: Value::Null,
             slots: SessionSlots::default(),
             log_level: std::sync::Mutex::new("debug".into()),
-            notifications: tokio::sync::broadcast::channel(256).0,
+            notifications: std::sync::OnceLock::new(),
             relays: std::sync::Mutex::new(None),
             last_seen_ms: AtomicI64::new(0),
             persisted_ms: AtomicI64::new(0),
@@ -223,6 +225,12 @@ impl Session {
 
 impl Session {
     /// Stops the upstream relays (the session ended).
+    /// The channel of server-initiated notifications (created on first use).
+    pub fn notifications(&self) -> &tokio::sync::broadcast::Sender<Value> {
+        self.notifications
+            .get_or_init(|| tokio::sync::broadcast::channel(256).0)
+    }
+
     pub fn stop_relays(&self) {
         for relay in self
             .relays
