@@ -6,6 +6,7 @@
 //! driver and no dynamic dispatch on the hot path. One file per entity.
 
 mod clients;
+mod connections;
 mod federation;
 mod flow;
 mod grants;
@@ -22,6 +23,7 @@ use sqlx::{
 };
 
 pub use clients::ClientRow;
+pub use connections::ConnectionRow;
 pub use federation::{FederatedIdentityRow, OidcStateRow};
 pub use flow::{AuthorizationRequestRow, BrowserSessionRow, SigningKeyRow};
 pub use grants::{CodeRow, CodeUse, GrantRow, RefreshRow, RefreshUse};

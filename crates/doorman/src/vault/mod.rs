@@ -21,7 +21,9 @@
 //! active connection's token.
 //!
 //! See DESIGN.md §5. This module so far: the resources and their presets
-//! ([`resources`], [`presets`]) and the authorization request towards a resource.
+//! ([`resources`], [`presets`]), the authorization request towards a resource, and the sealing
+//! of a connection's tokens ([`tokens`]; rows in `store::connections`, with the refresh lease).
 
 pub mod presets;
 pub mod resources;
+pub mod tokens;
