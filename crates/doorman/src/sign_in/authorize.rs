@@ -468,19 +468,30 @@ async fn client_name(s: &AuthServer, client_id: &str) -> Option<String> {
         .map(|c| c.display_name().to_owned())
 }
 
+/// The request a form was posted for: the CSRF token checked, then the request loaded and checked
+/// to belong to this browser.
+async fn posted_request(
+    s: &AuthServer,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<(String, AuthorizationRequestRow, Pending), Response> {
+    if !csrf_ok(s, headers, form) {
+        return Err(csrf_refused());
+    }
+    let Some(id) = form.get("request").cloned() else {
+        return Err(no_request());
+    };
+    let (row, pending) = load_request(s, &id, headers).await?;
+    Ok((id, row, pending))
+}
+
 /// `POST /sign-in`: fields `username`, `password`, `totp`, `csrf`, `request`.
 pub async fn sign_in_submit(
     State(s): State<Arc<AuthServer>>,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if !csrf_ok(&s, &headers, &form) {
-        return csrf_refused();
-    }
-    let Some(id) = form.get("request").cloned() else {
-        return no_request();
-    };
-    let (row, pending) = match load_request(&s, &id, &headers).await {
+    let (id, row, pending) = match posted_request(&s, &headers, &form).await {
         Ok(r) => r,
         Err(page) => return page,
     };
@@ -643,13 +654,7 @@ pub async fn consent_submit(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if !csrf_ok(&s, &headers, &form) {
-        return csrf_refused();
-    }
-    let Some(id) = form.get("request").cloned() else {
-        return no_request();
-    };
-    let (row, pending) = match load_request(&s, &id, &headers).await {
+    let (id, row, pending) = match posted_request(&s, &headers, &form).await {
         Ok(r) => r,
         Err(page) => return page,
     };

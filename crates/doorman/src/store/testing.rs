@@ -44,3 +44,15 @@ pub async fn fresh_postgres(base: &str) -> String {
     let (prefix, _) = base.rsplit_once('/').expect("a database URL has a path");
     format!("{prefix}/{name}")
 }
+
+/// Inserts a bare local person `id` (tests of tables that reference `users`).
+pub async fn insert_person(store: &Store, id: &str) {
+    super::on_pool!(store, pool => sqlx::query(
+        "INSERT INTO users (id, issuer, subject, username, created_at) VALUES ($1, 'local', $1, $1, 0)",
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .map(|_| ()))
+    .unwrap();
+}

@@ -4,7 +4,7 @@
 
 use super::*;
 
-use super::testing::engines;
+use super::testing::{engines, insert_person};
 
 fn row(id: &str, last_seen_at: i64) -> SessionRow {
     SessionRow {
@@ -110,17 +110,6 @@ async fn an_unreachable_postgres_is_a_clear_error() {
     );
 }
 
-async fn a_person(store: &Store, id: &str) {
-    on_pool!(store, pool => sqlx::query(
-        "INSERT INTO users (id, issuer, subject, username, created_at) VALUES ($1, 'local', $1, $1, 0)",
-    )
-    .bind(id)
-    .execute(pool)
-    .await
-    .map(|_| ()))
-    .unwrap();
-}
-
 fn grant(id: &str, user: &str) -> GrantRow {
     GrantRow {
         id: id.into(),
@@ -143,7 +132,7 @@ fn grant(id: &str, user: &str) -> GrantRow {
 async fn codes_and_refresh_tokens_work_once_on_every_engine() {
     for (store, _guard) in engines().await {
         let engine = store.engine();
-        a_person(&store, "alice").await;
+        insert_person(&store, "alice").await;
         let code = CodeRow {
             code_hash: "code-hash".into(),
             client_id: "client-a".into(),
@@ -251,7 +240,7 @@ async fn codes_and_refresh_tokens_work_once_on_every_engine() {
 async fn dynamic_clients_expire_unless_a_grant_is_live() {
     for (store, _guard) in engines().await {
         let engine = store.engine();
-        a_person(&store, "alice").await;
+        insert_person(&store, "alice").await;
         for id in ["client-a", "client-b"] {
             store
                 .upsert_client(&ClientRow {

@@ -52,7 +52,10 @@ pub fn open(ring: &KeyRing, which: Which, row: &ConnectionRow) -> Option<Zeroizi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{crypto::random_token, store::testing::engines};
+    use crate::{
+        crypto::random_token,
+        store::testing::{engines, insert_person as person},
+    };
 
     fn ring() -> KeyRing {
         KeyRing::parse(&format!("k1 {}\n", random_token(32))).unwrap()
@@ -94,17 +97,6 @@ mod tests {
             created_at: 1_000,
             updated_at: 1_000,
         }
-    }
-
-    async fn person(store: &crate::store::Store, id: &str) {
-        crate::store::on_pool!(store, pool => sqlx::query(
-            "INSERT INTO users (id, issuer, subject, username, created_at) VALUES ($1, 'local', $1, $1, 0)",
-        )
-        .bind(id)
-        .execute(pool)
-        .await
-        .map(|_| ()))
-        .unwrap();
     }
 
     #[test]
