@@ -144,3 +144,22 @@ def rpc_json(response) -> dict:
         assert finals, response.text
         return finals[-1]
     return response.json()
+
+
+def fresh_postgres_url() -> str:
+    """A new, empty database on the test PostgreSQL (scripts/test starts it); its URL."""
+    import glob
+    import secrets
+    import subprocess
+    from urllib.parse import urlsplit
+
+    url = os.environ.get("DOORMAN_TEST_POSTGRES_URL")
+    if not url:
+        pytest.fail("DOORMAN_TEST_POSTGRES_URL is not set (scripts/test starts PostgreSQL)")
+    parts = urlsplit(url)
+    name = f"doorman_e2e_{secrets.token_hex(6)}"
+    createdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/createdb"))
+    assert createdb, "createdb not found (scripts/setup-test-env installs PostgreSQL)"
+    subprocess.run([createdb[-1], "-h", parts.hostname, "-p", str(parts.port or 5432),
+                    "-U", parts.username or "postgres", name], check=True, capture_output=True, timeout=60)
+    return parts._replace(path=f"/{name}").geturl()

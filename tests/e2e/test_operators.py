@@ -195,3 +195,25 @@ def test_consent_is_remembered_unless_the_client_asks_again(ops):
     assert consent_pages({}) == 1
     assert consent_pages({}) == 0, "approved once, remembered"
     assert consent_pages({"prompt": "consent"}) == 1, "prompt=consent asks again"
+
+
+def test_sign_in_grants_and_key_rotation_on_postgresql(py_upstream):
+    """Layer 1 on the multi-node engine: the same flow, the CLI on the shared store, and a key
+    rotated by the CLI picked up by the running server."""
+    from conftest import fresh_postgres_url
+    d = accounts_doorman("doorman-ops-postgres", [{"name": "py", "url": py_upstream.url}],
+                         extra_toml=CLIENTS_TOML, server={"database_url": fresh_postgres_url()})
+    try:
+        add_user(d, "erin", "erin's long password")
+        tokens = tokens_for(d, "erin", "erin's long password")
+        assert mcp_status(d, tokens["access_token"]) == 200
+        listed = json.loads(cli(d, "grants", "list", "--json").stdout)
+        assert [g["user"] for g in listed] == ["erin"] and listed[0]["state"] == "active"
+        r = httpx2.post(f"{d.base}/oauth/token", data={"grant_type": "refresh_token",
+                                                        "refresh_token": tokens["refresh_token"], "client_id": CLIENT})
+        assert r.status_code == 200, r.text
+        assert cli(d, "keys", "rotate").returncode == 0
+        assert cli(d, "grants", "revoke", "--user", "erin").returncode == 0
+        assert wait_for_status(d, r.json()["access_token"], 401) == 401
+    finally:
+        d.stop()
