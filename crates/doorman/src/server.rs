@@ -14,7 +14,7 @@ use crate::{
     config::{Config, LogFormat},
     crypto::KeyRing,
     edge::{EdgePolicy, check_host_and_origin},
-    gateway::{Gateway, endpoint},
+    gateway::{Gateway, endpoint, upstream_http::HttpClient},
     sign_in::{AuthServer, bearer::require_token, setup},
     store::Store,
 };
@@ -116,7 +116,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let ring = Arc::new(ring);
-    let auth = AuthServer::new(&config, store.clone(), clock.clone(), ring).await?;
+    // One pooled client for everything Doorman calls that the operator configured (upstreams,
+    // SSO providers); building one loads the platform's root certificates.
+    let http = HttpClient::new()?;
+    let auth = AuthServer::new(&config, store.clone(), clock.clone(), ring, http.clone()).await?;
     if let Some(auth) = &auth {
         auth.spawn_maintenance();
         if let Some(link) = setup::first_run_link(auth).await? {
@@ -137,7 +140,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "[[resources]] are configured, but layer 2 (connections and token injection) is not active in this version; upstreams receive no resource tokens yet"
         );
     }
-    let gateway = Arc::new(Gateway::new(&config, store.clone(), clock)?);
+    let gateway = Arc::new(Gateway::new(&config, store.clone(), clock, http)?);
     let idle = config.server.session_idle_timeout.0;
     gateway.spawn_sweeper((idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60)));
     let listener = tokio::net::TcpListener::bind(config.server.listen)

@@ -1,8 +1,6 @@
 //! `doorman clients …`, `doorman grants …` and `doorman keys rotate`: the authorization
 //! server's clients, people's sign-ins at them, and its signing keys.
 
-use std::sync::Arc;
-
 use anyhow::bail;
 use clap::Subcommand;
 use serde_json::json;
@@ -61,9 +59,8 @@ async fn person_id(store: &Store, who: &str) -> anyhow::Result<String> {
 }
 
 pub async fn clients(cmd: ClientsCommand, config: &Config) -> anyhow::Result<()> {
-    let (store, _) = super::open(config).await?;
+    super::with_store(config, async |store, _ring| {
     let now = SystemClock.now_ms();
-    let outcome = async {
         match cmd {
             ClientsCommand::List { json } => {
                 let mut rows: Vec<serde_json::Value> = config
@@ -120,20 +117,17 @@ pub async fn clients(cmd: ClientsCommand, config: &Config) -> anyhow::Result<()>
             }
         }
         Ok(())
-    }
-    .await;
-    store.close().await;
-    outcome
+    })
+    .await
 }
 
 pub async fn grants(cmd: GrantsCommand, config: &Config) -> anyhow::Result<()> {
-    let (store, _) = super::open(config).await?;
-    let now = SystemClock.now_ms();
-    let outcome = async {
+    super::with_store(config, async |store, _ring| {
+        let now = SystemClock.now_ms();
         match cmd {
             GrantsCommand::List { user, json } => {
                 let who = match &user {
-                    Some(u) => Some(person_id(&store, u).await?),
+                    Some(u) => Some(person_id(store, u).await?),
                     None => None,
                 };
                 let grants = store.grants(who.as_deref()).await?;
@@ -185,7 +179,7 @@ pub async fn grants(cmd: GrantsCommand, config: &Config) -> anyhow::Result<()> {
                     println!("revoked grant {id}");
                 }
                 (None, Some(u)) => {
-                    let who = person_id(&store, &u).await?;
+                    let who = person_id(store, &u).await?;
                     let n = store
                         .sign_out_everywhere(&who, now, "revoked by an operator")
                         .await?;
@@ -195,27 +189,21 @@ pub async fn grants(cmd: GrantsCommand, config: &Config) -> anyhow::Result<()> {
             },
         }
         Ok(())
-    }
-    .await;
-    store.close().await;
-    outcome
+    })
+    .await
 }
 
 pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
-    let (store, ring) = super::open(config).await?;
-    let outcome = async {
+    super::with_store(config, async |store, ring| {
         match cmd {
             KeysCommand::Rotate => {
-                let ring = Arc::clone(&ring);
-                let kid = keys::add_key(&store, &ring, SystemClock.now_ms()).await?;
+                let kid = keys::add_key(store, ring, SystemClock.now_ms()).await?;
                 println!(
                     "new signing key {kid}; the previous one verifies until its tokens expire (running servers pick the new key up within 10 s)"
                 );
             }
         }
         Ok(())
-    }
-    .await;
-    store.close().await;
-    outcome
+    })
+    .await
 }

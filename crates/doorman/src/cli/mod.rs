@@ -19,6 +19,17 @@ pub async fn open(config: &Config) -> anyhow::Result<(Store, Arc<KeyRing>)> {
 
 pub(crate) use users::utc;
 
+/// Runs an operator command against the store (closed afterwards, whatever the outcome).
+pub async fn with_store<T>(
+    config: &Config,
+    command: impl AsyncFnOnce(&Store, &Arc<KeyRing>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let (store, ring) = open(config).await?;
+    let outcome = command(&store, &ring).await;
+    store.close().await;
+    outcome
+}
+
 /// A plain-text table: a header row and left-aligned columns two spaces apart.
 pub(crate) fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(|h| h.chars().count());

@@ -69,11 +69,16 @@ pub enum TotpAction {
 
 /// Runs one `users` command against the configured store.
 pub async fn run(cmd: UsersCommand, config: &Config) -> anyhow::Result<()> {
-    let (store, keys) = super::open(config).await?;
-    let accounts = Accounts::new(store.clone(), Arc::new(SystemClock), keys, &config.sign_in);
-    let outcome = execute(cmd, &store, &accounts).await;
-    store.close().await;
-    outcome
+    super::with_store(config, async |store, keys| {
+        let accounts = Accounts::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            keys.clone(),
+            &config.sign_in,
+        );
+        execute(cmd, store, &accounts).await
+    })
+    .await
 }
 
 async fn execute(cmd: UsersCommand, store: &Store, accounts: &Accounts) -> anyhow::Result<()> {

@@ -166,10 +166,9 @@ pub async fn post(
         None => None,
         Some(v) => match v.to_str().ok().filter(|s| !s.is_empty()) {
             None => return not_found_session(),
-            Some(id) => match gw.sessions.get(id).await {
-                Ok(Some(s)) if owned_by(&s, user) => Some(s),
-                Ok(_) => return not_found_session(),
-                Err(e) => return store_failure(e),
+            Some(id) => match owned_session(&gw, id, user).await {
+                Ok(s) => Some(s),
+                Err(refusal) => return refusal,
             },
         },
     };
@@ -305,10 +304,8 @@ pub async fn delete(
         return error_reply(StatusCode::BAD_REQUEST, None, &e);
     };
     // Another person's session is, to this caller, a session that does not exist.
-    match gw.sessions.get(id).await {
-        Ok(Some(s)) if owned_by(&s, user) => {}
-        Ok(_) => return not_found_session(),
-        Err(e) => return store_failure(e),
+    if let Err(refusal) = owned_session(&gw, id, user).await {
+        return refusal;
     }
     match gw.sessions.end(id).await {
         Ok(Some(session)) => {
@@ -335,10 +332,9 @@ pub async fn get(
             .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
         return r;
     };
-    let session = match gw.sessions.get(id).await {
-        Ok(Some(s)) if owned_by(&s, user) => s,
-        Ok(_) => return not_found_session(),
-        Err(e) => return store_failure(e),
+    let session = match owned_session(&gw, id, user).await {
+        Ok(s) => s,
+        Err(refusal) => return refusal,
     };
     if !Accept::from(&headers).sse {
         let e = RpcError::new(
@@ -764,8 +760,16 @@ fn request_id(incoming: &Incoming) -> Option<&Id> {
 /// A stateful session belongs to the person who opened it (MCP 2025-11-25 security best
 /// practices, "Session Hijacking": sessions are bound to user information, and a session id
 /// never authenticates by itself). Someone else's session id is answered like an unknown one.
-fn owned_by(session: &Session, user: Option<&str>) -> bool {
-    session.user_id.as_deref() == user
+async fn owned_session(
+    gw: &Gateway,
+    id: &str,
+    user: Option<&str>,
+) -> Result<Arc<Session>, Response> {
+    match gw.sessions.get(id).await {
+        Ok(Some(s)) if s.user_id.as_deref() == user => Ok(s),
+        Ok(_) => Err(not_found_session()),
+        Err(e) => Err(store_failure(e)),
+    }
 }
 
 fn not_found_session() -> Response {

@@ -26,8 +26,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: &Config, store: Store, clock: SharedClock) -> anyhow::Result<Self> {
-        let http = upstream_http::HttpClient::new()?;
+    pub fn new(
+        config: &Config,
+        store: Store,
+        clock: SharedClock,
+        http: upstream_http::HttpClient,
+    ) -> anyhow::Result<Self> {
         let upstreams = config
             .upstreams
             .iter()

@@ -93,6 +93,7 @@ impl AuthServer {
         store: Store,
         clock: SharedClock,
         ring: Arc<KeyRing>,
+        http: crate::gateway::upstream_http::HttpClient,
     ) -> anyhow::Result<Option<Arc<Self>>> {
         if config.sign_in.mode == SignInMode::Local {
             return Ok(None);
@@ -128,7 +129,6 @@ impl AuthServer {
             clock.clone(),
         );
         let clients = Clients::new(&si.clients, store.clone(), metadata, assertions)?;
-        let http = crate::gateway::upstream_http::HttpClient::new()?;
         let providers = si
             .oidc
             .iter()
