@@ -8,6 +8,12 @@ walk its login and consent pages with a plain HTTP client.
     try: ...
     finally: idp.stop()
 
+As a resource's authorization server (GitHub/Linear stand-in; JWT access tokens for one audience):
+
+    idp = start_idp(clients=[...], accounts=[...],
+                    resource_server=resource_server("http://127.0.0.1:9500/mcp", access_token_ttl=60))
+    idp.count("/token", grant_type="refresh_token"); idp.revocations()
+
 Plain functions and classes; fixtures live in the test files or conftest.py.
 """
 
@@ -47,6 +53,15 @@ def idp_client(client_id: str, secret: str | None, redirect_uris: list[str], *,
     if secret is not None:
         out["client_secret"] = secret
     return out
+
+
+def resource_server(audience: str, scopes: list[str] | None = None, *, access_token_ttl: int = 3600,
+                    always_refresh: bool = False) -> dict:
+    """The `resource_server` config of idp.mjs: JWT access tokens (RFC 9068) for `audience`, with
+    the resource's `scopes` (default notes:read, notes:write). `always_refresh`: a refresh token
+    even without offline_access, as GitHub and Linear do."""
+    return {"audience": audience, "scopes": list(scopes or ["notes:read", "notes:write"]),
+            "access_token_ttl": access_token_ttl, "always_refresh": always_refresh}
 
 
 class Idp:
@@ -111,26 +126,51 @@ class Idp:
                                                        "header": header or {}, "key": key,
                                                        "tamper_signature": tamper_signature})
 
-    def fail(self, path: str, status: int = 503, times: int = 1) -> None:
-        """The next `times` requests to `path` (e.g. "/token", "/jwks") answer `status`."""
-        self._control("POST", "fail", {"path": path, "status": status, "times": times})
+    def fail(self, path: str, status: int = 503, times: int = 1, *, grant_type: str | None = None,
+             error: str | None = None, error_description: str | None = None) -> None:
+        """The next `times` requests to `path` (e.g. "/token", "/jwks") answer `status` with
+        {"error": error}; with `grant_type`, only token requests of that grant fail. `error`
+        defaults to temporarily_unavailable for 5xx, invalid_grant otherwise."""
+        body = {"path": path, "status": status, "times": times, "grant_type": grant_type}
+        if error is not None:
+            body["error"] = error
+        if error_description is not None:
+            body["error_description"] = error_description
+        self._control("POST", "fail", body)
 
-    def requests(self) -> list[dict]:
-        """What clients sent to /auth, /token, /me, /jwks, discovery (secrets masked)."""
-        return self._control("GET", "requests")
+    def requests(self, path: str | None = None) -> list[dict]:
+        """What clients sent to /auth, /token, /token/revocation, /me, /jwks, discovery (secrets
+        masked; injected failures carry "injected": true), oldest first; only `path`'s if given."""
+        seen = self._control("GET", "requests")
+        return [r for r in seen if path is None or r["path"] == path]
+
+    def count(self, path: str, grant_type: str | None = None) -> int:
+        """How many requests reached `path` (of that `grant_type`, for /token), failures included."""
+        return sum(1 for r in self.requests(path)
+                   if grant_type is None or r["params"].get("grant_type") == grant_type)
+
+    def revocations(self) -> list[dict]:
+        """Every revocation request: {client_id, token_type_hint, status, token_sha256_prefix}."""
+        return self._control("GET", "revocations")["revocations"]
 
     def reset_requests(self) -> None:
         self._control("POST", "reset-requests", {})
 
 
 def start_idp(clients: list[dict], accounts: list[dict], *, name: str = "idp", port: int | None = None,
-              ttl: dict | None = None, timeout: float = 20.0) -> Idp:
+              ttl: dict | None = None, resource_server: dict | None = None, timeout: float = 20.0) -> Idp:
     """Starts tests/peers/idp.mjs on 127.0.0.1 (a free port unless given); its output goes to
-    tests/artifacts/<name>.log."""
+    tests/artifacts/<name>.log. `resource_server` (see `resource_server()`) makes it also the
+    authorization server of that resource."""
     port = port or free_port()
     cfg_dir = Path(tempfile.mkdtemp(prefix=f"doorman-{name}-"))
     cfg = cfg_dir / "idp.json"
-    cfg.write_text(json.dumps({"clients": clients, "accounts": accounts, **({"ttl": ttl} if ttl else {})}))
+    config = {"clients": clients, "accounts": accounts}
+    if ttl:
+        config["ttl"] = ttl
+    if resource_server:
+        config["resource_server"] = resource_server
+    cfg.write_text(json.dumps(config))
     proc = Proc(name, [NODE, IDP_SCRIPT, "--port", str(port), "--config", cfg])
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", timeout, proc)

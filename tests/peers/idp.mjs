@@ -24,7 +24,13 @@
 //       "groups": ["engineering"],          // any other key is one more claim (scope profile)
 //       "disabled": false
 //     }],
-//     "ttl": {"AccessToken": 3600, "IdToken": 3600, "RefreshToken": 1209600, ...}   // optional
+//     "ttl": {"AccessToken": 3600, "IdToken": 3600, "RefreshToken": 1209600, ...},  // optional
+//     "resource_server": {               // optional: also the authorization server of a resource
+//       "audience": "http://127.0.0.1:9500/mcp",   // the one resource (RFC 8707 indicator, `aud`)
+//       "scopes": ["notes:read", "notes:write"],   // its scopes (beside the OIDC ones)
+//       "access_token_ttl": 3600,        // seconds; short values let tests exercise refresh
+//       "always_refresh": false          // true: a refresh token without offline_access
+//     }
 //   }
 //
 // The provider:
@@ -36,9 +42,24 @@
 //   amr ["pwd"] and acr "urn:doorman-test:pwd" (a password login) are in every ID token.
 //   PKCE (S256) is required for every client. ID tokens are RS256 by default (an ES256 key is
 //   published too; a client may ask for it with id_token_signed_response_alg).
-//   Refresh tokens: ask for offline_access; oidc-provider (per OIDC Core §11) drops it when the
-//   request has a `prompt` without `consent` (so `prompt=login` alone gets no refresh token;
-//   no prompt, or `prompt=consent`, or `prompt=login consent` do). Refresh tokens rotate.
+//   Refresh tokens: ask for offline_access with prompt=consent; oidc-provider (per OIDC Core
+//   §11) drops offline_access from any authorization request whose `prompt` lacks `consent`,
+//   including one with no prompt at all (`prompt=consent` or `prompt=login consent` get a
+//   refresh token). With `resource_server`, a request with offline_access and no prompt gets
+//   prompt=consent added, so it gets a refresh token too. Refresh tokens rotate.
+//
+// As a resource's authorization server (config `resource_server`; standing in for GitHub,
+// Linear, ...): access tokens from the code and refresh grants are JWTs (RFC 9068, header typ
+// at+jwt, RS256) with iss, sub, aud (the audience), client_id, scope (only the resource's scopes
+// that were granted, e.g. "notes:read"), iat, exp, jti. A client that sends no `resource` gets
+// the audience by default; any other `resource` is invalid_target. The OIDC scopes still work
+// beside them ("openid email notes:read offline_access" gives an ID token too), and so does a
+// request with no OIDC scope at all ("notes:read"; no nonce then: OIDC parameters need openid).
+// Clients default to require_auth_time false in this mode for the same reason. Discovery lists
+// the resource's scopes in scopes_supported and is served at
+// /.well-known/oauth-authorization-server (RFC 8414) too. Such a JWT is not accepted at /me
+// and cannot be revoked (oidc-provider answers 400 unsupported_token_type, as RFC 7009 allows);
+// revoking the refresh token ends the grant and its refresh tokens (JWTs live until exp).
 //
 // Pages (plain HTML forms, no scripts, nothing loaded from elsewhere; work for an HTTP client
 // and for a browser alike):
@@ -66,19 +87,27 @@
 //        (claims merged, `remove`d claims dropped, header fields merged; "unpublished" signs
 //        with an RS256 key that is never in the JWKS; tamper_signature flips the signature).
 //        For negative tests: wrong nonce/aud/azp/iss, expired, unknown kid, bad signature.
-//   POST /_control/fail                      body: {"path": "/token", "status": 503, "times": 1}
-//        the next `times` requests to that path answer `status` (a provider having a bad day).
+//   POST /_control/fail                      body: {"path": "/token", "status": 503, "times": 1,
+//        "grant_type": "refresh_token", "error": "invalid_grant", "error_description": ".."}
+//        the next `times` requests to that path (only token requests of that grant_type, if
+//        given) answer `status` with {"error", "error_description"} (a provider having a bad
+//        day; error defaults to temporarily_unavailable for 5xx, invalid_grant otherwise).
 //   GET  /_control/requests                  what clients sent: [{method, path, route, status,
-//        params}] for /auth, /token (no secrets: code, tokens, verifier and client_secret are
-//        masked), /me, /jwks and discovery, oldest first (last 500).
-//   POST /_control/reset-requests
+//        params}] for /auth, /token, /token/revocation (no secrets: code, tokens, verifier and
+//        client_secret are masked; grant_type and token_type_hint show), /me, /jwks and
+//        discovery, oldest first (last 500). Requests answered by /_control/fail are there too,
+//        with "injected": true.
+//   GET  /_control/revocations               {"count": N, "revocations": [{client_id,
+//        token_type_hint, status, token_sha256_prefix}]}: every revocation request, oldest first;
+//        token_sha256_prefix is the first 12 hex digits of SHA-256 of the token (never the token).
+//   POST /_control/reset-requests            empties both logs
 
 import { createHash, generateKeyPairSync, randomBytes, sign as cryptoSign } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import { parseArgs } from 'node:util';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 // --- configuration ------------------------------------------------------------------------
 
@@ -96,6 +125,22 @@ const config = configPath
   ? JSON.parse(readFileSync(configPath, 'utf8'))
   : JSON.parse(process.env.IDP_CONFIG_JSON ?? '{}');
 const issuer = `http://127.0.0.1:${port}`;
+const resourceServer = readResourceServer(config.resource_server);
+
+function readResourceServer(rs) {
+  if (!rs) return null;
+  if (!URL.canParse(rs.audience ?? '')) throw new Error('resource_server.audience must be an absolute URL');
+  const scopes = rs.scopes ?? [];
+  if (!Array.isArray(scopes) || scopes.some((s) => typeof s !== 'string' || !s || s.includes(' '))) {
+    throw new Error('resource_server.scopes must be a list of scope names');
+  }
+  return {
+    audience: rs.audience,
+    scopes,
+    accessTokenTTL: Number(rs.access_token_ttl ?? 3600),
+    alwaysRefresh: Boolean(rs.always_refresh),
+  };
+}
 
 const log = (...args) => console.log('idp:', ...args);
 
@@ -230,8 +275,9 @@ const clients = (config.clients ?? []).map(({ skip_consent: skip, ...c }) => {
 // --- control state --------------------------------------------------------------------------
 
 const idTokenChanges = []; // queued /_control/next-id-token bodies
-const failures = []; // {path, status, times}
+const failures = []; // {path, status, times, grant_type, error, error_description}
 const requests = [];
+const revocations = []; // {client_id, token_type_hint, status, token_sha256_prefix}
 const MASKED = new Set(['code', 'code_verifier', 'refresh_token', 'client_secret', 'token',
   'client_assertion', 'password']);
 
@@ -239,6 +285,13 @@ function masked(params) {
   const out = {};
   for (const [k, v] of Object.entries(params ?? {})) out[k] = MASKED.has(k) && v ? '***' : v;
   return out;
+}
+
+const sha256Prefix = (value) => createHash('sha256').update(String(value)).digest('hex').slice(0, 12);
+
+function logRequest(entry) {
+  requests.push(entry);
+  if (requests.length > 500) requests.shift();
 }
 
 function rewriteIdToken(idToken, change) {
@@ -275,6 +328,36 @@ const ttl = {
   Interaction: 3600,
   ...(config.ttl ?? {}),
 };
+if (resourceServer) {
+  // The resource's own lifetime for its JWTs; other access tokens keep ttl.AccessToken.
+  const fallback = ttl.AccessToken;
+  ttl.AccessToken = (ctx, token, client) => token.resourceServer?.accessTokenTTL
+    ?? (typeof fallback === 'function' ? fallback(ctx, token, client) : fallback);
+}
+
+// RFC 8707 / RFC 9068: the one resource this provider issues JWT access tokens for.
+function resourceIndicators() {
+  if (!resourceServer) return {};
+  return {
+    resourceIndicators: {
+      enabled: true,
+      // No `resource` in the request: the audience, as GitHub/Linear issue for their only API.
+      defaultResource: async (ctx, client, oneOf) => oneOf ?? resourceServer.audience,
+      // The refresh grant keeps issuing for the granted resource without being told again.
+      useGrantedResource: async () => true,
+      async getResourceServerInfo(ctx, indicator) {
+        if (indicator !== resourceServer.audience) throw new errors.InvalidTarget();
+        return {
+          audience: resourceServer.audience,
+          scope: resourceServer.scopes.join(' '),
+          accessTokenTTL: resourceServer.accessTokenTTL,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    },
+  };
+}
 
 const PROFILE = ['name', 'preferred_username', 'given_name', 'family_name'];
 
@@ -308,7 +391,8 @@ function buildProvider() {
       response_types: ['code'],
       id_token_signed_response_alg: 'RS256',
       token_endpoint_auth_method: 'client_secret_basic',
-      require_auth_time: true,
+      // OIDC parameters need the openid scope; a resource's client may ask for "notes:read" alone.
+      require_auth_time: !resourceServer,
     },
     pkce: { required: () => true },
     features: {
@@ -316,10 +400,19 @@ function buildProvider() {
       revocation: { enabled: true },
       introspection: { enabled: true },
       rpInitiatedLogout: { enabled: false },
+      ...resourceIndicators(),
     },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     ttl,
     rotateRefreshToken: true,
+    async issueRefreshToken(ctx, client, source) {
+      // GitHub/Linear style (always_refresh): a refresh token without any OIDC scope.
+      return client.grantTypeAllowed('refresh_token')
+        && (source.scopes.has('offline_access') || Boolean(resourceServer?.alwaysRefresh));
+    },
+    async expiresWithSession(ctx, source) {
+      return !source.scopes.has('offline_access') && !resourceServer?.alwaysRefresh;
+    },
     async findAccount(ctx, sub) {
       const a = bySub(sub);
       if (!a || a.disabled) return undefined;
@@ -341,6 +434,10 @@ function buildProvider() {
         grant.addOIDCScope([...oidc.requestParamScopes].join(' '));
         const claims = [...oidc.requestParamClaims];
         if (claims.length) grant.addOIDCClaims(claims);
+        for (const [indicator, server] of Object.entries(oidc.resourceServers ?? {})) {
+          const scopes = [...oidc.requestParamScopes].filter((s) => server.scopes.has(s));
+          if (scopes.length) grant.addResourceScope(indicator, scopes.join(' '));
+        }
         await grant.save();
       }
       return grant;
@@ -357,12 +454,22 @@ function buildProvider() {
     await next();
     const route = ctx.oidc?.route;
     if (['authorization', 'resume', 'token', 'userinfo', 'jwks', 'discovery', 'revocation'].includes(route)) {
-      const params = route === 'token' || route === 'revocation'
-        ? masked(ctx.oidc?.params ?? ctx.request.body)
-        : masked(route === 'authorization' ? ctx.query : {});
-      if (route === 'token' && ctx.oidc?.client) params.client_id = ctx.oidc.client.clientId;
-      requests.push({ method: ctx.method, path: ctx.path, route, status: ctx.status, params });
-      if (requests.length > 500) requests.shift();
+      const raw = route === 'token' || route === 'revocation' ? (ctx.oidc?.params ?? ctx.request.body) : null;
+      const params = raw ? masked(raw) : masked(route === 'authorization' ? ctx.query : {});
+      if ((route === 'token' || route === 'revocation') && ctx.oidc?.client) params.client_id = ctx.oidc.client.clientId;
+      logRequest({ method: ctx.method, path: ctx.path, route, status: ctx.status, params });
+      if (route === 'revocation') {
+        revocations.push({
+          client_id: params.client_id ?? null,
+          token_type_hint: raw?.token_type_hint ?? null,
+          status: ctx.status,
+          token_sha256_prefix: raw?.token ? sha256Prefix(raw.token) : null,
+        });
+        if (revocations.length > 500) revocations.shift();
+      }
+    }
+    if (route === 'discovery' && resourceServer && ctx.body?.scopes_supported) {
+      ctx.body = { ...ctx.body, scopes_supported: [...new Set([...ctx.body.scopes_supported, ...resourceServer.scopes])] };
     }
     if (route === 'token' && ctx.status === 200 && ctx.body?.id_token && idTokenChanges.length) {
       ctx.body = { ...ctx.body, id_token: rewriteIdToken(ctx.body.id_token, idTokenChanges.shift()) };
@@ -580,12 +687,23 @@ async function control(req, res, path) {
     idTokenChanges.push(json);
     sendJson(res, 200, { queued: idTokenChanges.length, unpublished_kid: unpublishedKey.kid });
   } else if (req.method === 'POST' && path === '/_control/fail') {
-    failures.push({ path: json.path, status: json.status ?? 503, times: json.times ?? 1 });
+    const status = json.status ?? 503;
+    failures.push({
+      path: json.path,
+      status,
+      times: json.times ?? 1,
+      grant_type: json.grant_type ?? null,
+      error: json.error ?? (status >= 500 ? 'temporarily_unavailable' : 'invalid_grant'),
+      error_description: json.error_description ?? 'injected failure',
+    });
     sendJson(res, 200, { queued: failures.length });
   } else if (req.method === 'GET' && path === '/_control/requests') {
     sendJson(res, 200, requests);
+  } else if (req.method === 'GET' && path === '/_control/revocations') {
+    sendJson(res, 200, { count: revocations.length, revocations });
   } else if (req.method === 'POST' && path === '/_control/reset-requests') {
     requests.length = 0;
+    revocations.length = 0;
     sendJson(res, 200, {});
   } else {
     sendJson(res, 404, { error: 'no such control endpoint' });
@@ -593,6 +711,39 @@ async function control(req, res, path) {
 }
 
 // --- the server -----------------------------------------------------------------------------
+
+const ROUTES = { '/auth': 'authorization', '/token': 'token', '/token/revocation': 'revocation', '/me': 'userinfo',
+  '/jwks': 'jwks', '/.well-known/openid-configuration': 'discovery' };
+
+// Answers the request with a queued /_control/fail failure if one matches; true if it did.
+async function injectedFailure(req, res, pathname) {
+  const queued = failures.filter((f) => f.path === pathname && f.times > 0);
+  if (!queued.length) return false;
+  let params = Object.fromEntries(new URL(req.url, issuer).searchParams);
+  if (req.method === 'POST') {
+    // Read the form to match grant_type; oidc-provider falls back to req.body when the
+    // stream is spent, so a request that does not match still reaches it intact.
+    const raw = await readBody(req);
+    req.body = raw;
+    params = Object.fromEntries(new URLSearchParams(raw));
+  }
+  const failure = queued.find((f) => !f.grant_type || f.grant_type === params.grant_type);
+  if (!failure) return false;
+  const basic = /^Basic (.+)$/i.exec(req.headers.authorization ?? '');
+  if (basic && !params.client_id) {
+    params.client_id = decodeURIComponent(Buffer.from(basic[1], 'base64').toString('utf8').split(':')[0]);
+  }
+  failure.times -= 1;
+  if (failure.times === 0) failures.splice(failures.indexOf(failure), 1);
+  const route = ROUTES[pathname] ?? null;
+  logRequest({ method: req.method, path: pathname, route, status: failure.status, params: masked(params), injected: true });
+  if (route === 'revocation') {
+    revocations.push({ client_id: params.client_id ?? null, token_type_hint: params.token_type_hint ?? null,
+      status: failure.status, token_sha256_prefix: params.token ? sha256Prefix(params.token) : null, injected: true });
+  }
+  sendJson(res, failure.status, { error: failure.error, error_description: failure.error_description });
+  return true;
+}
 
 const server = http.createServer(async (req, res) => {
   const { pathname } = new URL(req.url, issuer);
@@ -605,12 +756,20 @@ const server = http.createServer(async (req, res) => {
       await control(req, res, pathname);
       return;
     }
-    const failure = failures.find((f) => f.path === pathname && f.times > 0);
-    if (failure) {
-      failure.times -= 1;
-      if (failure.times === 0) failures.splice(failures.indexOf(failure), 1);
-      sendJson(res, failure.status, { error: 'temporarily_unavailable', error_description: 'injected failure' });
-      return;
+    if (await injectedFailure(req, res, pathname)) return;
+    if (resourceServer && pathname === '/auth' && req.method === 'GET') {
+      // A resource's client asking for offline_access expects a refresh token without knowing
+      // oidc-provider wants prompt=consent for it (see the header).
+      const url = new URL(req.url, issuer);
+      if (!url.searchParams.has('prompt')
+        && (url.searchParams.get('scope') ?? '').split(' ').includes('offline_access')) {
+        url.searchParams.set('prompt', 'consent');
+        req.url = `${url.pathname}${url.search}`;
+      }
+    }
+    if (resourceServer && pathname === '/.well-known/oauth-authorization-server') {
+      // RFC 8414 metadata: the same document as OIDC discovery (the issuer has no path).
+      req.url = '/.well-known/openid-configuration';
     }
     if (pathname.startsWith('/interaction/')) {
       await interaction(req, res, pathname);

@@ -17,6 +17,7 @@ use crate::{
     gateway::{Gateway, endpoint, upstream_http::HttpClient},
     sign_in::{AuthServer, bearer::require_token, setup},
     store::Store,
+    vault::{Vault, connect::ConnectApp},
 };
 
 /// Sets up logging: human-readable by default, JSON lines on request; always to stderr.
@@ -65,7 +66,7 @@ pub fn app(
                 .post(endpoint::post)
                 .delete(endpoint::delete),
         )
-        .with_state(gateway)
+        .with_state(gateway.clone())
         .layer(middleware::from_fn_with_state(auth.clone(), require_token))
         .layer(middleware::from_fn_with_state(edge, check_host_and_origin));
     let mut router = Router::new()
@@ -76,6 +77,19 @@ pub fn app(
         .merge(mcp);
     if let Some(auth) = &auth {
         router = router.merge(auth.router());
+        if let Some(vault) = gateway.router.vault() {
+            let gw = Arc::downgrade(&gateway);
+            let connect = Arc::new(ConnectApp {
+                vault: vault.clone(),
+                auth: auth.clone(),
+                on_complete: Box::new(move |session, elicitation| {
+                    if let Some(gw) = gw.upgrade() {
+                        gw.elicitation_complete(session, elicitation);
+                    }
+                }),
+            });
+            router = router.merge(connect.router());
+        }
     }
     if let Some(clock) = test_clock {
         router = router.route(
@@ -134,13 +148,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::info!("no accounts yet: printed a one-time setup link on standard output");
         }
     }
-    if !config.resources.is_empty() {
-        tracing::warn!(
-            resources = config.resources.len(),
-            "[[resources]] are configured, but layer 2 (connections and token injection) is not active in this version; upstreams receive no resource tokens yet"
-        );
-    }
-    let gateway = Arc::new(Gateway::new(&config, store.clone(), clock, http)?);
+    // Layer 2 needs people: it runs with the authorization server (accounts mode).
+    let vault = match &auth {
+        Some(a) => {
+            let v = Arc::new(Vault::new(
+                &config,
+                store.clone(),
+                a.ring.clone(),
+                clock.clone(),
+                http.clone(),
+            )?);
+            v.spawn_maintenance();
+            Some(v)
+        }
+        None => None,
+    };
+    let gateway = Arc::new(Gateway::new(
+        &config,
+        store.clone(),
+        clock,
+        http,
+        vault.clone(),
+    )?);
     let idle = config.server.session_idle_timeout.0;
     gateway.spawn_sweeper((idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60)));
     let listener = tokio::net::TcpListener::bind(config.server.listen)

@@ -63,7 +63,8 @@ pub struct ResourceConfig {
     pub shared_token_file: Option<PathBuf>,
 }
 
-/// `identity = { … }`: exactly one of `userinfo_claim`, `api` (with `field`) or `token_field`.
+/// `identity = { … }`: exactly one of `userinfo_claim`, `id_token_claim`, `api` (with `field`)
+/// or `token_field`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
@@ -77,6 +78,10 @@ pub struct IdentityConfig {
     pub graphql: Option<String>,
     /// A field (dotted path) of the token response itself (`"owner.user.person.email"`).
     pub token_field: Option<String>,
+    /// A claim of the ID token in the token response (ask for the `openid` scope). The token
+    /// comes straight from the token endpoint over TLS, which OpenID Connect Core §3.1.3.7 (6)
+    /// accepts in place of checking its signature.
+    pub id_token_claim: Option<String>,
 }
 
 /// What a connection is bound to, and so how long it lives (DESIGN.md §5).
@@ -121,7 +126,20 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    if !config.resources.is_empty() && config.sign_in.mode == super::SignInMode::Local {
+        return Err(ConfigError::new(
+            "resources",
+            "connections belong to people: [[resources]] need sign_in.mode = \"accounts\" (local mode has no one to connect)",
+        ));
+    }
     for (i, up) in config.upstreams.iter().enumerate() {
+        // The built-in tools are `doorman_*`: an upstream named `doorman` would shadow them.
+        if up.name == "doorman" {
+            return Err(ConfigError::new(
+                format!("upstreams[{i}].name"),
+                "\"doorman\" is reserved for Doorman's built-in tools (doorman_whoami, …)",
+            ));
+        }
         if let Some(name) = &up.resource
             && !config.resources.iter().any(|r| &r.name == name)
         {

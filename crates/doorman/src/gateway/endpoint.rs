@@ -35,10 +35,11 @@ use super::{
         self, ALL_VERSIONS, Id, Incoming, LEGACY_VERSIONS, META_CLIENT_CAPABILITIES,
         META_PROTOCOL_VERSION, META_SERVER_INFO, MODERN_VERSION, RpcError, code,
     },
+    layer2::{PromptForm, Who},
     session::Session,
     upstream::{Outbound, SessionSlots, decode_header_value},
 };
-use crate::sign_in::Person;
+use crate::{sign_in::Person, vault::Caller};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -105,6 +106,57 @@ impl Conversation {
     }
 }
 
+/// One JSON-RPC request's parts.
+struct Rpc {
+    id: Id,
+    method: String,
+    params: Value,
+}
+
+/// The signed-in caller of a request, owned (the request's work outlives the handler).
+struct CallerParts {
+    user_id: String,
+    grant: String,
+    session_hash: Option<String>,
+    form: PromptForm,
+}
+
+impl CallerParts {
+    fn of(person: Option<&Person>, conversation: &Conversation) -> Option<Self> {
+        let claims = &person?.0;
+        let (session_hash, form) = match conversation {
+            Conversation::Stateful(s) => (
+                Some(s.id_hash.clone()),
+                PromptForm::of(&s.protocol_version, &s.client_capabilities, false),
+            ),
+            Conversation::Stateless {
+                client_capabilities,
+                ..
+            } => (
+                None,
+                PromptForm::of(MODERN_VERSION, client_capabilities, true),
+            ),
+        };
+        Some(Self {
+            user_id: claims.sub.clone(),
+            grant: claims.sid.clone(),
+            session_hash,
+            form,
+        })
+    }
+
+    fn who(&self) -> Who<'_> {
+        Who {
+            caller: Caller {
+                user_id: &self.user_id,
+                grant: &self.grant,
+                session_hash: self.session_hash.as_deref(),
+            },
+            form: self.form,
+        }
+    }
+}
+
 /// `POST /mcp`.
 pub async fn post(
     State(gw): State<Arc<Gateway>>,
@@ -112,7 +164,9 @@ pub async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let user = person.as_ref().map(|Extension(p)| p.0.sub.as_str());
+    let person = person.map(|Extension(p)| p);
+    let user_owned = person.as_ref().map(|p| p.0.sub.clone());
+    let user = user_owned.as_deref();
     // The body is read before anything is refused, so the connection stays usable for the
     // client's next request; a body over the limit is not read further and the connection closes.
     let bytes = match axum::body::to_bytes(body, gw.max_request_bytes).await {
@@ -173,7 +227,7 @@ pub async fn post(
         },
     };
     if let Value::Array(batch) = message {
-        return serve_batch(&gw, session, batch).await;
+        return serve_batch(&gw, person, session, batch).await;
     }
     let incoming = match jsonrpc::classify(&message) {
         Ok(i) => i,
@@ -216,11 +270,10 @@ pub async fn post(
             Incoming::Request { id, method, params } => {
                 serve_request(
                     &gw,
+                    person.clone(),
                     Conversation::Stateful(session),
                     accept,
-                    id,
-                    method,
-                    params,
+                    Rpc { id, method, params },
                     Vec::new(),
                 )
                 .await
@@ -255,14 +308,13 @@ pub async fn post(
                         let params_headers = param_headers(&headers);
                         serve_request(
                             &gw,
+                            person.clone(),
                             Conversation::Stateless {
                                 client_capabilities,
                                 user: user.map(String::from),
                             },
                             accept,
-                            id,
-                            method,
-                            params,
+                            Rpc { id, method, params },
                             params_headers,
                         )
                         .await
@@ -507,13 +559,13 @@ fn param_headers(headers: &HeaderMap) -> Vec<(axum::http::HeaderName, HeaderValu
 /// Serves one request: locally for the protocol's own methods, through the router otherwise.
 async fn serve_request(
     gw: &Arc<Gateway>,
+    person: Option<Person>,
     conversation: Conversation,
     accept: Accept,
-    id: Id,
-    method: String,
-    params: Value,
+    rpc: Rpc,
     param_headers: Vec<(axum::http::HeaderName, HeaderValue)>,
 ) -> Response {
+    let Rpc { id, method, params } = rpc;
     let modern = conversation.is_modern();
     let local = match method.as_str() {
         "server/discover" => Some(Ok(json!({
@@ -574,11 +626,14 @@ async fn serve_request(
                 }
             };
         let events = accept.sse.then_some(&tx);
+        let caller = CallerParts::of(person.as_ref(), &conversation);
         let out = Outbound {
             client_capabilities: caps.as_ref(),
             events,
             param_headers: &param_headers,
             log_level: log_level.as_deref(),
+            credential: None,
+            who: caller.as_ref().map(CallerParts::who),
         };
         gw2.router.handle(slots, &method2, params, &out).await
     };
@@ -699,6 +754,7 @@ fn status_of(msg: &Value) -> StatusCode {
 /// (MCP 2025-06-18 changelog: "Remove support for JSON-RPC batching").
 async fn serve_batch(
     gw: &Arc<Gateway>,
+    person: Option<Person>,
     session: Option<Arc<Session>>,
     batch: Vec<Value>,
 ) -> Response {
@@ -727,11 +783,17 @@ async fn serve_batch(
                         "Invalid Request: initialize cannot be batched",
                     )),
                     _ => {
+                        let caller = CallerParts::of(
+                            person.as_ref(),
+                            &Conversation::Stateful(session.clone()),
+                        );
                         let out = Outbound {
                             client_capabilities: None,
                             events: None,
                             param_headers: &[],
                             log_level: None,
+                            credential: None,
+                            who: caller.as_ref().map(CallerParts::who),
                         };
                         gw.router
                             .handle(&session.slots, &method, params, &out)

@@ -30,6 +30,11 @@ pub mod code {
     pub const BAD_REQUEST: i64 = -32000;
     pub const HEADER_MISMATCH: i64 = -32020;
     pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+    /// MCP 2025-11-25 client/elicitation, "URL Elicitation Required Error".
+    pub const URL_ELICITATION_REQUIRED: i64 = -32042;
+    /// Implementation-defined: a connection to a resource is needed first, and the client
+    /// cannot be asked by elicitation (the message carries the link).
+    pub const CONNECTION_REQUIRED: i64 = -32011;
 }
 
 /// A JSON-RPC request id: a string or a number (never null for requests).

@@ -2,6 +2,7 @@
 
 pub mod endpoint;
 pub mod jsonrpc;
+pub mod layer2;
 pub mod router;
 pub mod session;
 pub mod upstream;
@@ -31,6 +32,7 @@ impl Gateway {
         store: Store,
         clock: SharedClock,
         http: upstream_http::HttpClient,
+        vault: Option<Arc<crate::vault::Vault>>,
     ) -> anyhow::Result<Self> {
         let upstreams = config
             .upstreams
@@ -38,7 +40,7 @@ impl Gateway {
             .map(|u| Upstream::new(u, http.clone()).map(Arc::new))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
-            router: Router::new(upstreams),
+            router: Router::new(upstreams, vault),
             sessions: Sessions::new(store, clock, config.server.session_idle_timeout.0),
             stateless: Default::default(),
             max_request_bytes: config.server.max_request_bytes,
@@ -64,8 +66,18 @@ impl Gateway {
             .clone()
     }
 
-    /// Ends the upstream sessions of conversations that ended.
+    /// Ends the upstream sessions of conversations that ended, and the connections bound to
+    /// them (revoked at their resources).
     pub fn close_upstream_sessions(self: &Arc<Self>, ended: Vec<Arc<session::Session>>) {
+        if let Some(vault) = self.router.vault() {
+            let hashes: Vec<String> = ended.iter().map(|s| s.id_hash.clone()).collect();
+            let vault = vault.clone();
+            tokio::spawn(async move {
+                for h in hashes {
+                    vault.end_conversation(&h).await;
+                }
+            });
+        }
         for s in ended {
             s.stop_relays();
             for (name, up_session) in s.slots.drain() {
@@ -109,6 +121,19 @@ impl Gateway {
             })
             .collect();
         *relays = Some(handles);
+    }
+
+    /// Tells the client of a live session that a URL elicitation completed (MCP 2025-11-25
+    /// client/elicitation, "Completion Notifications"): only that session hears it.
+    pub fn elicitation_complete(&self, session_hash: &str, elicitation_id: &str) {
+        if let Some(s) = self.sessions.live(session_hash) {
+            let note = serde_json::json!({
+                "jsonrpc": "2.0",
+                "method": "notifications/elicitation/complete",
+                "params": { "elicitationId": elicitation_id },
+            });
+            let _ = s.notifications().send(note);
+        }
     }
 
     /// Ends idle sessions every `every`, until the process stops.

@@ -11,9 +11,10 @@ use serde_json::{Value, json};
 
 use super::{
     jsonrpc::{RpcError, code},
+    layer2,
     upstream::{Outbound, SessionSlots, Upstream, UpstreamError},
 };
-use crate::config::is_valid_tool_name;
+use crate::{config::is_valid_tool_name, vault::Vault};
 
 /// At most this many pages are read from one upstream list (a guard against cursor loops).
 const MAX_PAGES: usize = 100;
@@ -21,6 +22,8 @@ const MAX_PAGES: usize = 100;
 /// The upstreams, in config order.
 pub struct Router {
     upstreams: Vec<Arc<Upstream>>,
+    /// Layer 2 (accounts mode): connections, prompts, built-in tools.
+    vault: Option<Arc<Vault>>,
 }
 
 /// What gets merged for each list method: the result key and the field that carries the name.
@@ -75,8 +78,38 @@ enum Naming {
 }
 
 impl Router {
-    pub fn new(upstreams: Vec<Arc<Upstream>>) -> Self {
-        Self { upstreams }
+    pub fn new(upstreams: Vec<Arc<Upstream>>, vault: Option<Arc<Vault>>) -> Self {
+        Self { upstreams, vault }
+    }
+
+    pub fn vault(&self) -> Option<&Arc<Vault>> {
+        self.vault.as_ref()
+    }
+
+    /// Sends a routed request: with the person's resource credential (or the connect prompt)
+    /// when the upstream is tied to a resource, as is otherwise.
+    async fn send(
+        &self,
+        up: &Upstream,
+        slots: &SessionSlots,
+        method: &str,
+        params: Value,
+        out: &Outbound<'_>,
+    ) -> Result<Value, RpcError> {
+        let Some(resource) = &up.resource else {
+            return forward(up, slots, method, params, out).await;
+        };
+        let (Some(vault), Some(who)) = (&self.vault, &out.who) else {
+            // Only reachable if a resource were configured without sign-in (refused at start).
+            return Err(RpcError::new(
+                code::INTERNAL_ERROR,
+                format!("upstream '{}' needs a signed-in person", up.name),
+            ));
+        };
+        let rc = vault
+            .resource(resource)
+            .expect("upstream resources are checked at start");
+        layer2::forward_with_connection(vault, rc, up, slots, method, params, out, who).await
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
@@ -100,6 +133,15 @@ impl Router {
         }
         match method {
             "tools/call" | "prompts/get" => {
+                if method == "tools/call"
+                    && let (Some(vault), Some(who)) = (&self.vault, &out.who)
+                    && let Some(name) = params.get("name").and_then(Value::as_str)
+                {
+                    let args = params.get("arguments").cloned().unwrap_or(Value::Null);
+                    if let Some(outcome) = layer2::call_builtin(vault, who, name, &args).await {
+                        return outcome;
+                    }
+                }
                 let kind = if method == "tools/call" {
                     "tool"
                 } else {
@@ -119,7 +161,7 @@ impl Router {
                     }
                     Err(e) => return Err(e),
                 };
-                let result = forward(up, slots, method, params, out).await?;
+                let result = self.send(up, slots, method, params, out).await?;
                 Ok(expose_uris_in_content(&up.name, result))
             }
             "resources/subscribe" | "resources/unsubscribe"
@@ -129,9 +171,19 @@ impl Router {
             {
                 self.subscribe_everywhere(slots, method, params, out).await
             }
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            "resources/read" => {
                 let (up, params) = self.route_by(&params, "uri", Naming::Uri, "resource")?;
-                let result = forward(up, slots, method, params, out).await?;
+                let result = self.send(up, slots, method, params, out).await?;
+                Ok(expose_uris_in_contents(&up.name, result))
+            }
+            "resources/subscribe" | "resources/unsubscribe" => {
+                let (up, params) = self.route_by(&params, "uri", Naming::Uri, "resource")?;
+                let cred = self.listing_credential(up, out).await;
+                let out = Outbound {
+                    credential: cred.as_ref().map(|c| &c.header),
+                    ..*out
+                };
+                let result = forward(up, slots, method, params, &out).await?;
                 Ok(expose_uris_in_contents(&up.name, result))
             }
             "completion/complete" => {
@@ -149,7 +201,12 @@ impl Router {
                 let (up, inner) = self.route_by(&reference, field, naming, kind)?;
                 let mut params = params;
                 params["ref"] = inner;
-                forward(up, slots, method, params, out).await
+                let cred = self.listing_credential(up, out).await;
+                let out = Outbound {
+                    credential: cred.as_ref().map(|c| &c.header),
+                    ..*out
+                };
+                forward(up, slots, method, params, &out).await
             }
             "logging/setLevel" => {
                 // Every upstream gets the level; one that fails does not fail the others.
@@ -168,6 +225,23 @@ impl Router {
                 code::METHOD_NOT_FOUND,
                 format!("Method not found: {method}"),
             )),
+        }
+    }
+
+    /// The person's credential for `up` when it is tied to a resource and a usable connection
+    /// exists (lists, completions and subscriptions never prompt).
+    async fn listing_credential(
+        &self,
+        up: &Upstream,
+        out: &Outbound<'_>,
+    ) -> Option<crate::vault::Credential> {
+        match (&up.resource, &self.vault, &out.who) {
+            (Some(r), Some(vault), Some(who)) => {
+                vault
+                    .listing_credential(&who.caller, vault.resource(r)?)
+                    .await
+            }
+            _ => None,
         }
     }
 
@@ -249,10 +323,15 @@ impl Router {
         out: &Outbound<'_>,
         kind: &ListKind,
     ) -> Result<Value, RpcError> {
-        let fetches = self
-            .upstreams
-            .iter()
-            .map(|u| list_all(u, slots, method, &params, out, kind.key));
+        let params = &params;
+        let fetches = self.upstreams.iter().map(|u| async move {
+            let cred = self.listing_credential(u, out).await;
+            let out = Outbound {
+                credential: cred.as_ref().map(|c| &c.header),
+                ..*out
+            };
+            list_all(u, slots, method, params, &out, kind.key).await
+        });
         let mut merged = Vec::new();
         let mut unavailable = Vec::new();
         for (up, outcome) in self.upstreams.iter().zip(join_all(fetches).await) {
@@ -291,6 +370,11 @@ impl Router {
                         .push(json!({ "upstream": up.name, "error": e.to_rpc(&up.name).message }));
                 }
             }
+        }
+        if kind.key == "tools"
+            && let (Some(vault), Some(_)) = (&self.vault, &out.who)
+        {
+            merged.extend(layer2::builtin_tools(vault));
         }
         let mut result = json!({ kind.key: merged });
         if !unavailable.is_empty() {
@@ -421,6 +505,7 @@ mod tests {
                 .iter()
                 .map(|u| Arc::new(Upstream::new(u, http.clone()).unwrap()))
                 .collect(),
+            None,
         )
     }
 

@@ -177,11 +177,20 @@ impl Sessions {
         }
         // Sessions written by any node and idle everywhere.
         for hash in self.store.delete_idle_sessions(cutoff).await? {
-            if let Some(s) = self.live.write().expect("sessions lock").remove(&hash) {
-                ended.push(s);
-            }
+            let live = self.live.write().expect("sessions lock").remove(&hash);
+            // Sessions that lived on another node end here too (their connections go).
+            ended.push(live.unwrap_or_else(|| Arc::new(Session::orphan(&hash))));
         }
         Ok(ended)
+    }
+
+    /// A session live on this node, by its id's hash.
+    pub fn live(&self, id_hash: &str) -> Option<Arc<Session>> {
+        self.live
+            .read()
+            .expect("sessions lock")
+            .get(id_hash)
+            .cloned()
     }
 
     /// Live sessions on this node.

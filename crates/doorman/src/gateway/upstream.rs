@@ -59,6 +59,12 @@ pub enum UpstreamError {
     Http(StatusCode),
     #[error("ended the session")]
     SessionGone,
+    /// HTTP 401: the upstream wants (another) token (RFC 6750 §3.1).
+    #[error("refused the credential (HTTP 401)")]
+    Unauthorized { www_authenticate: Option<String> },
+    /// HTTP 403 `insufficient_scope` (RFC 6750 §3.1): the scopes it asks for.
+    #[error("needs more scopes (HTTP 403 insufficient_scope)")]
+    InsufficientScope { scopes: Vec<String> },
     /// The upstream's own JSON-RPC error, passed on to the client unchanged.
     #[error("answered with error {}: {}", .0.code, .0.message)]
     Rpc(RpcError),
@@ -76,6 +82,8 @@ impl UpstreamError {
             Self::InvalidResponse(_) => "invalid_response",
             Self::Http(_) => "http_error",
             Self::SessionGone => "session_ended",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::InsufficientScope { .. } => "insufficient_scope",
             Self::Rpc(_) => unreachable!("handled above"),
         };
         RpcError::new(
@@ -121,6 +129,7 @@ impl SessionSlots {
 }
 
 /// What a request carries besides its method and params.
+#[derive(Clone, Copy)]
 pub struct Outbound<'a> {
     /// The downstream client's capabilities (forwarded to modern upstreams only when the
     /// downstream client is itself modern, so an upstream never asks a client for what it can't do).
@@ -133,11 +142,18 @@ pub struct Outbound<'a> {
     /// The log level a stateful session set with `logging/setLevel`, passed to modern upstreams
     /// as `io.modelcontextprotocol/logLevel` (they only log for requests that ask).
     pub log_level: Option<&'a str>,
+    /// The person's resource credential, for an upstream tied to a resource (layer 2): sent on
+    /// every request of this exchange, `initialize` included.
+    pub credential: Option<&'a (HeaderName, HeaderValue)>,
+    /// The signed-in caller (accounts mode), for layer 2.
+    pub who: Option<super::layer2::Who<'a>>,
 }
 
 /// One configured upstream MCP server.
 pub struct Upstream {
     pub name: String,
+    /// The `[[resources]]` whose connection's token this upstream receives (layer 2).
+    pub resource: Option<String>,
     headers: HeaderMap,
     pub timeout: Duration,
     http: HttpClient,
@@ -167,6 +183,7 @@ impl Upstream {
         }
         Ok(Self {
             name: config.name.clone(),
+            resource: config.resource.clone(),
             uri: config
                 .url
                 .as_str()
@@ -214,7 +231,8 @@ impl Upstream {
         params: Value,
         out: &Outbound<'_>,
     ) -> Result<Value, UpstreamError> {
-        match self.negotiate().await? {
+        let cred = out.credential;
+        match self.negotiate(cred).await? {
             Era::Modern => {
                 let caps = out
                     .client_capabilities
@@ -228,7 +246,10 @@ impl Upstream {
                         .entry(META_LOG_LEVEL)
                         .or_insert_with(|| json!(level));
                 }
-                let headers = self.modern_headers(method, &params, out.param_headers);
+                let headers = with_credential(
+                    self.modern_headers(method, &params, out.param_headers),
+                    cred,
+                );
                 self.exchange(headers, method, params, out.events, None)
                     .await
             }
@@ -236,8 +257,8 @@ impl Upstream {
                 let params = without_modern_meta(params);
                 let slot = slots.slot(&self.name);
                 for attempt in 0..2 {
-                    let session = self.session_in(&slot).await?;
-                    let headers = self.legacy_headers(&session);
+                    let session = self.session_in(&slot, cred).await?;
+                    let headers = with_credential(self.legacy_headers(&session), cred);
                     match self
                         .exchange(headers, method, params.clone(), out.events, Some(&session))
                         .await
@@ -260,13 +281,17 @@ impl Upstream {
 
     /// This conversation's session with the upstream, opened on first use (or again after an
     /// outage of the upstream).
-    async fn session_in(&self, slot: &Slot) -> Result<Arc<UpstreamSession>, UpstreamError> {
+    async fn session_in(
+        &self,
+        slot: &Slot,
+        cred: Option<&(HeaderName, HeaderValue)>,
+    ) -> Result<Arc<UpstreamSession>, UpstreamError> {
         let mut guard = slot.lock().await;
         let current = self.outages.load(Ordering::Relaxed);
         match &*guard {
             Some(s) if s.generation == current => Ok(s.clone()),
             _ => {
-                let s = Arc::new(self.initialize().await?);
+                let s = Arc::new(self.initialize(cred).await?);
                 *guard = Some(s.clone());
                 Ok(s)
             }
@@ -281,10 +306,10 @@ impl Upstream {
         slots: &SessionSlots,
         mut on_notification: impl FnMut(Value),
     ) -> Result<(), UpstreamError> {
-        if self.negotiate().await? != Era::Legacy {
+        if self.negotiate(None).await? != Era::Legacy {
             return Ok(());
         }
-        let session = self.session_in(&slots.slot(&self.name)).await?;
+        let session = self.session_in(&slots.slot(&self.name), None).await?;
         if session.id.is_none() {
             return Ok(());
         }
@@ -352,12 +377,15 @@ impl Upstream {
     }
 
     /// Learns the upstream's era, probing with `server/discover` when it is not known yet.
-    async fn negotiate(&self) -> Result<Era, UpstreamError> {
+    async fn negotiate(
+        &self,
+        cred: Option<&(HeaderName, HeaderValue)>,
+    ) -> Result<Era, UpstreamError> {
         if let Some(era) = self.era() {
             return Ok(era);
         }
         let params = with_modern_meta(json!({}), json!({}));
-        let headers = self.modern_headers("server/discover", &params, &[]);
+        let headers = with_credential(self.modern_headers("server/discover", &params, &[]), cred);
         let era = match self
             .exchange(headers, "server/discover", params, None, None)
             .await
@@ -373,7 +401,13 @@ impl Upstream {
                     Era::Legacy
                 }
             }
-            Err(e @ (UpstreamError::Unreachable(_) | UpstreamError::Timeout(_))) => return Err(e),
+            // A refusal of the credential says nothing about the era: learn it next time.
+            Err(
+                e @ (UpstreamError::Unreachable(_)
+                | UpstreamError::Timeout(_)
+                | UpstreamError::Unauthorized { .. }
+                | UpstreamError::InsufficientScope { .. }),
+            ) => return Err(e),
             // Any other answer is not evidence of a modern server: fall back to `initialize`.
             Err(_) => Era::Legacy,
         };
@@ -383,14 +417,17 @@ impl Upstream {
     }
 
     /// The `initialize` handshake (MCP 2025-11-25 basic/lifecycle, "Initialization").
-    async fn initialize(&self) -> Result<UpstreamSession, UpstreamError> {
+    async fn initialize(
+        &self,
+        cred: Option<&(HeaderName, HeaderValue)>,
+    ) -> Result<UpstreamSession, UpstreamError> {
         let latest = LEGACY_VERSIONS[LEGACY_VERSIONS.len() - 1];
         let params = json!({
             "protocolVersion": latest,
             "capabilities": {},
             "clientInfo": { "name": "doorman", "version": env!("CARGO_PKG_VERSION") },
         });
-        let mut headers = self.base_headers();
+        let mut headers = with_credential(self.base_headers(), cred);
         headers.insert(
             "mcp-protocol-version",
             HeaderValue::from_static("2025-11-25"),
@@ -420,7 +457,7 @@ impl Upstream {
             .send(
                 Method::POST,
                 &self.uri,
-                self.legacy_headers(&session),
+                with_credential(self.legacy_headers(&session), cred),
                 note.to_string().into(),
             )
             .await?;
@@ -574,6 +611,31 @@ impl Upstream {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
+        let challenge = resp
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(UpstreamError::Unauthorized {
+                www_authenticate: challenge,
+            });
+        }
+        if status == StatusCode::FORBIDDEN
+            && let Some(c) = challenge.as_deref()
+            && auth_param(c, "error").as_deref() == Some("insufficient_scope")
+        {
+            // RFC 6750 §3.1: `scope` names the scopes the request needs.
+            let scopes = auth_param(c, "scope")
+                .map(|s| {
+                    s.split(' ')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Err(UpstreamError::InsufficientScope { scopes });
+        }
         if !status.is_success() {
             let body = read_body(resp.into_body(), MAX_UPSTREAM_BODY)
                 .await
@@ -711,6 +773,26 @@ fn without_modern_meta(mut params: Value) -> Value {
 
 /// MCP 2026-07-28 streamable-http, "Value Encoding": plain when header-safe, else the base64
 /// sentinel form.
+/// Adds the resource credential to an upstream request's headers.
+fn with_credential(mut h: HeaderMap, cred: Option<&(HeaderName, HeaderValue)>) -> HeaderMap {
+    if let Some((name, value)) = cred {
+        h.insert(name.clone(), value.clone());
+    }
+    h
+}
+
+/// One parameter of the `Bearer` challenge in a `WWW-Authenticate` value (RFC 6750 §3,
+/// parsed per RFC 9110 §11.6.1); `None` when absent or unparsable.
+pub fn auth_param(challenge: &str, name: &str) -> Option<String> {
+    http_auth::parser::ChallengeParser::new(challenge)
+        .filter_map(Result::ok)
+        .find(|c| c.scheme.eq_ignore_ascii_case("bearer"))?
+        .params
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.to_unescaped())
+}
+
 pub fn encode_header_value(v: &str) -> String {
     let safe = !v.is_empty()
         && v.bytes().all(|b| (0x20..=0x7e).contains(&b))

@@ -95,7 +95,7 @@ fn error_to_client(
 }
 
 /// The browser's CSRF cookie, and the `Set-Cookie` to send when it is new.
-fn csrf_cookie(s: &AuthServer, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+pub(crate) fn csrf_cookie(s: &AuthServer, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
     match s
         .cookies
         .get(headers, CSRF_COOKIE)
@@ -110,7 +110,7 @@ fn csrf_cookie(s: &AuthServer, headers: &HeaderMap) -> (String, Option<HeaderVal
     }
 }
 
-pub(super) fn with_cookie(mut r: Response, cookie: Option<HeaderValue>) -> Response {
+pub(crate) fn with_cookie(mut r: Response, cookie: Option<HeaderValue>) -> Response {
     if let Some(c) = cookie {
         r.headers_mut().append(header::SET_COOKIE, c);
     }
@@ -305,7 +305,10 @@ fn granted_scope(asked: Option<&str>) -> Result<String, String> {
 }
 
 /// The person this browser is signed in as, if any (and still allowed in).
-async fn signed_in(s: &AuthServer, headers: &HeaderMap) -> Option<(BrowserSessionRow, String)> {
+pub(crate) async fn signed_in(
+    s: &AuthServer,
+    headers: &HeaderMap,
+) -> Option<(BrowserSessionRow, String)> {
     let cookie = s.cookies.get(headers, SESSION_COOKIE)?;
     let row = s
         .store
@@ -376,7 +379,7 @@ pub(super) async fn load_request(
 }
 
 /// Checks a posted form's CSRF token against the browser's cookie (double submit).
-fn csrf_ok(s: &AuthServer, headers: &HeaderMap, form: &HashMap<String, String>) -> bool {
+pub(crate) fn csrf_ok(s: &AuthServer, headers: &HeaderMap, form: &HashMap<String, String>) -> bool {
     match (s.cookies.get(headers, CSRF_COOKIE), form.get("csrf")) {
         (Some(cookie), Some(posted)) => {
             crypto::constant_time_eq(cookie.as_bytes(), posted.as_bytes())
@@ -385,7 +388,7 @@ fn csrf_ok(s: &AuthServer, headers: &HeaderMap, form: &HashMap<String, String>) 
     }
 }
 
-fn csrf_refused() -> Response {
+pub(crate) fn csrf_refused() -> Response {
     pages::message(
         StatusCode::BAD_REQUEST,
         "Form expired",

@@ -19,15 +19,21 @@ pub struct ConnectionRow {
     pub binding_target: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// When this account was last chosen (connected, or `doorman_use_account`): the newest is
+    /// the active one.
+    pub selected_at: i64,
+    /// Last use, written at most every tenth of the idle window.
+    pub last_used_at: i64,
 }
 
 const COLUMNS: &str = "id, user_id, resource, account, scopes, access_token_sealed, \
-    refresh_token_sealed, authorized_at, expires_at, binding, binding_target, created_at, updated_at";
+    refresh_token_sealed, authorized_at, expires_at, binding, binding_target, created_at, updated_at, \
+    selected_at, last_used_at";
 
 impl Store {
     pub async fn insert_connection(&self, c: &ConnectionRow) -> anyhow::Result<()> {
         let q = format!(
-            "INSERT INTO connections ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            "INSERT INTO connections ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
         on_pool!(self, pool => sqlx::query(sqlx::AssertSqlSafe(q.clone()))
             .bind(&c.id)
@@ -43,6 +49,8 @@ impl Store {
             .bind(&c.binding_target)
             .bind(c.created_at)
             .bind(c.updated_at)
+            .bind(c.selected_at)
+            .bind(c.last_used_at)
             .execute(pool)
             .await
             .map(|_| ()))?;
@@ -65,7 +73,7 @@ impl Store {
         resource: &str,
     ) -> anyhow::Result<Vec<ConnectionRow>> {
         let q = format!(
-            "SELECT {COLUMNS} FROM connections WHERE user_id = $1 AND resource = $2 ORDER BY updated_at DESC, id"
+            "SELECT {COLUMNS} FROM connections WHERE user_id = $1 AND resource = $2 ORDER BY selected_at DESC, created_at DESC, id"
         );
         let rows = on_pool!(self, pool => sqlx::query_as::<_, ConnectionRow>(sqlx::AssertSqlSafe(q.clone()))
             .bind(user_id)
@@ -158,4 +166,304 @@ impl Store {
         .map(|_| ()))?;
         Ok(())
     }
+
+    /// Every connection of a person, by resource then newest choice first.
+    pub async fn connections_of_user(&self, user_id: &str) -> anyhow::Result<Vec<ConnectionRow>> {
+        let q = format!(
+            "SELECT {COLUMNS} FROM connections WHERE user_id = $1 ORDER BY resource, selected_at DESC, created_at DESC, id"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, ConnectionRow>(sqlx::AssertSqlSafe(q.clone()))
+            .bind(user_id)
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows)
+    }
+
+    /// Connections for the operator's list, optionally of one person and/or one resource.
+    pub async fn list_connections(
+        &self,
+        user_id: Option<&str>,
+        resource: Option<&str>,
+    ) -> anyhow::Result<Vec<ConnectionRow>> {
+        let q = format!(
+            "SELECT {COLUMNS} FROM connections WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR resource = $2) \
+             ORDER BY user_id, resource, selected_at DESC, id"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, ConnectionRow>(sqlx::AssertSqlSafe(q.clone()))
+            .bind(user_id)
+            .bind(resource)
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows)
+    }
+
+    /// Makes a connection the active account of its person at its resource.
+    pub async fn select_connection(&self, id: &str, now_ms: i64) -> anyhow::Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query("UPDATE connections SET selected_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now_ms)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+
+    pub async fn touch_connection(&self, id: &str, now_ms: i64) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query("UPDATE connections SET last_used_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now_ms)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Deletes one connection if it is this person's; returns it (its tokens are revoked next).
+    pub async fn delete_connection_of(
+        &self,
+        id: &str,
+        user_id: &str,
+    ) -> anyhow::Result<Option<ConnectionRow>> {
+        let q =
+            format!("DELETE FROM connections WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}");
+        let row = on_pool!(self, pool => sqlx::query_as::<_, ConnectionRow>(sqlx::AssertSqlSafe(q.clone()))
+            .bind(id)
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await)?;
+        Ok(row)
+    }
+
+    /// Deletes connections of one person and/or resource (at least one given); returns them.
+    pub async fn delete_connections_where(
+        &self,
+        user_id: Option<&str>,
+        resource: Option<&str>,
+    ) -> anyhow::Result<Vec<ConnectionRow>> {
+        anyhow::ensure!(
+            user_id.is_some() || resource.is_some(),
+            "refusing to delete every connection without a filter"
+        );
+        let q = format!(
+            "DELETE FROM connections WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR resource = $2) RETURNING {COLUMNS}"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, ConnectionRow>(sqlx::AssertSqlSafe(q.clone()))
+            .bind(user_id)
+            .bind(resource)
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows)
+    }
+
+    /// Deletes session-bound connections of stateless conversations (`grant:` targets) unused
+    /// since `idle_before`; returns them.
+    pub async fn delete_idle_grant_connections(
+        &self,
+        idle_before: i64,
+    ) -> anyhow::Result<Vec<ConnectionRow>> {
+        let q = format!(
+            "DELETE FROM connections WHERE binding = 'session' AND binding_target LIKE 'grant:%' \
+             AND last_used_at < $1 RETURNING {COLUMNS}"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, ConnectionRow>(sqlx::AssertSqlSafe(q.clone()))
+            .bind(idle_before)
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows)
+    }
+
+    pub async fn insert_connect_prompt(&self, p: &ConnectPromptRow) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO connect_prompts (id_hash, user_id, resource, binding, binding_target, scopes, \
+             elicitation_id, session_hash, connection_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&p.id_hash)
+        .bind(&p.user_id)
+        .bind(&p.resource)
+        .bind(&p.binding)
+        .bind(&p.binding_target)
+        .bind(&p.scopes)
+        .bind(&p.elicitation_id)
+        .bind(&p.session_hash)
+        .bind(&p.connection_id)
+        .bind(p.created_at)
+        .bind(p.expires_at)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn connect_prompt(&self, id_hash: &str) -> anyhow::Result<Option<ConnectPromptRow>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, ConnectPromptRow>(
+            "SELECT id_hash, user_id, resource, binding, binding_target, scopes, elicitation_id, \
+             session_hash, connection_id, created_at, expires_at FROM connect_prompts WHERE id_hash = $1",
+        )
+        .bind(id_hash)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row)
+    }
+
+    /// Records the connection a prompt produced.
+    pub async fn complete_connect_prompt(
+        &self,
+        id_hash: &str,
+        connection_id: &str,
+    ) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query("UPDATE connect_prompts SET connection_id = $2 WHERE id_hash = $1")
+            .bind(id_hash)
+            .bind(connection_id)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn insert_connect_state(&self, s: &ConnectStateRow) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO connect_states (state_hash, prompt_hash, user_id, verifier_sealed, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&s.state_hash)
+        .bind(&s.prompt_hash)
+        .bind(&s.user_id)
+        .bind(&s.verifier_sealed)
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Spends a `state`: it is deleted whether or not it is still valid, so it works once.
+    pub async fn take_connect_state(
+        &self,
+        state_hash: &str,
+    ) -> anyhow::Result<Option<ConnectStateRow>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, ConnectStateRow>(
+            "DELETE FROM connect_states WHERE state_hash = $1 \
+             RETURNING state_hash, prompt_hash, user_id, verifier_sealed, created_at, expires_at",
+        )
+        .bind(state_hash)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row)
+    }
+
+    /// Forgets expired prompts and states.
+    pub async fn purge_connect_state(&self, now_ms: i64) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query("DELETE FROM connect_states WHERE expires_at <= $1")
+            .bind(now_ms)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        on_pool!(self, pool => sqlx::query("DELETE FROM connect_prompts WHERE expires_at <= $1")
+            .bind(now_ms)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn insert_pending_revocation(&self, r: &PendingRevocationRow) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO pending_revocations (id, resource, token_sealed, token_kind, attempts, next_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&r.id)
+        .bind(&r.resource)
+        .bind(&r.token_sealed)
+        .bind(&r.token_kind)
+        .bind(r.attempts)
+        .bind(r.next_at)
+        .bind(r.created_at)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Revocations due for another attempt.
+    pub async fn due_revocations(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<PendingRevocationRow>> {
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, PendingRevocationRow>(
+            "SELECT id, resource, token_sealed, token_kind, attempts, next_at, created_at \
+             FROM pending_revocations WHERE next_at <= $1 ORDER BY next_at LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows)
+    }
+
+    pub async fn delete_pending_revocation(&self, id: &str) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query("DELETE FROM pending_revocations WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn reschedule_revocation(
+        &self,
+        id: &str,
+        attempts: i64,
+        next_at: i64,
+    ) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query("UPDATE pending_revocations SET attempts = $2, next_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(attempts)
+            .bind(next_at)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+}
+
+/// A connect prompt (`connect_prompts`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ConnectPromptRow {
+    pub id_hash: String,
+    pub user_id: String,
+    pub resource: String,
+    pub binding: String,
+    pub binding_target: Option<String>,
+    pub scopes: String,
+    pub elicitation_id: Option<String>,
+    pub session_hash: Option<String>,
+    pub connection_id: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// One trip to a resource's authorization endpoint (`connect_states`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ConnectStateRow {
+    pub state_hash: String,
+    pub prompt_hash: String,
+    pub user_id: String,
+    pub verifier_sealed: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// A revocation at a resource still to be made (`pending_revocations`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PendingRevocationRow {
+    pub id: String,
+    pub resource: String,
+    pub token_sealed: String,
+    pub token_kind: String,
+    pub attempts: i64,
+    pub next_at: i64,
+    pub created_at: i64,
 }

@@ -23,7 +23,7 @@ use sqlx::{
 };
 
 pub use clients::ClientRow;
-pub use connections::ConnectionRow;
+pub use connections::{ConnectPromptRow, ConnectStateRow, ConnectionRow, PendingRevocationRow};
 pub use federation::{FederatedIdentityRow, OidcStateRow};
 pub use flow::{AuthorizationRequestRow, BrowserSessionRow, SigningKeyRow};
 pub use grants::{CodeRow, CodeUse, GrantRow, RefreshRow, RefreshUse};

@@ -95,6 +95,8 @@ pub enum Identity {
     },
     /// A field (dotted path) of the token response.
     TokenResponse { field: String },
+    /// A claim of the ID token in the token response.
+    IdTokenClaim(String),
 }
 
 /// The header an upstream receives the connection's access token in.
@@ -469,11 +471,13 @@ fn resolve_identity(
         c.userinfo_claim.is_some(),
         c.api.is_some(),
         c.token_field.is_some(),
+        c.id_token_claim.is_some(),
     ];
     if modes.iter().filter(|&&m| m).count() != 1 {
         return Err(err(
             "identity",
-            "give exactly one of userinfo_claim, api (with field) or token_field".into(),
+            "give exactly one of userinfo_claim, id_token_claim, api (with field) or token_field"
+                .into(),
         ));
     }
     if c.api.is_none() {
@@ -513,6 +517,15 @@ fn resolve_identity(
             field: non_empty("field", field)?,
             graphql: c.graphql.clone(),
         });
+    }
+    if let Some(claim) = &c.id_token_claim {
+        if !has_client {
+            return Err(err(
+                "identity.id_token_claim",
+                "a shared credential has no token response: use api".into(),
+            ));
+        }
+        return Ok(Identity::IdTokenClaim(non_empty("id_token_claim", claim)?));
     }
     let field = c.token_field.as_deref().unwrap_or_default();
     if !has_client {

@@ -96,6 +96,8 @@ mod tests {
             binding_target: target.map(String::from),
             created_at: 1_000,
             updated_at: 1_000,
+            selected_at: 1_000,
+            last_used_at: 1_000,
         }
     }
 

@@ -1,0 +1,574 @@
+//! Layer 2 in the request path: the credential an upstream tied to a resource receives, the
+//! connect prompt in the form the client understands, and Doorman's built-in tools.
+//!
+//! Prompt forms, chosen per request from the client's declared capabilities:
+//! - 2025-11-25 session that declared `elicitation.url`: error `-32042` with the URL
+//!   elicitation (MCP 2025-11-25 client/elicitation, "URL Elicitation Required Error"), and
+//!   `notifications/elicitation/complete` on that session once the person connected;
+//! - 2026-07-28 client that declared `elicitation.url`: an `InputRequiredResult` with the URL
+//!   request and a sealed `requestState` (MCP 2026-07-28 basic/patterns/mrtr), checked on the
+//!   retry for person, method, name and expiry;
+//! - any other client: a tool result with `isError: true` whose text carries the link (for
+//!   `prompts/get` and `resources/read`, which have no such result: error `-32011`).
+
+use serde_json::{Value, json};
+
+use super::{
+    jsonrpc::{RpcError, code},
+    upstream::{Outbound, SessionSlots, Upstream, UpstreamError},
+};
+use crate::{
+    crypto::KeyRing,
+    vault::{Caller, Need, Prompt, Vault, oauth::ResourceClient},
+};
+
+/// How the client can be asked to connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptForm {
+    /// `-32042` (2025-11-25 with `elicitation.url`).
+    UrlElicitationError,
+    /// `InputRequiredResult` (2026-07-28 with `elicitation.url`).
+    InputRequired,
+    /// A tool error with the link in its text.
+    Text,
+}
+
+impl PromptForm {
+    /// From the revision and the capabilities the client declared.
+    pub fn of(protocol_version: &str, capabilities: &Value, modern: bool) -> Self {
+        let url = capabilities
+            .pointer("/elicitation/url")
+            .is_some_and(Value::is_object);
+        match (url, modern) {
+            (true, true) => Self::InputRequired,
+            // URL mode exists from 2025-11-25 on.
+            (true, false) if protocol_version >= "2025-11-25" => Self::UrlElicitationError,
+            _ => Self::Text,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::UrlElicitationError => "url_elicitation_error",
+            Self::InputRequired => "input_required",
+            Self::Text => "text",
+        }
+    }
+}
+
+/// The signed-in caller of one request, as layer 2 needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Who<'a> {
+    pub caller: Caller<'a>,
+    pub form: PromptForm,
+}
+
+/// `requestState` values Doorman made start with this (others are an upstream's, passed on).
+const STATE_PREFIX: &str = "doorman1.";
+const STATE_AAD: &str = "doorman:request-state";
+/// How long a `requestState` may be echoed back.
+const STATE_LIFETIME_MS: i64 = 15 * 60 * 1000;
+/// How long a retry whose person accepted waits for the connection to appear.
+const ACCEPTED_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What Doorman's own `requestState` says.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RequestState {
+    /// The person it was made for.
+    u: String,
+    /// The prompt's link id.
+    p: String,
+    r: String,
+    m: String,
+    n: String,
+    /// Expiry (ms).
+    x: i64,
+}
+
+fn seal_state(ring: &KeyRing, s: &RequestState) -> String {
+    let json = serde_json::to_vec(s).expect("state serializes");
+    format!("{STATE_PREFIX}{}", ring.seal(&json, STATE_AAD))
+}
+
+fn invalid_state(why: &str) -> RpcError {
+    tracing::warn!(reason = why, "requestState refused");
+    RpcError::new(code::INVALID_PARAMS, "Invalid or expired requestState")
+        .with_data(json!({ "reason": "invalid_request_state" }))
+}
+
+/// What the retry of a connect prompt carried.
+struct Retry {
+    prompt_id: String,
+    /// The person's answer to the elicitation: `accept`, `decline`, `cancel`.
+    action: Option<String>,
+}
+
+/// Takes Doorman's `requestState` (and the answers to its input requests) out of the params,
+/// checked (MCP 2026-07-28 basic/patterns/mrtr, "Server Requirements" 4 and 5).
+fn take_retry(
+    vault: &Vault,
+    who: &Who<'_>,
+    method: &str,
+    name: &str,
+    resource: &str,
+    params: &mut Value,
+) -> Result<Option<Retry>, RpcError> {
+    let Some(obj) = params.as_object_mut() else {
+        return Ok(None);
+    };
+    let Some(state) = obj
+        .get("requestState")
+        .and_then(Value::as_str)
+        .filter(|s| s.starts_with(STATE_PREFIX))
+        .map(str::to_owned)
+    else {
+        return Ok(None);
+    };
+    let responses = obj.remove("inputResponses");
+    obj.remove("requestState");
+    let sealed = &state[STATE_PREFIX.len()..];
+    let plain = vault
+        .ring
+        .open(sealed, STATE_AAD)
+        .map_err(|_| invalid_state("does not open (tampered, or another deployment's)"))?;
+    let s: RequestState =
+        serde_json::from_slice(&plain).map_err(|_| invalid_state("unreadable"))?;
+    if s.u != who.caller.user_id {
+        return Err(invalid_state("made for another person"));
+    }
+    if s.x <= vault.now_ms() {
+        return Err(invalid_state("expired"));
+    }
+    if s.m != method || s.n != name || s.r != resource {
+        return Err(invalid_state("made for another request"));
+    }
+    let action = responses
+        .as_ref()
+        .and_then(|r| r.get("connect"))
+        .and_then(|c| c.get("action"))
+        .and_then(Value::as_str)
+        .map(String::from);
+    Ok(Some(Retry {
+        prompt_id: s.p,
+        action,
+    }))
+}
+
+/// Forwards one request to an upstream tied to a resource, with the person's credential; or
+/// answers with the connect prompt.
+#[allow(clippy::too_many_arguments)]
+pub async fn forward_with_connection(
+    vault: &Vault,
+    rc: &ResourceClient,
+    up: &Upstream,
+    slots: &SessionSlots,
+    method: &str,
+    mut params: Value,
+    out: &Outbound<'_>,
+    who: &Who<'_>,
+) -> Result<Value, RpcError> {
+    let name_field = if method == "resources/read" {
+        "uri"
+    } else {
+        "name"
+    };
+    let name = params
+        .get(name_field)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let failed = |e: anyhow::Error| {
+        tracing::error!(error = %e, "layer 2 store failure");
+        RpcError::new(
+            code::INTERNAL_ERROR,
+            "Doorman could not read its vault; try again",
+        )
+    };
+    let retry = take_retry(vault, who, method, &name, rc.name(), &mut params)?;
+    let mut preferred = None;
+    if let Some(r) = &retry {
+        if matches!(r.action.as_deref(), Some("decline" | "cancel")) {
+            return declined(method, rc);
+        }
+        preferred = connection_of_prompt(vault, &r.prompt_id, r.action.is_some())
+            .await
+            .map_err(failed)?;
+    }
+    let need = match vault
+        .credential(&who.caller, rc, preferred.as_deref())
+        .await
+        .map_err(failed)?
+    {
+        Ok(cred) => {
+            let with = Outbound {
+                credential: Some(&cred.header),
+                ..*out
+            };
+            let outcome = up.request(slots, method, params.clone(), &with).await;
+            if let Some(spent) = cred.spent {
+                // `binding = "call"`: used once, now revoked at the resource.
+                vault.discard(vec![spent], "one call made").await;
+            }
+            match outcome {
+                Ok(v) => return Ok(v),
+                Err(UpstreamError::Unauthorized { .. }) => {
+                    tracing::info!(upstream = %up.name, resource = %rc.name(), account = %cred.account, "the upstream refused the connection's token");
+                    Need::Rejected
+                }
+                Err(UpstreamError::InsufficientScope { scopes }) => {
+                    // Ask for the union: what the connection has, what the resource wants,
+                    // and what the upstream now asks for.
+                    let mut all = cred.scopes.clone();
+                    for s in rc.resource.scopes.iter().chain(scopes.iter()) {
+                        if !all.contains(s) {
+                            all.push(s.clone());
+                        }
+                    }
+                    Need::MoreScopes(all)
+                }
+                Err(e) => {
+                    if !matches!(e, UpstreamError::Rpc(_)) {
+                        tracing::warn!(upstream = %up.name, error = %e, method, "upstream request failed");
+                    }
+                    return Err(e.to_rpc(&up.name));
+                }
+            }
+        }
+        Err(need) => need,
+    };
+    // Asked again on a retry: reuse the same prompt (same link) while it is valid.
+    let prompt = vault.prompt(&who.caller, rc, &need).await.map_err(failed)?;
+    tracing::info!(
+        resource = %rc.name(),
+        user = %who.caller.user_id,
+        reason = ?need,
+        form = who.form.name(),
+        method,
+        "connect prompt"
+    );
+    prompt_answer(vault, rc, who, method, &name, &prompt)
+}
+
+/// The connection a prompt produced; on an accepted retry, waits for the person to finish.
+async fn connection_of_prompt(
+    vault: &Vault,
+    prompt_id: &str,
+    answered: bool,
+) -> anyhow::Result<Option<String>> {
+    let deadline = tokio::time::Instant::now() + ACCEPTED_WAIT;
+    loop {
+        let Some(p) = vault.prompt_row(prompt_id).await? else {
+            return Ok(None);
+        };
+        if p.connection_id.is_some() || !answered || tokio::time::Instant::now() >= deadline {
+            return Ok(p.connection_id);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+fn declined(method: &str, rc: &ResourceClient) -> Result<Value, RpcError> {
+    let text = format!(
+        "The {} account was not connected (declined), so this could not run.",
+        rc.resource.display_name
+    );
+    if method == "tools/call" {
+        Ok(json!({ "content": [{ "type": "text", "text": text }], "isError": true }))
+    } else {
+        Err(RpcError::new(code::CONNECTION_REQUIRED, text))
+    }
+}
+
+fn prompt_answer(
+    vault: &Vault,
+    rc: &ResourceClient,
+    who: &Who<'_>,
+    method: &str,
+    name: &str,
+    prompt: &Prompt,
+) -> Result<Value, RpcError> {
+    match who.form {
+        PromptForm::UrlElicitationError => Err(RpcError::new(
+            code::URL_ELICITATION_REQUIRED,
+            prompt.message.clone(),
+        )
+        .with_data(json!({
+            "elicitations": [{
+                "mode": "url",
+                "elicitationId": prompt.elicitation_id,
+                "url": prompt.url,
+                "message": prompt.message,
+            }]
+        }))),
+        PromptForm::InputRequired => {
+            let state = seal_state(
+                &vault.ring,
+                &RequestState {
+                    u: who.caller.user_id.to_owned(),
+                    p: prompt.id.clone(),
+                    r: rc.name().to_owned(),
+                    m: method.to_owned(),
+                    n: name.to_owned(),
+                    x: vault.now_ms() + STATE_LIFETIME_MS,
+                },
+            );
+            Ok(json!({
+                "resultType": "input_required",
+                "inputRequests": {
+                    "connect": {
+                        "method": "elicitation/create",
+                        "params": { "mode": "url", "url": prompt.url, "message": prompt.message },
+                    }
+                },
+                "requestState": state,
+            }))
+        }
+        PromptForm::Text if method == "tools/call" => Ok(json!({
+            "content": [{ "type": "text", "text": prompt.message }],
+            "isError": true,
+        })),
+        PromptForm::Text => Err(
+            RpcError::new(code::CONNECTION_REQUIRED, prompt.message.clone())
+                .with_data(json!({ "resource": rc.name(), "url": prompt.url })),
+        ),
+    }
+}
+
+/// The built-in tools' names.
+pub const WHOAMI: &str = "doorman_whoami";
+pub const CONNECT: &str = "doorman_connect";
+pub const DISCONNECT: &str = "doorman_disconnect";
+pub const USE_ACCOUNT: &str = "doorman_use_account";
+
+/// The built-in tools, as `tools/list` shows them.
+pub fn builtin_tools(vault: &Vault) -> Vec<Value> {
+    let names: Vec<&str> = vault.resources().iter().map(|r| r.name()).collect();
+    let resource =
+        json!({ "type": "string", "enum": names, "description": "The resource, by name" });
+    vec![
+        json!({
+            "name": WHOAMI,
+            "title": "Who am I",
+            "description": "Who you are signed in to Doorman as, and for each resource whether an account is connected, which one is active, and how long its authorization remains valid.",
+            "inputSchema": { "type": "object", "properties": {} },
+            "annotations": { "readOnlyHint": true, "openWorldHint": false },
+        }),
+        json!({
+            "name": CONNECT,
+            "title": "Connect an account",
+            "description": "Get a link for the person to connect (another) account at a resource. Give the link to the person; they open it in their browser.",
+            "inputSchema": { "type": "object", "properties": { "resource": resource }, "required": ["resource"] },
+            "annotations": { "readOnlyHint": false, "openWorldHint": false },
+        }),
+        json!({
+            "name": DISCONNECT,
+            "title": "Disconnect an account",
+            "description": "Disconnect an account at a resource (revoked at the resource where possible). Without `account`, the active one.",
+            "inputSchema": { "type": "object", "properties": {
+                "resource": resource,
+                "account": { "type": "string", "description": "The account to disconnect (default: the active one)" },
+            }, "required": ["resource"] },
+            "annotations": { "readOnlyHint": false, "destructiveHint": true, "openWorldHint": false },
+        }),
+        json!({
+            "name": USE_ACCOUNT,
+            "title": "Use another connected account",
+            "description": "Choose which of the connected accounts at a resource this conversation uses.",
+            "inputSchema": { "type": "object", "properties": {
+                "resource": resource,
+                "account": { "type": "string", "description": "The account to use, as doorman_whoami shows it" },
+            }, "required": ["resource", "account"] },
+            "annotations": { "readOnlyHint": false, "openWorldHint": false },
+        }),
+    ]
+}
+
+fn text(t: impl Into<String>, is_error: bool) -> Value {
+    json!({ "content": [{ "type": "text", "text": t.into() }], "isError": is_error })
+}
+
+/// Runs a built-in tool; `None` when `name` is not one.
+pub async fn call_builtin(
+    vault: &Vault,
+    who: &Who<'_>,
+    name: &str,
+    args: &Value,
+) -> Option<Result<Value, RpcError>> {
+    if ![WHOAMI, CONNECT, DISCONNECT, USE_ACCOUNT].contains(&name) {
+        return None;
+    }
+    let failed = |e: anyhow::Error| {
+        tracing::error!(error = %e, "built-in tool failed");
+        RpcError::new(
+            code::INTERNAL_ERROR,
+            "Doorman could not read its vault; try again",
+        )
+    };
+    let arg = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_owned);
+    let resource = match name {
+        WHOAMI => None,
+        _ => {
+            let Some(r) = arg("resource") else {
+                return Some(Ok(text("`resource` is required.", true)));
+            };
+            match vault.resource(&r) {
+                Some(rc) => Some(rc.clone()),
+                None => {
+                    let known: Vec<&str> = vault.resources().iter().map(|r| r.name()).collect();
+                    return Some(Ok(text(
+                        format!("Unknown resource {r:?}; known: {}.", known.join(", ")),
+                        true,
+                    )));
+                }
+            }
+        }
+    };
+    let outcome = async {
+        match name {
+            WHOAMI => whoami(vault, who).await,
+            CONNECT => {
+                let rc = resource.expect("checked above");
+                let p = vault.prompt(&who.caller, &rc, &Need::Missing).await?;
+                Ok(text(
+                    format!(
+                        "Open this link in your browser to connect a {} account: {}",
+                        rc.resource.display_name, p.url
+                    ),
+                    false,
+                ))
+            }
+            DISCONNECT => {
+                let rc = resource.expect("checked above");
+                let views = vault.views(who.caller.user_id, Some(&who.caller)).await?;
+                let wanted = arg("account");
+                let target = views.iter().find(|v| {
+                    v.resource == rc.name()
+                        && v.for_this_conversation
+                        && match &wanted {
+                            Some(a) => &v.account == a,
+                            None => v.active,
+                        }
+                });
+                let Some(v) = target else {
+                    return Ok(text(
+                        format!(
+                            "No such {} connection in this conversation.",
+                            rc.resource.display_name
+                        ),
+                        true,
+                    ));
+                };
+                if let Some(row) = vault
+                    .store
+                    .delete_connection_of(&v.id, who.caller.user_id)
+                    .await?
+                {
+                    vault.discard(vec![row], "disconnected by its person").await;
+                }
+                Ok(text(
+                    format!(
+                        "Disconnected {} account {}.",
+                        rc.resource.display_name, v.account
+                    ),
+                    false,
+                ))
+            }
+            USE_ACCOUNT => {
+                let rc = resource.expect("checked above");
+                let Some(account) = arg("account") else {
+                    return Ok(text("`account` is required.", true));
+                };
+                if vault.use_account(&who.caller, &rc, &account).await? {
+                    Ok(text(
+                        format!("Now using {} account {account}.", rc.resource.display_name),
+                        false,
+                    ))
+                } else {
+                    Ok(text(
+                        format!(
+                            "No {} account {account:?} is connected in this conversation; doorman_whoami lists them.",
+                            rc.resource.display_name
+                        ),
+                        true,
+                    ))
+                }
+            }
+            _ => unreachable!("names checked above"),
+        }
+    };
+    Some(outcome.await.map_err(failed))
+}
+
+async fn whoami(vault: &Vault, who: &Who<'_>) -> anyhow::Result<Value> {
+    let person = vault.store.user(who.caller.user_id).await?;
+    let person_label = person
+        .as_ref()
+        .and_then(|u| u.email.clone().or(u.username.clone()))
+        .unwrap_or_else(|| who.caller.user_id.to_owned());
+    let person_label = person_label.as_str();
+    let views = vault.views(who.caller.user_id, Some(&who.caller)).await?;
+    let now = vault.now_ms();
+    let mut resources = Vec::new();
+    let mut lines = vec![format!("Signed in to Doorman as {person_label}.")];
+    for rc in vault.resources() {
+        let mine: Vec<_> = views
+            .iter()
+            .filter(|v| v.resource == rc.name() && v.for_this_conversation)
+            .collect();
+        let shared = rc.resource.binding == crate::config::Binding::Shared;
+        let status = if shared {
+            "shared"
+        } else if mine.is_empty() {
+            "not connected"
+        } else {
+            "connected"
+        };
+        let accounts: Vec<Value> = mine
+            .iter()
+            .map(|v| {
+                json!({
+                    "account": v.account,
+                    "active": v.active,
+                    "binding": v.binding,
+                    "scopes": v.scopes,
+                    "authorizedSecondsAgo": (now - v.authorized_at) / 1000,
+                    "remainingSeconds": v.remaining_ms.map(|m| m / 1000),
+                })
+            })
+            .collect();
+        let line = match (shared, mine.iter().find(|v| v.active)) {
+            (true, _) => format!(
+                "{}: a shared credential (set by the operator).",
+                rc.resource.display_name
+            ),
+            (false, Some(a)) => format!(
+                "{}: connected as {}{}{}.",
+                rc.resource.display_name,
+                a.account,
+                a.remaining_ms
+                    .map(|m| format!(", valid for {} more minutes", m / 60_000))
+                    .unwrap_or_default(),
+                if mine.len() > 1 {
+                    format!(" ({} accounts connected)", mine.len())
+                } else {
+                    String::new()
+                }
+            ),
+            (false, None) => format!("{}: not connected.", rc.resource.display_name),
+        };
+        lines.push(line);
+        resources.push(json!({
+            "resource": rc.name(),
+            "displayName": rc.resource.display_name,
+            "status": status,
+            "binding": rc.resource.binding.as_str(),
+            "accounts": accounts,
+        }));
+    }
+    let structured = json!({ "person": person_label, "resources": resources });
+    Ok(json!({
+        "content": [{ "type": "text", "text": lines.join("\n") }],
+        "structuredContent": structured,
+        "isError": false,
+    }))
+}

@@ -1,0 +1,504 @@
+//! The browser side of layer 2: the connect link, the resource's callback, and "my connections".
+//!
+//! `GET /connect/{resource}?prompt=…` — the link of a connect prompt. The browser must be
+//! signed in to Doorman as the person the prompt was made for (MCP 2025-11-25
+//! client/elicitation, "Phishing": the server verifies that the person completing the flow is
+//! the one who started it); then a random single-use `state` (10 minutes, only its SHA-256
+//! stored) and a PKCE verifier (RFC 7636, sealed) are made and the browser goes to the
+//! resource. `GET /connect/callback` spends the `state`, checks the browser is still that
+//! person, exchanges the code, learns the account, stores the connection and tells the client
+//! (`notifications/elicitation/complete`). `GET /connections` lists the person's connections
+//! with reconnect, disconnect and "disconnect everything" (POST, CSRF double-submit).
+
+use std::{collections::HashMap, sync::Arc};
+
+use askama::Template;
+use axum::{
+    Form, Router,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::Response,
+    routing::{get, post},
+};
+use serde::Deserialize;
+
+use super::Vault;
+use crate::{
+    crypto,
+    sign_in::{
+        AuthServer,
+        authorize::{csrf_cookie, csrf_ok, csrf_refused, see_other, signed_in, with_cookie},
+        pages,
+    },
+    store::{ConnectPromptRow, ConnectStateRow},
+};
+
+/// Tells a stateful client that the URL elicitation it showed is done: (session hash,
+/// elicitation id).
+pub type OnComplete = Box<dyn Fn(&str, &str) + Send + Sync>;
+
+/// What the connect routes need.
+pub struct ConnectApp {
+    pub vault: Arc<Vault>,
+    pub auth: Arc<AuthServer>,
+    pub on_complete: OnComplete,
+}
+
+impl ConnectApp {
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/connect/callback", get(callback))
+            .route("/connect/{resource}", get(start))
+            .route("/connections", get(connections_page))
+            .route("/connections/disconnect", post(disconnect))
+            .route("/connections/disconnect-all", post(disconnect_all))
+            .route("/connections/reconnect", post(reconnect))
+            .with_state(self)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "connections.html")]
+struct ConnectionsPage<'a> {
+    person: &'a str,
+    csrf: &'a str,
+    rows: Vec<Row>,
+    notice: Option<&'a str>,
+}
+
+struct Row {
+    id: String,
+    display_name: String,
+    account: String,
+    binding: String,
+    age: String,
+    remaining: String,
+    active: bool,
+}
+
+fn not_signed_in() -> Response {
+    pages::message(
+        StatusCode::UNAUTHORIZED,
+        "Sign in to Doorman first",
+        "This page needs you signed in to Doorman in this browser. Sign in from your MCP client (it opens Doorman's sign-in page), then open this link again.",
+    )
+}
+
+fn expired_link() -> Response {
+    pages::message(
+        StatusCode::BAD_REQUEST,
+        "This link has expired",
+        "This connect link is no longer valid (it expired, or was already used). Ask your assistant to try again: it gives you a new link.",
+    )
+}
+
+#[derive(Deserialize)]
+pub struct StartQuery {
+    prompt: Option<String>,
+}
+
+/// `GET /connect/{resource}?prompt=…`.
+async fn start(
+    State(app): State<Arc<ConnectApp>>,
+    Path(resource): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<StartQuery>,
+) -> Response {
+    let Some(prompt_id) = q.prompt.filter(|p| !p.is_empty() && p.len() <= 128) else {
+        return expired_link();
+    };
+    let prompt = match app.vault.prompt_row(&prompt_id).await {
+        Ok(Some(p)) if p.resource == resource && p.connection_id.is_none() => p,
+        Ok(_) => return expired_link(),
+        Err(e) => return unavailable(e),
+    };
+    let Some((_, user_id)) = signed_in(&app.auth, &headers).await else {
+        return not_signed_in();
+    };
+    if !crypto::constant_time_eq(user_id.as_bytes(), prompt.user_id.as_bytes()) {
+        // The anti-phishing rule: a link made for one person cannot connect another person's
+        // account to it. Nothing is stored.
+        tracing::warn!(resource = %resource, "a connect link was opened by another person than the one it was made for; refused");
+        return pages::message(
+            StatusCode::FORBIDDEN,
+            "This link is not for you",
+            "This connect link was made for another Doorman user. If someone sent it to you, do not use it: they could gain access to your account. Nothing was connected.",
+        );
+    }
+    redirect_to_resource(&app, &prompt).await
+}
+
+async fn redirect_to_resource(app: &ConnectApp, prompt: &ConnectPromptRow) -> Response {
+    let Some(rc) = app.vault.resource(&prompt.resource).cloned() else {
+        return expired_link();
+    };
+    let state = crypto::random_token(32);
+    let now = app.vault.now_ms();
+    let (verifier, challenge) = if rc.pkce() {
+        let v = crypto::random_token(48);
+        let c = crypto::sha256_b64url(v.as_bytes());
+        (Some(v), Some(c))
+    } else {
+        (None, None)
+    };
+    let state_hash = crypto::sha256_hex(&state);
+    let row = ConnectStateRow {
+        verifier_sealed: verifier.as_ref().map(|v| {
+            app.vault
+                .ring
+                .seal(v.as_bytes(), &verifier_aad(&state_hash))
+        }),
+        state_hash,
+        prompt_hash: prompt.id_hash.clone(),
+        user_id: prompt.user_id.clone(),
+        created_at: now,
+        expires_at: now + super::STATE_LIFETIME_MS,
+    };
+    let scopes: Vec<String> = prompt
+        .scopes
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let url = match rc
+        .authorization_url(&state, challenge.as_deref(), &scopes)
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(resource = %rc.name(), error = %e, "cannot build the authorization request");
+            return pages::message(
+                StatusCode::BAD_GATEWAY,
+                "The resource is unavailable",
+                &format!(
+                    "Doorman could not reach {} to start the authorization. Try again in a moment.",
+                    rc.resource.display_name
+                ),
+            );
+        }
+    };
+    if let Err(e) = app.vault.store.insert_connect_state(&row).await {
+        return unavailable(e);
+    }
+    see_other(url.as_str())
+}
+
+fn verifier_aad(state_hash: &str) -> String {
+    format!("connect-state:{state_hash}|pkce")
+}
+
+fn unavailable(e: anyhow::Error) -> Response {
+    tracing::error!(error = %e, "connect page failed");
+    pages::message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Doorman is unavailable",
+        "Something went wrong on Doorman's side. Try again in a moment.",
+    )
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// `GET /connect/callback` (RFC 6749 §4.1.2).
+async fn callback(
+    State(app): State<Arc<ConnectApp>>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
+    let Some(state) = q.state.filter(|s| !s.is_empty() && s.len() <= 256) else {
+        return invalid_state();
+    };
+    // Spent before anything else: a state works once, whatever happens next.
+    let row = match app
+        .vault
+        .store
+        .take_connect_state(&crypto::sha256_hex(&state))
+        .await
+    {
+        Ok(Some(r)) if r.expires_at > app.vault.now_ms() => r,
+        Ok(_) => return invalid_state(),
+        Err(e) => return unavailable(e),
+    };
+    let Some((_, user_id)) = signed_in(&app.auth, &headers).await else {
+        return not_signed_in();
+    };
+    if !crypto::constant_time_eq(user_id.as_bytes(), row.user_id.as_bytes()) {
+        tracing::warn!("a connect callback arrived in another person's browser; refused");
+        return pages::message(
+            StatusCode::FORBIDDEN,
+            "This authorization is not for you",
+            "This authorization was started by another Doorman user. Nothing was connected.",
+        );
+    }
+    let prompt = match app.vault.store.connect_prompt(&row.prompt_hash).await {
+        Ok(Some(p)) if p.expires_at > app.vault.now_ms() => p,
+        Ok(_) => return expired_link(),
+        Err(e) => return unavailable(e),
+    };
+    let Some(rc) = app.vault.resource(&prompt.resource).cloned() else {
+        return expired_link();
+    };
+    let display = rc.resource.display_name.clone();
+    if let Some(error) = q.error {
+        // RFC 6749 §4.1.2.1: the resource refused (the person denied, or it failed).
+        tracing::info!(resource = %rc.name(), error = %error, "the resource answered the authorization with an error");
+        let (title, text) = if error == "access_denied" {
+            (
+                format!("{display} was not connected"),
+                format!(
+                    "You declined at {display}. Nothing was connected; your assistant can ask again."
+                ),
+            )
+        } else {
+            let detail = q.error_description.unwrap_or_default();
+            let detail: String = detail
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect();
+            (
+                format!("{display} was not connected"),
+                format!(
+                    "{display} answered with an error ({error}{}{detail}). Nothing was connected.",
+                    if detail.is_empty() { "" } else { ": " }
+                ),
+            )
+        };
+        return pages::message(StatusCode::BAD_REQUEST, &title, &text);
+    }
+    let Some(code) = q.code.filter(|c| !c.is_empty()) else {
+        return pages::message(
+            StatusCode::BAD_REQUEST,
+            &format!("{display} was not connected"),
+            "The answer from the resource had no authorization code. Nothing was connected.",
+        );
+    };
+    let verifier = match &row.verifier_sealed {
+        Some(sealed) => match app.vault.ring.open(sealed, &verifier_aad(&row.state_hash)) {
+            Ok(v) => Some(String::from_utf8_lossy(&v).into_owned()),
+            Err(_) => return invalid_state(),
+        },
+        None => None,
+    };
+    let set = match rc.exchange_code(&code, verifier.as_deref()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(resource = %rc.name(), error = %e, "code exchange at the resource failed");
+            return pages::message(
+                StatusCode::BAD_GATEWAY,
+                &format!("{display} was not connected"),
+                &format!(
+                    "Doorman could not complete the authorization with {display}: {e}. Nothing was connected; try again from your assistant."
+                ),
+            );
+        }
+    };
+    let account = match rc.identity(&set).await {
+        Ok(Some(a)) => a,
+        Ok(None) => "account".to_owned(),
+        Err(e) => {
+            tracing::warn!(resource = %rc.name(), error = %e, "cannot learn the connected account; stored unnamed");
+            "account".to_owned()
+        }
+    };
+    if let Err(e) = app
+        .vault
+        .store_connection(&prompt, &rc, &set, &account)
+        .await
+    {
+        return unavailable(e);
+    }
+    if let (Some(session), Some(elicitation)) = (&prompt.session_hash, &prompt.elicitation_id) {
+        (app.on_complete)(session, elicitation);
+    }
+    pages::message(
+        StatusCode::OK,
+        &format!("{display} is connected"),
+        &format!(
+            "Your {display} account {account} is connected. You can close this tab and go back to your assistant."
+        ),
+    )
+}
+
+fn invalid_state() -> Response {
+    pages::message(
+        StatusCode::BAD_REQUEST,
+        "This authorization cannot be completed",
+        "The answer from the resource does not match an authorization in progress (it expired, or was already used). Nothing was connected; ask your assistant to try again.",
+    )
+}
+
+/// `GET /connections`.
+async fn connections_page(State(app): State<Arc<ConnectApp>>, headers: HeaderMap) -> Response {
+    render_connections(&app, &headers, None).await
+}
+
+async fn render_connections(
+    app: &ConnectApp,
+    headers: &HeaderMap,
+    notice: Option<&str>,
+) -> Response {
+    let Some((_, user_id)) = signed_in(&app.auth, headers).await else {
+        return not_signed_in();
+    };
+    let person = match app.auth.store.user(&user_id).await {
+        Ok(Some(u)) => u
+            .email
+            .clone()
+            .or(u.username.clone())
+            .unwrap_or(u.id.clone()),
+        Ok(None) => return not_signed_in(),
+        Err(e) => return unavailable(e),
+    };
+    let views = match app.vault.views(&user_id, None).await {
+        Ok(v) => v,
+        Err(e) => return unavailable(e),
+    };
+    let now = app.vault.now_ms();
+    let mut seen: Vec<String> = Vec::new();
+    let rows = views
+        .into_iter()
+        .map(|v| {
+            let active = !seen.contains(&v.resource);
+            seen.push(v.resource.clone());
+            Row {
+                id: v.id,
+                display_name: v.display_name,
+                account: v.account,
+                binding: v.binding,
+                age: human(now - v.authorized_at),
+                remaining: v.remaining_ms.map_or("no limit".into(), human),
+                active,
+            }
+        })
+        .collect();
+    let (csrf, set_cookie) = csrf_cookie(&app.auth, headers);
+    with_cookie(
+        pages::render(
+            StatusCode::OK,
+            &ConnectionsPage {
+                person: &person,
+                csrf: &csrf,
+                rows,
+                notice,
+            },
+        ),
+        set_cookie,
+    )
+}
+
+/// A duration as people say it ("3 minutes", "2 hours").
+fn human(ms: i64) -> String {
+    let s = (ms / 1000).max(0);
+    let (n, unit) = match s {
+        0..60 => (s, "second"),
+        60..3600 => (s / 60, "minute"),
+        3600..86_400 => (s / 3600, "hour"),
+        _ => (s / 86_400, "day"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The signed-in person and a checked CSRF token, for the POST forms.
+async fn posted(
+    app: &ConnectApp,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<String, Response> {
+    if !csrf_ok(&app.auth, headers, form) {
+        return Err(csrf_refused());
+    }
+    signed_in(&app.auth, headers)
+        .await
+        .map(|(_, u)| u)
+        .ok_or_else(not_signed_in)
+}
+
+/// `POST /connections/disconnect` (`id`).
+async fn disconnect(
+    State(app): State<Arc<ConnectApp>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let user_id = match posted(&app, &headers, &form).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let id = form.get("id").map(String::as_str).unwrap_or("");
+    match app.vault.store.delete_connection_of(id, &user_id).await {
+        Ok(Some(row)) => {
+            app.vault
+                .discard(vec![row], "disconnected by its person")
+                .await;
+            render_connections(&app, &headers, Some("Disconnected.")).await
+        }
+        // Another person's id, or already gone: the same answer, nothing changed.
+        Ok(None) => {
+            render_connections(&app, &headers, Some("That connection no longer exists.")).await
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `POST /connections/disconnect-all`: the kill switch.
+async fn disconnect_all(
+    State(app): State<Arc<ConnectApp>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let user_id = match posted(&app, &headers, &form).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    match app
+        .vault
+        .store
+        .delete_connections_where(Some(&user_id), None)
+        .await
+    {
+        Ok(rows) => {
+            let n = rows.len();
+            app.vault.discard(rows, "disconnect everything").await;
+            let note = format!(
+                "Disconnected {n} connection{}.",
+                if n == 1 { "" } else { "s" }
+            );
+            render_connections(&app, &headers, Some(&note)).await
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `POST /connections/reconnect` (`id`): authorize the same resource again, for the same
+/// binding.
+async fn reconnect(
+    State(app): State<Arc<ConnectApp>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let user_id = match posted(&app, &headers, &form).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let id = form.get("id").map(String::as_str).unwrap_or("");
+    let row = match app.vault.store.connection(id).await {
+        Ok(Some(r)) if r.user_id == user_id => r,
+        Ok(_) => {
+            return render_connections(&app, &headers, Some("That connection no longer exists."))
+                .await;
+        }
+        Err(e) => return unavailable(e),
+    };
+    let Some(rc) = app.vault.resource(&row.resource).cloned() else {
+        return expired_link();
+    };
+    match app.vault.reconnect_prompt(&row, &rc).await {
+        Ok(prompt) => redirect_to_resource(&app, &prompt).await,
+        Err(e) => unavailable(e),
+    }
+}

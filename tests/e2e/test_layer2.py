@@ -1,0 +1,627 @@
+"""Layer 2 end to end: people connect their own accounts at a resource, and the upstream tied to
+that resource receives the person's resource token, never Doorman's.
+
+Real peers only: the resource's authorization server is `oidc-provider` (tests/peers/idp.mjs in
+resource-server mode: JWT access tokens, refresh tokens, RFC 7009 revocation, a request log);
+the upstream is an MCP server on the Python SDK that accepts only that server's tokens and
+echoes the token's subject and scopes (tests/peers/resource_upstream.py); the MCP clients are
+the Python SDK's; the person's browser walks Doorman's and the resource's real pages.
+
+Each prompt form is driven by a real client: the text form (no elicitation capability), the
+`-32042` URL elicitation with `notifications/elicitation/complete` (2025-11-25), and the
+`InputRequiredResult` round trip (2026-07-28).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from urllib.parse import urlencode, urlparse
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
+from mcp_types import ElicitResult
+
+import oauth
+from conftest import DOORMAN_BIN, fresh_postgres_url, modern_headers, modern_request
+from idp import account, idp_client, idp_walk, resource_server, start_idp
+from oauth import Browser, add_user, advance_clock, pkce, query_of
+from procs import free_port
+from resource_peers import start_resource_upstream
+
+pytestmark = pytest.mark.timeout(240)
+
+PASSWORD = "correct horse battery staple"
+NOTES_SECRET = "notes-client-secret-for-tests-only"
+CLIENT_REDIRECT = "http://127.0.0.1:9/cb"
+IDP_ACCOUNTS = {
+    "alice-work": ("pw-alice-work", "alice@work.example"),
+    "alice-test": ("pw-alice-test", "alice-test@work.example"),
+    "bob-notes": ("pw-bob", "bob@work.example"),
+}
+
+
+@dataclass
+class Env:
+    d: oauth.Doorman
+    idp: object
+    notes: object
+    browsers: dict = field(default_factory=dict)
+
+    def browser(self, user: str) -> Browser:
+        if user not in self.browsers:
+            self.browsers[user] = Browser(self.d)
+        return self.browsers[user]
+
+    def stop(self):
+        for b in self.browsers.values():
+            b.close()
+        self.d.stop()
+        self.notes.stop()
+        self.idp.stop()
+
+
+def start_env(name: str, *, binding: str = "session", max_age: str | None = None, access_ttl: int = 3600,
+              extra: str = "", database_url: str | None = None, port: int | None = None, idp=None,
+              notes=None, shared: str | None = None) -> Env:
+    port = port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    notes_port = free_port()
+    audience = f"http://127.0.0.1:{notes_port}/mcp"
+    if idp is None:
+        idp = start_idp(
+            clients=[idp_client("doorman-notes", NOTES_SECRET, [f"{base}/connect/callback"])],
+            accounts=[account(u, pw, email=email) for u, (pw, email) in IDP_ACCOUNTS.items()],
+            resource_server=resource_server(audience, access_token_ttl=access_ttl, always_refresh=True),
+            name=f"{name}-idp")
+    if notes is None:
+        notes = start_resource_upstream(notes_port, idp.issuer, audience, name=f"{name}-notes")
+    if shared is not None:
+        resource = """
+[[resources]]
+name = "notes"
+display_name = "Notes"
+binding = "shared"
+shared_token_env = "NOTES_SHARED"
+"""
+    else:
+        resource = f"""
+[[resources]]
+name = "notes"
+display_name = "Notes"
+issuer = "{idp.issuer}"
+client_id = "doorman-notes"
+client_secret_env = "NOTES_SECRET"
+scopes = ["openid", "email", "notes:read", "notes:write"]
+identity = {{ id_token_claim = "email" }}
+binding = "{binding}"
+"""
+    if max_age:
+        resource += f'max_age = "{max_age}"\n'
+    resource += extra
+    resource += f"""
+[[sign_in.clients]]
+client_id = "tester"
+name = "Tester"
+redirect_uris = ["{CLIENT_REDIRECT}"]
+"""
+    server = {"session_idle_timeout": "1d"}
+    if database_url:
+        server["database_url"] = database_url
+    d = oauth.accounts_doorman(name, [{"name": "notes", "url": notes.url, "resource": "notes"}],
+                               extra_toml=resource, env={"NOTES_SECRET": NOTES_SECRET, "NOTES_SHARED": shared or ""},
+                               port=port,
+                               server=server)
+    e = Env(d, idp, notes)
+    return e
+
+
+@pytest.fixture
+def envs():
+    started: list[Env] = []
+
+    def start(name: str, **kw) -> Env:
+        e = start_env(name, **kw)
+        started.append(e)
+        for user in ("alice", "bob"):
+            try:
+                add_user(e.d, user, PASSWORD, email=f"{user}@corp.example")
+            except AssertionError:
+                pass  # a second Doorman on the same database
+        return e
+
+    yield start
+    for e in started:
+        e.stop()
+
+
+def doorman_token(e: Env, user: str) -> str:
+    """Signs `user` in at Doorman through the real pages (their browser keeps the cookie)."""
+    verifier, challenge = pkce()
+    state = secrets.token_urlsafe(8)
+    q = {"response_type": "code", "client_id": "tester", "redirect_uri": CLIENT_REDIRECT, "scope": "mcp",
+         "code_challenge": challenge, "code_challenge_method": "S256", "state": state, "resource": e.d.url}
+    loc = e.browser(user).authorize(f"{e.d.base}/oauth/authorize?{urlencode(q)}", user, PASSWORD)
+    code = query_of(loc)["code"][0]
+    r = httpx2.post(f"{e.d.base}/oauth/token", data={
+        "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+        "redirect_uri": CLIENT_REDIRECT, "client_id": "tester", "resource": e.d.url}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()["access_token"]
+
+
+def follow_connect(e: Env, user: str, link: str, idp_user: str = "alice-work", decision: str = "allow",
+                   fresh_idp_session: bool = True) -> httpx2.Response:
+    """The person opens the connect link in their (signed-in) browser, authorizes at the
+    resource, and comes back; returns Doorman's final page."""
+    b = e.browser(user)
+    r = b.get(link)
+    assert r.status_code == 303, f"{r.status_code} {r.text[:300]}"
+    to_resource = r.headers["location"]
+    assert to_resource.startswith(e.idp.issuer + "/auth"), to_resource
+    pw = IDP_ACCOUNTS[idp_user][0]
+    with httpx2.Client(timeout=30, follow_redirects=False) as idp_http:
+        back = idp_walk(idp_http if fresh_idp_session else b.http, to_resource, e.idp, idp_user, pw, decision)
+    assert back.startswith(f"{e.d.base}/connect/callback"), back
+    return b.get(back)
+
+
+def text_of(result) -> str:
+    return "\n".join(c.text for c in result.content if getattr(c, "type", "") == "text")
+
+
+def link_in(text: str) -> str:
+    link = next(w for w in text.split() if "/connect/" in w)
+    return link.rstrip(".")
+
+
+def client(e: Env, token: str, mode: str = "legacy", **kw) -> tuple[httpx2.AsyncClient, Client]:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=120))
+    return http, Client(streamable_http_client(e.d.url, http_client=http), mode=mode, **kw)
+
+
+def sha12(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+async def whoami_of(c: Client) -> dict:
+    r = await c.call_tool("notes_whoami", {})
+    assert not r.is_error, text_of(r)
+    return json.loads(text_of(r))
+
+
+async def doorman_whoami(c: Client) -> dict:
+    r = await c.call_tool("doorman_whoami", {})
+    assert not r.is_error, text_of(r)
+    return r.structured_content
+
+
+def notes_status(who: dict) -> dict:
+    return next(r for r in who["resources"] if r["resource"] == "notes")
+
+
+# ---------------------------------------------------------------------------------------------
+# The three prompt forms with real clients
+
+
+def test_text_prompt_then_the_upstream_gets_the_persons_resource_token(envs):
+    e = envs("l2-text")
+    token = doorman_token(e, "alice")
+
+    async def run():
+        http, c = client(e, token)
+        async with http, c:
+            tools = {t.name for t in (await c.list_tools()).tools}
+            assert {"doorman_whoami", "doorman_connect", "doorman_disconnect", "doorman_use_account"} <= tools
+            first = await c.call_tool("notes_whoami", {})
+            assert first.is_error
+            text = text_of(first)
+            assert text.startswith("Connect your Notes account to continue: "), text
+            link = link_in(text)
+            # Links carry no credentials and no personal data.
+            assert "alice" not in link and "corp.example" not in link and token not in link
+            assert urlparse(link).path == "/connect/notes"
+            assert notes_status(await doorman_whoami(c))["status"] == "not connected"
+            page = await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link))
+            assert page.status_code == 200 and "Notes is connected" in page.text, page.text
+            assert "alice@work.example" in page.text and "close this tab" in page.text
+            got = await whoami_of(c)
+            assert got["sub"] == "sub-alice-work" and "notes:read" in got["scopes"], got
+            assert got["token_sha256_prefix"] != sha12(token), "Doorman's own token went upstream"
+            who = await doorman_whoami(c)
+            notes = notes_status(who)
+            assert who["person"] == "alice@corp.example"
+            assert notes["status"] == "connected" and notes["accounts"][0]["account"] == "alice@work.example"
+            assert notes["accounts"][0]["active"] is True
+
+    anyio.run(run)
+
+
+def test_url_elicitation_error_then_completion_notification(envs):
+    e = envs("l2-elicit")
+    token = doorman_token(e, "alice")
+    completed: list[str] = []
+
+    async def on_message(msg):
+        root = getattr(msg, "root", msg)
+        if getattr(root, "method", None) == "notifications/elicitation/complete":
+            completed.append(root.params.elicitation_id)
+
+    async def never_called(ctx, params):  # declares elicitation (form and url)
+        raise AssertionError("Doorman sends no elicitation/create requests on 2025-11-25")
+
+    async def run():
+        http, c = client(e, token, elicitation_callback=never_called, message_handler=on_message)
+        async with http, c:
+            await c.list_tools()  # opens the session's GET stream via the SDK
+            with pytest.raises(MCPError) as err:
+                await c.call_tool("notes_whoami", {})
+            assert err.value.code == -32042
+            (el,) = UrlElicitationRequiredError.from_error(err.value.error).elicitations
+            assert el.mode == "url" and el.url.startswith(f"{e.d.base}/connect/notes?prompt=")
+            assert "Connect your Notes account" in el.message
+            await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", el.url))
+            with anyio.fail_after(10):
+                while el.elicitation_id not in completed:
+                    await anyio.sleep(0.05)
+            got = await whoami_of(c)
+            assert got["sub"] == "sub-alice-work"
+
+    anyio.run(run)
+
+
+def test_input_required_round_trip_on_the_stateless_revision(envs):
+    e = envs("l2-mrtr")
+    token = doorman_token(e, "alice")
+    asked: list[dict] = []
+
+    async def elicit(ctx, params):
+        asked.append({"mode": params.mode, "url": params.url, "message": params.message})
+        await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", params.url))
+        return ElicitResult(action="accept")
+
+    async def run():
+        http, c = client(e, token, mode="2026-07-28", elicitation_callback=elicit)
+        async with http, c:
+            got = await whoami_of(c)  # the SDK drives the InputRequiredResult loop
+            assert got["sub"] == "sub-alice-work"
+            assert len(asked) == 1 and asked[0]["mode"] == "url"
+            assert asked[0]["url"].startswith(f"{e.d.base}/connect/notes?prompt=")
+
+    anyio.run(run)
+
+
+def test_request_state_is_tamper_evident_and_bound_to_its_person_and_request(envs):
+    e = envs("l2-state")
+    alice, bob = doorman_token(e, "alice"), doorman_token(e, "bob")
+    caps = {"elicitation": {"url": {}, "form": {}}}
+
+    def call(token: str, name: str, extra: dict | None = None) -> dict:
+        params = {"name": name, "arguments": {}, **(extra or {})}
+        body = modern_request("tools/call", params)
+        body["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] = caps
+        h = modern_headers("tools/call", name)
+        h["Authorization"] = f"Bearer {token}"
+        r = httpx2.post(e.d.url, headers=h, json=body, timeout=30)
+        return r.json()
+
+    first = call(alice, "notes_whoami")["result"]
+    assert first["resultType"] == "input_required"
+    state = first["requestState"]
+    assert state.startswith("doorman1.") and "alice" not in state
+    req = first["inputRequests"]["connect"]
+    assert req["method"] == "elicitation/create" and req["params"]["mode"] == "url"
+    declined = {"inputResponses": {"connect": {"action": "decline"}}}
+    # Tampered: one character changed.
+    flipped = state[:-2] + ("A" if state[-2] != "A" else "B") + state[-1]
+    for bad, token, name in [(flipped, alice, "notes_whoami"),       # tampered
+                             (state, bob, "notes_whoami"),           # another person
+                             (state, alice, "notes_read_note")]:     # another request
+        err = call(token, name, {"requestState": bad, **declined})["error"]
+        assert err["code"] == -32602 and err["data"]["reason"] == "invalid_request_state", err
+    # The genuine state, declined by the person: a tool error, nothing connected.
+    ok = call(alice, "notes_whoami", {"requestState": state, **declined})["result"]
+    assert ok["isError"] is True and "declined" in ok["content"][0]["text"]
+    # Expired.
+    advance_clock(e.d, 16 * 60)
+    err = call(alice, "notes_whoami", {"requestState": state, **declined})["error"]
+    assert err["data"]["reason"] == "invalid_request_state"
+
+
+# ---------------------------------------------------------------------------------------------
+# The connect page and callback: the anti-phishing rule, state, errors
+
+
+def prompt_link(e: Env, token: str) -> str:
+    """A text-form prompt for `token`'s person on a fresh stateless conversation."""
+    h = modern_headers("tools/call", "notes_whoami")
+    h["Authorization"] = f"Bearer {token}"
+    r = httpx2.post(e.d.url, headers=h, json=modern_request("tools/call", {"name": "notes_whoami", "arguments": {}}),
+                    timeout=30)
+    result = r.json()["result"]
+    assert result["isError"] is True, result
+    return link_in(result["content"][0]["text"])
+
+
+def connection_rows(e: Env) -> list[tuple]:
+    db = sqlite3.connect(f"file:{e.d.dir / 'data' / 'doorman.db'}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT user_id, resource, account, binding FROM connections").fetchall()
+    finally:
+        db.close()
+
+
+def test_another_person_opening_the_link_is_refused_and_nothing_is_stored(envs):
+    e = envs("l2-phish")
+    alice = doorman_token(e, "alice")
+    doorman_token(e, "bob")  # bob's browser is signed in to Doorman
+    link = prompt_link(e, alice)
+    r = e.browser("bob").get(link)
+    assert r.status_code == 403 and "This link is not for you" in r.text
+    assert "location" not in r.headers
+    assert connection_rows(e) == []
+    # Not signed in at all: refused with an explanation, nowhere to go.
+    anon = httpx2.get(link, timeout=30)
+    assert anon.status_code == 401 and "Sign in to Doorman first" in anon.text
+    # Unknown or forged prompt ids.
+    for bad in (link + "x", link.split("?")[0], link.replace("/connect/notes", "/connect/other")):
+        r = e.browser("alice").get(bad)
+        assert r.status_code == 400 and "expired" in r.text, bad
+    assert connection_rows(e) == []
+
+
+def test_state_is_single_use_short_lived_and_errors_store_nothing(envs):
+    e = envs("l2-statecb")
+    alice = doorman_token(e, "alice")
+    b = e.browser("alice")
+
+    def to_callback(link: str, decision: str = "allow") -> str:
+        r = b.get(link)
+        with httpx2.Client(timeout=30, follow_redirects=False) as h:
+            return idp_walk(h, r.headers["location"], e.idp, "alice-work", IDP_ACCOUNTS["alice-work"][0], decision)
+
+    # The resource answers with an error (the person denied): a page, nothing stored.
+    back = to_callback(prompt_link(e, alice), decision="deny")
+    r = b.get(back)
+    assert r.status_code == 400 and "Notes was not connected" in r.text and "declined" in r.text
+    assert connection_rows(e) == []
+    # A state that expired (10 minutes) is refused.
+    back = to_callback(prompt_link(e, alice))
+    advance_clock(e.d, 11 * 60)
+    r = b.get(back)
+    assert r.status_code == 400 and "cannot be completed" in r.text
+    assert connection_rows(e) == []
+    # Forged state.
+    r = b.get(f"{e.d.base}/connect/callback?state=forged&code=x")
+    assert r.status_code == 400 and "cannot be completed" in r.text
+    # A good one works once; replayed, refused.
+    back = to_callback(prompt_link(e, alice))
+    assert b.get(back).status_code == 200
+    r = b.get(back)
+    assert r.status_code == 400 and "cannot be completed" in r.text
+    assert len(connection_rows(e)) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Bindings and lifetimes
+
+
+def test_session_binding_dies_with_the_session_and_is_revoked_at_the_resource(envs):
+    e = envs("l2-session")
+    token = doorman_token(e, "alice")
+
+    async def run():
+        http, c = client(e, token)
+        async with http, c:
+            link = link_in(text_of(await c.call_tool("notes_whoami", {})))
+            await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link))
+            assert (await whoami_of(c))["sub"] == "sub-alice-work"
+        # Leaving the block sends DELETE for the session.
+
+    before = len(e.idp.revocations())
+    anyio.run(run)
+    for _ in range(100):
+        if not connection_rows(e) and len(e.idp.revocations()) > before:
+            break
+        anyio.run(anyio.sleep, 0.1)
+    assert connection_rows(e) == []
+    hints = [r["token_type_hint"] for r in e.idp.revocations()[before:]]
+    assert "refresh_token" in hints, hints
+
+    # A new conversation starts unconnected.
+    async def again():
+        http, c = client(e, token)
+        async with http, c:
+            assert (await c.call_tool("notes_whoami", {})).is_error
+
+    anyio.run(again)
+
+
+def test_user_binding_survives_a_new_session_and_max_age_asks_again(envs):
+    e = envs("l2-user", binding="user", max_age="2h")
+    token = doorman_token(e, "alice")
+
+    async def first():
+        http, c = client(e, token)
+        async with http, c:
+            link = link_in(text_of(await c.call_tool("notes_whoami", {})))
+            await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link))
+
+    async def later(expect_prompt: bool, text: str = ""):
+        http, c = client(e, doorman_token(e, "alice"), mode="2026-07-28")
+        async with http, c:
+            r = await c.call_tool("notes_whoami", {})
+            assert r.is_error == expect_prompt, text_of(r)
+            if expect_prompt:
+                assert text in text_of(r)
+
+    anyio.run(first)
+    anyio.run(later, False)
+    advance_clock(e.d, 3 * 3600)  # past max_age (the access token is refreshed before, too)
+    anyio.run(later, True, "older than this tool allows")
+
+
+def test_call_binding_asks_every_call(envs):
+    e = envs("l2-call", binding="call")
+    token = doorman_token(e, "alice")
+
+    async def run():
+        http, c = client(e, token)
+        async with http, c:
+            link = link_in(text_of(await c.call_tool("notes_whoami", {})))
+            await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link))
+            assert (await whoami_of(c))["sub"] == "sub-alice-work"
+            again = await c.call_tool("notes_whoami", {})
+            assert again.is_error and "Connect your Notes account" in text_of(again)
+
+    before = len(e.idp.revocations())
+    anyio.run(run)
+    assert connection_rows(e) == []
+    assert len(e.idp.revocations()) > before  # the spent connection was revoked
+
+
+def test_shared_binding_serves_everyone_with_the_operators_credential(envs):
+    from resource_peers import obtain_tokens
+    port = free_port()
+    notes_port = free_port()
+    audience = f"http://127.0.0.1:{notes_port}/mcp"
+    idp = start_idp(clients=[idp_client("ops", "ops-secret", [CLIENT_REDIRECT])],
+                    accounts=[account("ops-bot", "pw-ops", email="ops@work.example")],
+                    resource_server=resource_server(audience), name="l2-shared-idp")
+    notes = start_resource_upstream(notes_port, idp.issuer, audience, name="l2-shared-notes")
+    # The operator's one credential: a real token of the resource, obtained out of band.
+    shared = obtain_tokens(idp, "ops", "ops-secret", CLIENT_REDIRECT, "ops-bot", "pw-ops", "notes:read")
+    e = envs("l2-shared", port=port, idp=idp, notes=notes, shared=shared["access_token"])
+    tokens = {u: doorman_token(e, u) for u in ("alice", "bob")}
+
+    async def run(user: str):
+        http, c = client(e, tokens[user])
+        async with http, c:
+            assert (await whoami_of(c))["sub"] == "sub-ops-bot"
+            assert notes_status(await doorman_whoami(c))["status"] == "shared"
+
+    anyio.run(run, "alice")
+    anyio.run(run, "bob")
+    assert connection_rows(e) == []
+    # Still recorded per person.
+    log = e.d.log()
+    assert log.count("shared credential used") >= 2
+
+
+def test_two_accounts_and_switching_between_them(envs):
+    e = envs("l2-accounts", binding="user")
+    token = doorman_token(e, "alice")
+
+    async def run():
+        http, c = client(e, token)
+        async with http, c:
+            link = link_in(text_of(await c.call_tool("notes_whoami", {})))
+            await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link, "alice-work"))
+            r = await c.call_tool("doorman_connect", {"resource": "notes"})
+            assert not r.is_error
+            await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link_in(text_of(r)), "alice-test"))
+            # The most recently connected account is active.
+            assert (await whoami_of(c))["sub"] == "sub-alice-test"
+            who = notes_status(await doorman_whoami(c))
+            assert {a["account"] for a in who["accounts"]} == {"alice@work.example", "alice-test@work.example"}
+            r = await c.call_tool("doorman_use_account", {"resource": "notes", "account": "alice@work.example"})
+            assert not r.is_error, text_of(r)
+            assert (await whoami_of(c))["sub"] == "sub-alice-work"
+            r = await c.call_tool("doorman_use_account", {"resource": "notes", "account": "nobody@x"})
+            assert r.is_error
+            r = await c.call_tool("doorman_disconnect", {"resource": "notes"})
+            assert not r.is_error and "alice@work.example" in text_of(r)
+            assert (await whoami_of(c))["sub"] == "sub-alice-test"
+
+    anyio.run(run)
+
+
+def test_expired_tokens_refresh_once_for_many_concurrent_calls(envs):
+    e = envs("l2-refresh", binding="user", access_ttl=600)
+    token = doorman_token(e, "alice")
+
+    async def connect():
+        http, c = client(e, token)
+        async with http, c:
+            link = link_in(text_of(await c.call_tool("notes_whoami", {})))
+            await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link))
+
+    anyio.run(connect)
+    refreshes = e.idp.count("/token", grant_type="refresh_token")
+    advance_clock(e.d, 700)  # Doorman's copy of the access token has expired
+
+    async def many():
+        http, c = client(e, token, mode="2026-07-28")
+        async with http, c:
+            subs: list[str] = []
+
+            async def one():
+                subs.append((await whoami_of(c))["sub"])
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(12):
+                    tg.start_soon(one)
+            assert subs == ["sub-alice-work"] * 12
+
+    anyio.run(many)
+    assert e.idp.count("/token", grant_type="refresh_token") == refreshes + 1
+
+
+def test_a_failed_refresh_asks_the_person_again(envs):
+    e = envs("l2-refresh-fail", binding="user", access_ttl=600)
+    token = doorman_token(e, "alice")
+
+    async def connect():
+        http, c = client(e, token)
+        async with http, c:
+            link = link_in(text_of(await c.call_tool("notes_whoami", {})))
+            await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link))
+
+    anyio.run(connect)
+    advance_clock(e.d, 700)
+    e.idp.fail("/token", status=400, grant_type="refresh_token", error="invalid_grant")
+
+    async def call():
+        http, c = client(e, token)
+        async with http, c:
+            r = await c.call_tool("notes_whoami", {})
+            assert r.is_error and "no longer works" in text_of(r), text_of(r)
+
+    anyio.run(call)
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets at rest and in logs
+
+
+def test_no_token_in_clear_in_the_database_or_the_logs(envs):
+    e = envs("l2-secrets", binding="user")
+    token = doorman_token(e, "alice")
+
+    async def run():
+        http, c = client(e, token)
+        async with http, c:
+            link = link_in(text_of(await c.call_tool("notes_whoami", {})))
+            await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link))
+            got = await whoami_of(c)
+            return got["token_sha256_prefix"]
+
+    anyio.run(run)
+    data = b""
+    for f in (e.d.dir / "data").iterdir():
+        if f.name.startswith("doorman.db"):
+            data += f.read_bytes()
+    # JWT access tokens and ID tokens start with a base64url JSON header.
+    assert b"eyJ" not in data, "a JWT is stored in clear"
+    assert NOTES_SECRET.encode() not in data
+    log = e.d.log()
+    assert "eyJ" not in log and NOTES_SECRET not in log
