@@ -14,6 +14,13 @@ As a resource's authorization server (GitHub/Linear stand-in; JWT access tokens 
                     resource_server=resource_server("http://127.0.0.1:9500/mcp", access_token_ttl=60))
     idp.count("/token", grant_type="refresh_token"); idp.revocations()
 
+With `resource_server(..., registration=True)` it also takes RFC 7591 dynamic client registration
+(open, at /reg, `registration_endpoint` in both discovery documents), as an MCP server's own
+authorization server does:
+
+    idp.register({"redirect_uris": [...], "token_endpoint_auth_method": "none"})  # the answer
+    idp.registrations(); idp.count("/reg"); idp.registered_clients()
+
 Plain functions and classes; fixtures live in the test files or conftest.py.
 """
 
@@ -56,12 +63,17 @@ def idp_client(client_id: str, secret: str | None, redirect_uris: list[str], *,
 
 
 def resource_server(audience: str, scopes: list[str] | None = None, *, access_token_ttl: int = 3600,
-                    always_refresh: bool = False) -> dict:
+                    always_refresh: bool = False, registration: bool = False,
+                    registration_skip_consent: bool = False) -> dict:
     """The `resource_server` config of idp.mjs: JWT access tokens (RFC 9068) for `audience`, with
     the resource's `scopes` (default notes:read, notes:write). `always_refresh`: a refresh token
-    even without offline_access, as GitHub and Linear do."""
-    return {"audience": audience, "scopes": list(scopes or ["notes:read", "notes:write"]),
-            "access_token_ttl": access_token_ttl, "always_refresh": always_refresh}
+    even without offline_access, as GitHub and Linear do. `registration`: open RFC 7591 dynamic
+    client registration at /reg; `registration_skip_consent`: its clients get no consent page."""
+    out = {"audience": audience, "scopes": list(scopes or ["notes:read", "notes:write"]),
+           "access_token_ttl": access_token_ttl, "always_refresh": always_refresh}
+    if registration or registration_skip_consent:
+        out["registration"] = {"skip_consent": registration_skip_consent}
+    return out
 
 
 class Idp:
@@ -91,6 +103,14 @@ class Idp:
     def jwks(self) -> dict:
         r = self._http.get(f"{self.issuer}/jwks")
         r.raise_for_status()
+        return r.json()
+
+    def register(self, metadata: dict) -> dict:
+        """An RFC 7591 registration at /reg (needs `registration`); asserts 201 and returns the
+        answer: client_id, client_secret (not for token_endpoint_auth_method "none"),
+        registration_access_token, registration_client_uri and the client's metadata."""
+        r = self._http.post(f"{self.issuer}/reg", json=metadata)
+        assert r.status_code == 201, f"registration: {r.status_code} {r.text}"
         return r.json()
 
     # -- the administrator's side (/_control/ on the same loopback port)
@@ -139,15 +159,26 @@ class Idp:
         self._control("POST", "fail", body)
 
     def requests(self, path: str | None = None) -> list[dict]:
-        """What clients sent to /auth, /token, /token/revocation, /me, /jwks, discovery (secrets
-        masked; injected failures carry "injected": true), oldest first; only `path`'s if given."""
+        """What clients sent to /auth, /token, /token/revocation, /me, /jwks, discovery (either
+        well-known path), /reg (secrets masked; injected failures carry "injected": true), oldest
+        first; only `path`'s if given."""
         seen = self._control("GET", "requests")
         return [r for r in seen if path is None or r["path"] == path]
 
     def count(self, path: str, grant_type: str | None = None) -> int:
-        """How many requests reached `path` (of that `grant_type`, for /token), failures included."""
+        """How many requests reached `path` (of that `grant_type`, for /token), failures included.
+        `count("/reg")` counts registration requests (RFC 7592 reads are at /reg/<client_id>)."""
         return sum(1 for r in self.requests(path)
                    if grant_type is None or r["params"].get("grant_type") == grant_type)
+
+    def registrations(self) -> list[dict]:
+        """Every POST /reg, oldest first: {method, path, route "registration", status, params (the
+        client metadata as sent, secrets masked), client_id (issued, or None), error (if refused)}."""
+        return [r for r in self.requests("/reg") if r["method"] == "POST"]
+
+    def registered_clients(self) -> list[dict]:
+        """The dynamically registered clients as stored (no secrets; `has_secret` tells), oldest first."""
+        return self._control("GET", "clients")
 
     def revocations(self) -> list[dict]:
         """Every revocation request: {client_id, token_type_hint, status, token_sha256_prefix}."""

@@ -50,7 +50,7 @@ IDP_ACCOUNTS = {
 }
 
 
-@dataclass
+@dataclass(eq=False)
 class Env:
     d: oauth.Doorman
     idp: object
@@ -72,7 +72,7 @@ class Env:
 
 def start_env(name: str, *, binding: str = "session", max_age: str | None = None, access_ttl: int = 3600,
               extra: str = "", database_url: str | None = None, port: int | None = None, idp=None,
-              notes=None, shared: str | None = None) -> Env:
+              notes=None, shared: str | None = None, env: dict | None = None) -> Env:
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     notes_port = free_port()
@@ -118,7 +118,8 @@ redirect_uris = ["{CLIENT_REDIRECT}"]
     if database_url:
         server["database_url"] = database_url
     d = oauth.accounts_doorman(name, [{"name": "notes", "url": notes.url, "resource": "notes"}],
-                               extra_toml=resource, env={"NOTES_SECRET": NOTES_SECRET, "NOTES_SHARED": shared or ""},
+                               extra_toml=resource,
+                               env={"NOTES_SECRET": NOTES_SECRET, "NOTES_SHARED": shared or "", **(env or {})},
                                port=port,
                                server=server)
     e = Env(d, idp, notes)
@@ -625,3 +626,126 @@ def test_no_token_in_clear_in_the_database_or_the_logs(envs):
     assert NOTES_SECRET.encode() not in data
     log = e.d.log()
     assert "eyJ" not in log and NOTES_SECRET not in log
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-tool lifetimes, several nodes, operators
+
+
+def connect_once(e: Env, token: str, user: str = "alice", idp_user: str = "alice-work") -> None:
+    async def run():
+        http, c = client(e, token)
+        async with http, c:
+            link = link_in(text_of(await c.call_tool("notes_whoami", {})))
+            await anyio.to_thread.run_sync(lambda: follow_connect(e, user, link, idp_user))
+
+    anyio.run(run)
+
+
+def test_a_tool_policy_shortens_max_age_for_that_tool_only(envs):
+    policy = '\n[[policies]]\ntools = ["notes_write_*"]\nmax_age = "1h"\n'
+    e = envs("l2-policy", binding="user", max_age="8h", extra=policy)
+    connect_once(e, doorman_token(e, "alice"))
+    advance_clock(e.d, 2 * 3600)
+
+    async def run():
+        http, c = client(e, doorman_token(e, "alice"))
+        async with http, c:
+            w = await c.call_tool("notes_write_note", {"name": "a", "text": "b"})
+            assert w.is_error and "older than this tool allows" in text_of(w), text_of(w)
+            assert (await whoami_of(c))["sub"] == "sub-alice-work"  # the resource's 8 h still hold
+
+    anyio.run(run)
+
+
+def test_two_nodes_on_one_postgres_refresh_once(envs):
+    ring = f"k1 {secrets.token_urlsafe(32)}\n"
+    url = fresh_postgres_url()
+    shared_env = {"DOORMAN_KEY_RING": ring}
+    a = envs("l2-node-a", binding="user", access_ttl=600, database_url=url, env=shared_env)
+    b = envs("l2-node-b", binding="user", access_ttl=600, database_url=url, env=shared_env,
+             idp=a.idp, notes=a.notes)
+    connect_once(a, doorman_token(a, "alice"))
+    tokens = {n: doorman_token(n, "alice") for n in (a, b)}
+    before = a.idp.count("/token", grant_type="refresh_token")
+    for n in (a, b):
+        advance_clock(n.d, 700)
+
+    async def many():
+        results: list[str] = []
+
+        async def on(n: Env, count: int):
+            http, c = client(n, tokens[n], mode="2026-07-28")
+            async with http, c:
+                async with anyio.create_task_group() as tg:
+                    for _ in range(count):
+                        async def one():
+                            results.append((await whoami_of(c))["sub"])
+                        tg.start_soon(one)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(on, a, 6)
+            tg.start_soon(on, b, 6)
+        assert results == ["sub-alice-work"] * 12
+
+    anyio.run(many)
+    assert a.idp.count("/token", grant_type="refresh_token") == before + 1
+
+
+def cli(e: Env, *args: str) -> subprocess.CompletedProcess:
+    out = subprocess.run([str(DOORMAN_BIN), *args, "--config", str(e.d.config)], capture_output=True,
+                         text=True, timeout=60)
+    return out
+
+
+def test_operators_list_and_revoke_connections(envs):
+    e = envs("l2-cli", binding="user")
+    connect_once(e, doorman_token(e, "alice"))
+    out = cli(e, "connections", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    (row,) = json.loads(out.stdout)
+    assert row["user"] == "alice" and row["resource"] == "notes" and row["account"] == "alice@work.example"
+    assert "eyJ" not in out.stdout, "no token in the listing"
+    assert json.loads(cli(e, "connections", "list", "--json", "--user", "bob").stdout) == []
+    assert cli(e, "connections", "revoke").returncode != 0  # no filter: refused
+    before = len(e.idp.revocations())
+    out = cli(e, "connections", "revoke", "--user", "alice", "--resource", "notes")
+    assert out.returncode == 0 and "revoked 1 connection" in out.stdout, out.stdout + out.stderr
+    assert connection_rows(e) == []
+    for _ in range(100):  # the server makes the queued revocations within seconds
+        if len(e.idp.revocations()) > before:
+            break
+        anyio.run(anyio.sleep, 0.1)
+    assert len(e.idp.revocations()) > before
+
+
+def test_a_new_sealing_key_is_picked_up_and_connections_are_resealed(envs):
+    e = envs("l2-keys", binding="user")
+    token = doorman_token(e, "alice")
+    connect_once(e, token)
+    db = e.d.dir / "data" / "doorman.db"
+
+    def sealed_key_ids() -> set[str]:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return {r[0].split(".")[0] for r in con.execute("SELECT access_token_sealed FROM connections")}
+        finally:
+            con.close()
+
+    (old,) = sealed_key_ids()
+    out = cli(e, "keys", "add-sealing-key")
+    assert out.returncode == 0, out.stderr
+    for _ in range(150):
+        ids = sealed_key_ids()
+        if ids and ids != {old}:
+            break
+        anyio.run(anyio.sleep, 0.1)
+    (new,) = sealed_key_ids()
+    assert new != old and new in (e.d.dir / "data" / "keyring").read_text()
+
+    async def still_works():
+        http, c = client(e, token)
+        async with http, c:
+            assert (await whoami_of(c))["sub"] == "sub-alice-work"
+
+    anyio.run(still_works)

@@ -19,7 +19,8 @@ from mcp.client.streamable_http import streamable_http_client
 from idp import account, idp_client, resource_server, start_idp
 from oauth import jwt_es256, jwt_parts, jwt_unsigned, new_es256_key
 from procs import free_port
-from resource_peers import obtain_tokens, refresh, revoke, start_resource_upstream
+from resource_peers import (challenge_params, discover_from_challenge, obtain_tokens, refresh, register_public_client,
+                            revoke, start_resource_upstream)
 
 SECRET = "notes-secret-" + secrets.token_hex(8)
 CLIENT, FIRST_PARTY = "doorman-notes", "doorman-notes-1p"
@@ -34,7 +35,7 @@ MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": 
 class Resource:
     """A resource's authorization server and its MCP server, sharing one audience."""
 
-    def __init__(self, *, self_auth: bool = False, stateless: bool = False, **rs):
+    def __init__(self, *, self_auth: bool = False, stateless: bool = False, required_scopes: str = "", **rs):
         port = free_port()
         self.audience = f"http://127.0.0.1:{port}/mcp"
         self.idp = start_idp(clients=[idp_client(CLIENT, SECRET, [CALLBACK]),
@@ -43,7 +44,8 @@ class Resource:
                              resource_server=resource_server(self.audience, **rs))
         try:
             self.upstream = start_resource_upstream(port, self.idp.issuer, self.audience,
-                                                    stateless=stateless, self_auth=self_auth)
+                                                    stateless=stateless, self_auth=self_auth,
+                                                    required_scopes=required_scopes)
         except BaseException:
             self.idp.stop()
             raise
@@ -254,5 +256,134 @@ def test_self_auth_publishes_protected_resource_metadata_naming_the_issuer():
         assert whoami(r.upstream.url, tokens["access_token"])["sub"] == "gh-alice"
         r.idp.fail("/token", 400, error="invalid_target")  # any error body can be injected
         assert refresh(r.idp, CLIENT, SECRET, "x").json()["error"] == "invalid_target"
+    finally:
+        r.stop()
+
+
+DOORMAN_CALLBACK = "http://127.0.0.1:8421/connect/callback"  # never contacted either
+
+
+def test_a_self_authorizing_server_leads_to_registration_and_a_code_flow_with_the_resource():
+    """What Doorman does with an upstream that does MCP authorization itself: 401 with
+    resource_metadata -> RFC 9728 -> RFC 8414 -> RFC 7591 (a public client) -> the code flow with
+    PKCE and RFC 8707 `resource` -> tokens the upstream takes; refresh names the resource again."""
+    r = Resource(self_auth=True, registration=True, always_refresh=True)
+    try:
+        found = discover_from_challenge(r.upstream.url)
+        assert found["prm"]["resource"] == r.audience
+        assert found["prm"]["authorization_servers"] == [r.idp.issuer]
+        assert found["prm"]["scopes_supported"] == ["notes:read", "notes:write"]
+        meta = found["as_metadata"]
+        assert meta["issuer"] == r.idp.issuer and meta["registration_endpoint"] == f"{r.idp.issuer}/reg"
+        assert "S256" in meta["code_challenge_methods_supported"]
+        assert "none" in meta["token_endpoint_auth_methods_supported"]
+        assert {"authorization_code", "refresh_token"} <= set(meta["grant_types_supported"])
+        assert r.idp.discovery()["registration_endpoint"] == meta["registration_endpoint"]
+        assert r.idp.count("/.well-known/oauth-authorization-server") == 1
+        assert r.idp.count("/reg") == 0
+
+        client = register_public_client(r.idp, [DOORMAN_CALLBACK], scope="notes:read notes:write")
+        client_id = client["client_id"]
+        assert "client_secret" not in client and client["token_endpoint_auth_method"] == "none"
+        assert client["redirect_uris"] == [DOORMAN_CALLBACK]
+        assert client["grant_types"] == ["authorization_code", "refresh_token"]
+        assert client["scope"] == "notes:read notes:write"  # the resource's scopes are fine to register
+        assert r.idp.count("/reg") == 1
+        [seen] = r.idp.registrations()
+        assert seen["status"] == 201 and seen["client_id"] == client_id
+        assert seen["params"]["token_endpoint_auth_method"] == "none"
+        assert seen["params"]["redirect_uris"] == [DOORMAN_CALLBACK]
+        assert client["registration_access_token"] not in json.dumps(r.idp.requests())
+        [stored] = r.idp.registered_clients()
+        assert stored["client_id"] == client_id and stored["has_secret"] is False
+
+        tokens = obtain_tokens(r.idp, client_id, None, DOORMAN_CALLBACK, "alice", "alice-pw", "notes:read notes:write",
+                               resource=r.audience, token_params={"resource": r.audience})
+        assert tokens["refresh_token"] and tokens["scope"] == "notes:read notes:write"
+        _, claims, _ = jwt_parts(tokens["access_token"])
+        assert claims["aud"] == r.audience and claims["client_id"] == client_id and claims["iss"] == r.idp.issuer
+        me = whoami(r.upstream.url, tokens["access_token"])
+        assert me["sub"] == "gh-alice" and me["client_id"] == client_id
+        assert sorted(me["scopes"]) == ["notes:read", "notes:write"]
+        [auth] = r.idp.requests("/auth")
+        assert auth["params"]["resource"] == r.audience and auth["params"]["code_challenge_method"] == "S256"
+        [code] = [q for q in r.idp.requests("/token") if q["params"]["grant_type"] == "authorization_code"]
+        assert code["params"]["resource"] == r.audience and code["params"]["client_id"] == client_id
+
+        again = refresh(r.idp, client_id, None, tokens["refresh_token"], resource=r.audience)
+        assert again.status_code == 200, again.text
+        assert jwt_parts(again.json()["access_token"])[1]["aud"] == r.audience
+        assert whoami(r.upstream.url, again.json()["access_token"])["client_id"] == client_id
+        other = refresh(r.idp, client_id, None, again.json()["refresh_token"], resource="http://127.0.0.1:9/mcp")
+        assert other.status_code == 400 and other.json()["error"] == "invalid_target", other.text
+
+        # The provider insists on PKCE, and on the one resource it knows, for this client too.
+        with httpx2.Client(timeout=30, follow_redirects=False) as http:
+            base = {"response_type": "code", "client_id": client_id, "redirect_uri": DOORMAN_CALLBACK,
+                    "scope": "notes:read", "state": "s"}
+            no_pkce = http.get(f"{r.idp.issuer}/auth", params=base)
+            assert no_pkce.status_code in (302, 303) and "error=invalid_request" in no_pkce.headers["location"]
+            wrong = http.get(f"{r.idp.issuer}/auth", params={**base, "code_challenge": "x" * 43,
+                                                             "code_challenge_method": "S256",
+                                                             "resource": "http://127.0.0.1:9/mcp"})
+            assert wrong.status_code in (302, 303) and "error=invalid_target" in wrong.headers["location"]
+        assert r.idp.count("/reg") == 1
+    finally:
+        r.stop()
+
+
+def test_registration_is_refused_when_not_configured_and_can_be_failed(resource):
+    assert "registration_endpoint" not in resource.idp.discovery()
+    assert httpx2.post(f"{resource.idp.issuer}/reg", json={"redirect_uris": [CALLBACK]}, timeout=10).status_code == 404
+
+    r = Resource(registration_skip_consent=True)
+    try:
+        r.idp.fail("/reg", 503)
+        refused = httpx2.post(f"{r.idp.issuer}/reg", json={"redirect_uris": [DOORMAN_CALLBACK]}, timeout=10)
+        assert refused.status_code == 503 and refused.json()["error"] == "temporarily_unavailable"
+        bad = httpx2.post(f"{r.idp.issuer}/reg", json={"token_endpoint_auth_method": "none"}, timeout=10)
+        assert bad.status_code == 400 and bad.json()["error"] == "invalid_redirect_uri"
+        assert r.idp.count("/reg") == 2
+        assert [q.get("injected", False) for q in r.idp.registrations()] == [True, False]
+        assert r.idp.registrations()[1]["error"] == "invalid_redirect_uri"
+        assert r.idp.registered_clients() == []
+
+        # registration_skip_consent: a registered client never sees the consent page ("deny" is
+        # never pressed), a static one still does.
+        client = register_public_client(r.idp, [DOORMAN_CALLBACK])
+        tokens = obtain_tokens(r.idp, client["client_id"], None, DOORMAN_CALLBACK, "alice", "alice-pw",
+                               "notes:read", decision="deny")
+        assert whoami(r.upstream.url, tokens["access_token"])["client_id"] == client["client_id"]
+        with pytest.raises(AssertionError, match="no code"):
+            r.tokens("notes:read", decision="deny")
+    finally:
+        r.stop()
+
+
+def test_required_scopes_are_enforced_with_403_insufficient_scope_on_every_request():
+    r = Resource(self_auth=True, required_scopes="notes:write")
+    try:
+        metadata = f'resource_metadata="{r.audience.removesuffix("/mcp")}/.well-known/oauth-protected-resource/mcp"'
+        denied = raw_initialize(r.upstream.url, None)
+        assert denied.status_code == 401
+        assert metadata in denied.headers["www-authenticate"]
+        assert challenge_params(denied.headers["www-authenticate"])["scope"] == "notes:write"
+
+        weak = r.tokens("notes:read")["access_token"]
+        auth = {"Authorization": f"Bearer {weak}"}
+        answers = [raw_initialize(r.upstream.url, weak),
+                   httpx2.get(r.upstream.url, headers={**auth, "Accept": "text/event-stream"}, timeout=10),
+                   httpx2.delete(r.upstream.url, headers={**auth, "Mcp-Session-Id": "x"}, timeout=10)]
+        for answer in answers:
+            assert answer.status_code == 403, (answer.request.method, answer.status_code, answer.text)
+            challenge = answer.headers["www-authenticate"]
+            params = challenge_params(challenge)
+            assert params["error"] == "insufficient_scope" and params["scope"] == "notes:write", challenge
+            assert metadata in challenge
+            assert answer.json()["error"] == "insufficient_scope"
+
+        strong = r.tokens("notes:read notes:write")["access_token"]
+        assert raw_initialize(r.upstream.url, strong).status_code == 200
+        assert sorted(whoami(r.upstream.url, strong)["scopes"]) == ["notes:read", "notes:write"]
     finally:
         r.stop()

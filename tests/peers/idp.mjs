@@ -29,8 +29,9 @@
 //       "audience": "http://127.0.0.1:9500/mcp",   // the one resource (RFC 8707 indicator, `aud`)
 //       "scopes": ["notes:read", "notes:write"],   // its scopes (beside the OIDC ones)
 //       "access_token_ttl": 3600,        // seconds; short values let tests exercise refresh
-//       "always_refresh": false          // true: a refresh token without offline_access
-//     }
+//       "always_refresh": false,         // true: a refresh token without offline_access
+//       "registration": true             // optional: open RFC 7591 registration at /reg; or
+//     }                                  //   {"skip_consent": true}: its clients see no consent page
 //   }
 //
 // The provider:
@@ -60,6 +61,22 @@
 // /.well-known/oauth-authorization-server (RFC 8414) too. Such a JWT is not accepted at /me
 // and cannot be revoked (oidc-provider answers 400 unsupported_token_type, as RFC 7009 allows);
 // revoking the refresh token ends the grant and its refresh tokens (JWTs live until exp).
+// An explicit `resource` equal to the audience works at /auth and at /token (code and refresh
+// grants) for every client, static or registered.
+//
+// Dynamic client registration (resource_server.registration; RFC 7591, oidc-provider's
+// features.registration): POST /reg with a JSON body, no initial access token. Discovery (both
+// well-known paths) then lists registration_endpoint <issuer>/reg. Only redirect_uris is
+// required; token_endpoint_auth_method defaults to client_secret_basic (RFC 7591), "none" makes
+// a public client (no client_secret in the answer); grant_types default to authorization_code
+// + refresh_token (a client registering ["authorization_code"] alone gets no refresh tokens).
+// Answers 201 with the metadata, client_id, client_id_issued_at, registration_client_uri and
+// registration_access_token (RFC 7592 read only: GET /reg/<client_id>; no update/delete).
+// http://127.0.0.1 redirect URIs are fine (application_type web, code flow). `scope` may hold
+// the resource's scopes as well as the OIDC ones (oidc-provider alone would refuse the former
+// with invalid_client_metadata; they are kept aside and echoed back); unknown scopes are
+// invalid_client_metadata. A registered `scope` limits the OIDC scopes the client may ask for,
+// never the resource's. Registered clients live in memory until the process ends.
 //
 // Pages (plain HTML forms, no scripts, nothing loaded from elsewhere; work for an HTTP client
 // and for a browser alike):
@@ -95,8 +112,13 @@
 //   GET  /_control/requests                  what clients sent: [{method, path, route, status,
 //        params}] for /auth, /token, /token/revocation (no secrets: code, tokens, verifier and
 //        client_secret are masked; grant_type and token_type_hint show), /me, /jwks and
-//        discovery, oldest first (last 500). Requests answered by /_control/fail are there too,
-//        with "injected": true.
+//        discovery (path as asked: /.well-known/openid-configuration or
+//        /.well-known/oauth-authorization-server), oldest first (last 500). POST /reg entries
+//        (route "registration") carry params = the client metadata as sent (client_secret,
+//        registration_access_token masked), client_id (issued, else null) and error (if
+//        refused). Requests answered by /_control/fail are there too, with "injected": true.
+//   GET  /_control/clients                   dynamically registered clients as stored, oldest
+//        first: their metadata (scope as registered) and has_secret; never the secret.
 //   GET  /_control/revocations               {"count": N, "revocations": [{client_id,
 //        token_type_hint, status, token_sha256_prefix}]}: every revocation request, oldest first;
 //        token_sha256_prefix is the first 12 hex digits of SHA-256 of the token (never the token).
@@ -134,11 +156,15 @@ function readResourceServer(rs) {
   if (!Array.isArray(scopes) || scopes.some((s) => typeof s !== 'string' || !s || s.includes(' '))) {
     throw new Error('resource_server.scopes must be a list of scope names');
   }
+  const reg = rs.registration;
   return {
     audience: rs.audience,
     scopes,
     accessTokenTTL: Number(rs.access_token_ttl ?? 3600),
     alwaysRefresh: Boolean(rs.always_refresh),
+    // RFC 7591 dynamic client registration: true, or {"skip_consent": true} for clients that
+    // never see the consent page (as if the person had consented before).
+    registration: reg ? { skipConsent: Boolean(reg === true ? false : reg.skip_consent) } : null,
   };
 }
 
@@ -279,7 +305,7 @@ const failures = []; // {path, status, times, grant_type, error, error_descripti
 const requests = [];
 const revocations = []; // {client_id, token_type_hint, status, token_sha256_prefix}
 const MASKED = new Set(['code', 'code_verifier', 'refresh_token', 'client_secret', 'token',
-  'client_assertion', 'password']);
+  'client_assertion', 'password', 'registration_access_token', 'initial_access_token']);
 
 function masked(params) {
   const out = {};
@@ -359,6 +385,21 @@ function resourceIndicators() {
   };
 }
 
+// RFC 7591: open registration (no initial access token) at /reg, in discovery as
+// registration_endpoint. A registration access token (RFC 7592 read: GET /reg/<client_id>) is
+// issued too; update and delete are not enabled.
+function registration() {
+  if (!resourceServer?.registration) return {};
+  return { registration: { enabled: true, initialAccessToken: false, issueRegistrationAccessToken: true } };
+}
+
+// oidc-provider accepts in a client's `scope` metadata only its own (OIDC) scopes, and checks a
+// client's allow-list against those only; resource scopes are always allowed. So the resource's
+// scopes are taken out of a registration's `scope` before oidc-provider sees it and put back
+// into the answer: clientId -> the `scope` the client registered.
+const registeredScope = new Map();
+const OIDC_SCOPES = ['openid', 'offline_access', 'email', 'profile', 'groups'];
+
 const PROFILE = ['name', 'preferred_username', 'given_name', 'family_name'];
 
 function buildProvider() {
@@ -382,7 +423,7 @@ function buildProvider() {
       sid: null,
       iss: null,
     },
-    scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
+    scopes: OIDC_SCOPES,
     responseTypes: ['code'],
     acrValues: ['urn:doorman-test:pwd'],
     conformIdTokenClaims: false,
@@ -401,6 +442,7 @@ function buildProvider() {
       introspection: { enabled: true },
       rpInitiatedLogout: { enabled: false },
       ...resourceIndicators(),
+      ...registration(),
     },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     ttl,
@@ -428,7 +470,9 @@ function buildProvider() {
       const { oidc } = ctx;
       const grantId = oidc.result?.consent?.grantId || oidc.session.grantIdFor(oidc.client.clientId);
       let grant = grantId ? await oidc.provider.Grant.find(grantId) : undefined;
-      if (autoConsent.has(oidc.client.clientId) && oidc.session.accountId) {
+      const autoConsents = autoConsent.has(oidc.client.clientId)
+        || (resourceServer?.registration?.skipConsent && registeredScope.has(oidc.client.clientId));
+      if (autoConsents && oidc.session.accountId) {
         // A first-party app: consent is implied for whatever it asks.
         grant ||= new oidc.provider.Grant({ clientId: oidc.client.clientId, accountId: oidc.session.accountId });
         grant.addOIDCScope([...oidc.requestParamScopes].join(' '));
@@ -453,11 +497,30 @@ function buildProvider() {
   provider.use(async (ctx, next) => {
     await next();
     const route = ctx.oidc?.route;
-    if (['authorization', 'resume', 'token', 'userinfo', 'jwks', 'discovery', 'revocation'].includes(route)) {
+    if (route === 'registration' && ctx.status === 201 && ctx.body?.client_id) {
+      const asked = ctx.req.registrationBody?.scope;
+      registeredScope.set(ctx.body.client_id, typeof asked === 'string' ? asked : null);
+      if (typeof asked === 'string') ctx.body = { ...ctx.body, scope: asked };
+      log(`registered client ${ctx.body.client_id} (${ctx.body.token_endpoint_auth_method}, `
+        + `${JSON.stringify(ctx.body.redirect_uris)})`);
+    }
+    if (route === 'client' && ctx.status === 200 && registeredScope.get(ctx.body?.client_id)) {
+      ctx.body = { ...ctx.body, scope: registeredScope.get(ctx.body.client_id) };
+    }
+    if (['authorization', 'resume', 'token', 'userinfo', 'jwks', 'discovery', 'revocation', 'registration',
+      'client'].includes(route)) {
       const raw = route === 'token' || route === 'revocation' ? (ctx.oidc?.params ?? ctx.request.body) : null;
-      const params = raw ? masked(raw) : masked(route === 'authorization' ? ctx.query : {});
+      let params = raw ? masked(raw) : masked(route === 'authorization' ? ctx.query : {});
       if ((route === 'token' || route === 'revocation') && ctx.oidc?.client) params.client_id = ctx.oidc.client.clientId;
-      logRequest({ method: ctx.method, path: ctx.path, route, status: ctx.status, params });
+      const entry = { method: ctx.method, path: ctx.req.originalPath ?? ctx.path, route, status: ctx.status, params };
+      if (route === 'registration') {
+        // The client metadata as sent (secrets masked) and the client_id it got, if any.
+        entry.params = params = masked(ctx.req.registrationBody ?? ctx.oidc?.body ?? {});
+        entry.client_id = ctx.status === 201 ? ctx.body?.client_id ?? null : null;
+        if (ctx.status !== 201) entry.error = ctx.body?.error ?? null;
+      }
+      if (route === 'client') entry.client_id = ctx.params?.clientId ?? null;
+      logRequest(entry);
       if (route === 'revocation') {
         revocations.push({
           client_id: params.client_id ?? null,
@@ -477,7 +540,7 @@ function buildProvider() {
   });
 
   for (const event of ['server_error', 'authorization.error', 'grant.error', 'userinfo.error',
-    'introspection.error', 'revocation.error']) {
+    'introspection.error', 'revocation.error', 'registration_create.error']) {
     provider.on(event, (...args) => {
       const err = args.find((a) => a instanceof Error);
       log(`${event}: ${err ? `${err.name}: ${err.message}${err.error_description ? ` - ${err.error_description}` : ''}${err.error_detail ? ` (${err.error_detail})` : ''}` : ''}`);
@@ -697,6 +760,16 @@ async function control(req, res, path) {
       error_description: json.error_description ?? 'injected failure',
     });
     sendJson(res, 200, { queued: failures.length });
+  } else if (req.method === 'GET' && path === '/_control/clients') {
+    // Dynamically registered clients (RFC 7591) as stored, oldest first; no secrets.
+    const out = [];
+    for (const [key, entry] of store) {
+      if (!key.startsWith('Client:')) continue;
+      const { client_secret: secret, ...metadata } = entry.payload;
+      const asked = registeredScope.get(metadata.client_id);
+      out.push({ ...metadata, ...(asked ? { scope: asked } : {}), has_secret: Boolean(secret) });
+    }
+    sendJson(res, 200, out);
   } else if (req.method === 'GET' && path === '/_control/requests') {
     sendJson(res, 200, requests);
   } else if (req.method === 'GET' && path === '/_control/revocations') {
@@ -713,7 +786,8 @@ async function control(req, res, path) {
 // --- the server -----------------------------------------------------------------------------
 
 const ROUTES = { '/auth': 'authorization', '/token': 'token', '/token/revocation': 'revocation', '/me': 'userinfo',
-  '/jwks': 'jwks', '/.well-known/openid-configuration': 'discovery' };
+  '/jwks': 'jwks', '/.well-known/openid-configuration': 'discovery',
+  '/.well-known/oauth-authorization-server': 'discovery', '/reg': 'registration' };
 
 // Answers the request with a queued /_control/fail failure if one matches; true if it did.
 async function injectedFailure(req, res, pathname) {
@@ -725,7 +799,16 @@ async function injectedFailure(req, res, pathname) {
     // stream is spent, so a request that does not match still reaches it intact.
     const raw = await readBody(req);
     req.body = raw;
-    params = Object.fromEntries(new URLSearchParams(raw));
+    if (/json/i.test(req.headers['content-type'] ?? '')) {
+      try {
+        const json = JSON.parse(raw);
+        params = json && typeof json === 'object' && !Array.isArray(json) ? json : {};
+      } catch {
+        params = {};
+      }
+    } else {
+      params = Object.fromEntries(new URLSearchParams(raw));
+    }
   }
   const failure = queued.find((f) => !f.grant_type || f.grant_type === params.grant_type);
   if (!failure) return false;
@@ -743,6 +826,29 @@ async function injectedFailure(req, res, pathname) {
   }
   sendJson(res, failure.status, { error: failure.error, error_description: failure.error_description });
   return true;
+}
+
+// Reads a registration request and hands oidc-provider the same JSON without the resource's
+// scopes in `scope` (see registeredScope); the original stays on req.registrationBody for the
+// log and the answer. Anything not a JSON object goes through unchanged for oidc-provider to refuse.
+async function prepareRegistration(req) {
+  const raw = req.readable ? await readBody(req) : String(req.body ?? '');
+  req.body = raw;
+  let body;
+  try {
+    body = JSON.parse(raw);
+  } catch {
+    return;
+  }
+  if (!body || typeof body !== 'object' || Array.isArray(body)) return;
+  req.registrationBody = body;
+  if (typeof body.scope === 'string') {
+    const kept = body.scope.split(' ').filter((s) => s && !resourceServer.scopes.includes(s));
+    const forProvider = { ...body };
+    if (kept.length) forProvider.scope = kept.join(' ');
+    else delete forProvider.scope;
+    req.body = JSON.stringify(forProvider);
+  }
 }
 
 const server = http.createServer(async (req, res) => {
@@ -769,7 +875,11 @@ const server = http.createServer(async (req, res) => {
     }
     if (resourceServer && pathname === '/.well-known/oauth-authorization-server') {
       // RFC 8414 metadata: the same document as OIDC discovery (the issuer has no path).
+      req.originalPath = pathname;
       req.url = '/.well-known/openid-configuration';
+    }
+    if (resourceServer?.registration && pathname === '/reg' && req.method === 'POST') {
+      await prepareRegistration(req);
     }
     if (pathname.startsWith('/interaction/')) {
       await interaction(req, res, pathname);

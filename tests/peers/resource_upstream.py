@@ -10,13 +10,17 @@ Accepts only RFC 9068 JWT access tokens (header typ at+jwt) signed by a key in t
 JWKS (found through its /.well-known/openid-configuration, fetched on first use and again for an
 unknown kid), with that `iss`, `aud` containing the audience, and `exp` in the future. Anything
 else gets 401 with `WWW-Authenticate: Bearer error="invalid_token", ...` (the SDK's
-RequireAuthMiddleware); a token missing a --required-scopes scope gets 403 insufficient_scope.
+RequireAuthMiddleware); a token missing a --required-scopes scope gets 403 on every request to
+/mcp (POST, GET, DELETE; the SDK's middleware, before any MCP handling) with
+`WWW-Authenticate: Bearer error="insufficient_scope", error_description="Required scope: ...",
+[resource_metadata="...",] scope="<the --required-scopes>"` (MCP step-up authorization; the SDK
+leaves scope= out, this server adds it). With --required-scopes the 401 carries that scope= too.
 
 --self-auth: the server names its authorization server itself (MCP authorization, RFC 9728).
   The audience is then its resource URL: it serves protected resource metadata at
   /.well-known/oauth-protected-resource<audience path> (and at the root well-known path) with
-  authorization_servers [issuer] and scopes_supported (--scopes), and its 401 carries
-  resource_metadata="<that URL>". Without it: no metadata, a bare 401 (a server whose
+  resource (the audience), authorization_servers [issuer] and scopes_supported (--scopes), and
+  its 401 (and 403) carry resource_metadata="<that URL>". Without it: no metadata, a bare 401 (a server whose
   authorization server the gateway is told by configuration).
 
 Tools (text results):
@@ -161,6 +165,33 @@ def build_server(args: argparse.Namespace) -> MCPServer:
     return mcp
 
 
+class ScopeChallenge:
+    """Adds scope="<required scopes>" to the SDK's Bearer challenges (its 403 insufficient_scope
+    always, its 401 when scopes are required), as MCP authorization asks of a server."""
+
+    def __init__(self, app, required_scopes: list[str]):
+        self.app = app
+        self.scope_param = f', scope="{" ".join(required_scopes)}"'.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_scope(message):
+            if message["type"] == "http.response.start" and message["status"] in (401, 403):
+                headers = []
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"www-authenticate" and value.lower().startswith(b"bearer ") \
+                            and b" scope=" not in value:
+                        value = value + self.scope_param
+                    headers.append((name, value))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_scope)
+
+
 def build_app(args: argparse.Namespace):
     mcp = build_server(args)
     app = mcp.streamable_http_app(
@@ -177,7 +208,8 @@ def build_app(args: argparse.Namespace):
                                                    resource_name="Notes (Doorman test resource)")
         root = Route("/.well-known/oauth-protected-resource", endpoint=route.endpoint, methods=["GET", "OPTIONS"])
         app.router.routes[0:0] = [route, root]
-    return app
+    required = args.required_scopes.split()
+    return ScopeChallenge(app, required) if required else app
 
 
 def main() -> None:

@@ -20,22 +20,94 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// A key ring for sealing data at rest: AES-256-GCM keys with ids; the newest key seals,
-/// every key still opens what it sealed, so keys rotate without downtime.
+/// every key still opens what it sealed, so keys rotate without downtime. A running server
+/// picks up keys added to its file ([`KeyRing::reload`]).
 pub struct KeyRing {
+    inner: std::sync::RwLock<Keys>,
+}
+
+struct Keys {
     keys: BTreeMap<String, LessSafeKey>,
     active: String,
 }
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let k = self.inner.read().expect("key ring lock");
         f.debug_struct("KeyRing")
-            .field("key_ids", &self.keys.keys().collect::<Vec<_>>())
-            .field("active", &self.active)
+            .field("key_ids", &k.keys.keys().collect::<Vec<_>>())
+            .field("active", &k.active)
             .finish()
     }
 }
 
+/// The environment variable that holds the whole key ring (its file's text) instead of a file.
+pub const KEY_RING_ENV: &str = "DOORMAN_KEY_RING";
+
+/// Where a key ring comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRingSource {
+    /// `DOORMAN_KEY_RING`: rotate by changing it and restarting.
+    Env,
+    /// A file (default `{data_dir}/keyring`), re-read by running servers.
+    File(std::path::PathBuf),
+}
+
 impl KeyRing {
+    /// The key ring of a deployment: `DOORMAN_KEY_RING` when set, else the file at `path`
+    /// (created with one fresh key, mode 0600, when missing: `true` is returned then).
+    pub fn load(path: &Path) -> anyhow::Result<(Self, KeyRingSource, bool)> {
+        if let Ok(text) = std::env::var(KEY_RING_ENV) {
+            let text = Zeroizing::new(text);
+            let ring = Self::parse(&text).with_context(|| format!("{KEY_RING_ENV}"))?;
+            return Ok((ring, KeyRingSource::Env, false));
+        }
+        let (ring, created) = Self::load_or_create(path)?;
+        Ok((ring, KeyRingSource::File(path.to_owned()), created))
+    }
+
+    /// Re-reads the file; true when the keys changed. Keys are only ever added: a file that
+    /// lost a key this ring had is refused (its ciphertexts would no longer open).
+    pub fn reload(&self, path: &Path) -> anyhow::Result<bool> {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read key ring {}", path.display()))?,
+        );
+        let fresh = Self::parse(&text)?.inner.into_inner().expect("fresh lock");
+        let mut current = self.inner.write().expect("key ring lock");
+        if let Some(lost) = current.keys.keys().find(|id| !fresh.keys.contains_key(*id)) {
+            bail!(
+                "key ring {} no longer has key {lost:?}; keeping the keys loaded",
+                path.display()
+            );
+        }
+        let changed = fresh.active != current.active || fresh.keys.len() != current.keys.len();
+        *current = fresh;
+        Ok(changed)
+    }
+
+    /// Appends a fresh key to the key ring file; it seals from now on. Returns its id.
+    pub fn add_key_to_file(path: &Path) -> anyhow::Result<String> {
+        use std::io::Write;
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read key ring {}", path.display()))?,
+        );
+        Self::parse(&text)?;
+        let id = random_token(6);
+        let line = Zeroizing::new(format!("{id} {}\n", random_token(32)));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot write key ring {}", path.display()))?;
+        if !text.ends_with('\n') {
+            f.write_all(b"\n")?;
+        }
+        f.write_all(line.as_bytes())?;
+        f.sync_all()?;
+        Ok(id)
+    }
+
     /// Parses `id base64url-key` lines (the last line is the active key); `#` starts a comment.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let mut keys = BTreeMap::new();
@@ -61,7 +133,9 @@ impl KeyRing {
         let Some(active) = active else {
             bail!("the key ring has no key");
         };
-        Ok(Self { keys, active })
+        Ok(Self {
+            inner: std::sync::RwLock::new(Keys { keys, active }),
+        })
     }
 
     /// Reads the key ring file, creating it (mode 0600, one fresh key) when it does not exist.
@@ -86,14 +160,21 @@ impl KeyRing {
     }
 
     /// The id of the key that seals.
-    pub fn active_id(&self) -> &str {
-        &self.active
+    pub fn active_id(&self) -> String {
+        self.inner.read().expect("key ring lock").active.clone()
+    }
+
+    /// Whether `sealed` was sealed under the active key (else it is due for re-sealing).
+    pub fn is_current(&self, sealed: &str) -> bool {
+        let k = self.inner.read().expect("key ring lock");
+        sealed.split_once('.').is_some_and(|(id, _)| id == k.active)
     }
 
     /// Seals `plaintext`; `aad` binds the ciphertext to its owner (it must be given again to open).
     /// Output: `{key id}.{base64url(nonce ‖ ciphertext ‖ tag)}`.
     pub fn seal(&self, plaintext: &[u8], aad: &str) -> String {
-        let key = &self.keys[&self.active];
+        let k = self.inner.read().expect("key ring lock");
+        let key = &k.keys[&k.active];
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
@@ -108,13 +189,14 @@ impl KeyRing {
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
         buf.iter_mut().for_each(|b| *b = 0);
-        format!("{}.{}", self.active, URL_SAFE_NO_PAD.encode(out))
+        format!("{}.{}", k.active, URL_SAFE_NO_PAD.encode(out))
     }
 
     /// Opens what [`KeyRing::seal`] produced with the same `aad`.
     pub fn open(&self, sealed: &str, aad: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
         let (id, data) = sealed.split_once('.').context("not a sealed value")?;
-        let key = self
+        let k = self.inner.read().expect("key ring lock");
+        let key = k
             .keys
             .get(id)
             .with_context(|| format!("sealed with key {id:?}, which is not in the key ring"))?;

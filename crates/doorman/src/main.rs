@@ -59,6 +59,13 @@ enum Command {
         #[arg(long, value_name = "FILE", global = true)]
         config: Option<PathBuf>,
     },
+    /// People's connections to resources (layer 2): list, revoke.
+    Connections {
+        #[command(subcommand)]
+        cmd: doorman::cli::connections::ConnectionsCommand,
+        #[arg(long, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Signing keys of access tokens: rotate.
     Keys {
         #[command(subcommand)]
@@ -85,6 +92,9 @@ fn main() -> ExitCode {
         }),
         Command::Grants { cmd, config } => operate(config, |c| async move {
             doorman::cli::grants::grants(cmd, &c).await
+        }),
+        Command::Connections { cmd, config } => operate(config, |c| async move {
+            doorman::cli::connections::run(cmd, &c).await
         }),
         Command::Keys { cmd, config } => operate(config, |c| async move {
             doorman::cli::grants::keys(cmd, &c).await

@@ -122,7 +122,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let store = Store::open(&config.database_url()).await?;
     tracing::info!(engine = store.engine(), "store ready");
-    let (ring, created) = KeyRing::load_or_create(&config.key_ring_path())?;
+    let (ring, ring_source, created) = KeyRing::load(&config.key_ring_path())?;
     if created {
         tracing::warn!(
             path = %config.key_ring_path().display(),
@@ -158,7 +158,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 clock.clone(),
                 http.clone(),
             )?);
-            v.spawn_maintenance();
+            v.spawn_maintenance(ring_source.clone());
             Some(v)
         }
         None => None,

@@ -46,9 +46,13 @@ pub enum GrantsCommand {
 pub enum KeysCommand {
     /// Add a new signing key for access tokens; the old one keeps verifying until its tokens expire.
     Rotate,
+    /// Add a new key to the key ring that seals secrets at rest (resource tokens, signing
+    /// keys, TOTP seeds). It seals from now on; older keys still open what they sealed, and
+    /// running servers re-seal stored connections under the new key in the background.
+    AddSealingKey,
 }
 
-async fn person_id(store: &Store, who: &str) -> anyhow::Result<String> {
+pub(super) async fn person_id(store: &Store, who: &str) -> anyhow::Result<String> {
     if let Some(u) = store.user_by_username(who).await? {
         return Ok(u.id);
     }
@@ -200,6 +204,19 @@ pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
                 let kid = keys::add_key(store, ring, SystemClock.now_ms()).await?;
                 println!(
                     "new signing key {kid}; the previous one verifies until its tokens expire (running servers pick the new key up within 10 s)"
+                );
+            }
+            KeysCommand::AddSealingKey => {
+                if std::env::var(crate::crypto::KEY_RING_ENV).is_ok() {
+                    bail!(
+                        "the key ring comes from {}: add a line `id key` (32 random bytes, base64url) at its end and restart the servers",
+                        crate::crypto::KEY_RING_ENV
+                    );
+                }
+                let id = crate::crypto::KeyRing::add_key_to_file(&config.key_ring_path())?;
+                println!(
+                    "new sealing key {id} in {}; running servers load it within 10 s and re-seal stored connections with it; copy the file to every node",
+                    config.key_ring_path().display()
                 );
             }
         }

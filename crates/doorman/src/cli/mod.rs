@@ -1,5 +1,6 @@
-//! Operator commands besides `serve`: people, clients, grants and keys.
+//! Operator commands besides `serve`: people, clients, grants, connections and keys.
 
+pub mod connections;
 pub mod grants;
 pub mod users;
 
@@ -12,8 +13,8 @@ use crate::{config::Config, crypto::KeyRing, store::Store};
 /// What every operator command opens: the store and the key ring of the configured data directory.
 pub async fn open(config: &Config) -> anyhow::Result<(Store, Arc<KeyRing>)> {
     let store = Store::open(&config.database_url()).await?;
-    let (ring, _) = KeyRing::load_or_create(&config.key_ring_path())
-        .with_context(|| "cannot load the key ring")?;
+    let (ring, _, _) =
+        KeyRing::load(&config.key_ring_path()).with_context(|| "cannot load the key ring")?;
     Ok((store, Arc::new(ring)))
 }
 

@@ -34,6 +34,54 @@ pub struct Config {
     /// Resources people connect their own accounts to (layer 2).
     #[serde(default)]
     pub resources: Vec<ResourceConfig>,
+    /// Per-tool rules, matched in order by tool name (the first match applies).
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+}
+
+/// `[[policies]]`: what applies to the tools whose names (as clients see them,
+/// `{upstream}_{tool}`) match one of `tools`. So far: the connection lifetime of layer 2,
+/// overriding the resource's `max_age` and `binding` for those tools.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Tool name globs: `*` matches any run of characters, `?` one character.
+    pub tools: Vec<String>,
+    /// How long after the person authorized at the resource these tools may use the
+    /// connection. Default: the resource's.
+    pub max_age: Option<ConfigDuration>,
+    /// What a connection made for these tools is bound to. Default: the resource's.
+    pub binding: Option<Binding>,
+}
+
+impl PolicyConfig {
+    pub fn matches(&self, tool: &str) -> bool {
+        self.tools.iter().any(|g| glob_matches(g, tool))
+    }
+}
+
+/// `*` (any run) and `?` (one character) globs over tool names.
+pub fn glob_matches(glob: &str, name: &str) -> bool {
+    let (g, n): (Vec<char>, Vec<char>) = (glob.chars().collect(), name.chars().collect());
+    // Classic two-pointer wildcard match with backtracking to the last `*`.
+    let (mut gi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if gi < g.len() && (g[gi] == '?' || g[gi] == n[ni]) {
+            gi += 1;
+            ni += 1;
+        } else if gi < g.len() && g[gi] == '*' {
+            star = Some(gi);
+            mark = ni;
+            gi += 1;
+        } else if let Some(s) = star {
+            gi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    g[gi..].iter().all(|&c| c == '*')
 }
 
 /// `[server]`: where Doorman listens, keeps its data, and what it accepts at the edge.
@@ -467,7 +515,32 @@ impl Config {
         }
         self.validate_sign_in()?;
         self.validate_upstreams()?;
-        resources::validate(self)
+        resources::validate(self)?;
+        self.validate_policies()
+    }
+
+    fn validate_policies(&self) -> Result<(), ConfigError> {
+        for (i, p) in self.policies.iter().enumerate() {
+            if p.tools.is_empty() || p.tools.iter().any(|t| t.trim().is_empty()) {
+                return Err(ConfigError::new(
+                    format!("policies[{i}].tools"),
+                    "list one or more tool name globs (`notes_*`, `*_delete_*`)",
+                ));
+            }
+            if p.max_age.is_some_and(|d| d.0.is_zero()) {
+                return Err(ConfigError::new(
+                    format!("policies[{i}].max_age"),
+                    "must be longer than zero",
+                ));
+            }
+            if p.binding == Some(Binding::Shared) {
+                return Err(ConfigError::new(
+                    format!("policies[{i}].binding"),
+                    "\"shared\" is a property of the resource (its one credential), not of a tool",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_sign_in(&self) -> Result<(), ConfigError> {

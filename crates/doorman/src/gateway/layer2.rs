@@ -185,6 +185,9 @@ pub async fn forward_with_connection(
         )
     };
     let retry = take_retry(vault, who, method, &name, rc.name(), &mut params)?;
+    // Tool policies match the name clients see.
+    let exposed = (method == "tools/call").then(|| format!("{}_{name}", up.name));
+    let tool = exposed.as_deref();
     let mut preferred = None;
     if let Some(r) = &retry {
         if matches!(r.action.as_deref(), Some("decline" | "cancel")) {
@@ -195,7 +198,7 @@ pub async fn forward_with_connection(
             .map_err(failed)?;
     }
     let need = match vault
-        .credential(&who.caller, rc, preferred.as_deref())
+        .credential(&who.caller, rc, preferred.as_deref(), tool)
         .await
         .map_err(failed)?
     {
@@ -237,7 +240,10 @@ pub async fn forward_with_connection(
         Err(need) => need,
     };
     // Asked again on a retry: reuse the same prompt (same link) while it is valid.
-    let prompt = vault.prompt(&who.caller, rc, &need).await.map_err(failed)?;
+    let prompt = vault
+        .prompt(&who.caller, rc, &need, tool)
+        .await
+        .map_err(failed)?;
     tracing::info!(
         resource = %rc.name(),
         user = %who.caller.user_id,
@@ -428,7 +434,7 @@ pub async fn call_builtin(
             WHOAMI => whoami(vault, who).await,
             CONNECT => {
                 let rc = resource.expect("checked above");
-                let p = vault.prompt(&who.caller, &rc, &Need::Missing).await?;
+                let p = vault.prompt(&who.caller, &rc, &Need::Missing, None).await?;
                 Ok(text(
                     format!(
                         "Open this link in your browser to connect a {} account: {}",

@@ -427,6 +427,48 @@ impl Store {
             .map(|_| ()))?;
         Ok(())
     }
+
+    /// Connections with a token not sealed under key `active` (due for re-sealing).
+    pub async fn connections_sealed_before(
+        &self,
+        active: &str,
+        limit: i64,
+    ) -> anyhow::Result<Vec<ConnectionRow>> {
+        let prefix = format!("{active}.%");
+        let q = format!(
+            "SELECT {COLUMNS} FROM connections WHERE access_token_sealed NOT LIKE $1 \
+             OR (refresh_token_sealed IS NOT NULL AND refresh_token_sealed NOT LIKE $1) LIMIT $2"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, ConnectionRow>(sqlx::AssertSqlSafe(q.clone()))
+            .bind(&prefix)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows)
+    }
+
+    /// Replaces a connection's sealed tokens if they are still the ones read (a refresh in
+    /// between wins: its values are already under the new key).
+    pub async fn reseal_connection(
+        &self,
+        id: &str,
+        old_access: &str,
+        access: &str,
+        refresh: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query(
+            "UPDATE connections SET access_token_sealed = $3, refresh_token_sealed = $4 \
+             WHERE id = $1 AND access_token_sealed = $2",
+        )
+        .bind(id)
+        .bind(old_access)
+        .bind(access)
+        .bind(refresh)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
 }
 
 /// A connect prompt (`connect_prompts`).

@@ -325,6 +325,12 @@ async fn callback(
     )
 }
 
+fn display(app: &ConnectApp, resource: &str) -> String {
+    app.vault
+        .resource(resource)
+        .map_or_else(|| resource.to_owned(), |r| r.resource.display_name.clone())
+}
+
 fn invalid_state() -> Response {
     pages::message(
         StatusCode::BAD_REQUEST,
@@ -371,7 +377,10 @@ async fn render_connections(
                 display_name: v.display_name,
                 account: v.account,
                 binding: v.binding,
-                age: human(now - v.authorized_at),
+                age: match now - v.authorized_at {
+                    ..60_000 => "just now".into(),
+                    ms => format!("{} ago", human(ms)),
+                },
                 remaining: v.remaining_ms.map_or("no limit".into(), human),
                 active,
             }
@@ -432,10 +441,15 @@ async fn disconnect(
     let id = form.get("id").map(String::as_str).unwrap_or("");
     match app.vault.store.delete_connection_of(id, &user_id).await {
         Ok(Some(row)) => {
+            let note = format!(
+                "Disconnected your {} account {}.",
+                display(&app, &row.resource),
+                row.account
+            );
             app.vault
                 .discard(vec![row], "disconnected by its person")
                 .await;
-            render_connections(&app, &headers, Some("Disconnected.")).await
+            render_connections(&app, &headers, Some(&note)).await
         }
         // Another person's id, or already gone: the same answer, nothing changed.
         Ok(None) => {

@@ -154,6 +154,8 @@ pub struct Vault {
     refreshing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Idle window of stateless conversations' connections.
     idle_ms: i64,
+    /// `[[policies]]`: per-tool lifetimes.
+    policies: Vec<crate::config::PolicyConfig>,
     /// Throttles `last_used_at` writes: connection id → last write.
     touched: Mutex<HashMap<String, i64>>,
 }
@@ -184,6 +186,7 @@ impl Vault {
             refreshing: Mutex::default(),
             idle_ms: config.server.session_idle_timeout.0.as_millis() as i64,
             touched: Mutex::default(),
+            policies: config.policies.clone(),
         })
     }
 
@@ -199,16 +202,28 @@ impl Vault {
         self.clock.now_ms()
     }
 
-    /// Whether a stored connection belongs to this caller's conversation for its binding.
-    fn serves(row: &ConnectionRow, rc: &ResourceClient, caller: &Caller<'_>) -> bool {
-        if row.binding != rc.resource.binding.as_str() {
-            return false;
+    /// Whether a stored connection belongs to this caller's conversation (by its own binding).
+    fn serves(row: &ConnectionRow, caller: &Caller<'_>) -> bool {
+        match row.binding.as_str() {
+            "session" => row.binding_target.as_deref() == Some(&caller.conversation()),
+            "user" | "call" => true,
+            _ => false,
         }
-        match rc.resource.binding {
-            Binding::Session => row.binding_target.as_deref() == Some(&caller.conversation()),
-            Binding::User | Binding::Call => true,
-            Binding::Shared => false,
+    }
+
+    /// The binding and `max_age` that apply to `tool` at `rc`: the first `[[policies]]` entry
+    /// matching the tool overrides the resource's.
+    pub fn lifetime(&self, rc: &ResourceClient, tool: Option<&str>) -> (Binding, Option<Duration>) {
+        let mut binding = rc.resource.binding;
+        let mut max_age = rc.resource.max_age;
+        if binding == Binding::Shared {
+            return (binding, None);
         }
+        if let Some(p) = tool.and_then(|t| self.policies.iter().find(|p| p.matches(t))) {
+            binding = p.binding.unwrap_or(binding);
+            max_age = p.max_age.map(|d| d.0).or(max_age);
+        }
+        (binding, max_age)
     }
 
     /// The credential for one request to an upstream tied to `rc`: the active connection of
@@ -219,8 +234,10 @@ impl Vault {
         caller: &Caller<'_>,
         rc: &ResourceClient,
         preferred: Option<&str>,
+        tool: Option<&str>,
     ) -> anyhow::Result<Result<Credential, Need>> {
-        if rc.resource.binding == Binding::Shared {
+        let (binding, max_age) = self.lifetime(rc, tool);
+        if binding == Binding::Shared {
             let token = rc
                 .shared_token
                 .as_ref()
@@ -238,7 +255,7 @@ impl Vault {
         let rows = self.store.connections_of(caller.user_id, rc.name()).await?;
         let mut candidates: Vec<ConnectionRow> = rows
             .into_iter()
-            .filter(|r| Self::serves(r, rc, caller))
+            .filter(|r| r.binding == binding.as_str() && Self::serves(r, caller))
             .collect();
         if let Some(p) = preferred
             && let Some(i) = candidates.iter().position(|r| r.id == p)
@@ -250,7 +267,8 @@ impl Vault {
             return Ok(Err(Need::Missing));
         };
         let now = self.clock.now_ms();
-        if let Some(max_age) = rc.resource.max_age
+        // Measured from when the person last authenticated at the resource, on every call.
+        if let Some(max_age) = max_age
             && now - row.authorized_at > max_age.as_millis() as i64
         {
             return Ok(Err(Need::TooOld));
@@ -267,7 +285,7 @@ impl Vault {
             tracing::warn!(resource = %rc.name(), connection = %row.id, "a stored token does not open (wrong key or moved row)");
             return Ok(Err(Need::Broken));
         };
-        let spent = if rc.resource.binding == Binding::Call {
+        let spent = if binding == Binding::Call {
             // One call, then destroyed: taken now so no second call can use it.
             if !self.store.delete_connection(&row.id).await? {
                 return Ok(Err(Need::Missing));
@@ -301,7 +319,7 @@ impl Vault {
         if rc.resource.binding == Binding::Call {
             return None;
         }
-        match self.credential(caller, rc, None).await {
+        match self.credential(caller, rc, None, None).await {
             Ok(Ok(c)) => Some(c),
             Ok(Err(_)) => None,
             Err(e) => {
@@ -434,7 +452,9 @@ impl Vault {
         caller: &Caller<'_>,
         rc: &ResourceClient,
         need: &Need,
+        tool: Option<&str>,
     ) -> anyhow::Result<Prompt> {
+        let (binding, _) = self.lifetime(rc, tool);
         let id = crypto::random_token(24);
         let id_hash = crypto::sha256_hex(&id);
         let now = self.clock.now_ms();
@@ -442,7 +462,7 @@ impl Vault {
             Need::MoreScopes(s) => s.clone(),
             _ => rc.resource.scopes.clone(),
         };
-        let target = match rc.resource.binding {
+        let target = match binding {
             Binding::Session => Some(caller.conversation()),
             Binding::Call => Some(format!("call:{id_hash}")),
             Binding::User | Binding::Shared => None,
@@ -453,7 +473,7 @@ impl Vault {
                 id_hash,
                 user_id: caller.user_id.to_owned(),
                 resource: rc.name().to_owned(),
-                binding: rc.resource.binding.as_str().to_owned(),
+                binding: binding.as_str().to_owned(),
                 binding_target: target,
                 scopes: scopes.join(" "),
                 elicitation_id: Some(elicitation_id.clone()),
@@ -597,10 +617,7 @@ impl Vault {
         let mut out = Vec::new();
         for r in rows {
             let rc = self.resource(&r.resource);
-            let mine = match (rc, caller) {
-                (Some(rc), Some(c)) => Self::serves(&r, rc, c),
-                _ => false,
-            };
+            let mine = caller.is_some_and(|c| Self::serves(&r, c));
             let active = mine && !active_seen.contains(&r.resource);
             if active {
                 active_seen.push(r.resource.clone());
@@ -637,7 +654,7 @@ impl Vault {
         let rows = self.store.connections_of(caller.user_id, rc.name()).await?;
         let Some(row) = rows
             .into_iter()
-            .find(|r| r.account == account && Self::serves(r, rc, caller))
+            .find(|r| r.account == account && Self::serves(r, caller))
         else {
             return Ok(false);
         };
@@ -669,21 +686,23 @@ impl Vault {
                 continue;
             };
             if let Err(e) = rc.revoke(&token, hint).await {
+                if e.is_unsupported_token_type() {
+                    tracing::debug!(resource = %row.resource, hint, "the resource does not revoke this kind of token");
+                    continue;
+                }
                 tracing::warn!(resource = %row.resource, connection = %row.id, error = %e, "revocation at the resource failed; it will be retried");
-                let id = crypto::random_token(12);
                 let now = self.clock.now_ms();
-                let pending = PendingRevocationRow {
-                    token_sealed: self
-                        .ring
-                        .seal(token.as_bytes(), &revocation_aad(&id, &row.resource)),
-                    id,
-                    resource: row.resource.clone(),
-                    token_kind: hint.to_owned(),
-                    attempts: 1,
-                    next_at: now + 30_000,
-                    created_at: now,
-                };
-                if let Err(e) = self.store.insert_pending_revocation(&pending).await {
+                if let Err(e) = queue_revocation(
+                    &self.store,
+                    &self.ring,
+                    &row.resource,
+                    hint,
+                    &token,
+                    now + 30_000,
+                    now,
+                )
+                .await
+                {
                     tracing::warn!(error = %e, "cannot queue a revocation");
                 }
             }
@@ -706,6 +725,9 @@ impl Vault {
             match rc.revoke(&token, &p.token_kind).await {
                 Ok(_) => {
                     tracing::info!(resource = %p.resource, attempts = p.attempts + 1, "queued revocation done");
+                    self.store.delete_pending_revocation(&p.id).await?;
+                }
+                Err(e) if e.is_unsupported_token_type() => {
                     self.store.delete_pending_revocation(&p.id).await?;
                 }
                 Err(e) if now - p.created_at > 24 * 3600 * 1000 => {
@@ -736,15 +758,73 @@ impl Vault {
         }
     }
 
-    /// Background upkeep: idle stateless conversations, queued revocations, expired prompts.
-    pub fn spawn_maintenance(self: &Arc<Self>) {
+    /// Re-seals stored connections under the key ring's active key (after `doorman keys
+    /// add-sealing-key`), a batch at a time; returns how many were re-sealed.
+    pub async fn reseal_batch(&self, limit: i64) -> anyhow::Result<usize> {
+        let active = self.ring.active_id();
+        let mut n = 0;
+        for row in self.store.connections_sealed_before(&active, limit).await? {
+            let access = tokens::open(&self.ring, Which::Access, &row);
+            let refresh = tokens::open(&self.ring, Which::Refresh, &row);
+            let Some(access) =
+                access.filter(|_| refresh.is_some() == row.refresh_token_sealed.is_some())
+            else {
+                // Sealed for another row, or under a key no longer in the ring: it stays as it
+                // is (it will never open; using it prompts the person to connect again).
+                tracing::debug!(connection = %row.id, "a stored token does not open; not re-sealed");
+                continue;
+            };
+            let seal = |which, t: &str| {
+                tokens::seal(&self.ring, which, &row.id, &row.user_id, &row.resource, t)
+            };
+            let new_refresh = refresh.as_ref().map(|t| seal(Which::Refresh, t));
+            if self
+                .store
+                .reseal_connection(
+                    &row.id,
+                    &row.access_token_sealed,
+                    &seal(Which::Access, &access),
+                    new_refresh.as_deref(),
+                )
+                .await?
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Background upkeep: idle stateless conversations, queued revocations, expired prompts,
+    /// and — with a key ring file — new keys, and re-sealing under them.
+    pub fn spawn_maintenance(self: &Arc<Self>, ring_source: crypto::KeyRingSource) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(2));
+            let mut n: u64 = 0;
             loop {
                 tick.tick().await;
+                n += 1;
                 let Some(v) = me.upgrade() else { return };
                 let now = v.clock.now_ms();
+                if let crypto::KeyRingSource::File(path) = &ring_source
+                    && n.is_multiple_of(5)
+                {
+                    match v.ring.reload(path) {
+                        Ok(true) => {
+                            tracing::info!(active = %v.ring.active_id(), "key ring reloaded: a new key seals")
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "cannot reload the key ring"),
+                    }
+                }
+                match v.reseal_batch(200).await {
+                    Ok(0) => {}
+                    Ok(k) => tracing::info!(
+                        connections = k,
+                        "re-sealed connections under the active key"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "cannot re-seal connections"),
+                }
                 match v.store.delete_idle_grant_connections(now - v.idle_ms).await {
                     Ok(rows) if !rows.is_empty() => {
                         v.discard(rows, "the conversation was idle").await
@@ -763,6 +843,53 @@ impl Vault {
     }
 }
 
+/// Queues an RFC 7009 revocation for the server to make at `next_at` (the token sealed
+/// meanwhile). Operator commands queue instead of calling resources themselves: they need no
+/// client secrets, and the server retries.
+pub async fn queue_revocation(
+    store: &Store,
+    ring: &KeyRing,
+    resource: &str,
+    hint: &str,
+    token: &str,
+    next_at: i64,
+    now: i64,
+) -> anyhow::Result<()> {
+    let id = crypto::random_token(12);
+    let pending = PendingRevocationRow {
+        token_sealed: ring.seal(token.as_bytes(), &revocation_aad(&id, resource)),
+        id,
+        resource: resource.to_owned(),
+        token_kind: hint.to_owned(),
+        attempts: 0,
+        next_at,
+        created_at: now,
+    };
+    store.insert_pending_revocation(&pending).await
+}
+
+/// Queues the revocation of both tokens of deleted connections, due now.
+pub async fn queue_revocations_of(
+    store: &Store,
+    ring: &KeyRing,
+    rows: &[ConnectionRow],
+    now: i64,
+) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for row in rows {
+        for (which, hint) in [
+            (Which::Refresh, "refresh_token"),
+            (Which::Access, "access_token"),
+        ] {
+            if let Some(token) = tokens::open(ring, which, row) {
+                queue_revocation(store, ring, &row.resource, hint, &token, now, now).await?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 fn revocation_aad(id: &str, resource: &str) -> String {
     format!("revocation:{id}|resource:{resource}")
 }
@@ -779,3 +906,7 @@ fn header(rc: &ResourceClient, token: &str) -> anyhow::Result<(HeaderName, Heade
     value.set_sensitive(true);
     Ok((th.name.clone(), value))
 }
+
+#[cfg(test)]
+#[path = "vault_tests.rs"]
+mod tests;

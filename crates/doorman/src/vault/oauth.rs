@@ -40,6 +40,12 @@ pub enum ResourceError {
 }
 
 impl ResourceError {
+    /// RFC 7009 §2.2.1: the resource does not revoke this kind of token (JWT access tokens at
+    /// many servers); retrying cannot help.
+    pub fn is_unsupported_token_type(&self) -> bool {
+        matches!(self, Self::Refused { code, .. } if code == "unsupported_token_type")
+    }
+
     /// The grant is gone at the resource: the person must authorize again.
     pub fn is_invalid_grant(&self) -> bool {
         matches!(self, Self::Refused { code, .. } if code == "invalid_grant")
