@@ -72,7 +72,8 @@ class Env:
 
 def start_env(name: str, *, binding: str = "session", max_age: str | None = None, access_ttl: int = 3600,
               extra: str = "", database_url: str | None = None, port: int | None = None, idp=None,
-              notes=None, shared: str | None = None, env: dict | None = None) -> Env:
+              notes=None, shared: str | None = None, env: dict | None = None,
+              required_scopes: str = "", scopes: str = '"openid", "email", "notes:read", "notes:write"') -> Env:
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     notes_port = free_port()
@@ -84,7 +85,8 @@ def start_env(name: str, *, binding: str = "session", max_age: str | None = None
             resource_server=resource_server(audience, access_token_ttl=access_ttl, always_refresh=True),
             name=f"{name}-idp")
     if notes is None:
-        notes = start_resource_upstream(notes_port, idp.issuer, audience, name=f"{name}-notes")
+        notes = start_resource_upstream(notes_port, idp.issuer, audience, name=f"{name}-notes",
+                                        required_scopes=required_scopes)
     if shared is not None:
         resource = """
 [[resources]]
@@ -101,7 +103,7 @@ display_name = "Notes"
 issuer = "{idp.issuer}"
 client_id = "doorman-notes"
 client_secret_env = "NOTES_SECRET"
-scopes = ["openid", "email", "notes:read", "notes:write"]
+scopes = [{scopes}]
 identity = {{ id_token_claim = "email" }}
 binding = "{binding}"
 """
@@ -749,3 +751,90 @@ def test_a_new_sealing_key_is_picked_up_and_connections_are_resealed(envs):
             assert (await whoami_of(c))["sub"] == "sub-alice-work"
 
     anyio.run(still_works)
+
+
+# ---------------------------------------------------------------------------------------------
+# Upstreams that do MCP authorization themselves; more scopes on demand
+
+
+def test_an_upstream_doing_mcp_authorization_becomes_a_resource(envs):
+    port, wiki_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    audience = f"http://127.0.0.1:{wiki_port}/mcp"
+    idp = start_idp(clients=[], accounts=[account(u, pw, email=em) for u, (pw, em) in IDP_ACCOUNTS.items()],
+                    resource_server=resource_server(audience, always_refresh=True, registration=True),
+                    name="l2-discover-idp")
+    wiki = start_resource_upstream(wiki_port, idp.issuer, audience, self_auth=True, name="l2-discover-wiki")
+    d = oauth.accounts_doorman("l2-discover", [{"name": "wiki", "url": wiki.url}], port=port,
+                               server={"session_idle_timeout": "1d"},
+                               extra_toml=f'[[sign_in.clients]]\nclient_id = "tester"\nname = "Tester"\n'
+                                          f'redirect_uris = ["{CLIENT_REDIRECT}"]\n')
+    e = Env(d, idp, wiki)
+    try:
+        add_user(d, "alice", PASSWORD, email="alice@corp.example")
+        token = doorman_token(e, "alice")
+        # Doorman's own client metadata document, at its stable URL.
+        doc = httpx2.get(f"{base}/oauth/doorman-client.json", timeout=10).json()
+        assert doc["client_id"] == f"{base}/oauth/doorman-client.json"
+        assert doc["redirect_uris"] == [f"{base}/connect/callback"] and doc["token_endpoint_auth_method"] == "none"
+
+        async def run():
+            http, c = client(e, token)
+            async with http, c:
+                first = await c.call_tool("wiki_whoami", {})
+                # Named by the upstream's metadata (`resource_name`); the link is /connect/<upstream>.
+                assert first.is_error and "Connect your Notes (Doorman test resource) account" in text_of(first)
+                link = link_in(text_of(first))
+                assert urlparse(link).path == "/connect/wiki"
+                await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link))
+                got = await whoami_of_tool(c, "wiki_whoami")
+                assert got["sub"] == "sub-alice-work" and got["aud"] == audience, got
+                assert got["token_sha256_prefix"] != sha12(token)
+                # Another conversation reuses the registration.
+                second = await c.call_tool("wiki_read_note", {"name": "x"})
+                assert not second.is_error or "insufficient" not in text_of(second)
+
+        anyio.run(run)
+        regs = idp.registrations()
+        assert len(regs) == 1, regs
+        (reg,) = regs
+        assert reg["params"]["redirect_uris"] == [f"{base}/connect/callback"]
+        assert reg["params"]["token_endpoint_auth_method"] == "none"
+        # The authorization and the token carried the RFC 8707 resource indicator.
+        auths = idp.requests("/auth")
+        assert auths and all(a["params"].get("resource") == audience for a in auths), auths
+        tokens = [r for r in idp.requests("/token") if r["params"].get("grant_type") == "authorization_code"]
+        assert tokens and all(t["params"].get("resource") == audience for t in tokens), tokens
+    finally:
+        e.stop()
+
+
+async def whoami_of_tool(c: Client, name: str) -> dict:
+    r = await c.call_tool(name, {})
+    assert not r.is_error, text_of(r)
+    return json.loads(text_of(r))
+
+
+def test_insufficient_scope_asks_for_the_union_of_scopes(envs):
+    # The resource asks for notes:read only; the upstream needs notes:write as well.
+    e = envs("l2-scope", binding="user", scopes='"openid", "email", "notes:read"',
+             required_scopes="notes:read notes:write")
+    token = doorman_token(e, "alice")
+
+    async def run():
+        http, c = client(e, token)
+        async with http, c:
+            link = link_in(text_of(await c.call_tool("notes_whoami", {})))
+            await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link))
+            more = await c.call_tool("notes_whoami", {})
+            assert more.is_error and "needs more access" in text_of(more), text_of(more)
+            link = link_in(text_of(more))
+            await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link))
+            got = await whoami_of(c)
+            assert {"notes:read", "notes:write"} <= set(got["scopes"]), got
+
+    anyio.run(run)
+    asked = [a["params"].get("scope", "") for a in e.idp.requests("/auth")]
+    assert "notes:write" not in asked[0] and {"notes:read", "notes:write", "openid"} <= set(asked[-1].split()), asked
+    # Re-authorizing the same account replaced the connection (no pile-up).
+    assert len(connection_rows(e)) == 1

@@ -59,7 +59,7 @@ impl KeyRing {
     pub fn load(path: &Path) -> anyhow::Result<(Self, KeyRingSource, bool)> {
         if let Ok(text) = std::env::var(KEY_RING_ENV) {
             let text = Zeroizing::new(text);
-            let ring = Self::parse(&text).with_context(|| format!("{KEY_RING_ENV}"))?;
+            let ring = Self::parse(&text).context(KEY_RING_ENV)?;
             return Ok((ring, KeyRingSource::Env, false));
         }
         let (ring, created) = Self::load_or_create(path)?;

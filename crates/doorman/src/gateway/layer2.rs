@@ -348,7 +348,11 @@ pub const USE_ACCOUNT: &str = "doorman_use_account";
 
 /// The built-in tools, as `tools/list` shows them.
 pub fn builtin_tools(vault: &Vault) -> Vec<Value> {
-    let names: Vec<&str> = vault.resources().iter().map(|r| r.name()).collect();
+    let names: Vec<String> = vault
+        .resources()
+        .iter()
+        .map(|r| r.name().to_owned())
+        .collect();
     let resource =
         json!({ "type": "string", "enum": names, "description": "The resource, by name" });
     vec![
@@ -420,7 +424,11 @@ pub async fn call_builtin(
             match vault.resource(&r) {
                 Some(rc) => Some(rc.clone()),
                 None => {
-                    let known: Vec<&str> = vault.resources().iter().map(|r| r.name()).collect();
+                    let known: Vec<String> = vault
+                        .resources()
+                        .iter()
+                        .map(|r| r.name().to_owned())
+                        .collect();
                     return Some(Ok(text(
                         format!("Unknown resource {r:?}; known: {}.", known.join(", ")),
                         true,

@@ -87,7 +87,8 @@ impl Router {
     }
 
     /// Sends a routed request: with the person's resource credential (or the connect prompt)
-    /// when the upstream is tied to a resource, as is otherwise.
+    /// when the upstream is tied to a resource, as is otherwise. An upstream that answers
+    /// `401` with protected resource metadata becomes a resource on the spot.
     async fn send(
         &self,
         up: &Upstream,
@@ -96,20 +97,43 @@ impl Router {
         params: Value,
         out: &Outbound<'_>,
     ) -> Result<Value, RpcError> {
-        let Some(resource) = &up.resource else {
+        let (Some(vault), Some(who)) = (&self.vault, &out.who) else {
             return forward(up, slots, method, params, out).await;
         };
-        let (Some(vault), Some(who)) = (&self.vault, &out.who) else {
-            // Only reachable if a resource were configured without sign-in (refused at start).
-            return Err(RpcError::new(
-                code::INTERNAL_ERROR,
-                format!("upstream '{}' needs a signed-in person", up.name),
-            ));
+        let rc = match up.resource_name() {
+            Some(resource) => vault
+                .resource(&resource)
+                .expect("upstream resources are checked at start or discovered"),
+            None => match up.request(slots, method, params.clone(), out).await {
+                Err(UpstreamError::Unauthorized {
+                    www_authenticate: Some(challenge),
+                }) if challenge.contains("resource_metadata") => {
+                    match vault.discover_upstream(&up.name, &up.url, &challenge).await {
+                        Ok(rc) => {
+                            up.mark_discovered();
+                            rc
+                        }
+                        Err(e) => {
+                            tracing::warn!(upstream = %up.name, error = %e, "the upstream asks for authorization, but it cannot be set up");
+                            return Err(RpcError::new(
+                                code::UPSTREAM_FAILED,
+                                format!("upstream '{}' requires authorization that Doorman cannot set up: {e}", up.name),
+                            )
+                            .with_data(json!({ "upstream": up.name, "reason": "authorization_unavailable" })));
+                        }
+                    }
+                }
+                other => {
+                    return other.map_err(|e| {
+                        if !matches!(e, UpstreamError::Rpc(_)) {
+                            tracing::warn!(upstream = %up.name, error = %e, method, "upstream request failed");
+                        }
+                        e.to_rpc(&up.name)
+                    });
+                }
+            },
         };
-        let rc = vault
-            .resource(resource)
-            .expect("upstream resources are checked at start");
-        layer2::forward_with_connection(vault, rc, up, slots, method, params, out, who).await
+        layer2::forward_with_connection(vault, &rc, up, slots, method, params, out, who).await
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
@@ -235,10 +259,10 @@ impl Router {
         up: &Upstream,
         out: &Outbound<'_>,
     ) -> Option<crate::vault::Credential> {
-        match (&up.resource, &self.vault, &out.who) {
+        match (up.resource_name(), &self.vault, &out.who) {
             (Some(r), Some(vault), Some(who)) => {
                 vault
-                    .listing_credential(&who.caller, vault.resource(r)?)
+                    .listing_credential(&who.caller, vault.resource(&r)?.as_ref())
                     .await
             }
             _ => None,

@@ -154,6 +154,10 @@ pub struct Upstream {
     pub name: String,
     /// The `[[resources]]` whose connection's token this upstream receives (layer 2).
     pub resource: Option<String>,
+    /// Set once the upstream turned out to do MCP authorization itself (its resource is named
+    /// after it).
+    discovered: RwLock<bool>,
+    pub url: url::Url,
     headers: HeaderMap,
     pub timeout: Duration,
     http: HttpClient,
@@ -184,6 +188,8 @@ impl Upstream {
         Ok(Self {
             name: config.name.clone(),
             resource: config.resource.clone(),
+            discovered: RwLock::new(false),
+            url: config.url.clone(),
             uri: config
                 .url
                 .as_str()
@@ -196,6 +202,20 @@ impl Upstream {
             next_id: AtomicU64::new(1),
             outages: AtomicU64::new(0),
         })
+    }
+
+    /// The resource whose token this upstream receives: configured, or discovered.
+    pub fn resource_name(&self) -> Option<String> {
+        match &self.resource {
+            Some(r) => Some(r.clone()),
+            None if *self.discovered.read().expect("discovered lock") => Some(self.name.clone()),
+            None => None,
+        }
+    }
+
+    /// Records that the upstream does MCP authorization itself.
+    pub fn mark_discovered(&self) {
+        *self.discovered.write().expect("discovered lock") = true;
     }
 
     /// The era, once known.

@@ -471,6 +471,57 @@ impl Store {
     }
 }
 
+/// Doorman's registration at a discovered resource's authorization server.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RegistrationRow {
+    pub upstream: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_sealed: Option<String>,
+    pub created_at: i64,
+}
+
+impl Store {
+    pub async fn registration(
+        &self,
+        upstream: &str,
+        issuer: &str,
+    ) -> anyhow::Result<Option<RegistrationRow>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, RegistrationRow>(
+            "SELECT upstream, issuer, client_id, client_secret_sealed, created_at \
+             FROM resource_registrations WHERE upstream = $1 AND issuer = $2",
+        )
+        .bind(upstream)
+        .bind(issuer)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row)
+    }
+
+    /// Keeps the first registration when two nodes registered at once; returns the kept one.
+    pub async fn insert_registration(
+        &self,
+        r: &RegistrationRow,
+    ) -> anyhow::Result<RegistrationRow> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO resource_registrations (upstream, issuer, client_id, client_secret_sealed, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (upstream, issuer) DO NOTHING",
+        )
+        .bind(&r.upstream)
+        .bind(&r.issuer)
+        .bind(&r.client_id)
+        .bind(&r.client_secret_sealed)
+        .bind(r.created_at)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(self
+            .registration(&r.upstream, &r.issuer)
+            .await?
+            .unwrap_or_else(|| r.clone()))
+    }
+}
+
 /// A connect prompt (`connect_prompts`).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ConnectPromptRow {

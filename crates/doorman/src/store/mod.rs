@@ -23,7 +23,9 @@ use sqlx::{
 };
 
 pub use clients::ClientRow;
-pub use connections::{ConnectPromptRow, ConnectStateRow, ConnectionRow, PendingRevocationRow};
+pub use connections::{
+    ConnectPromptRow, ConnectStateRow, ConnectionRow, PendingRevocationRow, RegistrationRow,
+};
 pub use federation::{FederatedIdentityRow, OidcStateRow};
 pub use flow::{AuthorizationRequestRow, BrowserSessionRow, SigningKeyRow};
 pub use grants::{CodeRow, CodeUse, GrantRow, RefreshRow, RefreshUse};

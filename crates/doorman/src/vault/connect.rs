@@ -17,7 +17,7 @@ use axum::{
     Form, Router,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
-    response::Response,
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde::Deserialize;
@@ -53,8 +53,20 @@ impl ConnectApp {
             .route("/connections/disconnect", post(disconnect))
             .route("/connections/disconnect-all", post(disconnect_all))
             .route("/connections/reconnect", post(reconnect))
+            .route(super::discovery::CLIENT_METADATA_PATH, get(client_metadata))
             .with_state(self)
     }
+}
+
+/// Doorman's Client ID Metadata Document, for authorization servers of upstreams that do MCP
+/// authorization themselves.
+async fn client_metadata(State(app): State<Arc<ConnectApp>>) -> Response {
+    let mut r = axum::Json(super::discovery::client_metadata(&app.vault.issuer)).into_response();
+    r.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("public, max-age=3600"),
+    );
+    r
 }
 
 #[derive(Template)]
@@ -129,7 +141,7 @@ async fn start(
 }
 
 async fn redirect_to_resource(app: &ConnectApp, prompt: &ConnectPromptRow) -> Response {
-    let Some(rc) = app.vault.resource(&prompt.resource).cloned() else {
+    let Some(rc) = app.vault.resource(&prompt.resource) else {
         return expired_link();
     };
     let state = crypto::random_token(32);
@@ -240,7 +252,7 @@ async fn callback(
         Ok(_) => return expired_link(),
         Err(e) => return unavailable(e),
     };
-    let Some(rc) = app.vault.resource(&prompt.resource).cloned() else {
+    let Some(rc) = app.vault.resource(&prompt.resource) else {
         return expired_link();
     };
     let display = rc.resource.display_name.clone();
@@ -508,7 +520,7 @@ async fn reconnect(
         }
         Err(e) => return unavailable(e),
     };
-    let Some(rc) = app.vault.resource(&row.resource).cloned() else {
+    let Some(rc) = app.vault.resource(&row.resource) else {
         return expired_link();
     };
     match app.vault.reconnect_prompt(&row, &rc).await {

@@ -22,6 +22,7 @@
 //! See DESIGN.md §5 and `README.md` beside this file.
 
 pub mod connect;
+pub mod discovery;
 pub mod oauth;
 pub mod presets;
 pub mod resources;
@@ -143,11 +144,12 @@ pub struct ConnectionView {
 
 /// The vault: resources, connections, prompts.
 pub struct Vault {
-    resources: Vec<Arc<ResourceClient>>,
+    /// Configured resources, then those discovered from upstreams (MCP authorization).
+    resources: std::sync::RwLock<Vec<Arc<ResourceClient>>>,
     pub store: Store,
     pub(crate) ring: Arc<KeyRing>,
     clock: SharedClock,
-    issuer: String,
+    pub(crate) issuer: String,
     /// This process's name in refresh leases.
     holder: String,
     /// Single-flight refresh inside this process (the lease covers the others).
@@ -158,6 +160,10 @@ pub struct Vault {
     policies: Vec<crate::config::PolicyConfig>,
     /// Throttles `last_used_at` writes: connection id → last write.
     touched: Mutex<HashMap<String, i64>>,
+    http: HttpClient,
+    redirect_uri: String,
+    /// One upstream discovery at a time ([`discovery`]).
+    discovering: tokio::sync::Mutex<()>,
 }
 
 impl Vault {
@@ -177,7 +183,7 @@ impl Vault {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
-            resources,
+            resources: std::sync::RwLock::new(resources),
             store,
             ring,
             clock,
@@ -187,15 +193,23 @@ impl Vault {
             idle_ms: config.server.session_idle_timeout.0.as_millis() as i64,
             touched: Mutex::default(),
             policies: config.policies.clone(),
+            http,
+            redirect_uri: redirect,
+            discovering: tokio::sync::Mutex::new(()),
         })
     }
 
-    pub fn resource(&self, name: &str) -> Option<&Arc<ResourceClient>> {
-        self.resources.iter().find(|r| r.name() == name)
+    pub fn resource(&self, name: &str) -> Option<Arc<ResourceClient>> {
+        self.resources
+            .read()
+            .expect("resources lock")
+            .iter()
+            .find(|r| r.name() == name)
+            .cloned()
     }
 
-    pub fn resources(&self) -> &[Arc<ResourceClient>] {
-        &self.resources
+    pub fn resources(&self) -> Vec<Arc<ResourceClient>> {
+        self.resources.read().expect("resources lock").clone()
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -624,9 +638,11 @@ impl Vault {
             }
             out.push(ConnectionView {
                 display_name: rc
+                    .as_ref()
                     .map(|rc| rc.resource.display_name.clone())
                     .unwrap_or_else(|| r.resource.clone()),
                 remaining_ms: rc
+                    .as_ref()
                     .and_then(|rc| rc.resource.max_age)
                     .map(|m| (r.authorized_at + m.as_millis() as i64 - now).max(0)),
                 id: r.id,
@@ -673,7 +689,7 @@ impl Vault {
 
     /// RFC 7009 at the resource for both tokens of a (deleted) row; failures are queued.
     async fn revoke_row(&self, row: &ConnectionRow) {
-        let Some(rc) = self.resource(&row.resource).cloned() else {
+        let Some(rc) = self.resource(&row.resource) else {
             return;
         };
         // Revoking the refresh token ends the grant at most providers (RFC 7009 §2.1); the

@@ -83,6 +83,9 @@ pub struct ResourceClient {
     pub shared_token: Option<SecretString>,
     redirect_uri: String,
     discovered: RwLock<Option<(Endpoints, i64)>>,
+    /// RFC 8707 `resource`, sent in token requests (resources discovered from upstreams that
+    /// do MCP authorization: their tokens must be bound to them).
+    resource_indicator: Option<String>,
 }
 
 impl ResourceClient {
@@ -117,7 +120,66 @@ impl ResourceClient {
             shared_token,
             redirect_uri,
             discovered: RwLock::new(None),
+            resource_indicator: None,
         })
+    }
+
+    /// A resource learned from an upstream's protected resource metadata: a public client (or
+    /// one with the secret the authorization server issued at registration), tokens bound to
+    /// `indicator` (RFC 8707).
+    pub fn discovered(
+        resource: ResolvedResource,
+        http: HttpClient,
+        clock: SharedClock,
+        redirect_uri: String,
+        secret: Option<SecretString>,
+        indicator: String,
+    ) -> Self {
+        Self {
+            resource,
+            http,
+            clock,
+            secret,
+            shared_token: None,
+            redirect_uri,
+            discovered: RwLock::new(None),
+            resource_indicator: Some(indicator),
+        }
+    }
+
+    /// The authorization server metadata of `issuer` (RFC 8414 §3, then OpenID Connect
+    /// Discovery §4), checked to name that issuer.
+    pub async fn metadata_of(&self, issuer: &Url) -> Result<Value, ResourceError> {
+        self.discover(issuer).await
+    }
+
+    /// GETs a JSON document (protected resource metadata).
+    pub async fn fetch_json(&self, url: &Url) -> Result<Value, ResourceError> {
+        self.call(
+            Method::GET,
+            url,
+            "metadata",
+            self.provider_headers(),
+            Bytes::new(),
+        )
+        .await
+    }
+
+    /// POSTs a JSON document (RFC 7591 registration); answers 201 with JSON.
+    pub async fn post_json(&self, url: &Url, body: &Value) -> Result<Value, ResourceError> {
+        let mut headers = self.provider_headers();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        self.call(
+            Method::POST,
+            url,
+            "registration endpoint",
+            headers,
+            Bytes::from(body.to_string()),
+        )
+        .await
     }
 
     pub fn name(&self) -> &str {
@@ -236,6 +298,9 @@ impl ResourceClient {
         if let Some(v) = verifier {
             form.push(("code_verifier", v));
         }
+        if let Some(r) = &self.resource_indicator {
+            form.push(("resource", r));
+        }
         let token = self
             .endpoints()
             .await?
@@ -247,10 +312,13 @@ impl ResourceClient {
 
     /// RFC 6749 §6: new tokens for a refresh token.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenSet, ResourceError> {
-        let form = [
+        let mut form = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
         ];
+        if let Some(r) = &self.resource_indicator {
+            form.push(("resource", r));
+        }
         let token = self
             .endpoints()
             .await?
