@@ -401,3 +401,36 @@ fn plain_http_resources_only_in_development() {
     let dev = format!("[sign_in]\ndevelopment = true\n{text}");
     Config::from_toml(&dev).unwrap().validate().unwrap();
 }
+
+#[test]
+fn policies_match_tool_globs_and_are_checked() {
+    assert!(glob_matches("notes_*", "notes_write_note"));
+    assert!(glob_matches("*_delete_*", "github_delete_repo"));
+    assert!(glob_matches("notes_?ead", "notes_read"));
+    assert!(!glob_matches("notes_*", "wiki_notes_read"));
+    assert!(!glob_matches("notes_read", "notes_read_all"));
+    assert!(glob_matches("*", ""));
+    let config = Config::from_toml(EXAMPLE).unwrap();
+    let p = &config.policies[0];
+    assert!(p.matches("github_delete_repo") && !p.matches("github_list_repos"));
+    assert_eq!(p.binding, Some(Binding::Call));
+
+    let e = error_of("[[policies]]\ntools = []\n");
+    assert_eq!(e.path, "policies[0].tools");
+    let e = error_of("[[policies]]\ntools = [\"a_*\"]\nmax_age = \"0s\"\n");
+    assert_eq!(e.path, "policies[0].max_age");
+    let e = error_of("[[policies]]\ntools = [\"a_*\"]\nbinding = \"shared\"\n");
+    assert_eq!(e.path, "policies[0].binding");
+    let e = error_of("[[policies]]\ntools = [\"a_*\"]\ngroups = [\"x\"]\n");
+    assert!(e.to_string().contains("groups"), "{e}");
+}
+
+#[test]
+fn resources_need_people_and_the_doorman_name_is_reserved() {
+    let e = error_of(
+        "[sign_in]\nmode = \"local\"\n[[resources]]\nname = \"r\"\nbinding = \"shared\"\nshared_token_env = \"X\"\n",
+    );
+    assert_eq!(e.path, "resources");
+    let e = error_of("[[upstreams]]\nname = \"doorman\"\nurl = \"http://127.0.0.1:1/mcp\"\n");
+    assert_eq!(e.path, "upstreams[0].name");
+}
