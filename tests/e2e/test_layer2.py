@@ -838,3 +838,27 @@ def test_insufficient_scope_asks_for_the_union_of_scopes(envs):
     assert "notes:write" not in asked[0] and {"notes:read", "notes:write", "openid"} <= set(asked[-1].split()), asked
     # Re-authorizing the same account replaced the connection (no pile-up).
     assert len(connection_rows(e)) == 1
+
+
+def test_stateless_conversations_connections_end_after_an_idle_window(envs):
+    e = envs("l2-idle")  # binding "session"; session_idle_timeout is 1 d in these tests
+    token = doorman_token(e, "alice")
+
+    async def connect_and_use():
+        http, c = client(e, token, mode="2026-07-28")
+        async with http, c:
+            link = link_in(text_of(await c.call_tool("notes_whoami", {})))
+            await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link))
+            assert (await whoami_of(c))["sub"] == "sub-alice-work"
+
+    anyio.run(connect_and_use)
+    ((_, _, _, binding),) = connection_rows(e)
+    assert binding == "session"
+    before = len(e.idp.revocations())
+    advance_clock(e.d, 25 * 3600)
+    for _ in range(100):  # the idle sweep runs every 2 s
+        if not connection_rows(e):
+            break
+        anyio.run(anyio.sleep, 0.1)
+    assert connection_rows(e) == []
+    assert len(e.idp.revocations()) > before

@@ -259,6 +259,30 @@ pub fn generate_es256_key() -> NewSigningKey {
     }
 }
 
+/// 16 random bytes as 32 lowercase hex digits (W3C trace ids).
+pub fn random_hex16() -> String {
+    random_hex::<16>()
+}
+
+/// 8 random bytes as 16 lowercase hex digits (W3C span ids).
+pub fn random_hex8() -> String {
+    random_hex::<8>()
+}
+
+fn random_hex<const N: usize>() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut b = [0u8; N];
+    SystemRandom::new()
+        .fill(&mut b)
+        .expect("the system random source must be available");
+    let mut s = String::with_capacity(2 * N);
+    for x in b {
+        s.push(HEX[usize::from(x >> 4)] as char);
+        s.push(HEX[usize::from(x & 15)] as char);
+    }
+    s
+}
+
 /// A fresh random token: `bytes` bytes from the system CSPRNG, base64url without padding.
 pub fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];

@@ -4,12 +4,15 @@
 //! gateway: one MCP endpoint in front of many upstream MCP servers, on both protocol
 //! generations. See `DESIGN.md` for the whole picture.
 
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod edge;
 pub mod gateway;
+pub mod metrics;
+pub mod policy;
 pub mod server;
 pub mod sign_in;
 pub mod store;

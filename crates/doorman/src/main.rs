@@ -59,6 +59,13 @@ enum Command {
         #[arg(long, value_name = "FILE", global = true)]
         config: Option<PathBuf>,
     },
+    /// The audit trail: tool calls, prompt gets, resource reads, and security events.
+    Audit {
+        #[command(flatten)]
+        args: doorman::cli::audit::AuditArgs,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// People's connections to resources (layer 2): list, revoke.
     Connections {
         #[command(subcommand)]
@@ -92,6 +99,9 @@ fn main() -> ExitCode {
         }),
         Command::Grants { cmd, config } => operate(config, |c| async move {
             doorman::cli::grants::grants(cmd, &c).await
+        }),
+        Command::Audit { args, config } => operate(config, |c| async move {
+            doorman::cli::audit::run(args, &c).await
         }),
         Command::Connections { cmd, config } => operate(config, |c| async move {
             doorman::cli::connections::run(cmd, &c).await

@@ -10,11 +10,13 @@ use axum::{
 use serde_json::json;
 
 use crate::{
+    audit::Audit,
     clock::{Clock, OffsetClock, SharedClock, SystemClock},
     config::{Config, LogFormat},
     crypto::KeyRing,
     edge::{EdgePolicy, check_host_and_origin},
     gateway::{Gateway, endpoint, upstream_http::HttpClient},
+    policy::Policies,
     sign_in::{AuthServer, bearer::require_token, setup},
     store::Store,
     vault::{Vault, connect::ConnectApp},
@@ -69,10 +71,51 @@ pub fn app(
         .with_state(gateway.clone())
         .layer(middleware::from_fn_with_state(auth.clone(), require_token))
         .layer(middleware::from_fn_with_state(edge, check_host_and_origin));
+    let metrics_gw = gateway.clone();
+    let ready_gw = gateway.clone();
     let mut router = Router::new()
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        // Ready when the store answers (the key ring was loaded before serving began).
+        .route(
+            "/readyz",
+            get(move || {
+                let gw = ready_gw.clone();
+                async move {
+                    match gw.sessions.store().ping().await {
+                        Ok(()) => (
+                            axum::http::StatusCode::OK,
+                            Json(json!({ "status": "ready", "store": "ok", "key_ring": "loaded" })),
+                        ),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "not ready: the store does not answer");
+                            (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                Json(json!({ "status": "unavailable", "store": "unreachable", "key_ring": "loaded" })),
+                            )
+                        }
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let gw = metrics_gw.clone();
+                async move {
+                    let m = crate::metrics::get();
+                    m.live_sessions.set(gw.sessions.live_count() as i64);
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.render(),
+                    )
+                }
+            }),
         )
         .merge(mcp);
     if let Some(auth) = &auth {
@@ -166,10 +209,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let gateway = Arc::new(Gateway::new(
         &config,
         store.clone(),
-        clock,
+        clock.clone(),
         http,
         vault.clone(),
+        auth.as_ref()
+            .map(|_| Arc::new(Policies::new(&config, store.clone()))),
     )?);
+    Audit::start(store.clone(), clock, config.audit.retention.0);
     let idle = config.server.session_idle_timeout.0;
     gateway.spawn_sweeper((idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60)));
     let listener = tokio::net::TcpListener::bind(config.server.listen)

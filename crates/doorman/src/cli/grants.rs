@@ -197,11 +197,23 @@ pub async fn grants(cmd: GrantsCommand, config: &Config) -> anyhow::Result<()> {
     .await
 }
 
+/// Key rotations go to the audit from here (the operator's command, no server involved).
+async fn record(store: &Store, detail: String) -> anyhow::Result<()> {
+    let e = crate::audit::AuditEvent {
+        at: SystemClock.now_ms(),
+        detail: Some(detail),
+        person: Some("operator (CLI)".into()),
+        ..crate::audit::AuditEvent::security("key_rotated", None)
+    };
+    store.insert_audit_events(&[e]).await
+}
+
 pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
     super::with_store(config, async |store, ring| {
         match cmd {
             KeysCommand::Rotate => {
                 let kid = keys::add_key(store, ring, SystemClock.now_ms()).await?;
+                record(store, format!("signing key {kid}")).await?;
                 println!(
                     "new signing key {kid}; the previous one verifies until its tokens expire (running servers pick the new key up within 10 s)"
                 );
@@ -214,6 +226,7 @@ pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
                     );
                 }
                 let id = crate::crypto::KeyRing::add_key_to_file(&config.key_ring_path())?;
+                record(store, format!("sealing key {id}")).await?;
                 println!(
                     "new sealing key {id} in {}; running servers load it within 10 s and re-seal stored connections with it; copy the file to every node",
                     config.key_ring_path().display()

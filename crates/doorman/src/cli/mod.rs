@@ -1,5 +1,6 @@
 //! Operator commands besides `serve`: people, clients, grants, connections and keys.
 
+pub mod audit;
 pub mod connections;
 pub mod grants;
 pub mod users;

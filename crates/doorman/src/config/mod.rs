@@ -37,16 +37,80 @@ pub struct Config {
     /// Per-tool rules, matched in order by tool name (the first match applies).
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
+    /// What happens to tools no policy matches.
+    #[serde(default)]
+    pub access: AccessConfig,
+    /// The audit trail.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[access]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// `allow` (default): tools no policy matches may be called by everyone signed in;
+    /// `deny`: only tools a policy allows.
+    pub default: AccessDefault,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessDefault {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How long audit records are kept. Default: 90 days.
+    pub retention: ConfigDuration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention: ConfigDuration(std::time::Duration::from_secs(90 * 86_400)),
+        }
+    }
 }
 
 /// `[[policies]]`: what applies to the tools whose names (as clients see them,
-/// `{upstream}_{tool}`) match one of `tools`. So far: the connection lifetime of layer 2,
-/// overriding the resource's `max_age` and `binding` for those tools.
+/// `{upstream}_{tool}`) match one of `tools` (and, if given, whose upstream is in `upstreams`):
+/// who may call them, how recent their sign-in must be, the connection lifetime of layer 2,
+/// and whether arguments are audited. The first matching entry applies.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
+    /// A name for errors and the audit. Default: `policies[i]`.
+    pub name: Option<String>,
     /// Tool name globs: `*` matches any run of characters, `?` one character.
     pub tools: Vec<String>,
+    /// Only tools of these upstreams. Default: any.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// Groups allowed to call these tools (the person's groups from SSO, or a local account's).
+    /// With neither `allow_groups` nor `allow_people`, everyone not denied may.
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+    /// People allowed (username, email or Doorman id).
+    #[serde(default)]
+    pub allow_people: Vec<String>,
+    /// Groups refused, whatever else says.
+    #[serde(default)]
+    pub deny_groups: Vec<String>,
+    /// People refused (username, email or Doorman id).
+    #[serde(default)]
+    pub deny_people: Vec<String>,
+    /// The person's sign-in must be at most this old; older gets `403` with
+    /// `insufficient_user_authentication` (RFC 9470) and the next sign-in is a fresh one.
+    pub sign_in_max_age: Option<ConfigDuration>,
+    /// Record these tools' arguments in the audit (secret-looking values redacted).
+    #[serde(default)]
+    pub log_arguments: bool,
     /// How long after the person authorized at the resource these tools may use the
     /// connection. Default: the resource's.
     pub max_age: Option<ConfigDuration>,
@@ -57,6 +121,12 @@ pub struct PolicyConfig {
 impl PolicyConfig {
     pub fn matches(&self, tool: &str) -> bool {
         self.tools.iter().any(|g| glob_matches(g, tool))
+    }
+
+    /// Whether this entry applies to `tool` of `upstream`.
+    pub fn applies(&self, tool: &str, upstream: &str) -> bool {
+        self.matches(tool)
+            && (self.upstreams.is_empty() || self.upstreams.iter().any(|u| u == upstream))
     }
 }
 
@@ -532,6 +602,20 @@ impl Config {
                     format!("policies[{i}].max_age"),
                     "must be longer than zero",
                 ));
+            }
+            if p.sign_in_max_age.is_some_and(|d| d.0.as_secs() == 0) {
+                return Err(ConfigError::new(
+                    format!("policies[{i}].sign_in_max_age"),
+                    "must be at least one second",
+                ));
+            }
+            for (j, u) in p.upstreams.iter().enumerate() {
+                if !self.upstreams.iter().any(|up| &up.name == u) {
+                    return Err(ConfigError::new(
+                        format!("policies[{i}].upstreams[{j}]"),
+                        format!("no [[upstreams]] table is named {u:?}"),
+                    ));
+                }
             }
             if p.binding == Some(Binding::Shared) {
                 return Err(ConfigError::new(

@@ -106,6 +106,109 @@ impl Conversation {
     }
 }
 
+/// RFC 9470: a tool whose policy wants a more recent sign-in than the token's `auth_time`
+/// gets `403` with `insufficient_user_authentication` and `max_age`; the client signs the
+/// person in again (Doorman's authorization endpoint honours `max_age`) and retries.
+async fn step_up_needed(
+    gw: &Gateway,
+    person: Option<&Person>,
+    conversation: &Conversation,
+    method: &str,
+    params: &Value,
+    id: &Id,
+    trace_id: &str,
+) -> Option<Response> {
+    if method != "tools/call" {
+        return None;
+    }
+    let (claims, policies) = (&person?.0, gw.policies()?);
+    let tool = params.get("name").and_then(Value::as_str)?;
+    let up = gw.router.upstream_of_tool(tool)?;
+    let info = policies.person(&claims.sub).await.ok()?;
+    let crate::policy::Decision::Allowed {
+        sign_in_max_age: Some(max_age),
+        policy,
+        ..
+    } = policies.decide(tool, &up.name, &info)
+    else {
+        return None;
+    };
+    let age_s = gw.clock.now_ms() / 1000 - claims.auth_time;
+    if age_s <= max_age.as_secs() as i64 {
+        return None;
+    }
+    crate::audit::emit(crate::audit::AuditEvent {
+        kind: "call".into(),
+        event: method.into(),
+        person_id: Some(claims.sub.clone()),
+        person: Some(info.label().to_owned()),
+        client_id: Some(claims.client_id.clone()),
+        conversation: Some(match conversation {
+            Conversation::Stateful(s) => {
+                format!("session:{}", &s.id_hash[..12.min(s.id_hash.len())])
+            }
+            Conversation::Stateless { .. } => format!("grant:{}", claims.sid),
+        }),
+        upstream: Some(up.name.clone()),
+        name: Some(tool.to_owned()),
+        decision: Some("step_up_required".into()),
+        policy: policy.clone(),
+        request_id: Some(trace_id.to_owned()),
+        ..Default::default()
+    });
+    let e = RpcError::new(
+        code::FORBIDDEN,
+        format!(
+            "{tool} needs a sign-in within the last {} seconds: sign in again",
+            max_age.as_secs()
+        ),
+    )
+    .with_data(json!({ "policy": policy, "max_age": max_age.as_secs() }));
+    let mut r = error_reply(StatusCode::FORBIDDEN, Some(id), &e);
+    let challenge = format!(
+        "Bearer error=\"insufficient_user_authentication\", error_description=\"A more recent sign-in is required\", max_age={}, resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
+        max_age.as_secs(),
+        gw.issuer
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    Some(r)
+}
+
+/// What a request carries on to upstreams.
+struct Forwarded {
+    /// `Mcp-Param-*` headers (2026-07-28).
+    param_headers: Vec<(axum::http::HeaderName, HeaderValue)>,
+    /// The W3C trace id: the client's (`traceparent`), or a new one. Also the request id.
+    trace_id: String,
+}
+
+/// The trace id of an incoming `traceparent` (W3C Trace Context §3.2: `00-{32 hex}-{16 hex}-{2
+/// hex}`, not all zeros), or a fresh random one.
+fn trace_id_of(headers: &HeaderMap) -> String {
+    let incoming = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let mut parts = v.split('-');
+            let (version, trace, span, flags) =
+                (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+            let hex = |s: &str, n: usize| {
+                s.len() == n
+                    && s.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            };
+            (version == "00"
+                && hex(trace, 32)
+                && hex(span, 16)
+                && hex(flags, 2)
+                && trace.bytes().any(|b| b != b'0'))
+            .then(|| trace.to_owned())
+        });
+    incoming.unwrap_or_else(crate::crypto::random_hex16)
+}
+
 /// One JSON-RPC request's parts.
 struct Rpc {
     id: Id,
@@ -119,11 +222,34 @@ struct CallerParts {
     grant: String,
     session_hash: Option<String>,
     form: PromptForm,
+    info: Arc<crate::policy::PersonInfo>,
+    client_id: String,
+    auth_time: i64,
 }
 
 impl CallerParts {
-    fn of(person: Option<&Person>, conversation: &Conversation) -> Option<Self> {
+    async fn of(
+        gw: &Gateway,
+        person: Option<&Person>,
+        conversation: &Conversation,
+    ) -> Option<Self> {
         let claims = &person?.0;
+        let info = match gw.policies() {
+            Some(p) => match p.person(&claims.sub).await {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read a person's groups; treated as none");
+                    Arc::new(crate::policy::PersonInfo {
+                        id: claims.sub.clone(),
+                        ..Default::default()
+                    })
+                }
+            },
+            None => Arc::new(crate::policy::PersonInfo {
+                id: claims.sub.clone(),
+                ..Default::default()
+            }),
+        };
         let (session_hash, form) = match conversation {
             Conversation::Stateful(s) => (
                 Some(s.id_hash.clone()),
@@ -142,6 +268,9 @@ impl CallerParts {
             grant: claims.sid.clone(),
             session_hash,
             form,
+            info,
+            client_id: claims.client_id.clone(),
+            auth_time: claims.auth_time,
         })
     }
 
@@ -153,6 +282,9 @@ impl CallerParts {
                 session_hash: self.session_hash.as_deref(),
             },
             form: self.form,
+            person: &self.info,
+            client_id: &self.client_id,
+            auth_time: self.auth_time,
         }
     }
 }
@@ -274,7 +406,10 @@ pub async fn post(
                     Conversation::Stateful(session),
                     accept,
                     Rpc { id, method, params },
-                    Vec::new(),
+                    Forwarded {
+                        param_headers: Vec::new(),
+                        trace_id: trace_id_of(&headers),
+                    },
                 )
                 .await
             }
@@ -305,7 +440,10 @@ pub async fn post(
             Incoming::Request { id, method, params } => {
                 match check_modern(&headers, &method, &params) {
                     Ok(client_capabilities) => {
-                        let params_headers = param_headers(&headers);
+                        let fwd = Forwarded {
+                            param_headers: param_headers(&headers),
+                            trace_id: trace_id_of(&headers),
+                        };
                         serve_request(
                             &gw,
                             person.clone(),
@@ -315,7 +453,7 @@ pub async fn post(
                             },
                             accept,
                             Rpc { id, method, params },
-                            params_headers,
+                            fwd,
                         )
                         .await
                     }
@@ -563,9 +701,26 @@ async fn serve_request(
     conversation: Conversation,
     accept: Accept,
     rpc: Rpc,
-    param_headers: Vec<(axum::http::HeaderName, HeaderValue)>,
+    fwd: Forwarded,
 ) -> Response {
     let Rpc { id, method, params } = rpc;
+    let Forwarded {
+        param_headers,
+        trace_id,
+    } = fwd;
+    if let Some(refusal) = step_up_needed(
+        gw,
+        person.as_ref(),
+        &conversation,
+        &method,
+        &params,
+        &id,
+        &trace_id,
+    )
+    .await
+    {
+        return refusal;
+    }
     let modern = conversation.is_modern();
     let local = match method.as_str() {
         "server/discover" => Some(Ok(json!({
@@ -626,12 +781,13 @@ async fn serve_request(
                 }
             };
         let events = accept.sse.then_some(&tx);
-        let caller = CallerParts::of(person.as_ref(), &conversation);
+        let caller = CallerParts::of(&gw2, person.as_ref(), &conversation).await;
         let out = Outbound {
             client_capabilities: caps.as_ref(),
             events,
             param_headers: &param_headers,
             log_level: log_level.as_deref(),
+            request_id: Some(&trace_id),
             credential: None,
             who: caller.as_ref().map(CallerParts::who),
         };
@@ -784,14 +940,17 @@ async fn serve_batch(
                     )),
                     _ => {
                         let caller = CallerParts::of(
+                            gw,
                             person.as_ref(),
                             &Conversation::Stateful(session.clone()),
-                        );
+                        )
+                        .await;
                         let out = Outbound {
                             client_capabilities: None,
                             events: None,
                             param_headers: &[],
                             log_level: None,
+                            request_id: None,
                             credential: None,
                             who: caller.as_ref().map(CallerParts::who),
                         };

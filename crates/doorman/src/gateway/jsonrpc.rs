@@ -35,6 +35,8 @@ pub mod code {
     /// Implementation-defined: a connection to a resource is needed first, and the client
     /// cannot be asked by elicitation (the message carries the link).
     pub const CONNECTION_REQUIRED: i64 = -32011;
+    /// Implementation-defined: a policy does not allow this person to do this.
+    pub const FORBIDDEN: i64 = -32012;
 }
 
 /// A JSON-RPC request id: a string or a number (never null for requests).

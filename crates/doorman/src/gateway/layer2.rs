@@ -56,11 +56,30 @@ impl PromptForm {
     }
 }
 
-/// The signed-in caller of one request, as layer 2 needs it.
+/// The signed-in caller of one request, as layer 2, policies and the audit need it.
 #[derive(Debug, Clone, Copy)]
 pub struct Who<'a> {
     pub caller: Caller<'a>,
     pub form: PromptForm,
+    pub person: &'a crate::policy::PersonInfo,
+    pub client_id: &'a str,
+    /// When the person signed in (seconds), for `sign_in_max_age`.
+    pub auth_time: i64,
+}
+
+/// What the audit record of one call says besides the request itself.
+#[derive(Debug, Default)]
+pub struct CallRecord {
+    pub upstream: Option<String>,
+    /// The tool or prompt name, or the resource URI, as the client sent it.
+    pub name: Option<String>,
+    pub resource: Option<String>,
+    pub account: Option<String>,
+    /// `None`: allowed. Else `denied`, `connection_required`, `step_up_required`.
+    pub decision: Option<&'static str>,
+    pub policy: Option<String>,
+    /// Redacted JSON, where a policy says `log_arguments`.
+    pub arguments: Option<String>,
 }
 
 /// `requestState` values Doorman made start with this (others are an upstream's, passed on).
@@ -166,7 +185,9 @@ pub async fn forward_with_connection(
     mut params: Value,
     out: &Outbound<'_>,
     who: &Who<'_>,
+    rec: &mut CallRecord,
 ) -> Result<Value, RpcError> {
+    rec.resource = Some(rc.name().to_owned());
     let name_field = if method == "resources/read" {
         "uri"
     } else {
@@ -203,6 +224,7 @@ pub async fn forward_with_connection(
         .map_err(failed)?
     {
         Ok(cred) => {
+            rec.account = Some(cred.account.clone());
             let with = Outbound {
                 credential: Some(&cred.header),
                 ..*out
@@ -252,6 +274,14 @@ pub async fn forward_with_connection(
         method,
         "connect prompt"
     );
+    rec.decision = Some("connection_required");
+    crate::metrics::get()
+        .connect_prompts
+        .get_or_create(&crate::metrics::PromptLabels {
+            form: who.form.name().to_owned(),
+            resource: rc.name().to_owned(),
+        })
+        .inc();
     prompt_answer(vault, rc, who, method, &name, &prompt)
 }
 

@@ -24,6 +24,9 @@ pub struct Gateway {
     /// per person (keyed by person id; "" in local mode), so people never share upstream state.
     stateless: std::sync::RwLock<std::collections::HashMap<String, Arc<SessionSlots>>>,
     pub max_request_bytes: usize,
+    pub clock: SharedClock,
+    /// `{public_url}` without the trailing slash, for challenges.
+    pub issuer: String,
 }
 
 impl Gateway {
@@ -33,6 +36,7 @@ impl Gateway {
         clock: SharedClock,
         http: upstream_http::HttpClient,
         vault: Option<Arc<crate::vault::Vault>>,
+        policies: Option<Arc<crate::policy::Policies>>,
     ) -> anyhow::Result<Self> {
         let upstreams = config
             .upstreams
@@ -40,11 +44,18 @@ impl Gateway {
             .map(|u| Upstream::new(u, http.clone()).map(Arc::new))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
-            router: Router::new(upstreams, vault),
-            sessions: Sessions::new(store, clock, config.server.session_idle_timeout.0),
+            router: Router::new(upstreams, vault, policies),
+            sessions: Sessions::new(store, clock.clone(), config.server.session_idle_timeout.0),
+            clock,
+            issuer: config.issuer(),
             stateless: Default::default(),
             max_request_bytes: config.server.max_request_bytes,
         })
+    }
+
+    /// The policies (accounts mode).
+    pub fn policies(&self) -> Option<&Arc<crate::policy::Policies>> {
+        self.router.policies()
     }
 
     /// The upstream sessions that serve one person's stateless requests.

@@ -11,10 +11,15 @@ use serde_json::{Value, json};
 
 use super::{
     jsonrpc::{RpcError, code},
-    layer2,
+    layer2::{self, CallRecord},
     upstream::{Outbound, SessionSlots, Upstream, UpstreamError},
 };
-use crate::{config::is_valid_tool_name, vault::Vault};
+use crate::{
+    audit::{AuditEvent, emit, redact},
+    config::is_valid_tool_name,
+    policy::{Decision, Policies},
+    vault::Vault,
+};
 
 /// At most this many pages are read from one upstream list (a guard against cursor loops).
 const MAX_PAGES: usize = 100;
@@ -24,6 +29,8 @@ pub struct Router {
     upstreams: Vec<Arc<Upstream>>,
     /// Layer 2 (accounts mode): connections, prompts, built-in tools.
     vault: Option<Arc<Vault>>,
+    /// Who may call what (accounts mode).
+    policies: Option<Arc<Policies>>,
 }
 
 /// What gets merged for each list method: the result key and the field that carries the name.
@@ -78,8 +85,20 @@ enum Naming {
 }
 
 impl Router {
-    pub fn new(upstreams: Vec<Arc<Upstream>>, vault: Option<Arc<Vault>>) -> Self {
-        Self { upstreams, vault }
+    pub fn new(
+        upstreams: Vec<Arc<Upstream>>,
+        vault: Option<Arc<Vault>>,
+        policies: Option<Arc<Policies>>,
+    ) -> Self {
+        Self {
+            upstreams,
+            vault,
+            policies,
+        }
+    }
+
+    pub fn policies(&self) -> Option<&Arc<Policies>> {
+        self.policies.as_ref()
     }
 
     pub fn vault(&self) -> Option<&Arc<Vault>> {
@@ -96,6 +115,7 @@ impl Router {
         method: &str,
         params: Value,
         out: &Outbound<'_>,
+        rec: &mut CallRecord,
     ) -> Result<Value, RpcError> {
         let (Some(vault), Some(who)) = (&self.vault, &out.who) else {
             return forward(up, slots, method, params, out).await;
@@ -133,15 +153,154 @@ impl Router {
                 }
             },
         };
-        layer2::forward_with_connection(vault, &rc, up, slots, method, params, out, who).await
+        layer2::forward_with_connection(vault, &rc, up, slots, method, params, out, who, rec).await
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
         &self.upstreams
     }
 
+    /// The upstream owning an exposed tool name.
+    pub fn upstream_of_tool(&self, exposed: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| {
+            exposed
+                .strip_prefix(u.name.as_str())
+                .and_then(|r| r.strip_prefix('_'))
+                .is_some_and(|r| !r.is_empty())
+        })
+    }
+
     fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// A tool call, prompt get or resource read, with its audit record.
+    async fn call_audited(
+        &self,
+        slots: &SessionSlots,
+        method: &str,
+        params: Value,
+        out: &Outbound<'_>,
+    ) -> Result<Value, RpcError> {
+        let started = std::time::Instant::now();
+        let mut rec = CallRecord::default();
+        let outcome = self.call(slots, method, params, out, &mut rec).await;
+        let outcome_name = match &outcome {
+            _ if rec.decision.is_some() => None,
+            Ok(v) if v.get("isError").and_then(Value::as_bool) == Some(true) => Some("tool_error"),
+            Ok(v) if v.get("resultType").and_then(Value::as_str) == Some("input_required") => None,
+            Ok(_) => Some("success"),
+            Err(e) if e.code == code::UPSTREAM_FAILED => Some("upstream_error"),
+            Err(_) => Some("error"),
+        };
+        let elapsed = started.elapsed();
+        crate::metrics::get().request(
+            method,
+            rec.upstream.as_deref().unwrap_or(""),
+            elapsed.as_secs_f64(),
+        );
+        let who = out.who.as_ref();
+        emit(AuditEvent {
+            kind: "call".into(),
+            event: method.into(),
+            person_id: who.map(|w| w.caller.user_id.to_owned()),
+            person: who.map(|w| w.person.label().to_owned()),
+            client_id: who.map(|w| w.client_id.to_owned()),
+            conversation: who.map(|w| match w.caller.session_hash {
+                Some(h) => format!("session:{}", &h[..h.len().min(12)]),
+                None => format!("grant:{}", w.caller.grant),
+            }),
+            upstream: rec.upstream,
+            name: rec.name,
+            resource: rec.resource,
+            account: rec.account,
+            decision: Some(rec.decision.unwrap_or("allowed").to_owned()),
+            policy: rec.policy,
+            outcome: outcome_name.map(String::from),
+            latency_us: Some(elapsed.as_micros() as i64),
+            request_id: out.request_id.map(String::from),
+            arguments: rec.arguments,
+            ..AuditEvent::default()
+        });
+        outcome
+    }
+
+    async fn call(
+        &self,
+        slots: &SessionSlots,
+        method: &str,
+        params: Value,
+        out: &Outbound<'_>,
+        rec: &mut CallRecord,
+    ) -> Result<Value, RpcError> {
+        let (field, naming, kind) = match method {
+            "tools/call" => ("name", Naming::Prefixed, "tool"),
+            "prompts/get" => ("name", Naming::Prefixed, "prompt"),
+            _ => ("uri", Naming::Uri, "resource"),
+        };
+        rec.name = params.get(field).and_then(Value::as_str).map(String::from);
+        if method == "tools/call"
+            && let (Some(vault), Some(who)) = (&self.vault, &out.who)
+            && let Some(name) = params.get("name").and_then(Value::as_str)
+        {
+            let args = params.get("arguments").cloned().unwrap_or(Value::Null);
+            if let Some(outcome) = layer2::call_builtin(vault, who, name, &args).await {
+                rec.upstream = Some("doorman".into());
+                return outcome;
+            }
+        }
+        let (up, params) = match self.route_by(&params, field, naming, kind) {
+            Ok(routed) => routed,
+            // Like the SDK servers, an unknown tool is a tool error the model can read and
+            // correct, not a protocol failure.
+            Err(e)
+                if method == "tools/call" && params.get("name").is_some_and(Value::is_string) =>
+            {
+                return Ok(
+                    json!({ "content": [{ "type": "text", "text": e.message }], "isError": true }),
+                );
+            }
+            Err(e) => return Err(e),
+        };
+        rec.upstream = Some(up.name.clone());
+        if let (Some(policies), Some(who)) = (&self.policies, &out.who)
+            && method != "resources/read"
+        {
+            let exposed = rec.name.clone().unwrap_or_default();
+            match policies.decide(&exposed, &up.name, who.person) {
+                Decision::Denied { policy } => {
+                    rec.decision = Some("denied");
+                    rec.policy = Some(policy.clone());
+                    let text =
+                        format!("Doorman policy {policy:?} does not allow you to call {exposed}.");
+                    return if method == "tools/call" {
+                        Ok(
+                            json!({ "content": [{ "type": "text", "text": text }], "isError": true }),
+                        )
+                    } else {
+                        Err(RpcError::new(code::FORBIDDEN, text)
+                            .with_data(json!({ "policy": policy })))
+                    };
+                }
+                Decision::Allowed {
+                    policy,
+                    log_arguments,
+                    ..
+                } => {
+                    rec.policy = policy;
+                    if log_arguments {
+                        let args = params.get("arguments").cloned().unwrap_or(json!({}));
+                        rec.arguments = Some(redact(&args).to_string());
+                    }
+                }
+            }
+        }
+        let result = self.send(up, slots, method, params, out, rec).await?;
+        Ok(if method == "resources/read" {
+            expose_uris_in_contents(&up.name, result)
+        } else {
+            expose_uris_in_content(&up.name, result)
+        })
     }
 
     /// Handles one request that is not about the session itself; `Err` is the client's error.
@@ -152,41 +311,29 @@ impl Router {
         params: Value,
         out: &Outbound<'_>,
     ) -> Result<Value, RpcError> {
+        if matches!(method, "tools/call" | "prompts/get" | "resources/read") {
+            // Timed and audited with their upstream.
+            return self.call_audited(slots, method, params, out).await;
+        }
+        let started = std::time::Instant::now();
+        let outcome = self.dispatch(slots, method, params, out).await;
+        crate::metrics::get().request(method, "", started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn dispatch(
+        &self,
+        slots: &SessionSlots,
+        method: &str,
+        params: Value,
+        out: &Outbound<'_>,
+    ) -> Result<Value, RpcError> {
         if let Some((_, kind)) = LISTS.iter().find(|(m, _)| *m == method) {
             return self.list(slots, method, params, out, kind).await;
         }
         match method {
-            "tools/call" | "prompts/get" => {
-                if method == "tools/call"
-                    && let (Some(vault), Some(who)) = (&self.vault, &out.who)
-                    && let Some(name) = params.get("name").and_then(Value::as_str)
-                {
-                    let args = params.get("arguments").cloned().unwrap_or(Value::Null);
-                    if let Some(outcome) = layer2::call_builtin(vault, who, name, &args).await {
-                        return outcome;
-                    }
-                }
-                let kind = if method == "tools/call" {
-                    "tool"
-                } else {
-                    "prompt"
-                };
-                let (up, params) = match self.route_by(&params, "name", Naming::Prefixed, kind) {
-                    Ok(routed) => routed,
-                    // Like the SDK servers, an unknown tool is a tool error the model can read
-                    // and correct, not a protocol failure.
-                    Err(e)
-                        if method == "tools/call"
-                            && params.get("name").is_some_and(Value::is_string) =>
-                    {
-                        return Ok(
-                            json!({ "content": [{ "type": "text", "text": e.message }], "isError": true }),
-                        );
-                    }
-                    Err(e) => return Err(e),
-                };
-                let result = self.send(up, slots, method, params, out).await?;
-                Ok(expose_uris_in_content(&up.name, result))
+            "tools/call" | "prompts/get" | "resources/read" => {
+                self.call_audited(slots, method, params, out).await
             }
             "resources/subscribe" | "resources/unsubscribe"
                 if self
@@ -194,11 +341,6 @@ impl Router {
                     .is_err() =>
             {
                 self.subscribe_everywhere(slots, method, params, out).await
-            }
-            "resources/read" => {
-                let (up, params) = self.route_by(&params, "uri", Naming::Uri, "resource")?;
-                let result = self.send(up, slots, method, params, out).await?;
-                Ok(expose_uris_in_contents(&up.name, result))
             }
             "resources/subscribe" | "resources/unsubscribe" => {
                 let (up, params) = self.route_by(&params, "uri", Naming::Uri, "resource")?;
@@ -378,6 +520,13 @@ impl Router {
                             tracing::warn!(upstream = %up.name, tool = %original, "tool skipped: its name through Doorman would not be a valid MCP tool name");
                             continue;
                         }
+                        // Each person sees only the tools they may call.
+                        if kind.key == "tools"
+                            && let (Some(policies), Some(who)) = (&self.policies, &out.who)
+                            && !policies.decide(&exposed, &up.name, who.person).is_allowed()
+                        {
+                            continue;
+                        }
                         if !seen.insert(exposed.clone()) {
                             tracing::warn!(upstream = %up.name, name = %original, "duplicate skipped: the upstream listed it twice");
                             continue;
@@ -529,6 +678,7 @@ mod tests {
                 .iter()
                 .map(|u| Arc::new(Upstream::new(u, http.clone()).unwrap()))
                 .collect(),
+            None,
             None,
         )
     }

@@ -184,6 +184,11 @@ impl Sessions {
         Ok(ended)
     }
 
+    /// The store behind the sessions.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// A session live on this node, by its id's hash.
     pub fn live(&self, id_hash: &str) -> Option<Arc<Session>> {
         self.live

@@ -147,6 +147,8 @@ pub struct Outbound<'a> {
     pub credential: Option<&'a (HeaderName, HeaderValue)>,
     /// The signed-in caller (accounts mode), for layer 2.
     pub who: Option<super::layer2::Who<'a>>,
+    /// The request's id (W3C trace id), in the audit and sent upstream as `traceparent`.
+    pub request_id: Option<&'a str>,
 }
 
 /// One configured upstream MCP server.
@@ -252,6 +254,17 @@ impl Upstream {
         out: &Outbound<'_>,
     ) -> Result<Value, UpstreamError> {
         let cred = out.credential;
+        // W3C Trace Context: the request's trace continues upstream, with a span of Doorman's.
+        let trace = out.request_id.and_then(|t| {
+            HeaderValue::from_str(&format!("00-{t}-{}-01", crate::crypto::random_hex8())).ok()
+        });
+        let with_cred = |h: HeaderMap| {
+            let mut h = with_credential(h, cred);
+            if let Some(t) = &trace {
+                h.insert(HeaderName::from_static("traceparent"), t.clone());
+            }
+            h
+        };
         match self.negotiate(cred).await? {
             Era::Modern => {
                 let caps = out
@@ -278,7 +291,7 @@ impl Upstream {
                 let slot = slots.slot(&self.name);
                 for attempt in 0..2 {
                     let session = self.session_in(&slot, cred).await?;
-                    let headers = with_credential(self.legacy_headers(&session), cred);
+                    let headers = with_cred(self.legacy_headers(&session));
                     match self
                         .exchange(headers, method, params.clone(), out.events, Some(&session))
                         .await

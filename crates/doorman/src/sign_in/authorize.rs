@@ -229,7 +229,14 @@ pub async fn authorize(
         Err(unknown) => return fail("invalid_scope", &format!("unknown scope {unknown:?}")),
     };
     let prompt = q.get("prompt").copied().unwrap_or("");
-    let pending = Pending {
+    // OpenID Connect Core §3.1.2.1 / RFC 9470 §4: `max_age` (seconds) asks for a sign-in at
+    // most that old (a step-up after `insufficient_user_authentication`).
+    let max_age_s = match q.get("max_age").map(|v| v.parse::<u64>()) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return fail("invalid_request", "max_age must be a number of seconds"),
+    };
+    let mut pending = Pending {
         client_id: client.id.clone(),
         redirect_uri: redirect_uri.clone(),
         scope,
@@ -240,11 +247,17 @@ pub async fn authorize(
         force_consent: prompt.split(' ').any(|p| p == "consent"),
     };
     let now = s.clock.now_ms();
-    let signed_in = if pending.force_sign_in {
+    let mut signed_in = if pending.force_sign_in {
         None
     } else {
         signed_in(&s, &headers).await
     };
+    if let (Some(max), Some((session, _))) = (max_age_s, &signed_in)
+        && now - session.auth_time > (max as i64).saturating_mul(1000)
+    {
+        pending.force_sign_in = true;
+        signed_in = None;
+    }
     if prompt.split(' ').any(|p| p == "none") {
         // OpenID Connect Core §3.1.2.1 semantics, which OAuth clients use too.
         let Some((_, user_id)) = &signed_in else {
@@ -539,6 +552,12 @@ pub async fn sign_in_submit(
                 _ => StatusCode::UNAUTHORIZED,
             };
             tracing::info!(reason = e.kind(), "sign-in refused");
+            crate::audit::emit(crate::audit::AuditEvent {
+                person: Some(username.to_owned()).filter(|u| !u.is_empty()),
+                client_id: Some(pending.client_id.clone()),
+                detail: Some(e.kind().to_owned()),
+                ..crate::audit::AuditEvent::security("sign_in_failed", None)
+            });
             let ask_totp = matches!(e, SignInError::TotpRequired | SignInError::TotpInvalid);
             return again(status, &e.to_string(), ask_totp);
         }
@@ -575,6 +594,12 @@ pub async fn sign_in_submit(
         );
     }
     tracing::info!(user = %user.id, client = %pending.client_id, "signed in");
+    crate::audit::emit(crate::audit::AuditEvent {
+        person: user.email.clone().or(user.username.clone()),
+        client_id: Some(pending.client_id.clone()),
+        detail: Some("local account".into()),
+        ..crate::audit::AuditEvent::security("sign_in", Some(&user.id))
+    });
     let cookie = s.cookies.set(
         SESSION_COOKIE,
         &session_id,
@@ -694,6 +719,10 @@ pub async fn consent_submit(
                 );
             }
             tracing::info!(user = %user_id, client = %client.id, "consent given");
+            crate::audit::emit(crate::audit::AuditEvent {
+                client_id: Some(client.id.clone()),
+                ..crate::audit::AuditEvent::security("consent", Some(&user_id))
+            });
             finish(&s, &row, &pending, &client, &session).await
         }
         Some("deny") => {

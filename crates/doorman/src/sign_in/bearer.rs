@@ -26,7 +26,15 @@ pub async fn require_token(
     };
     match check(&s, &mut req).await {
         Ok(()) => next.run(req).await,
-        Err(refusal) => drain_then(req, refusal).await,
+        Err((reason, refusal)) => {
+            crate::metrics::get()
+                .auth_failures
+                .get_or_create(&crate::metrics::ReasonLabels {
+                    reason: reason.to_owned(),
+                })
+                .inc();
+            drain_then(req, refusal).await
+        }
     }
 }
 
@@ -46,34 +54,43 @@ async fn drain_then(req: Request, mut refusal: Response) -> Response {
 }
 
 /// The bearer check itself: `Err` is the refusal to send.
-async fn check(s: &Arc<AuthServer>, req: &mut Request) -> Result<(), Response> {
+async fn check(s: &Arc<AuthServer>, req: &mut Request) -> Result<(), (&'static str, Response)> {
     // MCP authorization, "Access Token Usage": tokens MUST NOT be in the URI query string.
     let in_query = req
         .uri()
         .query()
         .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token"));
     if in_query {
-        return Err(challenge(
-            s,
-            StatusCode::BAD_REQUEST,
-            Some((
-                "invalid_request",
-                "access tokens are accepted in the Authorization header only, never in the URL",
-            )),
+        return Err((
+            "token_in_query",
+            challenge(
+                s,
+                StatusCode::BAD_REQUEST,
+                Some((
+                    "invalid_request",
+                    "access tokens are accepted in the Authorization header only, never in the URL",
+                )),
+            ),
         ));
     }
     let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
     let (first, second) = (values.next(), values.next());
     if second.is_some() {
-        return Err(challenge(
-            s,
-            StatusCode::BAD_REQUEST,
-            Some(("invalid_request", "more than one Authorization header")),
+        return Err((
+            "duplicate_header",
+            challenge(
+                s,
+                StatusCode::BAD_REQUEST,
+                Some(("invalid_request", "more than one Authorization header")),
+            ),
         ));
     }
     let Some(value) = first else {
         // RFC 6750 §3.1: no credentials at all gets a challenge without an error code.
-        return Err(challenge(s, StatusCode::UNAUTHORIZED, None));
+        return Err((
+            "missing_token",
+            challenge(s, StatusCode::UNAUTHORIZED, None),
+        ));
     };
     let token = value
         .to_str()
@@ -83,13 +100,16 @@ async fn check(s: &Arc<AuthServer>, req: &mut Request) -> Result<(), Response> {
         .map(|(_, t)| t.trim())
         .filter(|t| !t.is_empty());
     let Some(token) = token else {
-        return Err(challenge(
-            s,
-            StatusCode::UNAUTHORIZED,
-            Some((
-                "invalid_token",
-                "the Authorization header must be `Bearer <token>`",
-            )),
+        return Err((
+            "malformed_header",
+            challenge(
+                s,
+                StatusCode::UNAUTHORIZED,
+                Some((
+                    "invalid_token",
+                    "the Authorization header must be `Bearer <token>`",
+                )),
+            ),
         ));
     };
     let mut verified = s.tokens.verify(token);
@@ -103,19 +123,25 @@ async fn check(s: &Arc<AuthServer>, req: &mut Request) -> Result<(), Response> {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(reason = e.reason(), "access token refused");
-            return Err(challenge(
-                s,
-                StatusCode::UNAUTHORIZED,
-                Some(("invalid_token", &e.to_string())),
+            return Err((
+                e.reason(),
+                challenge(
+                    s,
+                    StatusCode::UNAUTHORIZED,
+                    Some(("invalid_token", &e.to_string())),
+                ),
             ));
         }
     };
     if !claims.scope.split(' ').any(|sc| sc == MCP_SCOPE) {
         // RFC 6750 §3.1 / MCP "Scope Challenge Handling".
-        return Err(challenge(
-            s,
-            StatusCode::FORBIDDEN,
-            Some(("insufficient_scope", "the token lacks the mcp scope")),
+        return Err((
+            "insufficient_scope",
+            challenge(
+                s,
+                StatusCode::FORBIDDEN,
+                Some(("insufficient_scope", "the token lacks the mcp scope")),
+            ),
         ));
     }
     req.extensions_mut().insert(Person(claims));

@@ -234,6 +234,10 @@ pub async fn callback(
     };
     if let Err(why) = provider.admits(&who) {
         tracing::info!(provider = provider.name(), subject = %who.subject, reason = %why, "sign-in not allowed");
+        crate::audit::emit(crate::audit::AuditEvent {
+            detail: Some(format!("provider {}: {why}", provider.name())),
+            ..crate::audit::AuditEvent::security("sign_in_failed", None)
+        });
         return pages::message(
             StatusCode::FORBIDDEN,
             "Not allowed",
@@ -297,6 +301,10 @@ pub async fn callback(
         );
     }
     tracing::info!(user = %user_id, provider = provider.name(), "signed in through a provider");
+    crate::audit::emit(crate::audit::AuditEvent {
+        detail: Some(format!("provider {}", provider.name())),
+        ..crate::audit::AuditEvent::security("sign_in", Some(&user_id))
+    });
     let cookie = s.cookies.set(
         SESSION_COOKIE,
         &session_id,

@@ -5,6 +5,7 @@
 //! milliseconds) and run on the concrete pool of the configured engine, so there is no `Any`
 //! driver and no dynamic dispatch on the hot path. One file per entity.
 
+mod audit;
 mod clients;
 mod connections;
 mod federation;

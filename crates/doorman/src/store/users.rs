@@ -168,6 +168,17 @@ impl Store {
         Ok(row)
     }
 
+    /// The first person with this email (case-insensitive), for operator lookups.
+    pub async fn user_by_email(&self, email: &str) -> anyhow::Result<Option<UserRow>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, UserRow>(
+            concat!("SELECT ", user_columns!(), " FROM users WHERE lower(email) = lower($1) ORDER BY created_at LIMIT 1"),
+        )
+        .bind(email.trim())
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row)
+    }
+
     /// Every person, by username (people without one last, oldest first).
     pub async fn users(&self) -> anyhow::Result<Vec<UserRow>> {
         let rows = on_pool!(self, pool => sqlx::query_as::<_, UserRow>(concat!(

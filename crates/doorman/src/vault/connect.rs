@@ -54,6 +54,8 @@ impl ConnectApp {
             .route("/connections/disconnect-all", post(disconnect_all))
             .route("/connections/reconnect", post(reconnect))
             .route(super::discovery::CLIENT_METADATA_PATH, get(client_metadata))
+            .route("/activity", get(activity_page))
+            .route("/admin/audit", get(admin_audit_page))
             .with_state(self)
     }
 }
@@ -527,4 +529,173 @@ async fn reconnect(
         Ok(prompt) => redirect_to_resource(&app, &prompt).await,
         Err(e) => unavailable(e),
     }
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage<'a> {
+    title: &'a str,
+    lede: &'a str,
+    action: &'a str,
+    admin: bool,
+    f_user: &'a str,
+    f_tool: &'a str,
+    f_resource: &'a str,
+    f_decision: &'a str,
+    decisions: [&'a str; 5],
+    filtered: bool,
+    rows: Vec<AuditRow>,
+}
+
+struct AuditRow {
+    time: String,
+    person: String,
+    what: String,
+    account: String,
+    decision: String,
+    outcome: String,
+    client: String,
+}
+
+#[derive(Deserialize, Default)]
+pub struct AuditQuery {
+    user: Option<String>,
+    tool: Option<String>,
+    resource: Option<String>,
+    decision: Option<String>,
+}
+
+/// `GET /activity`: "what did my assistant do?" — the signed-in person's own recent calls.
+async fn activity_page(
+    State(app): State<Arc<ConnectApp>>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    let Some((_, user_id)) = signed_in(&app.auth, &headers).await else {
+        return not_signed_in();
+    };
+    audit_page(&app, q, Some(user_id), false).await
+}
+
+/// `GET /admin/audit`: everyone's records, for administrators.
+async fn admin_audit_page(
+    State(app): State<Arc<ConnectApp>>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    let Some((_, user_id)) = signed_in(&app.auth, &headers).await else {
+        return not_signed_in();
+    };
+    match app.auth.store.user(&user_id).await {
+        Ok(Some(u)) if u.is_admin => {}
+        Ok(_) => {
+            return pages::message(
+                StatusCode::FORBIDDEN,
+                "Administrators only",
+                "The audit of everyone's activity is for Doorman administrators. Your own activity is at /activity.",
+            );
+        }
+        Err(e) => return unavailable(e),
+    }
+    let person = match q.user.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+        None => None,
+        Some(u) => match app.auth.store.user_by_username(u).await {
+            Ok(Some(p)) => Some(p.id),
+            Ok(None) => match app.auth.store.user_by_email(u).await {
+                Ok(Some(p)) => Some(p.id),
+                Ok(None) => Some(u.to_owned()),
+                Err(e) => return unavailable(e),
+            },
+            Err(e) => return unavailable(e),
+        },
+    };
+    audit_page(&app, q, person, true).await
+}
+
+async fn audit_page(
+    app: &ConnectApp,
+    q: AuditQuery,
+    person_id: Option<String>,
+    admin: bool,
+) -> Response {
+    let nonempty = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(String::from)
+    };
+    let filter = crate::audit::AuditFilter {
+        person_id,
+        name: nonempty(&q.tool),
+        resource: nonempty(&q.resource),
+        decision: nonempty(&q.decision),
+        kind: if admin { None } else { Some("call".into()) },
+        limit: 200,
+        ..Default::default()
+    };
+    let events = match app.vault.store.audit_events(&filter).await {
+        Ok(e) => e,
+        Err(e) => return unavailable(e),
+    };
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "–".into());
+    let rows = events
+        .iter()
+        .map(|e| AuditRow {
+            time: crate::cli::utc(e.at)
+                .replace('T', " ")
+                .trim_end_matches('Z')
+                .to_owned(),
+            person: dash(&e.person),
+            what: match &e.name {
+                Some(n) => format!("{} {n}", e.event),
+                None => e.event.clone(),
+            },
+            account: match (&e.resource, &e.account) {
+                (Some(r), Some(a)) => format!("{r}: {a}"),
+                (Some(r), None) => r.clone(),
+                _ => "–".into(),
+            },
+            decision: match (&e.decision, &e.policy) {
+                (Some(d), Some(p)) => format!("{d} ({p})"),
+                (Some(d), None) => d.clone(),
+                _ => "–".into(),
+            },
+            outcome: dash(&e.outcome),
+            client: dash(&e.client_id),
+        })
+        .collect();
+    let filtered = filter.name.is_some()
+        || filter.resource.is_some()
+        || filter.decision.is_some()
+        || (admin && filter.person_id.is_some());
+    pages::render(
+        StatusCode::OK,
+        &AuditPage {
+            title: if admin {
+                "Audit"
+            } else {
+                "What your assistants did"
+            },
+            lede: if admin {
+                "Every tool call, prompt and resource read through Doorman, and security events, newest first."
+            } else {
+                "The tool calls, prompts and resource reads made through Doorman as you, newest first."
+            },
+            action: if admin { "/admin/audit" } else { "/activity" },
+            admin,
+            f_user: q.user.as_deref().unwrap_or(""),
+            f_tool: q.tool.as_deref().unwrap_or(""),
+            f_resource: q.resource.as_deref().unwrap_or(""),
+            f_decision: q.decision.as_deref().unwrap_or(""),
+            decisions: [
+                "",
+                "allowed",
+                "denied",
+                "connection_required",
+                "step_up_required",
+            ],
+            filtered,
+            rows,
+        },
+    )
 }

@@ -266,6 +266,7 @@ impl Vault {
                 scopes: rc.resource.scopes.clone(),
             }));
         }
+        crate::metrics::Metrics::count(&crate::metrics::get().vault_lookups, "miss");
         let rows = self.store.connections_of(caller.user_id, rc.name()).await?;
         let mut candidates: Vec<ConnectionRow> = rows
             .into_iter()
@@ -451,10 +452,17 @@ impl Vault {
                     .update_connection_tokens(&row.id, &access, refresh.as_deref(), expires_at, now)
                     .await?;
                 tracing::info!(resource = %rc.name(), user = %row.user_id, connection = %row.id, "connection refreshed");
+                crate::metrics::Metrics::count(&crate::metrics::get().refreshes, "success");
+                crate::audit::emit(crate::audit::AuditEvent {
+                    resource: Some(rc.name().to_owned()),
+                    account: Some(row.account.clone()),
+                    ..crate::audit::AuditEvent::security("connection_refreshed", Some(&row.user_id))
+                });
                 Ok(self.store.connection(id).await?.ok_or(Need::Missing))
             }
             Err(e) => {
                 tracing::warn!(resource = %rc.name(), user = %row.user_id, connection = %row.id, error = %e, "refresh at the resource failed; the person will be asked to authorize again");
+                crate::metrics::Metrics::count(&crate::metrics::get().refreshes, "failure");
                 Ok(Err(Need::Broken))
             }
         }
@@ -616,6 +624,12 @@ impl Vault {
             .complete_connect_prompt(&prompt.id_hash, &id)
             .await?;
         tracing::info!(resource = %rc.name(), user = %prompt.user_id, connection = %id, binding = %prompt.binding, "connection made");
+        crate::audit::emit(crate::audit::AuditEvent {
+            resource: Some(rc.name().to_owned()),
+            account: Some(account.to_owned()),
+            detail: Some(format!("binding {}", prompt.binding)),
+            ..crate::audit::AuditEvent::security("connection_made", Some(&prompt.user_id))
+        });
         Ok(id)
     }
 
@@ -683,6 +697,12 @@ impl Vault {
     pub async fn discard(&self, rows: Vec<ConnectionRow>, why: &str) {
         for row in rows {
             tracing::info!(resource = %row.resource, user = %row.user_id, connection = %row.id, why, "connection ended");
+            crate::audit::emit(crate::audit::AuditEvent {
+                resource: Some(row.resource.clone()),
+                account: Some(row.account.clone()),
+                detail: Some(why.to_owned()),
+                ..crate::audit::AuditEvent::security("connection_revoked", Some(&row.user_id))
+            });
             self.revoke_row(&row).await;
         }
     }

@@ -1,0 +1,140 @@
+//! Prometheus metrics (`GET /metrics`, text exposition format): requests and their latency by
+//! method and upstream, authentication failures by reason, connect prompts, refreshes, vault
+//! lookups, live sessions. One process-wide registry; recording is a few atomic operations.
+
+use std::sync::OnceLock;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub method: String,
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PromptLabels {
+    pub form: String,
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<CallLabels, Counter>,
+    pub latency: Family<CallLabels, Histogram>,
+    pub auth_failures: Family<ReasonLabels, Counter>,
+    pub connect_prompts: Family<PromptLabels, Counter>,
+    pub refreshes: Family<OutcomeLabels, Counter>,
+    pub vault_lookups: Family<OutcomeLabels, Counter>,
+    pub live_sessions: Gauge,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    METRICS.get_or_init(|| {
+        let mut registry = Registry::with_prefix("doorman");
+        let requests = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "MCP requests served, by method and upstream",
+            requests.clone(),
+        );
+        let latency = Family::<CallLabels, Histogram>::new_with_constructor(|| {
+            // 100 µs to about 6.5 s.
+            Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer MCP requests, by method and upstream",
+            latency.clone(),
+        );
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Refused bearer tokens at /mcp, by reason",
+            auth_failures.clone(),
+        );
+        let connect_prompts = Family::<PromptLabels, Counter>::default();
+        registry.register(
+            "connect_prompts",
+            "Connect prompts given, by form and resource",
+            connect_prompts.clone(),
+        );
+        let refreshes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "connection_refreshes",
+            "Refreshes of connections at resources, by outcome",
+            refreshes.clone(),
+        );
+        let vault_lookups = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "vault_lookups",
+            "Connection lookups for calls, by outcome (hit: served from memory, miss: read from the store)",
+            vault_lookups.clone(),
+        );
+        let live_sessions = Gauge::default();
+        registry.register(
+            "live_sessions",
+            "Stateful MCP sessions live on this node",
+            live_sessions.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            auth_failures,
+            connect_prompts,
+            refreshes,
+            vault_lookups,
+            live_sessions,
+        }
+    })
+}
+
+impl Metrics {
+    /// One served request.
+    pub fn request(&self, method: &str, upstream: &str, seconds: f64) {
+        let labels = CallLabels {
+            method: method.to_owned(),
+            upstream: upstream.to_owned(),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.latency.get_or_create(&labels).observe(seconds);
+    }
+
+    pub fn count(family: &Family<OutcomeLabels, Counter>, outcome: &str) {
+        family
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
