@@ -56,6 +56,25 @@ impl Running {
     fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
     }
+
+    /// A Doorman's configuration file.
+    pub fn config_path(&self) -> anyhow::Result<PathBuf> {
+        Ok(self
+            .dir
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("not a Doorman"))?
+            .path()
+            .join("doorman.toml"))
+    }
+
+    /// What a `bench-echo` counted (`GET /stats`).
+    pub async fn echo_stats(&self) -> anyhow::Result<Value> {
+        Ok(reqwest::get(format!("{}/stats", self.base_url()))
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
 }
 
 impl Drop for Running {
@@ -87,10 +106,16 @@ async fn wait_ready(port: u16, path: &str) -> anyhow::Result<()> {
     }
 }
 
-pub async fn start_echo(bins: &Binaries, mode: &str) -> anyhow::Result<Running> {
+/// A `bench-echo` in `mode`, counting requests that carry `resource_token`.
+pub async fn start_echo(
+    bins: &Binaries,
+    mode: &str,
+    resource_token: &str,
+) -> anyhow::Result<Running> {
     let port = free_port()?;
     let child = Command::new(&bins.echo)
         .args(["--port", &port.to_string(), "--mode", mode])
+        .args(["--resource-token", resource_token])
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
@@ -112,10 +137,23 @@ pub enum SignIn {
     Accounts,
 }
 
-/// Doorman in front of `upstreams` (name, port), with a fresh data directory.
+/// One upstream of a benchmark Doorman.
+pub struct UpstreamSpec<'a> {
+    pub name: &'a str,
+    pub port: u16,
+    /// Tied to the `[[resources]]` entry [`RESOURCE`] (layer 2): Doorman injects the person's
+    /// connection token into every request.
+    pub tied: bool,
+}
+
+/// The resource layer-2 upstreams are tied to. Its endpoints are never contacted: the bench
+/// stores the connection itself (`layer2.rs`), with no expiry, so nothing is ever refreshed.
+pub const RESOURCE: &str = "bench";
+
+/// Doorman in front of `upstreams`, with a fresh data directory.
 pub async fn start_doorman(
     bins: &Binaries,
-    upstreams: &[(&str, u16)],
+    upstreams: &[UpstreamSpec<'_>],
     sign_in: SignIn,
 ) -> anyhow::Result<Running> {
     let dir = tempfile::tempdir()?;
@@ -126,17 +164,29 @@ pub async fn start_doorman(
     );
     match sign_in {
         SignIn::Local => config.push_str("[sign_in]\nmode = \"local\"\n"),
-        // Tokens live 1 h by default; 2 h covers a full run with room to spare.
+        // Tokens live 1 h by default; 2 h covers a full run with room to spare. `development`
+        // only lets the resource's (never contacted) endpoints be plain http.
         SignIn::Accounts => config.push_str(&format!(
-            "[sign_in]\nmode = \"accounts\"\naccess_token_lifetime = \"2h\"\n\
+            "[sign_in]\nmode = \"accounts\"\naccess_token_lifetime = \"2h\"\ndevelopment = true\n\
              [[sign_in.clients]]\nclient_id = \"{}\"\nname = \"bench\"\nredirect_uris = [\"{}\"]\n",
             crate::signin::CLIENT_ID,
             crate::signin::REDIRECT_URI
         )),
     }
-    for (name, up) in upstreams {
+    for up in upstreams {
         config.push_str(&format!(
-            "[[upstreams]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{up}/mcp\"\n"
+            "[[upstreams]]\nname = \"{}\"\nurl = \"http://127.0.0.1:{}/mcp\"\n",
+            up.name, up.port
+        ));
+        if up.tied {
+            config.push_str(&format!("resource = \"{RESOURCE}\"\n"));
+        }
+    }
+    if upstreams.iter().any(|u| u.tied) {
+        config.push_str(&format!(
+            "[[resources]]\nname = \"{RESOURCE}\"\n\
+             authorization_endpoint = \"http://127.0.0.1:1/authorize\"\n\
+             token_endpoint = \"http://127.0.0.1:1/token\"\nclient_id = \"bench\"\nbinding = \"user\"\n"
         ));
     }
     let path = dir.path().join("doorman.toml");
@@ -164,12 +214,7 @@ pub async fn add_person(
     name: &str,
     password: &str,
 ) -> anyhow::Result<()> {
-    let config = doorman
-        .dir
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("not a Doorman"))?
-        .path()
-        .join("doorman.toml");
+    let config = doorman.config_path()?;
     let mut child = Command::new(&bins.doorman)
         .args(["users", "add", name, "--password-stdin", "--config"])
         .arg(&config)

@@ -3,15 +3,23 @@
 //! `--mode stateless` speaks only 2026-07-28 (`server/discover`, per-request `_meta`);
 //! `--mode stateful` speaks only 2025-11-25 (`initialize`, `MCP-Session-Id`). It does the least
 //! work a real server must, so what the benchmark measures is the path, not the tool.
+//!
+//! It also counts the `Authorization` headers it receives (`GET /stats`): with
+//! `--resource-token T`, how many requests carried `Bearer T` (the token a layer-2 connection
+//! holds, injected by Doorman) and how many carried anything else (which must be none: Doorman's
+//! own tokens never go upstream).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicU64, Ordering},
+};
 
 use axum::{
     Router,
     body::Bytes,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::{get, post},
 };
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
@@ -28,9 +36,39 @@ struct Args {
     port: u16,
     #[arg(long, value_enum)]
     mode: Mode,
+    /// The resource token whose `Authorization: Bearer` requests are counted.
+    #[arg(long)]
+    resource_token: Option<String>,
 }
 
 static SESSIONS: AtomicU64 = AtomicU64::new(0);
+/// `Bearer {resource token}`, as it arrives.
+static EXPECTED: OnceLock<Vec<u8>> = OnceLock::new();
+static WITH_RESOURCE_TOKEN: AtomicU64 = AtomicU64::new(0);
+static WITH_OTHER_AUTHORIZATION: AtomicU64 = AtomicU64::new(0);
+static WITHOUT_AUTHORIZATION: AtomicU64 = AtomicU64::new(0);
+
+fn count_authorization(headers: &HeaderMap) {
+    let counter = match headers.get(header::AUTHORIZATION) {
+        None => &WITHOUT_AUTHORIZATION,
+        Some(v) if EXPECTED.get().is_some_and(|e| v.as_bytes() == e.as_slice()) => {
+            &WITH_RESOURCE_TOKEN
+        }
+        Some(_) => &WITH_OTHER_AUTHORIZATION,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+async fn stats() -> Response {
+    json_reply(
+        StatusCode::OK,
+        json!({
+            "with_resource_token": WITH_RESOURCE_TOKEN.load(Ordering::Relaxed),
+            "with_other_authorization": WITH_OTHER_AUTHORIZATION.load(Ordering::Relaxed),
+            "without_authorization": WITHOUT_AUTHORIZATION.load(Ordering::Relaxed),
+        }),
+    )
+}
 
 fn json_reply(status: StatusCode, v: Value) -> Response {
     let mut r = (status, v.to_string()).into_response();
@@ -42,6 +80,7 @@ fn json_reply(status: StatusCode, v: Value) -> Response {
 }
 
 async fn mcp(mode: Mode, headers: HeaderMap, body: Bytes) -> Response {
+    count_authorization(&headers);
     let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
         return json_reply(
             StatusCode::BAD_REQUEST,
@@ -119,10 +158,16 @@ async fn mcp(mode: Mode, headers: HeaderMap, body: Bytes) -> Response {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mode = args.mode;
-    let app = Router::new().route(
-        "/mcp",
-        post(move |h: HeaderMap, b: Bytes| mcp(mode, h, b)).delete(|| async { StatusCode::OK }),
-    );
+    if let Some(token) = args.resource_token {
+        EXPECTED.get_or_init(|| format!("Bearer {token}").into_bytes());
+    }
+    let app = Router::new()
+        .route(
+            "/mcp",
+            post(move |h: HeaderMap, b: Bytes| mcp(mode, h, b))
+                .delete(|| async { StatusCode::OK }),
+        )
+        .route("/stats", get(stats));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
     axum::serve(listener, app).await?;
     Ok(())

@@ -142,6 +142,35 @@ pub struct ConnectionView {
     pub for_this_conversation: bool,
 }
 
+/// How long an opened credential is served from memory. Bounds how long a change made on
+/// another node (a disconnect, a refresh) takes to reach this one.
+const CACHE_TTL_MS: i64 = 5_000;
+
+/// A credential served from memory.
+#[derive(Clone)]
+struct Cached {
+    connection_id: String,
+    user_id: String,
+    account: String,
+    header: (HeaderName, HeaderValue),
+    scopes: Vec<String>,
+    authorized_at: i64,
+    expires_at: Option<i64>,
+    until: i64,
+}
+
+fn cache_key(caller: &Caller<'_>, resource: &str, binding: Binding) -> String {
+    let scope = match binding {
+        Binding::Session => caller.conversation(),
+        _ => String::new(),
+    };
+    format!(
+        "{}\u{0}{resource}\u{0}{}\u{0}{scope}",
+        caller.user_id,
+        binding.as_str()
+    )
+}
+
 /// The vault: resources, connections, prompts.
 pub struct Vault {
     /// Configured resources, then those discovered from upstreams (MCP authorization).
@@ -164,6 +193,8 @@ pub struct Vault {
     redirect_uri: String,
     /// One upstream discovery at a time ([`discovery`]).
     discovering: tokio::sync::Mutex<()>,
+    /// Opened credentials, briefly ([`CACHE_TTL_MS`]).
+    cache: std::sync::RwLock<HashMap<String, Cached>>,
 }
 
 impl Vault {
@@ -196,6 +227,7 @@ impl Vault {
             http,
             redirect_uri: redirect,
             discovering: tokio::sync::Mutex::new(()),
+            cache: std::sync::RwLock::default(),
         })
     }
 
@@ -266,6 +298,22 @@ impl Vault {
                 scopes: rc.resource.scopes.clone(),
             }));
         }
+        let now = self.clock.now_ms();
+        let key = cache_key(caller, rc.name(), binding);
+        if preferred.is_none()
+            && binding != Binding::Call
+            && let Some(hit) = self.cached(&key, now, max_age)
+        {
+            crate::metrics::Metrics::count(&crate::metrics::get().vault_lookups, "hit");
+            self.touch(&hit.connection_id, now).await;
+            return Ok(Ok(Credential {
+                connection_id: Some(hit.connection_id.clone()),
+                account: hit.account.clone(),
+                header: hit.header.clone(),
+                spent: None,
+                scopes: hit.scopes.clone(),
+            }));
+        }
         crate::metrics::Metrics::count(&crate::metrics::get().vault_lookups, "miss");
         let rows = self.store.connections_of(caller.user_id, rc.name()).await?;
         let mut candidates: Vec<ConnectionRow> = rows
@@ -281,7 +329,6 @@ impl Vault {
         let Some(row) = candidates.into_iter().next() else {
             return Ok(Err(Need::Missing));
         };
-        let now = self.clock.now_ms();
         // Measured from when the person last authenticated at the resource, on every call.
         if let Some(max_age) = max_age
             && now - row.authorized_at > max_age.as_millis() as i64
@@ -310,10 +357,31 @@ impl Vault {
             self.touch(&row.id, now).await;
             None
         };
+        let header = header(rc, &token)?;
+        if spent.is_none() {
+            self.cache.write().expect("vault cache").insert(
+                key,
+                Cached {
+                    connection_id: row.id.clone(),
+                    user_id: row.user_id.clone(),
+                    account: row.account.clone(),
+                    header: header.clone(),
+                    scopes: row
+                        .scopes
+                        .split(' ')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect(),
+                    authorized_at: row.authorized_at,
+                    expires_at: row.expires_at,
+                    until: now + CACHE_TTL_MS,
+                },
+            );
+        }
         Ok(Ok(Credential {
             connection_id: Some(row.id.clone()),
             account: row.account.clone(),
-            header: header(rc, &token)?,
+            header,
             spent,
             scopes: row
                 .scopes
@@ -342,6 +410,25 @@ impl Vault {
                 None
             }
         }
+    }
+
+    /// A cached credential still good for `max_age`, its token unexpired and the entry fresh.
+    fn cached(&self, key: &str, now: i64, max_age: Option<Duration>) -> Option<Cached> {
+        let cache = self.cache.read().expect("vault cache");
+        let hit = cache.get(key)?;
+        let fresh = hit.until > now
+            && hit.expires_at.is_none_or(|e| e - EXPIRY_SKEW_MS > now)
+            && max_age.is_none_or(|m| now - hit.authorized_at <= m.as_millis() as i64);
+        fresh.then(|| hit.clone())
+    }
+
+    /// Forgets cached credentials of a person (after any change to their connections here;
+    /// other nodes' caches expire within [`CACHE_TTL_MS`]).
+    pub fn forget(&self, user_id: &str) {
+        self.cache
+            .write()
+            .expect("vault cache")
+            .retain(|_, c| c.user_id != user_id);
     }
 
     async fn touch(&self, id: &str, now: i64) {
@@ -448,6 +535,7 @@ impl Vault {
                     )
                 });
                 let expires_at = set.expires_in.map(|s| now + s * 1000);
+                self.forget(&row.user_id);
                 self.store
                     .update_connection_tokens(&row.id, &access, refresh.as_deref(), expires_at, now)
                     .await?;
@@ -615,6 +703,7 @@ impl Vault {
             selected_at: now,
             last_used_at: now,
         };
+        self.forget(&prompt.user_id);
         if let Some(old) = existing {
             // Replaced in one step: delete then insert under the same id.
             self.store.delete_connection(&old.id).await?;
@@ -688,6 +777,7 @@ impl Vault {
         else {
             return Ok(false);
         };
+        self.forget(caller.user_id);
         self.store
             .select_connection(&row.id, self.clock.now_ms())
             .await
@@ -696,6 +786,7 @@ impl Vault {
     /// Deletes connections and revokes their tokens at the resource.
     pub async fn discard(&self, rows: Vec<ConnectionRow>, why: &str) {
         for row in rows {
+            self.forget(&row.user_id);
             tracing::info!(resource = %row.resource, user = %row.user_id, connection = %row.id, why, "connection ended");
             crate::audit::emit(crate::audit::AuditEvent {
                 resource: Some(row.resource.clone()),
