@@ -1,6 +1,6 @@
 """Draws bench/results/throughput.png from latest.json: requests per second, direct vs through
-Doorman in each mode (local, signed in), for each protocol generation and concurrency, with the
-ratio to direct on each Doorman bar."""
+Doorman in each mode (local, signed in, signed in + layer 2), for each protocol generation and
+concurrency, with the ratio to direct on each Doorman bar."""
 
 import json
 import sys

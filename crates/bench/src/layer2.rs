@@ -25,8 +25,7 @@ pub fn now_ms() -> i64 {
 /// Stores `username`'s connection to [`RESOURCE`] holding `token`, in the running Doorman's
 /// store (the database and key ring its configuration names, formed as Doorman forms them).
 pub async fn connect(doorman: &Running, username: &str, token: &str) -> anyhow::Result<()> {
-    let config =
-        Config::load(Some(&doorman.config_path()?)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = Config::load(Some(&doorman.config_path()?)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = Store::open(&config.database_url()).await?;
     let (ring, _, _) = KeyRing::load(&config.key_ring_path())?;
     let person = store
@@ -63,4 +62,25 @@ pub async fn connect(doorman: &Running, username: &str, token: &str) -> anyhow::
         .await?;
     store.close().await;
     Ok(())
+}
+
+/// Doorman's `doorman_vault_lookups_total` by outcome (`GET /metrics`): `{"hit": n, "miss": m}`.
+pub async fn vault_lookups(doorman: &Running) -> anyhow::Result<serde_json::Value> {
+    let text = reqwest::get(format!("{}/metrics", doorman.base_url()))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let mut out = serde_json::Map::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("doorman_vault_lookups_total{outcome=\"") else {
+            continue;
+        };
+        let Some((outcome, value)) = rest.split_once("\"}") else {
+            continue;
+        };
+        let n: f64 = value.trim().parse()?;
+        out.insert(outcome.to_owned(), (n as u64).into());
+    }
+    Ok(out.into())
 }

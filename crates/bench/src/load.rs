@@ -27,6 +27,10 @@ impl Stats {
         self.elapsed += other.elapsed;
     }
 
+    pub fn requests(&self) -> usize {
+        self.latencies_us.len()
+    }
+
     pub fn rps(&self) -> f64 {
         self.latencies_us.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }

@@ -2,30 +2,38 @@
 //!
 //! Starts two `bench-echo` upstreams (2026-07-28 stateless and 2025-11-25 stateful) and two
 //! Doormen in front of them (local mode; accounts mode, where the bench signs in once through the
-//! real authorization code flow and sends the access token on every call), then drives
-//! `tools/call` directly and through each Doorman with the same load generator, alternating the
-//! three in rounds so machine drift hits all alike. Also measures Doorman's resident memory with
-//! idle stateful sessions and its start-up time to ready.
+//! real authorization code flow and sends the access token on every call, and where a second pair
+//! of upstream entries, on the same two echo servers, is tied to a resource the signed-in person
+//! has a stored connection to), then drives `tools/call` directly and through each configuration
+//! with the same load generator, alternating them in rounds so machine drift hits all alike.
+//! Also measures Doorman's resident memory with idle stateful sessions, its start-up time to
+//! ready, and vault lookups with many stored connections (`vault.rs`; alone:
+//! `doorman-bench vault`).
 //! Writes `latest.md` and `latest.json` into the output directory; `bench/chart.py` draws the PNG.
 
+mod layer2;
 mod load;
 mod procs;
 mod signin;
+mod vault;
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 use load::{Stats, Target};
+use procs::UpstreamSpec;
 
 #[derive(Parser)]
 #[command(about = "Benchmark Doorman against the direct path")]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Seconds of load per round and side.
     #[arg(long, default_value_t = 4.0)]
     seconds: f64,
-    /// Rounds per configuration (direct, local mode and signed in alternate inside each).
+    /// Rounds per configuration (direct and the Doorman configurations alternate inside each).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Concurrency levels.
@@ -34,6 +42,13 @@ struct Args {
     /// Idle session counts for the memory measurement.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     sessions: Vec<usize>,
+    /// Stored connections for the vault measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    vault_connections: usize,
+    /// PostgreSQL server for the vault measurement (a fresh database is created and dropped);
+    /// without it, SQLite only. `bench/run` starts one with `scripts/pg`.
+    #[arg(long, env = "DOORMAN_BENCH_POSTGRES_URL")]
+    postgres: Option<String>,
     /// A few seconds in all: checks the benchmark works, measures nothing worth reading.
     #[arg(long)]
     smoke: bool,
@@ -42,9 +57,54 @@ struct Args {
     out: PathBuf,
 }
 
+#[derive(Subcommand)]
+enum Command {
+    /// Only the vault measurement: lookups through the store and through the vault's cache,
+    /// on SQLite and (with --postgres) PostgreSQL. Prints its Markdown table and JSON.
+    Vault {
+        /// Stored connections (people × 10 resources).
+        #[arg(long, default_value_t = 1_000_000)]
+        connections: usize,
+        /// PostgreSQL server (a fresh database is created and dropped); without it, SQLite only.
+        #[arg(long, env = "DOORMAN_BENCH_POSTGRES_URL")]
+        postgres: Option<String>,
+        /// Smoke-test sizes (1,000 connections, a few hundred lookups).
+        #[arg(long)]
+        smoke: bool,
+    },
+}
+
+/// One way of reaching the echo tool through Doorman.
+struct Side<'a> {
+    mode: &'static str,
+    doorman: &'a procs::Running,
+    bearer: Option<String>,
+    /// Prefix of the upstream names (`vault_`: the entries tied to the resource).
+    upstream_prefix: &'static str,
+}
+
+/// The layer-2 configuration's mode name.
+const LAYER2: &str = "signed in + layer 2 (vault)";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
+    if let Some(Command::Vault {
+        connections,
+        postgres,
+        smoke,
+    }) = &args.command
+    {
+        let plan = if *smoke {
+            vault::Plan::smoke()
+        } else {
+            vault::Plan::full(*connections)
+        };
+        let v = vault::measure(&plan, postgres.as_deref()).await?;
+        println!("{}", vault::markdown(&v));
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
     if args.smoke {
         args.seconds = 0.3;
         args.rounds = 1;
@@ -52,25 +112,76 @@ async fn main() -> anyhow::Result<()> {
         args.sessions = vec![200];
     }
     let bins = procs::Binaries::beside_this_executable()?;
-    let stateless = procs::start_echo(&bins, "stateless").await?;
-    let stateful = procs::start_echo(&bins, "stateful").await?;
-    let upstreams = [("modern", stateless.port), ("legacy", stateful.port)];
-    let local = procs::start_doorman(&bins, &upstreams, procs::SignIn::Local).await?;
-    let accounts = procs::start_doorman(&bins, &upstreams, procs::SignIn::Accounts).await?;
+    // The token the person's layer-2 connection holds; the echo servers count who sends it.
+    let resource_token = format!("bench-resource-{}", signin::random_token(24)?);
+    let stateless = procs::start_echo(&bins, "stateless", &resource_token).await?;
+    let stateful = procs::start_echo(&bins, "stateful", &resource_token).await?;
+    let plain = |name, port| UpstreamSpec {
+        name,
+        port,
+        tied: false,
+    };
+    let tied = |name, port| UpstreamSpec {
+        name,
+        port,
+        tied: true,
+    };
+    let local = procs::start_doorman(
+        &bins,
+        &[
+            plain("modern", stateless.port),
+            plain("legacy", stateful.port),
+        ],
+        procs::SignIn::Local,
+    )
+    .await?;
+    let accounts = procs::start_doorman(
+        &bins,
+        &[
+            plain("modern", stateless.port),
+            plain("legacy", stateful.port),
+            tied("vault_modern", stateless.port),
+            tied("vault_legacy", stateful.port),
+        ],
+        procs::SignIn::Accounts,
+    )
+    .await?;
     let password = signin::random_token(18)?;
     procs::add_person(&bins, &accounts, "bench", &password).await?;
     let token = signin::access_token(&accounts.base_url(), "bench", &password).await?;
+    layer2::connect(&accounts, "bench", &resource_token).await?;
     // The sides measured against direct, in the order they run inside each round.
     let sides = [
-        ("local", &local, None),
-        ("signed in (token check)", &accounts, Some(token)),
+        Side {
+            mode: "local",
+            doorman: &local,
+            bearer: None,
+            upstream_prefix: "",
+        },
+        Side {
+            mode: "signed in (token check)",
+            doorman: &accounts,
+            bearer: Some(token.clone()),
+            upstream_prefix: "",
+        },
+        Side {
+            mode: LAYER2,
+            doorman: &accounts,
+            bearer: Some(token),
+            upstream_prefix: "vault_",
+        },
     ];
 
     let mut rows = Vec::new();
-    for (generation, upstream, tool) in [
-        ("2026-07-28", &stateless, "modern_echo"),
-        ("2025-11-25", &stateful, "legacy_echo"),
-    ] {
+    // Requests each echo server answered in the layer-2 rows (warm-up calls not counted).
+    let mut layer2_requests = [0usize; 2];
+    for (g, (generation, upstream, name)) in [
+        ("2026-07-28", &stateless, "modern"),
+        ("2025-11-25", &stateful, "legacy"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let direct = Target {
             url: upstream.mcp_url(),
             tool: "echo".into(),
@@ -79,11 +190,11 @@ async fn main() -> anyhow::Result<()> {
         };
         let through: Vec<Target> = sides
             .iter()
-            .map(|(_, doorman, bearer)| Target {
-                url: doorman.mcp_url(),
-                tool: tool.into(),
+            .map(|side| Target {
+                url: side.doorman.mcp_url(),
+                tool: format!("{}{name}_echo", side.upstream_prefix),
                 generation,
-                bearer: bearer.clone(),
+                bearer: side.bearer.clone(),
             })
             .collect();
         let seconds = Duration::from_secs_f64(args.seconds);
@@ -97,16 +208,19 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             let mut line = format!("{generation} c={c}: direct {:.0} req/s", d.rps());
-            for ((mode, _, _), stats) in sides.iter().zip(&t) {
-                line.push_str(&format!(", {mode} {:.0} req/s", stats.rps()));
+            for (side, stats) in sides.iter().zip(&t) {
+                line.push_str(&format!(", {} {:.0} req/s", side.mode, stats.rps()));
             }
             eprintln!("{line}");
             // One row per Doorman configuration, each against the direct figures measured in
             // the same rounds.
             let direct_summary = d.summary();
-            for ((mode, _, _), mut stats) in sides.iter().zip(t) {
+            for (side, mut stats) in sides.iter().zip(t) {
+                if side.mode == LAYER2 {
+                    layer2_requests[g] += stats.requests();
+                }
                 rows.push(json!({
-                    "generation": generation, "concurrency": c, "mode": mode,
+                    "generation": generation, "concurrency": c, "mode": side.mode,
                     "direct": direct_summary, "doorman": stats.summary(),
                     "throughput_ratio": stats.rps() / d.rps(),
                     "added_p50_us": stats.percentile(50.0) as i64 - d.percentile(50.0) as i64,
@@ -114,11 +228,50 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    // The layer-2 rows measured the real path: the upstream received the connection's token
+    // (at least once per measured call), and never any other Authorization (Doorman's own
+    // access token does not go upstream, in any configuration).
+    let mut upstream_saw = serde_json::Map::new();
+    for (upstream, generation, measured) in [
+        (&stateless, "2026-07-28", layer2_requests[0]),
+        (&stateful, "2025-11-25", layer2_requests[1]),
+    ] {
+        let saw = upstream.echo_stats().await?;
+        let count = |k: &str| saw[k].as_u64().unwrap_or(0) as usize;
+        anyhow::ensure!(
+            count("with_other_authorization") == 0,
+            "the {generation} upstream received an Authorization that is not the resource token: {saw}"
+        );
+        anyhow::ensure!(
+            measured > 0 && count("with_resource_token") >= measured,
+            "the {generation} upstream received the resource token {} times for {measured} layer-2 calls",
+            count("with_resource_token")
+        );
+        upstream_saw.insert(generation.into(), saw);
+    }
+    // And through the vault's cache, as a client calling repeatedly does: Doorman's own count.
+    let lookups = layer2::vault_lookups(&accounts).await?;
+    let (hits, misses) = (
+        lookups["hit"].as_u64().unwrap_or(0) as usize,
+        lookups["miss"].as_u64().unwrap_or(0) as usize,
+    );
+    anyhow::ensure!(
+        hits + misses >= layer2_requests.iter().sum::<usize>() && hits > misses,
+        "Doorman counted {hits} vault cache hits and {misses} misses for {layer2_requests:?} layer-2 calls"
+    );
+    eprintln!("layer 2: Doorman's vault lookups: {hits} cache hits, {misses} misses");
     drop((local, accounts));
 
     let memory = procs::measure_memory(&bins, &args.sessions).await?;
     let startup = procs::measure_startup(&bins, if args.smoke { 1 } else { 5 }).await?;
-    let report = json!({ "rows": rows, "memory": memory, "startup_ms": startup, "smoke": args.smoke,
+    let plan = if args.smoke {
+        vault::Plan::smoke()
+    } else {
+        vault::Plan::full(args.vault_connections)
+    };
+    let vault = vault::measure(&plan, args.postgres.as_deref()).await?;
+    let report = json!({ "rows": rows, "memory": memory, "startup_ms": startup, "vault": vault,
+        "upstream_saw": upstream_saw, "doorman_vault_lookups": lookups, "smoke": args.smoke,
         "seconds_per_round": args.seconds, "rounds": args.rounds });
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(
@@ -135,8 +288,10 @@ fn markdown(r: &Value) -> String {
     let mut s = String::from(
         "## Throughput and latency: `tools/call` on `echo`, direct vs through Doorman\n\n\
          Modes: `local` (no sign-in), `signed in (token check)` (accounts mode: a bearer access \
-         token on every request). For each protocol and concurrency, direct and both modes ran \
-         alternately in the same rounds; each ratio is to that direct.\n\n",
+         token on every request), `signed in + layer 2 (vault)` (the same, to an upstream tied to \
+         a resource: the person's stored connection is looked up, its token opened and injected \
+         as the upstream's `Authorization`). For each protocol and concurrency, direct and the \
+         three modes ran alternately in the same rounds; each ratio is to that direct.\n\n",
     );
     s.push_str("| protocol | conc. | mode | direct req/s | Doorman req/s | ratio | direct p50/p90/p99 µs | Doorman p50/p90/p99 µs | added p50 µs |\n");
     s.push_str("|---|---:|---|---:|---:|---:|---|---|---:|\n");
@@ -175,5 +330,6 @@ fn markdown(r: &Value) -> String {
         "\n## Start-up to ready\n\nmedian {} ms (fresh data directory, `/healthz` answering)\n",
         r["startup_ms"]
     ));
+    s.push_str(&vault::markdown(&r["vault"]));
     s
 }

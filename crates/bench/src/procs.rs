@@ -69,11 +69,12 @@ impl Running {
 
     /// What a `bench-echo` counted (`GET /stats`).
     pub async fn echo_stats(&self) -> anyhow::Result<Value> {
-        Ok(reqwest::get(format!("{}/stats", self.base_url()))
+        let body = reqwest::get(format!("{}/stats", self.base_url()))
             .await?
             .error_for_status()?
-            .json()
-            .await?)
+            .bytes()
+            .await?;
+        Ok(serde_json::from_slice(&body)?)
     }
 }
 

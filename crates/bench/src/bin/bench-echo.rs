@@ -164,8 +164,7 @@ async fn main() -> anyhow::Result<()> {
     let app = Router::new()
         .route(
             "/mcp",
-            post(move |h: HeaderMap, b: Bytes| mcp(mode, h, b))
-                .delete(|| async { StatusCode::OK }),
+            post(move |h: HeaderMap, b: Bytes| mcp(mode, h, b)).delete(|| async { StatusCode::OK }),
         )
         .route("/stats", get(stats));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
