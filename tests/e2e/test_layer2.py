@@ -862,3 +862,29 @@ def test_stateless_conversations_connections_end_after_an_idle_window(envs):
         anyio.run(anyio.sleep, 0.1)
     assert connection_rows(e) == []
     assert len(e.idp.revocations()) > before
+
+
+def test_people_not_connected_yet_still_see_the_tools_to_call(envs):
+    e = envs("l2-listing", binding="user")
+    alice, bob = doorman_token(e, "alice"), doorman_token(e, "bob")
+
+    async def tools_of(token: str) -> set[str]:
+        http, c = client(e, token)
+        async with http, c:
+            return {t.name for t in (await c.list_tools()).tools}
+
+    # Nobody connected yet: the upstream refuses to list without a token.
+    assert "notes_whoami" not in anyio.run(tools_of, bob)
+    connect_once(e, alice)
+    assert "notes_whoami" in anyio.run(tools_of, alice)
+    # Bob has no connection, but sees the tools (as the upstream last listed them), so a call
+    # can prompt him to connect.
+    assert "notes_whoami" in anyio.run(tools_of, bob)
+
+    async def bob_calls():
+        http, c = client(e, bob)
+        async with http, c:
+            r = await c.call_tool("notes_whoami", {})
+            assert r.is_error and "Connect your Notes account" in text_of(r)
+
+    anyio.run(bob_calls)

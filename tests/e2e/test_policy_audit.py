@@ -38,12 +38,12 @@ import browser
 import oauth
 from browser import CHROMIUM, LoopbackSite, run_browser
 from conftest import DOORMAN_BIN, modern_headers, modern_request
-from idp import account, idp_client, idp_walk, resource_server, start_idp
+from idp import account, idp_client, resource_server, start_idp
 from oauth import Browser, add_user, advance_clock, forms_of, pkce, query_of, www_authenticate
 from procs import ARTIFACTS, free_port
 from resource_peers import start_resource_upstream
 from test_layer2 import (CLIENT_REDIRECT, IDP_ACCOUNTS, NOTES_SECRET, PASSWORD, Env, client, cli,
-                         connection_rows, follow_connect, link_in, text_of)
+                         connection_rows, follow_connect, link_in)
 from test_layer2_browser import browser_client, by_label, sign_in_steps
 from test_sso import CLIENT as SSO_CLIENT
 from test_sso import REDIRECT as SSO_REDIRECT
@@ -427,6 +427,10 @@ def test_groups_from_the_provider_decide_which_tools_each_person_sees_and_calls(
     assert seen["alice"] == {"py_add", "py_progress", "py_log"}, seen
     assert seen["ivan"] == {"py_progress", "py_log"}, seen  # deny_groups wins over allow_groups
     assert seen["pat"] == set(), seen  # not in engineering; denied by email; default deny
+    # Doorman's own tools are always allowed, even under default deny.
+    assert "doorman_whoami" in list_tool_names(d, pat)
+    me = call_tool(d, pat, "doorman_whoami")
+    assert me.get("isError") is not True and "pat@example.com" in json.dumps(me), me
 
     # The passing twin: an engineer calls py_add.
     ok = call_tool(d, alice, "py_add", {"a": 2, "b": 40})
@@ -465,6 +469,11 @@ def test_groups_from_the_provider_decide_which_tools_each_person_sees_and_calls(
     assert row["decision"] == "denied" and row["policy"] == "default", row
     row = one_row(d, person_id=by_person["alice@example.com"]["id"], name="py_add")
     assert row["decision"] == "allowed" and row["policy"] == "engineering-only" and row["outcome"] == "success", row
+
+    # Signing in through the provider is a security event naming the person (email).
+    (sign_in,) = wait_rows(d, lambda r: r["event"] == "sign_in" and r["person_id"] == ivan_id)
+    assert sign_in["kind"] == "security", sign_in
+    assert sign_in["person"] == "ivan@example.com", f"SSO sign-in record without the person's email: {sign_in}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -553,6 +562,42 @@ def test_step_up_through_the_company_provider_asks_it_for_a_fresh_login(sso_env)
     assert ok.get("isError") is not True and "done 1" in result_text(ok), ok
 
 
+@pytest.mark.parametrize("py_entry_first", [False, True], ids=["alone", "after-a-py-only-entry"])
+def test_a_policy_for_another_upstream_does_not_shadow_a_tools_connection_lifetime(audit_envs, py_entry_first):
+    """The first policy that applies to a tool decides for it, `upstreams` included: an entry
+    for py's tools (tools = ["*"], upstreams = ["py"]) listed first must not take over notes_*
+    tools' `max_age` (the twin: the same notes entry alone)."""
+    py_only = """
+[[policies]]
+name = "py-for-alice"
+tools = ["*"]
+upstreams = ["py"]
+allow_people = ["alice"]
+"""
+    short_notes = """
+[[policies]]
+name = "short-notes"
+tools = ["notes_*"]
+max_age = "1h"
+"""
+    e = audit_envs(f"pa-lifetime-{int(py_entry_first)}", extra=(py_only if py_entry_first else "") + short_notes)
+    d = e.d
+    token, _ = local_token(e, "alice")
+    connect_notes(e, token)
+    assert json.loads(result_text(call_tool(d, token, "notes_whoami")))["sub"] == "sub-alice-work"
+    if py_entry_first:
+        # The upstreams-scoped entry decides for py's tools only.
+        bob, _ = local_token(e, "bob")
+        r = call_tool(d, bob, "py_add", {"a": 1, "b": 1})
+        assert result_text(r) == 'Doorman policy "py-for-alice" does not allow you to call py_add.', r
+    assert "notes_whoami" in list_tool_names(d, token) and "py_add" in list_tool_names(d, token)
+    advance_clock(d, 2 * 3600)  # past short-notes' 1 h (the resource itself sets no max_age)
+    fresh, _ = local_token(e, "alice")
+    r = call_tool(d, fresh, "notes_whoami")
+    assert r["isError"] is True and "older than this tool allows" in result_text(r), \
+        f"notes_whoami still used a 2-hour-old connection although short-notes says 1h: {r}"
+
+
 # ---------------------------------------------------------------------------------------------
 # The audit trail: every decision and outcome, security events, JSON lines
 
@@ -612,6 +657,10 @@ def test_every_decision_outcome_and_security_event_is_recorded(audit_envs):
     r = mcp_post(d, alice, "tools/call", {"name": "py_progress", "arguments": {"steps": 1}}, name="py_progress",
                  traceparent=traceparent(traces["step_up"]))
     assert r.status_code == 403
+    # Disconnecting (a built-in tool: audited, always allowed).
+    gone = call_tool(d, alice, "doorman_disconnect", {"resource": "notes"})
+    assert gone.get("isError") is not True and "alice@work.example" in result_text(gone), gone
+    assert connection_rows(e) == []
     # Key rotations by the operator.
     assert cli(e, "keys", "rotate").returncode == 0
     assert cli(e, "keys", "add-sealing-key").returncode == 0
@@ -657,6 +706,12 @@ def test_every_decision_outcome_and_security_event_is_recorded(audit_envs):
     made = [r for r in sec if r["event"] == "connection_made"]
     assert len(made) == 1 and made[0]["person_id"] == ids["alice"], made
     assert made[0]["resource"] == "notes" and made[0]["account"] == "alice@work.example", made
+    revoked = wait_rows(d, lambda r: r["event"] == "connection_revoked")
+    assert len(revoked) == 1 and revoked[0]["person_id"] == ids["alice"] and revoked[0]["kind"] == "security", revoked
+    assert revoked[0]["resource"] == "notes" and revoked[0]["account"] == "alice@work.example", revoked
+    builtin = one_row(d, name="doorman_disconnect")
+    assert builtin["upstream"] == "doorman" and builtin["decision"] == "allowed", builtin
+    assert builtin["outcome"] == "success", builtin
     rotated = [r["detail"] for r in sec if r["event"] == "key_rotated"]
     assert len(rotated) == 2 and any(x.startswith("signing key") for x in rotated) and \
         any(x.startswith("sealing key") for x in rotated), rotated
@@ -692,6 +747,9 @@ def test_the_cli_filters_the_audit_and_prints_json(audit_envs):
     call_tool(d, alice, "notes_whoami")
     call_tool(d, alice, "py_add", {"a": 1, "b": 1})
     call_tool(d, alice, "py_log", {"message": "hi"})
+    wait_rows(d, lambda r: r["kind"] == "call", count=4)
+    boundary = int(time.time()) + 1  # whole seconds: --since/--until take RFC 3339 to the second
+    time.sleep(boundary - time.time() + 0.05)
     call_tool(d, bob, "py_add", {"a": 2, "b": 2})
     call_tool(d, bob, "notes_write_note", {"name": "x", "text": "y"})  # denied
     wait_rows(d, lambda r: r["kind"] == "call", count=6)
@@ -736,11 +794,15 @@ def test_the_cli_filters_the_audit_and_prints_json(audit_envs):
     assert audit_cli(d, "--until", "1h") == []
     assert audit_cli(d, "--since", "2099-01-01") == []
     assert len(audit_cli(d, "--until", "2099-01-01T00:00:00Z", "--limit", "1000")) == len(everything)
-    middle = everything[len(everything) // 2]["at"]
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(middle / 1000 + 1))
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(boundary))
     later = audit_cli(d, "--since", stamp, "--limit", "1000")
-    assert later and all(r["at"] >= (middle // 1000 + 1) * 1000 for r in later)
-    assert len(later) < len(everything)
+    assert [(r["person"], r["name"]) for r in later] == [("bob@corp.example", "notes_write_note"),
+                                                         ("bob@corp.example", "py_add")], later
+    earlier = audit_cli(d, "--until", stamp, "--limit", "1000")
+    assert len(earlier) + len(later) == len(everything) and all(r["at"] < boundary * 1000 for r in earlier)
+    today = time.strftime("%Y-%m-%d", time.gmtime(boundary))
+    assert len(audit_cli(d, "--since", today, "--limit", "1000")) == len(everything) or \
+        time.gmtime(everything[-1]["at"] / 1000).tm_mday != time.gmtime(boundary).tm_mday
     # Bad arguments are refused with a message.
     out = subprocess.run([str(DOORMAN_BIN), "audit", "--since", "yesterday", "--config", str(d.config)],
                          capture_output=True, text=True, timeout=60)
@@ -928,12 +990,6 @@ def test_metrics_count_what_happened_and_readyz_reports_ready(audit_envs):
     assert ready.status_code == 200 and ready.json() == {"status": "ready", "store": "ok", "key_ring": "loaded"}
 
     m0 = scrape(d)
-    for family, kind in [("doorman_requests", "counter"), ("doorman_request_duration_seconds", "histogram"),
-                         ("doorman_auth_failures", "counter"), ("doorman_connect_prompts", "counter"),
-                         ("doorman_connection_refreshes", "counter"), ("doorman_vault_lookups", "counter"),
-                         ("doorman_live_sessions", "gauge")]:
-        assert m0.types.get(family) == kind, (family, m0.types)
-
     alice, _ = local_token(e, "alice")
     for _ in range(3):
         call_tool(d, alice, "py_add", {"a": 1, "b": 2})
@@ -945,8 +1001,11 @@ def test_metrics_count_what_happened_and_readyz_reports_ready(audit_envs):
     # A connect prompt (text form) and a connection.
     connect_notes(e, alice)
     call_tool(d, alice, "notes_whoami")
+    before_hit = scrape(d).get("doorman_vault_lookups_total", outcome="hit")
+    call_tool(d, alice, "notes_whoami")  # the connection is in memory now
 
     m1 = scrape(d)
+    assert m1.get("doorman_vault_lookups_total", outcome="hit") == before_hit + 1, m1.having("doorman_vault_lookups_total")
     labels = {"method": "tools/call", "upstream": "py"}
     assert m1.get("doorman_requests_total", **labels) == m0.get("doorman_requests_total", **labels) + 3
     count = m1.get("doorman_request_duration_seconds_count", **labels)
@@ -956,7 +1015,7 @@ def test_metrics_count_what_happened_and_readyz_reports_ready(audit_envs):
     assert buckets and buckets[-1] == (float("inf"), count), buckets
     assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:])), "buckets are cumulative"
     assert m1.get("doorman_request_duration_seconds_sum", **labels) > 0
-    assert m1.get("doorman_requests_total", method="tools/call", upstream="notes") >= 2
+    assert m1.get("doorman_requests_total", method="tools/call", upstream="notes") >= 3
     for reason in ("missing_token", "malformed", "signature"):
         assert m1.get("doorman_auth_failures_total", reason=reason) == \
             m0.get("doorman_auth_failures_total", reason=reason) + 1, (reason, m1.having("doorman_auth_failures_total"))
@@ -970,11 +1029,22 @@ def test_metrics_count_what_happened_and_readyz_reports_ready(audit_envs):
     m2 = scrape(d)
     assert m2.get("doorman_connection_refreshes_total", outcome="success") == \
         m1.get("doorman_connection_refreshes_total", outcome="success") + 1
+    (refreshed,) = wait_rows(d, lambda r: r["event"] == "connection_refreshed")
+    assert refreshed["kind"] == "security" and refreshed["resource"] == "notes", refreshed
+    assert refreshed["account"] == "alice@work.example" and refreshed["person_id"] == person_ids(d)["alice"], refreshed
     # An expired Doorman token.
     advance_clock(d, 7200)
     assert mcp_post(d, alice, "tools/list").status_code == 401
-    assert scrape(d).get("doorman_auth_failures_total", reason="expired") == \
+    m3 = scrape(d)
+    POLICY_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (POLICY_ARTIFACTS / "metrics.txt").write_text(m3.text)
+    assert m3.get("doorman_auth_failures_total", reason="expired") == \
         m2.get("doorman_auth_failures_total", reason="expired") + 1
+    for family, kind in [("doorman_requests", "counter"), ("doorman_request_duration_seconds", "histogram"),
+                         ("doorman_auth_failures", "counter"), ("doorman_connect_prompts", "counter"),
+                         ("doorman_connection_refreshes", "counter"), ("doorman_vault_lookups", "counter"),
+                         ("doorman_live_sessions", "gauge")]:
+        assert m3.types.get(family) == kind, (family, m3.types)
 
     # Live stateful sessions: one opened, then ended.
     fresh, _ = local_token(e, "alice")
@@ -987,7 +1057,9 @@ def test_metrics_count_what_happened_and_readyz_reports_ready(audit_envs):
             during = scrape(d).get("doorman_live_sessions")
             assert during == live + 1, (live, during)
 
+    lists = sum(scrape(d).having("doorman_requests_total", method="tools/list").values())
     anyio.run(session)
+    assert sum(scrape(d).having("doorman_requests_total", method="tools/list").values()) == lists + 1
     deadline = time.monotonic() + 10
     while scrape(d).get("doorman_live_sessions") != live and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -74,6 +74,19 @@ pub fn emit(mut e: AuditEvent) {
             |s| s.clock.now_ms(),
         );
     }
+    match SINK.get() {
+        // Logged by the writer, after naming the person.
+        Some(s) => {
+            if s.tx.try_send(e).is_err() {
+                tracing::warn!("the audit writer is behind: a record was dropped");
+            }
+        }
+        None => log(&e),
+    }
+}
+
+/// The record as one log line (a JSON object with `log_format = "json"`).
+fn log(e: &AuditEvent) {
     tracing::info!(
         target: "doorman::audit",
         kind = %e.kind,
@@ -95,11 +108,6 @@ pub fn emit(mut e: AuditEvent) {
         detail = e.detail.as_deref(),
         "audit"
     );
-    if let Some(s) = SINK.get()
-        && s.tx.try_send(e).is_err()
-    {
-        tracing::warn!("the audit writer is behind: a record was logged but not stored");
-    }
 }
 
 /// The background writer and its retention purge.
@@ -122,7 +130,29 @@ impl Audit {
         let writer_store = store.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(256);
+            let mut names: std::collections::HashMap<String, Option<String>> = Default::default();
             while rx.recv_many(&mut batch, 256).await > 0 {
+                // Records made where only the person's id was at hand get their name here.
+                for e in batch.iter_mut() {
+                    if e.person.is_none()
+                        && let Some(id) = &e.person_id
+                    {
+                        if !names.contains_key(id) {
+                            if names.len() > 10_000 {
+                                names.clear();
+                            }
+                            let label = writer_store
+                                .user(id)
+                                .await
+                                .ok()
+                                .flatten()
+                                .and_then(|u| u.email.or(u.username));
+                            names.insert(id.clone(), label);
+                        }
+                        e.person = names[id].clone();
+                    }
+                    log(e);
+                }
                 if let Err(e) = writer_store.insert_audit_events(&batch).await {
                     tracing::error!(error = %e, count = batch.len(), "cannot store audit records");
                 }

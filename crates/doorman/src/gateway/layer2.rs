@@ -208,7 +208,10 @@ pub async fn forward_with_connection(
     let retry = take_retry(vault, who, method, &name, rc.name(), &mut params)?;
     // Tool policies match the name clients see.
     let exposed = (method == "tools/call").then(|| format!("{}_{name}", up.name));
-    let tool = exposed.as_deref();
+    let tool = exposed.as_deref().map(|name| crate::vault::ToolRef {
+        name,
+        upstream: &up.name,
+    });
     let mut preferred = None;
     if let Some(r) = &retry {
         if matches!(r.action.as_deref(), Some("decline" | "cancel")) {

@@ -31,6 +31,9 @@ pub struct Router {
     vault: Option<Arc<Vault>>,
     /// Who may call what (accounts mode).
     policies: Option<Arc<Policies>>,
+    /// The last list each resource-tied upstream gave a connected person, by (upstream, list):
+    /// shown to people not connected yet.
+    last_listed: std::sync::RwLock<std::collections::HashMap<(String, &'static str), Vec<Value>>>,
 }
 
 /// What gets merged for each list method: the result key and the field that carries the name.
@@ -94,6 +97,7 @@ impl Router {
             upstreams,
             vault,
             policies,
+            last_listed: Default::default(),
         }
     }
 
@@ -496,7 +500,32 @@ impl Router {
                 credential: cred.as_ref().map(|c| &c.header),
                 ..*out
             };
-            list_all(u, slots, method, params, &out, kind.key).await
+            let listed = list_all(u, slots, method, params, &out, kind.key).await;
+            // An upstream tied to a resource refuses a person who has not connected yet; they
+            // still see its tools (as last listed for anyone), so calling one can prompt them.
+            match listed {
+                Ok(items) if cred.is_some() => {
+                    self.last_listed
+                        .write()
+                        .expect("last listed")
+                        .insert((u.name.clone(), kind.key), items.clone());
+                    Ok(items)
+                }
+                Err(UpstreamError::Unauthorized { .. }) if u.resource_name().is_some() => {
+                    match self
+                        .last_listed
+                        .read()
+                        .expect("last listed")
+                        .get(&(u.name.clone(), kind.key))
+                    {
+                        Some(items) => Ok(items.clone()),
+                        None => Err(UpstreamError::Unauthorized {
+                            www_authenticate: None,
+                        }),
+                    }
+                }
+                other => other,
+            }
         });
         let mut merged = Vec::new();
         let mut unavailable = Vec::new();

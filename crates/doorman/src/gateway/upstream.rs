@@ -279,10 +279,7 @@ impl Upstream {
                         .entry(META_LOG_LEVEL)
                         .or_insert_with(|| json!(level));
                 }
-                let headers = with_credential(
-                    self.modern_headers(method, &params, out.param_headers),
-                    cred,
-                );
+                let headers = with_cred(self.modern_headers(method, &params, out.param_headers));
                 self.exchange(headers, method, params, out.events, None)
                     .await
             }

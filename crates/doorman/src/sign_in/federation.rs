@@ -302,6 +302,7 @@ pub async fn callback(
     }
     tracing::info!(user = %user_id, provider = provider.name(), "signed in through a provider");
     crate::audit::emit(crate::audit::AuditEvent {
+        person: who.email.clone(),
         detail: Some(format!("provider {}", provider.name())),
         ..crate::audit::AuditEvent::security("sign_in", Some(&user_id))
     });

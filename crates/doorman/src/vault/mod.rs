@@ -78,6 +78,13 @@ impl Caller<'_> {
     }
 }
 
+/// A tool as policies see it: the name clients use, and its upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolRef<'a> {
+    pub name: &'a str,
+    pub upstream: &'a str,
+}
+
 /// Why a connection cannot be used, and so what the prompt says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Need {
@@ -259,13 +266,20 @@ impl Vault {
 
     /// The binding and `max_age` that apply to `tool` at `rc`: the first `[[policies]]` entry
     /// matching the tool overrides the resource's.
-    pub fn lifetime(&self, rc: &ResourceClient, tool: Option<&str>) -> (Binding, Option<Duration>) {
+    pub fn lifetime(
+        &self,
+        rc: &ResourceClient,
+        tool: Option<ToolRef<'_>>,
+    ) -> (Binding, Option<Duration>) {
         let mut binding = rc.resource.binding;
         let mut max_age = rc.resource.max_age;
         if binding == Binding::Shared {
             return (binding, None);
         }
-        if let Some(p) = tool.and_then(|t| self.policies.iter().find(|p| p.matches(t))) {
+        // The same first match as every other policy decision (tool glob and upstream).
+        if let Some(p) =
+            tool.and_then(|t| self.policies.iter().find(|p| p.applies(t.name, t.upstream)))
+        {
             binding = p.binding.unwrap_or(binding);
             max_age = p.max_age.map(|d| d.0).or(max_age);
         }
@@ -280,7 +294,7 @@ impl Vault {
         caller: &Caller<'_>,
         rc: &ResourceClient,
         preferred: Option<&str>,
-        tool: Option<&str>,
+        tool: Option<ToolRef<'_>>,
     ) -> anyhow::Result<Result<Credential, Need>> {
         let (binding, max_age) = self.lifetime(rc, tool);
         if binding == Binding::Shared {
@@ -562,7 +576,7 @@ impl Vault {
         caller: &Caller<'_>,
         rc: &ResourceClient,
         need: &Need,
-        tool: Option<&str>,
+        tool: Option<ToolRef<'_>>,
     ) -> anyhow::Result<Prompt> {
         let (binding, _) = self.lifetime(rc, tool);
         let id = crypto::random_token(24);
