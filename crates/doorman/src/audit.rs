@@ -131,7 +131,16 @@ impl Audit {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(256);
             let mut names: std::collections::HashMap<String, Option<String>> = Default::default();
-            while rx.recv_many(&mut batch, 256).await > 0 {
+            while rx.recv_many(&mut batch, 1024).await > 0 {
+                // Gather for a moment: under load one statement stores hundreds of records,
+                // and senders find the writer asleep instead of waking it for every record.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                while batch.len() < 1024 {
+                    match rx.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
                 // Records made where only the person's id was at hand get their name here.
                 for e in batch.iter_mut() {
                     if e.person.is_none()

@@ -7,39 +7,39 @@ const COLUMNS: &str = "id, at, kind, event, person_id, person, client_id, conver
     name, resource, account, decision, policy, outcome, latency_us, request_id, arguments, detail";
 
 impl Store {
-    /// Stores a batch of records in one transaction.
+    /// Stores a batch of records: one multi-row INSERT per 50 records (18 parameters each,
+    /// far under either engine's limit), so a busy gateway pays one statement per batch.
     pub async fn insert_audit_events(&self, events: &[AuditEvent]) -> anyhow::Result<()> {
-        let q = "INSERT INTO audit_events (at, kind, event, person_id, person, client_id, conversation, \
-                 upstream, name, resource, account, decision, policy, outcome, latency_us, request_id, \
-                 arguments, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-                 $15, $16, $17, $18)";
-        on_pool!(self, pool => async {
-            let mut tx = pool.begin().await?;
-            for e in events {
-                sqlx::query(q)
-                    .bind(e.at)
-                    .bind(&e.kind)
-                    .bind(&e.event)
-                    .bind(&e.person_id)
-                    .bind(&e.person)
-                    .bind(&e.client_id)
-                    .bind(&e.conversation)
-                    .bind(&e.upstream)
-                    .bind(&e.name)
-                    .bind(&e.resource)
-                    .bind(&e.account)
-                    .bind(&e.decision)
-                    .bind(&e.policy)
-                    .bind(&e.outcome)
-                    .bind(e.latency_us)
-                    .bind(&e.request_id)
-                    .bind(&e.arguments)
-                    .bind(&e.detail)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await
-        }.await)?;
+        for chunk in events.chunks(50) {
+            on_pool!(self, pool => {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO audit_events (at, kind, event, person_id, person, client_id, conversation, \
+                     upstream, name, resource, account, decision, policy, outcome, latency_us, request_id, \
+                     arguments, detail) ",
+                );
+                q.push_values(chunk, |mut b, e| {
+                    b.push_bind(e.at)
+                        .push_bind(&e.kind)
+                        .push_bind(&e.event)
+                        .push_bind(&e.person_id)
+                        .push_bind(&e.person)
+                        .push_bind(&e.client_id)
+                        .push_bind(&e.conversation)
+                        .push_bind(&e.upstream)
+                        .push_bind(&e.name)
+                        .push_bind(&e.resource)
+                        .push_bind(&e.account)
+                        .push_bind(&e.decision)
+                        .push_bind(&e.policy)
+                        .push_bind(&e.outcome)
+                        .push_bind(e.latency_us)
+                        .push_bind(&e.request_id)
+                        .push_bind(&e.arguments)
+                        .push_bind(&e.detail);
+                });
+                q.build().execute(pool).await.map(|_| ())
+            })?;
+        }
         Ok(())
     }
 
