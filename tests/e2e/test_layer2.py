@@ -551,14 +551,7 @@ def test_two_accounts_and_switching_between_them(envs):
 def test_expired_tokens_refresh_once_for_many_concurrent_calls(envs):
     e = envs("l2-refresh", binding="user", access_ttl=600)
     token = doorman_token(e, "alice")
-
-    async def connect():
-        http, c = client(e, token)
-        async with http, c:
-            link = link_in(text_of(await c.call_tool("notes_whoami", {})))
-            await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link))
-
-    anyio.run(connect)
+    connect_once(e, token)
     refreshes = e.idp.count("/token", grant_type="refresh_token")
     advance_clock(e.d, 700)  # Doorman's copy of the access token has expired
 
@@ -582,14 +575,7 @@ def test_expired_tokens_refresh_once_for_many_concurrent_calls(envs):
 def test_a_failed_refresh_asks_the_person_again(envs):
     e = envs("l2-refresh-fail", binding="user", access_ttl=600)
     token = doorman_token(e, "alice")
-
-    async def connect():
-        http, c = client(e, token)
-        async with http, c:
-            link = link_in(text_of(await c.call_tool("notes_whoami", {})))
-            await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link))
-
-    anyio.run(connect)
+    connect_once(e, token)
     advance_clock(e.d, 700)
     e.idp.fail("/token", status=400, grant_type="refresh_token", error="invalid_grant")
 

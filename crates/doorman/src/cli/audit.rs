@@ -87,13 +87,12 @@ pub async fn run(args: AuditArgs, config: &Config) -> anyhow::Result<()> {
     super::with_store(config, async |store, _ring| {
         let now = SystemClock.now_ms();
         let person_id = match &args.user {
-            Some(u) => Some(match store.user_by_username(u).await? {
-                Some(p) => p.id,
-                None => match store.user_by_email(u).await? {
-                    Some(p) => p.id,
-                    None => u.clone(),
-                },
-            }),
+            Some(u) => Some(
+                store
+                    .person_named(u)
+                    .await?
+                    .map_or_else(|| u.clone(), |p| p.id),
+            ),
             None => None,
         };
         let filter = AuditFilter {

@@ -15,7 +15,7 @@ use crate::{
 pub enum ConnectionsCommand {
     /// Connections (all, or one person's and/or one resource's). Never shows tokens.
     List {
-        /// A username (local accounts) or person id.
+        /// A person: username, email or Doorman id.
         #[arg(long)]
         user: Option<String>,
         /// A resource name.

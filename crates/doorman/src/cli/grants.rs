@@ -28,7 +28,7 @@ pub enum ClientsCommand {
 pub enum GrantsCommand {
     /// People's sign-ins at clients (all, or one person's with --user).
     List {
-        /// A username (local accounts) or person id.
+        /// A person: username, email or Doorman id.
         #[arg(long)]
         user: Option<String>,
         #[arg(long)]
@@ -53,10 +53,7 @@ pub enum KeysCommand {
 }
 
 pub(super) async fn person_id(store: &Store, who: &str) -> anyhow::Result<String> {
-    if let Some(u) = store.user_by_username(who).await? {
-        return Ok(u.id);
-    }
-    match store.user(who).await? {
+    match store.person_named(who).await? {
         Some(u) => Ok(u.id),
         None => bail!("no such person: {who:?}"),
     }

@@ -179,6 +179,17 @@ impl Store {
         Ok(row)
     }
 
+    /// A person named the way operators name people: username, email or Doorman id.
+    pub async fn person_named(&self, who: &str) -> anyhow::Result<Option<UserRow>> {
+        if let Some(u) = self.user_by_username(who).await? {
+            return Ok(Some(u));
+        }
+        if let Some(u) = self.user_by_email(who).await? {
+            return Ok(Some(u));
+        }
+        self.user(who).await
+    }
+
     /// Every person, by username (people without one last, oldest first).
     pub async fn users(&self) -> anyhow::Result<Vec<UserRow>> {
         let rows = on_pool!(self, pool => sqlx::query_as::<_, UserRow>(concat!(

@@ -599,13 +599,8 @@ async fn admin_audit_page(
     }
     let person = match q.user.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
         None => None,
-        Some(u) => match app.auth.store.user_by_username(u).await {
-            Ok(Some(p)) => Some(p.id),
-            Ok(None) => match app.auth.store.user_by_email(u).await {
-                Ok(Some(p)) => Some(p.id),
-                Ok(None) => Some(u.to_owned()),
-                Err(e) => return unavailable(e),
-            },
+        Some(u) => match app.auth.store.person_named(u).await {
+            Ok(p) => Some(p.map_or_else(|| u.to_owned(), |p| p.id)),
             Err(e) => return unavailable(e),
         },
     };

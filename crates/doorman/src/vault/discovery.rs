@@ -148,27 +148,19 @@ impl Vault {
         let mut authorization_params = BTreeMap::new();
         // RFC 8707 §2: the token is for this upstream only.
         authorization_params.insert("resource".to_owned(), resource.clone());
-        let resolved = ResolvedResource {
-            name: upstream.to_owned(),
+        let resolved = discovered_resource(
+            upstream,
             display_name,
-            preset: None,
-            docs: None,
-            oauth: Some(OAuthClient {
+            OAuthClient {
                 client_id,
                 client_secret: None,
                 issuer: None,
                 endpoints,
                 authorization_params,
                 pkce: true,
-            }),
+            },
             scopes,
-            identity: None,
-            binding: Binding::Session,
-            max_age: None,
-            token_header: TokenHeader::default(),
-            shared_token: None,
-            quirks: Quirks::STANDARD,
-        };
+        );
         let rc = Arc::new(ResourceClient::discovered(
             resolved,
             self.http.clone(),
@@ -186,27 +178,19 @@ impl Vault {
     }
 
     fn bootstrap_client(&self, upstream: &str, issuer: Option<Url>) -> ResourceClient {
-        let resolved = ResolvedResource {
-            name: upstream.to_owned(),
-            display_name: upstream.to_owned(),
-            preset: None,
-            docs: None,
-            oauth: Some(OAuthClient {
+        let resolved = discovered_resource(
+            upstream,
+            upstream.to_owned(),
+            OAuthClient {
                 client_id: String::new(),
                 client_secret: None,
                 issuer,
                 endpoints: Endpoints::default(),
                 authorization_params: BTreeMap::new(),
                 pkce: true,
-            }),
-            scopes: Vec::new(),
-            identity: None,
-            binding: Binding::Session,
-            max_age: None,
-            token_header: TokenHeader::default(),
-            shared_token: None,
-            quirks: Quirks::STANDARD,
-        };
+            },
+            Vec::new(),
+        );
         ResourceClient::discovered(
             resolved,
             self.http.clone(),
@@ -294,6 +278,29 @@ impl Vault {
             .map_err(|e| DiscoveryError::Invalid(format!("store: {e}")))?;
         tracing::info!(upstream, issuer = %issuer, client_id = %kept.client_id, "registered at the upstream's authorization server");
         Ok((kept.client_id.clone(), open(&kept)))
+    }
+}
+
+/// A resource learned from an upstream: named after it, `session`-bound, plain OAuth.
+fn discovered_resource(
+    upstream: &str,
+    display_name: String,
+    oauth: OAuthClient,
+    scopes: Vec<String>,
+) -> ResolvedResource {
+    ResolvedResource {
+        name: upstream.to_owned(),
+        display_name,
+        preset: None,
+        docs: None,
+        oauth: Some(oauth),
+        scopes,
+        identity: None,
+        binding: Binding::Session,
+        max_age: None,
+        token_header: TokenHeader::default(),
+        shared_token: None,
+        quirks: Quirks::STANDARD,
     }
 }
 

@@ -372,6 +372,12 @@ impl Vault {
             None
         };
         let header = header(rc, &token)?;
+        let scopes: Vec<String> = row
+            .scopes
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
         if spent.is_none() {
             self.cache.write().expect("vault cache").insert(
                 key,
@@ -380,12 +386,7 @@ impl Vault {
                     user_id: row.user_id.clone(),
                     account: row.account.clone(),
                     header: header.clone(),
-                    scopes: row
-                        .scopes
-                        .split(' ')
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect(),
+                    scopes: scopes.clone(),
                     authorized_at: row.authorized_at,
                     expires_at: row.expires_at,
                     until: now + CACHE_TTL_MS,
@@ -397,12 +398,7 @@ impl Vault {
             account: row.account.clone(),
             header,
             spent,
-            scopes: row
-                .scopes
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
+            scopes,
         }))
     }
 
