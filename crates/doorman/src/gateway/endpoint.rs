@@ -109,10 +109,9 @@ impl Conversation {
 /// RFC 9470: a tool whose policy wants a more recent sign-in than the token's `auth_time`
 /// gets `403` with `insufficient_user_authentication` and `max_age`; the client signs the
 /// person in again (Doorman's authorization endpoint honours `max_age`) and retries.
-async fn step_up_needed(
+fn step_up_needed(
     gw: &Gateway,
-    person: Option<&Person>,
-    conversation: &Conversation,
+    caller: Option<&CallerParts>,
     method: &str,
     params: &Value,
     id: &Id,
@@ -121,34 +120,28 @@ async fn step_up_needed(
     if method != "tools/call" {
         return None;
     }
-    let (claims, policies) = (&person?.0, gw.policies()?);
+    let (caller, policies) = (caller?, gw.policies()?);
     let tool = params.get("name").and_then(Value::as_str)?;
     let up = gw.router.upstream_of_tool(tool)?;
-    let info = policies.person(&claims.sub).await.ok()?;
     let crate::policy::Decision::Allowed {
         sign_in_max_age: Some(max_age),
         policy,
         ..
-    } = policies.decide(tool, &up.name, &info)
+    } = policies.decide(tool, &up.name, &caller.info)
     else {
         return None;
     };
-    let age_s = gw.clock.now_ms() / 1000 - claims.auth_time;
+    let age_s = gw.clock.now_ms() / 1000 - caller.auth_time;
     if age_s <= max_age.as_secs() as i64 {
         return None;
     }
     crate::audit::emit(crate::audit::AuditEvent {
         kind: "call".into(),
         event: method.into(),
-        person_id: Some(claims.sub.clone()),
-        person: Some(info.label().to_owned()),
-        client_id: Some(claims.client_id.clone()),
-        conversation: Some(match conversation {
-            Conversation::Stateful(s) => {
-                format!("session:{}", &s.id_hash[..12.min(s.id_hash.len())])
-            }
-            Conversation::Stateless { .. } => format!("grant:{}", claims.sid),
-        }),
+        person_id: Some(caller.user_id.clone()),
+        person: Some(caller.info.label().to_owned()),
+        client_id: Some(caller.client_id.clone()),
+        conversation: Some(caller.who().conversation_label()),
         upstream: Some(up.name.clone()),
         name: Some(tool.to_owned()),
         decision: Some("step_up_required".into()),
@@ -708,17 +701,9 @@ async fn serve_request(
         param_headers,
         trace_id,
     } = fwd;
-    if let Some(refusal) = step_up_needed(
-        gw,
-        person.as_ref(),
-        &conversation,
-        &method,
-        &params,
-        &id,
-        &trace_id,
-    )
-    .await
-    {
+    // The caller is resolved once (their groups come from a cache in front of the store).
+    let caller = CallerParts::of(gw, person.as_ref(), &conversation).await;
+    if let Some(refusal) = step_up_needed(gw, caller.as_ref(), &method, &params, &id, &trace_id) {
         return refusal;
     }
     let modern = conversation.is_modern();
@@ -781,7 +766,6 @@ async fn serve_request(
                 }
             };
         let events = accept.sse.then_some(&tx);
-        let caller = CallerParts::of(&gw2, person.as_ref(), &conversation).await;
         let out = Outbound {
             client_capabilities: caps.as_ref(),
             events,

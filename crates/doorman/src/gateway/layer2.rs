@@ -82,6 +82,17 @@ pub struct CallRecord {
     pub arguments: Option<String>,
 }
 
+impl Who<'_> {
+    /// How the audit names the conversation: a stateful session (its id's hash, shortened)
+    /// or the client grant.
+    pub fn conversation_label(&self) -> String {
+        match self.caller.session_hash {
+            Some(h) => format!("session:{}", &h[..h.len().min(12)]),
+            None => format!("grant:{}", self.caller.grant),
+        }
+    }
+}
+
 /// `requestState` values Doorman made start with this (others are an upstream's, passed on).
 const STATE_PREFIX: &str = "doorman1.";
 const STATE_AAD: &str = "doorman:request-state";

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{
     jsonrpc::{RpcError, code},
-    layer2::{self, CallRecord},
+    layer2::{self, CallRecord, Who},
     upstream::{Outbound, SessionSlots, Upstream, UpstreamError},
 };
 use crate::{
@@ -210,10 +210,7 @@ impl Router {
             person_id: who.map(|w| w.caller.user_id.to_owned()),
             person: who.map(|w| w.person.label().to_owned()),
             client_id: who.map(|w| w.client_id.to_owned()),
-            conversation: who.map(|w| match w.caller.session_hash {
-                Some(h) => format!("session:{}", &h[..h.len().min(12)]),
-                None => format!("grant:{}", w.caller.grant),
-            }),
+            conversation: who.map(Who::conversation_label),
             upstream: rec.upstream,
             name: rec.name,
             resource: rec.resource,

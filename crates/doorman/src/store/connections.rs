@@ -167,19 +167,8 @@ impl Store {
         Ok(())
     }
 
-    /// Every connection of a person, by resource then newest choice first.
-    pub async fn connections_of_user(&self, user_id: &str) -> anyhow::Result<Vec<ConnectionRow>> {
-        let q = format!(
-            "SELECT {COLUMNS} FROM connections WHERE user_id = $1 ORDER BY resource, selected_at DESC, created_at DESC, id"
-        );
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, ConnectionRow>(sqlx::AssertSqlSafe(q.clone()))
-            .bind(user_id)
-            .fetch_all(pool)
-            .await)?;
-        Ok(rows)
-    }
-
-    /// Connections for the operator's list, optionally of one person and/or one resource.
+    /// Connections, optionally of one person and/or one resource: by person, resource, then
+    /// newest choice first (the first of a person's at a resource is the active one).
     pub async fn list_connections(
         &self,
         user_id: Option<&str>,
@@ -187,7 +176,7 @@ impl Store {
     ) -> anyhow::Result<Vec<ConnectionRow>> {
         let q = format!(
             "SELECT {COLUMNS} FROM connections WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR resource = $2) \
-             ORDER BY user_id, resource, selected_at DESC, id"
+             ORDER BY user_id, resource, selected_at DESC, created_at DESC, id"
         );
         let rows = on_pool!(self, pool => sqlx::query_as::<_, ConnectionRow>(sqlx::AssertSqlSafe(q.clone()))
             .bind(user_id)

@@ -739,7 +739,7 @@ impl Vault {
         caller: Option<&Caller<'_>>,
     ) -> anyhow::Result<Vec<ConnectionView>> {
         let now = self.clock.now_ms();
-        let rows = self.store.connections_of_user(user_id).await?;
+        let rows = self.store.list_connections(Some(user_id), None).await?;
         let mut active_seen: Vec<String> = Vec::new();
         let mut out = Vec::new();
         for r in rows {
