@@ -590,6 +590,12 @@ impl Config {
     }
 
     fn validate_policies(&self) -> Result<(), ConfigError> {
+        if self.audit.retention.0 < std::time::Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "audit.retention",
+                "must be at least one hour (records older than it are deleted every minute)",
+            ));
+        }
         for (i, p) in self.policies.iter().enumerate() {
             if p.tools.is_empty() || p.tools.iter().any(|t| t.trim().is_empty()) {
                 return Err(ConfigError::new(

@@ -421,6 +421,10 @@ fn policies_match_tool_globs_and_are_checked() {
     assert_eq!(e.path, "policies[0].max_age");
     let e = error_of("[[policies]]\ntools = [\"a_*\"]\nbinding = \"shared\"\n");
     assert_eq!(e.path, "policies[0].binding");
+    let e = error_of("[audit]\nretention = \"0s\"\n");
+    assert_eq!(e.path, "audit.retention");
+    let e = error_of("[access]\ndefault = \"maybe\"\n");
+    assert!(e.to_string().contains("default"), "{e}");
     let e = error_of("[[policies]]\ntools = [\"a_*\"]\ngroups = [\"x\"]\n");
     assert!(e.to_string().contains("groups"), "{e}");
 }
