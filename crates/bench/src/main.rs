@@ -52,6 +52,13 @@ struct Args {
     /// A few seconds in all: checks the benchmark works, measures nothing worth reading.
     #[arg(long)]
     smoke: bool,
+    /// Only the throughput rows (no memory, start-up or vault measurement): for working on the
+    /// request path, e.g. `--throughput-only --concurrency 16 --generations 2026-07-28 --out /tmp/b`.
+    #[arg(long)]
+    throughput_only: bool,
+    /// Protocol generations measured (2026-07-28, 2025-11-25).
+    #[arg(long, value_delimiter = ',', default_value = "2026-07-28,2025-11-25")]
+    generations: Vec<String>,
     /// Where results go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -74,14 +81,33 @@ enum Command {
     },
 }
 
-/// One way of reaching the echo tool through Doorman.
+/// One way of reaching the echo tool other than directly: through Doorman, or through the bare
+/// relay (one per echo server, in the order of the generations).
 struct Side<'a> {
     mode: &'static str,
-    doorman: &'a procs::Running,
+    via: Via<'a>,
     bearer: Option<String>,
     /// Prefix of the upstream names (`vault_`: the entries tied to the resource).
     upstream_prefix: &'static str,
 }
+
+enum Via<'a> {
+    Doorman(&'a procs::Running),
+    Relay([&'a procs::Running; 2]),
+}
+
+impl Side<'_> {
+    /// The process doing the gateway's work for generation `g` (0: 2026-07-28, 1: 2025-11-25).
+    fn process(&self, g: usize) -> &procs::Running {
+        match &self.via {
+            Via::Doorman(d) => d,
+            Via::Relay(r) => r[g],
+        }
+    }
+}
+
+/// The reference row's mode name.
+const RELAY: &str = "bare HTTP relay (reference)";
 
 /// The layer-2 configuration's mode name.
 const LAYER2: &str = "signed in + layer 2 (vault)";
@@ -116,6 +142,10 @@ async fn main() -> anyhow::Result<()> {
     let resource_token = format!("bench-resource-{}", signin::random_token(24)?);
     let stateless = procs::start_echo(&bins, "stateless", &resource_token).await?;
     let stateful = procs::start_echo(&bins, "stateful", &resource_token).await?;
+    let relays = [
+        procs::start_relay(&bins, &stateless).await?,
+        procs::start_relay(&bins, &stateful).await?,
+    ];
     let plain = |name, port| UpstreamSpec {
         name,
         port,
@@ -153,20 +183,26 @@ async fn main() -> anyhow::Result<()> {
     // The sides measured against direct, in the order they run inside each round.
     let sides = [
         Side {
+            mode: RELAY,
+            via: Via::Relay([&relays[0], &relays[1]]),
+            bearer: None,
+            upstream_prefix: "",
+        },
+        Side {
             mode: "local",
-            doorman: &local,
+            via: Via::Doorman(&local),
             bearer: None,
             upstream_prefix: "",
         },
         Side {
             mode: "signed in (token check)",
-            doorman: &accounts,
+            via: Via::Doorman(&accounts),
             bearer: Some(token.clone()),
             upstream_prefix: "",
         },
         Side {
             mode: LAYER2,
-            doorman: &accounts,
+            via: Via::Doorman(&accounts),
             bearer: Some(token),
             upstream_prefix: "vault_",
         },
@@ -181,6 +217,7 @@ async fn main() -> anyhow::Result<()> {
     ]
     .into_iter()
     .enumerate()
+    .filter(|(_, (generation, _, _))| args.generations.iter().any(|g| g == generation))
     {
         let direct = Target {
             url: upstream.mcp_url(),
@@ -191,8 +228,14 @@ async fn main() -> anyhow::Result<()> {
         let through: Vec<Target> = sides
             .iter()
             .map(|side| Target {
-                url: side.doorman.mcp_url(),
-                tool: format!("{}{name}_echo", side.upstream_prefix),
+                url: match side.via {
+                    Via::Doorman(d) => d.mcp_url(),
+                    Via::Relay(r) => r[g].mcp_url(),
+                },
+                tool: match side.via {
+                    Via::Doorman(_) => format!("{}{name}_echo", side.upstream_prefix),
+                    Via::Relay(_) => "echo".into(),
+                },
                 generation,
                 bearer: side.bearer.clone(),
             })
@@ -201,10 +244,15 @@ async fn main() -> anyhow::Result<()> {
         for &c in &args.concurrency {
             let mut d = Stats::default();
             let mut t: Vec<Stats> = through.iter().map(|_| Stats::default()).collect();
+            // CPU time the gateway (Doorman, or the relay) used for each side's calls.
+            let mut cpu = vec![Duration::ZERO; sides.len()];
             for _ in 0..args.rounds {
                 d.merge(load::run(&direct, c, seconds).await?);
-                for (stats, target) in t.iter_mut().zip(&through) {
+                for (i, (stats, target)) in t.iter_mut().zip(&through).enumerate() {
+                    let gateway = sides[i].process(g);
+                    let before = gateway.cpu_time()?;
                     stats.merge(load::run(target, c, seconds).await?);
+                    cpu[i] += gateway.cpu_time()?.saturating_sub(before);
                 }
             }
             let mut line = format!("{generation} c={c}: direct {:.0} req/s", d.rps());
@@ -215,11 +263,14 @@ async fn main() -> anyhow::Result<()> {
             // One row per Doorman configuration, each against the direct figures measured in
             // the same rounds.
             let direct_summary = d.summary();
-            for (side, mut stats) in sides.iter().zip(t) {
+            for ((side, mut stats), cpu) in sides.iter().zip(t).zip(cpu) {
                 if side.mode == LAYER2 {
                     layer2_requests[g] += stats.requests();
                 }
+                // Includes the warm-up calls' share, a handful per worker: negligible.
+                let cpu_us = cpu.as_secs_f64() * 1e6 / stats.requests().max(1) as f64;
                 rows.push(json!({
+                    "gateway_cpu_us_per_call": cpu_us,
                     "generation": generation, "concurrency": c, "mode": side.mode,
                     "direct": direct_summary, "doorman": stats.summary(),
                     "throughput_ratio": stats.rps() / d.rps(),
@@ -242,6 +293,9 @@ async fn main() -> anyhow::Result<()> {
             count("with_other_authorization") == 0,
             "the {generation} upstream received an Authorization that is not the resource token: {saw}"
         );
+        if !args.generations.iter().any(|g| g == generation) {
+            continue;
+        }
         anyhow::ensure!(
             measured > 0 && count("with_resource_token") >= measured,
             "the {generation} upstream received the resource token {} times for {measured} layer-2 calls",
@@ -260,7 +314,12 @@ async fn main() -> anyhow::Result<()> {
         "Doorman counted {hits} vault cache hits and {misses} misses for {layer2_requests:?} layer-2 calls"
     );
     eprintln!("layer 2: Doorman's vault lookups: {hits} cache hits, {misses} misses");
-    drop((local, accounts));
+    drop((local, accounts, relays));
+    if args.throughput_only {
+        let report = json!({ "rows": rows });
+        println!("{}", markdown_rows(&report));
+        return Ok(());
+    }
 
     let memory = procs::measure_memory(&bins, &args.sessions).await?;
     let startup = procs::measure_startup(&bins, if args.smoke { 1 } else { 5 }).await?;
@@ -285,36 +344,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn markdown(r: &Value) -> String {
-    let mut s = String::from(
-        "## Throughput and latency: `tools/call` on `echo`, direct vs through Doorman\n\n\
-         Modes: `local` (no sign-in), `signed in (token check)` (accounts mode: a bearer access \
-         token on every request), `signed in + layer 2 (vault)` (the same, to an upstream tied to \
-         a resource: the person's stored connection is looked up, its token opened and injected \
-         as the upstream's `Authorization`). For each protocol and concurrency, direct and the \
-         three modes ran alternately in the same rounds; each ratio is to that direct.\n\n",
-    );
-    s.push_str("| protocol | conc. | mode | direct req/s | Doorman req/s | ratio | direct p50/p90/p99 µs | Doorman p50/p90/p99 µs | added p50 µs |\n");
-    s.push_str("|---|---:|---|---:|---:|---:|---|---|---:|\n");
-    for row in r["rows"].as_array().into_iter().flatten() {
-        let lat = |side: &str| {
-            format!(
-                "{}/{}/{}",
-                row[side]["p50_us"], row[side]["p90_us"], row[side]["p99_us"]
-            )
-        };
-        s.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0}% | {} | {} | {} |\n",
-            row["generation"].as_str().unwrap_or(""),
-            row["concurrency"],
-            row["mode"].as_str().unwrap_or(""),
-            row["direct"]["rps"].as_f64().unwrap_or(0.0),
-            row["doorman"]["rps"].as_f64().unwrap_or(0.0),
-            row["throughput_ratio"].as_f64().unwrap_or(0.0) * 100.0,
-            lat("direct"),
-            lat("doorman"),
-            row["added_p50_us"],
-        ));
-    }
+    let mut s = markdown_rows(r);
     s.push_str("\n## Memory: Doorman's resident size with idle stateful sessions\n\n| sessions | RSS MiB | bytes per session |\n|---:|---:|---:|\n");
     for m in r["memory"].as_array().into_iter().flatten() {
         s.push_str(&format!(
@@ -331,5 +361,44 @@ fn markdown(r: &Value) -> String {
         r["startup_ms"]
     ));
     s.push_str(&vault::markdown(&r["vault"]));
+    s
+}
+
+/// The throughput table.
+fn markdown_rows(r: &Value) -> String {
+    let mut s = String::from(
+        "## Throughput and latency: `tools/call` on `echo`, direct vs through Doorman\n\n\
+         Modes: `local` (no sign-in), `signed in (token check)` (accounts mode: a bearer access \
+         token on every request), `signed in + layer 2 (vault)` (the same, to an upstream tied to \
+         a resource: the person's stored connection is looked up, its token opened and injected \
+         as the upstream's `Authorization`), and for reference a bare HTTP relay (`bench-relay`: \
+         hyper's server and pooled client passing requests through untouched, no JSON, no \
+         checks), the ceiling any HTTP gateway approaches on this machine. For each protocol and \
+         concurrency, direct and all four ran alternately in the same rounds; each ratio is to \
+         that direct.\n\n",
+    );
+    s.push_str("| protocol | conc. | mode | direct req/s | through req/s | ratio | direct p50/p90/p99 µs | through p50/p90/p99 µs | added p50 µs | gateway CPU µs/call |\n");
+    s.push_str("|---|---:|---|---:|---:|---:|---|---|---:|---:|\n");
+    for row in r["rows"].as_array().into_iter().flatten() {
+        let lat = |side: &str| {
+            format!(
+                "{}/{}/{}",
+                row[side]["p50_us"], row[side]["p90_us"], row[side]["p99_us"]
+            )
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0}% | {} | {} | {} | {:.0} |\n",
+            row["generation"].as_str().unwrap_or(""),
+            row["concurrency"],
+            row["mode"].as_str().unwrap_or(""),
+            row["direct"]["rps"].as_f64().unwrap_or(0.0),
+            row["doorman"]["rps"].as_f64().unwrap_or(0.0),
+            row["throughput_ratio"].as_f64().unwrap_or(0.0) * 100.0,
+            lat("direct"),
+            lat("doorman"),
+            row["added_p50_us"],
+            row["gateway_cpu_us_per_call"].as_f64().unwrap_or(0.0),
+        ));
+    }
     s
 }

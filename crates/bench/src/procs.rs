@@ -13,6 +13,7 @@ use tokio::process::{Child, Command};
 pub struct Binaries {
     doorman: PathBuf,
     echo: PathBuf,
+    relay: PathBuf,
 }
 
 impl Binaries {
@@ -24,8 +25,9 @@ impl Binaries {
         let b = Self {
             doorman: dir.join("doorman"),
             echo: dir.join("bench-echo"),
+            relay: dir.join("bench-relay"),
         };
-        for p in [&b.doorman, &b.echo] {
+        for p in [&b.doorman, &b.echo, &b.relay] {
             anyhow::ensure!(
                 p.exists(),
                 "{} is missing: build with `cargo build -p doorman -p doorman-bench`",
@@ -55,6 +57,25 @@ impl Running {
 
     fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
+    }
+
+    /// CPU time the process has used so far, all threads, user and system (`/proc/PID/stat`
+    /// fields 14 and 15, in clock ticks of 10 ms: Linux's `USER_HZ` is 100).
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // The command name (field 2) is in parentheses and may hold spaces: count after it.
+        let rest = stat
+            .rsplit_once(')')
+            .ok_or_else(|| anyhow::anyhow!("unreadable /proc stat"))?
+            .1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields
+            .get(11..13)
+            .ok_or_else(|| anyhow::anyhow!("short /proc stat"))?
+            .iter()
+            .map(|f| f.parse::<u64>())
+            .sum::<Result<_, _>>()?;
+        Ok(Duration::from_millis(ticks * 10))
     }
 
     /// A Doorman's configuration file.
@@ -117,6 +138,23 @@ pub async fn start_echo(
     let child = Command::new(&bins.echo)
         .args(["--port", &port.to_string(), "--mode", mode])
         .args(["--resource-token", resource_token])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_ready(port, "/mcp").await?;
+    Ok(Running {
+        child,
+        port,
+        dir: None,
+    })
+}
+
+/// A `bench-relay` (the bare HTTP relay, the reference point) in front of `upstream`.
+pub async fn start_relay(bins: &Binaries, upstream: &Running) -> anyhow::Result<Running> {
+    let port = free_port()?;
+    let child = Command::new(&bins.relay)
+        .args(["--port", &port.to_string()])
+        .args(["--upstream", &format!("127.0.0.1:{}", upstream.port)])
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
