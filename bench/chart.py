@@ -1,6 +1,6 @@
 """Draws bench/results/throughput.png from latest.json: requests per second, direct vs through
-Doorman in each mode (local, signed in, signed in + layer 2), for each protocol generation and
-concurrency, with the ratio to direct on each Doorman bar."""
+the bare relay (the reference) and Doorman in each mode (local, signed in, signed in + layer 2),
+for each protocol generation and concurrency, with the ratio to direct on each bar."""
 
 import json
 import sys
@@ -17,7 +17,7 @@ groups: dict[tuple[str, int], list[dict]] = {}
 for r in rows:
     groups.setdefault((r["generation"], r["concurrency"]), []).append(r)
 modes = list(dict.fromkeys(r.get("mode", "local") for r in rows))
-colors = ["#2f6f9f", "#c2703d", "#5a9f4f", "#8f5fa8"]
+colors = ["#2f6f9f", "#c2703d", "#5a9f4f", "#8f5fa8", "#b0b0b0"]
 labels = [f"{g}\nc={c}" for g, c in groups]
 n = 1 + len(modes)
 w = 0.8 / n
@@ -33,7 +33,10 @@ for k, mode in enumerate(modes):
             xs.append(i - 0.4 + w / 2 + (k + 1) * w)
             ys.append(row["doorman"]["rps"])
             ratios.append(row["throughput_ratio"])
-    bars = ax.bar(xs, ys, w, label=f"through Doorman: {mode}", color=colors[k % len(colors)])
+    reference = mode.startswith("bare")
+    bars = ax.bar(xs, ys, w, label=mode if reference else f"through Doorman: {mode}",
+                  color="#c9c9c9" if reference else colors[k % len(colors)],
+                  hatch="//" if reference else None)
     for b, ratio in zip(bars, ratios):
         ax.annotate(f"{ratio * 100:.0f}%", (b.get_x() + b.get_width() / 2, b.get_height()),
                     ha="center", va="bottom", fontsize=7)

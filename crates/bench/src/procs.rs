@@ -198,7 +198,7 @@ pub async fn start_doorman(
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let mut config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nlog_level = \"warn\"\n",
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n",
         dir.path().join("data").display()
     );
     match sign_in {
@@ -230,14 +230,20 @@ pub async fn start_doorman(
     }
     let path = dir.path().join("doorman.toml");
     std::fs::write(&path, config)?;
+    // Doorman logs at its default level (an audit line per call, as deployed) into a file.
+    let log_path = dir.path().join("doorman.log");
     let child = Command::new(&bins.doorman)
         .arg("serve")
         .arg("--config")
         .arg(&path)
         .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?)
         .kill_on_drop(true)
         .spawn()?;
-    wait_ready(port, "/healthz").await?;
+    if let Err(e) = wait_ready(port, "/healthz").await {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        anyhow::bail!("{e}; Doorman's log:\n{log}");
+    }
     Ok(Running {
         child,
         port,

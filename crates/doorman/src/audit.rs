@@ -160,8 +160,9 @@ impl Audit {
                         }
                         e.person = names[id].clone();
                     }
-                    log(e);
                 }
+                // One write for the whole batch's log lines.
+                crate::log_batch::batched(|| batch.iter().for_each(log));
                 if let Err(e) = writer_store.insert_audit_events(&batch).await {
                     tracing::error!(error = %e, count = batch.len(), "cannot store audit records");
                 }

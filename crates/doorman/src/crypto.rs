@@ -259,28 +259,20 @@ pub fn generate_es256_key() -> NewSigningKey {
     }
 }
 
-/// 16 random bytes as 32 lowercase hex digits (W3C trace ids).
-pub fn random_hex16() -> String {
-    random_hex::<16>()
-}
-
-/// 8 random bytes as 16 lowercase hex digits (W3C span ids).
-pub fn random_hex8() -> String {
-    random_hex::<8>()
-}
-
-fn random_hex<const N: usize>() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut b = [0u8; N];
-    SystemRandom::new()
-        .fill(&mut b)
-        .expect("the system random source must be available");
-    let mut s = String::with_capacity(2 * N);
-    for x in b {
-        s.push(HEX[usize::from(x >> 4)] as char);
-        s.push(HEX[usize::from(x & 15)] as char);
-    }
+/// A W3C trace id: 16 random bytes as 32 lowercase hex digits (W3C Trace Context §3.2.2.3).
+///
+/// Trace and span ids name a request in logs and audit records; they grant nothing and are no
+/// secret, so they come from a fast per-thread generator (seeded from the operating system)
+/// rather than the CSPRNG every token, code and key in Doorman comes from.
+pub fn trace_id() -> String {
+    let mut s = format!("{:032x}", fastrand::u128(1..));
+    s.truncate(32);
     s
+}
+
+/// A W3C span id: 8 random bytes as 16 lowercase hex digits, not all zeros (§3.2.2.4).
+pub fn span_id() -> String {
+    format!("{:016x}", fastrand::u64(1..))
 }
 
 /// A fresh random token: `bytes` bytes from the system CSPRNG, base64url without padding.

@@ -22,7 +22,8 @@ use crate::{
     vault::{Vault, connect::ConnectApp},
 };
 
-/// Sets up logging: human-readable by default, JSON lines on request; always to stderr.
+/// Sets up logging: human-readable by default, JSON lines on request; always to stderr
+/// (see `log_batch`).
 pub fn init_logging(config: &Config) {
     use tracing_subscriber::{filter::Targets, layer::SubscriberExt, util::SubscriberInitExt};
     let filter: Targets = config
@@ -36,7 +37,7 @@ pub fn init_logging(config: &Config) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(std::io::stderr().is_terminal())
-                    .with_writer(std::io::stderr),
+                    .with_writer(crate::log_batch::Stderr),
             )
             .try_init(),
         LogFormat::Json => registry
@@ -44,7 +45,7 @@ pub fn init_logging(config: &Config) {
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_writer(std::io::stderr),
+                    .with_writer(crate::log_batch::Stderr),
             )
             .try_init(),
     };

@@ -199,7 +199,7 @@ fn trace_id_of(headers: &HeaderMap) -> String {
                 && trace.bytes().any(|b| b != b'0'))
             .then(|| trace.to_owned())
         });
-    incoming.unwrap_or_else(crate::crypto::random_hex16)
+    incoming.unwrap_or_else(crate::crypto::trace_id)
 }
 
 /// One JSON-RPC request's parts.
@@ -354,7 +354,12 @@ pub async fn post(
     if let Value::Array(batch) = message {
         return serve_batch(&gw, person, session, batch).await;
     }
-    let incoming = match jsonrpc::classify(&message) {
+    // Read before the message is taken apart.
+    let meta_declares_modern = message
+        .pointer("/params/_meta")
+        .and_then(|m| m.get(META_PROTOCOL_VERSION))
+        .is_some();
+    let incoming = match jsonrpc::classify(message) {
         Ok(i) => i,
         Err((id, e)) => return error_reply(StatusCode::BAD_REQUEST, id.as_ref(), &e),
     };
@@ -418,10 +423,7 @@ pub async fn post(
     let declares_modern = header_version
         .as_deref()
         .is_some_and(|v| !LEGACY_VERSIONS.contains(&v))
-        || message
-            .pointer("/params/_meta")
-            .and_then(|m| m.get(META_PROTOCOL_VERSION))
-            .is_some();
+        || meta_declares_modern;
     if let Incoming::Request { id, method, params } = &incoming
         && method == "initialize"
         && !declares_modern
@@ -914,7 +916,7 @@ async fn serve_batch(
     }
     let mut replies = Vec::new();
     for message in batch {
-        match jsonrpc::classify(&message) {
+        match jsonrpc::classify(message) {
             Ok(Incoming::Request { id, method, params }) => {
                 let outcome = match method.as_str() {
                     "ping" => Ok(json!({})),
@@ -1008,7 +1010,9 @@ pub fn error_reply(status: StatusCode, id: Option<&Id>, e: &RpcError) -> Respons
 }
 
 fn json_reply(status: StatusCode, msg: &Value) -> Response {
-    let mut r = (status, Bytes::from(msg.to_string())).into_response();
+    // Straight into bytes (no formatter in between): every answer passes here.
+    let body = serde_json::to_vec(msg).expect("a JSON value always serializes");
+    let mut r = (status, Bytes::from(body)).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

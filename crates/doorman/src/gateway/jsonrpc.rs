@@ -116,48 +116,38 @@ pub enum Incoming {
     Response,
 }
 
-/// Classifies one message; the error is the `-32600` to send (with the id when one was readable).
-pub fn classify(msg: &Value) -> Result<Incoming, (Option<Id>, RpcError)> {
+/// Classifies one message, taking it apart (its params are moved, not copied); the error is the
+/// `-32600` to send (with the id when one was readable).
+pub fn classify(msg: Value) -> Result<Incoming, (Option<Id>, RpcError)> {
     let invalid = |id: Option<Id>, why: &str| {
         Err((
             id,
             RpcError::new(code::INVALID_REQUEST, format!("Invalid Request: {why}")),
         ))
     };
-    let Some(obj) = msg.as_object() else {
+    let Value::Object(mut obj) = msg else {
         return invalid(None, "a JSON-RPC message must be an object");
     };
-    let id = obj.get("id").cloned();
-    let usable_id = id
-        .clone()
-        .filter(|i| i.is_string() || i.is_i64() || i.is_u64());
+    let id = obj.remove("id");
+    let has_id = id.is_some();
+    let usable_id = id.filter(|i| i.is_string() || i.is_i64() || i.is_u64());
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return invalid(usable_id, "\"jsonrpc\" must be \"2.0\"");
     }
-    if let Some(i) = &id {
-        // MCP basic/index "Requests": the id MUST be a string or integer, and MUST NOT be null.
-        if usable_id.is_none() {
-            let _ = i;
-            return invalid(None, "\"id\" must be a string or an integer");
-        }
+    // MCP basic/index "Requests": the id MUST be a string or integer, and MUST NOT be null.
+    if has_id && usable_id.is_none() {
+        return invalid(None, "\"id\" must be a string or an integer");
     }
-    match obj.get("method") {
+    match obj.remove("method") {
         Some(Value::String(method)) => {
-            let params = obj.get("params").cloned().unwrap_or(Value::Null);
+            let params = obj.remove("params").unwrap_or(Value::Null);
             if !(params.is_null() || params.is_object()) {
                 return invalid(usable_id, "\"params\" must be an object");
             }
             let params = if params.is_null() { json!({}) } else { params };
             Ok(match usable_id {
-                Some(id) => Incoming::Request {
-                    id,
-                    method: method.clone(),
-                    params,
-                },
-                None => Incoming::Notification {
-                    method: method.clone(),
-                    params,
-                },
+                Some(id) => Incoming::Request { id, method, params },
+                None => Incoming::Notification { method, params },
             })
         }
         Some(_) => invalid(usable_id, "\"method\" must be a string"),
@@ -175,18 +165,18 @@ mod tests {
     use super::*;
 
     fn err_of(v: Value) -> (Option<Id>, RpcError) {
-        classify(&v).unwrap_err()
+        classify(v).unwrap_err()
     }
 
     #[test]
     fn requests_notifications_and_responses() {
-        let r = classify(&json!({"jsonrpc":"2.0","id":1,"method":"ping"})).unwrap();
+        let r = classify(json!({"jsonrpc":"2.0","id":1,"method":"ping"})).unwrap();
         assert!(
             matches!(r, Incoming::Request { ref method, ref params, .. } if method == "ping" && params == &json!({}))
         );
-        let n = classify(&json!({"jsonrpc":"2.0","method":"notifications/initialized"})).unwrap();
+        let n = classify(json!({"jsonrpc":"2.0","method":"notifications/initialized"})).unwrap();
         assert!(matches!(n, Incoming::Notification { .. }));
-        let resp = classify(&json!({"jsonrpc":"2.0","id":"a","result":{}})).unwrap();
+        let resp = classify(json!({"jsonrpc":"2.0","id":"a","result":{}})).unwrap();
         assert!(matches!(resp, Incoming::Response));
     }
 

@@ -442,13 +442,18 @@ fn text(t: impl Into<String>, is_error: bool) -> Value {
 }
 
 /// Runs a built-in tool; `None` when `name` is not one.
+/// Whether `name` is one of Doorman's own tools.
+pub fn is_builtin(name: &str) -> bool {
+    [WHOAMI, CONNECT, DISCONNECT, USE_ACCOUNT].contains(&name)
+}
+
 pub async fn call_builtin(
     vault: &Vault,
     who: &Who<'_>,
     name: &str,
     args: &Value,
 ) -> Option<Result<Value, RpcError>> {
-    if ![WHOAMI, CONNECT, DISCONNECT, USE_ACCOUNT].contains(&name) {
+    if !is_builtin(name) {
         return None;
     }
     let failed = |e: anyhow::Error| {

@@ -243,6 +243,7 @@ impl Router {
         if method == "tools/call"
             && let (Some(vault), Some(who)) = (&self.vault, &out.who)
             && let Some(name) = params.get("name").and_then(Value::as_str)
+            && layer2::is_builtin(name)
         {
             let args = params.get("arguments").cloned().unwrap_or(Value::Null);
             if let Some(outcome) = layer2::call_builtin(vault, who, name, &args).await {
@@ -250,8 +251,12 @@ impl Router {
                 return outcome;
             }
         }
-        let (up, params) = match self.route_by(&params, field, naming, kind) {
-            Ok(routed) => routed,
+        // The call's own params go upstream, renamed: no copy of the arguments.
+        let routed = self
+            .resolve(&params, field, naming, kind)
+            .map(|(up, original)| (up, Value::from(original)));
+        let (up, original) = match routed {
+            Ok(r) => r,
             // Like the SDK servers, an unknown tool is a tool error the model can read and
             // correct, not a protocol failure.
             Err(e)
@@ -263,6 +268,8 @@ impl Router {
             }
             Err(e) => return Err(e),
         };
+        let mut params = params;
+        params[field] = original;
         rec.upstream = Some(up.name.clone());
         if let (Some(policies), Some(who)) = (&self.policies, &out.who)
             && method != "resources/read"
@@ -454,6 +461,21 @@ impl Router {
         naming: Naming,
         kind: &str,
     ) -> Result<(&'a Arc<Upstream>, Value), RpcError> {
+        let (up, original) = self.resolve(params, field, naming, kind)?;
+        let mut params = params.clone();
+        params[field] = json!(original);
+        Ok((up, params))
+    }
+
+    /// The upstream an exposed name or URI (`params[field]`) belongs to, and the upstream's own
+    /// name for it.
+    fn resolve<'a, 'p>(
+        &'a self,
+        params: &'p Value,
+        field: &str,
+        naming: Naming,
+        kind: &str,
+    ) -> Result<(&'a Arc<Upstream>, &'p str), RpcError> {
         let exposed = params
             .get(field)
             .and_then(Value::as_str)
@@ -476,9 +498,7 @@ impl Router {
         if original.is_empty() {
             return Err(unknown());
         }
-        let mut params = params.clone();
-        params[field] = json!(original);
-        Ok((up, params))
+        Ok((up, original))
     }
 
     /// Merges one list method over every upstream, reading every page of each.

@@ -256,7 +256,7 @@ impl Upstream {
         let cred = out.credential;
         // W3C Trace Context: the request's trace continues upstream, with a span of Doorman's.
         let trace = out.request_id.and_then(|t| {
-            HeaderValue::from_str(&format!("00-{t}-{}-01", crate::crypto::random_hex8())).ok()
+            HeaderValue::from_str(&format!("00-{t}-{}-01", crate::crypto::span_id())).ok()
         });
         let with_cred = |h: HeaderMap| {
             let mut h = with_credential(h, cred);
@@ -585,11 +585,25 @@ impl Upstream {
         method: &str,
         params: Value,
     ) -> Result<(u64, Response<Incoming>), UpstreamError> {
+        /// The request as sent: serialized straight from its parts.
+        #[derive(serde::Serialize)]
+        struct Envelope<'a> {
+            jsonrpc: &'static str,
+            id: u64,
+            method: &'a str,
+            params: &'a Value,
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let body = serde_json::to_vec(&Envelope {
+            jsonrpc: "2.0",
+            id,
+            method,
+            params: &params,
+        })
+        .expect("a JSON value always serializes");
         let resp = self
             .http
-            .send(Method::POST, &self.uri, headers, body.to_string().into())
+            .send(Method::POST, &self.uri, headers, body.into())
             .await?;
         Ok((id, resp))
     }
