@@ -23,7 +23,10 @@ impl Binaries {
             .map(PathBuf::from)
             .unwrap_or_default();
         let b = Self {
-            doorman: dir.join("doorman"),
+            // Another build of Doorman, for comparing two builds on the same machine (the relay
+            // row of each run is the common reference).
+            doorman: std::env::var_os("DOORMAN_BENCH_DOORMAN")
+                .map_or_else(|| dir.join("doorman"), PathBuf::from),
             echo: dir.join("bench-echo"),
             relay: dir.join("bench-relay"),
         };
