@@ -137,27 +137,25 @@ pub async fn start_echo(
     mode: &str,
     resource_token: &str,
 ) -> anyhow::Result<Running> {
-    let port = free_port()?;
-    let child = Command::new(&bins.echo)
-        .args(["--port", &port.to_string(), "--mode", mode])
-        .args(["--resource-token", resource_token])
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    wait_ready(port, "/mcp").await?;
-    Ok(Running {
-        child,
-        port,
-        dir: None,
-    })
+    start_helper(
+        &bins.echo,
+        &["--mode", mode, "--resource-token", resource_token],
+    )
+    .await
 }
 
 /// A `bench-relay` (the bare HTTP relay, the reference point) in front of `upstream`.
 pub async fn start_relay(bins: &Binaries, upstream: &Running) -> anyhow::Result<Running> {
+    let upstream = format!("127.0.0.1:{}", upstream.port);
+    start_helper(&bins.relay, &["--upstream", &upstream]).await
+}
+
+/// One of the bench's own servers on a free port, once it answers on `/mcp`.
+async fn start_helper(bin: &std::path::Path, args: &[&str]) -> anyhow::Result<Running> {
     let port = free_port()?;
-    let child = Command::new(&bins.relay)
+    let child = Command::new(bin)
         .args(["--port", &port.to_string()])
-        .args(["--upstream", &format!("127.0.0.1:{}", upstream.port)])
+        .args(args)
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
