@@ -26,7 +26,7 @@ use doorman::{
     gateway::upstream_http::HttpClient,
     metrics::OutcomeLabels,
     store::Store,
-    vault::{Caller, Vault, tokens},
+    vault::{Caller, Credential, Need, Vault, oauth::ResourceClient, tokens},
 };
 use serde_json::{Value, json};
 use sqlx::{
@@ -75,6 +75,29 @@ impl Plan {
     fn people(&self) -> usize {
         self.connections / RESOURCES_PER_PERSON
     }
+}
+
+/// Pair number `k` as (person, resource).
+fn pair(k: u32) -> (usize, usize) {
+    let k = k as usize;
+    (k / RESOURCES_PER_PERSON, k % RESOURCES_PER_PERSON)
+}
+
+/// One `Vault::credential` for `person` at `rc`, as the gateway asks it, and the nanoseconds it
+/// took.
+async fn timed_credential(
+    vault: &Vault,
+    person: &str,
+    rc: &ResourceClient,
+) -> anyhow::Result<(u64, Result<Credential, Need>)> {
+    let caller = Caller {
+        user_id: person,
+        grant: "bench",
+        session_hash: None,
+    };
+    let began = Instant::now();
+    let got = vault.credential(&caller, rc, None, None).await?;
+    Ok((began.elapsed().as_nanos() as u64, got))
 }
 
 fn resource_name(r: usize) -> String {
@@ -203,20 +226,10 @@ async fn measure_engine(engine: &str, url: &str, plan: &Plan) -> anyhow::Result<
     let (mut miss_lat, mut hit_lat) = (Latencies::default(), Latencies::default());
     for batch in order[..plan.vault_misses].chunks(MISS_BATCH) {
         let batch_started = Instant::now();
-        let pair = |k: u32| {
-            let k = k as usize;
-            (k / RESOURCES_PER_PERSON, k % RESOURCES_PER_PERSON)
-        };
         for &k in batch {
             let (p, r) = pair(k);
-            let caller = Caller {
-                user_id: &people[p],
-                grant: "bench",
-                session_hash: None,
-            };
-            let began = Instant::now();
-            let got = vault.credential(&caller, &rcs[r], None, None).await?;
-            miss_lat.0.push(began.elapsed().as_nanos() as u64);
+            let (took, got) = timed_credential(&vault, &people[p], &rcs[r]).await?;
+            miss_lat.0.push(took);
             let credential = got.map_err(|need| anyhow::anyhow!("no credential: {need:?}"))?;
             let value = credential.header.1.to_str().unwrap_or("");
             anyhow::ensure!(
@@ -226,14 +239,8 @@ async fn measure_engine(engine: &str, url: &str, plan: &Plan) -> anyhow::Result<
         }
         for _ in 0..batch.len() * plan.hits_per_miss {
             let (p, r) = pair(batch[rng.below(batch.len())]);
-            let caller = Caller {
-                user_id: &people[p],
-                grant: "bench",
-                session_hash: None,
-            };
-            let began = Instant::now();
-            let got = vault.credential(&caller, &rcs[r], None, None).await?;
-            hit_lat.0.push(began.elapsed().as_nanos() as u64);
+            let (took, got) = timed_credential(&vault, &people[p], &rcs[r]).await?;
+            hit_lat.0.push(took);
             anyhow::ensure!(got.is_ok(), "no credential on a repeated lookup");
         }
         anyhow::ensure!(

@@ -265,9 +265,7 @@ pub fn generate_es256_key() -> NewSigningKey {
 /// secret, so they come from a fast per-thread generator (seeded from the operating system)
 /// rather than the CSPRNG every token, code and key in Doorman comes from.
 pub fn trace_id() -> String {
-    let mut s = format!("{:032x}", fastrand::u128(1..));
-    s.truncate(32);
-    s
+    format!("{:032x}", fastrand::u128(1..))
 }
 
 /// A W3C span id: 8 random bytes as 16 lowercase hex digits, not all zeros (§3.2.2.4).

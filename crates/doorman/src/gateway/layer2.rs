@@ -441,12 +441,12 @@ fn text(t: impl Into<String>, is_error: bool) -> Value {
     json!({ "content": [{ "type": "text", "text": t.into() }], "isError": is_error })
 }
 
-/// Runs a built-in tool; `None` when `name` is not one.
 /// Whether `name` is one of Doorman's own tools.
 pub fn is_builtin(name: &str) -> bool {
     [WHOAMI, CONNECT, DISCONNECT, USE_ACCOUNT].contains(&name)
 }
 
+/// Runs a built-in tool; `None` when `name` is not one.
 pub async fn call_builtin(
     vault: &Vault,
     who: &Who<'_>,
