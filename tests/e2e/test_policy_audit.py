@@ -481,7 +481,7 @@ def test_groups_from_the_provider_decide_which_tools_each_person_sees_and_calls(
 
 
 def assert_step_up_challenge(d, r: httpx2.Response, max_age: int) -> None:
-    assert r.status_code == 403, (r.status_code, r.text[:300])
+    assert r.status_code == 401, (r.status_code, r.text[:300])
     scheme, params = www_authenticate(r.headers["www-authenticate"])
     assert scheme == "Bearer", r.headers["www-authenticate"]
     assert params["error"] == "insufficient_user_authentication", params
@@ -493,6 +493,10 @@ def assert_step_up_challenge(d, r: httpx2.Response, max_age: int) -> None:
 
 
 def test_step_up_challenge_then_a_forced_fresh_sign_in(audit_envs):
+    """RFC 9470 §3: a token whose sign-in is too old for the tool's policy gets 401 with
+    insufficient_user_authentication and max_age. Doorman remembers the step-up for this person
+    and client, so the client's next authorization forces a fresh sign-in even without max_age
+    (what most clients do: run their OAuth flow again); after that, nothing is forced."""
     e = audit_envs("pa-stepup")
     d = e.d
     token, pages = local_token(e, "alice")
@@ -505,6 +509,11 @@ def test_step_up_challenge_then_a_forced_fresh_sign_in(audit_envs):
 
     # Other tools don't care how old the sign-in is.
     assert result_text(call_tool(d, token, "py_add", {"a": 1, "b": 2})) == "3"
+    # Before any challenge, the browser's sign-in is remembered (the twin): a max_age it meets,
+    # or none, shows no sign-in page.
+    for extra in ({"max_age": "3600"}, {}):
+        _, pages = local_token(e, "alice", **extra)
+        assert not signed_in_pages(pages), (extra, pages)
 
     trace = trace_id()
     r = mcp_post(d, token, "tools/call", {"name": "py_progress", "arguments": {"steps": 1}}, name="py_progress",
@@ -518,13 +527,14 @@ def test_step_up_challenge_then_a_forced_fresh_sign_in(audit_envs):
     prm = httpx2.get(f"{d.base}/.well-known/oauth-protected-resource/mcp", timeout=10)
     assert prm.status_code == 200 and prm.json()["resource"] == d.url, prm.text
 
-    # A max_age the browser's sign-in still meets: no sign-in page (the twin).
-    _, pages = local_token(e, "alice", max_age="3600")
-    assert not signed_in_pages(pages), pages
-    # max_age from the challenge: the person must sign in again, though the browser is signed in.
-    fresh, pages = local_token(e, "alice", max_age="300")
+    # The client runs its flow again, without max_age: the person must sign in again, though the
+    # browser is signed in.
+    fresh, pages = local_token(e, "alice")
     assert signed_in_pages(pages), pages
     assert claims_of(fresh)["auth_time"] >= first_auth + 400, (claims_of(fresh), first_auth)
+    # Met: the next authorization is not forced again.
+    _, pages = local_token(e, "alice")
+    assert not signed_in_pages(pages), pages
 
     ok = call_tool(d, fresh, "py_progress", {"steps": 1})
     assert ok.get("isError") is not True and "done 1" in result_text(ok), ok
@@ -535,25 +545,28 @@ def test_step_up_challenge_then_a_forced_fresh_sign_in(audit_envs):
 
 def test_step_up_through_the_company_provider_asks_it_for_a_fresh_login(sso_env):
     """SSO only: Doorman's authorization endpoint sends the person straight to the provider, with
-    prompt=login and max_age=0 when the sign-in is too old. The provider's auth_time is on the
-    real clock, so this test waits real seconds instead of moving Doorman's clock."""
+    prompt=login and max_age=0 when the sign-in is too old for the step-up it asked for. The
+    provider's auth_time is on the real clock, so this test waits real seconds instead of moving
+    Doorman's clock."""
     s, d = sso_env, sso_env.d
     with httpx2.Client(timeout=30, follow_redirects=False) as person_browser:
         token, urls = sso_token(s, "alice", person_browser)
         assert any(u.startswith(f"POST {s.idp.issuer}/interaction/") for u in urls), urls
         time.sleep(STEP_UP_SECONDS + 1.5)
 
-        r = mcp_post(d, token, "tools/call", {"name": "py_progress", "arguments": {"steps": 1}}, name="py_progress")
-        assert_step_up_challenge(d, r, STEP_UP_SECONDS)
-
-        # The twin: a max_age the sign-in meets goes straight through, the provider isn't asked.
+        # The twin, before any challenge: a max_age the sign-in meets goes straight through, the
+        # provider isn't asked.
         auths = s.idp.count("/auth")
         _, urls = sso_token(s, "alice", person_browser, max_age="3600")
         assert not any(s.idp.issuer in u for u in urls), urls
         assert s.idp.count("/auth") == auths
 
-        # The challenge's max_age: to the provider for a fresh login (the password is asked again).
-        fresh, urls = sso_token(s, "alice", person_browser, max_age=str(STEP_UP_SECONDS))
+        r = mcp_post(d, token, "tools/call", {"name": "py_progress", "arguments": {"steps": 1}}, name="py_progress")
+        assert_step_up_challenge(d, r, STEP_UP_SECONDS)
+
+        # The client's next authorization (no max_age): to the provider for a fresh login (the
+        # password is asked again).
+        fresh, urls = sso_token(s, "alice", person_browser)
         asked = s.idp.requests("/auth")[-1]["params"]
         assert "login" in asked.get("prompt", "").split() and asked.get("max_age") == "0", asked
         assert any(u.startswith(f"POST {s.idp.issuer}/interaction/") and u.endswith("/login") for u in urls), urls
@@ -656,7 +669,7 @@ def test_every_decision_outcome_and_security_event_is_recorded(audit_envs):
     advance_clock(d, 400)
     r = mcp_post(d, alice, "tools/call", {"name": "py_progress", "arguments": {"steps": 1}}, name="py_progress",
                  traceparent=traceparent(traces["step_up"]))
-    assert r.status_code == 403
+    assert r.status_code == 401
     # Disconnecting (a built-in tool: audited, always allowed).
     gone = call_tool(d, alice, "doorman_disconnect", {"resource": "notes"})
     assert gone.get("isError") is not True and "alice@work.example" in result_text(gone), gone

@@ -26,7 +26,7 @@ use doorman::{
     gateway::upstream_http::HttpClient,
     metrics::OutcomeLabels,
     store::Store,
-    vault::{Caller, Credential, Need, Vault, oauth::ResourceClient, tokens},
+    vault::{Credential, Holder, Need, Vault, oauth::ResourceClient, tokens},
 };
 use serde_json::{Value, json};
 use sqlx::{
@@ -90,13 +90,15 @@ async fn timed_credential(
     person: &str,
     rc: &ResourceClient,
 ) -> anyhow::Result<(u64, Result<Credential, Need>)> {
-    let caller = Caller {
+    let caller = Holder {
         user_id: person,
         grant: "bench",
         session_hash: None,
     };
     let began = Instant::now();
-    let got = vault.credential(&caller, rc, None, None).await?;
+    let got = vault
+        .credential(&caller, rc, None, Default::default())
+        .await?;
     Ok((began.elapsed().as_nanos() as u64, got))
 }
 

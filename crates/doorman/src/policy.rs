@@ -1,9 +1,22 @@
-//! Who may call which tool, and how fresh their sign-in must be (`[[policies]]`, `[access]`).
+//! The one rule set: who may use which tool, prompt and resource of which upstream, how fresh
+//! their sign-in must be, and how long a layer-2 connection may serve it (`[[policies]]`,
+//! `[access]`). Every upstream-bound request is decided here exactly once
+//! (`gateway::call`), and list results are filtered by the same decision.
 //!
-//! The first `[[policies]]` entry whose tool globs (and upstreams, if given) match a tool
-//! decides for it: denied people and groups are refused; when the entry lists allowed people
-//! or groups, only they may; otherwise everyone signed in may. Tools no entry matches follow
-//! `[access] default`. Doorman's built-in tools (`doorman_*`) are always allowed.
+//! Which entry decides a target (a tool, prompt or resource, by the name clients see):
+//! - a tool: the first entry whose `tools` globs match it, within its `upstreams`;
+//! - a prompt: the first entry whose `prompts` globs match it; else the first whose `tools`
+//!   globs match it (prompts and tools share the `{upstream}_{name}` namespace);
+//! - a resource URI or template (reads, subscriptions, completions): the first entry whose
+//!   `resources` globs match it; else the first entry whose tool globs cover the whole upstream
+//!   (`*`, `crm_*`). So an upstream denied to a person is denied for every method, unless an
+//!   entry written for its prompts or resources says otherwise;
+//! - nothing matched: `[access] default`.
+//!
+//! In the deciding entry, denied people and groups are refused; when it lists allowed people or
+//! groups, only they may; otherwise everyone signed in may. Doorman's built-in tools
+//! (`doorman_*`) are not upstream-bound and are always allowed. Anything that cannot be
+//! determined (the person's groups unreadable) is denied.
 
 use std::{
     collections::HashMap,
@@ -12,7 +25,7 @@ use std::{
 };
 
 use crate::{
-    config::{AccessDefault, Config, PolicyConfig},
+    config::{AccessDefault, Binding, Config, PolicyConfig, glob_matches},
     store::Store,
 };
 
@@ -49,25 +62,90 @@ impl PersonInfo {
     }
 }
 
-/// A decision about one tool for one person.
+/// What kind of thing a request acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Tool,
+    Prompt,
+    /// A resource URI or URI template.
+    Resource,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tool => "tool",
+            Kind::Prompt => "prompt",
+            Kind::Resource => "resource",
+        }
+    }
+}
+
+/// One thing a request acts on: its kind, its name as clients see it, and its upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub kind: Kind,
+    /// `{upstream}_{tool}`, `{upstream}_{prompt}` or `{upstream}+{uri}`.
+    pub name: &'a str,
+    pub upstream: &'a str,
+}
+
+/// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    Allowed {
-        /// The deciding entry's name (`None`: the default).
-        policy: Option<String>,
-        /// RFC 9470: the sign-in must be at most this old.
-        sign_in_max_age: Option<Duration>,
-        log_arguments: bool,
-    },
-    Denied {
-        /// The deciding entry's name, or `default` (`[access] default = "deny"`).
-        policy: String,
-    },
+pub enum Denial {
+    /// The deciding entry refuses this person.
+    Policy,
+    /// No entry matched and `[access] default = "deny"`.
+    Default,
+    /// What the decision needs could not be read (the person's groups): denied.
+    Undetermined(String),
+}
+
+/// The decision about one target for one person: everything the rest of the request needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// `Ok`: allowed.
+    pub verdict: Result<(), Denial>,
+    /// The deciding entry's name (`None`: the default allowed it; `default` when it denied).
+    pub policy: Option<String>,
+    /// RFC 9470: the sign-in must be at most this old.
+    pub sign_in_max_age: Option<Duration>,
+    /// Layer 2: what a connection used for this is bound to (`None`: the resource's).
+    pub binding: Option<Binding>,
+    /// Layer 2: how long after the person authorized at the resource (`None`: the resource's).
+    pub max_age: Option<Duration>,
+    pub log_arguments: bool,
 }
 
 impl Decision {
     pub fn is_allowed(&self) -> bool {
-        matches!(self, Self::Allowed { .. })
+        self.verdict.is_ok()
+    }
+
+    /// Everything allowed, nothing required (local mode, and built-in tools).
+    pub fn allow_all() -> Self {
+        Self {
+            verdict: Ok(()),
+            policy: None,
+            sign_in_max_age: None,
+            binding: None,
+            max_age: None,
+            log_arguments: false,
+        }
+    }
+
+    fn denied(denial: Denial, policy: Option<String>) -> Self {
+        Self {
+            verdict: Err(denial),
+            policy,
+            ..Self::allow_all()
+        }
+    }
+
+    /// Whether a sign-in at `auth_time_s` is too old for this decision at `now_s` (RFC 9470).
+    pub fn needs_step_up(&self, auth_time_s: i64, now_s: i64) -> Option<Duration> {
+        let max = self.sign_in_max_age?;
+        (now_s - auth_time_s > max.as_secs() as i64).then_some(max)
     }
 }
 
@@ -100,18 +178,41 @@ impl Policies {
             .unwrap_or_else(|| format!("policies[{i}]"))
     }
 
-    /// The decision for `tool` (as clients see it) of `upstream`, for `person`.
-    pub fn decide(&self, tool: &str, upstream: &str, person: &PersonInfo) -> Decision {
-        let Some(i) = self.entries.iter().position(|p| p.applies(tool, upstream)) else {
+    /// The entry that decides `target` (see the module docs), if any.
+    fn deciding_entry(&self, target: &Target<'_>) -> Option<usize> {
+        let first = |globs: fn(&PolicyConfig) -> &[String]| {
+            self.entries.iter().position(|p| {
+                p.scoped_to(target.upstream)
+                    && globs(p).iter().any(|g| glob_matches(g, target.name))
+            })
+        };
+        match target.kind {
+            Kind::Tool => first(|p| &p.tools),
+            // Prompts share the `{upstream}_{name}` namespace with tools: tool globs match them
+            // too (a covering glob such as `crm_*` among them), after the entries written for
+            // prompts.
+            Kind::Prompt => first(|p| &p.prompts).or_else(|| first(|p| &p.tools)),
+            Kind::Resource => first(|p| &p.resources).or_else(|| {
+                self.entries
+                    .iter()
+                    .position(|p| p.covers_upstream(target.upstream))
+            }),
+        }
+    }
+
+    /// The decision for `target`, for `person` (`Err`: the person's facts could not be read,
+    /// which denies, saying why).
+    pub fn decide(&self, target: &Target<'_>, person: Result<&PersonInfo, &str>) -> Decision {
+        let person = match person {
+            Ok(p) => p,
+            Err(why) => {
+                return Decision::denied(Denial::Undetermined(why.to_owned()), None);
+            }
+        };
+        let Some(i) = self.deciding_entry(target) else {
             return match self.default {
-                AccessDefault::Allow => Decision::Allowed {
-                    policy: None,
-                    sign_in_max_age: None,
-                    log_arguments: false,
-                },
-                AccessDefault::Deny => Decision::Denied {
-                    policy: "default".into(),
-                },
+                AccessDefault::Allow => Decision::allow_all(),
+                AccessDefault::Deny => Decision::denied(Denial::Default, Some("default".into())),
             };
         };
         let p = &self.entries[i];
@@ -119,38 +220,38 @@ impl Policies {
         let restricted = !p.allow_people.is_empty() || !p.allow_groups.is_empty();
         let allowed = p.allow_people.iter().any(|w| person.is(w)) || person.in_any(&p.allow_groups);
         if denied || (restricted && !allowed) {
-            return Decision::Denied {
-                policy: self.name_of(i),
-            };
+            return Decision::denied(Denial::Policy, Some(self.name_of(i)));
         }
-        Decision::Allowed {
+        Decision {
+            verdict: Ok(()),
             policy: Some(self.name_of(i)),
             sign_in_max_age: p.sign_in_max_age.map(|d| d.0),
+            binding: p.binding,
+            max_age: p.max_age.map(|d| d.0),
             log_arguments: p.log_arguments,
         }
     }
 
-    /// A person's policy facts, from a 30-second cache in front of the store.
+    /// A person's policy facts, from a 30-second cache in front of the store. An error (the
+    /// store unreachable, the person unknown, groups unreadable) is never cached, and denies.
     pub async fn person(&self, id: &str) -> anyhow::Result<Arc<PersonInfo>> {
         if let Some((p, at)) = self.people.read().expect("people lock").get(id)
             && at.elapsed() < PERSON_TTL
         {
             return Ok(p.clone());
         }
-        let info = match self.store.user(id).await? {
-            Some(u) => PersonInfo {
-                id: u.id.clone(),
-                username: u.username.clone(),
-                email: u.email.clone(),
-                groups: serde_json::from_str(&u.groups).unwrap_or_default(),
-                is_admin: u.is_admin,
-            },
-            None => PersonInfo {
-                id: id.to_owned(),
-                ..PersonInfo::default()
-            },
+        let Some(u) = self.store.user(id).await? else {
+            anyhow::bail!("no person has the id {id}");
         };
-        let info = Arc::new(info);
+        let groups: Vec<String> = serde_json::from_str(&u.groups)
+            .map_err(|e| anyhow::anyhow!("the groups of {id} are unreadable: {e}"))?;
+        let info = Arc::new(PersonInfo {
+            id: u.id.clone(),
+            username: u.username.clone(),
+            email: u.email.clone(),
+            groups,
+            is_admin: u.is_admin,
+        });
         self.people
             .write()
             .expect("people lock")
@@ -181,7 +282,15 @@ mod tests {
         }
     }
 
-    const UPSTREAMS: &str = "[[upstreams]]\nname = \"gh\"\nurl = \"http://127.0.0.1:1/mcp\"\n[[upstreams]]\nname = \"wiki\"\nurl = \"http://127.0.0.1:2/mcp\"\n";
+    fn tool<'a>(name: &'a str, upstream: &'a str) -> Target<'a> {
+        Target {
+            kind: Kind::Tool,
+            name,
+            upstream,
+        }
+    }
+
+    const UPSTREAMS: &str = "[[upstreams]]\nname = \"gh\"\nurl = \"http://127.0.0.1:1/mcp\"\n[[upstreams]]\nname = \"wiki\"\nurl = \"http://127.0.0.1:2/mcp\"\n[[upstreams]]\nname = \"crm\"\nurl = \"http://127.0.0.1:3/mcp\"\n";
 
     #[tokio::test]
     async fn the_first_matching_policy_decides_by_people_and_groups() {
@@ -195,6 +304,8 @@ allow_groups = [\"admins\"]
 allow_people = [\"carol@corp.example\"]
 sign_in_max_age = \"5m\"
 log_arguments = true
+binding = \"call\"
+max_age = \"10m\"
 [[policies]]
 tools = [\"*\"]
 upstreams = [\"wiki\"]
@@ -206,41 +317,87 @@ deny_people = [\"bob\"]
         let intern_admin = person("dave", &["admins", "interns"]);
         let carol = person("carol", &[]);
         let bob = person("bob", &[]);
-        let allowed = |d: Decision| d.is_allowed();
         assert_eq!(
-            p.decide("gh_delete_repo", "gh", &admin),
-            Decision::Allowed {
+            p.decide(&tool("gh_delete_repo", "gh"), Ok(&admin)),
+            Decision {
+                verdict: Ok(()),
                 policy: Some("no-interns".into()),
                 sign_in_max_age: Some(Duration::from_secs(300)),
+                binding: Some(Binding::Call),
+                max_age: Some(Duration::from_secs(600)),
                 log_arguments: true
             }
         );
-        assert_eq!(
-            p.decide("gh_delete_repo", "gh", &intern_admin),
-            Decision::Denied {
-                policy: "no-interns".into()
-            },
-            "deny wins over allow"
-        );
-        assert!(
-            allowed(p.decide("gh_delete_repo", "gh", &carol)),
-            "by email"
-        );
-        assert!(
-            !allowed(p.decide("gh_delete_repo", "gh", &bob)),
-            "not in the allow lists"
-        );
-        assert!(
-            allowed(p.decide("gh_list_repos", "gh", &bob)),
-            "no policy: default allow"
-        );
-        assert_eq!(
-            p.decide("wiki_read", "wiki", &bob),
-            Decision::Denied {
-                policy: "policies[1]".into()
-            }
-        );
-        assert!(allowed(p.decide("wiki_read", "wiki", &admin)));
+        let cases = [
+            (
+                "gh_delete_repo",
+                "gh",
+                &intern_admin,
+                Err(Denial::Policy),
+                Some("no-interns"),
+                "deny wins over allow",
+            ),
+            (
+                "gh_delete_repo",
+                "gh",
+                &carol,
+                Ok(()),
+                Some("no-interns"),
+                "allowed by email",
+            ),
+            (
+                "gh_delete_repo",
+                "gh",
+                &bob,
+                Err(Denial::Policy),
+                Some("no-interns"),
+                "not in the allow lists",
+            ),
+            (
+                "gh_list_repos",
+                "gh",
+                &bob,
+                Ok(()),
+                None,
+                "no policy: default allow",
+            ),
+            (
+                "wiki_read",
+                "wiki",
+                &bob,
+                Err(Denial::Policy),
+                Some("policies[1]"),
+                "denied by name",
+            ),
+            (
+                "wiki_read",
+                "wiki",
+                &admin,
+                Ok(()),
+                Some("policies[1]"),
+                "not denied",
+            ),
+            (
+                "gh_read",
+                "gh",
+                &bob,
+                Ok(()),
+                None,
+                "the wiki entry is scoped to wiki",
+            ),
+        ];
+        for (name, up, who, verdict, policy, why) in cases {
+            let d = p.decide(&tool(name, up), Ok(who));
+            assert_eq!((d.verdict, d.policy.as_deref()), (verdict, policy), "{why}");
+        }
+        // Prompts share the tools' namespace: tool globs decide them as before.
+        let prompt = Target {
+            kind: Kind::Prompt,
+            name: "gh_delete_summary",
+            upstream: "gh",
+        };
+        assert_eq!(p.decide(&prompt, Ok(&bob)).verdict, Err(Denial::Policy));
+        assert!(p.decide(&prompt, Ok(&carol)).is_allowed());
     }
 
     #[tokio::test]
@@ -250,12 +407,183 @@ deny_people = [\"bob\"]
         ))
         .await;
         let bob = person("bob", &[]);
-        assert!(p.decide("gh_list", "gh", &bob).is_allowed());
+        assert!(p.decide(&tool("gh_list", "gh"), Ok(&bob)).is_allowed());
+        let d = p.decide(&tool("wiki_read", "wiki"), Ok(&bob));
         assert_eq!(
-            p.decide("wiki_read", "wiki", &bob),
-            Decision::Denied {
-                policy: "default".into()
-            }
+            (d.verdict, d.policy.as_deref()),
+            (Err(Denial::Default), Some("default"))
         );
+        // `gh_*` covers gh entirely: its prompts and resources follow it; wiki's are denied.
+        for kind in [Kind::Prompt, Kind::Resource] {
+            let gh = Target {
+                kind,
+                name: "gh_x",
+                upstream: "gh",
+            };
+            let wiki = Target {
+                kind,
+                name: "wiki+x://1",
+                upstream: "wiki",
+            };
+            assert!(p.decide(&gh, Ok(&bob)).is_allowed(), "{kind:?}");
+            assert_eq!(
+                p.decide(&wiki, Ok(&bob)).verdict,
+                Err(Denial::Default),
+                "{kind:?}"
+            );
+        }
+    }
+
+    /// An upstream denied to a person is denied for every method, unless an entry written for
+    /// prompts or resources says otherwise.
+    #[tokio::test]
+    async fn an_upstream_wide_entry_decides_prompts_resources_and_completions_too() {
+        let (p, _d) = policies(&format!(
+            "{UPSTREAMS}
+[[policies]]
+name = \"crm-sales\"
+tools = [\"*\"]
+upstreams = [\"crm\"]
+allow_groups = [\"sales\"]
+sign_in_max_age = \"1m\"
+[[policies]]
+name = \"crm-public-docs\"
+resources = [\"crm+docs://public/*\"]
+[[policies]]
+name = \"crm-fresh-prompts\"
+prompts = [\"crm_summary\"]
+allow_groups = [\"sales\", \"support\"]
+sign_in_max_age = \"2m\"
+[[policies]]
+name = \"gh-deletes\"
+tools = [\"gh_delete_*\"]
+deny_groups = [\"interns\"]
+"
+        ))
+        .await;
+        let pat = person("pat", &["sales"]);
+        let sam = person("sam", &["support"]);
+        let ivan = person("ivan", &["interns"]);
+        let t = |kind, name| Target {
+            kind,
+            name,
+            upstream: "crm",
+        };
+        let cases = [
+            (
+                t(Kind::Tool, "crm_add_lead"),
+                &sam,
+                Err(Denial::Policy),
+                "crm-sales",
+            ),
+            (
+                t(Kind::Prompt, "crm_pipeline"),
+                &sam,
+                Err(Denial::Policy),
+                "crm-sales",
+            ),
+            (
+                t(Kind::Resource, "crm+db://leads"),
+                &sam,
+                Err(Denial::Policy),
+                "crm-sales",
+            ),
+            (
+                t(Kind::Resource, "crm+db://leads/{id}"),
+                &sam,
+                Err(Denial::Policy),
+                "crm-sales",
+            ),
+            (t(Kind::Prompt, "crm_pipeline"), &pat, Ok(()), "crm-sales"),
+            (
+                t(Kind::Resource, "crm+docs://public/faq"),
+                &sam,
+                Ok(()),
+                "crm-public-docs",
+            ),
+            (
+                t(Kind::Prompt, "crm_summary"),
+                &sam,
+                Ok(()),
+                "crm-fresh-prompts",
+            ),
+            (
+                t(Kind::Prompt, "crm_summary"),
+                &ivan,
+                Err(Denial::Policy),
+                "crm-fresh-prompts",
+            ),
+        ];
+        for (target, who, verdict, policy) in cases {
+            let d = p.decide(&target, Ok(who));
+            assert_eq!(
+                (d.verdict, d.policy.as_deref()),
+                (verdict, Some(policy)),
+                "{target:?} for {}",
+                who.label()
+            );
+        }
+        // Step-up follows the deciding entry, for prompts as for tools.
+        let d = p.decide(&t(Kind::Prompt, "crm_summary"), Ok(&pat));
+        assert_eq!(d.needs_step_up(1_000, 1_000 + 120), None);
+        assert_eq!(
+            d.needs_step_up(1_000, 1_000 + 121),
+            Some(Duration::from_secs(120))
+        );
+        let d = p.decide(&t(Kind::Resource, "crm+db://leads"), Ok(&pat));
+        assert_eq!(d.needs_step_up(0, 61), Some(Duration::from_secs(60)));
+        // A partial tool entry (gh_delete_*) does not cover gh's prompts or resources.
+        let gh = Target {
+            kind: Kind::Prompt,
+            name: "gh_review",
+            upstream: "gh",
+        };
+        assert_eq!(p.decide(&gh, Ok(&ivan)), Decision::allow_all());
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_determined_is_denied() {
+        let (p, _d) = policies(UPSTREAMS).await;
+        for kind in [Kind::Tool, Kind::Prompt, Kind::Resource] {
+            let target = Target {
+                kind,
+                name: "gh_x",
+                upstream: "gh",
+            };
+            let d = p.decide(&target, Err("the store is unreachable"));
+            assert_eq!(
+                d.verdict,
+                Err(Denial::Undetermined("the store is unreachable".into()))
+            );
+        }
+        // An unknown person and unreadable groups are errors, never "no groups".
+        assert!(p.person("nobody").await.is_err());
+        crate::store::testing::insert_person(&p.store, "u1").await;
+        crate::store::on_pool!(p.store, pool => sqlx::query("UPDATE users SET groups = 'not json'")
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .unwrap();
+        let e = p.person("u1").await.unwrap_err().to_string();
+        assert!(e.contains("unreadable"), "{e}");
+    }
+
+    #[test]
+    fn an_entry_covers_an_upstream_only_with_a_trailing_star_glob_over_its_namespace() {
+        let entry = |tools: &[&str], upstreams: &[&str]| {
+            let mut toml = format!(
+                "[[upstreams]]\nname = \"crm\"\nurl = \"http://127.0.0.1:3/mcp\"\n[[upstreams]]\nname = \"gh\"\nurl = \"http://127.0.0.1:4/mcp\"\n[[policies]]\ntools = {tools:?}\n"
+            );
+            toml.push_str(&format!("upstreams = {upstreams:?}\n"));
+            Config::from_toml(&toml).unwrap().policies.remove(0)
+        };
+        assert!(entry(&["*"], &[]).covers_upstream("crm"));
+        assert!(entry(&["crm_*"], &[]).covers_upstream("crm"));
+        assert!(entry(&["c*_*"], &[]).covers_upstream("crm"));
+        assert!(entry(&["*"], &["crm"]).covers_upstream("crm"));
+        assert!(!entry(&["*"], &["gh"]).covers_upstream("crm"));
+        assert!(!entry(&["crm_delete_*"], &[]).covers_upstream("crm"));
+        assert!(!entry(&["crm_?"], &[]).covers_upstream("crm"));
+        assert!(!entry(&["gh_*"], &[]).covers_upstream("crm"));
     }
 }

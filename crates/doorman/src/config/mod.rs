@@ -78,17 +78,28 @@ impl Default for AuditConfig {
     }
 }
 
-/// `[[policies]]`: what applies to the tools whose names (as clients see them,
-/// `{upstream}_{tool}`) match one of `tools` (and, if given, whose upstream is in `upstreams`):
-/// who may call them, how recent their sign-in must be, the connection lifetime of layer 2,
-/// and whether arguments are audited. The first matching entry applies.
+/// `[[policies]]`: what applies to the tools, prompts and resources whose names (as clients see
+/// them: `{upstream}_{tool}`, `{upstream}_{prompt}`, `{upstream}+{uri}`) match one of `tools`,
+/// `prompts` or `resources` (and, if given, whose upstream is in `upstreams`): who may use them,
+/// how recent their sign-in must be, the connection lifetime of layer 2, and whether arguments
+/// are audited. How the entry that decides is found is in `policy.rs`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// A name for errors and the audit. Default: `policies[i]`.
     pub name: Option<String>,
-    /// Tool name globs: `*` matches any run of characters, `?` one character.
+    /// Tool name globs: `*` matches any run of characters, `?` one character. An entry whose
+    /// globs cover every tool of an upstream (`*`, `crm_*`) also decides that upstream's
+    /// prompts, resources and completions that no entry names in `prompts`/`resources`.
+    #[serde(default)]
     pub tools: Vec<String>,
+    /// Prompt name globs (`{upstream}_{prompt}`).
+    #[serde(default)]
+    pub prompts: Vec<String>,
+    /// Resource URI globs (`{upstream}+{uri}`), for reads, subscriptions, templates and
+    /// completions of resource templates.
+    #[serde(default)]
+    pub resources: Vec<String>,
     /// Only tools of these upstreams. Default: any.
     #[serde(default)]
     pub upstreams: Vec<String>,
@@ -123,10 +134,20 @@ impl PolicyConfig {
         self.tools.iter().any(|g| glob_matches(g, tool))
     }
 
-    /// Whether this entry applies to `tool` of `upstream`.
-    pub fn applies(&self, tool: &str, upstream: &str) -> bool {
-        self.matches(tool)
-            && (self.upstreams.is_empty() || self.upstreams.iter().any(|u| u == upstream))
+    /// Whether this entry is scoped to `upstream` (no `upstreams`: every one).
+    pub fn scoped_to(&self, upstream: &str) -> bool {
+        self.upstreams.is_empty() || self.upstreams.iter().any(|u| u == upstream)
+    }
+
+    /// Whether one of the tool globs matches every tool of `upstream`: a glob ending in `*`
+    /// that matches `{upstream}_` matches `{upstream}_` followed by anything.
+    pub fn covers_upstream(&self, upstream: &str) -> bool {
+        let namespace = format!("{upstream}_");
+        self.scoped_to(upstream)
+            && self
+                .tools
+                .iter()
+                .any(|g| g.ends_with('*') && glob_matches(g, &namespace))
     }
 }
 
@@ -597,11 +618,23 @@ impl Config {
             ));
         }
         for (i, p) in self.policies.iter().enumerate() {
-            if p.tools.is_empty() || p.tools.iter().any(|t| t.trim().is_empty()) {
+            if p.tools.is_empty() && p.prompts.is_empty() && p.resources.is_empty() {
                 return Err(ConfigError::new(
                     format!("policies[{i}].tools"),
-                    "list one or more tool name globs (`notes_*`, `*_delete_*`)",
+                    "list one or more tool name globs (`notes_*`, `*_delete_*`), or prompt or resource globs in `prompts`/`resources`",
                 ));
+            }
+            for (key, globs) in [
+                ("tools", &p.tools),
+                ("prompts", &p.prompts),
+                ("resources", &p.resources),
+            ] {
+                if let Some(j) = globs.iter().position(|g| g.trim().is_empty()) {
+                    return Err(ConfigError::new(
+                        format!("policies[{i}].{key}[{j}]"),
+                        "an empty glob matches nothing; remove it",
+                    ));
+                }
             }
             if p.max_age.is_some_and(|d| d.0.is_zero()) {
                 return Err(ConfigError::new(

@@ -31,15 +31,16 @@ use tokio::sync::mpsc;
 
 use super::{
     Gateway,
+    call::{self, Caller, Prepared, StepUp},
     jsonrpc::{
         self, ALL_VERSIONS, Id, Incoming, LEGACY_VERSIONS, META_CLIENT_CAPABILITIES,
         META_PROTOCOL_VERSION, META_SERVER_INFO, MODERN_VERSION, RpcError, code,
     },
-    layer2::{PromptForm, Who},
+    layer2::PromptForm,
     session::Session,
     upstream::{Outbound, SessionSlots, decode_header_value},
 };
-use crate::{sign_in::Person, vault::Caller};
+use crate::sign_in::Person;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -106,68 +107,59 @@ impl Conversation {
     }
 }
 
-/// RFC 9470: a tool whose policy wants a more recent sign-in than the token's `auth_time`
-/// gets `403` with `insufficient_user_authentication` and `max_age`; the client signs the
-/// person in again (Doorman's authorization endpoint honours `max_age`) and retries.
-fn step_up_needed(
+/// RFC 9470 §3: the sign-in behind the token is older than the decision allows. Answers `401`
+/// with `insufficient_user_authentication` and `max_age`, writes the audit record, and
+/// remembers the step-up for this person and client, so that the client's next authorization
+/// forces a fresh sign-in even if it does not carry `max_age` (most clients simply run their
+/// OAuth flow again after a `401`).
+async fn step_up_reply(
     gw: &Gateway,
-    caller: Option<&CallerParts>,
+    caller: Option<&Caller>,
     method: &str,
-    params: &Value,
-    id: &Id,
+    id: Option<&Id>,
+    step: StepUp,
     trace_id: &str,
-) -> Option<Response> {
-    if method != "tools/call" {
-        return None;
+) -> Response {
+    let max_age = step.max_age.as_secs();
+    call::record(method, caller, Some(trace_id), step.record, None, None);
+    if let Some(c) = caller {
+        let now = gw.clock.now_ms();
+        if let Err(e) = gw
+            .store
+            .require_step_up(
+                &c.user_id,
+                &c.client_id,
+                max_age as i64,
+                now,
+                now + STEP_UP_MEMORY_MS,
+            )
+            .await
+        {
+            // The client still gets the challenge; its authorization request may carry max_age.
+            tracing::warn!(error = %e, "cannot remember a step-up");
+        }
     }
-    let (caller, policies) = (caller?, gw.policies()?);
-    let tool = params.get("name").and_then(Value::as_str)?;
-    let up = gw.router.upstream_of_tool(tool)?;
-    let crate::policy::Decision::Allowed {
-        sign_in_max_age: Some(max_age),
-        policy,
-        ..
-    } = policies.decide(tool, &up.name, &caller.info)
-    else {
-        return None;
-    };
-    let age_s = gw.clock.now_ms() / 1000 - caller.auth_time;
-    if age_s <= max_age.as_secs() as i64 {
-        return None;
-    }
-    crate::audit::emit(crate::audit::AuditEvent {
-        kind: "call".into(),
-        event: method.into(),
-        person_id: Some(caller.user_id.clone()),
-        person: Some(caller.info.label().to_owned()),
-        client_id: Some(caller.client_id.clone()),
-        conversation: Some(caller.who().conversation_label()),
-        upstream: Some(up.name.clone()),
-        name: Some(tool.to_owned()),
-        decision: Some("step_up_required".into()),
-        policy: policy.clone(),
-        request_id: Some(trace_id.to_owned()),
-        ..Default::default()
-    });
     let e = RpcError::new(
         code::FORBIDDEN,
         format!(
-            "{tool} needs a sign-in within the last {} seconds: sign in again",
-            max_age.as_secs()
+            "{} needs a sign-in within the last {max_age} seconds: sign in again",
+            step.name
         ),
     )
-    .with_data(json!({ "policy": policy, "max_age": max_age.as_secs() }));
-    let mut r = error_reply(StatusCode::FORBIDDEN, Some(id), &e);
+    .with_data(json!({ "policy": step.policy, "max_age": max_age }));
+    let mut r = error_reply(StatusCode::UNAUTHORIZED, id, &e);
     let challenge = format!(
-        "Bearer error=\"insufficient_user_authentication\", error_description=\"A more recent sign-in is required\", max_age={}, resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
-        max_age.as_secs(),
+        "Bearer error=\"insufficient_user_authentication\", error_description=\"A more recent sign-in is required\", max_age={max_age}, resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
         gw.issuer
     );
     if let Ok(v) = HeaderValue::from_str(&challenge) {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
-    Some(r)
+    r
 }
+
+/// How long a step-up is remembered for the client's next authorization.
+const STEP_UP_MEMORY_MS: i64 = 15 * 60 * 1000;
 
 /// What a request carries on to upstreams.
 struct Forwarded {
@@ -209,77 +201,27 @@ struct Rpc {
     params: Value,
 }
 
-/// The signed-in caller of a request, owned (the request's work outlives the handler).
-struct CallerParts {
-    user_id: String,
-    grant: String,
-    session_hash: Option<String>,
-    form: PromptForm,
-    info: Arc<crate::policy::PersonInfo>,
-    client_id: String,
-    auth_time: i64,
-}
-
-impl CallerParts {
-    async fn of(
-        gw: &Gateway,
-        person: Option<&Person>,
-        conversation: &Conversation,
-    ) -> Option<Self> {
-        let claims = &person?.0;
-        let info = match gw.policies() {
-            Some(p) => match p.person(&claims.sub).await {
-                Ok(i) => i,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read a person's groups; treated as none");
-                    Arc::new(crate::policy::PersonInfo {
-                        id: claims.sub.clone(),
-                        ..Default::default()
-                    })
-                }
-            },
-            None => Arc::new(crate::policy::PersonInfo {
-                id: claims.sub.clone(),
-                ..Default::default()
-            }),
-        };
-        let (session_hash, form) = match conversation {
-            Conversation::Stateful(s) => (
-                Some(s.id_hash.clone()),
-                PromptForm::of(&s.protocol_version, &s.client_capabilities, false),
-            ),
-            Conversation::Stateless {
-                client_capabilities,
-                ..
-            } => (
-                None,
-                PromptForm::of(MODERN_VERSION, client_capabilities, true),
-            ),
-        };
-        Some(Self {
-            user_id: claims.sub.clone(),
-            grant: claims.sid.clone(),
-            session_hash,
-            form,
-            info,
-            client_id: claims.client_id.clone(),
-            auth_time: claims.auth_time,
-        })
-    }
-
-    fn who(&self) -> Who<'_> {
-        Who {
-            caller: Caller {
-                user_id: &self.user_id,
-                grant: &self.grant,
-                session_hash: self.session_hash.as_deref(),
-            },
-            form: self.form,
-            person: &self.info,
-            client_id: &self.client_id,
-            auth_time: self.auth_time,
-        }
-    }
+/// The signed-in caller of a request (accounts mode), built once per request.
+async fn caller_of(
+    gw: &Gateway,
+    person: Option<&Person>,
+    conversation: &Conversation,
+) -> Option<Caller> {
+    let claims = &person?.0;
+    let (session_hash, form) = match conversation {
+        Conversation::Stateful(s) => (
+            Some(s.id_hash.clone()),
+            PromptForm::of(&s.protocol_version, &s.client_capabilities, false),
+        ),
+        Conversation::Stateless {
+            client_capabilities,
+            ..
+        } => (
+            None,
+            PromptForm::of(MODERN_VERSION, client_capabilities, true),
+        ),
+    };
+    Some(Caller::resolve(gw.policies().map(Arc::as_ref), claims, session_hash, form).await)
 }
 
 /// `POST /mcp`.
@@ -704,10 +646,7 @@ async fn serve_request(
         trace_id,
     } = fwd;
     // The caller is resolved once (their groups come from a cache in front of the store).
-    let caller = CallerParts::of(gw, person.as_ref(), &conversation).await;
-    if let Some(refusal) = step_up_needed(gw, caller.as_ref(), &method, &params, &id, &trace_id) {
-        return refusal;
-    }
+    let caller = caller_of(gw, person.as_ref(), &conversation).await;
     let modern = conversation.is_modern();
     let local = match method.as_str() {
         "server/discover" => Some(Ok(json!({
@@ -743,16 +682,47 @@ async fn serve_request(
         return message_reply(accept, status, msg);
     }
 
+    let call = match call::prepare(
+        &gw.router,
+        caller.as_ref(),
+        &method,
+        params,
+        gw.clock.now_ms() / 1000,
+    ) {
+        Prepared::Run(call) => call,
+        Prepared::Answer { outcome, record } => {
+            if let Some(rec) = record {
+                let outcome_name = call::answered_outcome(&outcome, &rec);
+                call::record(
+                    &method,
+                    caller.as_ref(),
+                    Some(&trace_id),
+                    rec,
+                    outcome_name,
+                    None,
+                );
+            }
+            let msg = finish(modern, &method, &id, outcome);
+            let status = if modern {
+                status_of(&msg)
+            } else {
+                StatusCode::OK
+            };
+            return message_reply(accept, status, msg);
+        }
+        Prepared::StepUp(step) => {
+            return step_up_reply(gw, caller.as_ref(), &method, Some(&id), step, &trace_id).await;
+        }
+    };
     let (tx, rx) = mpsc::channel::<Value>(64);
     let gw2 = gw.clone();
-    let method2 = method.clone();
     let work = async move {
         let per_person: Arc<SessionSlots>;
         let (slots, caps, log_level): (&SessionSlots, Option<Value>, Option<String>) =
             match &conversation {
                 Conversation::Stateful(s) => {
-                    if method2 == "logging/setLevel"
-                        && let Some(level) = params.get("level").and_then(Value::as_str)
+                    if call.method() == "logging/setLevel"
+                        && let Some(level) = call.params().get("level").and_then(Value::as_str)
                     {
                         *s.log_level.lock().expect("log level lock") = level.to_owned();
                     }
@@ -775,9 +745,9 @@ async fn serve_request(
             log_level: log_level.as_deref(),
             request_id: Some(&trace_id),
             credential: None,
-            who: caller.as_ref().map(CallerParts::who),
+            caller: caller.as_ref(),
         };
-        gw2.router.handle(slots, &method2, params, &out).await
+        call.run(&gw2.router, slots, &out).await
     };
     respond(accept, modern, method, id, work, rx).await
 }
@@ -914,41 +884,96 @@ async fn serve_batch(
             &RpcError::new(code::INVALID_REQUEST, "Invalid Request: empty batch"),
         );
     }
-    let mut replies = Vec::new();
+    // Every element is decided before any is run: a batch holding a request that needs a
+    // fresh sign-in is answered `401` as a whole, and nothing in it reaches an upstream.
+    let conversation = Conversation::Stateful(session.clone());
+    let caller = caller_of(gw, person.as_ref(), &conversation).await;
+    let trace_id = crate::crypto::trace_id();
+    let now_s = gw.clock.now_ms() / 1000;
+    enum Slot {
+        Reply(Value),
+        Run(Id, String, call::Call),
+        Answer(
+            Id,
+            String,
+            Result<Value, RpcError>,
+            Option<call::CallRecord>,
+        ),
+    }
+    let mut slots = Vec::new();
+    let mut step_ups = Vec::new();
     for message in batch {
         match jsonrpc::classify(message) {
-            Ok(Incoming::Request { id, method, params }) => {
-                let outcome = match method.as_str() {
-                    "ping" => Ok(json!({})),
-                    "initialize" => Err(RpcError::new(
+            Ok(Incoming::Request { id, method, params }) => match method.as_str() {
+                "ping" => slots.push(Slot::Reply(finish(false, &method, &id, Ok(json!({}))))),
+                "initialize" => {
+                    let e = RpcError::new(
                         code::INVALID_REQUEST,
                         "Invalid Request: initialize cannot be batched",
-                    )),
-                    _ => {
-                        let caller = CallerParts::of(
-                            gw,
-                            person.as_ref(),
-                            &Conversation::Stateful(session.clone()),
-                        )
-                        .await;
-                        let out = Outbound {
-                            client_capabilities: None,
-                            events: None,
-                            param_headers: &[],
-                            log_level: None,
-                            request_id: None,
-                            credential: None,
-                            who: caller.as_ref().map(CallerParts::who),
-                        };
-                        gw.router
-                            .handle(&session.slots, &method, params, &out)
-                            .await
+                    );
+                    slots.push(Slot::Reply(finish(false, &method, &id, Err(e))));
+                }
+                _ => match call::prepare(&gw.router, caller.as_ref(), &method, params, now_s) {
+                    Prepared::Run(c) => slots.push(Slot::Run(id, method, c)),
+                    Prepared::Answer { outcome, record } => {
+                        slots.push(Slot::Answer(id, method, outcome, record))
                     }
-                };
+                    Prepared::StepUp(step) => step_ups.push((id, method, step)),
+                },
+            },
+            Ok(_) => {}
+            Err((id, e)) => slots.push(Slot::Reply(jsonrpc::error_response(id.as_ref(), &e))),
+        }
+    }
+    if !step_ups.is_empty() {
+        let mut first = None;
+        for (id, method, step) in step_ups {
+            match first {
+                None => first = Some((id, method, step)),
+                Some(_) => call::record(
+                    &method,
+                    caller.as_ref(),
+                    Some(&trace_id),
+                    step.record,
+                    None,
+                    None,
+                ),
+            }
+        }
+        let (id, method, step) = first.expect("one step-up at least");
+        return step_up_reply(gw, caller.as_ref(), &method, Some(&id), step, &trace_id).await;
+    }
+    let mut replies = Vec::new();
+    for slot in slots {
+        match slot {
+            Slot::Reply(msg) => replies.push(msg),
+            Slot::Answer(id, method, outcome, record) => {
+                if let Some(rec) = record {
+                    let outcome_name = call::answered_outcome(&outcome, &rec);
+                    call::record(
+                        &method,
+                        caller.as_ref(),
+                        Some(&trace_id),
+                        rec,
+                        outcome_name,
+                        None,
+                    );
+                }
                 replies.push(finish(false, &method, &id, outcome));
             }
-            Ok(_) => {}
-            Err((id, e)) => replies.push(jsonrpc::error_response(id.as_ref(), &e)),
+            Slot::Run(id, method, c) => {
+                let out = Outbound {
+                    client_capabilities: None,
+                    events: None,
+                    param_headers: &[],
+                    log_level: None,
+                    request_id: Some(&trace_id),
+                    credential: None,
+                    caller: caller.as_ref(),
+                };
+                let outcome = c.run(&gw.router, &session.slots, &out).await;
+                replies.push(finish(false, &method, &id, outcome));
+            }
         }
     }
     if replies.is_empty() {

@@ -14,12 +14,13 @@
 use serde_json::{Value, json};
 
 use super::{
+    call::{CallRecord, Caller},
     jsonrpc::{RpcError, code},
     upstream::{Outbound, SessionSlots, Upstream, UpstreamError},
 };
 use crate::{
     crypto::KeyRing,
-    vault::{Caller, Need, Prompt, Vault, oauth::ResourceClient},
+    vault::{Lifetime, Need, Prompt, Vault, oauth::ResourceClient},
 };
 
 /// How the client can be asked to connect.
@@ -52,43 +53,6 @@ impl PromptForm {
             Self::UrlElicitationError => "url_elicitation_error",
             Self::InputRequired => "input_required",
             Self::Text => "text",
-        }
-    }
-}
-
-/// The signed-in caller of one request, as layer 2, policies and the audit need it.
-#[derive(Debug, Clone, Copy)]
-pub struct Who<'a> {
-    pub caller: Caller<'a>,
-    pub form: PromptForm,
-    pub person: &'a crate::policy::PersonInfo,
-    pub client_id: &'a str,
-    /// When the person signed in (seconds), for `sign_in_max_age`.
-    pub auth_time: i64,
-}
-
-/// What the audit record of one call says besides the request itself.
-#[derive(Debug, Default)]
-pub struct CallRecord {
-    pub upstream: Option<String>,
-    /// The tool or prompt name, or the resource URI, as the client sent it.
-    pub name: Option<String>,
-    pub resource: Option<String>,
-    pub account: Option<String>,
-    /// `None`: allowed. Else `denied`, `connection_required`, `step_up_required`.
-    pub decision: Option<&'static str>,
-    pub policy: Option<String>,
-    /// Redacted JSON, where a policy says `log_arguments`.
-    pub arguments: Option<String>,
-}
-
-impl Who<'_> {
-    /// How the audit names the conversation: a stateful session (its id's hash, shortened)
-    /// or the client grant.
-    pub fn conversation_label(&self) -> String {
-        match self.caller.session_hash {
-            Some(h) => format!("session:{}", &h[..h.len().min(12)]),
-            None => format!("grant:{}", self.caller.grant),
         }
     }
 }
@@ -137,7 +101,7 @@ struct Retry {
 /// checked (MCP 2026-07-28 basic/patterns/mrtr, "Server Requirements" 4 and 5).
 fn take_retry(
     vault: &Vault,
-    who: &Who<'_>,
+    who: &Caller,
     method: &str,
     name: &str,
     resource: &str,
@@ -163,7 +127,7 @@ fn take_retry(
         .map_err(|_| invalid_state("does not open (tampered, or another deployment's)"))?;
     let s: RequestState =
         serde_json::from_slice(&plain).map_err(|_| invalid_state("unreadable"))?;
-    if s.u != who.caller.user_id {
+    if s.u != who.user_id {
         return Err(invalid_state("made for another person"));
     }
     if s.x <= vault.now_ms() {
@@ -195,8 +159,9 @@ pub async fn forward_with_connection(
     method: &str,
     mut params: Value,
     out: &Outbound<'_>,
-    who: &Who<'_>,
+    who: &Caller,
     rec: &mut CallRecord,
+    lifetime: Lifetime,
 ) -> Result<Value, RpcError> {
     rec.resource = Some(rc.name().to_owned());
     let name_field = if method == "resources/read" {
@@ -217,12 +182,6 @@ pub async fn forward_with_connection(
         )
     };
     let retry = take_retry(vault, who, method, &name, rc.name(), &mut params)?;
-    // Tool policies match the name clients see.
-    let exposed = (method == "tools/call").then(|| format!("{}_{name}", up.name));
-    let tool = exposed.as_deref().map(|name| crate::vault::ToolRef {
-        name,
-        upstream: &up.name,
-    });
     let mut preferred = None;
     if let Some(r) = &retry {
         if matches!(r.action.as_deref(), Some("decline" | "cancel")) {
@@ -233,7 +192,7 @@ pub async fn forward_with_connection(
             .map_err(failed)?;
     }
     let need = match vault
-        .credential(&who.caller, rc, preferred.as_deref(), tool)
+        .credential(&who.holder(), rc, preferred.as_deref(), lifetime)
         .await
         .map_err(failed)?
     {
@@ -277,12 +236,12 @@ pub async fn forward_with_connection(
     };
     // Asked again on a retry: reuse the same prompt (same link) while it is valid.
     let prompt = vault
-        .prompt(&who.caller, rc, &need, tool)
+        .prompt(&who.holder(), rc, &need, lifetime)
         .await
         .map_err(failed)?;
     tracing::info!(
         resource = %rc.name(),
-        user = %who.caller.user_id,
+        user = %who.user_id,
         reason = ?need,
         form = who.form.name(),
         method,
@@ -332,7 +291,7 @@ fn declined(method: &str, rc: &ResourceClient) -> Result<Value, RpcError> {
 fn prompt_answer(
     vault: &Vault,
     rc: &ResourceClient,
-    who: &Who<'_>,
+    who: &Caller,
     method: &str,
     name: &str,
     prompt: &Prompt,
@@ -354,7 +313,7 @@ fn prompt_answer(
             let state = seal_state(
                 &vault.ring,
                 &RequestState {
-                    u: who.caller.user_id.to_owned(),
+                    u: who.user_id.to_owned(),
                     p: prompt.id.clone(),
                     r: rc.name().to_owned(),
                     m: method.to_owned(),
@@ -449,7 +408,7 @@ pub fn is_builtin(name: &str) -> bool {
 /// Runs a built-in tool; `None` when `name` is not one.
 pub async fn call_builtin(
     vault: &Vault,
-    who: &Who<'_>,
+    who: &Caller,
     name: &str,
     args: &Value,
 ) -> Option<Result<Value, RpcError>> {
@@ -491,7 +450,9 @@ pub async fn call_builtin(
             WHOAMI => whoami(vault, who).await,
             CONNECT => {
                 let rc = resource.expect("checked above");
-                let p = vault.prompt(&who.caller, &rc, &Need::Missing, None).await?;
+                let p = vault
+                    .prompt(&who.holder(), &rc, &Need::Missing, Lifetime::default())
+                    .await?;
                 Ok(text(
                     format!(
                         "Open this link in your browser to connect a {} account: {}",
@@ -502,7 +463,7 @@ pub async fn call_builtin(
             }
             DISCONNECT => {
                 let rc = resource.expect("checked above");
-                let views = vault.views(who.caller.user_id, Some(&who.caller)).await?;
+                let views = vault.views(&who.user_id, Some(&who.holder())).await?;
                 let wanted = arg("account");
                 let target = views.iter().find(|v| {
                     v.resource == rc.name()
@@ -523,7 +484,7 @@ pub async fn call_builtin(
                 };
                 if let Some(row) = vault
                     .store
-                    .delete_connection_of(&v.id, who.caller.user_id)
+                    .delete_connection_of(&v.id, &who.user_id)
                     .await?
                 {
                     vault.discard(vec![row], "disconnected by its person").await;
@@ -541,7 +502,7 @@ pub async fn call_builtin(
                 let Some(account) = arg("account") else {
                     return Ok(text("`account` is required.", true));
                 };
-                if vault.use_account(&who.caller, &rc, &account).await? {
+                if vault.use_account(&who.holder(), &rc, &account).await? {
                     Ok(text(
                         format!("Now using {} account {account}.", rc.resource.display_name),
                         false,
@@ -562,14 +523,14 @@ pub async fn call_builtin(
     Some(outcome.await.map_err(failed))
 }
 
-async fn whoami(vault: &Vault, who: &Who<'_>) -> anyhow::Result<Value> {
-    let person = vault.store.user(who.caller.user_id).await?;
+async fn whoami(vault: &Vault, who: &Caller) -> anyhow::Result<Value> {
+    let person = vault.store.user(&who.user_id).await?;
     let person_label = person
         .as_ref()
         .and_then(|u| u.email.clone().or(u.username.clone()))
-        .unwrap_or_else(|| who.caller.user_id.to_owned());
+        .unwrap_or_else(|| who.user_id.to_owned());
     let person_label = person_label.as_str();
-    let views = vault.views(who.caller.user_id, Some(&who.caller)).await?;
+    let views = vault.views(&who.user_id, Some(&who.holder())).await?;
     let now = vault.now_ms();
     let mut resources = Vec::new();
     let mut lines = vec![format!("Signed in to Doorman as {person_label}.")];

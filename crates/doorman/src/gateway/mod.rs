@@ -1,5 +1,6 @@
 //! The gateway: the `/mcp` endpoint, sessions, routing, and the upstream clients.
 
+pub mod call;
 pub mod endpoint;
 pub mod jsonrpc;
 pub mod layer2;
@@ -25,6 +26,7 @@ pub struct Gateway {
     stateless: std::sync::RwLock<std::collections::HashMap<String, Arc<SessionSlots>>>,
     pub max_request_bytes: usize,
     pub clock: SharedClock,
+    pub store: Store,
     /// `{public_url}` without the trailing slash, for challenges.
     pub issuer: String,
 }
@@ -45,7 +47,12 @@ impl Gateway {
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             router: Router::new(upstreams, vault, policies),
-            sessions: Sessions::new(store, clock.clone(), config.server.session_idle_timeout.0),
+            sessions: Sessions::new(
+                store.clone(),
+                clock.clone(),
+                config.server.session_idle_timeout.0,
+            ),
+            store,
             clock,
             issuer: config.issuer(),
             stateless: Default::default(),

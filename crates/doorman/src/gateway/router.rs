@@ -10,15 +10,15 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 use super::{
+    call::CallRecord,
     jsonrpc::{RpcError, code},
-    layer2::{self, CallRecord, Who},
+    layer2,
     upstream::{Outbound, SessionSlots, Upstream, UpstreamError},
 };
 use crate::{
-    audit::{AuditEvent, emit, redact},
     config::is_valid_tool_name,
-    policy::{Decision, Policies},
-    vault::Vault,
+    policy::{Kind, Policies, Target},
+    vault::{Lifetime, Vault},
 };
 
 /// At most this many pages are read from one upstream list (a guard against cursor loops).
@@ -36,11 +36,13 @@ pub struct Router {
     last_listed: std::sync::RwLock<std::collections::HashMap<(String, &'static str), Vec<Value>>>,
 }
 
-/// What gets merged for each list method: the result key and the field that carries the name.
-struct ListKind {
+/// What gets merged for each list method: the result key, the field that carries the name,
+/// and what policies call the items.
+pub(super) struct ListKind {
     key: &'static str,
     field: &'static str,
     naming: Naming,
+    kind: Kind,
 }
 
 /// The list methods Doorman merges.
@@ -49,6 +51,7 @@ const LISTS: [(&str, ListKind); 4] = [
         "tools/list",
         ListKind {
             key: "tools",
+            kind: Kind::Tool,
             field: "name",
             naming: Naming::Prefixed,
         },
@@ -57,6 +60,7 @@ const LISTS: [(&str, ListKind); 4] = [
         "prompts/list",
         ListKind {
             key: "prompts",
+            kind: Kind::Prompt,
             field: "name",
             naming: Naming::Prefixed,
         },
@@ -65,6 +69,7 @@ const LISTS: [(&str, ListKind); 4] = [
         "resources/list",
         ListKind {
             key: "resources",
+            kind: Kind::Resource,
             field: "uri",
             naming: Naming::Uri,
         },
@@ -73,6 +78,7 @@ const LISTS: [(&str, ListKind); 4] = [
         "resources/templates/list",
         ListKind {
             key: "resourceTemplates",
+            kind: Kind::Resource,
             field: "uriTemplate",
             naming: Naming::Uri,
         },
@@ -80,7 +86,7 @@ const LISTS: [(&str, ListKind); 4] = [
 ];
 
 #[derive(Clone, Copy)]
-enum Naming {
+pub(super) enum Naming {
     /// `{upstream}_{name}`
     Prefixed,
     /// `{upstream}+{uri}`
@@ -112,6 +118,7 @@ impl Router {
     /// Sends a routed request: with the person's resource credential (or the connect prompt)
     /// when the upstream is tied to a resource, as is otherwise. An upstream that answers
     /// `401` with protected resource metadata becomes a resource on the spot.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         up: &Upstream,
@@ -120,8 +127,9 @@ impl Router {
         params: Value,
         out: &Outbound<'_>,
         rec: &mut CallRecord,
+        lifetime: Lifetime,
     ) -> Result<Value, RpcError> {
-        let (Some(vault), Some(who)) = (&self.vault, &out.who) else {
+        let (Some(vault), Some(caller)) = (&self.vault, out.caller) else {
             return forward(up, slots, method, params, out).await;
         };
         let rc = match up.resource_name() {
@@ -157,202 +165,54 @@ impl Router {
                 }
             },
         };
-        layer2::forward_with_connection(vault, &rc, up, slots, method, params, out, who, rec).await
+        layer2::forward_with_connection(
+            vault, &rc, up, slots, method, params, out, caller, rec, lifetime,
+        )
+        .await
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
         &self.upstreams
     }
 
-    /// The upstream owning an exposed tool name.
-    pub fn upstream_of_tool(&self, exposed: &str) -> Option<&Arc<Upstream>> {
-        self.upstreams.iter().find(|u| {
-            exposed
-                .strip_prefix(u.name.as_str())
-                .and_then(|r| r.strip_prefix('_'))
-                .is_some_and(|r| !r.is_empty())
-        })
-    }
-
     fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.upstreams.iter().find(|u| u.name == name)
     }
 
-    /// A tool call, prompt get or resource read, with its audit record.
-    async fn call_audited(
-        &self,
-        slots: &SessionSlots,
-        method: &str,
-        params: Value,
-        out: &Outbound<'_>,
-    ) -> Result<Value, RpcError> {
-        let started = std::time::Instant::now();
-        let mut rec = CallRecord::default();
-        let outcome = self.call(slots, method, params, out, &mut rec).await;
-        let outcome_name = match &outcome {
-            _ if rec.decision.is_some() => None,
-            Ok(v) if v.get("isError").and_then(Value::as_bool) == Some(true) => Some("tool_error"),
-            Ok(v) if v.get("resultType").and_then(Value::as_str) == Some("input_required") => None,
-            Ok(_) => Some("success"),
-            Err(e) if e.code == code::UPSTREAM_FAILED => Some("upstream_error"),
-            Err(_) => Some("error"),
-        };
-        let elapsed = started.elapsed();
-        crate::metrics::get().request(
-            method,
-            rec.upstream.as_deref().unwrap_or(""),
-            elapsed.as_secs_f64(),
-        );
-        let who = out.who.as_ref();
-        emit(AuditEvent {
-            kind: "call".into(),
-            event: method.into(),
-            person_id: who.map(|w| w.caller.user_id.to_owned()),
-            person: who.map(|w| w.person.label().to_owned()),
-            client_id: who.map(|w| w.client_id.to_owned()),
-            conversation: who.map(Who::conversation_label),
-            upstream: rec.upstream,
-            name: rec.name,
-            resource: rec.resource,
-            account: rec.account,
-            decision: Some(rec.decision.unwrap_or("allowed").to_owned()),
-            policy: rec.policy,
-            outcome: outcome_name.map(String::from),
-            latency_us: Some(elapsed.as_micros() as i64),
-            request_id: out.request_id.map(String::from),
-            arguments: rec.arguments,
-            ..AuditEvent::default()
-        });
-        outcome
+    /// The list `method` merges, if it is a list method.
+    pub(super) fn list_kind(&self, method: &str) -> Option<&'static ListKind> {
+        LISTS.iter().find(|(m, _)| *m == method).map(|(_, k)| k)
     }
 
-    async fn call(
+    /// Sends a request routed to one upstream and decided (`call.rs`), and exposes the URIs in
+    /// its result. Tool calls, prompt gets and resource reads may prompt for a connection;
+    /// subscriptions and completions use a connection only when one is there.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn send_one(
         &self,
+        up: &Upstream,
         slots: &SessionSlots,
         method: &str,
         params: Value,
         out: &Outbound<'_>,
         rec: &mut CallRecord,
+        lifetime: Lifetime,
     ) -> Result<Value, RpcError> {
-        let (field, naming, kind) = match method {
-            "tools/call" => ("name", Naming::Prefixed, "tool"),
-            "prompts/get" => ("name", Naming::Prefixed, "prompt"),
-            _ => ("uri", Naming::Uri, "resource"),
-        };
-        rec.name = params.get(field).and_then(Value::as_str).map(String::from);
-        if method == "tools/call"
-            && let (Some(vault), Some(who)) = (&self.vault, &out.who)
-            && let Some(name) = params.get("name").and_then(Value::as_str)
-            && layer2::is_builtin(name)
-        {
-            let args = params.get("arguments").cloned().unwrap_or(Value::Null);
-            if let Some(outcome) = layer2::call_builtin(vault, who, name, &args).await {
-                rec.upstream = Some("doorman".into());
-                return outcome;
-            }
-        }
-        // The call's own params go upstream, renamed: no copy of the arguments.
-        let routed = self
-            .resolve(&params, field, naming, kind)
-            .map(|(up, original)| (up, Value::from(original)));
-        let (up, original) = match routed {
-            Ok(r) => r,
-            // Like the SDK servers, an unknown tool is a tool error the model can read and
-            // correct, not a protocol failure.
-            Err(e)
-                if method == "tools/call" && params.get("name").is_some_and(Value::is_string) =>
-            {
-                return Ok(
-                    json!({ "content": [{ "type": "text", "text": e.message }], "isError": true }),
-                );
-            }
-            Err(e) => return Err(e),
-        };
-        let mut params = params;
-        params[field] = original;
-        rec.upstream = Some(up.name.clone());
-        if let (Some(policies), Some(who)) = (&self.policies, &out.who)
-            && method != "resources/read"
-        {
-            let exposed = rec.name.clone().unwrap_or_default();
-            match policies.decide(&exposed, &up.name, who.person) {
-                Decision::Denied { policy } => {
-                    rec.decision = Some("denied");
-                    rec.policy = Some(policy.clone());
-                    let text =
-                        format!("Doorman policy {policy:?} does not allow you to call {exposed}.");
-                    return if method == "tools/call" {
-                        Ok(
-                            json!({ "content": [{ "type": "text", "text": text }], "isError": true }),
-                        )
-                    } else {
-                        Err(RpcError::new(code::FORBIDDEN, text)
-                            .with_data(json!({ "policy": policy })))
-                    };
-                }
-                Decision::Allowed {
-                    policy,
-                    log_arguments,
-                    ..
-                } => {
-                    rec.policy = policy;
-                    if log_arguments {
-                        let args = params.get("arguments").cloned().unwrap_or(json!({}));
-                        rec.arguments = Some(redact(&args).to_string());
-                    }
-                }
-            }
-        }
-        let result = self.send(up, slots, method, params, out, rec).await?;
-        Ok(if method == "resources/read" {
-            expose_uris_in_contents(&up.name, result)
-        } else {
-            expose_uris_in_content(&up.name, result)
-        })
-    }
-
-    /// Handles one request that is not about the session itself; `Err` is the client's error.
-    pub async fn handle(
-        &self,
-        slots: &SessionSlots,
-        method: &str,
-        params: Value,
-        out: &Outbound<'_>,
-    ) -> Result<Value, RpcError> {
-        if matches!(method, "tools/call" | "prompts/get" | "resources/read") {
-            // Timed and audited with their upstream.
-            return self.call_audited(slots, method, params, out).await;
-        }
-        let started = std::time::Instant::now();
-        let outcome = self.dispatch(slots, method, params, out).await;
-        crate::metrics::get().request(method, "", started.elapsed().as_secs_f64());
-        outcome
-    }
-
-    async fn dispatch(
-        &self,
-        slots: &SessionSlots,
-        method: &str,
-        params: Value,
-        out: &Outbound<'_>,
-    ) -> Result<Value, RpcError> {
-        if let Some((_, kind)) = LISTS.iter().find(|(m, _)| *m == method) {
-            return self.list(slots, method, params, out, kind).await;
-        }
         match method {
-            "tools/call" | "prompts/get" | "resources/read" => {
-                self.call_audited(slots, method, params, out).await
+            "tools/call" | "prompts/get" => {
+                let result = self
+                    .send(up, slots, method, params, out, rec, lifetime)
+                    .await?;
+                Ok(expose_uris_in_content(&up.name, result))
             }
-            "resources/subscribe" | "resources/unsubscribe"
-                if self
-                    .route_by(&params, "uri", Naming::Uri, "resource")
-                    .is_err() =>
-            {
-                self.subscribe_everywhere(slots, method, params, out).await
+            "resources/read" => {
+                let result = self
+                    .send(up, slots, method, params, out, rec, lifetime)
+                    .await?;
+                Ok(expose_uris_in_contents(&up.name, result))
             }
-            "resources/subscribe" | "resources/unsubscribe" => {
-                let (up, params) = self.route_by(&params, "uri", Naming::Uri, "resource")?;
-                let cred = self.listing_credential(up, out).await;
+            _ => {
+                let cred = self.listing_credential(up, out, lifetime).await;
                 let out = Outbound {
                     credential: cred.as_ref().map(|c| &c.header),
                     ..*out
@@ -360,46 +220,27 @@ impl Router {
                 let result = forward(up, slots, method, params, &out).await?;
                 Ok(expose_uris_in_contents(&up.name, result))
             }
-            "completion/complete" => {
-                let reference = params.get("ref").cloned().unwrap_or(Value::Null);
-                let (field, naming, kind) = match reference.get("type").and_then(Value::as_str) {
-                    Some("ref/prompt") => ("name", Naming::Prefixed, "prompt"),
-                    Some("ref/resource") => ("uri", Naming::Uri, "resource"),
-                    _ => {
-                        return Err(RpcError::new(
-                            code::INVALID_PARAMS,
-                            "completion/complete needs a ref/prompt or ref/resource",
-                        ));
-                    }
-                };
-                let (up, inner) = self.route_by(&reference, field, naming, kind)?;
-                let mut params = params;
-                params["ref"] = inner;
-                let cred = self.listing_credential(up, out).await;
-                let out = Outbound {
-                    credential: cred.as_ref().map(|c| &c.header),
-                    ..*out
-                };
-                forward(up, slots, method, params, &out).await
-            }
-            "logging/setLevel" => {
-                // Every upstream gets the level; one that fails does not fail the others.
-                let calls = self
-                    .upstreams
-                    .iter()
-                    .map(|u| u.request(slots, method, params.clone(), out));
-                for (u, r) in self.upstreams.iter().zip(join_all(calls).await) {
-                    if let Err(e) = r {
-                        tracing::debug!(upstream = %u.name, error = %e, "logging/setLevel not applied");
-                    }
-                }
-                Ok(json!({}))
-            }
-            _ => Err(RpcError::new(
-                code::METHOD_NOT_FOUND,
-                format!("Method not found: {method}"),
-            )),
         }
+    }
+
+    /// `logging/setLevel`: every upstream gets the level; one that fails does not fail the others.
+    pub(super) async fn broadcast(
+        &self,
+        slots: &SessionSlots,
+        method: &str,
+        params: Value,
+        out: &Outbound<'_>,
+    ) -> Result<Value, RpcError> {
+        let calls = self
+            .upstreams
+            .iter()
+            .map(|u| u.request(slots, method, params.clone(), out));
+        for (u, r) in self.upstreams.iter().zip(join_all(calls).await) {
+            if let Err(e) = r {
+                tracing::debug!(upstream = %u.name, error = %e, "logging/setLevel not applied");
+            }
+        }
+        Ok(json!({}))
     }
 
     /// The person's credential for `up` when it is tied to a resource and a usable connection
@@ -408,11 +249,12 @@ impl Router {
         &self,
         up: &Upstream,
         out: &Outbound<'_>,
+        lifetime: Lifetime,
     ) -> Option<crate::vault::Credential> {
-        match (up.resource_name(), &self.vault, &out.who) {
-            (Some(r), Some(vault), Some(who)) => {
+        match (up.resource_name(), &self.vault, out.caller) {
+            (Some(r), Some(vault), Some(caller)) => {
                 vault
-                    .listing_credential(&who.caller, vault.resource(&r)?.as_ref())
+                    .listing_credential(&caller.holder(), vault.resource(&r)?.as_ref(), lifetime)
                     .await
             }
             _ => None,
@@ -420,24 +262,22 @@ impl Router {
     }
 
     /// A subscription to a URI without an upstream prefix (known to the client from elsewhere)
-    /// goes to every upstream; it holds when at least one accepts it.
-    async fn subscribe_everywhere(
+    /// goes to every upstream the caller may use it on (`ups`); it holds when at least one
+    /// accepts it.
+    pub(super) async fn send_everywhere(
         &self,
+        ups: &[Arc<Upstream>],
         slots: &SessionSlots,
         method: &str,
         params: Value,
         out: &Outbound<'_>,
     ) -> Result<Value, RpcError> {
-        if !params.get("uri").is_some_and(Value::is_string) {
-            return Err(RpcError::new(code::INVALID_PARAMS, "missing \"uri\""));
-        }
-        let calls = self
-            .upstreams
+        let calls = ups
             .iter()
             .map(|u| u.request(slots, method, params.clone(), out));
         let mut last_error = None;
         let mut accepted = false;
-        for (u, r) in self.upstreams.iter().zip(join_all(calls).await) {
+        for (u, r) in ups.iter().zip(join_all(calls).await) {
             match r {
                 Ok(_) => accepted = true,
                 Err(e) => last_error = Some(e.to_rpc(&u.name)),
@@ -448,12 +288,13 @@ impl Router {
             (false, Some(e)) => Err(e),
             (false, None) => Err(RpcError::new(
                 code::INVALID_PARAMS,
-                "Unknown resource: no upstream is configured",
+                "Unknown resource: no upstream you may use serves it",
             )),
         }
     }
 
     /// Finds the upstream owning `params[field]` and rewrites it to the upstream's own name.
+    #[cfg(test)]
     fn route_by<'a>(
         &'a self,
         params: &Value,
@@ -469,7 +310,7 @@ impl Router {
 
     /// The upstream an exposed name or URI (`params[field]`) belongs to, and the upstream's own
     /// name for it.
-    fn resolve<'a, 'p>(
+    pub(super) fn resolve<'a, 'p>(
         &'a self,
         params: &'p Value,
         field: &str,
@@ -502,17 +343,19 @@ impl Router {
     }
 
     /// Merges one list method over every upstream, reading every page of each.
-    async fn list(
+    /// Each item is kept only when `shown` (the caller's decision for it) allows it.
+    pub(super) async fn list(
         &self,
         slots: &SessionSlots,
         method: &str,
         params: Value,
         out: &Outbound<'_>,
         kind: &ListKind,
+        shown: &(dyn Fn(Target<'_>) -> bool + Sync),
     ) -> Result<Value, RpcError> {
         let params = &params;
         let fetches = self.upstreams.iter().map(|u| async move {
-            let cred = self.listing_credential(u, out).await;
+            let cred = self.listing_credential(u, out, Lifetime::default()).await;
             let out = Outbound {
                 credential: cred.as_ref().map(|c| &c.header),
                 ..*out
@@ -566,11 +409,12 @@ impl Router {
                             tracing::warn!(upstream = %up.name, tool = %original, "tool skipped: its name through Doorman would not be a valid MCP tool name");
                             continue;
                         }
-                        // Each person sees only the tools they may call.
-                        if kind.key == "tools"
-                            && let (Some(policies), Some(who)) = (&self.policies, &out.who)
-                            && !policies.decide(&exposed, &up.name, who.person).is_allowed()
-                        {
+                        // Each person sees only what they may use.
+                        if !shown(Target {
+                            kind: kind.kind,
+                            name: &exposed,
+                            upstream: &up.name,
+                        }) {
                             continue;
                         }
                         if !seen.insert(exposed.clone()) {
@@ -591,7 +435,7 @@ impl Router {
             }
         }
         if kind.key == "tools"
-            && let (Some(vault), Some(_)) = (&self.vault, &out.who)
+            && let (Some(vault), Some(_)) = (&self.vault, out.caller)
         {
             merged.extend(layer2::builtin_tools(vault));
         }

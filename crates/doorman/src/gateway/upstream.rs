@@ -145,8 +145,8 @@ pub struct Outbound<'a> {
     /// The person's resource credential, for an upstream tied to a resource (layer 2): sent on
     /// every request of this exchange, `initialize` included.
     pub credential: Option<&'a (HeaderName, HeaderValue)>,
-    /// The signed-in caller (accounts mode), for layer 2.
-    pub who: Option<super::layer2::Who<'a>>,
+    /// The signed-in caller (accounts mode), for layer 2 and the audit.
+    pub caller: Option<&'a super::call::Caller>,
     /// The request's id (W3C trace id), in the audit and sent upstream as `traceparent`.
     pub request_id: Option<&'a str>,
 }

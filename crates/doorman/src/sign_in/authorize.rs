@@ -252,6 +252,22 @@ pub async fn authorize(
     } else {
         signed_in(&s, &headers).await
     };
+    // A step-up Doorman asked this client for (RFC 9470 §3) applies even when the client's
+    // new authorization request does not carry `max_age`; what cannot be read forces it.
+    let remembered = match &signed_in {
+        Some((_, user_id)) => match s.store.pending_step_up(user_id, &client.id, now).await {
+            Ok(m) => m.map(|m| m.max(0) as u64),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read pending step-ups: a fresh sign-in is asked");
+                Some(0)
+            }
+        },
+        None => None,
+    };
+    let max_age_s = match (max_age_s, remembered) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     if let (Some(max), Some((session, _))) = (max_age_s, &signed_in)
         && now - session.auth_time > (max as i64).saturating_mul(1000)
     {
@@ -771,6 +787,10 @@ async fn finish(
         }
     }
     let now = s.clock.now_ms();
+    // The sign-in behind this code is what the pending step-up asked for (or met it already).
+    if let Err(e) = s.store.clear_step_up(&session.user_id, &client.id).await {
+        tracing::warn!(error = %e, "cannot clear a step-up");
+    }
     let code = crypto::random_token(32);
     let stored = CodeRow {
         code_hash: crypto::sha256_hex(&code),

@@ -44,6 +44,63 @@ pub struct SigningKeyRow {
 }
 
 impl Store {
+    /// Remembers that `user_id` must sign in again (at most `max_age_s` old) before `client_id`
+    /// gets another code; the strictest pending requirement wins.
+    pub async fn require_step_up(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        max_age_s: i64,
+        now: i64,
+        expires_at: i64,
+    ) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO step_ups (user_id, client_id, max_age, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_id, client_id) DO UPDATE SET \
+             max_age = CASE WHEN step_ups.expires_at > $5 AND step_ups.max_age < excluded.max_age \
+                 THEN step_ups.max_age ELSE excluded.max_age END, \
+             expires_at = excluded.expires_at",
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .bind(max_age_s)
+        .bind(expires_at)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// The `max_age` (seconds) of a step-up pending for this person and client, if any.
+    pub async fn pending_step_up(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: i64,
+    ) -> anyhow::Result<Option<i64>> {
+        let max: Option<(i64,)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT max_age FROM step_ups WHERE user_id = $1 AND client_id = $2 AND expires_at > $3",
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .bind(now)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(max.map(|(m,)| m))
+    }
+
+    /// Forgets a step-up once a code was issued after it.
+    pub async fn clear_step_up(&self, user_id: &str, client_id: &str) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query("DELETE FROM step_ups WHERE user_id = $1 AND client_id = $2")
+            .bind(user_id)
+            .bind(client_id)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
     pub async fn insert_authorization_request(
         &self,
         r: &AuthorizationRequestRow,

@@ -59,7 +59,7 @@ const LEASE_MS: i64 = 30_000;
 
 /// Who is calling, and in which conversation.
 #[derive(Debug, Clone, Copy)]
-pub struct Caller<'a> {
+pub struct Holder<'a> {
     /// The person's Doorman id.
     pub user_id: &'a str,
     /// The client grant (the access token's `sid`): a stateless conversation's scope.
@@ -68,7 +68,7 @@ pub struct Caller<'a> {
     pub session_hash: Option<&'a str>,
 }
 
-impl Caller<'_> {
+impl Holder<'_> {
     /// What a `session`-bound connection made now is bound to.
     fn conversation(&self) -> String {
         match self.session_hash {
@@ -78,11 +78,21 @@ impl Caller<'_> {
     }
 }
 
-/// A tool as policies see it: the name clients use, and its upstream.
-#[derive(Debug, Clone, Copy)]
-pub struct ToolRef<'a> {
-    pub name: &'a str,
-    pub upstream: &'a str,
+/// What the request's policy decision says about connection lifetimes (`None`: the
+/// resource's own), from [`crate::policy::Decision`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lifetime {
+    pub binding: Option<Binding>,
+    pub max_age: Option<Duration>,
+}
+
+impl Lifetime {
+    pub fn of(d: &crate::policy::Decision) -> Self {
+        Self {
+            binding: d.binding,
+            max_age: d.max_age,
+        }
+    }
 }
 
 /// Why a connection cannot be used, and so what the prompt says.
@@ -166,7 +176,7 @@ struct Cached {
     until: i64,
 }
 
-fn cache_key(caller: &Caller<'_>, resource: &str, binding: Binding) -> String {
+fn cache_key(caller: &Holder<'_>, resource: &str, binding: Binding) -> String {
     let scope = match binding {
         Binding::Session => caller.conversation(),
         _ => String::new(),
@@ -192,8 +202,6 @@ pub struct Vault {
     refreshing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Idle window of stateless conversations' connections.
     idle_ms: i64,
-    /// `[[policies]]`: per-tool lifetimes.
-    policies: Vec<crate::config::PolicyConfig>,
     /// Throttles `last_used_at` writes: connection id → last write.
     touched: Mutex<HashMap<String, i64>>,
     http: HttpClient,
@@ -230,7 +238,6 @@ impl Vault {
             refreshing: Mutex::default(),
             idle_ms: config.server.session_idle_timeout.0.as_millis() as i64,
             touched: Mutex::default(),
-            policies: config.policies.clone(),
             http,
             redirect_uri: redirect,
             discovering: tokio::sync::Mutex::new(()),
@@ -256,7 +263,7 @@ impl Vault {
     }
 
     /// Whether a stored connection belongs to this caller's conversation (by its own binding).
-    fn serves(row: &ConnectionRow, caller: &Caller<'_>) -> bool {
+    fn serves(row: &ConnectionRow, caller: &Holder<'_>) -> bool {
         match row.binding.as_str() {
             "session" => row.binding_target.as_deref() == Some(&caller.conversation()),
             "user" | "call" => true,
@@ -264,26 +271,17 @@ impl Vault {
         }
     }
 
-    /// The binding and `max_age` that apply to `tool` at `rc`: the first `[[policies]]` entry
-    /// matching the tool overrides the resource's.
-    pub fn lifetime(
-        &self,
-        rc: &ResourceClient,
-        tool: Option<ToolRef<'_>>,
-    ) -> (Binding, Option<Duration>) {
-        let mut binding = rc.resource.binding;
-        let mut max_age = rc.resource.max_age;
+    /// The binding and `max_age` that apply at `rc`: the request's decision overrides the
+    /// resource's (a shared resource has one credential, whatever the decision says).
+    pub fn lifetime(rc: &ResourceClient, decided: Lifetime) -> (Binding, Option<Duration>) {
+        let binding = rc.resource.binding;
         if binding == Binding::Shared {
             return (binding, None);
         }
-        // The same first match as every other policy decision (tool glob and upstream).
-        if let Some(p) =
-            tool.and_then(|t| self.policies.iter().find(|p| p.applies(t.name, t.upstream)))
-        {
-            binding = p.binding.unwrap_or(binding);
-            max_age = p.max_age.map(|d| d.0).or(max_age);
-        }
-        (binding, max_age)
+        (
+            decided.binding.unwrap_or(binding),
+            decided.max_age.or(rc.resource.max_age),
+        )
     }
 
     /// The credential for one request to an upstream tied to `rc`: the active connection of
@@ -291,12 +289,12 @@ impl Vault {
     /// `preferred`: the connection a prompt produced (the retry after connecting uses it).
     pub async fn credential(
         &self,
-        caller: &Caller<'_>,
+        caller: &Holder<'_>,
         rc: &ResourceClient,
         preferred: Option<&str>,
-        tool: Option<ToolRef<'_>>,
+        decided: Lifetime,
     ) -> anyhow::Result<Result<Credential, Need>> {
-        let (binding, max_age) = self.lifetime(rc, tool);
+        let (binding, max_age) = Self::lifetime(rc, decided);
         if binding == Binding::Shared {
             let token = rc
                 .shared_token
@@ -406,13 +404,14 @@ impl Vault {
     /// `call` connection.
     pub async fn listing_credential(
         &self,
-        caller: &Caller<'_>,
+        caller: &Holder<'_>,
         rc: &ResourceClient,
+        decided: Lifetime,
     ) -> Option<Credential> {
-        if rc.resource.binding == Binding::Call {
+        if Self::lifetime(rc, decided).0 == Binding::Call {
             return None;
         }
-        match self.credential(caller, rc, None, None).await {
+        match self.credential(caller, rc, None, decided).await {
             Ok(Ok(c)) => Some(c),
             Ok(Err(_)) => None,
             Err(e) => {
@@ -569,12 +568,12 @@ impl Vault {
     /// Makes a connect prompt for this caller and resource.
     pub async fn prompt(
         &self,
-        caller: &Caller<'_>,
+        caller: &Holder<'_>,
         rc: &ResourceClient,
         need: &Need,
-        tool: Option<ToolRef<'_>>,
+        decided: Lifetime,
     ) -> anyhow::Result<Prompt> {
-        let (binding, _) = self.lifetime(rc, tool);
+        let (binding, _) = Self::lifetime(rc, decided);
         let id = crypto::random_token(24);
         let id_hash = crypto::sha256_hex(&id);
         let now = self.clock.now_ms();
@@ -736,7 +735,7 @@ impl Vault {
     pub async fn views(
         &self,
         user_id: &str,
-        caller: Option<&Caller<'_>>,
+        caller: Option<&Holder<'_>>,
     ) -> anyhow::Result<Vec<ConnectionView>> {
         let now = self.clock.now_ms();
         let rows = self.store.list_connections(Some(user_id), None).await?;
@@ -776,7 +775,7 @@ impl Vault {
     /// connection serves the conversation.
     pub async fn use_account(
         &self,
-        caller: &Caller<'_>,
+        caller: &Holder<'_>,
         rc: &ResourceClient,
         account: &str,
     ) -> anyhow::Result<bool> {

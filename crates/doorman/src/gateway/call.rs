@@ -1,0 +1,511 @@
+//! The one pipeline every upstream-bound request goes through: a single request or each element
+//! of a batch, on both protocol generations, for every method that reaches an upstream.
+//!
+//! 1. **caller**: [`Caller::resolve`], once per HTTP request (the bearer token's claims, the
+//!    person's groups, the conversation and how it can be prompted);
+//! 2. **route and decide**: [`prepare`] finds the upstream and the target (tool, prompt,
+//!    resource or resource template) and asks [`Policies::decide`] once. A denial, an unknown
+//!    name, bad params or a step-up (RFC 9470) ends the request here, before any upstream;
+//! 3. **credential**: for an upstream tied to a resource, the person's connection with the
+//!    lifetimes the decision carries, or the connect prompt (`layer2.rs`);
+//! 4. **upstream**: the request itself (`router.rs`, `upstream.rs`);
+//! 5. **audit**: one record per request, written by [`Call::run`] or by whoever answers an
+//!    [`Prepared::Answer`] or [`Prepared::StepUp`] (with [`record`]).
+//!
+//! List methods pass through the same steps: each listed tool, prompt and resource is kept only
+//! when the decision for it allows the caller. Lists and `logging/setLevel` are not recorded
+//! in the audit (they act on nothing); they are counted in the metrics.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{Value, json};
+
+use super::{
+    jsonrpc::{RpcError, code},
+    layer2::{self, PromptForm},
+    router::{ListKind, Naming, Router},
+    upstream::{Outbound, SessionSlots, Upstream},
+};
+use crate::{
+    audit::{AuditEvent, emit, redact},
+    policy::{Decision, Denial, Kind, PersonInfo, Policies, Target},
+    sign_in::tokens::AccessClaims,
+    vault::{Holder, Lifetime},
+};
+
+/// The signed-in caller of one request, built once per request (accounts mode).
+#[derive(Debug)]
+pub struct Caller {
+    /// The person's Doorman id.
+    pub user_id: String,
+    /// The client grant (the access token's `sid`).
+    pub grant: String,
+    /// The stateful MCP session (its id's hash), if any.
+    pub session_hash: Option<String>,
+    /// How this client can be asked to connect a resource.
+    pub form: PromptForm,
+    /// What policies need to know about the person; `Err` (why) when it could not be read,
+    /// which denies every upstream-bound request.
+    pub person: Result<Arc<PersonInfo>, String>,
+    pub client_id: String,
+    /// When the person signed in (seconds), for `sign_in_max_age`.
+    pub auth_time: i64,
+}
+
+impl Caller {
+    /// From the bearer token's claims and the conversation.
+    pub async fn resolve(
+        policies: Option<&Policies>,
+        claims: &AccessClaims,
+        session_hash: Option<String>,
+        form: PromptForm,
+    ) -> Self {
+        let person = match policies {
+            Some(p) => p.person(&claims.sub).await.map_err(|e| {
+                tracing::warn!(user = %claims.sub, error = %e, "cannot read a person's groups: their requests are denied");
+                "the person's groups could not be read".to_owned()
+            }),
+            None => Ok(Arc::new(PersonInfo {
+                id: claims.sub.clone(),
+                ..PersonInfo::default()
+            })),
+        };
+        Self {
+            user_id: claims.sub.clone(),
+            grant: claims.sid.clone(),
+            session_hash,
+            form,
+            person,
+            client_id: claims.client_id.clone(),
+            auth_time: claims.auth_time,
+        }
+    }
+
+    /// Whose connections the vault serves this caller from.
+    pub fn holder(&self) -> Holder<'_> {
+        Holder {
+            user_id: &self.user_id,
+            grant: &self.grant,
+            session_hash: self.session_hash.as_deref(),
+        }
+    }
+
+    /// How audit records name the person.
+    pub fn label(&self) -> &str {
+        match &self.person {
+            Ok(p) => p.label(),
+            Err(_) => &self.user_id,
+        }
+    }
+
+    /// How the audit names the conversation: a stateful session (its id's hash, shortened)
+    /// or the client grant.
+    pub fn conversation_label(&self) -> String {
+        match &self.session_hash {
+            Some(h) => format!("session:{}", &h[..h.len().min(12)]),
+            None => format!("grant:{}", self.grant),
+        }
+    }
+}
+
+/// What the audit record of one request says besides the request itself.
+#[derive(Debug, Default)]
+pub struct CallRecord {
+    pub upstream: Option<String>,
+    /// The tool or prompt name, or the resource URI, as the client sent it.
+    pub name: Option<String>,
+    pub resource: Option<String>,
+    pub account: Option<String>,
+    /// `None`: allowed. Else `denied`, `connection_required`, `step_up_required`.
+    pub decision: Option<&'static str>,
+    pub policy: Option<String>,
+    /// Redacted JSON, where a policy says `log_arguments`.
+    pub arguments: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Where an allowed request goes.
+enum Route {
+    /// One upstream (params already carry the upstream's own name).
+    One(Arc<Upstream>),
+    /// One of Doorman's own tools (`doorman_*`).
+    Builtin,
+    /// A subscription to a URI no upstream prefix names: every upstream that allows it.
+    Everywhere(Vec<Arc<Upstream>>),
+    /// A list merged over every upstream, filtered by the decision for each item.
+    List(&'static ListKind),
+    /// `logging/setLevel`: every upstream.
+    Broadcast,
+}
+
+/// A request that was routed and allowed: steps 3 to 5.
+pub struct Call {
+    method: String,
+    params: Value,
+    route: Route,
+    decision: Decision,
+    rec: CallRecord,
+    /// Whether this request gets an audit record.
+    recorded: bool,
+}
+
+/// RFC 9470: what a too-old sign-in must be replaced with.
+#[derive(Debug)]
+pub struct StepUp {
+    pub max_age: Duration,
+    pub policy: Option<String>,
+    /// The tool, prompt or resource, as the client named it.
+    pub name: String,
+    pub record: CallRecord,
+}
+
+/// The outcome of steps 1 and 2.
+pub enum Prepared {
+    /// Allowed: [`Call::run`] does the rest.
+    Run(Call),
+    /// Answered here, without an upstream; `record` is the audit record to write, if any.
+    Answer {
+        outcome: Result<Value, RpcError>,
+        record: Option<CallRecord>,
+    },
+    /// The decision wants a more recent sign-in than the token's.
+    StepUp(StepUp),
+}
+
+/// The decision for `target`: the policies' in accounts mode, everything allowed in local mode.
+fn decide(router: &Router, caller: Option<&Caller>, target: Target<'_>) -> Decision {
+    match (router.policies(), caller) {
+        (Some(p), Some(c)) => p.decide(&target, c.person.as_deref().map_err(String::as_str)),
+        _ => Decision::allow_all(),
+    }
+}
+
+/// Whether a listed item (`kind` of `upstream`, as clients see it) is shown to the caller.
+pub(super) fn shown(router: &Router, caller: Option<&Caller>, target: Target<'_>) -> bool {
+    decide(router, caller, target).is_allowed()
+}
+
+fn answer(outcome: Result<Value, RpcError>, record: Option<CallRecord>) -> Prepared {
+    Prepared::Answer { outcome, record }
+}
+
+fn tool_error(text: impl Into<String>) -> Value {
+    json!({ "content": [{ "type": "text", "text": text.into() }], "isError": true })
+}
+
+/// Steps 1 and 2 for one request: where it goes, and whether the caller may.
+pub fn prepare(
+    router: &Router,
+    caller: Option<&Caller>,
+    method: &str,
+    mut params: Value,
+    now_s: i64,
+) -> Prepared {
+    if let Some(kind) = router.list_kind(method) {
+        return Prepared::Run(Call {
+            method: method.to_owned(),
+            params,
+            route: Route::List(kind),
+            decision: Decision::allow_all(),
+            rec: CallRecord::default(),
+            recorded: false,
+        });
+    }
+    let (kind, field, naming, in_ref) = match method {
+        "logging/setLevel" => {
+            return Prepared::Run(Call {
+                method: method.to_owned(),
+                params,
+                route: Route::Broadcast,
+                decision: Decision::allow_all(),
+                rec: CallRecord::default(),
+                recorded: false,
+            });
+        }
+        "tools/call" => (Kind::Tool, "name", Naming::Prefixed, false),
+        "prompts/get" => (Kind::Prompt, "name", Naming::Prefixed, false),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            (Kind::Resource, "uri", Naming::Uri, false)
+        }
+        "completion/complete" => match params.pointer("/ref/type").and_then(Value::as_str) {
+            Some("ref/prompt") => (Kind::Prompt, "name", Naming::Prefixed, true),
+            Some("ref/resource") => (Kind::Resource, "uri", Naming::Uri, true),
+            _ => {
+                let e = RpcError::new(
+                    code::INVALID_PARAMS,
+                    "completion/complete needs a ref/prompt or ref/resource",
+                );
+                return answer(Err(e), None);
+            }
+        },
+        _ => {
+            let e = RpcError::new(
+                code::METHOD_NOT_FOUND,
+                format!("Method not found: {method}"),
+            );
+            return answer(Err(e), None);
+        }
+    };
+    let container = if in_ref {
+        params.get("ref").cloned().unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
+    let holder = if in_ref { &container } else { &params };
+    let Some(exposed) = holder.get(field).and_then(Value::as_str).map(str::to_owned) else {
+        let e = RpcError::new(code::INVALID_PARAMS, format!("missing \"{field}\""));
+        return answer(Err(e), None);
+    };
+    let mut rec = CallRecord {
+        name: Some(exposed.clone()),
+        ..CallRecord::default()
+    };
+    if method == "tools/call"
+        && layer2::is_builtin(&exposed)
+        && router.vault().is_some()
+        && caller.is_some()
+    {
+        rec.upstream = Some("doorman".into());
+        return Prepared::Run(Call {
+            method: method.to_owned(),
+            params,
+            route: Route::Builtin,
+            decision: Decision::allow_all(),
+            rec,
+            recorded: true,
+        });
+    }
+    let (up, original) = match router.resolve(holder, field, naming, kind.as_str()) {
+        Ok((up, original)) => (up.clone(), original.to_owned()),
+        Err(_) if matches!(method, "resources/subscribe" | "resources/unsubscribe") => {
+            // A URI known to the client from elsewhere: every upstream that allows it.
+            let ups: Vec<Arc<Upstream>> = router
+                .upstreams()
+                .iter()
+                .filter(|u| {
+                    let name = format!("{}+{exposed}", u.name);
+                    shown(
+                        router,
+                        caller,
+                        Target {
+                            kind,
+                            name: &name,
+                            upstream: &u.name,
+                        },
+                    )
+                })
+                .cloned()
+                .collect();
+            return Prepared::Run(Call {
+                method: method.to_owned(),
+                params,
+                route: Route::Everywhere(ups),
+                decision: Decision::allow_all(),
+                rec,
+                recorded: true,
+            });
+        }
+        // Like the SDK servers, an unknown tool is a tool error the model can read and
+        // correct, not a protocol failure.
+        Err(e) if method == "tools/call" => return answer(Ok(tool_error(e.message)), Some(rec)),
+        Err(e) => return answer(Err(e), Some(rec)),
+    };
+    rec.upstream = Some(up.name.clone());
+    let target = Target {
+        kind,
+        name: &exposed,
+        upstream: &up.name,
+    };
+    let decision = decide(router, caller, target);
+    rec.policy = decision.policy.clone();
+    if let Err(denial) = &decision.verdict {
+        rec.decision = Some("denied");
+        let text = match denial {
+            Denial::Undetermined(why) => {
+                rec.detail = Some(why.clone());
+                let e = RpcError::new(
+                    code::FORBIDDEN,
+                    format!("Doorman could not check whether you may use {exposed} ({why}), so it refused; try again shortly."),
+                )
+                .with_data(json!({ "reason": "access_undetermined" }));
+                return answer(Err(e), Some(rec));
+            }
+            Denial::Policy | Denial::Default => {
+                let policy = decision.policy.as_deref().unwrap_or("default");
+                let verb = if kind == Kind::Tool { "call" } else { "use" };
+                format!("Doorman policy {policy:?} does not allow you to {verb} {exposed}.")
+            }
+        };
+        return if method == "tools/call" {
+            answer(Ok(tool_error(text)), Some(rec))
+        } else {
+            let e = RpcError::new(code::FORBIDDEN, text)
+                .with_data(json!({ "policy": decision.policy }));
+            answer(Err(e), Some(rec))
+        };
+    }
+    if let Some(c) = caller
+        && let Some(max_age) = decision.needs_step_up(c.auth_time, now_s)
+    {
+        rec.decision = Some("step_up_required");
+        return Prepared::StepUp(StepUp {
+            max_age,
+            policy: decision.policy.clone(),
+            name: exposed,
+            record: rec,
+        });
+    }
+    if decision.log_arguments {
+        let key = if method == "completion/complete" {
+            "argument"
+        } else {
+            "arguments"
+        };
+        let args = params.get(key).cloned().unwrap_or(json!({}));
+        rec.arguments = Some(redact(&args).to_string());
+    }
+    // The call's own params go upstream, renamed.
+    if in_ref {
+        params["ref"][field] = Value::from(original);
+    } else {
+        params[field] = Value::from(original);
+    }
+    Prepared::Run(Call {
+        method: method.to_owned(),
+        params,
+        route: Route::One(up),
+        decision,
+        rec,
+        recorded: true,
+    })
+}
+
+impl Call {
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    pub fn params(&self) -> &Value {
+        &self.params
+    }
+
+    /// Steps 3 to 5: the credential, the upstream, the audit record.
+    pub async fn run(
+        self,
+        router: &Router,
+        slots: &SessionSlots,
+        out: &Outbound<'_>,
+    ) -> Result<Value, RpcError> {
+        let Call {
+            method,
+            params,
+            route,
+            decision,
+            mut rec,
+            recorded,
+        } = self;
+        let started = std::time::Instant::now();
+        let outcome = match route {
+            Route::One(up) => {
+                let lifetime = Lifetime::of(&decision);
+                router
+                    .send_one(&up, slots, &method, params, out, &mut rec, lifetime)
+                    .await
+            }
+            Route::Builtin => {
+                let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+                let args = params.get("arguments").cloned().unwrap_or(Value::Null);
+                match (router.vault(), out.caller) {
+                    (Some(vault), Some(caller)) => layer2::call_builtin(vault, caller, name, &args)
+                        .await
+                        .unwrap_or_else(|| Ok(tool_error(format!("Unknown tool: {name}")))),
+                    _ => Ok(tool_error(format!("Unknown tool: {name}"))),
+                }
+            }
+            Route::Everywhere(ups) => {
+                router
+                    .send_everywhere(&ups, slots, &method, params, out)
+                    .await
+            }
+            Route::List(kind) => {
+                let filter = |target: Target<'_>| shown(router, out.caller, target);
+                router
+                    .list(slots, &method, params, out, kind, &filter)
+                    .await
+            }
+            Route::Broadcast => router.broadcast(slots, &method, params, out).await,
+        };
+        let elapsed = started.elapsed();
+        crate::metrics::get().request(
+            &method,
+            rec.upstream.as_deref().unwrap_or(""),
+            elapsed.as_secs_f64(),
+        );
+        if recorded {
+            let outcome_name = match &outcome {
+                _ if rec.decision.is_some() => None,
+                Ok(v) if v.get("isError").and_then(Value::as_bool) == Some(true) => {
+                    Some("tool_error")
+                }
+                Ok(v) if v.get("resultType").and_then(Value::as_str) == Some("input_required") => {
+                    None
+                }
+                Ok(_) => Some("success"),
+                Err(e) if e.code == code::UPSTREAM_FAILED => Some("upstream_error"),
+                Err(_) => Some("error"),
+            };
+            record(
+                &method,
+                out.caller,
+                out.request_id,
+                rec,
+                outcome_name,
+                Some(elapsed),
+            );
+        }
+        outcome
+    }
+}
+
+/// Writes the one audit record of a request.
+pub fn record(
+    method: &str,
+    caller: Option<&Caller>,
+    request_id: Option<&str>,
+    rec: CallRecord,
+    outcome: Option<&str>,
+    elapsed: Option<std::time::Duration>,
+) {
+    emit(AuditEvent {
+        kind: "call".into(),
+        event: method.into(),
+        person_id: caller.map(|c| c.user_id.clone()),
+        person: caller.map(|c| c.label().to_owned()),
+        client_id: caller.map(|c| c.client_id.clone()),
+        conversation: caller.map(Caller::conversation_label),
+        upstream: rec.upstream,
+        name: rec.name,
+        resource: rec.resource,
+        account: rec.account,
+        decision: Some(rec.decision.unwrap_or("allowed").to_owned()),
+        policy: rec.policy,
+        outcome: outcome.map(String::from),
+        latency_us: elapsed.map(|e| e.as_micros() as i64),
+        request_id: request_id.map(String::from),
+        arguments: rec.arguments,
+        detail: rec.detail,
+        ..AuditEvent::default()
+    });
+}
+
+/// The audit outcome of an answer given before any upstream.
+pub fn answered_outcome(
+    outcome: &Result<Value, RpcError>,
+    rec: &CallRecord,
+) -> Option<&'static str> {
+    match outcome {
+        _ if rec.decision.is_some() => None,
+        Ok(_) => Some("tool_error"),
+        Err(_) => Some("error"),
+    }
+}
