@@ -228,8 +228,25 @@ STEP_UP_POLICIES = POLICIES.replace('tools = ["py_greet"]\nallow_people = ["root
 assert STEP_UP_POLICIES != POLICIES
 
 
-def test_step_up_holds_for_prompts_and_inside_batches(audit_envs):
-    e = audit_envs("od-stepup", extra=STEP_UP_POLICIES)
+def test_prompts_step_up_as_tools_do(audit_envs):
+    e = audit_envs("od-stepup-prompt", extra=STEP_UP_POLICIES)
+    d = e.d
+    token, _ = local_token(e, "alice")
+    greet = mcp_post(d, token, "prompts/get", {"name": "py_greet", "arguments": {"name": "A"}}, name="py_greet")
+    assert "result" in greet.json(), greet.text
+    advance_clock(d, 400)  # older than the prompt policy's 5 minutes
+    r = mcp_post(d, token, "prompts/get", {"name": "py_greet", "arguments": {"name": "A"}}, name="py_greet")
+    assert_step_up_challenge(d, r, 300)
+    assert len(wait_rows(d, lambda x: x["decision"] == "step_up_required" and x["name"] == "py_greet")) == 1
+    # On a stateful session too.
+    h = open_session(d, token)
+    r = httpx2.post(d.url, headers={**h, "accept": "application/json"}, timeout=30, json={
+        "jsonrpc": "2.0", "id": 2, "method": "prompts/get", "params": {"name": "py_greet", "arguments": {"name": "A"}}})
+    assert_step_up_challenge(d, r, 300)
+
+
+def test_step_up_holds_inside_batches_and_each_call_is_recorded_once(audit_envs):
+    e = audit_envs("od-stepup-batch")
     d = e.d
     token, _ = local_token(e, "alice")
     h = open_session(d, token, "2025-03-26")
@@ -256,10 +273,8 @@ def test_step_up_holds_for_prompts_and_inside_batches(audit_envs):
     assert result_text(replies[1]["result"]) == "2" and result_text(replies[3]["result"]) == "4", replies
     assert wait_rows(d, lambda x: x["name"] == "py_add", count=2) and count("py_add", "allowed") == 2
     assert count("py_progress", "allowed") == 1
-    greet = mcp_post(d, token, "prompts/get", {"name": "py_greet", "arguments": {"name": "A"}}, name="py_greet")
-    assert "result" in greet.json(), greet.text
 
-    advance_clock(d, 400)  # older than the 5 minutes both policies ask for
+    advance_clock(d, 400)  # older than the 5 minutes py_progress's policy asks for
     # The step-up inside a batch: the whole batch is refused with the RFC 9470 challenge, and
     # nothing in it reaches the upstream (py_add is not run either).
     r = batch([add(5), progress(6)])
@@ -270,10 +285,6 @@ def test_step_up_holds_for_prompts_and_inside_batches(audit_envs):
     # Alone, the same call gets the same challenge.
     assert_step_up_challenge(d, mcp_post(d, token, "tools/call", {"name": "py_progress", "arguments": {"steps": 1}},
                                          name="py_progress"), 300)
-    # Prompts step up as tools do.
-    r = mcp_post(d, token, "prompts/get", {"name": "py_greet", "arguments": {"name": "A"}}, name="py_greet")
-    assert_step_up_challenge(d, r, 300)
-    assert len(wait_rows(d, lambda x: x["decision"] == "step_up_required" and x["name"] == "py_greet")) == 1
     # What the policies don't cover still runs in a batch, each once.
     r = batch([add(7), add(8)])
     assert r.status_code == 200 and [result_text(m["result"]) for m in r.json()] == ["8", "9"], r.text
