@@ -23,8 +23,8 @@ use doorman::{
     clock::SystemClock,
     config::Config,
     crypto::{KeyRing, random_token},
-    gateway::upstream_http::HttpClient,
     metrics::OutcomeLabels,
+    net::HttpClient,
     store::Store,
     vault::{Credential, Holder, Need, Vault, oauth::ResourceClient, tokens},
 };

@@ -10,37 +10,11 @@
 
 use std::sync::OnceLock;
 
-use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+pub use crate::store::{AuditEvent, AuditFilter};
 use crate::{clock::SharedClock, store::Store};
-
-/// One audit record.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, sqlx::FromRow)]
-pub struct AuditEvent {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<i64>,
-    /// Milliseconds since the epoch.
-    pub at: i64,
-    pub kind: String,
-    pub event: String,
-    pub person_id: Option<String>,
-    pub person: Option<String>,
-    pub client_id: Option<String>,
-    pub conversation: Option<String>,
-    pub upstream: Option<String>,
-    pub name: Option<String>,
-    pub resource: Option<String>,
-    pub account: Option<String>,
-    pub decision: Option<String>,
-    pub policy: Option<String>,
-    pub outcome: Option<String>,
-    pub latency_us: Option<i64>,
-    pub request_id: Option<String>,
-    pub arguments: Option<String>,
-    pub detail: Option<String>,
-}
 
 impl AuditEvent {
     /// A security event about a person.
@@ -270,19 +244,6 @@ fn is_uuid(s: &str) -> bool {
         && parts
             .iter()
             .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
-}
-
-/// Filters of the audit queries (CLI, pages).
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    pub person_id: Option<String>,
-    pub name: Option<String>,
-    pub resource: Option<String>,
-    pub decision: Option<String>,
-    pub kind: Option<String>,
-    pub since: Option<i64>,
-    pub until: Option<i64>,
-    pub limit: i64,
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use crate::{
     config::{Config, LogFormat},
     crypto::KeyRing,
     edge::{EdgePolicy, check_host_and_origin},
-    gateway::{Gateway, endpoint, upstream_http::HttpClient},
+    gateway::{Gateway, endpoint},
+    net::HttpClient,
     policy::Policies,
     sign_in::{AuthServer, bearer::require_token, setup},
     store::Store,
@@ -125,7 +126,7 @@ pub fn app(
             let gw = Arc::downgrade(&gateway);
             let connect = Arc::new(ConnectApp {
                 vault: vault.clone(),
-                auth: auth.clone(),
+                browser: auth.browser.clone(),
                 on_complete: Box::new(move |session, elicitation| {
                     if let Some(gw) = gw.upgrade() {
                         gw.elicitation_complete(session, elicitation);

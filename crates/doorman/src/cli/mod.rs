@@ -19,7 +19,7 @@ pub async fn open(config: &Config) -> anyhow::Result<(Store, Arc<KeyRing>)> {
     Ok((store, Arc::new(ring)))
 }
 
-pub(crate) use users::utc;
+pub(crate) use crate::clock::utc;
 
 /// Runs an operator command against the store (closed afterwards, whatever the outcome).
 pub async fn with_store<T>(

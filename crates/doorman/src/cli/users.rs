@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     clock::SystemClock,
+    clock::utc,
     config::Config,
     sign_in::accounts::Accounts,
     store::{Store, UserRow},
@@ -203,44 +204,6 @@ fn table(users: &[UserRow]) -> String {
     super::table(["USERNAME", "EMAIL", "ADMIN", "DISABLED", "CREATED"], &rows)
 }
 
-/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
-pub(crate) fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_date(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// The (proleptic Gregorian) date `days` after 1970-01-01: whole years first, then months.
-fn civil_date(mut days: i64) -> (i64, u32, u32) {
-    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let year_len = |y: i64| if leap(y) { 366 } else { 365 };
-    let mut year = 1970;
-    while days < 0 {
-        year -= 1;
-        days += year_len(year);
-    }
-    while days >= year_len(year) {
-        days -= year_len(year);
-        year += 1;
-    }
-    let february = if leap(year) { 29 } else { 28 };
-    let mut month = 1;
-    for len in [31, february, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31] {
-        if days < len {
-            break;
-        }
-        days -= len;
-        month += 1;
-    }
-    (year, month, days as u32 + 1)
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -301,6 +264,7 @@ mod tests {
 
     #[test]
     fn times_print_as_utc() {
+        use crate::clock::utc;
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(utc(1_767_225_599_999), "2025-12-31T23:59:59Z");

@@ -6,6 +6,8 @@
 //! but read from an environment variable or a file (`{ env = "VAR" }`, `{ file = "path" }`).
 
 mod duration;
+pub mod presets;
+pub mod resolved;
 mod resources;
 
 use std::{

@@ -1,7 +1,7 @@
 //! `[[resources]]`: the services people connect their own accounts to (layer 2).
 //!
-//! This file holds what the operator writes; `crate::vault::resources` merges it with the
-//! preset and checks it ([`ResolvedResource::resolve`](crate::vault::resources::ResolvedResource::resolve)),
+//! This file holds what the operator writes; `crate::config::resolved` merges it with the
+//! preset and checks it ([`ResolvedResource::resolve`](crate::config::resolved::ResolvedResource::resolve)),
 //! so every rule lives in one place and a configuration that validates always resolves.
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -10,9 +10,9 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{Config, ConfigDuration, ConfigError};
-use crate::vault::{
+use super::{
     presets::{Preset, TokenAuth},
-    resources::ResolvedResource,
+    resolved::ResolvedResource,
 };
 
 /// `[[resources]]`: one resource people connect to, by OAuth (its own authorization server).

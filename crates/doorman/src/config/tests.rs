@@ -61,12 +61,12 @@ fn the_example_file_parses_and_sets_every_key() {
     // Resources: a preset and a custom one; the values shown as defaults are the defaults.
     assert_eq!(config.resources.len(), 2);
     let (github, tracker) = (&config.resources[0], &config.resources[1]);
-    assert_eq!(github.preset, Some(crate::vault::presets::Preset::Github));
+    assert_eq!(github.preset, Some(crate::config::presets::Preset::Github));
     assert_eq!(github.binding, Binding::default());
     assert_eq!(github.max_age, Some(ConfigDuration::secs(30 * 86_400)));
     assert_eq!(tracker.binding, Binding::User);
     assert!(tracker.issuer.is_none() && tracker.shared_token_env.is_none());
-    let resolved = crate::vault::resources::resolve_all(&config).unwrap();
+    let resolved = crate::config::resolved::resolve_all(&config).unwrap();
     let (github, tracker) = (&resolved[0], &resolved[1]);
     assert_eq!(github.display_name, "GitHub");
     assert!(github.oauth.as_ref().unwrap().pkce);
@@ -74,11 +74,11 @@ fn the_example_file_parses_and_sets_every_key() {
     assert!(tracker_oauth.pkce, "pkce defaults to true");
     assert_eq!(
         tracker.quirks.token_auth,
-        crate::vault::presets::Quirks::STANDARD.token_auth
+        crate::config::presets::Quirks::STANDARD.token_auth
     );
     assert_eq!(
         tracker.token_header,
-        crate::vault::resources::TokenHeader::default()
+        crate::config::resolved::TokenHeader::default()
     );
 }
 

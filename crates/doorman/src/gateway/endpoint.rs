@@ -32,11 +32,11 @@ use tokio::sync::mpsc;
 use super::{
     Gateway,
     call::{self, Caller, Prepared, StepUp},
+    caller::PromptForm,
     jsonrpc::{
         self, ALL_VERSIONS, Id, Incoming, LEGACY_VERSIONS, META_CLIENT_CAPABILITIES,
         META_PROTOCOL_VERSION, META_SERVER_INFO, MODERN_VERSION, RpcError, code,
     },
-    layer2::PromptForm,
     session::Session,
     upstream::{Outbound, SessionSlots, decode_header_value},
 };

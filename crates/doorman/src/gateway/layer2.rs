@@ -13,8 +13,9 @@
 
 use serde_json::{Value, json};
 
+use super::caller::PromptForm;
 use super::{
-    call::{CallRecord, Caller},
+    caller::{CallRecord, Caller},
     jsonrpc::{RpcError, code},
     upstream::{Outbound, SessionSlots, Upstream, UpstreamError},
 };
@@ -22,40 +23,6 @@ use crate::{
     crypto::KeyRing,
     vault::{Lifetime, Need, Prompt, Vault, oauth::ResourceClient},
 };
-
-/// How the client can be asked to connect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PromptForm {
-    /// `-32042` (2025-11-25 with `elicitation.url`).
-    UrlElicitationError,
-    /// `InputRequiredResult` (2026-07-28 with `elicitation.url`).
-    InputRequired,
-    /// A tool error with the link in its text.
-    Text,
-}
-
-impl PromptForm {
-    /// From the revision and the capabilities the client declared.
-    pub fn of(protocol_version: &str, capabilities: &Value, modern: bool) -> Self {
-        let url = capabilities
-            .pointer("/elicitation/url")
-            .is_some_and(Value::is_object);
-        match (url, modern) {
-            (true, true) => Self::InputRequired,
-            // URL mode exists from 2025-11-25 on.
-            (true, false) if protocol_version >= "2025-11-25" => Self::UrlElicitationError,
-            _ => Self::Text,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::UrlElicitationError => "url_elicitation_error",
-            Self::InputRequired => "input_required",
-            Self::Text => "text",
-        }
-    }
-}
 
 /// `requestState` values Doorman made start with this (others are an upstream's, passed on).
 const STATE_PREFIX: &str = "doorman1.";

@@ -1,13 +1,13 @@
 //! The gateway: the `/mcp` endpoint, sessions, routing, and the upstream clients.
 
 pub mod call;
+pub mod caller;
 pub mod endpoint;
 pub mod jsonrpc;
 pub mod layer2;
 pub mod router;
 pub mod session;
 pub mod upstream;
-pub mod upstream_http;
 
 use std::{sync::Arc, time::Duration};
 
@@ -36,7 +36,7 @@ impl Gateway {
         config: &Config,
         store: Store,
         clock: SharedClock,
-        http: upstream_http::HttpClient,
+        http: crate::net::HttpClient,
         vault: Option<Arc<crate::vault::Vault>>,
         policies: Option<Arc<crate::policy::Policies>>,
     ) -> anyhow::Result<Self> {

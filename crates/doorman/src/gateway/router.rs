@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 use super::{
-    call::CallRecord,
+    caller::CallRecord,
     jsonrpc::{RpcError, code},
     layer2,
     upstream::{Outbound, SessionSlots, Upstream, UpstreamError},
@@ -561,7 +561,7 @@ mod tests {
             ));
         }
         let config = Config::from_toml(&toml).unwrap();
-        let http = crate::gateway::upstream_http::HttpClient::new().unwrap();
+        let http = crate::net::HttpClient::new().unwrap();
         Router::new(
             config
                 .upstreams

@@ -28,8 +28,8 @@ use super::jsonrpc::{
     LEGACY_VERSIONS, META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL,
     META_PROTOCOL_VERSION, MODERN_VERSION, RpcError, code,
 };
-use super::upstream_http::{HttpClient, read_body};
 use crate::config::UpstreamConfig;
+use crate::net::{HttpClient, auth_param, read_body};
 
 const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -68,6 +68,15 @@ pub enum UpstreamError {
     /// The upstream's own JSON-RPC error, passed on to the client unchanged.
     #[error("answered with error {}: {}", .0.code, .0.message)]
     Rpc(RpcError),
+}
+
+impl From<crate::net::HttpError> for UpstreamError {
+    fn from(e: crate::net::HttpError) -> Self {
+        match e {
+            crate::net::HttpError::Unreachable(why) => Self::Unreachable(why),
+            crate::net::HttpError::InvalidResponse(why) => Self::InvalidResponse(why),
+        }
+    }
 }
 
 impl UpstreamError {
@@ -146,7 +155,7 @@ pub struct Outbound<'a> {
     /// every request of this exchange, `initialize` included.
     pub credential: Option<&'a (HeaderName, HeaderValue)>,
     /// The signed-in caller (accounts mode), for layer 2 and the audit.
-    pub caller: Option<&'a super::call::Caller>,
+    pub caller: Option<&'a super::caller::Caller>,
     /// The request's id (W3C trace id), in the audit and sent upstream as `traceparent`.
     pub request_id: Option<&'a str>,
 }
@@ -823,18 +832,6 @@ fn with_credential(mut h: HeaderMap, cred: Option<&(HeaderName, HeaderValue)>) -
         h.insert(name.clone(), value.clone());
     }
     h
-}
-
-/// One parameter of the `Bearer` challenge in a `WWW-Authenticate` value (RFC 6750 §3,
-/// parsed per RFC 9110 §11.6.1); `None` when absent or unparsable.
-pub fn auth_param(challenge: &str, name: &str) -> Option<String> {
-    http_auth::parser::ChallengeParser::new(challenge)
-        .filter_map(Result::ok)
-        .find(|c| c.scheme.eq_ignore_ascii_case("bearer"))?
-        .params
-        .into_iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.to_unescaped())
 }
 
 pub fn encode_header_value(v: &str) -> String {

@@ -10,41 +10,30 @@ use std::{collections::HashMap, sync::Arc};
 use axum::{
     Form,
     extract::{Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    http::{HeaderMap, StatusCode},
+    response::Response,
 };
 use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{
     AuthServer, MCP_SCOPE, SCOPES,
     accounts::SignInError,
     clients::{Client, ClientError, ClientKind},
-    pages::{self, CSRF_COOKIE, ConsentPage, SESSION_COOKIE, SignInPage},
+    request::{Pending, load_request, no_request},
 };
 use crate::{
     crypto,
     store::{AuthorizationRequestRow, BrowserSessionRow, CodeRow},
+    web::{
+        csrf_refused,
+        pages::{self, CSRF_COOKIE, ConsentPage, SESSION_COOKIE, SignInPage},
+        see_other, with_cookie,
+    },
 };
 
 /// How long a person has between the client's redirect and answering the consent page.
 const REQUEST_LIFETIME_MS: i64 = 10 * 60 * 1000;
-
-/// An authorization request after validation, as stored between the pages.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Pending {
-    pub client_id: String,
-    pub redirect_uri: String,
-    pub scope: String,
-    pub state: Option<String>,
-    pub code_challenge: String,
-    pub resource: String,
-    /// `prompt=login`: a sign-in newer than the request is needed.
-    pub force_sign_in: bool,
-    /// `prompt=consent`: ask again even when the person approved this client before.
-    #[serde(default)]
-    pub force_consent: bool,
-}
 
 /// Appends the authorization response parameters to the redirect URI (keeping its own query)
 /// and sends the browser there.
@@ -68,15 +57,6 @@ fn redirect_to_client(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
     see_other(url.as_str())
 }
 
-pub fn see_other(location: &str) -> Response {
-    let mut r = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(location) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    pages::security_headers(r.headers_mut());
-    r
-}
-
 /// An error sent back to the client: `error`, `error_description`, `state` and — always —
 /// `iss` (RFC 9207 §2: also in error responses).
 fn error_to_client(
@@ -92,29 +72,6 @@ fn error_to_client(
     }
     params.push(("iss", s.issuer.as_str()));
     redirect_to_client(redirect_uri, &params)
-}
-
-/// The browser's CSRF cookie, and the `Set-Cookie` to send when it is new.
-pub(crate) fn csrf_cookie(s: &AuthServer, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
-    match s
-        .cookies
-        .get(headers, CSRF_COOKIE)
-        .filter(|v| v.len() >= 32)
-    {
-        Some(v) => (v, None),
-        None => {
-            let v = crypto::random_token(32);
-            let set = s.cookies.set(CSRF_COOKIE, &v, 24 * 3600);
-            (v, Some(set))
-        }
-    }
-}
-
-pub(crate) fn with_cookie(mut r: Response, cookie: Option<HeaderValue>) -> Response {
-    if let Some(c) = cookie {
-        r.headers_mut().append(header::SET_COOKIE, c);
-    }
-    r
 }
 
 /// `GET /oauth/authorize`.
@@ -250,7 +207,7 @@ pub async fn authorize(
     let mut signed_in = if pending.force_sign_in {
         None
     } else {
-        signed_in(&s, &headers).await
+        s.browser.signed_in(&headers).await
     };
     // A step-up Doorman asked this client for (RFC 9470 §3) applies even when the client's
     // new authorization request does not carry `max_age`; what cannot be read forces it.
@@ -295,7 +252,7 @@ pub async fn authorize(
             );
         }
     }
-    let (csrf, set_csrf) = csrf_cookie(&s, &headers);
+    let (csrf, set_csrf) = s.browser.csrf_cookie(&headers);
     let id = crypto::random_token(24);
     let row = AuthorizationRequestRow {
         id_hash: crypto::sha256_hex(&id),
@@ -333,28 +290,6 @@ fn granted_scope(asked: Option<&str>) -> Result<String, String> {
     Ok(granted.join(" "))
 }
 
-/// The person this browser is signed in as, if any (and still allowed in).
-pub(crate) async fn signed_in(
-    s: &AuthServer,
-    headers: &HeaderMap,
-) -> Option<(BrowserSessionRow, String)> {
-    let cookie = s.cookies.get(headers, SESSION_COOKIE)?;
-    let row = s
-        .store
-        .browser_session(&crypto::sha256_hex(&cookie))
-        .await
-        .ok()??;
-    if row.expires_at <= s.clock.now_ms() {
-        return None;
-    }
-    let user = s.store.user(&row.user_id).await.ok()??;
-    if user.disabled_at.is_some() {
-        return None;
-    }
-    let id = user.id.clone();
-    Some((row, id))
-}
-
 async fn consented(s: &AuthServer, user_id: &str, p: &Pending) -> bool {
     match s.store.consent(user_id, &p.client_id).await {
         Ok(Some(approved)) => {
@@ -365,77 +300,9 @@ async fn consented(s: &AuthServer, user_id: &str, p: &Pending) -> bool {
     }
 }
 
-/// The stored request behind a page, checked to belong to this browser.
-pub(super) async fn load_request(
-    s: &AuthServer,
-    id: &str,
-    headers: &HeaderMap,
-) -> Result<(AuthorizationRequestRow, Pending), Response> {
-    let expired = || {
-        pages::message(
-            StatusCode::BAD_REQUEST,
-            "This sign-in has expired",
-            "Start again from your application.",
-        )
-    };
-    let row = match s.store.authorization_request(&crypto::sha256_hex(id)).await {
-        Ok(Some(row)) if row.expires_at > s.clock.now_ms() => row,
-        Ok(_) => return Err(expired()),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read an authorization request");
-            return Err(pages::message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong",
-                "Try again in a moment.",
-            ));
-        }
-    };
-    let browser_ok = s.cookies.get(headers, CSRF_COOKIE).is_some_and(|c| {
-        crypto::constant_time_eq(
-            crypto::sha256_hex(&c).as_bytes(),
-            row.browser_hash.as_bytes(),
-        )
-    });
-    if !browser_ok {
-        return Err(pages::message(
-            StatusCode::BAD_REQUEST,
-            "Wrong browser",
-            "This sign-in was started in another browser. Start again from your application.",
-        ));
-    }
-    let pending: Pending = serde_json::from_str(&row.params).map_err(|_| expired())?;
-    Ok((row, pending))
-}
-
-/// Checks a posted form's CSRF token against the browser's cookie (double submit).
-pub(crate) fn csrf_ok(s: &AuthServer, headers: &HeaderMap, form: &HashMap<String, String>) -> bool {
-    match (s.cookies.get(headers, CSRF_COOKIE), form.get("csrf")) {
-        (Some(cookie), Some(posted)) => {
-            crypto::constant_time_eq(cookie.as_bytes(), posted.as_bytes())
-        }
-        _ => false,
-    }
-}
-
-pub(crate) fn csrf_refused() -> Response {
-    pages::message(
-        StatusCode::BAD_REQUEST,
-        "Form expired",
-        "This form could not be verified (missing or wrong CSRF token). Start again from your application.",
-    )
-}
-
 #[derive(Deserialize)]
 pub struct RequestQuery {
     request: Option<String>,
-}
-
-pub(super) fn no_request() -> Response {
-    pages::message(
-        StatusCode::BAD_REQUEST,
-        "Nothing to sign in to",
-        "Sign in from your MCP client: it opens this page for you.",
-    )
 }
 
 /// `GET /sign-in?request=…`.
@@ -462,7 +329,11 @@ pub async fn sign_in_page(
         )
         .await;
     }
-    let csrf = s.cookies.get(&headers, CSRF_COOKIE).unwrap_or_default();
+    let csrf = s
+        .browser
+        .cookies
+        .get(&headers, CSRF_COOKIE)
+        .unwrap_or_default();
     let name = client_name(&s, &pending.client_id).await;
     let providers = provider_links(&s, &id);
     pages::render(
@@ -507,7 +378,7 @@ async fn posted_request(
     headers: &HeaderMap,
     form: &HashMap<String, String>,
 ) -> Result<(String, AuthorizationRequestRow, Pending), Response> {
-    if !csrf_ok(s, headers, form) {
+    if !s.browser.csrf_ok(headers, form) {
         return Err(csrf_refused());
     }
     let Some(id) = form.get("request").cloned() else {
@@ -616,7 +487,7 @@ pub async fn sign_in_submit(
         detail: Some("local account".into()),
         ..crate::audit::AuditEvent::security("sign_in", Some(&user.id))
     });
-    let cookie = s.cookies.set(
+    let cookie = s.browser.cookies.set(
         SESSION_COOKIE,
         &session_id,
         s.settings.sign_in_lifetime_ms / 1000,
@@ -637,7 +508,7 @@ pub async fn consent_page(
         Ok(r) => r,
         Err(page) => return page,
     };
-    let Some((session, user_id)) = signed_in(&s, &headers).await else {
+    let Some((session, user_id)) = s.browser.signed_in(&headers).await else {
         return see_other(&format!("/sign-in?request={id}"));
     };
     if pending.force_sign_in && fresh_sign_in_needed(session.auth_time, row.created_at) {
@@ -654,7 +525,11 @@ pub async fn consent_page(
         Ok(Some(u)) => u.email.or(u.username).or(u.name).unwrap_or(u.id),
         _ => return see_other(&format!("/sign-in?request={id}")),
     };
-    let csrf = s.cookies.get(&headers, CSRF_COOKIE).unwrap_or_default();
+    let csrf = s
+        .browser
+        .cookies
+        .get(&headers, CSRF_COOKIE)
+        .unwrap_or_default();
     let redirect_host = url::Url::parse(&pending.redirect_uri)
         .ok()
         .map(|u| match (u.host_str(), u.port()) {
@@ -710,7 +585,7 @@ pub async fn consent_submit(
             "This answer names a different application than the request it was posted for.",
         );
     }
-    let Some((session, user_id)) = signed_in(&s, &headers).await else {
+    let Some((session, user_id)) = s.browser.signed_in(&headers).await else {
         return see_other(&format!("/sign-in?request={id}"));
     };
     if pending.force_sign_in && fresh_sign_in_needed(session.auth_time, row.created_at) {

@@ -25,8 +25,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::{Host, Url};
 
-use super::fetch::{FetchError, GuardedFetcher};
 use crate::clock::SharedClock;
+use crate::net::guarded::{FetchError, GuardedFetcher};
 
 /// How many documents the cache holds before evicting the oldest.
 pub const DEFAULT_MAX_ENTRIES: usize = 10_000;

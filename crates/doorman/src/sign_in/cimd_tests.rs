@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::sign_in::fetch::testing::{loopback_fetcher, serve};
+use crate::net::guarded::testing::{loopback_fetcher, serve};
 
 fn doc(client_id: &str) -> Value {
     json!({

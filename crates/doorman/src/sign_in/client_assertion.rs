@@ -26,11 +26,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use super::{
-    cimd::ClientMetadataDocument,
-    fetch::{FetchError, GuardedFetcher},
+use super::cimd::ClientMetadataDocument;
+use crate::{
+    clock::SharedClock,
+    net::guarded::{FetchError, GuardedFetcher},
 };
-use crate::clock::SharedClock;
 
 /// RFC 7523 §2.2: the only `client_assertion_type` accepted.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::*;
 use crate::clock::{Clock, ManualClock};
-use crate::sign_in::fetch::{
+use crate::net::guarded::{
     FetchPolicy,
     testing::{loopback_fetcher, serve},
 };

@@ -13,13 +13,16 @@ use serde::Deserialize;
 
 use super::{
     AuthServer,
-    authorize::{load_request, no_request, see_other, with_cookie},
     oidc::{Identity, OidcError, Provider},
-    pages::{self, CSRF_COOKIE, SESSION_COOKIE},
+    request::{load_request, no_request},
 };
 use crate::{
     crypto,
     store::{BrowserSessionRow, FederatedIdentityRow, OidcStateRow, UserRow},
+    web::{
+        pages::{self, CSRF_COOKIE, SESSION_COOKIE},
+        see_other, with_cookie,
+    },
 };
 
 /// How long a person may take at the provider.
@@ -157,12 +160,16 @@ pub async fn callback(
         }
     };
     // The browser that left for the provider is the one that came back (login CSRF).
-    let same_browser = s.cookies.get(&headers, CSRF_COOKIE).is_some_and(|c| {
-        crypto::constant_time_eq(
-            crypto::sha256_hex(&c).as_bytes(),
-            row.browser_hash.as_bytes(),
-        )
-    });
+    let same_browser = s
+        .browser
+        .cookies
+        .get(&headers, CSRF_COOKIE)
+        .is_some_and(|c| {
+            crypto::constant_time_eq(
+                crypto::sha256_hex(&c).as_bytes(),
+                row.browser_hash.as_bytes(),
+            )
+        });
     if !same_browser {
         return refused(
             "Wrong browser",
@@ -306,7 +313,7 @@ pub async fn callback(
         detail: Some(format!("provider {}", provider.name())),
         ..crate::audit::AuditEvent::security("sign_in", Some(&user_id))
     });
-    let cookie = s.cookies.set(
+    let cookie = s.browser.cookies.set(
         SESSION_COOKIE,
         &session_id,
         s.settings.sign_in_lifetime_ms / 1000,

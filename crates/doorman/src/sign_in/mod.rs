@@ -11,12 +11,11 @@ pub mod cimd;
 pub mod client_assertion;
 pub mod clients;
 pub mod federation;
-pub mod fetch;
 pub mod keys;
 pub mod metadata;
 pub mod oidc;
-pub mod pages;
 pub mod register;
+pub mod request;
 pub mod setup;
 pub mod token;
 pub mod tokens;
@@ -33,11 +32,11 @@ use crate::{
     config::{Config, SignInMode},
     crypto::KeyRing,
     store::Store,
+    web::{Browser, pages::CookiePolicy},
 };
 use accounts::Accounts;
 use clients::Clients;
 use keys::SigningKeys;
-use pages::CookiePolicy;
 use tokens::AccessTokens;
 
 /// Scopes Doorman knows. `mcp` is what `/mcp` needs; `offline_access` is accepted for clients
@@ -74,7 +73,8 @@ pub struct AuthServer {
     pub tokens: AccessTokens,
     pub accounts: Accounts,
     pub clients: Clients,
-    pub cookies: CookiePolicy,
+    /// Cookies, CSRF and the remembered browser sign-in (shared with layer 2's pages).
+    pub browser: Arc<Browser>,
     pub settings: Settings,
     /// The OpenID Connect providers people may sign in through, in config order.
     pub providers: Vec<Arc<oidc::Provider>>,
@@ -93,7 +93,7 @@ impl AuthServer {
         store: Store,
         clock: SharedClock,
         ring: Arc<KeyRing>,
-        http: crate::gateway::upstream_http::HttpClient,
+        http: crate::net::HttpClient,
     ) -> anyhow::Result<Option<Arc<Self>>> {
         if config.sign_in.mode == SignInMode::Local {
             return Ok(None);
@@ -110,22 +110,22 @@ impl AuthServer {
             si.access_token_lifetime.0.as_millis() as i64,
             store.clone(),
         );
-        let document_policy = fetch::FetchPolicy {
+        let document_policy = crate::net::guarded::FetchPolicy {
             allow_http_loopback: si.development,
-            ..fetch::FetchPolicy::default()
+            ..crate::net::guarded::FetchPolicy::default()
         };
-        let jwks_policy = fetch::FetchPolicy {
+        let jwks_policy = crate::net::guarded::FetchPolicy {
             allow_http_loopback: si.development,
             max_bytes: 64 * 1024,
-            ..fetch::FetchPolicy::default()
+            ..crate::net::guarded::FetchPolicy::default()
         };
         let metadata = cimd::ClientMetadataCache::new(
-            fetch::GuardedFetcher::new(document_policy)?,
+            crate::net::guarded::GuardedFetcher::new(document_policy)?,
             clock.clone(),
             Duration::from_secs(300),
         );
         let assertions = client_assertion::AssertionVerifier::new(
-            fetch::GuardedFetcher::new(jwks_policy)?,
+            crate::net::guarded::GuardedFetcher::new(jwks_policy)?,
             clock.clone(),
         );
         let clients = Clients::new(&si.clients, store.clone(), metadata, assertions)?;
@@ -148,6 +148,11 @@ impl AuthServer {
         let cookies = CookiePolicy {
             secure: public.scheme() == "https",
         };
+        let browser = Arc::new(Browser {
+            cookies,
+            store: store.clone(),
+            clock: clock.clone(),
+        });
         let server = Arc::new(Self {
             issuer,
             resource,
@@ -158,7 +163,7 @@ impl AuthServer {
             keys,
             tokens,
             clients,
-            cookies,
+            browser,
             settings: Settings {
                 code_lifetime_ms: si.code_lifetime.0.as_millis() as i64,
                 sign_in_lifetime_ms: si.sign_in_lifetime.0.as_millis() as i64,

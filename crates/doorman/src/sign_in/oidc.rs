@@ -23,7 +23,7 @@ use crate::{
     clock::SharedClock,
     config::OidcProviderConfig,
     crypto,
-    gateway::upstream_http::{HttpClient, read_body},
+    net::{HttpClient, read_body},
 };
 
 /// How long discovery and the JWKS are kept before being fetched again.

@@ -12,11 +12,11 @@ use axum::{
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{
-    AuthServer,
-    pages::{self, CSRF_COOKIE, SetupPage},
+use super::AuthServer;
+use crate::{
+    crypto,
+    web::pages::{self, SetupPage},
 };
-use crate::crypto;
 
 const LINK_LIFETIME_MS: i64 = 3_600_000;
 
@@ -58,18 +58,7 @@ pub async fn page(
     if !link_usable(&s, &crypto::sha256_hex(&token)).await {
         return invalid_link();
     }
-    let (csrf, set) = match s
-        .cookies
-        .get(&headers, CSRF_COOKIE)
-        .filter(|c| c.len() >= 32)
-    {
-        Some(c) => (c, None),
-        None => {
-            let c = crypto::random_token(32);
-            let set = s.cookies.set(CSRF_COOKIE, &c, 3600);
-            (c, Some(set))
-        }
-    };
+    let (csrf, set) = s.browser.csrf_cookie(&headers);
     let mut r = pages::render(
         StatusCode::OK,
         &SetupPage {
@@ -92,11 +81,7 @@ pub async fn submit(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let csrf_ok = match (s.cookies.get(&headers, CSRF_COOKIE), form.get("csrf")) {
-        (Some(c), Some(p)) => crypto::constant_time_eq(c.as_bytes(), p.as_bytes()),
-        _ => false,
-    };
-    if !csrf_ok {
+    if !s.browser.csrf_ok(&headers, &form) {
         return pages::message(
             StatusCode::BAD_REQUEST,
             "Form expired",

@@ -1,10 +1,49 @@
 //! `audit_events`: the audit trail (see `crate::audit`).
 
 use super::{Store, on_pool};
-use crate::audit::{AuditEvent, AuditFilter};
+use serde::Serialize;
 
 const COLUMNS: &str = "id, at, kind, event, person_id, person, client_id, conversation, upstream, \
     name, resource, account, decision, policy, outcome, latency_us, request_id, arguments, detail";
+
+/// One audit record.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct AuditEvent {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    pub kind: String,
+    pub event: String,
+    pub person_id: Option<String>,
+    pub person: Option<String>,
+    pub client_id: Option<String>,
+    pub conversation: Option<String>,
+    pub upstream: Option<String>,
+    pub name: Option<String>,
+    pub resource: Option<String>,
+    pub account: Option<String>,
+    pub decision: Option<String>,
+    pub policy: Option<String>,
+    pub outcome: Option<String>,
+    pub latency_us: Option<i64>,
+    pub request_id: Option<String>,
+    pub arguments: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Filters of the audit queries (CLI, pages).
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub person_id: Option<String>,
+    pub name: Option<String>,
+    pub resource: Option<String>,
+    pub decision: Option<String>,
+    pub kind: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub limit: i64,
+}
 
 impl Store {
     /// Stores a batch of records in one transaction: a multi-row INSERT per 50 records (18

@@ -23,6 +23,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub use audit::{AuditEvent, AuditFilter};
 pub use clients::ClientRow;
 pub use connections::{
     ConnectPromptRow, ConnectStateRow, ConnectionRow, PendingRevocationRow, RegistrationRow,

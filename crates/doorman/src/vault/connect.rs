@@ -25,12 +25,8 @@ use serde::Deserialize;
 use super::Vault;
 use crate::{
     crypto,
-    sign_in::{
-        AuthServer,
-        authorize::{csrf_cookie, csrf_ok, csrf_refused, see_other, signed_in, with_cookie},
-        pages,
-    },
     store::{ConnectPromptRow, ConnectStateRow},
+    web::{Browser, csrf_refused, pages, see_other, with_cookie},
 };
 
 /// Tells a stateful client that the URL elicitation it showed is done: (session hash,
@@ -40,7 +36,8 @@ pub type OnComplete = Box<dyn Fn(&str, &str) + Send + Sync>;
 /// What the connect routes need.
 pub struct ConnectApp {
     pub vault: Arc<Vault>,
-    pub auth: Arc<AuthServer>,
+    /// Cookies, CSRF and the remembered sign-in of Doorman's own pages.
+    pub browser: Arc<Browser>,
     pub on_complete: OnComplete,
 }
 
@@ -126,7 +123,7 @@ async fn start(
         Ok(_) => return expired_link(),
         Err(e) => return unavailable(e),
     };
-    let Some((_, user_id)) = signed_in(&app.auth, &headers).await else {
+    let Some((_, user_id)) = app.browser.signed_in(&headers).await else {
         return not_signed_in();
     };
     if !crypto::constant_time_eq(user_id.as_bytes(), prompt.user_id.as_bytes()) {
@@ -238,7 +235,7 @@ async fn callback(
         Ok(_) => return invalid_state(),
         Err(e) => return unavailable(e),
     };
-    let Some((_, user_id)) = signed_in(&app.auth, &headers).await else {
+    let Some((_, user_id)) = app.browser.signed_in(&headers).await else {
         return not_signed_in();
     };
     if !crypto::constant_time_eq(user_id.as_bytes(), row.user_id.as_bytes()) {
@@ -363,10 +360,10 @@ async fn render_connections(
     headers: &HeaderMap,
     notice: Option<&str>,
 ) -> Response {
-    let Some((_, user_id)) = signed_in(&app.auth, headers).await else {
+    let Some((_, user_id)) = app.browser.signed_in(headers).await else {
         return not_signed_in();
     };
-    let person = match app.auth.store.user(&user_id).await {
+    let person = match app.browser.store.user(&user_id).await {
         Ok(Some(u)) => u
             .email
             .clone()
@@ -400,7 +397,7 @@ async fn render_connections(
             }
         })
         .collect();
-    let (csrf, set_cookie) = csrf_cookie(&app.auth, headers);
+    let (csrf, set_cookie) = app.browser.csrf_cookie(headers);
     with_cookie(
         pages::render(
             StatusCode::OK,
@@ -433,10 +430,11 @@ async fn posted(
     headers: &HeaderMap,
     form: &HashMap<String, String>,
 ) -> Result<String, Response> {
-    if !csrf_ok(&app.auth, headers, form) {
+    if !app.browser.csrf_ok(headers, form) {
         return Err(csrf_refused());
     }
-    signed_in(&app.auth, headers)
+    app.browser
+        .signed_in(headers)
         .await
         .map(|(_, u)| u)
         .ok_or_else(not_signed_in)
@@ -571,7 +569,7 @@ async fn activity_page(
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let Some((_, user_id)) = signed_in(&app.auth, &headers).await else {
+    let Some((_, user_id)) = app.browser.signed_in(&headers).await else {
         return not_signed_in();
     };
     audit_page(&app, q, Some(user_id), false).await
@@ -583,10 +581,10 @@ async fn admin_audit_page(
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let Some((_, user_id)) = signed_in(&app.auth, &headers).await else {
+    let Some((_, user_id)) = app.browser.signed_in(&headers).await else {
         return not_signed_in();
     };
-    match app.auth.store.user(&user_id).await {
+    match app.browser.store.user(&user_id).await {
         Ok(Some(u)) if u.is_admin => {}
         Ok(_) => {
             return pages::message(
@@ -599,7 +597,7 @@ async fn admin_audit_page(
     }
     let person = match q.user.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
         None => None,
-        Some(u) => match app.auth.store.person_named(u).await {
+        Some(u) => match app.browser.store.person_named(u).await {
             Ok(p) => Some(p.map_or_else(|| u.to_owned(), |p| p.id)),
             Err(e) => return unavailable(e),
         },
@@ -636,7 +634,7 @@ async fn audit_page(
     let rows = events
         .iter()
         .map(|e| AuditRow {
-            time: crate::cli::utc(e.at)
+            time: crate::clock::utc(e.at)
                 .replace('T', " ")
                 .trim_end_matches('Z')
                 .to_owned(),

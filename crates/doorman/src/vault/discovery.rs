@@ -23,10 +23,16 @@ use url::Url;
 use super::{
     Vault,
     oauth::{ResourceClient, ResourceError},
-    presets::Quirks,
-    resources::{Endpoints, OAuthClient, ResolvedResource, TokenHeader},
 };
-use crate::{config::Binding, gateway::upstream::auth_param, store::RegistrationRow};
+use crate::{
+    config::{
+        Binding,
+        presets::Quirks,
+        resolved::{Endpoints, OAuthClient, ResolvedResource, TokenHeader},
+    },
+    net::auth_param,
+    store::RegistrationRow,
+};
 
 /// Where Doorman serves its own Client ID Metadata Document.
 pub const CLIENT_METADATA_PATH: &str = "/oauth/doorman-client.json";
@@ -38,7 +44,7 @@ pub fn client_metadata(issuer: &str) -> Value {
         "client_id": format!("{issuer}{CLIENT_METADATA_PATH}"),
         "client_name": "Doorman",
         "client_uri": issuer,
-        "redirect_uris": [format!("{issuer}{}", super::resources::CALLBACK_PATH)],
+        "redirect_uris": [format!("{issuer}{}", crate::config::resolved::CALLBACK_PATH)],
         "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"],
         "token_endpoint_auth_method": "none",

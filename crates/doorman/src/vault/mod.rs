@@ -24,8 +24,6 @@
 pub mod connect;
 pub mod discovery;
 pub mod oauth;
-pub mod presets;
-pub mod resources;
 pub mod tokens;
 
 use std::{
@@ -42,7 +40,7 @@ use crate::{
     clock::SharedClock,
     config::{Binding, Config},
     crypto::{self, KeyRing},
-    gateway::upstream_http::HttpClient,
+    net::HttpClient,
     store::{ConnectPromptRow, ConnectionRow, PendingRevocationRow, Store},
 };
 use oauth::{ResourceClient, TokenSet};
@@ -220,8 +218,8 @@ impl Vault {
         clock: SharedClock,
         http: HttpClient,
     ) -> anyhow::Result<Self> {
-        let redirect = resources::redirect_uri(config);
-        let resources = resources::resolve_all(config)
+        let redirect = crate::config::resolved::redirect_uri(config);
+        let resources = crate::config::resolved::resolve_all(config)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .into_iter()
             .map(|r| {

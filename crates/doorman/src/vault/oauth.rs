@@ -12,11 +12,11 @@ use serde_json::Value;
 use url::Url;
 use zeroize::Zeroizing;
 
-use super::presets::{RequestBody, TokenAuth};
-use super::resources::{Endpoints, Identity, ResolvedResource};
+use crate::config::presets::{RequestBody, TokenAuth};
+use crate::config::resolved::{Endpoints, Identity, ResolvedResource};
 use crate::{
     clock::SharedClock,
-    gateway::upstream_http::{HttpClient, read_body},
+    net::{HttpClient, read_body},
 };
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -275,8 +275,14 @@ impl ResourceClient {
         if let Some(o) = resource.oauth.as_mut() {
             o.endpoints = endpoints;
         }
-        super::resources::authorization_url(&resource, &self.redirect_uri, state, challenge, scopes)
-            .ok_or_else(|| ResourceError::NotConfigured("no authorization endpoint".into()))
+        crate::config::resolved::authorization_url(
+            &resource,
+            &self.redirect_uri,
+            state,
+            challenge,
+            scopes,
+        )
+        .ok_or_else(|| ResourceError::NotConfigured("no authorization endpoint".into()))
     }
 
     /// Whether PKCE is used towards this resource.

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::vault::presets::{RequestBody, TokenAuth};
+use crate::config::presets::{RequestBody, TokenAuth};
 
 const REDIRECT: &str = "https://doorman.example.com/connect/callback";
 const STATE: &str = "st4te-value";

@@ -1,4 +1,4 @@
-//! The HTTP client Doorman uses towards upstreams: hyper's pooled client with rustls.
+//! The HTTP client Doorman uses towards upstreams and resources' authorization servers: hyper's pooled client with rustls.
 //!
 //! Directly on hyper rather than a convenience client because every tool call pays for it: no
 //! per-response URL re-parse, no retry or redirect layers. Redirects are never followed (an
@@ -16,7 +16,15 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 
-use super::upstream::UpstreamError;
+/// Why a request got no usable answer. The texts complete a sentence that names the peer
+/// ("{peer} is unreachable: …").
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("is unreachable: {0}")]
+    Unreachable(String),
+    #[error("sent an invalid response: {0}")]
+    InvalidResponse(String),
+}
 
 /// A cheaply clonable, pooled HTTP/1.1 and HTTP/2 client.
 #[derive(Clone)]
@@ -47,7 +55,7 @@ impl HttpClient {
         uri: &Uri,
         headers: HeaderMap,
         body: Bytes,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Incoming>, HttpError> {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri.clone();
@@ -58,19 +66,19 @@ impl HttpClient {
             } else {
                 "the request failed"
             };
-            UpstreamError::Unreachable(what.into())
+            HttpError::Unreachable(what.into())
         })
     }
 }
 
 /// Reads a whole body, refusing one larger than `limit`.
-pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, UpstreamError> {
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, HttpError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(
-            UpstreamError::InvalidResponse("the body is too large".into()),
-        ),
-        Err(_) => Err(UpstreamError::Unreachable(
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(HttpError::InvalidResponse("the body is too large".into()))
+        }
+        Err(_) => Err(HttpError::Unreachable(
             "the connection broke while reading".into(),
         )),
     }

@@ -579,5 +579,5 @@ pub fn authorization_url(
 }
 
 #[cfg(test)]
-#[path = "resources_tests.rs"]
+#[path = "resolved_tests.rs"]
 mod tests;

@@ -656,5 +656,5 @@ pub(crate) mod testing {
 }
 
 #[cfg(test)]
-#[path = "fetch_tests.rs"]
+#[path = "guarded_tests.rs"]
 mod tests;

@@ -1,0 +1,83 @@
+//! The authorization request between `/oauth/authorize` and the code: validated, stored under
+//! a random id and bound to the browser that started it (by the hash of its CSRF cookie), so
+//! every page that continues it (sign-in, a provider's callback, consent) loads it the same way.
+
+use axum::{http::HeaderMap, http::StatusCode, response::Response};
+use serde::{Deserialize, Serialize};
+
+use super::AuthServer;
+use crate::{
+    crypto,
+    store::AuthorizationRequestRow,
+    web::pages::{self, CSRF_COOKIE},
+};
+
+/// An authorization request after validation, as stored between the pages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pending {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub state: Option<String>,
+    pub code_challenge: String,
+    pub resource: String,
+    /// `prompt=login`: a sign-in newer than the request is needed.
+    pub force_sign_in: bool,
+    /// `prompt=consent`: ask again even when the person approved this client before.
+    #[serde(default)]
+    pub force_consent: bool,
+}
+
+/// The stored request behind a page, checked to belong to this browser.
+pub async fn load_request(
+    s: &AuthServer,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<(AuthorizationRequestRow, Pending), Response> {
+    let expired = || {
+        pages::message(
+            StatusCode::BAD_REQUEST,
+            "This sign-in has expired",
+            "Start again from your application.",
+        )
+    };
+    let row = match s.store.authorization_request(&crypto::sha256_hex(id)).await {
+        Ok(Some(row)) if row.expires_at > s.clock.now_ms() => row,
+        Ok(_) => return Err(expired()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read an authorization request");
+            return Err(pages::message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Try again in a moment.",
+            ));
+        }
+    };
+    let browser_ok = s
+        .browser
+        .cookies
+        .get(headers, CSRF_COOKIE)
+        .is_some_and(|c| {
+            crypto::constant_time_eq(
+                crypto::sha256_hex(&c).as_bytes(),
+                row.browser_hash.as_bytes(),
+            )
+        });
+    if !browser_ok {
+        return Err(pages::message(
+            StatusCode::BAD_REQUEST,
+            "Wrong browser",
+            "This sign-in was started in another browser. Start again from your application.",
+        ));
+    }
+    let pending: Pending = serde_json::from_str(&row.params).map_err(|_| expired())?;
+    Ok((row, pending))
+}
+
+pub fn no_request() -> Response {
+    pages::message(
+        StatusCode::BAD_REQUEST,
+        "Nothing to sign in to",
+        "Sign in from your MCP client: it opens this page for you.",
+    )
+}

@@ -1,0 +1,104 @@
+//! Web plumbing every server-rendered page shares: templates and security headers
+//! ([`pages`]), cookies, the double-submit CSRF check, redirects, and the remembered browser
+//! sign-in. Layer 1's sign-in and consent pages and layer 2's connect pages both build on it;
+//! it knows nothing of either.
+
+pub mod pages;
+
+use std::collections::HashMap;
+
+use axum::{
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use crate::{
+    clock::SharedClock,
+    crypto,
+    store::{BrowserSessionRow, Store},
+};
+use pages::{CSRF_COOKIE, CookiePolicy, SESSION_COOKIE};
+
+/// What a page handler needs to recognise a browser: the cookie policy, and where browser
+/// sign-ins are kept.
+pub struct Browser {
+    pub cookies: CookiePolicy,
+    pub store: Store,
+    pub clock: SharedClock,
+}
+
+impl Browser {
+    /// The browser's CSRF cookie, and the `Set-Cookie` to send when it is new.
+    pub fn csrf_cookie(&self, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+        match self
+            .cookies
+            .get(headers, CSRF_COOKIE)
+            .filter(|v| v.len() >= 32)
+        {
+            Some(v) => (v, None),
+            None => {
+                let v = crypto::random_token(32);
+                let set = self.cookies.set(CSRF_COOKIE, &v, 24 * 3600);
+                (v, Some(set))
+            }
+        }
+    }
+
+    /// Checks a posted form's CSRF token against the browser's cookie (double submit), in
+    /// constant time.
+    pub fn csrf_ok(&self, headers: &HeaderMap, form: &HashMap<String, String>) -> bool {
+        match (self.cookies.get(headers, CSRF_COOKIE), form.get("csrf")) {
+            (Some(cookie), Some(posted)) => {
+                crypto::constant_time_eq(cookie.as_bytes(), posted.as_bytes())
+            }
+            _ => false,
+        }
+    }
+
+    /// The person this browser is signed in as, if any (and still allowed in): the browser
+    /// session and the person's id. Anything unreadable is "not signed in".
+    pub async fn signed_in(&self, headers: &HeaderMap) -> Option<(BrowserSessionRow, String)> {
+        let cookie = self.cookies.get(headers, SESSION_COOKIE)?;
+        let row = self
+            .store
+            .browser_session(&crypto::sha256_hex(&cookie))
+            .await
+            .ok()??;
+        if row.expires_at <= self.clock.now_ms() {
+            return None;
+        }
+        let user = self.store.user(&row.user_id).await.ok()??;
+        if user.disabled_at.is_some() {
+            return None;
+        }
+        let id = user.id.clone();
+        Some((row, id))
+    }
+}
+
+/// `303 See Other` to `location`, with the pages' security headers.
+pub fn see_other(location: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    pages::security_headers(r.headers_mut());
+    r
+}
+
+/// Adds a `Set-Cookie`, when there is one.
+pub fn with_cookie(mut r: Response, cookie: Option<HeaderValue>) -> Response {
+    if let Some(c) = cookie {
+        r.headers_mut().append(header::SET_COOKIE, c);
+    }
+    r
+}
+
+/// The page for a form whose CSRF token does not match the browser's cookie.
+pub fn csrf_refused() -> Response {
+    pages::message(
+        StatusCode::BAD_REQUEST,
+        "Form expired",
+        "This form could not be verified (missing or wrong CSRF token). Start again from your application.",
+    )
+}
