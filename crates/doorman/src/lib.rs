@@ -2,7 +2,7 @@
 //!
 //! Layer 1 (people sign in to Doorman) and layer 2 (people connect each resource) build on the
 //! gateway: one MCP endpoint in front of many upstream MCP servers, on both protocol
-//! generations. See `DESIGN.md` for the whole picture.
+//! generations. `docs/ARCHITECTURE.md` is the map: layers, the path of one request, invariants.
 
 pub mod audit;
 pub mod cli;

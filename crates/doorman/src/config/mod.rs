@@ -118,7 +118,7 @@ pub struct PolicyConfig {
     /// People refused (username, email or Doorman id).
     #[serde(default)]
     pub deny_people: Vec<String>,
-    /// The person's sign-in must be at most this old; older gets `403` with
+    /// The person's sign-in must be at most this old; older gets `401` with
     /// `insufficient_user_authentication` (RFC 9470) and the next sign-in is a fresh one.
     pub sign_in_max_age: Option<ConfigDuration>,
     /// Record these tools' arguments in the audit (secret-looking values redacted).
