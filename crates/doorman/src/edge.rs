@@ -17,8 +17,8 @@ use axum::{
 use crate::{
     config::Config,
     gateway::{
-        endpoint::{closing, error_reply},
         jsonrpc::{RpcError, code},
+        transport::{closing, error_reply},
     },
 };
 

@@ -13,17 +13,14 @@
 //! (progress, log messages) and the client accepts `text/event-stream`: the stream carries them,
 //! then the response. A client closing the stream cancels the upstream request.
 
-use std::{collections::VecDeque, convert::Infallible, future::Future, pin::Pin, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Extension,
-    body::{Body, Bytes},
+    body::Body,
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{
-        IntoResponse, Response,
-        sse::{Event, KeepAlive, Sse},
-    },
+    response::{IntoResponse, Response},
 };
 use futures_util::stream;
 use serde_json::{Value, json};
@@ -35,61 +32,19 @@ use super::{
     caller::PromptForm,
     jsonrpc::{
         self, ALL_VERSIONS, Id, Incoming, LEGACY_VERSIONS, META_CLIENT_CAPABILITIES,
-        META_PROTOCOL_VERSION, META_SERVER_INFO, MODERN_VERSION, RpcError, code,
+        META_PROTOCOL_VERSION, MODERN_VERSION, RpcError, code,
     },
     session::Session,
+    transport::{
+        Accept, closing, error_reply, finish, json_reply, message_reply, param_headers, respond,
+        server_info, sse_event, sse_reply, status_of, status_of_modern, trace_id_of,
+    },
     upstream::{Outbound, SessionSlots, decode_header_value},
 };
 use crate::sign_in::Person;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
-
-/// What the client's `Accept` header allows.
-#[derive(Clone, Copy)]
-struct Accept {
-    json: bool,
-    sse: bool,
-}
-
-impl Accept {
-    fn from(headers: &HeaderMap) -> Self {
-        let mut a = Self {
-            json: false,
-            sse: false,
-        };
-        let values: Vec<&str> = headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if values.is_empty() {
-            return Self {
-                json: true,
-                sse: false,
-            };
-        }
-        for item in values.iter().flat_map(|v| v.split(',')) {
-            match item
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-                .as_str()
-            {
-                "application/json" | "application/*" => a.json = true,
-                "text/event-stream" | "text/*" => a.sse = true,
-                "*/*" => {
-                    a.json = true;
-                    a.sse = true;
-                }
-                _ => {}
-            }
-        }
-        a
-    }
-}
 
 /// Which generation a request is served under.
 enum Conversation {
@@ -167,31 +122,6 @@ struct Forwarded {
     param_headers: Vec<(axum::http::HeaderName, HeaderValue)>,
     /// The W3C trace id: the client's (`traceparent`), or a new one. Also the request id.
     trace_id: String,
-}
-
-/// The trace id of an incoming `traceparent` (W3C Trace Context §3.2: `00-{32 hex}-{16 hex}-{2
-/// hex}`, not all zeros), or a fresh random one.
-fn trace_id_of(headers: &HeaderMap) -> String {
-    let incoming = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let mut parts = v.split('-');
-            let (version, trace, span, flags) =
-                (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-            let hex = |s: &str, n: usize| {
-                s.len() == n
-                    && s.bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            };
-            (version == "00"
-                && hex(trace, 32)
-                && hex(span, 16)
-                && hex(flags, 2)
-                && trace.bytes().any(|b| b != b'0'))
-            .then(|| trace.to_owned())
-        });
-    incoming.unwrap_or_else(crate::crypto::trace_id)
 }
 
 /// One JSON-RPC request's parts.
@@ -539,10 +469,6 @@ fn modern_capabilities() -> Value {
     json!({ "tools": {}, "prompts": {}, "resources": {}, "completions": {} })
 }
 
-fn server_info() -> Value {
-    json!({ "name": "doorman", "title": "Doorman MCP gateway", "version": env!("CARGO_PKG_VERSION") })
-}
-
 /// The 2026-07-28 validation ladder (basic/index "Per-request protocol fields", then
 /// streamable-http "Server Validation", then basic/versioning); returns the client capabilities.
 fn check_modern(headers: &HeaderMap, method: &str, params: &Value) -> Result<Value, RpcError> {
@@ -608,27 +534,6 @@ fn check_modern(headers: &HeaderMap, method: &str, params: &Value) -> Result<Val
         return Err(RpcError::unsupported_version(version));
     }
     Ok(meta[META_CLIENT_CAPABILITIES].clone())
-}
-
-/// MCP 2026-07-28: the HTTP status that goes with each protocol error.
-fn status_of_modern(code: i64) -> StatusCode {
-    match code {
-        code::PARSE_ERROR
-        | code::INVALID_REQUEST
-        | code::INVALID_PARAMS
-        | code::HEADER_MISMATCH
-        | code::UNSUPPORTED_PROTOCOL_VERSION => StatusCode::BAD_REQUEST,
-        code::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
-        _ => StatusCode::OK,
-    }
-}
-
-fn param_headers(headers: &HeaderMap) -> Vec<(axum::http::HeaderName, HeaderValue)> {
-    headers
-        .iter()
-        .filter(|(k, _)| k.as_str().starts_with("mcp-param-"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 /// Serves one request: locally for the protocol's own methods, through the router otherwise.
@@ -750,116 +655,6 @@ async fn serve_request(
         call.run(&gw2.router, slots, &out).await
     };
     respond(accept, modern, method, id, work, rx).await
-}
-
-/// A request's work: polled by the handler until it answers or notifies, then by the SSE body.
-/// Dropping it (the client went away) drops the upstream request with it.
-type Work = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>;
-
-async fn respond(
-    accept: Accept,
-    modern: bool,
-    method: String,
-    id: Id,
-    work: impl Future<Output = Result<Value, RpcError>> + Send + 'static,
-    mut events: mpsc::Receiver<Value>,
-) -> Response {
-    let mut work: Work = Box::pin(work);
-    let first_event = tokio::select! {
-        biased;
-        Some(event) = events.recv() => event,
-        outcome = &mut work => {
-            let msg = finish(modern, &method, &id, outcome);
-            // Notifications sent in the same instant as the result still go first.
-            let mut queue: Vec<Value> = std::iter::from_fn(|| events.try_recv().ok()).collect();
-            if queue.is_empty() || !accept.sse {
-                let status = if modern { status_of(&msg) } else { StatusCode::OK };
-                return message_reply(accept, status, msg);
-            }
-            queue.push(msg);
-            let frames: Vec<_> = queue.iter().map(sse_event).collect();
-            return sse_reply(stream::iter(frames));
-        }
-    };
-    // Notifications arrived before the response: stream them, then the response.
-    struct Streaming {
-        events: mpsc::Receiver<Value>,
-        work: Option<Work>,
-        queue: VecDeque<Value>,
-        meta: (bool, String, Id),
-    }
-    let state = Streaming {
-        events,
-        work: Some(work),
-        queue: VecDeque::from([first_event]),
-        meta: (modern, method, id),
-    };
-    let body = stream::unfold(state, |mut s| async move {
-        if let Some(next) = s.queue.pop_front() {
-            return Some((sse_event(&next), s));
-        }
-        let work = s.work.as_mut()?;
-        tokio::select! {
-            biased;
-            Some(event) = s.events.recv() => Some((sse_event(&event), s)),
-            outcome = work => {
-                s.work = None;
-                let (modern, method, id) = &s.meta;
-                let msg = finish(*modern, method, id, outcome);
-                s.queue.extend(std::iter::from_fn(|| s.events.try_recv().ok()));
-                s.queue.push_back(msg);
-                let next = s.queue.pop_front().expect("the response was just queued");
-                Some((sse_event(&next), s))
-            }
-        }
-    });
-    sse_reply(body)
-}
-
-/// The response message, with the result shaped for the client's revision.
-fn finish(modern: bool, method: &str, id: &Id, outcome: Result<Value, RpcError>) -> Value {
-    match outcome {
-        Ok(result) => jsonrpc::response(id, shape_result(modern, method, result)),
-        Err(e) => jsonrpc::error_response(Some(id), &e),
-    }
-}
-
-/// MCP 2026-07-28 requires `resultType` on every result (changelog, major change 8) and
-/// `ttlMs`/`cacheScope` on cacheable ones (minor change 5); the stateful revisions have neither.
-fn shape_result(modern: bool, method: &str, mut result: Value) -> Value {
-    let Some(obj) = result.as_object_mut() else {
-        return result;
-    };
-    if modern {
-        obj.entry("resultType").or_insert_with(|| json!("complete"));
-        if matches!(
-            method,
-            "tools/list"
-                | "prompts/list"
-                | "resources/list"
-                | "resources/read"
-                | "resources/templates/list"
-        ) {
-            obj.entry("ttlMs").or_insert_with(|| json!(0));
-            // Lists depend on who asks once policies apply: never shared between people.
-            obj.entry("cacheScope").or_insert_with(|| json!("private"));
-        }
-        let meta = obj.entry("_meta").or_insert_with(|| json!({}));
-        if let Some(meta) = meta.as_object_mut() {
-            meta.insert(META_SERVER_INFO.into(), server_info());
-        }
-    } else {
-        for key in ["resultType", "ttlMs", "cacheScope"] {
-            obj.remove(key);
-        }
-    }
-    result
-}
-
-fn status_of(msg: &Value) -> StatusCode {
-    msg.pointer("/error/code")
-        .and_then(Value::as_i64)
-        .map_or(StatusCode::OK, status_of_modern)
 }
 
 /// A 2025-03-26 session may send a JSON-RPC batch; every later revision refuses them
@@ -1022,53 +817,6 @@ fn store_failure(e: anyhow::Error) -> Response {
     error_reply(StatusCode::SERVICE_UNAVAILABLE, None, &e)
 }
 
-/// Asks the client to open a new connection for its next request (its body was left unread).
-pub fn closing(mut r: Response) -> Response {
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
-}
-
-/// An error as a JSON body (edge and transport errors are never streamed).
-pub fn error_reply(status: StatusCode, id: Option<&Id>, e: &RpcError) -> Response {
-    json_reply(status, &jsonrpc::error_response(id, e))
-}
-
-fn json_reply(status: StatusCode, msg: &Value) -> Response {
-    // Straight into bytes (no formatter in between): every answer passes here.
-    let body = serde_json::to_vec(msg).expect("a JSON value always serializes");
-    let mut r = (status, Bytes::from(body)).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-/// One message, as JSON when allowed, else as a one-event SSE stream.
-fn message_reply(accept: Accept, status: StatusCode, msg: Value) -> Response {
-    if accept.json || status != StatusCode::OK {
-        return json_reply(status, &msg);
-    }
-    sse_reply(stream::iter([sse_event(&msg)]))
-}
-
-fn sse_event(msg: &Value) -> Result<Event, Infallible> {
-    Ok(Event::default().event("message").data(msg.to_string()))
-}
-
-fn sse_reply(
-    body: impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static,
-) -> Response {
-    let mut r = Sse::new(body)
-        .keep_alive(KeepAlive::default())
-        .into_response();
-    // MCP 2026-07-28 streamable-http, "Receiving Messages": keep proxies from buffering.
-    r.headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1138,42 +886,5 @@ mod tests {
         let e = check_modern(&future, "tools/call", &modern_params("2099-01-01")).unwrap_err();
         assert_eq!(e.code, code::UNSUPPORTED_PROTOCOL_VERSION);
         assert_eq!(e.data.unwrap()["supported"], json!(ALL_VERSIONS));
-    }
-
-    #[test]
-    fn results_are_shaped_for_each_generation() {
-        let modern = shape_result(true, "tools/list", json!({"tools": []}));
-        assert_eq!(modern["resultType"], "complete");
-        assert_eq!(modern["ttlMs"], 0);
-        assert_eq!(modern["cacheScope"], "private");
-        assert_eq!(modern["_meta"][META_SERVER_INFO]["name"], "doorman");
-        let call = shape_result(
-            true,
-            "tools/call",
-            json!({"content": [], "resultType": "input_required"}),
-        );
-        assert_eq!(call["resultType"], "input_required");
-        assert!(call.get("ttlMs").is_none());
-        let legacy = shape_result(
-            false,
-            "tools/list",
-            json!({"tools": [], "resultType": "complete", "ttlMs": 5}),
-        );
-        assert_eq!(legacy, json!({"tools": []}));
-    }
-
-    #[test]
-    fn accept_headers_are_read_leniently_but_exactly() {
-        let a = Accept::from(&headers(&[(
-            "accept",
-            "application/json, text/event-stream",
-        )]));
-        assert!(a.json && a.sse);
-        let a = Accept::from(&headers(&[("accept", "text/event-stream;q=1")]));
-        assert!(!a.json && a.sse);
-        let a = Accept::from(&headers(&[("accept", "text/html")]));
-        assert!(!a.json && !a.sse);
-        let a = Accept::from(&HeaderMap::new());
-        assert!(a.json);
     }
 }

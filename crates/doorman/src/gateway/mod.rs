@@ -7,6 +7,7 @@ pub mod jsonrpc;
 pub mod layer2;
 pub mod router;
 pub mod session;
+pub mod transport;
 pub mod upstream;
 
 use std::{sync::Arc, time::Duration};
