@@ -418,3 +418,393 @@ pub fn answered_outcome(
         Err(_) => Some("error"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::Config,
+        gateway::caller::PromptForm,
+        policy::{PersonInfo, Policies},
+        store::Store,
+    };
+
+    const CONFIG: &str = r#"
+[[upstreams]]
+name = "crm"
+url = "http://127.0.0.1:9/mcp"
+[[upstreams]]
+name = "py"
+url = "http://127.0.0.1:9/mcp"
+[[upstreams]]
+name = "wiki"
+url = "http://127.0.0.1:9/mcp"
+[[policies]]
+name = "crm-sales"
+tools = ["*"]
+upstreams = ["crm"]
+allow_groups = ["sales"]
+[[policies]]
+name = "crm-docs"
+resources = ["crm+docs://*"]
+[[policies]]
+name = "fresh-greeting"
+prompts = ["py_greet"]
+sign_in_max_age = "5m"
+[[policies]]
+name = "fresh-progress"
+tools = ["py_progress"]
+sign_in_max_age = "5m"
+log_arguments = true
+[access]
+default = "deny"
+[[policies]]
+name = "py-open"
+tools = ["py_*"]
+"#;
+
+    /// Now, in seconds; callers signed in at 0 are 1000 s old, past every 5-minute step-up.
+    const NOW: i64 = 1_000;
+
+    async fn router() -> (Router, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite_in(dir.path()).await.unwrap();
+        let config = Config::from_toml(CONFIG).unwrap();
+        config.validate().unwrap();
+        let http = crate::net::HttpClient::new().unwrap();
+        let ups = config
+            .upstreams
+            .iter()
+            .map(|u| Arc::new(Upstream::new(u, http.clone()).unwrap()))
+            .collect();
+        let policies = Arc::new(Policies::new(&config, store));
+        (Router::new(ups, None, Some(policies)), dir)
+    }
+
+    fn caller(groups: &[&str], auth_time: i64) -> Caller {
+        Caller {
+            user_id: "u1".into(),
+            grant: "g1".into(),
+            session_hash: None,
+            form: PromptForm::Text,
+            person: Ok(Arc::new(PersonInfo {
+                id: "u1".into(),
+                username: Some("pat".into()),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                ..PersonInfo::default()
+            })),
+            client_id: "c1".into(),
+            auth_time,
+        }
+    }
+
+    /// What `prepare` decided, in a line a table can hold.
+    fn summary(p: Prepared) -> String {
+        match p {
+            Prepared::Run(c) => {
+                let target = c
+                    .params
+                    .get("name")
+                    .or_else(|| c.params.get("uri"))
+                    .or_else(|| c.params.pointer("/ref/name"))
+                    .or_else(|| c.params.pointer("/ref/uri"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                match c.route {
+                    Route::One(up) => format!("run {} {target}", up.name),
+                    Route::Builtin => "builtin".into(),
+                    Route::Everywhere(ups) => {
+                        let names: Vec<&str> = ups.iter().map(|u| u.name.as_str()).collect();
+                        format!("everywhere {}", names.join(","))
+                    }
+                    Route::List(_) => "list".into(),
+                    Route::Broadcast => "broadcast".into(),
+                }
+            }
+            Prepared::Answer {
+                outcome: Ok(v),
+                record,
+            } => format!(
+                "tool error {} ({})",
+                v["content"][0]["text"].as_str().unwrap_or(""),
+                record.and_then(|r| r.decision).unwrap_or("recorded")
+            ),
+            Prepared::Answer {
+                outcome: Err(e),
+                record,
+            } => format!(
+                "error {} {} ({})",
+                e.code,
+                e.data
+                    .as_ref()
+                    .and_then(|d| d.get("policy").or(d.get("reason")))
+                    .and_then(Value::as_str)
+                    .unwrap_or("-"),
+                record.map_or("not recorded", |r| r.decision.unwrap_or("recorded"))
+            ),
+            Prepared::StepUp(s) => format!(
+                "step-up {} {}",
+                s.max_age.as_secs(),
+                s.policy.unwrap_or_default()
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_method_is_routed_and_decided_once_by_the_same_rules() {
+        let (r, _dir) = router().await;
+        let sales_fresh = caller(&["sales"], NOW - 10);
+        let sales_old = caller(&["sales"], 0);
+        let eng = caller(&["engineering"], NOW - 10);
+        let tool = |name: &str| json!({ "name": name, "arguments": { "x": 1 } });
+        let cases: Vec<(&Caller, &str, Value, &str)> = vec![
+            // An upstream denied to a group: every method.
+            (
+                &eng,
+                "tools/call",
+                tool("crm_add_lead"),
+                "tool error Doorman policy \"crm-sales\" does not allow you to call crm_add_lead. (denied)",
+            ),
+            (
+                &eng,
+                "prompts/get",
+                json!({"name": "crm_pipeline"}),
+                "error -32012 crm-sales (denied)",
+            ),
+            (
+                &eng,
+                "resources/read",
+                json!({"uri": "crm+db://leads"}),
+                "error -32012 crm-sales (denied)",
+            ),
+            (
+                &eng,
+                "resources/subscribe",
+                json!({"uri": "crm+db://leads"}),
+                "error -32012 crm-sales (denied)",
+            ),
+            (
+                &eng,
+                "resources/unsubscribe",
+                json!({"uri": "crm+db://leads"}),
+                "error -32012 crm-sales (denied)",
+            ),
+            (
+                &eng,
+                "completion/complete",
+                json!({"ref": {"type": "ref/prompt", "name": "crm_pipeline"}, "argument": {"name": "a", "value": "b"}}),
+                "error -32012 crm-sales (denied)",
+            ),
+            (
+                &eng,
+                "completion/complete",
+                json!({"ref": {"type": "ref/resource", "uri": "crm+db://leads/{id}"}, "argument": {"name": "id", "value": "1"}}),
+                "error -32012 crm-sales (denied)",
+            ),
+            // ... unless an entry written for them says otherwise.
+            (
+                &eng,
+                "resources/read",
+                json!({"uri": "crm+docs://faq"}),
+                "run crm docs://faq",
+            ),
+            // The group it is allowed to: everything, renamed for the upstream.
+            (
+                &sales_fresh,
+                "tools/call",
+                tool("crm_add_lead"),
+                "run crm add_lead",
+            ),
+            (
+                &sales_fresh,
+                "prompts/get",
+                json!({"name": "crm_pipeline"}),
+                "run crm pipeline",
+            ),
+            (
+                &sales_fresh,
+                "completion/complete",
+                json!({"ref": {"type": "ref/resource", "uri": "crm+db://leads/{id}"}, "argument": {"name": "id", "value": "1"}}),
+                "run crm db://leads/{id}",
+            ),
+            (
+                &sales_fresh,
+                "resources/subscribe",
+                json!({"uri": "crm+db://leads"}),
+                "run crm db://leads",
+            ),
+            // A bare URI: every upstream that allows it (py is open, crm is not for eng).
+            (
+                &eng,
+                "resources/subscribe",
+                json!({"uri": "db://leads"}),
+                "everywhere py",
+            ),
+            (
+                &sales_fresh,
+                "resources/unsubscribe",
+                json!({"uri": "db://leads"}),
+                "everywhere crm,py",
+            ),
+            (
+                &sales_fresh,
+                "resources/subscribe",
+                json!({"uri": "db://leads"}),
+                "everywhere crm,py",
+            ),
+            // Step-up, for tools and prompts alike.
+            (
+                &sales_old,
+                "tools/call",
+                tool("py_progress"),
+                "step-up 300 fresh-progress",
+            ),
+            (
+                &sales_old,
+                "prompts/get",
+                json!({"name": "py_greet"}),
+                "step-up 300 fresh-greeting",
+            ),
+            (
+                &sales_fresh,
+                "prompts/get",
+                json!({"name": "py_greet"}),
+                "run py greet",
+            ),
+            (&sales_old, "tools/call", tool("py_add"), "run py add"),
+            // `py_*` covers py: its resources follow it.
+            (
+                &eng,
+                "resources/read",
+                json!({"uri": "py+fixture://readme"}),
+                "run py fixture://readme",
+            ),
+            // Deny by default: what no entry matches.
+            (
+                &eng,
+                "resources/read",
+                json!({"uri": "wiki+page://1"}),
+                "error -32012 default (denied)",
+            ),
+            (
+                &eng,
+                "tools/call",
+                tool("wiki_search"),
+                "tool error Doorman policy \"default\" does not allow you to call wiki_search. (denied)",
+            ),
+            // Names that route nowhere, and malformed requests: answered, never forwarded.
+            (
+                &eng,
+                "tools/call",
+                tool("nobody_echo"),
+                "tool error Unknown tool: nobody_echo (recorded)",
+            ),
+            (
+                &eng,
+                "prompts/get",
+                json!({"name": "nobody_x"}),
+                "error -32602 - (recorded)",
+            ),
+            (
+                &eng,
+                "prompts/get",
+                json!({}),
+                "error -32602 - (not recorded)",
+            ),
+            (
+                &eng,
+                "completion/complete",
+                json!({"ref": {"type": "ref/other"}}),
+                "error -32602 - (not recorded)",
+            ),
+            (
+                &eng,
+                "sampling/createMessage",
+                json!({}),
+                "error -32601 - (not recorded)",
+            ),
+            // Lists and logging go everywhere (lists are filtered item by item).
+            (&eng, "tools/list", json!({}), "list"),
+            (&eng, "resources/templates/list", json!({}), "list"),
+            (
+                &eng,
+                "logging/setLevel",
+                json!({"level": "info"}),
+                "broadcast",
+            ),
+        ];
+        for (who, method, params, want) in cases {
+            let got = summary(prepare(&r, Some(who), method, params.clone(), NOW));
+            assert_eq!(got, want, "{method} {params}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_caller_who_cannot_be_determined_is_refused_everywhere_and_sees_nothing() {
+        let (r, _dir) = router().await;
+        let mut unknown = caller(&[], NOW);
+        unknown.person = Err("the person's groups could not be read".into());
+        for (method, params) in [
+            ("tools/call", json!({"name": "py_add"})),
+            ("prompts/get", json!({"name": "py_greet"})),
+            ("resources/read", json!({"uri": "crm+docs://faq"})),
+        ] {
+            let got = summary(prepare(&r, Some(&unknown), method, params, NOW));
+            assert_eq!(got, "error -32012 access_undetermined (denied)", "{method}");
+        }
+        for name in ["py_add", "crm_add_lead"] {
+            let t = Target {
+                kind: Kind::Tool,
+                name,
+                upstream: &name[..name.find('_').unwrap()],
+            };
+            assert!(!shown(&r, Some(&unknown), t), "{name} is hidden");
+        }
+        // Local mode (no caller, no policies): everything is allowed, nothing steps up.
+        let local = Router::new(r.upstreams().to_vec(), None, None);
+        let got = summary(prepare(
+            &local,
+            None,
+            "prompts/get",
+            json!({"name": "py_greet"}),
+            NOW,
+        ));
+        assert_eq!(got, "run py greet");
+    }
+
+    #[tokio::test]
+    async fn the_record_names_the_decision_and_logs_arguments_only_where_asked() {
+        let (r, _dir) = router().await;
+        let fresh = caller(&["sales"], NOW);
+        let Prepared::Run(c) = prepare(
+            &r,
+            Some(&fresh),
+            "tools/call",
+            json!({"name": "py_progress", "arguments": {"steps": 2, "token": "secret-value"}}),
+            NOW,
+        ) else {
+            panic!("allowed")
+        };
+        assert_eq!(c.rec.policy.as_deref(), Some("fresh-progress"));
+        assert_eq!(c.rec.upstream.as_deref(), Some("py"));
+        let args = c.rec.arguments.as_deref().unwrap();
+        assert!(
+            args.contains("\"steps\":2") && !args.contains("secret-value"),
+            "{args}"
+        );
+        let Prepared::Run(c) = prepare(
+            &r,
+            Some(&fresh),
+            "tools/call",
+            json!({"name": "py_add", "arguments": {"a": 1}}),
+            NOW,
+        ) else {
+            panic!("allowed")
+        };
+        assert_eq!(
+            (c.rec.policy.as_deref(), c.rec.arguments),
+            (Some("py-open"), None)
+        );
+    }
+}

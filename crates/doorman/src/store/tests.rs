@@ -282,3 +282,110 @@ async fn dynamic_clients_expire_unless_a_grant_is_live() {
         store.close().await;
     }
 }
+
+/// The schema a store has: `table.column (nullability)` and `index on table(columns)` lines,
+/// engine-neutral (types differ by dialect on purpose; names, nullability and indexes must not).
+async fn schema_of(store: &Store) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    match &store.backend {
+        Backend::Sqlite(pool) => {
+            let tables: Vec<(String,)> = sqlx::query_as(
+                "SELECT name FROM sqlite_master WHERE type = 'table' \
+                 AND name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations'",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            for (t,) in tables {
+                let cols: Vec<(i64, String, String, i64, Option<String>, i64)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!("PRAGMA table_info({t})")))
+                        .fetch_all(pool)
+                        .await
+                        .unwrap();
+                for (_, name, _, notnull, _, pk) in cols {
+                    // A primary key column is never null, whatever SQLite reports.
+                    let null = if notnull == 1 || pk > 0 {
+                        "not null"
+                    } else {
+                        "null"
+                    };
+                    out.insert(format!("{t}.{name} ({null})"));
+                }
+            }
+            let indexes: Vec<(String, String)> = sqlx::query_as(
+                "SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' \
+                 AND name NOT LIKE 'sqlite_autoindex_%'",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            for (name, t) in indexes {
+                let cols: Vec<(i64, i64, String)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!("PRAGMA index_info({name})")))
+                        .fetch_all(pool)
+                        .await
+                        .unwrap();
+                let cols: Vec<String> = cols.into_iter().map(|(_, _, c)| c).collect();
+                out.insert(format!("index {name} on {t}({})", cols.join(", ")));
+            }
+        }
+        Backend::Postgres(pool) => {
+            let cols: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT table_name::text, column_name::text, is_nullable::text \
+                 FROM information_schema.columns \
+                 WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations'",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            for (t, name, nullable) in cols {
+                let null = if nullable == "NO" { "not null" } else { "null" };
+                out.insert(format!("{t}.{name} ({null})"));
+            }
+            // Indexes made by CREATE INDEX (not the ones behind PRIMARY KEY and UNIQUE).
+            let indexes: Vec<(String, String, Vec<String>)> = sqlx::query_as(
+                "SELECT i.relname::text, t.relname::text, \
+                        ARRAY(SELECT a.attname::text FROM unnest(ix.indkey) WITH ORDINALITY k(n, o) \
+                              JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.n \
+                              ORDER BY k.o) \
+                 FROM pg_index ix \
+                 JOIN pg_class i ON i.oid = ix.indexrelid \
+                 JOIN pg_class t ON t.oid = ix.indrelid \
+                 JOIN pg_namespace ns ON ns.oid = t.relnamespace \
+                 WHERE ns.nspname = 'public' AND t.relname <> '_sqlx_migrations' \
+                   AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid)",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            for (name, t, cols) in indexes {
+                out.insert(format!("index {name} on {t}({})", cols.join(", ")));
+            }
+        }
+    }
+    out
+}
+
+/// One migration set per engine, kept in step: the same tables, columns, nullability and
+/// indexes on SQLite and PostgreSQL.
+#[tokio::test]
+async fn both_engines_have_the_same_schema() {
+    let stores = engines().await;
+    let mut schemas = Vec::new();
+    for (store, _guard) in &stores {
+        schemas.push((store.engine(), schema_of(store).await));
+    }
+    let (first, a) = &schemas[0];
+    assert!(
+        a.iter().any(|l| l.starts_with("step_ups.")) && a.iter().any(|l| l.starts_with("index ")),
+        "the schema was read: {a:?}"
+    );
+    for (engine, b) in &schemas[1..] {
+        let only_a: Vec<&String> = a.difference(b).collect();
+        let only_b: Vec<&String> = b.difference(a).collect();
+        assert!(
+            only_a.is_empty() && only_b.is_empty(),
+            "schema drift: only on {first}: {only_a:#?}\nonly on {engine}: {only_b:#?}"
+        );
+    }
+}
