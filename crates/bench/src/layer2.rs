@@ -52,7 +52,7 @@ pub async fn connect(doorman: &Running, username: &str, token: &str) -> anyhow::
             refresh_token_sealed: None,
             authorized_at: now,
             expires_at: None,
-            binding: "user".into(),
+            binding: doorman::config::Binding::User,
             binding_target: None,
             created_at: now,
             updated_at: now,

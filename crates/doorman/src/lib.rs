@@ -15,6 +15,7 @@ pub mod log_batch;
 pub mod metrics;
 pub mod net;
 pub mod policy;
+pub mod protocol;
 pub mod server;
 pub mod sign_in;
 pub mod store;

@@ -12,7 +12,7 @@ use std::{
 /// Lowest first. Each module may use the modules of the layers before its own.
 const LAYERS: &[&[&str]] = &[
     // Foundation: no dependencies inside the crate.
-    &["clock", "crypto", "log_batch", "metrics"],
+    &["clock", "crypto", "log_batch", "metrics", "protocol"],
     &["config"],
     &["store", "net"],
     &["web", "audit", "policy"],

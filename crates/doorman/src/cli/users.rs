@@ -170,8 +170,6 @@ fn display_name(user: &UserRow) -> &str {
 }
 
 fn user_json(user: &UserRow) -> serde_json::Value {
-    let groups: serde_json::Value =
-        serde_json::from_str(&user.groups).unwrap_or_else(|_| json!([]));
     json!({
         "id": user.id,
         "username": user.username,
@@ -179,7 +177,7 @@ fn user_json(user: &UserRow) -> serde_json::Value {
         "subject": user.subject,
         "email": user.email,
         "name": user.name,
-        "groups": groups,
+        "groups": user.groups,
         "admin": user.is_admin,
         "disabled": user.disabled_at.is_some(),
         "disabled_at": user.disabled_at.map(utc),
@@ -282,7 +280,7 @@ mod tests {
             username: Some(name.into()),
             email: email.map(Into::into),
             name: None,
-            groups: "[]".into(),
+            groups: Default::default(),
             is_admin: admin,
             disabled_at,
             created_at: 0,

@@ -85,7 +85,7 @@ pub struct IdentityConfig {
 }
 
 /// What a connection is bound to, and so how long it lives (DESIGN.md §5).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Binding {
     /// One conversation: the MCP session, or an idle window per person and client grant.
@@ -97,6 +97,26 @@ pub enum Binding {
     Call,
     /// One credential configured by the operator, used for everyone.
     Shared,
+}
+
+impl std::str::FromStr for Binding {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "session" => Ok(Self::Session),
+            "user" => Ok(Self::User),
+            "call" => Ok(Self::Call),
+            "shared" => Ok(Self::Shared),
+            other => Err(format!("unknown binding {other:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Binding {

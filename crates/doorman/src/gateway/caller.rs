@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::{
     policy::{PersonInfo, Policies},
+    protocol::Version,
     sign_in::tokens::AccessClaims,
     vault::Holder,
 };
@@ -24,14 +25,13 @@ pub enum PromptForm {
 
 impl PromptForm {
     /// From the revision and the capabilities the client declared.
-    pub fn of(protocol_version: &str, capabilities: &Value, modern: bool) -> Self {
+    pub fn of(version: Version, capabilities: &Value) -> Self {
         let url = capabilities
             .pointer("/elicitation/url")
             .is_some_and(Value::is_object);
-        match (url, modern) {
+        match (url, version.is_modern()) {
             (true, true) => Self::InputRequired,
-            // URL mode exists from 2025-11-25 on.
-            (true, false) if protocol_version >= "2025-11-25" => Self::UrlElicitationError,
+            (true, false) if version.has_url_elicitation() => Self::UrlElicitationError,
             _ => Self::Text,
         }
     }

@@ -31,8 +31,8 @@ use super::{
     call::{self, Caller, Prepared, StepUp},
     caller::PromptForm,
     jsonrpc::{
-        self, ALL_VERSIONS, Id, Incoming, LEGACY_VERSIONS, META_CLIENT_CAPABILITIES,
-        META_PROTOCOL_VERSION, MODERN_VERSION, RpcError, code,
+        self, ALL_VERSIONS, Id, Incoming, META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION,
+        RpcError, code,
     },
     session::Session,
     transport::{
@@ -41,7 +41,7 @@ use super::{
     },
     upstream::{Outbound, SessionSlots, decode_header_value},
 };
-use crate::sign_in::Person;
+use crate::{protocol::Version, sign_in::Person};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -141,15 +141,12 @@ async fn caller_of(
     let (session_hash, form) = match conversation {
         Conversation::Stateful(s) => (
             Some(s.id_hash.clone()),
-            PromptForm::of(&s.protocol_version, &s.client_capabilities, false),
+            PromptForm::of(s.protocol_version, &s.client_capabilities),
         ),
         Conversation::Stateless {
             client_capabilities,
             ..
-        } => (
-            None,
-            PromptForm::of(MODERN_VERSION, client_capabilities, true),
-        ),
+        } => (None, PromptForm::of(Version::MODERN, client_capabilities)),
     };
     Some(Caller::resolve(gw.policies().map(Arc::as_ref), claims, session_hash, form).await)
 }
@@ -253,8 +250,8 @@ pub async fn post(
         if let Some(v) = &header_version {
             // MCP 2025-11-25 basic/transports, "Protocol Version Header": the version negotiated
             // for this session, or 400.
-            if v != &session.protocol_version {
-                let e = if ALL_VERSIONS.contains(&v.as_str()) {
+            if Version::parse(v) != Some(session.protocol_version) {
+                let e = if Version::parse(v).is_some() {
                     RpcError::new(
                         code::BAD_REQUEST,
                         format!(
@@ -294,7 +291,7 @@ pub async fn post(
     // (which that revision answers with -32601).
     let declares_modern = header_version
         .as_deref()
-        .is_some_and(|v| !LEGACY_VERSIONS.contains(&v))
+        .is_some_and(|v| Version::parse(v).is_none_or(Version::is_modern))
         || meta_declares_modern;
     if let Incoming::Request { id, method, params } = &incoming
         && method == "initialize"
@@ -432,11 +429,9 @@ async fn initialize(
     };
     // MCP 2025-11-25 basic/lifecycle, "Version Negotiation": the requested version when
     // supported, otherwise the latest the server supports.
-    let version = if LEGACY_VERSIONS.contains(&requested) {
-        requested
-    } else {
-        LEGACY_VERSIONS[LEGACY_VERSIONS.len() - 1]
-    };
+    let version = Version::parse(requested)
+        .filter(|v| !v.is_modern())
+        .unwrap_or(Version::LATEST_LEGACY);
     let caps = params
         .get("capabilities")
         .filter(|c| c.is_object())
@@ -530,7 +525,7 @@ fn check_modern(headers: &HeaderMap, method: &str, params: &Value) -> Result<Val
             "Invalid params: the protocol version must be a string",
         )
     })?;
-    if version != MODERN_VERSION {
+    if Version::parse(version) != Some(Version::MODERN) {
         return Err(RpcError::unsupported_version(version));
     }
     Ok(meta[META_CLIENT_CAPABILITIES].clone())
@@ -665,7 +660,7 @@ async fn serve_batch(
     session: Option<Arc<Session>>,
     batch: Vec<Value>,
 ) -> Response {
-    let Some(session) = session.filter(|s| s.protocol_version == "2025-03-26") else {
+    let Some(session) = session.filter(|s| s.protocol_version.allows_batches()) else {
         let e = RpcError::new(
             code::INVALID_REQUEST,
             "Invalid Request: JSON-RPC batches are only accepted in protocol 2025-03-26 sessions",
@@ -820,6 +815,7 @@ fn store_failure(e: anyhow::Error) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::jsonrpc::MODERN_VERSION;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -2,12 +2,23 @@
 
 use serde_json::{Value, json};
 
+use crate::protocol::Version;
+
 /// The stateful revisions, served with `initialize` and `MCP-Session-Id`, oldest first.
-pub const LEGACY_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
+pub const LEGACY_VERSIONS: [&str; 3] = [
+    Version::LEGACY[0].as_str(),
+    Version::LEGACY[1].as_str(),
+    Version::LEGACY[2].as_str(),
+];
 /// The stateless revision: per-request `_meta`, no sessions.
-pub const MODERN_VERSION: &str = "2026-07-28";
+pub const MODERN_VERSION: &str = Version::MODERN.as_str();
 /// Every revision Doorman serves, for `UnsupportedProtocolVersion` errors.
-pub const ALL_VERSIONS: [&str; 4] = ["2025-03-26", "2025-06-18", "2025-11-25", MODERN_VERSION];
+pub const ALL_VERSIONS: [&str; 4] = [
+    Version::ALL[0].as_str(),
+    Version::ALL[1].as_str(),
+    Version::ALL[2].as_str(),
+    Version::ALL[3].as_str(),
+];
 
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
@@ -39,8 +50,31 @@ pub mod code {
     pub const FORBIDDEN: i64 = -32012;
 }
 
-/// A JSON-RPC request id: a string or a number (never null for requests).
-pub type Id = Value;
+/// A JSON-RPC request id: a string or an integer, never null (MCP basic/index "Requests").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Id {
+    /// An integer (kept exactly as sent, so an answer echoes it back unchanged).
+    Number(serde_json::Number),
+    String(String),
+}
+
+impl Id {
+    /// The id in a message, if it is one a request may carry.
+    pub fn of(v: Value) -> Option<Self> {
+        match v {
+            Value::String(s) => Some(Self::String(s)),
+            Value::Number(n) if n.is_i64() || n.is_u64() => Some(Self::Number(n)),
+            _ => None,
+        }
+    }
+}
+
+impl From<i64> for Id {
+    fn from(n: i64) -> Self {
+        Self::Number(n.into())
+    }
+}
 
 /// A JSON-RPC error object, with the HTTP status it is sent with.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,7 +131,7 @@ pub fn response(id: &Id, result: Value) -> Value {
 
 /// A response message carrying `error`; `id` is null when the request's id is unknown.
 pub fn error_response(id: Option<&Id>, error: &RpcError) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": error.to_json() })
+    json!({ "jsonrpc": "2.0", "id": id, "error": error.to_json() })
 }
 
 /// What one POSTed JSON value is, after the JSON-RPC 2.0 §4 shape checks.
@@ -130,7 +164,7 @@ pub fn classify(msg: Value) -> Result<Incoming, (Option<Id>, RpcError)> {
     };
     let id = obj.remove("id");
     let has_id = id.is_some();
-    let usable_id = id.filter(|i| i.is_string() || i.is_i64() || i.is_u64());
+    let usable_id = id.and_then(Id::of);
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return invalid(usable_id, "\"jsonrpc\" must be \"2.0\"");
     }
@@ -178,12 +212,28 @@ mod tests {
         assert!(matches!(n, Incoming::Notification { .. }));
         let resp = classify(json!({"jsonrpc":"2.0","id":"a","result":{}})).unwrap();
         assert!(matches!(resp, Incoming::Response));
+        // Ids come back exactly as sent: strings, and integers beyond i64.
+        let big = classify(json!({"jsonrpc":"2.0","id":18446744073709551615u64,"method":"ping"}))
+            .unwrap();
+        let Incoming::Request { id, .. } = big else {
+            panic!("a request")
+        };
+        assert_eq!(
+            response(&id, json!({}))["id"],
+            json!(18446744073709551615u64)
+        );
+        let (id, _) = err_of(json!({"jsonrpc":"2.0","id":1.5,"method":"ping"}));
+        assert_eq!(id, None, "a fractional id is not an id");
+        assert_eq!(
+            error_response(None, &RpcError::new(1, "x"))["id"],
+            Value::Null
+        );
     }
 
     #[test]
     fn shape_errors_are_invalid_request_with_the_id_when_usable() {
         let (id, e) = err_of(json!({"id":1,"method":"ping"}));
-        assert_eq!((id, e.code), (Some(json!(1)), code::INVALID_REQUEST));
+        assert_eq!((id, e.code), (Some(Id::from(1)), code::INVALID_REQUEST));
         let (id, e) = err_of(json!({"jsonrpc":"2.0","id":null,"method":"ping"}));
         assert_eq!((id, e.code), (None, code::INVALID_REQUEST));
         let (id, e) = err_of(json!({"jsonrpc":"2.0","id":{"x":1},"method":"ping"}));

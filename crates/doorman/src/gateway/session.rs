@@ -19,6 +19,7 @@ use super::upstream::SessionSlots;
 use crate::{
     clock::SharedClock,
     crypto,
+    protocol::Version,
     store::{SessionRow, Store},
 };
 
@@ -27,7 +28,7 @@ pub struct Session {
     pub id_hash: String,
     /// The person who opened it; only they may use it (None in local mode).
     pub user_id: Option<String>,
-    pub protocol_version: String,
+    pub protocol_version: Version,
     pub client_capabilities: Value,
     /// This conversation's upstream sessions.
     pub slots: SessionSlots,
@@ -65,7 +66,7 @@ impl Sessions {
     /// Opens a session after `initialize`; returns the id to send to the client.
     pub async fn create(
         &self,
-        protocol_version: &str,
+        protocol_version: Version,
         client_info: &Value,
         client_capabilities: Value,
         user_id: Option<&str>,
@@ -76,7 +77,7 @@ impl Sessions {
         let now = self.clock.now_ms();
         let row = SessionRow {
             id_hash: crypto::sha256_hex(&id),
-            protocol_version: protocol_version.to_owned(),
+            protocol_version,
             client_name: client_info
                 .get("name")
                 .and_then(Value::as_str)
@@ -209,7 +210,7 @@ impl Session {
         Self {
             id_hash: row.id_hash.clone(),
             user_id: row.user_id.clone(),
-            protocol_version: row.protocol_version.clone(),
+            protocol_version: row.protocol_version,
             client_capabilities: serde_json::from_str(&row.client_capabilities)
                 .unwrap_or(Value::Null),
             slots: SessionSlots::default(),
@@ -225,7 +226,7 @@ impl Session {
         Self {
             id_hash: id_hash.to_owned(),
             user_id: None,
-            protocol_version: String::new(),
+            protocol_version: Version::LATEST_LEGACY,
             client_capabilities: Value::Null,
             slots: SessionSlots::default(),
             log_level: std::sync::Mutex::new("debug".into()),
@@ -282,10 +283,10 @@ mod tests {
         let clock = ManualClock::new(1_000_000);
         let sessions = table(&clock, dir.path()).await;
         let (id, s) = sessions
-            .create("2025-11-25", &json!({"name":"c"}), json!({}), None)
+            .create(Version::V2025_11_25, &json!({"name":"c"}), json!({}), None)
             .await
             .unwrap();
-        assert_eq!(s.protocol_version, "2025-11-25");
+        assert_eq!(s.protocol_version, Version::V2025_11_25);
         clock.advance(Duration::from_secs(599));
         assert!(
             sessions.get(&id).await.unwrap().is_some(),
@@ -313,12 +314,12 @@ mod tests {
         let clock = ManualClock::new(1_000_000);
         let sessions = table(&clock, dir.path()).await;
         let (idle, _) = sessions
-            .create("2025-11-25", &json!({}), json!({}), None)
+            .create(Version::V2025_11_25, &json!({}), json!({}), None)
             .await
             .unwrap();
         clock.advance(Duration::from_secs(300));
         let (busy, _) = sessions
-            .create("2025-06-18", &json!({}), json!({}), None)
+            .create(Version::V2025_06_18, &json!({}), json!({}), None)
             .await
             .unwrap();
         clock.advance(Duration::from_secs(301));
@@ -335,7 +336,7 @@ mod tests {
         let clock = ManualClock::new(5);
         let sessions = table(&clock, dir.path()).await;
         let (id, _) = sessions
-            .create("2025-11-25", &json!({}), json!({}), None)
+            .create(Version::V2025_11_25, &json!({}), json!({}), None)
             .await
             .unwrap();
         assert!(sessions.get("made-up").await.unwrap().is_none());
@@ -357,7 +358,7 @@ mod tests {
         let node_a = table(&clock, dir.path()).await;
         let node_b = table(&clock, dir.path()).await;
         let (id, _) = node_a
-            .create("2025-06-18", &json!({}), json!({"roots":{}}), None)
+            .create(Version::V2025_06_18, &json!({}), json!({"roots":{}}), None)
             .await
             .unwrap();
         let on_b = node_b
@@ -365,7 +366,7 @@ mod tests {
             .await
             .unwrap()
             .expect("visible on the other node");
-        assert_eq!(on_b.protocol_version, "2025-06-18");
+        assert_eq!(on_b.protocol_version, Version::V2025_06_18);
         assert_eq!(on_b.client_capabilities, json!({"roots":{}}));
         node_b.end(&id).await.unwrap();
         clock.advance(Duration::from_secs(61));

@@ -210,7 +210,7 @@ impl Accounts {
             username: Some(name.clone()),
             email,
             name: None,
-            groups: "[]".into(),
+            groups: Default::default(),
             is_admin: admin,
             disabled_at: None,
             created_at: now,

@@ -333,7 +333,7 @@ async fn upsert_person(
     now: i64,
 ) -> anyhow::Result<Option<String>> {
     let issuer = p.issuer();
-    let groups = serde_json::to_string(&who.groups)?;
+    let groups = crate::store::Groups(who.groups.clone());
     let id = match s.store.user_id_by_subject(&issuer, &who.subject).await? {
         Some(id) => id,
         None => {
@@ -415,8 +415,7 @@ pub async fn recheck(s: &AuthServer, user_id: &str) -> Result<(), Deprovisioned>
                         if let Err(why) = provider.admits(&who) {
                             return Err(deprovision(s, user_id, provider.name(), &why, now).await);
                         }
-                        let groups =
-                            serde_json::to_string(&who.groups).unwrap_or_else(|_| "[]".into());
+                        let groups = crate::store::Groups(who.groups.clone());
                         let _ = s
                             .store
                             .update_federated_user(

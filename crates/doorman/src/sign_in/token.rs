@@ -20,36 +20,72 @@ use crate::{
     store::{CodeUse, GrantRow, RefreshRow, RefreshUse},
 };
 
+/// The error codes of the token endpoint (RFC 6749 §5.2, RFC 8707 §2 `invalid_target`), each
+/// with its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidRequest,
+    /// `401`: the client could not be authenticated.
+    InvalidClient,
+    InvalidGrant,
+    UnsupportedGrantType,
+    InvalidScope,
+    InvalidTarget,
+    /// `500`: Doorman failed, not the client.
+    ServerError,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::InvalidTarget => "invalid_target",
+            Self::ServerError => "server_error",
+        }
+    }
+
+    /// RFC 6749 §5.2: `400`, except `invalid_client` (`401`) and Doorman's own failures.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidClient => StatusCode::UNAUTHORIZED,
+            Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
 /// An RFC 6749 §5.2 error response.
+#[derive(Debug)]
 pub struct OAuthError {
-    status: StatusCode,
-    error: &'static str,
+    code: ErrorCode,
     description: String,
     /// RFC 6749 §5.2: a client that tried Basic gets `WWW-Authenticate` with its 401.
     basic_challenge: bool,
 }
 
 impl OAuthError {
-    pub fn new(error: &'static str, description: impl Into<String>) -> Self {
-        let status = match error {
-            "invalid_client" => StatusCode::UNAUTHORIZED,
-            "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::BAD_REQUEST,
-        };
+    pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
         Self {
-            status,
-            error,
+            code,
             description: description.into(),
             basic_challenge: false,
         }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
     }
 }
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let mut r = (
-            self.status,
-            Json(json!({ "error": self.error, "error_description": self.description })),
+            self.code.status(),
+            Json(json!({ "error": self.code.as_str(), "error_description": self.description })),
         )
             .into_response();
         no_store(r.headers_mut());
@@ -71,7 +107,7 @@ fn no_store(h: &mut HeaderMap) {
 
 fn server_error(e: anyhow::Error) -> OAuthError {
     tracing::error!(error = %e, "token endpoint failed");
-    OAuthError::new("server_error", "the request could not be completed")
+    OAuthError::new(ErrorCode::ServerError, "the request could not be completed")
 }
 
 /// Parses an `application/x-www-form-urlencoded` body, refusing repeated parameters (RFC 6749 §3.2).
@@ -85,7 +121,7 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
         .starts_with("application/x-www-form-urlencoded")
     {
         return Err(OAuthError::new(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "the body must be application/x-www-form-urlencoded",
         ));
     }
@@ -93,7 +129,7 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
     for (k, v) in form_urlencoded::parse(body) {
         if form.insert(k.to_string(), v.into_owned()).is_some() {
             return Err(OAuthError::new(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 format!("the parameter {k} is repeated"),
             ));
         }
@@ -107,7 +143,7 @@ async fn authenticate(
     form: &HashMap<String, String>,
 ) -> Result<Client, OAuthError> {
     let presented = Presented::read(headers, form).map_err(|e| {
-        let mut err = OAuthError::new("invalid_client", e);
+        let mut err = OAuthError::new(ErrorCode::InvalidClient, e);
         err.basic_challenge = headers.contains_key(header::AUTHORIZATION);
         err
     })?;
@@ -118,7 +154,7 @@ async fn authenticate(
         .await
         .map_err(|e| {
             tracing::info!(reason = %e, "client authentication failed");
-            let mut err = OAuthError::new("invalid_client", e);
+            let mut err = OAuthError::new(ErrorCode::InvalidClient, e);
             err.basic_challenge = presented.via_basic;
             err
         })
@@ -128,7 +164,7 @@ fn required<'a>(form: &'a HashMap<String, String>, key: &str) -> Result<&'a str,
     form.get(key)
         .map(String::as_str)
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| OAuthError::new("invalid_request", format!("{key} is required")))
+        .ok_or_else(|| OAuthError::new(ErrorCode::InvalidRequest, format!("{key} is required")))
 }
 
 /// `POST /oauth/token`.
@@ -148,7 +184,7 @@ async fn token_inner(
     let grant_type = required(&form, "grant_type")?;
     if !matches!(grant_type, "authorization_code" | "refresh_token") {
         return Err(OAuthError::new(
-            "unsupported_grant_type",
+            ErrorCode::UnsupportedGrantType,
             format!(
                 "grant_type {grant_type:?} is not supported (authorization_code, refresh_token)"
             ),
@@ -190,32 +226,32 @@ async fn exchange_code(
                 tracing::warn!(grant = %g, client = %client.id, "authorization code replayed; grant revoked");
             }
             return Err(OAuthError::new(
-                "invalid_grant",
+                ErrorCode::InvalidGrant,
                 "the authorization code was already used",
             ));
         }
         CodeUse::Unknown => {
             return Err(OAuthError::new(
-                "invalid_grant",
+                ErrorCode::InvalidGrant,
                 "the authorization code is not valid",
             ));
         }
     };
     if row.client_id != client.id {
         return Err(OAuthError::new(
-            "invalid_grant",
+            ErrorCode::InvalidGrant,
             "the authorization code was issued to another client",
         ));
     }
     if row.expires_at <= now {
         return Err(OAuthError::new(
-            "invalid_grant",
+            ErrorCode::InvalidGrant,
             "the authorization code has expired",
         ));
     }
     if row.redirect_uri != redirect_uri {
         return Err(OAuthError::new(
-            "invalid_grant",
+            ErrorCode::InvalidGrant,
             "redirect_uri differs from the authorization request",
         ));
     }
@@ -231,7 +267,7 @@ async fn exchange_code(
         )
     {
         return Err(OAuthError::new(
-            "invalid_grant",
+            ErrorCode::InvalidGrant,
             "code_verifier does not match the code_challenge",
         ));
     }
@@ -239,7 +275,7 @@ async fn exchange_code(
         && resource != &row.resource
     {
         return Err(OAuthError::new(
-            "invalid_target",
+            ErrorCode::InvalidTarget,
             format!("the code was issued for {}", row.resource),
         ));
     }
@@ -272,7 +308,7 @@ async fn active_user(s: &AuthServer, user_id: &str) -> Result<(), OAuthError> {
     match s.store.user(user_id).await.map_err(server_error)? {
         Some(u) if u.disabled_at.is_none() => Ok(()),
         _ => Err(OAuthError::new(
-            "invalid_grant",
+            ErrorCode::InvalidGrant,
             "the person's account is disabled",
         )),
     }
@@ -303,13 +339,13 @@ async fn refresh(
             s.tokens.revocations.revoke_grant_locally(&grant, now);
             tracing::warn!(grant = %grant, client = %client.id, "refresh token reused; grant revoked");
             return Err(OAuthError::new(
-                "invalid_grant",
+                ErrorCode::InvalidGrant,
                 "the refresh token was already used; sign in again",
             ));
         }
         RefreshUse::Unknown => {
             return Err(OAuthError::new(
-                "invalid_grant",
+                ErrorCode::InvalidGrant,
                 "the refresh token is not valid",
             ));
         }
@@ -319,22 +355,24 @@ async fn refresh(
         .grant(&row.grant_id)
         .await
         .map_err(server_error)?
-        .ok_or_else(|| OAuthError::new("invalid_grant", "the refresh token is not valid"))?;
+        .ok_or_else(|| {
+            OAuthError::new(ErrorCode::InvalidGrant, "the refresh token is not valid")
+        })?;
     if grant.client_id != client.id {
         return Err(OAuthError::new(
-            "invalid_grant",
+            ErrorCode::InvalidGrant,
             "the refresh token was issued to another client",
         ));
     }
     if grant.revoked_at.is_some() {
         return Err(OAuthError::new(
-            "invalid_grant",
+            ErrorCode::InvalidGrant,
             "this sign-in was revoked; sign in again",
         ));
     }
     if grant.expires_at <= now || row.expires_at <= now {
         return Err(OAuthError::new(
-            "invalid_grant",
+            ErrorCode::InvalidGrant,
             "this sign-in has expired; sign in again",
         ));
     }
@@ -345,7 +383,7 @@ async fn refresh(
             .find(|sc| !sc.is_empty() && !granted.contains(sc))
         {
             return Err(OAuthError::new(
-                "invalid_scope",
+                ErrorCode::InvalidScope,
                 format!("scope {extra:?} was not granted"),
             ));
         }
@@ -354,7 +392,7 @@ async fn refresh(
         && resource != &grant.resource
     {
         return Err(OAuthError::new(
-            "invalid_target",
+            ErrorCode::InvalidTarget,
             format!("this sign-in is for {}", grant.resource),
         ));
     }
@@ -364,7 +402,7 @@ async fn refresh(
     if let Err(super::federation::Deprovisioned(why)) =
         super::federation::recheck(s, &grant.user_id).await
     {
-        return Err(OAuthError::new("invalid_grant", why));
+        return Err(OAuthError::new(ErrorCode::InvalidGrant, why));
     }
     issue(s, &grant, now).await
 }

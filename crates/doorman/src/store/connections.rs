@@ -15,7 +15,7 @@ pub struct ConnectionRow {
     pub refresh_token_sealed: Option<String>,
     pub authorized_at: i64,
     pub expires_at: Option<i64>,
-    pub binding: String,
+    pub binding: crate::config::Binding,
     pub binding_target: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -45,7 +45,7 @@ impl Store {
             .bind(&c.refresh_token_sealed)
             .bind(c.authorized_at)
             .bind(c.expires_at)
-            .bind(&c.binding)
+            .bind(c.binding)
             .bind(&c.binding_target)
             .bind(c.created_at)
             .bind(c.updated_at)
@@ -270,7 +270,7 @@ impl Store {
         .bind(&p.id_hash)
         .bind(&p.user_id)
         .bind(&p.resource)
-        .bind(&p.binding)
+        .bind(p.binding)
         .bind(&p.binding_target)
         .bind(&p.scopes)
         .bind(&p.elicitation_id)
@@ -517,7 +517,7 @@ pub struct ConnectPromptRow {
     pub id_hash: String,
     pub user_id: String,
     pub resource: String,
-    pub binding: String,
+    pub binding: crate::config::Binding,
     pub binding_target: Option<String>,
     pub scopes: String,
     pub elicitation_id: Option<String>,

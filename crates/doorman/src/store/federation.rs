@@ -93,7 +93,7 @@ impl Store {
         user_id: &str,
         email: Option<&str>,
         name: Option<&str>,
-        groups_json: &str,
+        groups: &super::Groups,
     ) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query(
             "UPDATE users SET email = $2, name = $3, groups = $4 WHERE id = $1",
@@ -101,7 +101,7 @@ impl Store {
         .bind(user_id)
         .bind(email)
         .bind(name)
-        .bind(groups_json)
+        .bind(groups)
         .execute(pool)
         .await
         .map(|_| ()))?;

@@ -12,6 +12,7 @@ mod federation;
 mod flow;
 mod grants;
 mod sessions;
+mod types;
 mod users;
 
 use std::{path::Path, str::FromStr, time::Duration};
@@ -32,6 +33,7 @@ pub use federation::{FederatedIdentityRow, OidcStateRow};
 pub use flow::{AuthorizationRequestRow, BrowserSessionRow, SigningKeyRow};
 pub use grants::{CodeRow, CodeUse, GrantRow, RefreshRow, RefreshUse};
 pub use sessions::SessionRow;
+pub use types::Groups;
 pub use users::{
     LOCAL_ISSUER, LocalCredentialRow, MAX_USERNAME_LEN, SignInFailureRow, UserRow,
     normalize_username,

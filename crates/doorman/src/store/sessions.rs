@@ -6,7 +6,7 @@ use super::{Store, on_pool};
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SessionRow {
     pub id_hash: String,
-    pub protocol_version: String,
+    pub protocol_version: crate::protocol::Version,
     pub client_name: Option<String>,
     pub client_version: Option<String>,
     /// The client's declared capabilities, as JSON text.
@@ -24,7 +24,7 @@ impl Store {
              client_capabilities, created_at, last_seen_at, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&row.id_hash)
-        .bind(&row.protocol_version)
+        .bind(row.protocol_version)
         .bind(&row.client_name)
         .bind(&row.client_version)
         .bind(&row.client_capabilities)

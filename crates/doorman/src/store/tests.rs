@@ -10,7 +10,7 @@ fn row(id: &str, last_seen_at: i64) -> SessionRow {
     SessionRow {
         user_id: Some("person-1".into()),
         id_hash: crate::crypto::sha256_hex(id),
-        protocol_version: "2025-11-25".into(),
+        protocol_version: crate::protocol::Version::V2025_11_25,
         client_name: Some("test-client".into()),
         client_version: Some("1.0".into()),
         client_capabilities: r#"{"elicitation":{}}"#.into(),
@@ -387,5 +387,68 @@ async fn both_engines_have_the_same_schema() {
             only_a.is_empty() && only_b.is_empty(),
             "schema drift: only on {first}: {only_a:#?}\nonly on {engine}: {only_b:#?}"
         );
+    }
+}
+
+/// Bindings and groups are types at the store boundary: they round-trip on both engines, and
+/// text that does not parse fails the read instead of becoming a default.
+#[tokio::test]
+async fn typed_columns_round_trip_and_refuse_what_does_not_parse() {
+    use crate::config::Binding;
+    for (store, _guard) in engines().await {
+        let engine = store.engine();
+        insert_person(&store, "p1").await;
+        for (i, binding) in [Binding::Session, Binding::User, Binding::Call]
+            .into_iter()
+            .enumerate()
+        {
+            let row = ConnectionRow {
+                id: format!("c{i}"),
+                user_id: "p1".into(),
+                resource: "notes".into(),
+                account: "a@example".into(),
+                scopes: "read".into(),
+                access_token_sealed: "sealed".into(),
+                refresh_token_sealed: None,
+                authorized_at: 1,
+                expires_at: None,
+                binding,
+                binding_target: None,
+                created_at: 1,
+                updated_at: 1,
+                selected_at: 1,
+                last_used_at: 1,
+            };
+            store.insert_connection(&row).await.unwrap();
+            let back = store.connection(&row.id).await.unwrap().unwrap();
+            assert_eq!(back.binding, binding, "{engine}");
+        }
+        let mut user = store.user("p1").await.unwrap().unwrap();
+        assert_eq!(user.groups, Groups::default(), "{engine}");
+        user.groups = Groups(vec!["sales".into(), "eng \"core\"".into()]);
+        store
+            .update_federated_user("p1", None, None, &user.groups)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.user("p1").await.unwrap().unwrap().groups,
+            user.groups,
+            "{engine}"
+        );
+
+        on_pool!(store, pool => sqlx::query("UPDATE connections SET binding = 'forever' WHERE id = 'c0'")
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .unwrap();
+        let e = format!("{:#}", store.connection("c0").await.unwrap_err());
+        assert!(e.contains("unknown binding \"forever\""), "{engine}: {e}");
+        on_pool!(store, pool => sqlx::query("UPDATE users SET groups = '{\"a\": 1}' WHERE id = 'p1'")
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .unwrap();
+        let e = format!("{:#}", store.user("p1").await.unwrap_err());
+        assert!(e.contains("groups are not a JSON list"), "{engine}: {e}");
     }
 }

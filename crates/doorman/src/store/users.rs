@@ -31,8 +31,8 @@ pub struct UserRow {
     pub username: Option<String>,
     pub email: Option<String>,
     pub name: Option<String>,
-    /// The person's groups, as a JSON array of strings.
-    pub groups: String,
+    /// The person's groups (a JSON list of strings in the database).
+    pub groups: super::Groups,
     pub is_admin: bool,
     pub disabled_at: Option<i64>,
     pub created_at: i64,

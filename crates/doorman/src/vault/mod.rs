@@ -266,10 +266,11 @@ impl Vault {
 
     /// Whether a stored connection belongs to this caller's conversation (by its own binding).
     fn serves(row: &ConnectionRow, caller: &Holder<'_>) -> bool {
-        match row.binding.as_str() {
-            "session" => row.binding_target.as_deref() == Some(&caller.conversation()),
-            "user" | "call" => true,
-            _ => false,
+        match row.binding {
+            Binding::Session => row.binding_target.as_deref() == Some(&caller.conversation()),
+            Binding::User | Binding::Call => true,
+            // Never stored: a shared resource has one operator credential and no connections.
+            Binding::Shared => false,
         }
     }
 
@@ -332,7 +333,7 @@ impl Vault {
         let rows = self.store.connections_of(caller.user_id, rc.name()).await?;
         let mut candidates: Vec<ConnectionRow> = rows
             .into_iter()
-            .filter(|r| r.binding == binding.as_str() && Self::serves(r, caller))
+            .filter(|r| r.binding == binding && Self::serves(r, caller))
             .collect();
         if let Some(p) = preferred
             && let Some(i) = candidates.iter().position(|r| r.id == p)

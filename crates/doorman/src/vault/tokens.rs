@@ -92,7 +92,7 @@ mod tests {
             )),
             authorized_at: 1_000,
             expires_at: Some(3_601_000),
-            binding: "session".into(),
+            binding: crate::config::Binding::Session,
             binding_target: target.map(String::from),
             created_at: 1_000,
             updated_at: 1_000,

@@ -45,7 +45,7 @@ fn row(ring: &KeyRing, id: &str, user: &str) -> ConnectionRow {
         )),
         authorized_at: 0,
         expires_at: None,
-        binding: "user".into(),
+        binding: crate::config::Binding::User,
         binding_target: None,
         created_at: 0,
         updated_at: 0,
