@@ -90,7 +90,13 @@ pub struct Audit;
 impl Audit {
     /// Starts the writer (once per process) and the hourly purge of records older than
     /// `retention`.
-    pub fn start(store: Store, clock: SharedClock, retention: std::time::Duration) {
+    /// `purge_every`: how often records past `retention` are deleted (`server.purge_interval`).
+    pub fn start(
+        store: Store,
+        clock: SharedClock,
+        retention: std::time::Duration,
+        purge_every: std::time::Duration,
+    ) {
         let (tx, mut rx) = mpsc::channel::<AuditEvent>(10_000);
         if SINK
             .set(Sink {
@@ -145,7 +151,7 @@ impl Audit {
         });
         let retention_ms = retention.as_millis() as i64;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            let mut tick = tokio::time::interval(purge_every);
             loop {
                 tick.tick().await;
                 match store.purge_audit(clock.now_ms() - retention_ms).await {

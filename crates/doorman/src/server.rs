@@ -180,7 +180,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let http = HttpClient::new()?;
     let auth = AuthServer::new(&config, store.clone(), clock.clone(), ring, http.clone()).await?;
     if let Some(auth) = &auth {
-        auth.spawn_maintenance();
+        auth.spawn_maintenance(
+            config.server.poll_interval.0,
+            config.server.purge_interval.0,
+        );
         if let Some(link) = setup::first_run_link(auth).await? {
             // Printed to stdout, not logged: the link is a one-time secret for the operator.
             let message =
@@ -203,7 +206,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 clock.clone(),
                 http.clone(),
             )?);
-            v.spawn_maintenance(ring_source.clone());
+            v.spawn_maintenance(ring_source.clone(), config.server.poll_interval.0);
             Some(v)
         }
         None => None,
@@ -217,7 +220,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         auth.as_ref()
             .map(|_| Arc::new(Policies::new(&config, store.clone()))),
     )?);
-    Audit::start(store.clone(), clock, config.audit.retention.0);
+    Audit::start(
+        store.clone(),
+        clock,
+        config.audit.retention.0,
+        config.server.purge_interval.0,
+    );
     let idle = config.server.session_idle_timeout.0;
     gateway.spawn_sweeper((idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60)));
     let listener = tokio::net::TcpListener::bind(config.server.listen)

@@ -189,6 +189,12 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     pub max_request_bytes: usize,
     pub session_idle_timeout: ConfigDuration,
+    /// How often each node re-reads what other nodes changed (revoked tokens, signing keys, the
+    /// key ring file) and does layer-2 upkeep (queued revocations, idle conversations).
+    pub poll_interval: ConfigDuration,
+    /// How often expired records are deleted (audit records past retention, finished sign-in
+    /// state, unused dynamic registrations).
+    pub purge_interval: ConfigDuration,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -204,6 +210,8 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             max_request_bytes: 4 * 1024 * 1024,
             session_idle_timeout: ConfigDuration::secs(30 * 60),
+            poll_interval: ConfigDuration::secs(2),
+            purge_interval: ConfigDuration::secs(60),
             log_format: LogFormat::Text,
             log_level: "info".into(),
         }
@@ -566,6 +574,18 @@ impl Config {
                 "must be longer than zero",
             ));
         }
+        for (key, d, min) in [
+            ("server.poll_interval", s.poll_interval.0, "100ms"),
+            ("server.purge_interval", s.purge_interval.0, "1s"),
+        ] {
+            let floor = min.parse::<ConfigDuration>().expect("a valid floor").0;
+            if d < floor {
+                return Err(ConfigError::new(key, format!("must be at least {min}")));
+            }
+            if d > std::time::Duration::from_secs(3600) {
+                return Err(ConfigError::new(key, "must be at most 1h"));
+            }
+        }
         if s.log_level
             .parse::<tracing_subscriber::filter::Targets>()
             .is_err()
@@ -616,7 +636,7 @@ impl Config {
         if self.audit.retention.0 < std::time::Duration::from_secs(3600) {
             return Err(ConfigError::new(
                 "audit.retention",
-                "must be at least one hour (records older than it are deleted every minute)",
+                "must be at least one hour (records older than it are deleted every server.purge_interval)",
             ));
         }
         for (i, p) in self.policies.iter().enumerate() {

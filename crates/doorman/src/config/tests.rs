@@ -36,6 +36,8 @@ fn the_example_file_parses_and_sets_every_key() {
         config.server.session_idle_timeout,
         defaults.server.session_idle_timeout
     );
+    assert_eq!(config.server.poll_interval, defaults.server.poll_interval);
+    assert_eq!(config.server.purge_interval, defaults.server.purge_interval);
     let (si, d) = (&config.sign_in, &defaults.sign_in);
     assert_eq!(si.mode, SignInMode::Accounts);
     assert_eq!(si.mode, d.mode);
@@ -437,4 +439,38 @@ fn resources_need_people_and_the_doorman_name_is_reserved() {
     assert_eq!(e.path, "resources");
     let e = error_of("[[upstreams]]\nname = \"doorman\"\nurl = \"http://127.0.0.1:1/mcp\"\n");
     assert_eq!(e.path, "upstreams[0].name");
+}
+
+#[test]
+fn maintenance_intervals_have_defaults_and_bounds() {
+    let config = Config::from_toml("").unwrap();
+    assert_eq!(
+        config.server.poll_interval.0,
+        std::time::Duration::from_secs(2)
+    );
+    assert_eq!(
+        config.server.purge_interval.0,
+        std::time::Duration::from_secs(60)
+    );
+    let config =
+        Config::from_toml("[server]\npoll_interval = \"250ms\"\npurge_interval = \"1s\"\n")
+            .unwrap();
+    config.validate().unwrap();
+    for (toml, path) in [
+        (
+            "[server]\npoll_interval = \"50ms\"\n",
+            "server.poll_interval",
+        ),
+        ("[server]\npoll_interval = \"2h\"\n", "server.poll_interval"),
+        (
+            "[server]\npurge_interval = \"500ms\"\n",
+            "server.purge_interval",
+        ),
+        (
+            "[server]\npurge_interval = \"1d\"\n",
+            "server.purge_interval",
+        ),
+    ] {
+        assert_eq!(error_of(toml).path, path, "{toml}");
+    }
 }

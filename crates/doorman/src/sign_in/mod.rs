@@ -225,12 +225,14 @@ impl AuthServer {
     }
 
     /// Background upkeep: revocations and key rotations made by other processes, and purging
-    /// what expired.
-    pub fn spawn_maintenance(self: &Arc<Self>) {
+    /// what expired. Every `poll` (`server.poll_interval`) revocations are re-read and, every fifth time,
+    /// signing keys; every `purge` (`server.purge_interval`) expired state is deleted.
+    pub fn spawn_maintenance(self: &Arc<Self>, poll: Duration, purge: Duration) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            let mut tick = tokio::time::interval(poll);
             let mut n: u64 = 0;
+            let mut last_purge = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
                 let Some(s) = me.upgrade() else { return };
@@ -243,7 +245,8 @@ impl AuthServer {
                 {
                     tracing::warn!(error = %e, "cannot reload signing keys");
                 }
-                if n.is_multiple_of(300) {
+                if n == 0 || last_purge.elapsed() >= purge {
+                    last_purge = tokio::time::Instant::now();
                     let expiry = now - s.settings.registration_expiry_ms;
                     let purged = async {
                         s.store.purge_expired_sign_in_state(now).await?;

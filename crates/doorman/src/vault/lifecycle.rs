@@ -386,10 +386,11 @@ impl Vault {
 
     /// Background upkeep: idle stateless conversations, queued revocations, expired prompts,
     /// and — with a key ring file — new keys, and re-sealing under them.
-    pub fn spawn_maintenance(self: &Arc<Self>, ring_source: crypto::KeyRingSource) {
+    /// Runs every `poll` (`server.poll_interval`); the key ring file is re-read every fifth time.
+    pub fn spawn_maintenance(self: &Arc<Self>, ring_source: crypto::KeyRingSource, poll: Duration) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            let mut tick = tokio::time::interval(poll);
             let mut n: u64 = 0;
             loop {
                 tick.tick().await;
