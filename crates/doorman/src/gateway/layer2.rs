@@ -563,3 +563,139 @@ async fn whoami(vault: &Vault, who: &Caller) -> anyhow::Result<Value> {
         "isError": false,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{clock::ManualClock, config::Config, crypto::random_token, net::HttpClient};
+
+    async fn vault(now_ms: i64) -> (Vault, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open_sqlite_in(dir.path())
+            .await
+            .unwrap();
+        let config = Config::from_toml(
+            "[server]\npublic_url = \"http://127.0.0.1:8421/\"\n[sign_in]\ndevelopment = true\n",
+        )
+        .unwrap();
+        let ring = Arc::new(KeyRing::parse(&format!("k1 {}\n", random_token(32))).unwrap());
+        let v = Vault::new(
+            &config,
+            store,
+            ring,
+            Arc::new(ManualClock::new(now_ms)),
+            HttpClient::new().unwrap(),
+        )
+        .unwrap();
+        (v, dir)
+    }
+
+    fn caller(user: &str) -> Caller {
+        Caller {
+            user_id: user.into(),
+            grant: "g".into(),
+            session_hash: None,
+            form: PromptForm::InputRequired,
+            person: Err("not needed".into()),
+            client_id: "c".into(),
+            auth_time: 0,
+        }
+    }
+
+    fn state(v: &Vault, user: &str, expires: i64) -> String {
+        seal_state(
+            &v.ring,
+            &RequestState {
+                u: user.into(),
+                p: "prompt-1".into(),
+                r: "notes".into(),
+                m: "tools/call".into(),
+                n: "whoami".into(),
+                x: expires,
+            },
+        )
+    }
+
+    /// MCP 2026-07-28 basic/patterns/mrtr, "Server Requirements" 4 and 5: Doorman's own
+    /// `requestState` is sealed, bound to the person, the request and a deadline, and taken out
+    /// of the params before they go upstream; anyone else's passes through untouched.
+    #[tokio::test]
+    async fn request_state_is_accepted_only_for_its_person_request_and_lifetime() {
+        let (v, _dir) = vault(1_000_000).await;
+        let alice = caller("alice");
+        let take = |params: &mut Value, who: &Caller, method: &str, name: &str| {
+            take_retry(&v, who, method, name, "notes", params)
+        };
+        let mut params = json!({
+            "name": "whoami",
+            "requestState": state(&v, "alice", 2_000_000),
+            "inputResponses": { "connect": { "action": "accept" } },
+        });
+        let retry = take(&mut params, &alice, "tools/call", "whoami")
+            .unwrap()
+            .expect("Doorman's own state");
+        assert_eq!(
+            (retry.prompt_id.as_str(), retry.action.as_deref()),
+            ("prompt-1", Some("accept"))
+        );
+        assert_eq!(
+            params,
+            json!({ "name": "whoami" }),
+            "nothing of it goes upstream"
+        );
+
+        let refused = |mut params: Value, who: &Caller, method: &str, name: &str| {
+            let e = take(&mut params, who, method, name).err().expect("refused");
+            assert_eq!(e.code, code::INVALID_PARAMS);
+            assert_eq!(e.data.unwrap()["reason"], "invalid_request_state");
+        };
+        let with = |s: String| json!({ "name": "whoami", "requestState": s });
+        refused(
+            with(state(&v, "alice", 2_000_000)),
+            &caller("bob"),
+            "tools/call",
+            "whoami",
+        );
+        refused(
+            with(state(&v, "alice", 999_999)),
+            &alice,
+            "tools/call",
+            "whoami",
+        );
+        refused(
+            with(state(&v, "alice", 2_000_000)),
+            &alice,
+            "prompts/get",
+            "whoami",
+        );
+        refused(
+            with(state(&v, "alice", 2_000_000)),
+            &alice,
+            "tools/call",
+            "other",
+        );
+        // Tampered with, or sealed by another deployment's keys.
+        let mut t = state(&v, "alice", 2_000_000);
+        let last = t.pop().unwrap();
+        t.push(if last == 'A' { 'B' } else { 'A' });
+        refused(with(t), &alice, "tools/call", "whoami");
+        let (other, _dir2) = vault(1_000_000).await;
+        refused(
+            with(state(&other, "alice", 2_000_000)),
+            &alice,
+            "tools/call",
+            "whoami",
+        );
+
+        // An upstream's own state is not Doorman's: left in place for the upstream.
+        let mut theirs = json!({ "name": "whoami", "requestState": "upstream-opaque" });
+        assert!(
+            take(&mut theirs, &alice, "tools/call", "whoami")
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(theirs["requestState"], "upstream-opaque");
+    }
+}

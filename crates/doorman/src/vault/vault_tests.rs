@@ -112,3 +112,101 @@ async fn a_new_sealing_key_reseals_stored_connections_and_old_ones_still_open() 
         );
     }
 }
+
+/// A token endpoint on loopback that counts refreshes and answers slowly, so concurrent
+/// requests overlap: (its URL, the count).
+async fn counting_token_endpoint() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let app = axum::Router::new().route(
+        "/token",
+        axum::routing::post(move |body: String| {
+            let seen = seen.clone();
+            async move {
+                assert!(body.contains("grant_type=refresh_token"), "{body}");
+                let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                axum::Json(serde_json::json!({
+                    "access_token": format!("at-refreshed-{n}"),
+                    "token_type": "Bearer",
+                    "expires_in": 3600,
+                    "refresh_token": format!("rt-refreshed-{n}"),
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, count)
+}
+
+/// Refresh is single-flight: many requests on two nodes (two vaults, one store) for one
+/// expired connection make exactly one refresh at the resource, and all get the new token.
+#[tokio::test]
+async fn concurrent_requests_on_two_nodes_refresh_a_connection_once() {
+    use std::sync::atomic::Ordering;
+    for (store, _dir) in engines().await {
+        let (token_url, count) = counting_token_endpoint().await;
+        let config = Config::from_toml(&format!(
+            "[server]\npublic_url = \"http://127.0.0.1:8421/\"\n[sign_in]\ndevelopment = true\n\
+             [[resources]]\nname = \"notes\"\nauthorization_endpoint = \"http://127.0.0.1:1/auth\"\n\
+             token_endpoint = \"{token_url}\"\nclient_id = \"doorman\"\nbinding = \"user\"\n"
+        ))
+        .unwrap();
+        let ring = Arc::new(KeyRing::parse(&format!("k1 {}\n", crypto::random_token(32))).unwrap());
+        insert_person(&store, "alice").await;
+        let mut expired = row(&ring, "c1", "alice");
+        expired.expires_at = Some(500); // the clock says 1000
+        store.insert_connection(&expired).await.unwrap();
+        let node = || {
+            Arc::new(
+                Vault::new(
+                    &config,
+                    store.clone(),
+                    ring.clone(),
+                    Arc::new(ManualClock::new(1_000)),
+                    HttpClient::new().unwrap(),
+                )
+                .unwrap(),
+            )
+        };
+        let (a, b) = (node(), node());
+        let calls = (0..8).map(|i| {
+            let v = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let rc = v.resource("notes").unwrap();
+                let holder = Holder {
+                    user_id: "alice",
+                    grant: "g1",
+                    session_hash: None,
+                };
+                v.credential(&holder, &rc, None, Lifetime::default())
+                    .await
+                    .unwrap()
+                    .map(|c| c.header.1.to_str().unwrap().to_owned())
+            })
+        });
+        let headers: Vec<_> = futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().expect("a credential"))
+            .collect();
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            1,
+            "{}: one refresh",
+            store.engine()
+        );
+        assert!(
+            headers.iter().all(|h| h == "Bearer at-refreshed-1"),
+            "{headers:?}"
+        );
+        let stored = store.connection("c1").await.unwrap().unwrap();
+        assert_eq!(
+            &*tokens::open(&ring, Which::Refresh, &stored).unwrap(),
+            "rt-refreshed-1"
+        );
+    }
+}
