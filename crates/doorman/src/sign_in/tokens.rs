@@ -301,3 +301,219 @@ impl Revocations {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        clock::{Clock, ManualClock},
+        crypto::KeyRing,
+        store::GrantRow,
+    };
+
+    const ISSUER: &str = "https://doorman.example";
+    const AUDIENCE: &str = "https://doorman.example/mcp";
+
+    struct Setup {
+        tokens: AccessTokens,
+        keys: Arc<SigningKeys>,
+        clock: ManualClock,
+        store: Store,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite_in(dir.path()).await.unwrap();
+        let ring = Arc::new(KeyRing::parse(&format!("k1 {}\n", crypto::random_token(32))).unwrap());
+        let clock = ManualClock::new(1_700_000_000_000);
+        let keys = Arc::new(
+            SigningKeys::load(store.clone(), ring, clock.now_ms())
+                .await
+                .unwrap(),
+        );
+        let tokens = with(&keys, &clock, &store, ISSUER, AUDIENCE);
+        Setup {
+            tokens,
+            keys,
+            clock,
+            store,
+            _dir: dir,
+        }
+    }
+
+    fn with(
+        keys: &Arc<SigningKeys>,
+        clock: &ManualClock,
+        store: &Store,
+        iss: &str,
+        aud: &str,
+    ) -> AccessTokens {
+        AccessTokens::new(
+            keys.clone(),
+            Arc::new(clock.clone()),
+            iss.into(),
+            aud.into(),
+            3_600_000,
+            store.clone(),
+        )
+    }
+
+    fn grant() -> GrantRow {
+        GrantRow {
+            id: "grant-1".into(),
+            user_id: "alice".into(),
+            client_id: "client-1".into(),
+            scope: "mcp".into(),
+            resource: AUDIENCE.into(),
+            auth_time: 1_699_999_000_000,
+            amr: r#"["pwd","otp"]"#.into(),
+            acr: None,
+            created_at: 0,
+            expires_at: i64::MAX,
+            last_used_at: 0,
+            revoked_at: None,
+            revoked_reason: None,
+        }
+    }
+
+    /// A JWT with the given header and claims, signed (or not) with `signature`.
+    fn raw(header: serde_json::Value, claims: &serde_json::Value, signature: &str) -> String {
+        format!(
+            "{}.{}.{signature}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        )
+    }
+
+    #[tokio::test]
+    async fn an_issued_token_verifies_until_it_expires_or_is_revoked() {
+        let s = setup().await;
+        let (token, claims) = s.tokens.issue(&grant()).unwrap();
+        let got = s.tokens.verify(&token).unwrap();
+        assert_eq!(*got, claims);
+        assert_eq!((got.sub.as_str(), got.sid.as_str()), ("alice", "grant-1"));
+        assert_eq!(got.auth_time, 1_699_999_000, "seconds, for RFC 9470");
+        assert_eq!(got.amr, ["pwd", "otp"]);
+        assert_eq!(got.exp - got.iat, 3600);
+
+        // RFC 9068 §4: expired at `exp` exactly (our own clock, no leeway), cached or not.
+        s.clock.advance(std::time::Duration::from_secs(3599));
+        assert!(s.tokens.verify(&token).is_ok());
+        s.clock.advance(std::time::Duration::from_secs(1));
+        assert_eq!(s.tokens.verify(&token).unwrap_err(), TokenError::Expired);
+
+        // Revocation holds on every request, cache or not: by token, and by grant.
+        let (t2, c2) = s.tokens.issue(&grant()).unwrap();
+        assert!(s.tokens.verify(&t2).is_ok());
+        s.tokens
+            .revocations
+            .revoke_token_locally(&c2.jti, s.clock.now_ms());
+        assert_eq!(s.tokens.verify(&t2).unwrap_err(), TokenError::Revoked);
+        let (t3, _) = s.tokens.issue(&grant()).unwrap();
+        s.tokens
+            .revocations
+            .revoke_grant_locally("grant-1", s.clock.now_ms());
+        assert_eq!(s.tokens.verify(&t3).unwrap_err(), TokenError::Revoked);
+        let _ = &s.store;
+    }
+
+    #[tokio::test]
+    async fn forged_foreign_and_malformed_tokens_are_refused() {
+        let s = setup().await;
+        let (token, claims) = s.tokens.issue(&grant()).unwrap();
+        let claims = serde_json::to_value(&claims).unwrap();
+        let kid = s.keys.signer().0;
+        let [h, p, sig]: [&str; 3] = token.split('.').collect::<Vec<_>>().try_into().unwrap();
+
+        // Issued by us for another resource, or by another issuer with the same keys.
+        let other_aud = with(
+            &s.keys,
+            &s.clock,
+            &s.store,
+            ISSUER,
+            "https://other.example/mcp",
+        );
+        assert_eq!(other_aud.verify(&token).unwrap_err(), TokenError::Audience);
+        let other_iss = with(
+            &s.keys,
+            &s.clock,
+            &s.store,
+            "https://other.example",
+            AUDIENCE,
+        );
+        assert_eq!(other_iss.verify(&token).unwrap_err(), TokenError::Issuer);
+
+        let mut admin = claims.clone();
+        admin["sub"] = json!("root");
+        let cases = [
+            // The claims changed under a valid signature.
+            (
+                format!("{h}.{}.{sig}", B64.encode(admin.to_string())),
+                TokenError::Signature,
+            ),
+            // RFC 8725 §3.1: `none`, and HMAC keyed with anything, are not our algorithm.
+            // (`none` is not even an algorithm the JWT library reads.)
+            (
+                raw(
+                    json!({"alg": "none", "typ": "at+jwt", "kid": kid}),
+                    &claims,
+                    "",
+                ),
+                TokenError::Malformed,
+            ),
+            (
+                raw(
+                    json!({"alg": "HS256", "typ": "at+jwt", "kid": kid}),
+                    &claims,
+                    sig,
+                ),
+                TokenError::Signature,
+            ),
+            // RFC 9068 §4: an ID token or any other JWT is not an access token.
+            (
+                raw(
+                    json!({"alg": "ES256", "typ": "JWT", "kid": kid}),
+                    &claims,
+                    sig,
+                ),
+                TokenError::Type,
+            ),
+            (
+                raw(json!({"alg": "ES256", "kid": kid}), &claims, sig),
+                TokenError::Type,
+            ),
+            // A key this server never had.
+            (
+                raw(
+                    json!({"alg": "ES256", "typ": "at+jwt", "kid": "nope"}),
+                    &claims,
+                    sig,
+                ),
+                TokenError::UnknownKey,
+            ),
+            (
+                raw(json!({"alg": "ES256", "typ": "at+jwt"}), &claims, sig),
+                TokenError::Signature,
+            ),
+            ("not a token".to_owned(), TokenError::Malformed),
+            (format!("{h}.{p}"), TokenError::Malformed),
+        ];
+        for (forged, want) in cases {
+            assert_eq!(s.tokens.verify(&forged).unwrap_err(), want, "{forged}");
+        }
+        // Two audiences, ours among them, is not "for this resource and no other".
+        let other = with(&s.keys, &s.clock, &s.store, ISSUER, AUDIENCE);
+        let (k, key) = s.keys.signer();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(k);
+        header.typ = Some("at+jwt".into());
+        let mut two = claims.clone();
+        two["aud"] = json!([AUDIENCE, "https://other.example/mcp"]);
+        let t = jsonwebtoken::encode(&header, &two, &key).unwrap();
+        assert_eq!(other.verify(&t).unwrap_err(), TokenError::Audience);
+    }
+}
