@@ -275,3 +275,7 @@ impl AuthServer {
         format!("{}{path}", self.issuer)
     }
 }
+
+#[cfg(test)]
+#[path = "flow_tests.rs"]
+mod flow_tests;
