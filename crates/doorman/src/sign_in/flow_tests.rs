@@ -367,3 +367,115 @@ async fn a_remembered_step_up_forces_a_fresh_sign_in_at_the_next_authorization()
         "a step-up is remembered for 15 minutes"
     );
 }
+
+/// RFC 6750 and RFC 9728 §5.1 in front of `/mcp`: every way a request can arrive without a
+/// usable token gets the challenge that tells the client what to do, and nothing reaches the
+/// endpoint.
+#[tokio::test]
+async fn the_bearer_check_refuses_everything_but_a_valid_token_with_the_mcp_scope() {
+    use axum::{Extension, middleware, routing::post};
+    let t = setup().await;
+    let grant = |scope: &str| crate::store::GrantRow {
+        id: format!("grant-{scope}"),
+        user_id: "alice".into(),
+        client_id: "tester".into(),
+        scope: scope.into(),
+        resource: t.auth.resource.clone(),
+        auth_time: 0,
+        amr: "[]".into(),
+        acr: None,
+        created_at: 0,
+        expires_at: i64::MAX,
+        last_used_at: 0,
+        revoked_at: None,
+        revoked_reason: None,
+    };
+    let (good, claims) = t.auth.tokens.issue(&grant("mcp")).unwrap();
+    let (no_mcp, _) = t.auth.tokens.issue(&grant("openid")).unwrap();
+    let (revoked, revoked_claims) = t.auth.tokens.issue(&grant("mcp")).unwrap();
+    t.auth
+        .tokens
+        .revocations
+        .revoke_token_locally(&revoked_claims.jti, t.clock.now_ms());
+    let mut mcp = axum::Router::new()
+        .route(
+            "/mcp",
+            post(|Extension(p): Extension<super::Person>| async move { p.0.sub.clone() }),
+        )
+        .layer(middleware::from_fn_with_state(
+            Some(t.auth.clone()),
+            super::bearer::require_token,
+        ));
+    let mut call = async |uri: &str, auth: &[&str]| {
+        let mut req = Request::post(uri);
+        for a in auth {
+            req = req.header(header::AUTHORIZATION, *a);
+        }
+        let r = mcp.call(req.body(Body::from("{}")).unwrap()).await.unwrap();
+        let challenge = r
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (String::from_utf8_lossy(&body).into_owned(), challenge)
+    };
+    let metadata =
+        "resource_metadata=\"http://127.0.0.1:8421/.well-known/oauth-protected-resource/mcp\"";
+    let bearer = |t: &str| format!("Bearer {t}");
+
+    let (body, challenge) = call("/mcp", &[&bearer(&good)]).await;
+    assert_eq!(
+        (body.as_str(), challenge.as_str()),
+        (claims.sub.as_str(), "")
+    );
+
+    for (uri, auth, want) in [
+        // No credentials: a challenge without an error code (RFC 6750 §3.1).
+        ("/mcp", vec![], "scope=\"mcp\""),
+        (
+            "/mcp",
+            vec!["Basic YWxpY2U6cHc=".to_owned()],
+            "error=\"invalid_token\"",
+        ),
+        (
+            "/mcp",
+            vec!["Bearer ".to_owned()],
+            "error=\"invalid_token\"",
+        ),
+        (
+            "/mcp",
+            vec![bearer("forged.token.here")],
+            "error=\"invalid_token\"",
+        ),
+        (
+            "/mcp",
+            vec![bearer(&revoked)],
+            "the access token has been revoked",
+        ),
+        (
+            "/mcp",
+            vec![bearer(&no_mcp)],
+            "error=\"insufficient_scope\"",
+        ),
+        (
+            "/mcp",
+            vec![bearer(&good), bearer(&good)],
+            "more than one Authorization header",
+        ),
+        (
+            &format!("/mcp?access_token={good}") as &str,
+            vec![],
+            "never in the URL",
+        ),
+    ] {
+        let headers: Vec<&str> = auth.iter().map(String::as_str).collect();
+        let (body, challenge) = call(uri, &headers).await;
+        assert!(
+            challenge.starts_with("Bearer ") && challenge.contains(metadata),
+            "{challenge}"
+        );
+        assert!(challenge.contains(want), "{auth:?}: {challenge}");
+        assert_ne!(body, "alice", "{auth:?} reached the endpoint");
+    }
+}
