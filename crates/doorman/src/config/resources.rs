@@ -84,7 +84,7 @@ pub struct IdentityConfig {
     pub id_token_claim: Option<String>,
 }
 
-/// What a connection is bound to, and so how long it lives (DESIGN.md §5).
+/// What a connection is bound to, and so how long it lives (`vault/README.md`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Binding {

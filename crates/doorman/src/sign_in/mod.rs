@@ -10,8 +10,10 @@ pub mod bearer;
 pub mod cimd;
 pub mod client_assertion;
 pub mod clients;
+pub mod consent;
 pub mod federation;
 pub mod keys;
+pub mod login;
 pub mod metadata;
 pub mod oidc;
 pub mod register;
@@ -212,11 +214,11 @@ impl AuthServer {
             )
             .route(
                 "/sign-in",
-                get(authorize::sign_in_page).post(authorize::sign_in_submit),
+                get(login::sign_in_page).post(login::sign_in_submit),
             )
             .route(
                 "/consent",
-                get(authorize::consent_page).post(authorize::consent_submit),
+                get(consent::consent_page).post(consent::consent_submit),
             )
             .route("/setup", get(setup::page).post(setup::submit))
             .route("/sign-in/oidc/{provider}", get(federation::start))

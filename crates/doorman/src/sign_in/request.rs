@@ -2,6 +2,8 @@
 //! a random id and bound to the browser that started it (by the hash of its CSRF cookie), so
 //! every page that continues it (sign-in, a provider's callback, consent) loads it the same way.
 
+use std::collections::HashMap;
+
 use axum::{http::HeaderMap, http::StatusCode, response::Response};
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +11,10 @@ use super::AuthServer;
 use crate::{
     crypto,
     store::AuthorizationRequestRow,
-    web::pages::{self, CSRF_COOKIE},
+    web::{
+        csrf_refused,
+        pages::{self, CSRF_COOKIE},
+    },
 };
 
 /// An authorization request after validation, as stored between the pages.
@@ -80,4 +85,34 @@ pub fn no_request() -> Response {
         "Nothing to sign in to",
         "Sign in from your MCP client: it opens this page for you.",
     )
+}
+
+#[derive(Deserialize)]
+pub struct RequestQuery {
+    pub request: Option<String>,
+}
+
+pub(super) async fn client_name(s: &AuthServer, client_id: &str) -> Option<String> {
+    s.clients
+        .resolve(client_id)
+        .await
+        .ok()
+        .map(|c| c.display_name().to_owned())
+}
+
+/// The request a form was posted for: the CSRF token checked, then the request loaded and checked
+/// to belong to this browser.
+pub(super) async fn posted_request(
+    s: &AuthServer,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<(String, AuthorizationRequestRow, Pending), Response> {
+    if !s.browser.csrf_ok(headers, form) {
+        return Err(csrf_refused());
+    }
+    let Some(id) = form.get("request").cloned() else {
+        return Err(no_request());
+    };
+    let (row, pending) = load_request(s, &id, headers).await?;
+    Ok((id, row, pending))
 }

@@ -1,5 +1,5 @@
 //! Sealing a connection's tokens. The associated data names the connection, the person and the
-//! resource (DESIGN.md §5), so a sealed token copied into another row — another person's, or
+//! resource, so a sealed token copied into another row — another person's, or
 //! another resource's — does not open. Plaintext tokens live only in [`Zeroizing`] buffers.
 
 use zeroize::Zeroizing;
