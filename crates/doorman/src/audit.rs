@@ -192,7 +192,8 @@ pub fn redact(args: &Value) -> Value {
                 .map(|(k, v)| {
                     let lower = k.to_ascii_lowercase().replace('-', "_");
                     let secret_key = SECRET_KEYS.iter().any(|s| lower.contains(s));
-                    let v = if secret_key && !v.is_object() && !v.is_array() {
+                    // Everything under a secret-named key goes, lists and objects included.
+                    let v = if secret_key && !v.is_null() {
                         Value::from("[redacted]")
                     } else {
                         redact(v)
@@ -284,5 +285,14 @@ mod tests {
             r["hash"], "[redacted]",
             "long random-looking strings are not kept"
         );
+        // Lists and objects under a secret-named key go whole, whatever their values look like.
+        let r = redact(&json!({
+            "passwords": ["hunter2", "letmein"],
+            "credentials": { "user": "bob", "pin": 1234 },
+            "session": null,
+        }));
+        assert_eq!(r["passwords"], "[redacted]");
+        assert_eq!(r["credentials"], "[redacted]");
+        assert_eq!(r["session"], Value::Null, "nothing to hide");
     }
 }

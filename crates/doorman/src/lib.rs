@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod edge;
 pub mod gateway;
+pub mod listener;
 pub mod log_batch;
 pub mod metrics;
 pub mod net;

@@ -112,11 +112,35 @@ pub fn get() -> &'static Metrics {
     })
 }
 
+/// The methods counted by name. Anything else a client sends is `other`: a label value taken
+/// from input would let any client mint new series without bound.
+const METHODS: &[&str] = &[
+    "tools/call",
+    "tools/list",
+    "prompts/get",
+    "prompts/list",
+    "resources/read",
+    "resources/list",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+    "logging/setLevel",
+];
+
+fn method_label(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}
+
 impl Metrics {
     /// One served request.
     pub fn request(&self, method: &str, upstream: &str, seconds: f64) {
         let labels = CallLabels {
-            method: method.to_owned(),
+            method: method_label(method).to_owned(),
             upstream: upstream.to_owned(),
         };
         self.requests.get_or_create(&labels).inc();
@@ -136,5 +160,15 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod method_label_tests {
+    #[test]
+    fn only_known_methods_become_labels() {
+        assert_eq!(super::method_label("tools/call"), "tools/call");
+        assert_eq!(super::method_label("x/{random-1}"), "other");
+        assert_eq!(super::method_label(""), "other");
     }
 }

@@ -152,10 +152,27 @@ pub fn app(
     router
 }
 
+/// Whether the test clock hook is on: `DOORMAN_TEST_CLOCK=1`, in a debug build only (a release
+/// build refuses to start with it set, rather than ignore it silently).
+fn test_clock_wanted(value: Option<&str>, debug_build: bool) -> anyhow::Result<bool> {
+    match (value, debug_build) {
+        (Some("1"), true) => Ok(true),
+        (Some("1"), false) => anyhow::bail!(
+            "DOORMAN_TEST_CLOCK=1 is for the test suite's debug builds; this is a release build: unset it"
+        ),
+        _ => Ok(false),
+    }
+}
+
 /// Runs Doorman until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    // DOORMAN_TEST_CLOCK=1: end-to-end tests move time forward through POST /_test/clock.
-    let test_clock = (std::env::var("DOORMAN_TEST_CLOCK").as_deref() == Ok("1")).then(|| {
+    // DOORMAN_TEST_CLOCK=1: end-to-end tests move time forward through POST /_test/clock. Never
+    // in a release build: whoever could set the variable could move token expiry.
+    let test_clock = test_clock_wanted(
+        std::env::var("DOORMAN_TEST_CLOCK").ok().as_deref(),
+        cfg!(debug_assertions),
+    )?
+    .then(|| {
         tracing::warn!(
             "DOORMAN_TEST_CLOCK=1: the test clock hook is enabled; never use this in production"
         );
@@ -242,12 +259,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         upstreams = config.upstreams.len(),
         "Doorman is serving"
     );
-    axum::serve(
+    crate::listener::serve(
         listener,
-        app(&config, gateway, auth, test_clock)
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        app(&config, gateway, auth, test_clock),
+        config.server.header_read_timeout.0,
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
     .await?;
     store.close().await;
     tracing::info!("Doorman stopped");
@@ -272,5 +289,26 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_test_clock_exists_only_in_debug_builds() {
+        assert!(super::test_clock_wanted(Some("1"), true).unwrap());
+        let e = super::test_clock_wanted(Some("1"), false).unwrap_err();
+        assert!(e.to_string().contains("release build"), "{e}");
+        for (value, debug) in [
+            (None, true),
+            (None, false),
+            (Some("0"), true),
+            (Some("yes"), false),
+        ] {
+            assert!(
+                !super::test_clock_wanted(value, debug).unwrap(),
+                "{value:?} {debug}"
+            );
+        }
     }
 }

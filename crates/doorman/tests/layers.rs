@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["sign_in", "vault"],
     // The MCP endpoint, which composes them.
     &["gateway"],
-    &["edge"],
+    &["edge", "listener"],
     // Entry points.
     &["server", "cli"],
 ];

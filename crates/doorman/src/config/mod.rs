@@ -189,6 +189,13 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     pub max_request_bytes: usize,
     pub session_idle_timeout: ConfigDuration,
+    /// A request's headers must all arrive within this; an idle keep-alive connection is
+    /// closed after it too.
+    pub header_read_timeout: ConfigDuration,
+    /// A request's body must all arrive within this (`408` otherwise).
+    pub body_read_timeout: ConfigDuration,
+    /// The most stateful sessions one person may have open at once (0: no limit).
+    pub max_sessions_per_person: u32,
     /// How often each node re-reads what other nodes changed (revoked tokens, signing keys, the
     /// key ring file) and does layer-2 upkeep (queued revocations, idle conversations).
     pub poll_interval: ConfigDuration,
@@ -210,6 +217,9 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             max_request_bytes: 4 * 1024 * 1024,
             session_idle_timeout: ConfigDuration::secs(30 * 60),
+            header_read_timeout: ConfigDuration::secs(30),
+            body_read_timeout: ConfigDuration::secs(30),
+            max_sessions_per_person: 100,
             poll_interval: ConfigDuration::secs(2),
             purge_interval: ConfigDuration::secs(60),
             log_format: LogFormat::Text,
@@ -577,6 +587,8 @@ impl Config {
         for (key, d, min) in [
             ("server.poll_interval", s.poll_interval.0, "100ms"),
             ("server.purge_interval", s.purge_interval.0, "1s"),
+            ("server.header_read_timeout", s.header_read_timeout.0, "1s"),
+            ("server.body_read_timeout", s.body_read_timeout.0, "1s"),
         ] {
             let floor = min.parse::<ConfigDuration>().expect("a valid floor").0;
             if d < floor {

@@ -37,6 +37,18 @@ fn the_example_file_parses_and_sets_every_key() {
         defaults.server.session_idle_timeout
     );
     assert_eq!(config.server.poll_interval, defaults.server.poll_interval);
+    assert_eq!(
+        config.server.header_read_timeout,
+        defaults.server.header_read_timeout
+    );
+    assert_eq!(
+        config.server.body_read_timeout,
+        defaults.server.body_read_timeout
+    );
+    assert_eq!(
+        config.server.max_sessions_per_person,
+        defaults.server.max_sessions_per_person
+    );
     assert_eq!(config.server.purge_interval, defaults.server.purge_interval);
     let (si, d) = (&config.sign_in, &defaults.sign_in);
     assert_eq!(si.mode, SignInMode::Accounts);

@@ -163,9 +163,24 @@ pub async fn post(
     let user = user_owned.as_deref();
     // The body is read before anything is refused, so the connection stays usable for the
     // client's next request; a body over the limit is not read further and the connection closes.
-    let bytes = match axum::body::to_bytes(body, gw.max_request_bytes).await {
-        Ok(b) => b,
+    let read = tokio::time::timeout(
+        gw.body_read_timeout,
+        axum::body::to_bytes(body, gw.max_request_bytes),
+    );
+    let bytes = match read.await {
+        Ok(Ok(b)) => b,
         Err(_) => {
+            // A client trickling its body: answered, and the connection closed.
+            let e = RpcError::new(
+                code::INVALID_REQUEST,
+                format!(
+                    "Request body not received within {} s (server.body_read_timeout)",
+                    gw.body_read_timeout.as_secs()
+                ),
+            );
+            return closing(error_reply(StatusCode::REQUEST_TIMEOUT, None, &e));
+        }
+        Ok(Err(_)) => {
             let e = RpcError::new(
                 code::INVALID_REQUEST,
                 format!("Request body larger than {} bytes", gw.max_request_bytes),
@@ -438,6 +453,25 @@ async fn initialize(
         .cloned()
         .unwrap_or_else(|| json!({}));
     let client_info = params.get("clientInfo").cloned().unwrap_or(Value::Null);
+    // Sessions hold memory on every node that serves them: one person gets a bounded number.
+    if let Some(user) = user
+        && gw.max_sessions_per_person > 0
+    {
+        match gw.sessions.count_of(user).await {
+            Ok(n) if n >= i64::from(gw.max_sessions_per_person) => {
+                let e = RpcError::new(
+                    code::INVALID_REQUEST,
+                    format!(
+                        "Too many sessions: you have {n} open, the most this server allows (server.max_sessions_per_person); end one with DELETE /mcp, or wait for idle ones to end"
+                    ),
+                )
+                .with_data(json!({ "reason": "too_many_sessions", "limit": gw.max_sessions_per_person }));
+                return error_reply(StatusCode::TOO_MANY_REQUESTS, Some(id), &e);
+            }
+            Ok(_) => {}
+            Err(e) => return store_failure(e),
+        }
+    }
     let (session_id, _) = match gw.sessions.create(version, &client_info, caps, user).await {
         Ok(s) => s,
         Err(e) => return store_failure(e),

@@ -26,6 +26,10 @@ pub struct Gateway {
     /// per person (keyed by person id; "" in local mode), so people never share upstream state.
     stateless: std::sync::RwLock<std::collections::HashMap<String, Arc<SessionSlots>>>,
     pub max_request_bytes: usize,
+    /// `server.body_read_timeout`.
+    pub body_read_timeout: Duration,
+    /// `server.max_sessions_per_person` (0: no limit).
+    pub max_sessions_per_person: u32,
     pub clock: SharedClock,
     pub store: Store,
     /// `{public_url}` without the trailing slash, for challenges.
@@ -58,6 +62,8 @@ impl Gateway {
             issuer: config.issuer(),
             stateless: Default::default(),
             max_request_bytes: config.server.max_request_bytes,
+            max_sessions_per_person: config.server.max_sessions_per_person,
+            body_read_timeout: config.server.body_read_timeout.0,
         })
     }
 

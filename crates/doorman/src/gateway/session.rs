@@ -63,6 +63,12 @@ impl Sessions {
         }
     }
 
+    /// How many live (not idle) sessions a person has, on every node.
+    pub async fn count_of(&self, user_id: &str) -> anyhow::Result<i64> {
+        let since = self.clock.now_ms() - self.idle_timeout_ms;
+        self.store.count_sessions_of(user_id, since).await
+    }
+
     /// Opens a session after `initialize`; returns the id to send to the client.
     pub async fn create(
         &self,

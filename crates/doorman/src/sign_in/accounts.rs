@@ -6,6 +6,12 @@
 //! consecutive failures the name is locked for `lockout`; every failure waits a little longer
 //! before it is answered; an unknown name still costs one argon2 verification. So neither the
 //! answer, the lockout nor the timing tells an attacker whether an account exists.
+//!
+//! Under attack: each attempt is counted *before* its password is checked (a reservation, given
+//! back only when the password was right), so concurrent guesses cannot all be evaluated
+//! before the lockout lands; and at most [`HASHING_AT_ONCE`] argon2 checks (19 MiB each) run at
+//! once, with at most [`HASHING_QUEUE`] waiting, beyond which the answer is `429` with
+//! `Retry-After`, so floods cost bounded memory.
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,7 +28,7 @@ use crate::{
     clock::SharedClock,
     config::SignInConfig,
     crypto::{KeyRing, constant_time_eq, random_token, sha256_hex},
-    store::{LOCAL_ISSUER, Store, UserRow, normalize_username},
+    store::{LOCAL_ISSUER, SignInFailureRow, Store, UserRow, normalize_username},
 };
 
 /// Passwords shorter than this (in characters) are refused.
@@ -114,6 +120,9 @@ pub enum SignInError {
     /// Too many failures for this name (existing or not).
     #[error("Too many failed attempts. Try again in {}.", minutes(*retry_after))]
     Locked { retry_after: Duration },
+    /// Too many sign-ins are being checked right now (anyone's): try again shortly.
+    #[error("Too many sign-ins at once. Try again in a few seconds.")]
+    Busy { retry_after: Duration },
     /// The store failed; the detail is for the log, not for the person.
     #[error("Signing in is not possible right now. Try again later.")]
     Unavailable(anyhow::Error),
@@ -127,6 +136,7 @@ impl SignInError {
             Self::TotpRequired => "totp_required",
             Self::TotpInvalid => "totp_invalid",
             Self::Locked { .. } => "locked",
+            Self::Busy { .. } => "busy",
             Self::Unavailable(_) => "store_unavailable",
         }
     }
@@ -157,6 +167,45 @@ pub struct Accounts {
     max_failed: u32,
     lockout: Duration,
     backoff_unit: Duration,
+    /// Password checks running or waiting (shared by every clone).
+    hashing: Arc<HashGate>,
+}
+
+/// Argon2 checks allowed to run at once (each holds 19 MiB while it runs).
+pub const HASHING_AT_ONCE: usize = 4;
+/// Checks allowed to wait for one of those; more get `Busy`.
+pub const HASHING_QUEUE: usize = 32;
+
+/// Bounds the password checks in flight: a semaphore, and a count of who waits for it.
+struct HashGate {
+    running: tokio::sync::Semaphore,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl HashGate {
+    fn new() -> Self {
+        Self {
+            running: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// A turn to hash, or `Busy` when the queue is full.
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, SignInError> {
+        use std::sync::atomic::Ordering;
+        if let Ok(p) = self.running.try_acquire() {
+            return Ok(p);
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= HASHING_QUEUE {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(SignInError::Busy {
+                retry_after: Duration::from_secs(2),
+            });
+        }
+        let permit = self.running.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        permit.map_err(|_| SignInError::Unavailable(anyhow::anyhow!("the password gate closed")))
+    }
 }
 
 impl Accounts {
@@ -173,6 +222,7 @@ impl Accounts {
             max_failed: config.max_failed_sign_ins.max(1),
             lockout: config.lockout.0,
             backoff_unit: BACKOFF_UNIT,
+            hashing: Arc::new(HashGate::new()),
         }
     }
 
@@ -240,6 +290,10 @@ impl Accounts {
                 retry_after: Duration::from_millis((until - now) as u64),
             });
         }
+        // A turn to hash first (a flood waits or is told to come back), then the attempt is
+        // reserved: counted as a failure now, atomically, and given back only if it succeeds.
+        let _turn = self.hashing.turn().await?;
+        let reserved = self.reserve(&name_hash, now).await?;
 
         let user = match normalize_username(username) {
             Some(name) => self.store.user_by_username(&name).await?,
@@ -257,11 +311,15 @@ impl Accounts {
         let password_ok = verify_blocking(password.clone(), hash).await?;
         let (user, credentials) = match (user, credentials) {
             (Some(u), Some(c)) if password_ok && u.disabled_at.is_none() => (u, c),
-            _ => return Err(self.fail(&name_hash, now, SignInError::Invalid).await),
+            _ => return Err(self.fail(&reserved, now, SignInError::Invalid).await),
         };
 
         if let Some(sealed) = &credentials.totp_secret_sealed {
             let Some(code) = totp.map(str::trim).filter(|c| !c.is_empty()) else {
+                // The password was right: this attempt is given back (the code is asked next).
+                self.store
+                    .release_sign_in_attempt(&name_hash, i64::from(self.max_failed))
+                    .await?;
                 return Err(SignInError::TotpRequired);
             };
             let seed = self
@@ -273,7 +331,7 @@ impl Accounts {
                 None => false,
             };
             if !accepted {
-                return Err(self.fail(&name_hash, now, SignInError::TotpInvalid).await);
+                return Err(self.fail(&reserved, now, SignInError::TotpInvalid).await);
             }
         }
 
@@ -281,18 +339,26 @@ impl Accounts {
         Ok(user)
     }
 
-    /// Counts a failure, waits the backoff, and says what to answer: `error`, or `Locked` when
-    /// this failure locked the name.
-    async fn fail(&self, name_hash: &str, now: i64, error: SignInError) -> SignInError {
+    /// Reserves one attempt for `name_hash`: counted as a failure at once. `Locked` when the
+    /// name is locked, or when earlier attempts (maybe still running) used up the allowance.
+    async fn reserve(&self, name_hash: &str, now: i64) -> Result<SignInFailureRow, SignInError> {
         let lockout_ms = i64::try_from(self.lockout.as_millis()).unwrap_or(i64::MAX / 4);
-        let row = match self
+        let row = self
             .store
             .record_sign_in_failure(name_hash, now, i64::from(self.max_failed), lockout_ms)
-            .await
-        {
-            Ok(row) => row,
-            Err(e) => return SignInError::Unavailable(e),
-        };
+            .await?;
+        if row.failures > i64::from(self.max_failed) {
+            let until = row.locked_until.unwrap_or(now + lockout_ms);
+            return Err(SignInError::Locked {
+                retry_after: Duration::from_millis((until - now).max(0) as u64),
+            });
+        }
+        Ok(row)
+    }
+
+    /// An attempt failed (it was counted when reserved): waits the backoff, and says what to
+    /// answer: `error`, or `Locked` when this attempt used up the allowance.
+    async fn fail(&self, row: &SignInFailureRow, now: i64, error: SignInError) -> SignInError {
         let failures = u32::try_from(row.failures).unwrap_or(u32::MAX);
         let delay = self.backoff_unit.saturating_mul(failures).min(BACKOFF_CAP);
         tokio::time::sleep(delay).await;

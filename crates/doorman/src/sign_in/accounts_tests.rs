@@ -776,3 +776,89 @@ async fn store_lists_people_by_username_and_counts_failures() {
         e.close().await;
     }
 }
+
+/// Under a flood of concurrent guesses, no more than the allowance is ever checked (each
+/// attempt is counted before its password is), the right password sent right after is refused,
+/// and at most `HASHING_AT_ONCE + HASHING_QUEUE` checks are in flight: the rest get `Busy`.
+#[tokio::test]
+async fn concurrent_wrong_guesses_are_counted_before_they_are_checked() {
+    for e in engines().await {
+        let engine = e.name();
+        alice(&e).await;
+        let guesses = (0..39).map(|i| {
+            let accounts = e.accounts.clone();
+            tokio::spawn(async move {
+                accounts
+                    .sign_in("alice", &secret(&format!("wrong guess {i}")), None)
+                    .await
+            })
+        });
+        let outcomes: Vec<_> = futures_util::future::join_all(guesses)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let kinds = |k: &str| {
+            outcomes
+                .iter()
+                .filter(|r| r.as_ref().err().map(SignInError::kind) == Some(k))
+                .count()
+        };
+        let (invalid, locked, busy) =
+            (kinds("invalid_credentials"), kinds("locked"), kinds("busy"));
+        assert_eq!(invalid + locked + busy, 39, "{engine}: {outcomes:?}");
+        // MAX_FAILED attempts are allowed; the last of them answers "locked" itself.
+        assert_eq!(invalid, MAX_FAILED as usize - 1, "{engine}: checked ones");
+        assert!(
+            busy <= 39 - HASHING_AT_ONCE - HASHING_QUEUE,
+            "{engine}: {busy} busy"
+        );
+        let right = e.accounts.sign_in("alice", &secret(PASSWORD), None).await;
+        assert!(
+            matches!(right, Err(SignInError::Locked { .. })),
+            "{engine}: {right:?}"
+        );
+        e.close().await;
+    }
+}
+
+/// A right password whose account needs a second factor gives its attempt back: asking for
+/// the code never counts towards the lockout, while wrong codes do.
+#[tokio::test]
+async fn a_right_password_awaiting_its_code_is_not_counted_but_wrong_codes_are() {
+    for e in engines().await {
+        let engine = e.name();
+        let user = alice(&e).await;
+        let seed_url = e.accounts.enable_totp(&user.id).await.unwrap();
+        assert!(seed_url.starts_with("otpauth://"), "{engine}");
+        for _ in 0..MAX_FAILED * 2 {
+            let r = e.accounts.sign_in("alice", &secret(PASSWORD), None).await;
+            assert!(
+                matches!(r, Err(SignInError::TotpRequired)),
+                "{engine}: {r:?}"
+            );
+        }
+        for _ in 1..MAX_FAILED {
+            let r = e
+                .accounts
+                .sign_in("alice", &secret(PASSWORD), Some("000000"))
+                .await;
+            assert!(
+                matches!(
+                    r,
+                    Err(SignInError::TotpInvalid | SignInError::Locked { .. })
+                ),
+                "{engine}: {r:?}"
+            );
+        }
+        let r = e
+            .accounts
+            .sign_in("alice", &secret(PASSWORD), Some("000000"))
+            .await;
+        assert!(
+            matches!(r, Err(SignInError::Locked { .. })),
+            "{engine}: {r:?}"
+        );
+        e.close().await;
+    }
+}

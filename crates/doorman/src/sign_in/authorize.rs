@@ -15,7 +15,11 @@ use axum::{
     response::Response,
 };
 
-use super::{AuthServer, MCP_SCOPE, SCOPES, clients::ClientError, request::Pending};
+use super::{
+    AuthServer, MCP_SCOPE, SCOPES,
+    clients::{ClientError, ClientKind},
+    request::Pending,
+};
 use crate::{
     crypto,
     store::AuthorizationRequestRow,
@@ -124,8 +128,22 @@ pub async fn authorize(
         }
     };
     let state = q.get("state").map(|s| (*s).to_owned());
+    // RFC 9700 §4.11.2: an error goes back to the redirect URI only when that URI is trusted —
+    // an operator-configured client, or one the person in this browser has already approved.
+    // Anyone can register a redirect URI dynamically (or publish one in a metadata document),
+    // so for those this endpoint would otherwise be an open redirector; they get a page.
+    let browser = s.browser.signed_in(&headers).await;
+    let trusted = client.kind == ClientKind::Configured
+        || match &browser {
+            Some((_, user_id)) => matches!(s.store.consent(user_id, &client.id).await, Ok(Some(_))),
+            None => false,
+        };
     let fail = |error: &str, description: &str| {
-        error_to_client(&s, &redirect_uri, state.as_deref(), error, description)
+        if trusted {
+            error_to_client(&s, &redirect_uri, state.as_deref(), error, description)
+        } else {
+            refused_here(error, description)
+        }
     };
     if let Some(k) = repeated {
         return fail("invalid_request", &format!("the parameter {k} is repeated"));
@@ -194,11 +212,7 @@ pub async fn authorize(
         force_consent: prompt.split(' ').any(|p| p == "consent"),
     };
     let now = s.clock.now_ms();
-    let mut signed_in = if pending.force_sign_in {
-        None
-    } else {
-        s.browser.signed_in(&headers).await
-    };
+    let mut signed_in = if pending.force_sign_in { None } else { browser };
     // A step-up Doorman asked this client for (RFC 9470 §3) applies even when the client's
     // new authorization request does not carry `max_age`; what cannot be read forces it.
     let remembered = match &signed_in {
@@ -224,19 +238,10 @@ pub async fn authorize(
     if prompt.split(' ').any(|p| p == "none") {
         // OpenID Connect Core §3.1.2.1 semantics, which OAuth clients use too.
         let Some((_, user_id)) = &signed_in else {
-            return error_to_client(
-                &s,
-                &pending.redirect_uri,
-                pending.state.as_deref(),
-                "login_required",
-                "the person is not signed in",
-            );
+            return fail("login_required", "the person is not signed in");
         };
         if !consented(&s, user_id, &pending).await {
-            return error_to_client(
-                &s,
-                &pending.redirect_uri,
-                pending.state.as_deref(),
+            return fail(
                 "consent_required",
                 "the person has not approved this client",
             );
@@ -265,6 +270,18 @@ pub async fn authorize(
         None => format!("/sign-in?request={id}"),
     };
     with_cookie(see_other(&next), set_csrf)
+}
+
+/// The page for an invalid request from a client whose redirect URI is not trusted with errors
+/// (RFC 9700 §4.11.2): it says what was wrong, and sends the browser nowhere.
+fn refused_here(error: &str, description: &str) -> Response {
+    pages::message(
+        StatusCode::BAD_REQUEST,
+        "This sign-in cannot continue",
+        &format!(
+            "The application's request was refused ({error}: {description}). Return to the application and try again."
+        ),
+    )
 }
 
 /// The scopes granted for a request: the known ones asked for, always including `mcp`.

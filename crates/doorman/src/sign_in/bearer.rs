@@ -33,19 +33,18 @@ pub async fn require_token(
                     reason: reason.to_owned(),
                 })
                 .inc();
-            drain_then(req, refusal).await
+            drain_then(req, refusal, s.settings.body_read_timeout).await
         }
     }
 }
 
 /// Reads what is left of a refused request's body before answering, so the client can reuse the
-/// connection (RFC 9112 §9.6); a body too large to drain gets `Connection: close` instead.
-async fn drain_then(req: Request, mut refusal: Response) -> Response {
+/// connection (RFC 9112 §9.6); a body too large or too slow to drain gets `Connection: close`
+/// instead.
+async fn drain_then(req: Request, mut refusal: Response, within: std::time::Duration) -> Response {
     const DRAIN_LIMIT: usize = 1 << 20;
-    if axum::body::to_bytes(req.into_body(), DRAIN_LIMIT)
-        .await
-        .is_err()
-    {
+    let drained = tokio::time::timeout(within, axum::body::to_bytes(req.into_body(), DRAIN_LIMIT));
+    if !matches!(drained.await, Ok(Ok(_))) {
         refusal
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

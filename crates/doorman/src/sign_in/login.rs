@@ -127,7 +127,9 @@ pub async fn sign_in_submit(
         Ok(user) => user,
         Err(e) => {
             let status = match &e {
-                SignInError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
+                SignInError::Locked { .. } | SignInError::Busy { .. } => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
                 SignInError::TotpRequired => StatusCode::OK,
                 SignInError::Unavailable(cause) => {
                     tracing::error!(error = %cause, "sign-in failed: the store is unavailable");
@@ -143,7 +145,16 @@ pub async fn sign_in_submit(
                 ..crate::audit::AuditEvent::security("sign_in_failed", None)
             });
             let ask_totp = matches!(e, SignInError::TotpRequired | SignInError::TotpInvalid);
-            return again(status, &e.to_string(), ask_totp);
+            let mut page = again(status, &e.to_string(), ask_totp);
+            // RFC 6585 §4: when to come back.
+            if let SignInError::Locked { retry_after } | SignInError::Busy { retry_after } = &e
+                && let Ok(v) =
+                    axum::http::HeaderValue::from_str(&retry_after.as_secs().max(1).to_string())
+            {
+                page.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
+            }
+            return page;
         }
     };
     let now = s.clock.now_ms();

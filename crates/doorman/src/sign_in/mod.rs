@@ -61,6 +61,8 @@ pub struct Settings {
     pub registration_expiry_ms: i64,
     pub registrations_per_hour: u32,
     pub development: bool,
+    /// `server.body_read_timeout`: how long a refused request's body is read before closing.
+    pub body_read_timeout: Duration,
 }
 
 /// The authorization server and everything it keeps.
@@ -172,6 +174,7 @@ impl AuthServer {
                 registration_expiry_ms: si.registration_expiry.0.as_millis() as i64,
                 registrations_per_hour: si.registrations_per_hour,
                 development: si.development,
+                body_read_timeout: config.server.body_read_timeout.0,
             },
             providers,
             local_accounts: si.local_accounts,

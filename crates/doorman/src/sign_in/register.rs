@@ -97,12 +97,9 @@ pub async fn register(
     };
     let now = s.clock.now_ms();
     let address = peer.ip().to_string();
-    match s
-        .store
-        .count_registrations_from(&address, now - 3_600_000)
-        .await
-    {
-        Ok(n) if n >= i64::from(s.settings.registrations_per_hour) => {
+    // Taken before the registration is made: concurrent requests each take one.
+    match s.store.take_registration_quota(&address, now).await {
+        Ok(n) if n > i64::from(s.settings.registrations_per_hour) => {
             tracing::warn!(%address, "dynamic registration rate limit reached");
             let mut r = error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -115,7 +112,7 @@ pub async fn register(
         }
         Ok(_) => {}
         Err(e) => {
-            tracing::error!(error = %e, "cannot count registrations");
+            tracing::error!(error = %e, "cannot count registrations: refused");
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",

@@ -134,7 +134,8 @@ impl AccessTokens {
             scope: scope.to_owned(),
             auth_time: auth_time_ms / 1000,
             iat: now / 1000,
-            exp: (now + self.lifetime_ms) / 1000,
+            // A token never outlives the grant it was issued under (the sign-in's lifetime).
+            exp: (now + self.lifetime_ms).min(grant.expires_at) / 1000,
             jti: crypto::random_token(16),
             sid: grant_id.to_owned(),
             amr: serde_json::from_str(&grant.amr).unwrap_or_default(),
@@ -419,6 +420,16 @@ mod tests {
             .revoke_grant_locally("grant-1", s.clock.now_ms());
         assert_eq!(s.tokens.verify(&t3).unwrap_err(), TokenError::Revoked);
         let _ = &s.store;
+
+        // Issued near the end of its grant, a token ends with the grant.
+        let mut ending = grant();
+        ending.id = "grant-2".into();
+        ending.expires_at = s.clock.now_ms() + 600_000;
+        let (short, c) = s.tokens.issue(&ending).unwrap();
+        assert_eq!(c.exp - c.iat, 600);
+        assert!(s.tokens.verify(&short).is_ok());
+        s.clock.advance(std::time::Duration::from_secs(600));
+        assert_eq!(s.tokens.verify(&short).unwrap_err(), TokenError::Expired);
     }
 
     #[tokio::test]

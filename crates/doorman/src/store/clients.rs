@@ -128,6 +128,28 @@ impl Store {
     }
 
     /// Dynamic registrations from one address since `since_ms` (the rate limit).
+    /// Takes one registration from `address`'s quota for the hour of `now_ms` and returns how
+    /// many it has used, this one included (one atomic upsert, so concurrent requests count
+    /// one by one); older hours are forgotten on the way.
+    pub async fn take_registration_quota(&self, address: &str, now_ms: i64) -> anyhow::Result<i64> {
+        let hour = now_ms.div_euclid(3_600_000);
+        let (used,): (i64,) = on_pool!(self, pool => sqlx::query_as(
+            "INSERT INTO registration_quota (address, hour, used) VALUES ($1, $2, 1) \
+             ON CONFLICT (address, hour) DO UPDATE SET used = registration_quota.used + 1 \
+             RETURNING used",
+        )
+        .bind(address)
+        .bind(hour)
+        .fetch_one(pool)
+        .await)?;
+        on_pool!(self, pool => sqlx::query("DELETE FROM registration_quota WHERE hour < $1")
+            .bind(hour - 1)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(used)
+    }
+
     pub async fn count_registrations_from(
         &self,
         address: &str,

@@ -49,6 +49,18 @@ impl Store {
     }
 
     /// Records activity; returns false when the session no longer exists.
+    /// How many sessions a person has that were used since `active_since` (the idle cutoff).
+    pub async fn count_sessions_of(&self, user_id: &str, active_since: i64) -> anyhow::Result<i64> {
+        let (n,): (i64,) = on_pool!(self, pool => sqlx::query_as(
+            "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND last_seen_at > $2",
+        )
+        .bind(user_id)
+        .bind(active_since)
+        .fetch_one(pool)
+        .await)?;
+        Ok(n)
+    }
+
     pub async fn touch_session(&self, id_hash: &str, now_ms: i64) -> anyhow::Result<bool> {
         let done = on_pool!(self, pool => sqlx::query(
             "UPDATE sessions SET last_seen_at = $2 WHERE id_hash = $1 AND last_seen_at < $2",

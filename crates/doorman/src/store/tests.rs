@@ -452,3 +452,43 @@ async fn typed_columns_round_trip_and_refuse_what_does_not_parse() {
         assert!(e.contains("groups are not a JSON list"), "{engine}: {e}");
     }
 }
+
+/// The registration quota is taken atomically: concurrent takes each get their own count, and
+/// a new hour starts afresh.
+#[tokio::test]
+async fn registration_quota_counts_concurrent_takes_one_by_one() {
+    for (store, _guard) in engines().await {
+        let engine = store.engine();
+        let takes = (0..20).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .take_registration_quota("203.0.113.7", 7_200_000)
+                    .await
+            })
+        });
+        let mut got: Vec<i64> = futures_util::future::join_all(takes)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, (1..=20).collect::<Vec<_>>(), "{engine}");
+        assert_eq!(
+            store
+                .take_registration_quota("198.51.100.1", 7_200_000)
+                .await
+                .unwrap(),
+            1,
+            "{engine}"
+        );
+        assert_eq!(
+            store
+                .take_registration_quota("203.0.113.7", 10_800_000)
+                .await
+                .unwrap(),
+            1,
+            "{engine}: next hour"
+        );
+    }
+}

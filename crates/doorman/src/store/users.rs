@@ -389,6 +389,26 @@ impl Store {
         Ok(row)
     }
 
+    /// Gives back one reserved attempt (its password was right, a second factor is asked
+    /// next); a lock it alone caused is lifted with it.
+    pub async fn release_sign_in_attempt(
+        &self,
+        name_hash: &str,
+        max_failed: i64,
+    ) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE sign_in_failures SET failures = failures - 1, \
+             locked_until = CASE WHEN failures - 1 >= $2 THEN locked_until ELSE NULL END \
+             WHERE name_hash = $1 AND failures > 0",
+        )
+        .bind(name_hash)
+        .bind(max_failed)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
     /// Forgets a name's failed sign-ins (after a success or a password reset).
     pub async fn clear_sign_in_failures(&self, name_hash: &str) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query("DELETE FROM sign_in_failures WHERE name_hash = $1")

@@ -164,6 +164,27 @@ pub struct ConnectionView {
 /// How long an opened credential is served from memory. Bounds how long a change made on
 /// another node (a disconnect, a refresh) takes to reach this one.
 const CACHE_TTL_MS: i64 = 5_000;
+/// At most this many opened credentials are held in memory.
+const CACHE_LIMIT: usize = 50_000;
+
+/// Inserts into a cache that holds at most `limit` entries: when full, the entries no longer
+/// `fresh` go; if that is not enough (a burst of distinct keys), all of them do. A miss only
+/// costs a store read, so forgetting is always safe.
+fn insert_bounded<V>(
+    map: &mut HashMap<String, V>,
+    limit: usize,
+    fresh: impl Fn(&V) -> bool,
+    key: String,
+    value: V,
+) {
+    if map.len() >= limit && !map.contains_key(&key) {
+        map.retain(|_, v| fresh(v));
+        if map.len() >= limit {
+            map.clear();
+        }
+    }
+    map.insert(key, value);
+}
 
 /// A credential served from memory.
 #[derive(Clone)]
@@ -380,7 +401,10 @@ impl Vault {
             .map(String::from)
             .collect();
         if spent.is_none() {
-            self.cache.write().expect("vault cache").insert(
+            insert_bounded(
+                &mut self.cache.write().expect("vault cache"),
+                CACHE_LIMIT,
+                |c: &Cached| c.until > now,
                 key,
                 Cached {
                     connection_id: row.id.clone(),

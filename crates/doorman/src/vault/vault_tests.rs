@@ -210,3 +210,24 @@ async fn concurrent_requests_on_two_nodes_refresh_a_connection_once() {
         );
     }
 }
+
+#[test]
+fn the_credential_cache_is_bounded() {
+    let mut map = HashMap::new();
+    let fresh = |until: &i64| *until > 100;
+    for (k, until) in [("a", 50), ("b", 200), ("c", 300)] {
+        insert_bounded(&mut map, 3, fresh, k.into(), until);
+    }
+    assert_eq!(map.len(), 3);
+    // Full: the stale entry goes, the fresh ones stay.
+    insert_bounded(&mut map, 3, fresh, "d".into(), 400);
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["b", "c", "d"]);
+    // Full of fresh entries: all go, so memory never grows past the limit.
+    insert_bounded(&mut map, 3, fresh, "e".into(), 500);
+    assert_eq!(map.len(), 1);
+    // Replacing a key never evicts.
+    insert_bounded(&mut map, 1, fresh, "e".into(), 600);
+    assert_eq!(map.get("e"), Some(&600));
+}

@@ -1,0 +1,80 @@
+//! Accepting connections: HTTP/1.1 and HTTP/2 on one listener (hyper), with limits so that a
+//! slow or idle client cannot hold a connection open:
+//! - `server.header_read_timeout`: a request's headers must all arrive within it, and a
+//!   keep-alive connection waiting for its next request is closed after it too (hyper's HTTP/1
+//!   header timer runs from the moment the connection is ready for a request);
+//! - HTTP/2 connections are pinged every `header_read_timeout` and closed when a ping goes
+//!   unanswered for as long;
+//! - `server.body_read_timeout` bounds reading a request body (`gateway/endpoint.rs` answers
+//!   `408` and closes the connection).
+//!
+//! Every request carries the peer address as axum's `ConnectInfo<SocketAddr>`.
+
+use std::{convert::Infallible, future::Future, time::Duration};
+
+use axum::{Router, body::Body, extract::ConnectInfo};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tower_service::Service;
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets open requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(header_read_timeout)
+        .keep_alive_timeout(header_read_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let mut app = app.clone();
+            async move {
+                Ok::<_, Infallible>(
+                    app.call(req.map(Body::new))
+                        .await
+                        .unwrap_or_else(|e| match e {}),
+                )
+            }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
+}
