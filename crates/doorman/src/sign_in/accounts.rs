@@ -169,6 +169,8 @@ pub struct Accounts {
     backoff_unit: Duration,
     /// Password checks running or waiting (shared by every clone).
     hashing: Arc<HashGate>,
+    /// Password checks made since start (shared by every clone).
+    checks: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Argon2 checks allowed to run at once (each holds 19 MiB while it runs).
@@ -223,7 +225,13 @@ impl Accounts {
             lockout: config.lockout.0,
             backoff_unit: BACKOFF_UNIT,
             hashing: Arc::new(HashGate::new()),
+            checks: Arc::default(),
         }
+    }
+
+    /// How many passwords were checked (argon2 runs) since start.
+    pub fn password_checks(&self) -> u64 {
+        self.checks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Changes the delay per counted failure (tests use zero; the cap stays 2 s).
@@ -308,6 +316,8 @@ impl Accounts {
             .as_ref()
             .map_or(DUMMY_HASH, |c| c.password_hash.as_str())
             .to_owned();
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let password_ok = verify_blocking(password.clone(), hash).await?;
         let (user, credentials) = match (user, credentials) {
             (Some(u), Some(c)) if password_ok && u.disabled_at.is_none() => (u, c),

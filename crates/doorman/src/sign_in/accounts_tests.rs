@@ -807,6 +807,12 @@ async fn concurrent_wrong_guesses_are_counted_before_they_are_checked() {
         let (invalid, locked, busy) =
             (kinds("invalid_credentials"), kinds("locked"), kinds("busy"));
         assert_eq!(invalid + locked + busy, 39, "{engine}: {outcomes:?}");
+        // Only the allowed attempts cost an argon2 run; the rest were refused before it.
+        assert_eq!(
+            e.accounts.password_checks(),
+            u64::from(MAX_FAILED),
+            "{engine}"
+        );
         // MAX_FAILED attempts are allowed; the last of them answers "locked" itself.
         assert_eq!(invalid, MAX_FAILED as usize - 1, "{engine}: checked ones");
         assert!(
@@ -817,6 +823,11 @@ async fn concurrent_wrong_guesses_are_counted_before_they_are_checked() {
         assert!(
             matches!(right, Err(SignInError::Locked { .. })),
             "{engine}: {right:?}"
+        );
+        assert_eq!(
+            e.accounts.password_checks(),
+            u64::from(MAX_FAILED),
+            "{engine}: the right password, while locked, is not checked"
         );
         e.close().await;
     }
