@@ -254,3 +254,25 @@ def test_an_idle_keep_alive_connection_is_closed(impatient):
         s.close()
     assert data.startswith(b"HTTP/1.1 200"), data[:200]
     assert took < 10, f"an idle connection stayed open {took:.1f}s"
+
+
+def test_metrics_can_require_a_bearer_token(py_upstream):
+    token = secrets.token_urlsafe(24)
+    d = accounts_doorman("hardening-metrics", [{"name": "py", "url": py_upstream.url}],
+                         server={"metrics_token_env": "HARDENING_METRICS_TOKEN"},
+                         env={"HARDENING_METRICS_TOKEN": token})
+    try:
+        for headers in ({}, {"Authorization": "Bearer wrong-" + token}, {"Authorization": token}):
+            r = httpx2.get(f"{d.base}/metrics", headers=headers, timeout=30)
+            assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer"), headers
+            assert "doorman_" not in r.text
+        r = httpx2.get(f"{d.base}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert r.status_code == 200 and "doorman_" in r.text, r.text[:200]
+    finally:
+        d.stop()
+    # A configured variable that is not set stops Doorman at start, naming the key.
+    import subprocess
+    from conftest import DOORMAN_BIN
+    cfg = d.dir / "doorman.toml"
+    out = subprocess.run([str(DOORMAN_BIN), "check-config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "server.metrics_token_env" in (out.stdout + out.stderr), out

@@ -74,6 +74,13 @@ pub fn app(
         .layer(middleware::from_fn_with_state(auth.clone(), require_token))
         .layer(middleware::from_fn_with_state(edge, check_host_and_origin));
     let metrics_gw = gateway.clone();
+    // Read once at start (the config check made sure it is set).
+    let metrics_token: Option<Arc<secrecy::SecretString>> = config
+        .server
+        .metrics_token_env
+        .as_ref()
+        .and_then(|env| std::env::var(env).ok())
+        .map(|t| Arc::new(secrecy::SecretString::from(t)));
     let ready_gw = gateway.clone();
     let mut router = Router::new()
         .route(
@@ -104,18 +111,29 @@ pub fn app(
         )
         .route(
             "/metrics",
-            get(move || {
+            get(move |headers: axum::http::HeaderMap| {
                 let gw = metrics_gw.clone();
+                let token = metrics_token.clone();
                 async move {
+                    if let Some(token) = token
+                        && !bearer_matches(&headers, &token)
+                    {
+                        let mut r = axum::response::IntoResponse::into_response(axum::http::StatusCode::UNAUTHORIZED);
+                        r.headers_mut().insert(
+                            axum::http::header::WWW_AUTHENTICATE,
+                            axum::http::HeaderValue::from_static("Bearer realm=\"doorman-metrics\""),
+                        );
+                        return r;
+                    }
                     let m = crate::metrics::get();
                     m.live_sessions.set(gw.sessions.live_count() as i64);
-                    (
+                    axum::response::IntoResponse::into_response((
                         [(
                             axum::http::header::CONTENT_TYPE,
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
                         m.render(),
-                    )
+                    ))
                 }
             }),
         )
@@ -150,6 +168,18 @@ pub fn app(
         );
     }
     router
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`, compared in constant time.
+fn bearer_matches(headers: &axum::http::HeaderMap, token: &secrecy::SecretString) -> bool {
+    use secrecy::ExposeSecret;
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| {
+            crate::crypto::constant_time_eq(given.as_bytes(), token.expose_secret().as_bytes())
+        })
 }
 
 /// Whether the test clock hook is on: `DOORMAN_TEST_CLOCK=1`, in a debug build only (a release

@@ -194,6 +194,9 @@ pub struct ServerConfig {
     pub header_read_timeout: ConfigDuration,
     /// A request's body must all arrive within this (`408` otherwise).
     pub body_read_timeout: ConfigDuration,
+    /// The environment variable holding a bearer token that `/metrics` then requires
+    /// (`None`: `/metrics` is open, for a scraper on a trusted network).
+    pub metrics_token_env: Option<String>,
     /// The most stateful sessions one person may have open at once (0: no limit).
     pub max_sessions_per_person: u32,
     /// How often each node re-reads what other nodes changed (revoked tokens, signing keys, the
@@ -220,6 +223,7 @@ impl Default for ServerConfig {
             header_read_timeout: ConfigDuration::secs(30),
             body_read_timeout: ConfigDuration::secs(30),
             max_sessions_per_person: 100,
+            metrics_token_env: None,
             poll_interval: ConfigDuration::secs(2),
             purge_interval: ConfigDuration::secs(60),
             log_format: LogFormat::Text,
@@ -577,6 +581,23 @@ impl Config {
                 "server.max_request_bytes",
                 "must be at least 1024",
             ));
+        }
+        if let Some(env) = &s.metrics_token_env {
+            match std::env::var(env) {
+                Ok(t) if t.len() >= 16 => {}
+                Ok(_) => {
+                    return Err(ConfigError::new(
+                        "server.metrics_token_env",
+                        format!("the token in {env} must be at least 16 characters"),
+                    ));
+                }
+                Err(_) => {
+                    return Err(ConfigError::new(
+                        "server.metrics_token_env",
+                        format!("the environment variable {env} is not set"),
+                    ));
+                }
+            }
         }
         if s.session_idle_timeout.0.is_zero() {
             return Err(ConfigError::new(

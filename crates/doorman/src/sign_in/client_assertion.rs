@@ -154,6 +154,8 @@ pub struct AssertionVerifier {
     clock: SharedClock,
     jwks: Mutex<HashMap<String, JwksEntry>>,
     used: Mutex<ReplaySet>,
+    /// Where used `jti`s are kept when several nodes must agree (`None`: this process only).
+    store: Option<crate::store::Store>,
 }
 
 impl AssertionVerifier {
@@ -164,7 +166,15 @@ impl AssertionVerifier {
             clock,
             jwks: Mutex::default(),
             used: Mutex::default(),
+            store: None,
         }
+    }
+
+    /// Keeps used `jti`s in the store, so a replay is refused by every node, not just the one
+    /// that saw the assertion first.
+    pub fn with_store(mut self, store: crate::store::Store) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Checks a client assertion for the client `doc` describes. `audiences` are the values
@@ -208,7 +218,7 @@ impl AssertionVerifier {
 
         let now = self.clock.now_ms();
         let (jti, exp_ms) = check_claims(&claims, &doc.client_id, audiences, now)?;
-        self.consume(&doc.client_id, jti, exp_ms, now)
+        self.consume(&doc.client_id, jti, exp_ms, now).await
     }
 
     /// The key the assertion names, from inline `jwks` or from `jwks_uri`.
@@ -298,13 +308,27 @@ impl AssertionVerifier {
     }
 
     /// RFC 7523 §3 item 7: a `jti` is accepted once for as long as its assertion is valid.
-    fn consume(
+    async fn consume(
         &self,
         client_id: &str,
         jti: &str,
         exp_ms: i64,
         now: i64,
     ) -> Result<(), AssertionError> {
+        if let Some(store) = &self.store {
+            return match store
+                .use_assertion_jti(client_id, jti, exp_ms + SKEW_MS, now)
+                .await
+            {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(AssertionError::Replayed),
+                // What cannot be checked is refused.
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record a client assertion's jti");
+                    Err(AssertionError::Replayed)
+                }
+            };
+        }
         let mut used = self.used.lock().expect("replay set lock");
         if now >= used.next_prune_ms {
             used.seen.retain(|_, until| *until > now);

@@ -123,6 +123,36 @@ async fn valid_assertion_accepted_once() {
     assert_eq!(used.seen.len(), 1, "jti-1 was pruned");
 }
 
+/// Several nodes share the store: an assertion accepted by one is a replay on the other, on
+/// both engines; a jti past its time may be used again.
+#[tokio::test]
+async fn a_replay_is_refused_across_nodes() {
+    for (store, _guard) in crate::store::testing::engines().await {
+        let engine = store.engine();
+        let clock = ManualClock::new(START_MS);
+        let (a, b) = (
+            verifier(&clock).with_store(store.clone()),
+            verifier(&clock).with_store(store.clone()),
+        );
+        let key = es256_key("k1");
+        let doc = doc_with_inline(&[&key]);
+        let assertion = sign(&key, &claims(START_MS, "jti-shared"));
+        // Both nodes at once: exactly one accepts.
+        let (ra, rb) = tokio::join!(check(&a, &doc, &assertion), check(&b, &doc, &assertion));
+        assert_eq!(
+            [ra.is_ok(), rb.is_ok()].iter().filter(|ok| **ok).count(),
+            1,
+            "{engine}: {ra:?} {rb:?}"
+        );
+        let e = check(&a, &doc, &assertion).await.unwrap_err();
+        assert!(matches!(e, AssertionError::Replayed), "{engine}: {e}");
+        // Ten minutes on, the same jti in a new assertion is a new assertion.
+        clock.advance(Duration::from_secs(600));
+        let again = sign(&key, &claims(clock.now_ms(), "jti-shared"));
+        check(&b, &doc, &again).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn aud_may_be_an_array_naming_the_issuer() {
     let clock = ManualClock::new(START_MS);

@@ -131,7 +131,8 @@ impl AuthServer {
         let assertions = client_assertion::AssertionVerifier::new(
             crate::net::guarded::GuardedFetcher::new(jwks_policy)?,
             clock.clone(),
-        );
+        )
+        .with_store(store.clone());
         let clients = Clients::new(&si.clients, store.clone(), metadata, assertions)?;
         let providers = si
             .oidc

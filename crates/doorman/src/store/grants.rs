@@ -336,6 +336,31 @@ impl Store {
     }
 
     /// Deletes what can no longer be used: expired codes, refresh tokens and revocation entries.
+    /// Records a client assertion's `jti` as used until `until`; `false` when it already is
+    /// (a replay). One atomic statement, so two nodes racing with the same assertion cannot
+    /// both accept it; an entry past its time is taken over.
+    pub async fn use_assertion_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        until: i64,
+        now_ms: i64,
+    ) -> anyhow::Result<bool> {
+        let done = on_pool!(self, pool => sqlx::query(
+            "INSERT INTO used_assertions (client_id, jti, until) VALUES ($1, $2, $3) \
+             ON CONFLICT (client_id, jti) DO UPDATE SET until = excluded.until \
+             WHERE used_assertions.until <= $4",
+        )
+        .bind(client_id)
+        .bind(jti)
+        .bind(until)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(done == 1)
+    }
+
     pub async fn purge_expired_sign_in_state(&self, now_ms: i64) -> anyhow::Result<()> {
         for q in [
             "DELETE FROM authorization_codes WHERE expires_at < $1 - 86400000",
@@ -344,6 +369,7 @@ impl Store {
             "DELETE FROM authorization_requests WHERE expires_at < $1",
             "DELETE FROM browser_sessions WHERE expires_at < $1",
             "DELETE FROM oidc_states WHERE expires_at < $1",
+            "DELETE FROM used_assertions WHERE until < $1",
             // A day without failures forgets a name's count (lockouts last far less).
             "DELETE FROM sign_in_failures WHERE last_failure_at < $1 - 86400000 \
              AND (locked_until IS NULL OR locked_until < $1)",
