@@ -414,6 +414,40 @@ def test_state_is_single_use_short_lived_and_errors_store_nothing(envs):
     assert len(connection_rows(e)) == 1
 
 
+def with_query(url: str, **changes) -> str:
+    """`url` with query parameters replaced (None removes one)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    parts = urlsplit(url)
+    q = [(k, v) for k, v in parse_qsl(parts.query) if k not in changes]
+    q += [(k, v) for k, v in changes.items() if v is not None]
+    return urlunsplit(parts._replace(query=urlencode(q)))
+
+
+def test_an_answer_from_another_authorization_server_is_refused(envs):
+    """RFC 9207 / RFC 9700 §4.4 (mix-up): each connect flow is bound to the issuer it was sent
+    to. An answer whose `iss` names another server, or that lacks `iss` when the server says it
+    always sends one, is refused before its code or error is used; nothing is stored."""
+    e = envs("l2-mixup")
+    alice = doorman_token(e, "alice")
+    b = e.browser("alice")
+
+    def to_callback() -> str:
+        r = b.get(prompt_link(e, alice))
+        with httpx2.Client(timeout=30, follow_redirects=False) as h:
+            return idp_walk(h, r.headers["location"], e.idp, "alice-work", IDP_ACCOUNTS["alice-work"][0])
+
+    for forged in ({"iss": "https://attacker.example"}, {"iss": e.idp.issuer + "/other"}, {"iss": None}):
+        back = to_callback()
+        assert query_of(back)["iss"] == [e.idp.issuer], back
+        r = b.get(with_query(back, **forged))
+        assert r.status_code == 400 and "issuer does not match" in r.text, (forged, r.text[:300])
+        assert connection_rows(e) == [], forged
+    # The same flow with the real answer works.
+    back = to_callback()
+    assert b.get(back).status_code == 200
+    assert len(connection_rows(e)) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Bindings and lifetimes
 

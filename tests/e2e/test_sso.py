@@ -308,6 +308,29 @@ def test_a_state_that_does_not_match_is_refused(sso):
     refused_page(r, 400, "state mismatch")
 
 
+@pytest.mark.parametrize("iss", ["https://attacker.example", None], ids=["another-issuer", "no-iss"])
+def test_an_answer_from_another_issuer_is_refused(sso, iss):
+    """RFC 9207 §2.4: the provider's answer must name the issuer the sign-in was sent to (the
+    provider advertises authorization_response_iss_parameter_supported, so `iss` is required).
+    The answer is stopped on its way back to Doorman and its `iss` changed."""
+    from urllib.parse import parse_qsl, urlencode as enc, urlsplit, urlunsplit
+    verifier, challenge = pkce()
+    with httpx2.Client(timeout=30, follow_redirects=False) as http:
+        r = http.get(authorization_url(sso.d, challenge))
+        url = urljoin(sso.d.base, r.headers["location"])
+        page = http.get(url)
+        if page.status_code == 200:  # a sign-in page with the provider's button
+            url = urljoin(url, next(a for a in links_of(page.text) if a.startswith("/sign-in/oidc/")))
+            page = http.get(url)
+        to_idp = urljoin(url, page.headers["location"])
+        back = idp_walk(http, to_idp, sso.idp, "alice", "alice-at-corp")
+        parts = urlsplit(back)
+        assert parts.path == "/sign-in/callback" and ("iss", sso.idp.issuer) in parse_qsl(parts.query), back
+        q = [(k, v) for k, v in parse_qsl(parts.query) if k != "iss"] + ([("iss", iss)] if iss else [])
+        r = http.get(urlunsplit(parts._replace(query=enc(q))))
+    refused_page(r, 400, "issuer does not match")
+
+
 def test_an_error_from_the_provider_is_shown(sso):
     verifier, challenge = pkce()
     with httpx2.Client(timeout=30, follow_redirects=False) as http:

@@ -75,6 +75,11 @@ pub struct OAuthClient {
 /// The resource's endpoints; with an issuer, those still `None` come from its metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Endpoints {
+    /// The authorization server's issuer identifier, exactly as its metadata states it (RFC
+    /// 8414 §2); `None` when the endpoints are configured without an issuer.
+    pub issuer: Option<String>,
+    /// RFC 9207 §3: the server says it puts `iss` in every authorization response.
+    pub iss_required: bool,
     pub authorization: Option<Url>,
     pub token: Option<Url>,
     pub revocation: Option<Url>,
@@ -285,6 +290,8 @@ impl ResolvedResource {
                     u.map(|u| Url::parse(u).expect("preset URLs are valid"))
                 };
                 let endpoints = Endpoints {
+                    issuer: None,
+                    iss_required: false,
                     authorization: r
                         .authorization_endpoint
                         .clone()

@@ -120,6 +120,8 @@ pub async fn redirect_to_provider(
 pub struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,
+    /// RFC 9207 §2: the issuer of the server that answered.
+    iss: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
 }
@@ -184,6 +186,29 @@ pub async fn callback(
     else {
         return refused("Sign-in failed", "This provider is no longer configured.");
     };
+    // RFC 9207 §2.4: the answer comes from the provider this sign-in was sent to (a mix-up
+    // defence when several providers share this callback); checked before it is believed.
+    let required = match provider.discovery().await {
+        Ok(d) => d.authorization_response_iss_parameter_supported,
+        Err(e) => {
+            tracing::warn!(provider = provider.name(), error = %e, "cannot read the provider's metadata");
+            return refused(
+                "Sign-in failed",
+                "The provider could not be reached to check its answer. Try again in a moment.",
+            );
+        }
+    };
+    let mixed_up = match q.iss.as_deref() {
+        Some(iss) => iss.trim_end_matches('/') != provider.issuer(),
+        None => required,
+    };
+    if mixed_up {
+        tracing::warn!(provider = provider.name(), got = ?q.iss, "a sign-in answer came from another issuer than the provider asked; refused (RFC 9207)");
+        return refused(
+            "Sign-in failed",
+            "The answer did not come from the provider this sign-in was sent to (its issuer does not match). Start again from your application.",
+        );
+    }
     if let Some(error) = q.error {
         tracing::info!(provider = provider.name(), error = %error, description = ?q.error_description, "the provider refused the sign-in");
         return refused(

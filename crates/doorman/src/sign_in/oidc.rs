@@ -57,6 +57,9 @@ pub struct Discovery {
     pub jwks_uri: String,
     #[serde(default)]
     pub id_token_signing_alg_values_supported: Vec<String>,
+    /// RFC 9207 §3: every authorization response carries `iss`.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 /// A token endpoint answer (OpenID Connect Core §3.1.3.3).

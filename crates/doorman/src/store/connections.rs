@@ -312,8 +312,8 @@ impl Store {
 
     pub async fn insert_connect_state(&self, s: &ConnectStateRow) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query(
-            "INSERT INTO connect_states (state_hash, prompt_hash, user_id, verifier_sealed, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO connect_states (state_hash, prompt_hash, user_id, verifier_sealed, created_at, expires_at, issuer) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&s.state_hash)
         .bind(&s.prompt_hash)
@@ -321,6 +321,7 @@ impl Store {
         .bind(&s.verifier_sealed)
         .bind(s.created_at)
         .bind(s.expires_at)
+        .bind(&s.issuer)
         .execute(pool)
         .await
         .map(|_| ()))?;
@@ -334,7 +335,7 @@ impl Store {
     ) -> anyhow::Result<Option<ConnectStateRow>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, ConnectStateRow>(
             "DELETE FROM connect_states WHERE state_hash = $1 \
-             RETURNING state_hash, prompt_hash, user_id, verifier_sealed, created_at, expires_at",
+             RETURNING state_hash, prompt_hash, user_id, verifier_sealed, created_at, expires_at, issuer",
         )
         .bind(state_hash)
         .fetch_optional(pool)
@@ -536,6 +537,8 @@ pub struct ConnectStateRow {
     pub verifier_sealed: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
+    /// The issuer the flow was sent to (RFC 9207), when the resource's metadata names one.
+    pub issuer: Option<String>,
 }
 
 /// A revocation at a resource still to be made (`pending_revocations`).

@@ -153,7 +153,7 @@ async fn redirect_to_resource(app: &ConnectApp, prompt: &ConnectPromptRow) -> Re
         (None, None)
     };
     let state_hash = crypto::sha256_hex(&state);
-    let row = ConnectStateRow {
+    let mut row = ConnectStateRow {
         verifier_sealed: verifier.as_ref().map(|v| {
             app.vault
                 .ring
@@ -164,6 +164,7 @@ async fn redirect_to_resource(app: &ConnectApp, prompt: &ConnectPromptRow) -> Re
         user_id: prompt.user_id.clone(),
         created_at: now,
         expires_at: now + super::STATE_LIFETIME_MS,
+        issuer: None,
     };
     let scopes: Vec<String> = prompt
         .scopes
@@ -188,6 +189,9 @@ async fn redirect_to_resource(app: &ConnectApp, prompt: &ConnectPromptRow) -> Re
             );
         }
     };
+    // RFC 9207 / RFC 9700 §4.4: the flow is bound to the issuer it was sent to (the endpoints
+    // were just read for the URL, so this is their cached copy).
+    row.issuer = rc.endpoints().await.ok().and_then(|e| e.issuer);
     if let Err(e) = app.vault.store.insert_connect_state(&row).await {
         return unavailable(e);
     }
@@ -210,6 +214,8 @@ fn unavailable(e: anyhow::Error) -> Response {
 #[derive(Deserialize)]
 pub struct CallbackQuery {
     state: Option<String>,
+    /// RFC 9207 §2: the issuer of the authorization server that answered.
+    iss: Option<String>,
     code: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
@@ -255,6 +261,26 @@ async fn callback(
         return expired_link();
     };
     let display = rc.resource.display_name.clone();
+    // RFC 9207 §2.4 (mix-up, RFC 9700 §4.4): the answer must come from the server the flow was
+    // sent to. Checked before anything in the answer is believed, error or code.
+    if let Some(expected) = &row.issuer {
+        let required = match rc.endpoints().await {
+            Ok(e) => e.iss_required,
+            Err(e) => return unavailable(anyhow::anyhow!("{e}")),
+        };
+        let mixed_up = match q.iss.as_deref() {
+            Some(iss) => iss != expected,
+            None => required,
+        };
+        if mixed_up {
+            tracing::warn!(resource = %rc.name(), expected = %expected, got = ?q.iss, "a connect callback came from another authorization server than the one asked; refused (RFC 9207)");
+            return pages::message(
+                StatusCode::BAD_REQUEST,
+                &format!("{display} was not connected"),
+                "The answer did not come from the authorization server this connection was started with (its issuer does not match), so it was refused. Nothing was connected; start again from your assistant.",
+            );
+        }
+    }
     if let Some(error) = q.error {
         // RFC 6749 §4.1.2.1: the resource refused (the person denied, or it failed).
         tracing::info!(resource = %rc.name(), error = %error, "the resource answered the authorization with an error");

@@ -113,6 +113,8 @@ impl Vault {
                 .and_then(|s| Url::parse(s).ok())
         };
         let endpoints = Endpoints {
+            issuer: None,
+            iss_required: false,
             authorization: endpoint("authorization_endpoint"),
             token: endpoint("token_endpoint"),
             revocation: endpoint("revocation_endpoint"),

@@ -215,6 +215,11 @@ impl ResourceClient {
             }
         };
         let merged = Endpoints {
+            issuer: doc.get("issuer").and_then(Value::as_str).map(String::from),
+            iss_required: doc
+                .get("authorization_response_iss_parameter_supported")
+                .and_then(Value::as_bool)
+                == Some(true),
             authorization: configured
                 .authorization
                 .clone()
