@@ -189,7 +189,8 @@ class Idp:
 
 
 def start_idp(clients: list[dict], accounts: list[dict], *, name: str = "idp", port: int | None = None,
-              ttl: dict | None = None, resource_server: dict | None = None, timeout: float = 20.0) -> Idp:
+              ttl: dict | None = None, resource_server: dict | None = None, timeout: float = 20.0,
+              conform_id_token_claims: bool = False) -> Idp:
     """Starts tests/peers/idp.mjs on 127.0.0.1 (a free port unless given); its output goes to
     tests/artifacts/<name>.log. `resource_server` (see `resource_server()`) makes it also the
     authorization server of that resource."""
@@ -201,6 +202,9 @@ def start_idp(clients: list[dict], accounts: list[dict], *, name: str = "idp", p
         config["ttl"] = ttl
     if resource_server:
         config["resource_server"] = resource_server
+    if conform_id_token_claims:
+        # oidc-provider's default: scope claims (email, profile, groups) only from UserInfo.
+        config["conform_id_token_claims"] = True
     cfg.write_text(json.dumps(config))
     proc = Proc(name, [NODE, IDP_SCRIPT, "--port", str(port), "--config", cfg])
     try:

@@ -58,10 +58,12 @@ redirect_uris = ["{REDIRECT}"]
 class Sso:
     """A Doorman and its IdP, wired to each other."""
 
-    def __init__(self, name: str, upstreams: list[dict], local_accounts: bool = True, **provider):
+    def __init__(self, name: str, upstreams: list[dict], local_accounts: bool = True,
+                 accounts: list[dict] | None = None, conform_id_token_claims: bool = False, **provider):
         port = free_port()
         self.idp = start_idp([idp_client("doorman", SECRET, [f"http://127.0.0.1:{port}/sign-in/callback"])],
-                             [ALICE, MALLORY, OUTSIDER], name=f"idp-{name}")
+                             accounts or [ALICE, MALLORY, OUTSIDER], name=f"idp-{name}",
+                             conform_id_token_claims=conform_id_token_claims)
         try:
             self.d = accounts_doorman(name, upstreams, port=port, sign_in={"local_accounts": local_accounts},
                                       extra_toml=provider_toml(self.idp.issuer, **provider),
@@ -329,6 +331,34 @@ def test_an_answer_from_another_issuer_is_refused(sso, iss):
         q = [(k, v) for k, v in parse_qsl(parts.query) if k != "iss"] + ([("iss", iss)] if iss else [])
         r = http.get(urlunsplit(parts._replace(query=enc(q))))
     refused_page(r, 400, "issuer does not match")
+
+
+def test_claims_the_id_token_leaves_out_come_from_userinfo_and_only_verified_email_counts(py_upstream):
+    """A provider at oidc-provider's defaults (conformIdTokenClaims on) puts email, name and
+    groups only in its UserInfo answer: Doorman reads them there (OpenID Connect Core §5.3) and
+    records the person with them. An address the provider did not verify is not recorded, so it
+    cannot match `allow_people`, find a person or decide a policy."""
+    verified = account("vera", "vera-at-corp", sub="00u-vera", email="vera@example.com", groups=["mcp-users"],
+                       name="Vera Verified")
+    unverified = account("uma", "uma-at-corp", sub="00u-uma", email="uma@example.com", email_verified=False,
+                         groups=["mcp-users"], name="Uma Unverified")
+    s = Sso("doorman-sso-conform", [{"name": "py", "url": py_upstream.url}], accounts=[verified, unverified],
+            conform_id_token_claims=True, domains=())
+    try:
+        for who, password in (("vera", "vera-at-corp"), ("uma", "uma-at-corp")):
+            _, challenge = pkce()
+            with httpx2.Client(timeout=30, follow_redirects=False) as http:
+                r = sso_walk(s, http, authorization_url(s.d, challenge), who, password)
+            assert r.status_code == 303 and "code=" in r.headers["location"], (who, r.status_code, r.text[:300])
+        # The ID tokens really lacked the claims: the provider was asked for UserInfo.
+        assert s.idp.count("/me") >= 2, s.idp.requests()
+        by_sub = {p["subject"]: p for p in people(s.d)}
+        vera, uma = by_sub["00u-vera"], by_sub["00u-uma"]
+        assert (vera["email"], vera["name"], vera["groups"]) == ("vera@example.com", "Vera Verified", ["mcp-users"])
+        assert uma["email"] is None, "an unverified address is not recorded"
+        assert (uma["name"], uma["groups"]) == ("Uma Unverified", ["mcp-users"])
+    finally:
+        s.stop()
 
 
 def test_an_error_from_the_provider_is_shown(sso):

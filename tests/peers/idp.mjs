@@ -426,7 +426,9 @@ function buildProvider() {
     scopes: OIDC_SCOPES,
     responseTypes: ['code'],
     acrValues: ['urn:doorman-test:pwd'],
-    conformIdTokenClaims: false,
+    // conform_id_token_claims: true leaves oidc-provider's default (scope claims such as email only
+    // from the UserInfo endpoint when an access token is issued).
+    conformIdTokenClaims: config.conform_id_token_claims === true,
     clientDefaults: {
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],

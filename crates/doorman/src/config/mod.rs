@@ -315,6 +315,10 @@ pub struct OidcProviderConfig {
     /// `access_type = "offline"` for a refresh token).
     #[serde(default)]
     pub authorization_params: BTreeMap<String, String>,
+    /// Count the provider's email even when it does not say `email_verified` (a provider that
+    /// only ever issues addresses it owns). Default: false.
+    #[serde(default)]
+    pub trust_email: bool,
     /// Only people whose (verified) email is in one of these domains. Empty: any.
     #[serde(default)]
     pub allowed_email_domains: Vec<String>,

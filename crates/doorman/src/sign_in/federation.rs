@@ -248,10 +248,18 @@ pub async fn callback(
             &OidcError::Invalid("no id_token in the token answer".into()),
         );
     };
-    let who = match provider
+    let validated = match provider
         .validate_id_token(&id_token, Some(&row.nonce_hash))
         .await
     {
+        Ok(w) => {
+            provider
+                .complete_identity(w, answer.access_token.as_ref())
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let who = match validated {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(provider = provider.name(), error = %e, "ID token refused");
@@ -435,7 +443,15 @@ pub async fn recheck(s: &AuthServer, user_id: &str) -> Result<(), Deprovisioned>
     match provider.refresh(&refresh_token).await {
         Ok(answer) => {
             if let Some(id_token) = &answer.id_token {
-                match provider.validate_id_token(id_token, None).await {
+                let validated = match provider.validate_id_token(id_token, None).await {
+                    Ok(w) => {
+                        provider
+                            .complete_identity(w, answer.access_token.as_ref())
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match validated {
                     Ok(who) => {
                         if let Err(why) = provider.admits(&who) {
                             return Err(deprovision(s, user_id, provider.name(), &why, now).await);

@@ -60,6 +60,9 @@ pub struct Discovery {
     /// RFC 9207 §3: every authorization response carries `iss`.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
+    /// OpenID Connect Core §5.3: where the claims the ID token leaves out are read.
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
 }
 
 /// A token endpoint answer (OpenID Connect Core §3.1.3.3).
@@ -67,6 +70,8 @@ pub struct Discovery {
 pub struct TokenAnswer {
     pub id_token: Option<String>,
     pub refresh_token: Option<String>,
+    /// For the UserInfo endpoint only; never kept.
+    pub access_token: Option<SecretString>,
 }
 
 /// What Doorman keeps of a validated ID token.
@@ -479,6 +484,53 @@ impl Provider {
                 _ => vec![],
             },
         }
+    }
+
+    /// Completes an ID token's identity from the UserInfo endpoint (OpenID Connect Core
+    /// §5.3–5.4) when it lacks the email, name or groups: a provider at its standard defaults
+    /// (`conformIdTokenClaims`) returns scope claims only there. §5.3.2: the answer must be about
+    /// the same `sub`, or it is refused. Then the email is kept only when the provider verified
+    /// it (`email_verified`), or the provider is trusted for email (`trust_email`): an
+    /// unverified address must not match `allow_people`, find a person or decide a policy.
+    pub async fn complete_identity(
+        &self,
+        mut who: Identity,
+        access_token: Option<&SecretString>,
+    ) -> Result<Identity, OidcError> {
+        let missing = who.email.is_none() || who.name.is_none() || who.groups.is_empty();
+        let endpoint = self.discovery().await?.userinfo_endpoint.clone();
+        if let (true, Some(endpoint), Some(token)) = (missing, endpoint, access_token) {
+            let mut headers = HeaderMap::new();
+            let bearer = format!("Bearer {}", token.expose_secret());
+            let mut value = http::HeaderValue::from_str(&bearer)
+                .map_err(|_| OidcError::Invalid("the access token is not header-safe".into()))?;
+            value.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, value);
+            let info = self
+                .call(Method::GET, &endpoint, headers, Bytes::new())
+                .await?;
+            if info.get("sub").and_then(Value::as_str) != Some(who.subject.as_str()) {
+                return Err(OidcError::Invalid(
+                    "the UserInfo answer is about another subject (OpenID Connect Core §5.3.2)"
+                        .into(),
+                ));
+            }
+            let from_info = self.identity(&info);
+            if who.email.is_none() {
+                who.email = from_info.email;
+                who.email_verified = from_info.email_verified;
+            }
+            if who.name.is_none() {
+                who.name = from_info.name;
+            }
+            if who.groups.is_empty() {
+                who.groups = from_info.groups;
+            }
+        }
+        if !(who.email_verified || self.config.trust_email) {
+            who.email = None;
+        }
+        Ok(who)
     }
 
     /// Whether this person may sign in here: allowed email domains and groups (either list
