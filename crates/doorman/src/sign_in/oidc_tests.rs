@@ -84,6 +84,7 @@ fn provider(issuer: &str, clock: &ManualClock) -> Provider {
         claims: OidcClaims::default(),
         authorization_params: [("access_type".to_owned(), "offline".to_owned())].into(),
         allowed_email_domains: vec!["example.com".into()],
+        trust_email: false,
         allowed_groups: vec![],
         recheck_interval: crate::config::ConfigDuration::secs(3600),
     };
@@ -307,5 +308,28 @@ async fn the_authorization_url_carries_pkce_nonce_and_extra_parameters() {
     assert!(
         !plain.contains("prompt=") && !plain.contains("max_age="),
         "{plain}"
+    );
+}
+
+/// An address the provider did not verify does not count, unless the provider is trusted for
+/// email; nothing else about the person changes.
+#[tokio::test]
+async fn only_a_verified_or_trusted_email_is_kept() {
+    let mut t = setup().await;
+    let mut c = claims(&t.issuer, "n-1");
+    c["email_verified"] = serde_json::json!(false);
+    let token = sign(&t.k1, &c);
+    let who = t.p.validate_id_token(&token, None).await.unwrap();
+    assert_eq!(who.email.as_deref(), Some("ada@example.com"));
+    // Complete already (email, name, groups present): UserInfo is not asked.
+    let kept = t.p.complete_identity(who.clone(), None).await.unwrap();
+    assert_eq!(kept.email, None, "unverified");
+    assert_eq!(kept.groups, who.groups);
+    t.p.config.trust_email = true;
+    let kept = t.p.complete_identity(who, None).await.unwrap();
+    assert_eq!(
+        kept.email.as_deref(),
+        Some("ada@example.com"),
+        "trusted for email"
     );
 }
