@@ -276,3 +276,112 @@ def test_metrics_can_require_a_bearer_token(py_upstream):
     cfg = d.dir / "doorman.toml"
     out = subprocess.run([str(DOORMAN_BIN), "check-config", str(cfg)], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "server.metrics_token_env" in (out.stdout + out.stderr), out
+
+
+# ---------------------------------------------------------------------------------------------
+# Upstream-driven discovery (an upstream's 401 names the metadata Doorman then fetches)
+
+class ChallengingUpstream:
+    """An MCP endpoint that answers every request 401 with a `resource_metadata` challenge, and
+    serves the protected resource metadata it names (pointing wherever the test says): an
+    upstream turned hostile, which no real peer can be asked to be."""
+
+    def __init__(self, authorization_server: str, metadata_url: str | None = None):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from procs import free_port
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        metadata = metadata_url or f"http://127.0.0.1:{self.port}/.well-known/oauth-protected-resource/mcp"
+        prm = {"resource": self.url, "authorization_servers": [authorization_server]}
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, status, body, headers=()):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self._send(401, {"error": "unauthorized"},
+                           [("WWW-Authenticate", f'Bearer resource_metadata="{metadata}"')])
+
+            def do_GET(self):
+                if self.path.startswith("/.well-known/oauth-protected-resource"):
+                    self._send(200, prm)
+                else:
+                    self._send(404, {})
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("as_url,metadata_url", [
+    ("https://10.0.0.7", None),
+    ("http://169.254.169.254/latest", None),
+    ("https://as.example", "https://10.0.0.7/.well-known/oauth-protected-resource"),
+], ids=["private-as", "metadata-service-as", "private-metadata"])
+def test_discovery_never_fetches_internal_addresses_and_errors_do_not_reveal_them(as_url, metadata_url):
+    up = ChallengingUpstream(as_url, metadata_url)
+    d = accounts_doorman("hardening-discovery", [{"name": "crm", "url": up.url}],
+                         extra_toml=f'\n[[sign_in.clients]]\nclient_id = "configured"\nname = "Configured"\n'
+                                    f'redirect_uris = ["{CONFIGURED}"]\n')
+    try:
+        add_user(d, "alice", PASSWORD)
+        token = token_for(d, "alice")
+        r = httpx2.post(d.url, timeout=60, headers={**ACCEPT_BOTH, "Authorization": f"Bearer {token}",
+                                                   "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call",
+                                                   "mcp-name": "crm_x"},
+                        json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                            "name": "crm_x", "arguments": {},
+                            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                      "io.modelcontextprotocol/clientCapabilities": {}}}})
+        body = r.json()
+        err = body.get("error") or {}
+        assert err.get("data", {}).get("reason") == "authorization_unavailable", body
+        for secret_place in ("10.0.0.7", "169.254", "as.example", "127.0.0.1"):
+            assert secret_place not in r.text, (secret_place, r.text)
+        log = d.log()
+        assert ("10.0.0.7" in log or "169.254.169.254" in log), "the operator is told where"
+    finally:
+        d.stop()
+        up.stop()
+
+
+def test_an_upstream_cannot_pass_itself_off_as_a_configured_resource():
+    """Its metadata names the authorization server of a resource the operator configured:
+    refused before anything is fetched or registered there."""
+    up = ChallengingUpstream("https://notes-as.example")
+    d = accounts_doorman("hardening-claim", [{"name": "crm", "url": up.url}],
+                         extra_toml=f'\n[[sign_in.clients]]\nclient_id = "configured"\nname = "Configured"\n'
+                                    f'redirect_uris = ["{CONFIGURED}"]\n'
+                                    '\n[[resources]]\nname = "notes"\nissuer = "https://notes-as.example"\n'
+                                    'client_id = "doorman"\n')
+    try:
+        add_user(d, "alice", PASSWORD)
+        token = token_for(d, "alice")
+        r = httpx2.post(d.url, timeout=60, headers={**ACCEPT_BOTH, "Authorization": f"Bearer {token}",
+                                                   "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call",
+                                                   "mcp-name": "crm_x"},
+                        json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                            "name": "crm_x", "arguments": {},
+                            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                      "io.modelcontextprotocol/clientCapabilities": {}}}})
+        assert r.json()["error"]["data"]["reason"] == "authorization_unavailable", r.text
+        assert 'authorization server of the configured resource "notes"' in d.log(), d.log()[-2000:]
+    finally:
+        d.stop()
+        up.stop()

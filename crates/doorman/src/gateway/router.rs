@@ -147,9 +147,11 @@ impl Router {
                         }
                         Err(e) => {
                             tracing::warn!(upstream = %up.name, error = %e, "the upstream asks for authorization, but it cannot be set up");
+                            // The detail (URLs, addresses) is for the log: the client is
+                            // told what happened, not where.
                             return Err(RpcError::new(
                                 code::UPSTREAM_FAILED,
-                                format!("upstream '{}' requires authorization that Doorman cannot set up: {e}", up.name),
+                                format!("upstream '{}' requires authorization that Doorman cannot set up; the operator can find why in Doorman's log", up.name),
                             )
                             .with_data(json!({ "upstream": up.name, "reason": "authorization_unavailable" })));
                         }

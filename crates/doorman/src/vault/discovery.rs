@@ -105,6 +105,24 @@ impl Vault {
             .ok_or_else(|| {
                 DiscoveryError::Invalid("its metadata names no authorization server".into())
             })?;
+        // An upstream may not pass itself off as a resource the operator configured: its
+        // authorization server would then receive flows meant for that resource.
+        let same_issuer = |configured: &Url| {
+            configured.as_str().trim_end_matches('/') == issuer.as_str().trim_end_matches('/')
+        };
+        if let Some(taken) = self.resources().iter().find(|r| {
+            r.resource
+                .oauth
+                .as_ref()
+                .and_then(|o| o.issuer.as_ref())
+                .is_some_and(same_issuer)
+        }) {
+            return Err(DiscoveryError::Invalid(format!(
+                "it names the authorization server of the configured resource {:?}; give the upstream `resource = \"{}\"` in the config instead",
+                taken.name(),
+                taken.name()
+            )));
+        }
         let as_meta = bootstrap.metadata_of(&issuer).await?;
         let endpoint = |key: &str| -> Option<Url> {
             as_meta
@@ -162,7 +180,8 @@ impl Vault {
             OAuthClient {
                 client_id,
                 client_secret: None,
-                issuer: None,
+                // Kept, so each flow is bound to this issuer and its answers checked (RFC 9207).
+                issuer: Some(issuer.clone()),
                 endpoints,
                 authorization_params,
                 pkce: true,
@@ -176,6 +195,7 @@ impl Vault {
             self.redirect_uri.clone(),
             secret,
             resource,
+            self.guarded.clone(),
         ));
         self.resources
             .write()
@@ -206,6 +226,7 @@ impl Vault {
             self.redirect_uri.clone(),
             None,
             String::new(),
+            self.guarded.clone(),
         )
     }
 

@@ -231,6 +231,8 @@ pub struct Vault {
     redirect_uri: String,
     /// One upstream discovery at a time ([`discovery`]).
     discovering: tokio::sync::Mutex<()>,
+    /// Fetches metadata whose URLs an upstream gave (discovery).
+    guarded: Arc<crate::net::guarded::GuardedFetcher>,
     /// Opened credentials, briefly ([`CACHE_TTL_MS`]).
     cache: std::sync::RwLock<HashMap<String, Cached>>,
 }
@@ -264,6 +266,13 @@ impl Vault {
             http,
             redirect_uri: redirect,
             discovering: tokio::sync::Mutex::new(()),
+            guarded: Arc::new(crate::net::guarded::GuardedFetcher::new(
+                crate::net::guarded::FetchPolicy {
+                    allow_http_loopback: config.sign_in.development,
+                    max_bytes: 64 * 1024,
+                    ..crate::net::guarded::FetchPolicy::default()
+                },
+            )?),
             cache: std::sync::RwLock::default(),
         })
     }

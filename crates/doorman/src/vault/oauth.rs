@@ -2,7 +2,10 @@
 //! (RFC 6749 §4.1.3, RFC 7636 §4.5), refresh (§6), revocation (RFC 7009) and learning which
 //! account was connected. Provider quirks come from the resource's [`Quirks`] as data.
 
-use std::{sync::RwLock, time::Duration};
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use bytes::Bytes;
@@ -86,6 +89,10 @@ pub struct ResourceClient {
     /// RFC 8707 `resource`, sent in token requests (resources discovered from upstreams that
     /// do MCP authorization: their tokens must be bound to them).
     resource_indicator: Option<String>,
+    /// For resources an upstream told Doorman about: their metadata URLs came from outside
+    /// the config, so they are fetched through the SSRF guard (public addresses only, size and
+    /// time limits).
+    guarded: Option<Arc<crate::net::guarded::GuardedFetcher>>,
 }
 
 impl ResourceClient {
@@ -121,6 +128,7 @@ impl ResourceClient {
             redirect_uri,
             discovered: RwLock::new(None),
             resource_indicator: None,
+            guarded: None,
         })
     }
 
@@ -134,6 +142,7 @@ impl ResourceClient {
         redirect_uri: String,
         secret: Option<SecretString>,
         indicator: String,
+        guarded: Arc<crate::net::guarded::GuardedFetcher>,
     ) -> Self {
         Self {
             resource,
@@ -144,7 +153,23 @@ impl ResourceClient {
             redirect_uri,
             discovered: RwLock::new(None),
             resource_indicator: Some(indicator),
+            guarded: Some(guarded),
         }
+    }
+
+    /// GETs a JSON document through the SSRF guard.
+    async fn guarded_json(
+        g: &crate::net::guarded::GuardedFetcher,
+        url: &Url,
+    ) -> Result<Value, ResourceError> {
+        use crate::net::guarded::FetchError;
+        g.get_json(url).await.map(|f| f.body).map_err(|e| match e {
+            FetchError::Status { .. }
+            | FetchError::NotJson { .. }
+            | FetchError::InvalidJson { .. }
+            | FetchError::TooLarge { .. } => ResourceError::Invalid(e.to_string()),
+            _ => ResourceError::Unreachable(e.to_string()),
+        })
     }
 
     /// The authorization server metadata of `issuer` (RFC 8414 §3, then OpenID Connect
@@ -155,6 +180,9 @@ impl ResourceClient {
 
     /// GETs a JSON document (protected resource metadata).
     pub async fn fetch_json(&self, url: &Url) -> Result<Value, ResourceError> {
+        if let Some(g) = &self.guarded {
+            return Self::guarded_json(g, url).await;
+        }
         self.call(
             Method::GET,
             url,
@@ -540,6 +568,9 @@ impl ResourceClient {
     async fn get_json(&self, url: &str) -> Result<Value, ResourceError> {
         let url = Url::parse(url)
             .map_err(|_| ResourceError::Invalid(format!("{url} is not a valid URL")))?;
+        if let Some(g) = &self.guarded {
+            return Self::guarded_json(g, &url).await;
+        }
         self.call(
             Method::GET,
             &url,
