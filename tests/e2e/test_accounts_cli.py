@@ -1,13 +1,17 @@
 """`doorman users …` as an operator uses it: local accounts created, listed, disabled, enabled,
-their passwords reset and TOTP turned on and off, through the binary, on a fresh data directory
+their passwords reset and TOTP turned on (a new seed, confirmed by a code from it) and off, through the binary, on a fresh data directory
 (SQLite) and on a fresh PostgreSQL database."""
 
 import base64
 import glob
+import hashlib
+import hmac
 import json
 import os
 import secrets
+import struct
 import subprocess
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -141,22 +145,43 @@ def test_disable_enable_and_reset_password(cli):
         assert "no such user" in cli.fails(*command, stdin=PASSWORD + "\n"), command
 
 
-def test_totp_enable_and_disable(cli):
+def totp_code(seed: bytes, at: float | None = None) -> str:
+    """The code an authenticator app shows (RFC 6238 with its defaults; RFC 4226 §5.3)."""
+    counter = int((time.time() if at is None else at) // 30)
+    mac = hmac.new(seed, struct.pack(">Q", counter), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    return f"{(struct.unpack('>I', mac[offset:offset + 4])[0] & 0x7FFFFFFF) % 1_000_000:06d}"
+
+
+def test_totp_enable_confirm_and_disable(cli):
     cli.ok("add", "alice@example.com", "--password-stdin", stdin=PASSWORD + "\n")
-    uri = cli.ok("totp", "alice@example.com", "enable").strip()
+    out = cli("totp", "alice@example.com", "enable")
+    assert out.returncode == 0, out.stderr
+    uri = out.stdout.strip()
     assert uri.startswith("otpauth://totp/"), uri
+    # The next step is said where the operator reads it, and the URI alone is on stdout.
+    assert "confirm --code" in out.stderr, out.stderr
     label = unquote(urlsplit(uri).path.lstrip("/"))
     assert label == "Doorman:alice@example.com", label
     seed = totp_seed(uri)
 
-    # Enabling again gives a new seed (the old authenticator entry stops working).
+    # Enabling again gives a new seed; only the newest waits for confirmation.
     again = cli.ok("totp", "alice@example.com", "enable").strip()
     assert totp_seed(again) != seed
+    assert "does not match" in cli.fails("totp", "alice@example.com", "confirm", "--code", totp_code(seed))
+    assert "needs --code" in cli.fails("totp", "alice@example.com", "confirm")
+    assert "--code goes with" in cli.fails("totp", "alice@example.com", "enable", "--code", "123456")
 
     # The seed is not in the database in the clear (main file and write-ahead log).
     db = b"".join(f.read_bytes() for f in (cli.config.parent / "data").glob("doorman.db*"))
     secret = parse_qs(urlsplit(again).query)["secret"][0]
     assert secret.encode() not in db and totp_seed(again) not in db
+
+    # A code the app shows confirms it, once.
+    assert "sign-in now needs a code" in cli.ok("totp", "alice@example.com", "confirm", "--code",
+                                                totp_code(totp_seed(again)))
+    assert "no new TOTP seed is waiting" in cli.fails("totp", "alice@example.com", "confirm", "--code",
+                                                      totp_code(totp_seed(again)))
 
     assert "alice@example.com" in cli.ok("totp", "alice@example.com", "disable")
     out = cli("totp", "alice@example.com", "sometimes")
@@ -185,7 +210,8 @@ def test_the_same_commands_on_postgresql(tmp_path):
     assert people["bob"]["disabled"] is True and people["alice"]["admin"] is True
     cli.ok("enable", "bob")
     cli.ok("reset-password", "bob", "--password-stdin", stdin="a brand new password\n")
-    totp_seed(cli.ok("totp", "bob", "enable").strip())
+    seed = totp_seed(cli.ok("totp", "bob", "enable").strip())
+    cli.ok("totp", "bob", "confirm", "--code", totp_code(seed))
     cli.ok("totp", "bob", "disable")
     # Nothing was written to the SQLite default.
     assert not (tmp_path / "data" / "doorman.db").exists()

@@ -51,19 +51,25 @@ pub enum UsersCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Turn TOTP (authenticator app codes) on or off for a local account.
+    /// Turn TOTP (authenticator app codes) on or off for a local account: `enable` prints a
+    /// new seed, `confirm --code N` makes it take effect, `disable` removes TOTP.
     Totp {
         name: String,
         #[arg(value_enum)]
         action: TotpAction,
+        /// With `confirm`: the 6-digit code the authenticator app shows for the new seed.
+        #[arg(long)]
+        code: Option<String>,
     },
 }
 
 /// What `users totp NAME …` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TotpAction {
-    /// Give the account a new seed and print its otpauth:// URI.
+    /// Give the account a new seed and print its otpauth:// URI (in force once confirmed).
     Enable,
+    /// Make the new seed take effect, given a current code from it (`--code`).
+    Confirm,
     /// Remove the account's TOTP.
     Disable,
 }
@@ -127,13 +133,34 @@ async fn execute(cmd: UsersCommand, store: &Store, accounts: &Accounts) -> anyho
                 name.trim().to_ascii_lowercase()
             );
         }
-        UsersCommand::Totp { name, action } => {
+        UsersCommand::Totp { name, action, code } => {
             let user = store
                 .user_by_username(&name)
                 .await?
                 .with_context(|| format!("no such user: {:?}", name.trim().to_ascii_lowercase()))?;
             match action {
-                TotpAction::Enable => println!("{}", accounts.enable_totp(&user.id).await?),
+                TotpAction::Enable => {
+                    anyhow::ensure!(
+                        code.is_none(),
+                        "--code goes with `users totp NAME confirm`, after `enable`"
+                    );
+                    println!("{}", accounts.enable_totp(&user.id).await?);
+                    eprintln!(
+                        "Load this URI into the authenticator app, then run `doorman users totp {} confirm --code CODE` \
+                         with the code it shows. Until then sign-in works as before.",
+                        display_name(&user)
+                    );
+                }
+                TotpAction::Confirm => {
+                    let code = code.context(
+                        "`users totp NAME confirm` needs --code CODE: the 6-digit code the authenticator app shows",
+                    )?;
+                    accounts.confirm_totp(&user.id, &code).await?;
+                    println!(
+                        "TOTP enabled for user {}: sign-in now needs a code",
+                        display_name(&user)
+                    );
+                }
                 TotpAction::Disable => {
                     accounts.disable_totp(&user.id).await?;
                     println!("TOTP disabled for user {}", display_name(&user));
@@ -249,6 +276,14 @@ mod tests {
                 action: TotpAction::Disable,
                 ..
             }
+        ));
+        assert!(matches!(
+            parse(&["totp", "bob", "confirm", "--code", "123456"]).unwrap(),
+            UsersCommand::Totp {
+                action: TotpAction::Confirm,
+                code: Some(c),
+                ..
+            } if c == "123456"
         ));
         assert!(parse(&["totp", "bob", "maybe"]).is_err());
         assert!(parse(&["add"]).is_err());

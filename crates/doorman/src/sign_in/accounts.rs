@@ -101,6 +101,12 @@ pub enum AccountError {
     NotFound(String),
     #[error("user {0:?} signs in through {1}, not with a local password")]
     NotLocal(String, String),
+    #[error("no new TOTP seed is waiting for confirmation: run `users totp NAME enable` first")]
+    NoPendingTotp,
+    #[error(
+        "that code does not match the new TOTP seed (check the authenticator app's clock, and use the newest code)"
+    )]
+    TotpCodeWrong,
     #[error(transparent)]
     Store(#[from] anyhow::Error),
 }
@@ -427,8 +433,10 @@ impl Accounts {
         })
     }
 
-    /// Gives a local account a new TOTP seed (replacing any earlier one) and returns the
-    /// `otpauth://` URI to load into an authenticator app. From now on sign-in needs a code.
+    /// Gives a local account a new TOTP seed and returns the `otpauth://` URI to load into an
+    /// authenticator app. The seed takes effect only when [`Accounts::confirm_totp`] is given a
+    /// code from it (so a seed nobody loaded cannot lock the person out); until then any
+    /// earlier seed stays in force.
     pub async fn enable_totp(&self, user_id: &str) -> Result<String, AccountError> {
         let user = self.local_user_by_id(user_id).await?;
         let seed = Zeroizing::new(
@@ -439,13 +447,42 @@ impl Accounts {
         let sealed = self.keys.seal(&seed, &totp_aad(&user.id));
         if !self
             .store
-            .update_local_totp(&user.id, Some(&sealed), self.clock.now_ms())
+            .set_pending_totp(&user.id, &sealed, self.clock.now_ms())
             .await?
         {
             return Err(not_local(&user));
         }
         let label = user.username.as_deref().unwrap_or(&user.id);
         Ok(otpauth_uri(label, &totp_for(&seed).get_secret_base32()))
+    }
+
+    /// Confirms the seed [`Accounts::enable_totp`] gave with a current code from it: from now
+    /// on sign-in needs a code from that seed, and the confirming code is spent.
+    pub async fn confirm_totp(&self, user_id: &str, code: &str) -> Result<(), AccountError> {
+        let user = self.local_user_by_id(user_id).await?;
+        let credentials = self
+            .store
+            .local_credentials(&user.id)
+            .await?
+            .ok_or_else(|| not_local(&user))?;
+        let Some(sealed) = credentials.totp_pending_sealed else {
+            return Err(AccountError::NoPendingTotp);
+        };
+        let seed = self
+            .keys
+            .open(&sealed, &totp_aad(&user.id))
+            .map_err(AccountError::Store)?;
+        let step = matching_step(&seed, code.trim(), self.clock.now_ms())
+            .ok_or(AccountError::TotpCodeWrong)?;
+        // One statement: the seed checked here is the one that becomes active, or nothing does.
+        if !self
+            .store
+            .activate_pending_totp(&user.id, &sealed, step, self.clock.now_ms())
+            .await?
+        {
+            return Err(AccountError::NoPendingTotp);
+        }
+        Ok(())
     }
 
     /// Removes a local account's TOTP: sign-in needs the password only.

@@ -87,6 +87,18 @@ fn retry_after(r: Result<UserRow, SignInError>) -> Duration {
 }
 
 /// The code an authenticator app shows at `ms` for the seed in an otpauth URI.
+/// Gives `user_id` a TOTP seed and confirms it with a code of the previous step (leaving the
+/// current step's code usable for a sign-in); returns the seed's URI.
+async fn enable_and_confirm(e: &Engine, user_id: &str) -> String {
+    let uri = e.accounts.enable_totp(user_id).await.unwrap();
+    let previous = e.clock.now_ms() - 30_000;
+    e.accounts
+        .confirm_totp(user_id, &code_at(&uri, previous))
+        .await
+        .unwrap();
+    uri
+}
+
 fn code_at(uri: &str, ms: i64) -> String {
     let b32 = uri
         .split_once("secret=")
@@ -419,8 +431,13 @@ async fn totp_required_invalid_valid_and_replayed() {
             uri.ends_with("&issuer=Doorman&algorithm=SHA1&digits=6&period=30"),
             "{engine}: {uri}"
         );
-        assert!(e.accounts.totp_enabled(&a.id).await.unwrap(), "{engine}");
-        // The seed is stored sealed, bound to its owner.
+        // Not in force until a code from it confirms it: the password alone still signs in.
+        assert!(!e.accounts.totp_enabled(&a.id).await.unwrap(), "{engine}");
+        e.accounts
+            .sign_in("alice", &secret(PASSWORD), None)
+            .await
+            .unwrap();
+        // The waiting seed is stored sealed, bound to its owner.
         let b32 = uri
             .split_once("secret=")
             .unwrap()
@@ -435,7 +452,7 @@ async fn totp_required_invalid_valid_and_replayed() {
             .await
             .unwrap()
             .unwrap()
-            .totp_secret_sealed
+            .totp_pending_sealed
             .unwrap();
         assert!(!sealed.contains(b32), "{engine}");
         assert!(e.accounts.keys.open(&sealed, "totp:someone-else").is_err());
@@ -443,6 +460,41 @@ async fn totp_required_invalid_valid_and_replayed() {
             .keys
             .open(&sealed, &format!("totp:{}", a.id))
             .unwrap();
+        // Confirmation: a wrong code changes nothing; a code of the previous step (the app's
+        // clock a little behind) confirms it, once.
+        let before = e.clock.now_ms();
+        let r = e
+            .accounts
+            .confirm_totp(&a.id, &wrong(&code_at(&uri, before)))
+            .await;
+        assert!(
+            matches!(r, Err(AccountError::TotpCodeWrong)),
+            "{engine}: {r:?}"
+        );
+        assert!(!e.accounts.totp_enabled(&a.id).await.unwrap(), "{engine}");
+        e.accounts
+            .confirm_totp(&a.id, &code_at(&uri, before - 30_000))
+            .await
+            .unwrap();
+        assert!(e.accounts.totp_enabled(&a.id).await.unwrap(), "{engine}");
+        let creds = e.store.local_credentials(&a.id).await.unwrap().unwrap();
+        assert_eq!(
+            creds.totp_secret_sealed.as_deref(),
+            Some(sealed.as_str()),
+            "{engine}"
+        );
+        assert_eq!(creds.totp_pending_sealed, None, "{engine}");
+        let r = e.accounts.confirm_totp(&a.id, &code_at(&uri, before)).await;
+        assert!(
+            matches!(r, Err(AccountError::NoPendingTotp)),
+            "{engine}: {r:?}"
+        );
+        // The confirming code is spent like a sign-in's: its step is the last one accepted.
+        assert_eq!(
+            creds.totp_last_step,
+            Some((before - 30_000) / 1000 / 30),
+            "{engine}"
+        );
 
         let pw = secret(PASSWORD);
         // Password right, code missing (or blank): asked for it, nothing counted.
@@ -527,8 +579,36 @@ async fn totp_required_invalid_valid_and_replayed() {
         assert!(!e.accounts.totp_enabled(&a.id).await.unwrap(), "{engine}");
         e.accounts.sign_in("alice", &pw, None).await.unwrap();
         // Enabling again gives a new seed.
-        let again = e.accounts.enable_totp(&a.id).await.unwrap();
+        let again = enable_and_confirm(&e, &a.id).await;
         assert_ne!(again, uri, "{engine}");
+        // A newer seed waits for its confirmation while the one in force keeps working.
+        e.clock.advance(Duration::from_secs(60));
+        let newer = e.accounts.enable_totp(&a.id).await.unwrap();
+        let now = e.clock.now_ms();
+        let r = e.accounts.sign_in("alice", &pw, None).await;
+        assert!(
+            matches!(r, Err(SignInError::TotpRequired)),
+            "{engine}: {r:?}"
+        );
+        let r = e
+            .accounts
+            .sign_in("alice", &pw, Some(&code_at(&newer, now)))
+            .await;
+        assert!(
+            matches!(r, Err(SignInError::TotpInvalid)),
+            "{engine}: {r:?}"
+        );
+        e.accounts
+            .sign_in("alice", &pw, Some(&code_at(&again, now)))
+            .await
+            .unwrap();
+        // Disabling forgets the waiting seed too.
+        e.accounts.disable_totp(&a.id).await.unwrap();
+        let r = e.accounts.confirm_totp(&a.id, &code_at(&newer, now)).await;
+        assert!(
+            matches!(r, Err(AccountError::NoPendingTotp)),
+            "{engine}: {r:?}"
+        );
         e.close().await;
     }
 }
@@ -840,7 +920,7 @@ async fn a_right_password_awaiting_its_code_is_not_counted_but_wrong_codes_are()
     for e in engines().await {
         let engine = e.name();
         let user = alice(&e).await;
-        let seed_url = e.accounts.enable_totp(&user.id).await.unwrap();
+        let seed_url = enable_and_confirm(&e, &user.id).await;
         assert!(seed_url.starts_with("otpauth://"), "{engine}");
         for _ in 0..MAX_FAILED * 2 {
             let r = e.accounts.sign_in("alice", &secret(PASSWORD), None).await;

@@ -48,6 +48,8 @@ pub struct LocalCredentialRow {
     pub totp_secret_sealed: Option<String>,
     /// The time step of the last TOTP code accepted.
     pub totp_last_step: Option<i64>,
+    /// A new TOTP seed (sealed like the active one) waiting for a code that confirms it.
+    pub totp_pending_sealed: Option<String>,
     pub updated_at: i64,
 }
 
@@ -252,8 +254,8 @@ impl Store {
         user_id: &str,
     ) -> anyhow::Result<Option<LocalCredentialRow>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, LocalCredentialRow>(
-            "SELECT user_id, password_hash, totp_secret_sealed, totp_last_step, updated_at \
-             FROM local_credentials WHERE user_id = $1",
+            "SELECT user_id, password_hash, totp_secret_sealed, totp_last_step, totp_pending_sealed, \
+             updated_at FROM local_credentials WHERE user_id = $1",
         )
         .bind(user_id)
         .fetch_optional(pool)
@@ -303,7 +305,8 @@ impl Store {
     }
 
     /// Sets (a sealed seed) or removes (`None`) a local account's TOTP, forgetting the last
-    /// accepted step; returns whether the account has credentials.
+    /// accepted step and any seed waiting for confirmation; returns whether the account has
+    /// credentials.
     pub async fn update_local_totp(
         &self,
         user_id: &str,
@@ -312,10 +315,56 @@ impl Store {
     ) -> anyhow::Result<bool> {
         let n = on_pool!(self, pool => sqlx::query(
             "UPDATE local_credentials SET totp_secret_sealed = $2, totp_last_step = NULL, \
-             updated_at = $3 WHERE user_id = $1",
+             totp_pending_sealed = NULL, updated_at = $3 WHERE user_id = $1",
         )
         .bind(user_id)
         .bind(totp_secret_sealed)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+
+    /// Keeps a new sealed TOTP seed until a code confirms it (the active seed, if any, stays in
+    /// force); returns whether the account has credentials.
+    pub async fn set_pending_totp(
+        &self,
+        user_id: &str,
+        sealed: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query(
+            "UPDATE local_credentials SET totp_pending_sealed = $2, updated_at = $3 \
+             WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .bind(sealed)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+
+    /// Makes the waiting seed `sealed` the active one, with `step` (the confirming code's) as
+    /// the last accepted step. False when that seed is no longer the one waiting (replaced or
+    /// removed meanwhile), so a confirmation can never activate a seed it did not check.
+    pub async fn activate_pending_totp(
+        &self,
+        user_id: &str,
+        sealed: &str,
+        step: i64,
+        now_ms: i64,
+    ) -> anyhow::Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query(
+            "UPDATE local_credentials SET totp_secret_sealed = totp_pending_sealed, \
+             totp_pending_sealed = NULL, totp_last_step = $3, updated_at = $4 \
+             WHERE user_id = $1 AND totp_pending_sealed = $2",
+        )
+        .bind(user_id)
+        .bind(sealed)
+        .bind(step)
         .bind(now_ms)
         .execute(pool)
         .await
