@@ -304,6 +304,57 @@ pub fn sha256_hex(secret: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn ring() -> KeyRing {
+        KeyRing::parse(&format!("k1 {}\n", random_token(32))).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever is sealed opens to itself with the same owner, and to nothing with any
+        /// other owner.
+        #[test]
+        fn sealing_round_trips_and_binds_the_owner(
+            plain in proptest::collection::vec(any::<u8>(), 0..2048),
+            aad in ".{0,64}",
+            other in ".{0,64}",
+        ) {
+            let ring = ring();
+            let sealed = ring.seal(&plain, &aad);
+            prop_assert_eq!(&ring.open(&sealed, &aad).unwrap()[..], &plain[..]);
+            prop_assert!(ring.is_current(&sealed));
+            if other != aad {
+                prop_assert!(ring.open(&sealed, &other).is_err());
+            }
+            // A fresh nonce each time: the same secret never seals to the same text.
+            prop_assert_ne!(ring.seal(&plain, &aad), sealed);
+        }
+
+        /// AES-GCM's tag: changing any bit of a sealed value makes it not open.
+        #[test]
+        fn a_sealed_value_changed_anywhere_does_not_open(
+            plain in proptest::collection::vec(any::<u8>(), 0..256),
+            at in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let ring = ring();
+            let sealed = ring.seal(&plain, "owner");
+            let (id, data) = sealed.split_once('.').unwrap();
+            let mut raw = URL_SAFE_NO_PAD.decode(data).unwrap();
+            let i = at.index(raw.len());
+            raw[i] ^= 1 << bit;
+            let tampered = format!("{id}.{}", URL_SAFE_NO_PAD.encode(&raw));
+            prop_assert!(ring.open(&tampered, "owner").is_err());
+        }
+
+        /// Text that was never sealed does not open, and opening it does not panic.
+        #[test]
+        fn arbitrary_text_does_not_open(text in "\\PC{0,200}") {
+            let _ = ring().open(&text, "owner").map(|_| panic!("{text:?} opened"));
+        }
+    }
 
     #[test]
     fn tokens_are_random_and_url_safe() {

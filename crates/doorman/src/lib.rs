@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod edge;
+pub mod fuzz;
 pub mod gateway;
 pub mod listener;
 pub mod log_batch;

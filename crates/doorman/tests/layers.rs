@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["gateway"],
     &["edge", "listener"],
     // Entry points.
-    &["server", "cli"],
+    &["server", "cli", "fuzz"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

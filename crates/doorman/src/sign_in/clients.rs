@@ -376,6 +376,85 @@ mod tests {
         }
     }
 
+    mod redirect_properties {
+        use super::client;
+        use proptest::prelude::*;
+
+        /// One edit (insert, delete or replace a character) of `s` at `at`.
+        fn edit(s: &str, at: usize, op: u8, c: char) -> String {
+            let mut chars: Vec<char> = s.chars().collect();
+            let at = at % (chars.len() + 1);
+            match op % 3 {
+                0 => chars.insert(at, c),
+                1 if at < chars.len() => {
+                    chars.remove(at);
+                }
+                _ if at < chars.len() => chars[at] = c,
+                _ => chars.push(c),
+            }
+            chars.into_iter().collect()
+        }
+
+        fn web_uri() -> impl Strategy<Value = String> {
+            (
+                "[a-z]{1,8}",
+                "(/[a-zA-Z0-9._~-]{0,8}){0,3}",
+                "(\\?[a-z]=[a-z0-9]{1,4})?",
+            )
+                .prop_map(|(host, path, query)| format!("https://{host}.example{path}{query}"))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// OAuth 2.1 §2.3.1: a web redirect URI matches by exact string comparison, so
+            /// any edit of a registered one is refused.
+            #[test]
+            fn a_web_redirect_uri_matches_only_itself(
+                registered in web_uri(),
+                at in any::<usize>(),
+                op in any::<u8>(),
+                c in prop::sample::select(vec!['/', '.', '@', ':', '#', '?', '%', 'a', 'A', '\\', ' ', '\u{0}']),
+            ) {
+                let cl = client(&[&registered]);
+                prop_assert!(cl.redirect_allowed(&registered));
+                let asked = edit(&registered, at, op, c);
+                prop_assert_eq!(cl.redirect_allowed(&asked), asked == registered, "{}", asked);
+            }
+
+            /// RFC 8252 §7.3: a loopback redirect may use any port, and nothing else may
+            /// differ: not the path, not the query, not the host's spelling, no fragment.
+            #[test]
+            fn a_loopback_redirect_may_change_only_its_port(
+                host in prop::sample::select(vec!["127.0.0.1", "[::1]", "localhost"]),
+                path in "(/[a-z0-9]{1,6}){1,3}",
+                port in 1u16..,
+                at in any::<usize>(),
+                op in any::<u8>(),
+                c in prop::sample::select(vec!['/', '.', '@', ':', '#', '?', '%', 'a', 'A']),
+            ) {
+                let registered = format!("http://{host}{path}");
+                let cl = client(&[&registered]);
+                let with_port = format!("http://{host}:{port}{path}");
+                prop_assert!(cl.redirect_allowed(&with_port), "{}", with_port);
+                let with_fragment = format!("{with_port}#f");
+                let https = format!("https://{host}:{port}{path}");
+                prop_assert!(!cl.redirect_allowed(&with_fragment));
+                prop_assert!(!cl.redirect_allowed(&https));
+                let asked = edit(&with_port, at, op, c);
+                if cl.redirect_allowed(&asked) {
+                    // Whatever passes is the registered URI on some port.
+                    let u = url::Url::parse(&asked).unwrap();
+                    prop_assert_eq!(u.scheme(), "http");
+                    prop_assert_eq!(u.host_str(), Some(host));
+                    prop_assert_eq!(u.path(), path.as_str());
+                    prop_assert_eq!(u.query(), None);
+                    prop_assert_eq!(u.fragment(), None);
+                }
+            }
+        }
+    }
+
     #[test]
     fn basic_credentials_are_form_decoded() {
         let mut headers = HeaderMap::new();

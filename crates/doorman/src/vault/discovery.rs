@@ -85,26 +85,7 @@ impl Vault {
         }
         let bootstrap = self.bootstrap_client(upstream, None);
         let prm = bootstrap.fetch_json(&metadata_url).await?;
-        // RFC 9728 §3.3: the metadata must be about the resource that was asked.
-        let resource = prm
-            .get("resource")
-            .and_then(Value::as_str)
-            .ok_or_else(|| DiscoveryError::Invalid("its metadata names no resource".into()))?
-            .to_owned();
-        if resource.trim_end_matches('/') != url.as_str().trim_end_matches('/') {
-            return Err(DiscoveryError::Invalid(format!(
-                "its metadata is about {resource:?}, not {url}"
-            )));
-        }
-        let issuer = prm
-            .get("authorization_servers")
-            .and_then(Value::as_array)
-            .and_then(|a| a.first())
-            .and_then(Value::as_str)
-            .and_then(|s| Url::parse(s).ok())
-            .ok_or_else(|| {
-                DiscoveryError::Invalid("its metadata names no authorization server".into())
-            })?;
+        let (resource, issuer) = read_resource_metadata(&prm, url)?;
         // An upstream may not pass itself off as a resource the operator configured: its
         // authorization server would then receive flows meant for that resource.
         let same_issuer = |configured: &Url| {
@@ -124,25 +105,7 @@ impl Vault {
             )));
         }
         let as_meta = bootstrap.metadata_of(&issuer).await?;
-        let endpoint = |key: &str| -> Option<Url> {
-            as_meta
-                .get(key)
-                .and_then(Value::as_str)
-                .and_then(|s| Url::parse(s).ok())
-        };
-        let endpoints = Endpoints {
-            issuer: None,
-            iss_required: false,
-            authorization: endpoint("authorization_endpoint"),
-            token: endpoint("token_endpoint"),
-            revocation: endpoint("revocation_endpoint"),
-            userinfo: endpoint("userinfo_endpoint"),
-        };
-        if endpoints.authorization.is_none() || endpoints.token.is_none() {
-            return Err(DiscoveryError::Invalid(format!(
-                "the authorization server {issuer} publishes no authorization or token endpoint"
-            )));
-        }
+        let endpoints = read_endpoints(&as_meta, &issuer)?;
         // Scope selection (MCP 2025-11-25 basic/authorization, "Scope Selection Strategy"):
         // the challenge's `scope`, else what the metadata says is supported.
         let scopes: Vec<String> = match auth_param(challenge, "scope") {
@@ -308,6 +271,59 @@ impl Vault {
         tracing::info!(upstream, issuer = %issuer, client_id = %kept.client_id, "registered at the upstream's authorization server");
         Ok((kept.client_id.clone(), open(&kept)))
     }
+}
+
+/// The resource and its first authorization server, from an upstream's protected resource
+/// metadata (RFC 9728 §3.3: the metadata must be about the resource that was asked).
+pub(crate) fn read_resource_metadata(
+    prm: &Value,
+    url: &Url,
+) -> Result<(String, Url), DiscoveryError> {
+    let resource = prm
+        .get("resource")
+        .and_then(Value::as_str)
+        .ok_or_else(|| DiscoveryError::Invalid("its metadata names no resource".into()))?
+        .to_owned();
+    if resource.trim_end_matches('/') != url.as_str().trim_end_matches('/') {
+        return Err(DiscoveryError::Invalid(format!(
+            "its metadata is about {resource:?}, not {url}"
+        )));
+    }
+    let issuer = prm
+        .get("authorization_servers")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .and_then(|s| Url::parse(s).ok())
+        .ok_or_else(|| {
+            DiscoveryError::Invalid("its metadata names no authorization server".into())
+        })?;
+    Ok((resource, issuer))
+}
+
+/// The endpoints an authorization server's metadata names (RFC 8414 §2); it must name an
+/// authorization and a token endpoint.
+pub(crate) fn read_endpoints(as_meta: &Value, issuer: &Url) -> Result<Endpoints, DiscoveryError> {
+    let endpoint = |key: &str| -> Option<Url> {
+        as_meta
+            .get(key)
+            .and_then(Value::as_str)
+            .and_then(|s| Url::parse(s).ok())
+    };
+    let endpoints = Endpoints {
+        issuer: None,
+        iss_required: false,
+        authorization: endpoint("authorization_endpoint"),
+        token: endpoint("token_endpoint"),
+        revocation: endpoint("revocation_endpoint"),
+        userinfo: endpoint("userinfo_endpoint"),
+    };
+    if endpoints.authorization.is_none() || endpoints.token.is_none() {
+        return Err(DiscoveryError::Invalid(format!(
+            "the authorization server {issuer} publishes no authorization or token endpoint"
+        )));
+    }
+    Ok(endpoints)
 }
 
 /// A resource learned from an upstream: named after it, `session`-bound, plain OAuth.
