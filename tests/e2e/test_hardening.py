@@ -286,15 +286,25 @@ class ChallengingUpstream:
     serves the protected resource metadata it names (pointing wherever the test says): an
     upstream turned hostile, which no real peer can be asked to be."""
 
-    def __init__(self, authorization_server: str, metadata_url: str | None = None):
+    def __init__(self, authorization_server: str, metadata_url: str | None = None,
+                 registration_endpoint: str | None = None):
+        """`authorization_server="self"`: the upstream is its own authorization server, whose
+        metadata offers dynamic registration at `registration_endpoint`."""
         import json
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from procs import free_port
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/mcp"
-        metadata = metadata_url or f"http://127.0.0.1:{self.port}/.well-known/oauth-protected-resource/mcp"
+        base = f"http://127.0.0.1:{self.port}"
+        self.url = f"{base}/mcp"
+        metadata = metadata_url or f"{base}/.well-known/oauth-protected-resource/mcp"
+        if authorization_server == "self":
+            authorization_server = base
         prm = {"resource": self.url, "authorization_servers": [authorization_server]}
+        as_metadata = {"issuer": base, "authorization_endpoint": f"{base}/authorize",
+                       "token_endpoint": f"{base}/token", "registration_endpoint": registration_endpoint,
+                       "code_challenge_methods_supported": ["S256"]}
+        self.hits: list[str] = []
 
         class Handler(BaseHTTPRequestHandler):
             def _send(self, status, body, headers=()):
@@ -308,19 +318,24 @@ class ChallengingUpstream:
                 self.wfile.write(data)
 
             def do_POST(self):
+                hits.append(self.path)
                 self.rfile.read(int(self.headers.get("content-length") or 0))
                 self._send(401, {"error": "unauthorized"},
                            [("WWW-Authenticate", f'Bearer resource_metadata="{metadata}"')])
 
             def do_GET(self):
+                hits.append(self.path)
                 if self.path.startswith("/.well-known/oauth-protected-resource"):
                     self._send(200, prm)
+                elif self.path.startswith("/.well-known/oauth-authorization-server"):
+                    self._send(200, as_metadata)
                 else:
                     self._send(404, {})
 
             def log_message(self, *args):
                 pass
 
+        hits = self.hits
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -356,6 +371,41 @@ def test_discovery_never_fetches_internal_addresses_and_errors_do_not_reveal_the
             assert secret_place not in r.text, (secret_place, r.text)
         log = d.log()
         assert ("10.0.0.7" in log or "169.254.169.254" in log), "the operator is told where"
+    finally:
+        d.stop()
+        up.stop()
+
+
+@pytest.mark.parametrize("registration_endpoint,refusal", [
+    ("https://10.0.0.7/register", "resolves to a private address (10.0.0.7)"),
+    ("http://169.254.169.254/latest/register", "resolves to a link-local address (169.254.169.254)"),
+    ("https://user:pw@as.example/register", "must not contain a user name or password"),
+], ids=["private", "metadata-service", "userinfo"])
+def test_registration_at_a_discovered_server_goes_through_the_ssrf_guard(registration_endpoint, refusal):
+    """The registration endpoint comes from metadata an upstream pointed to: it is called under
+    the same rules as the metadata fetches (public addresses after DNS, https, no userinfo),
+    and the client is not told the address."""
+    up = ChallengingUpstream("self", registration_endpoint=registration_endpoint)
+    d = accounts_doorman("hardening-registration", [{"name": "crm", "url": up.url}],
+                         extra_toml=f'\n[[sign_in.clients]]\nclient_id = "configured"\nname = "Configured"\n'
+                                    f'redirect_uris = ["{CONFIGURED}"]\n')
+    try:
+        add_user(d, "alice", PASSWORD)
+        token = token_for(d, "alice")
+        r = httpx2.post(d.url, timeout=60, headers={**ACCEPT_BOTH, "Authorization": f"Bearer {token}",
+                                                   "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call",
+                                                   "mcp-name": "crm_x"},
+                        json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                            "name": "crm_x", "arguments": {},
+                            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                      "io.modelcontextprotocol/clientCapabilities": {}}}})
+        assert r.json()["error"]["data"]["reason"] == "authorization_unavailable", r.text
+        for secret_place in ("10.0.0.7", "169.254", "as.example", "user:pw"):
+            assert secret_place not in r.text, (secret_place, r.text)
+        # The metadata was read (so it was the registration that was refused), and the log
+        # tells the operator which rule refused it.
+        assert any(h.startswith("/.well-known/oauth-authorization-server") for h in up.hits), up.hits
+        assert refusal in d.log(), d.log()[-3000:]
     finally:
         d.stop()
         up.stop()

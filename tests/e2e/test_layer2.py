@@ -799,7 +799,10 @@ def test_an_upstream_doing_mcp_authorization_becomes_a_resource(envs):
         # Doorman's own client metadata document, at its stable URL.
         doc = httpx2.get(f"{base}/oauth/doorman-client.json", timeout=10).json()
         assert doc["client_id"] == f"{base}/oauth/doorman-client.json"
-        assert doc["redirect_uris"] == [f"{base}/connect/callback"] and doc["token_endpoint_auth_method"] == "none"
+        # Each upstream that may become a resource this way has its own redirect URI (RFC 9700
+        # §4.4.2): an answer meant for one authorization server cannot be taken for another's.
+        own = f"{base}/connect/callback/wiki"
+        assert doc["redirect_uris"] == [own] and doc["token_endpoint_auth_method"] == "none"
 
         async def run():
             http, c = client(e, token)
@@ -809,6 +812,20 @@ def test_an_upstream_doing_mcp_authorization_becomes_a_resource(envs):
                 assert first.is_error and "Connect your Notes (Doorman test resource) account" in text_of(first)
                 link = link_in(text_of(first))
                 assert urlparse(link).path == "/connect/wiki"
+
+                def steered():
+                    # The resource's answer, delivered to the shared callback path instead of
+                    # the resource's own: refused, nothing connected.
+                    b = e.browser("alice")
+                    to_resource = b.get(link).headers["location"]
+                    q = query_of(to_resource)
+                    assert q["redirect_uri"] == [own], q
+                    r = b.get(f"{base}/connect/callback?" + urlencode(
+                        {"state": q["state"][0], "code": "stolen", "iss": idp.issuer}))
+                    assert r.status_code == 400 and "address of another connection" in r.text, r.text
+                    assert connection_rows(e) == []
+
+                await anyio.to_thread.run_sync(steered)
                 await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link))
                 got = await whoami_of_tool(c, "wiki_whoami")
                 assert got["sub"] == "sub-alice-work" and got["aud"] == audience, got
@@ -821,11 +838,12 @@ def test_an_upstream_doing_mcp_authorization_becomes_a_resource(envs):
         regs = idp.registrations()
         assert len(regs) == 1, regs
         (reg,) = regs
-        assert reg["params"]["redirect_uris"] == [f"{base}/connect/callback"]
+        assert reg["params"]["redirect_uris"] == [own]
         assert reg["params"]["token_endpoint_auth_method"] == "none"
         # The authorization and the token carried the RFC 8707 resource indicator.
         auths = idp.requests("/auth")
         assert auths and all(a["params"].get("resource") == audience for a in auths), auths
+        assert all(a["params"].get("redirect_uri") == own for a in auths), auths
         tokens = [r for r in idp.requests("/token") if r["params"].get("grant_type") == "authorization_code"]
         assert tokens and all(t["params"].get("resource") == audience for t in tokens), tokens
     finally:

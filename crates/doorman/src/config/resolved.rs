@@ -18,9 +18,18 @@ use crate::config::{Binding, Config, ConfigError, IdentityConfig, ResourceConfig
 /// The path of the redirect URI Doorman registers at every resource.
 pub const CALLBACK_PATH: &str = "/connect/callback";
 
-/// The redirect URI Doorman registers at every resource: `{public_url}/connect/callback`.
+/// The redirect URI Doorman registers at every configured resource:
+/// `{public_url}/connect/callback`.
 pub fn redirect_uri(config: &Config) -> String {
     format!("{}{CALLBACK_PATH}", config.issuer())
+}
+
+/// The redirect URI of one resource: `{shared}/{name}` (`shared` is [`redirect_uri`]). A
+/// resource an upstream made known gets its own, so an answer meant for one authorization
+/// server can never be taken for another's (RFC 9700 §4.4.2, per-AS redirect URIs).
+pub fn redirect_uri_of(shared: &str, name: &str) -> String {
+    let segment: String = form_urlencoded::byte_serialize(name.as_bytes()).collect();
+    format!("{shared}/{segment}")
 }
 
 /// Every configured resource, resolved (validated by `Config::validate` already, so an error

@@ -26,7 +26,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{
@@ -322,8 +322,8 @@ impl tower_service::Service<Name> for VettingResolver {
 }
 
 type HttpsClient =
-    Client<hyper_rustls::HttpsConnector<HttpConnector<VettingResolver>>, Empty<Bytes>>;
-type PlainClient = Client<HttpConnector<VettingResolver>, Empty<Bytes>>;
+    Client<hyper_rustls::HttpsConnector<HttpConnector<VettingResolver>>, Full<Bytes>>;
+type PlainClient = Client<HttpConnector<VettingResolver>, Full<Bytes>>;
 
 /// Fetches small JSON documents from client-supplied URLs through the SSRF guard.
 #[derive(Clone)]
@@ -432,6 +432,27 @@ impl GuardedFetcher {
 
     /// Checks a URL against the rules and sends a GET to it.
     async fn send(&self, url: &Url) -> Result<Response<Incoming>, FetchError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT,
+            "application/json".parse().expect("a header"),
+        );
+        self.request(Method::GET, url, headers, Bytes::new()).await
+    }
+
+    /// Sends one request to a URL that came from outside the operator's config (a discovered
+    /// authorization server's registration, token or revocation endpoint) under the same
+    /// rules as every fetch: https only (loopback http under the development allowance), no
+    /// userinfo, public addresses only, checked after DNS resolution. A redirect is returned
+    /// as it is, never followed: the caller treats it as a failure. The caller bounds the time
+    /// and the body it reads.
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, FetchError> {
         // draft-ietf-oauth-client-id-metadata-document-02 §8.6: only known schemes are fetched.
         let plain = match url.scheme() {
             "https" => false,
@@ -463,16 +484,16 @@ impl GuardedFetcher {
             .as_str()
             .parse()
             .map_err(|_| FetchError::Request { url: url.clone() })?;
-        let request = Request::builder()
-            .method(Method::GET)
+        let mut request = Request::builder()
+            .method(method)
             .uri(uri)
-            .header(header::ACCEPT, "application/json")
             .header(
                 header::USER_AGENT,
                 concat!("Doorman/", env!("CARGO_PKG_VERSION")),
             )
-            .body(Empty::new())
+            .body(Full::new(body))
             .map_err(|_| FetchError::Request { url: url.clone() })?;
+        request.headers_mut().extend(headers);
         let result = match (&self.plain_loopback, plain) {
             (Some(client), true) => client.request(request).await,
             _ => self.https.request(request).await,

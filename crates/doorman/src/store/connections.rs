@@ -469,6 +469,8 @@ pub struct RegistrationRow {
     pub client_id: String,
     pub client_secret_sealed: Option<String>,
     pub created_at: i64,
+    /// The redirect URI registered (`None`: made by a version that registered the shared one).
+    pub redirect_uri: Option<String>,
 }
 
 impl Store {
@@ -478,7 +480,7 @@ impl Store {
         issuer: &str,
     ) -> anyhow::Result<Option<RegistrationRow>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, RegistrationRow>(
-            "SELECT upstream, issuer, client_id, client_secret_sealed, created_at \
+            "SELECT upstream, issuer, client_id, client_secret_sealed, created_at, redirect_uri \
              FROM resource_registrations WHERE upstream = $1 AND issuer = $2",
         )
         .bind(upstream)
@@ -488,20 +490,27 @@ impl Store {
         Ok(row)
     }
 
-    /// Keeps the first registration when two nodes registered at once; returns the kept one.
+    /// Keeps the first registration when two nodes registered at once, and replaces one made
+    /// with another redirect URI; returns the kept one.
     pub async fn insert_registration(
         &self,
         r: &RegistrationRow,
     ) -> anyhow::Result<RegistrationRow> {
         on_pool!(self, pool => sqlx::query(
-            "INSERT INTO resource_registrations (upstream, issuer, client_id, client_secret_sealed, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (upstream, issuer) DO NOTHING",
+            "INSERT INTO resource_registrations \
+             (upstream, issuer, client_id, client_secret_sealed, created_at, redirect_uri) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (upstream, issuer) DO UPDATE SET \
+             client_id = excluded.client_id, client_secret_sealed = excluded.client_secret_sealed, \
+             created_at = excluded.created_at, redirect_uri = excluded.redirect_uri \
+             WHERE resource_registrations.redirect_uri IS NULL \
+             OR resource_registrations.redirect_uri <> excluded.redirect_uri",
         )
         .bind(&r.upstream)
         .bind(&r.issuer)
         .bind(&r.client_id)
         .bind(&r.client_secret_sealed)
         .bind(r.created_at)
+        .bind(&r.redirect_uri)
         .execute(pool)
         .await
         .map(|_| ()))?;

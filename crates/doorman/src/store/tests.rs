@@ -492,3 +492,39 @@ async fn registration_quota_counts_concurrent_takes_one_by_one() {
         );
     }
 }
+
+/// A registration at an upstream's authorization server is kept when two nodes register at
+/// once, and made again when it was registered with another redirect URI (earlier versions
+/// registered the shared one; each discovered resource now has its own).
+#[tokio::test]
+async fn a_registration_is_kept_unless_its_redirect_uri_changed() {
+    for (store, _guard) in engines().await {
+        let engine = store.engine();
+        let reg = |client_id: &str, redirect: Option<&str>| crate::store::RegistrationRow {
+            upstream: "wiki".into(),
+            issuer: "https://as.example".into(),
+            client_id: client_id.into(),
+            client_secret_sealed: None,
+            created_at: 1,
+            redirect_uri: redirect.map(String::from),
+        };
+        let per_resource = "https://d.example/connect/callback/wiki";
+        // Made by an earlier version: no redirect URI recorded.
+        let old = store.insert_registration(&reg("old", None)).await.unwrap();
+        assert_eq!(old.client_id, "old", "{engine}");
+        let new = store
+            .insert_registration(&reg("new", Some(per_resource)))
+            .await
+            .unwrap();
+        assert_eq!(new.client_id, "new", "{engine}: replaced");
+        assert_eq!(new.redirect_uri.as_deref(), Some(per_resource), "{engine}");
+        let raced = store
+            .insert_registration(&reg("raced", Some(per_resource)))
+            .await
+            .unwrap();
+        assert_eq!(
+            raced.client_id, "new",
+            "{engine}: the first of a race is kept"
+        );
+    }
+}

@@ -44,7 +44,8 @@ pub struct ConnectApp {
 impl ConnectApp {
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
-            .route("/connect/callback", get(callback))
+            .route("/connect/callback", get(shared_callback))
+            .route("/connect/callback/{resource}", get(resource_callback))
             .route("/connect/{resource}", get(start))
             .route("/connections", get(connections_page))
             .route("/connections/disconnect", post(disconnect))
@@ -60,7 +61,7 @@ impl ConnectApp {
 /// Doorman's Client ID Metadata Document, for authorization servers of upstreams that do MCP
 /// authorization themselves.
 async fn client_metadata(State(app): State<Arc<ConnectApp>>) -> Response {
-    let mut r = axum::Json(super::discovery::client_metadata(&app.vault.issuer)).into_response();
+    let mut r = axum::Json(app.vault.client_metadata()).into_response();
     r.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("public, max-age=3600"),
@@ -222,10 +223,33 @@ pub struct CallbackQuery {
 }
 
 /// `GET /connect/callback` (RFC 6749 §4.1.2).
-async fn callback(
+/// `GET /connect/callback`: where configured resources send their answers.
+async fn shared_callback(
     State(app): State<Arc<ConnectApp>>,
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
+) -> Response {
+    callback(app, headers, q, None).await
+}
+
+/// `GET /connect/callback/{resource}`: where a resource with its own redirect URI (every one
+/// an upstream made known) sends its answers.
+async fn resource_callback(
+    State(app): State<Arc<ConnectApp>>,
+    Path(resource): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
+    callback(app, headers, q, Some(resource)).await
+}
+
+/// The answer of a resource's authorization server; `arrived_for` is the resource named by
+/// the path it arrived at (`None`: the shared path).
+async fn callback(
+    app: Arc<ConnectApp>,
+    headers: HeaderMap,
+    q: CallbackQuery,
+    arrived_for: Option<String>,
 ) -> Response {
     let Some(state) = q.state.filter(|s| !s.is_empty() && s.len() <= 256) else {
         return invalid_state();
@@ -261,6 +285,23 @@ async fn callback(
         return expired_link();
     };
     let display = rc.resource.display_name.clone();
+    // RFC 9700 §4.4.2: an answer counts only at the redirect URI its flow was sent with. One
+    // that arrives at another resource's path (or at the shared one, for a resource with its
+    // own) was meant for another authorization server, or was steered.
+    let arrived_at = match &arrived_for {
+        None => app.vault.shared_redirect_uri().to_owned(),
+        Some(name) => {
+            crate::config::resolved::redirect_uri_of(app.vault.shared_redirect_uri(), name)
+        }
+    };
+    if arrived_at != rc.redirect_uri() {
+        tracing::warn!(resource = %rc.name(), arrived_for = ?arrived_for, "a connect answer arrived at another resource's redirect URI; refused (RFC 9700 §4.4)");
+        return pages::message(
+            StatusCode::BAD_REQUEST,
+            &format!("{display} was not connected"),
+            "This answer arrived at the address of another connection, so it was refused. Nothing was connected; start again from your assistant.",
+        );
+    }
     // RFC 9207 §2.4 (mix-up, RFC 9700 §4.4): the answer must come from the server the flow was
     // sent to. Checked before anything in the answer is believed, error or code.
     if let Some(expected) = &row.issuer {

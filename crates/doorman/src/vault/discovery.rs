@@ -28,7 +28,7 @@ use crate::{
     config::{
         Binding,
         presets::Quirks,
-        resolved::{Endpoints, OAuthClient, ResolvedResource, TokenHeader},
+        resolved::{Endpoints, OAuthClient, ResolvedResource, TokenHeader, redirect_uri_of},
     },
     net::auth_param,
     store::RegistrationRow,
@@ -38,13 +38,14 @@ use crate::{
 pub const CLIENT_METADATA_PATH: &str = "/oauth/doorman-client.json";
 
 /// Doorman's Client ID Metadata Document (draft-ietf-oauth-client-id-metadata-document): the
-/// URL is the client id; a public client using PKCE.
-pub fn client_metadata(issuer: &str) -> Value {
+/// URL is the client id; a public client using PKCE. `redirect_uris` are the per-resource
+/// redirect URIs of the upstreams that may become resources this way.
+pub fn client_metadata(issuer: &str, redirect_uris: &[String]) -> Value {
     json!({
         "client_id": format!("{issuer}{CLIENT_METADATA_PATH}"),
         "client_name": "Doorman",
         "client_uri": issuer,
-        "redirect_uris": [format!("{issuer}{}", crate::config::resolved::CALLBACK_PATH)],
+        "redirect_uris": redirect_uris,
         "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"],
         "token_endpoint_auth_method": "none",
@@ -63,6 +64,17 @@ pub enum DiscoveryError {
 }
 
 impl Vault {
+    /// Doorman's Client ID Metadata Document, naming the redirect URI of every upstream that
+    /// may become a resource by discovery.
+    pub fn client_metadata(&self) -> Value {
+        let uris: Vec<String> = self
+            .discoverable
+            .iter()
+            .map(|u| redirect_uri_of(&self.redirect_uri, u))
+            .collect();
+        client_metadata(&self.issuer, &uris)
+    }
+
     /// Makes `upstream` (at `url`) a resource from its `401` challenge, once: later calls get
     /// the same resource.
     pub async fn discover_upstream(
@@ -155,7 +167,7 @@ impl Vault {
             resolved,
             self.http.clone(),
             self.clock.clone(),
-            self.redirect_uri.clone(),
+            redirect_uri_of(&self.redirect_uri, upstream),
             secret,
             resource,
             self.guarded.clone(),
@@ -186,7 +198,7 @@ impl Vault {
             resolved,
             self.http.clone(),
             self.clock.clone(),
-            self.redirect_uri.clone(),
+            redirect_uri_of(&self.redirect_uri, upstream),
             None,
             String::new(),
             self.guarded.clone(),
@@ -220,11 +232,14 @@ impl Vault {
                     .map(|b| SecretString::from(String::from_utf8_lossy(&b).into_owned()))
             })
         };
+        let redirect_uri = redirect_uri_of(&self.redirect_uri, upstream);
+        // A registration is reused only when it was made for this resource's redirect URI.
         if let Some(r) = self
             .store
             .registration(upstream, issuer_key)
             .await
             .map_err(|e| DiscoveryError::Invalid(format!("store: {e}")))?
+            && r.redirect_uri.as_deref() == Some(redirect_uri.as_str())
         {
             return Ok((r.client_id.clone(), open(&r)));
         }
@@ -237,7 +252,8 @@ impl Vault {
                 "the authorization server {issuer} offers neither client metadata documents nor dynamic registration: add a [[resources]] entry with a client_id registered there, and set resource = \"…\" on the upstream"
             )));
         };
-        let mut request = client_metadata(&self.issuer);
+        // RFC 7591 §2: the one redirect URI this registration is for.
+        let mut request = client_metadata(&self.issuer, std::slice::from_ref(&redirect_uri));
         let obj = request.as_object_mut().expect("an object");
         obj.remove("client_id");
         if !scopes.is_empty() {
@@ -262,6 +278,7 @@ impl Vault {
                     .seal(s.as_bytes(), &registration_aad(upstream, issuer_key))
             }),
             created_at: self.clock.now_ms(),
+            redirect_uri: Some(redirect_uri),
         };
         let kept = self
             .store

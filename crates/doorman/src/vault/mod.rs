@@ -14,7 +14,8 @@
 //! missing, broken or too old, the person gets the connect prompt ([`Prompt`]); its
 //! `/connect/…` page ([`connect`]) checks that the signed-in browser is the person the prompt
 //! was made for, then sends it to the resource with PKCE and a single-use `state`; the resource
-//! redirects back to `{public_url}/connect/callback`. Disconnecting revokes at the resource
+//! redirects back to `{public_url}/connect/callback` (`/connect/callback/{upstream}` for a resource
+//! an upstream made known). Disconnecting revokes at the resource
 //! (RFC 7009) where it can, retrying in the background when that fails; the local copy is
 //! deleted regardless. Doorman's own tokens never go upstream: an upstream tied to a resource
 //! receives the active connection's token and nothing else.
@@ -228,7 +229,11 @@ pub struct Vault {
     /// Throttles `last_used_at` writes: connection id → last write.
     touched: Mutex<HashMap<String, i64>>,
     http: HttpClient,
+    /// The shared redirect URI of configured resources; discovered ones add their name.
     redirect_uri: String,
+    /// Upstreams with no configured resource: each may become a resource by discovery, with
+    /// its own redirect URI.
+    discoverable: Vec<String>,
     /// One upstream discovery at a time ([`discovery`]).
     discovering: tokio::sync::Mutex<()>,
     /// Fetches metadata whose URLs an upstream gave (discovery).
@@ -265,6 +270,12 @@ impl Vault {
             touched: Mutex::default(),
             http,
             redirect_uri: redirect,
+            discoverable: config
+                .upstreams
+                .iter()
+                .filter(|u| u.resource.is_none())
+                .map(|u| u.name.clone())
+                .collect(),
             discovering: tokio::sync::Mutex::new(()),
             guarded: Arc::new(crate::net::guarded::GuardedFetcher::new(
                 crate::net::guarded::FetchPolicy {
@@ -288,6 +299,11 @@ impl Vault {
 
     pub fn resources(&self) -> Vec<Arc<ResourceClient>> {
         self.resources.read().expect("resources lock").clone()
+    }
+
+    /// The redirect URI configured resources share (`{public_url}/connect/callback`).
+    pub fn shared_redirect_uri(&self) -> &str {
+        &self.redirect_uri
     }
 
     pub fn now_ms(&self) -> i64 {

@@ -214,6 +214,11 @@ impl ResourceClient {
         &self.resource.name
     }
 
+    /// The redirect URI this resource's flows are sent with.
+    pub fn redirect_uri(&self) -> &str {
+        &self.redirect_uri
+    }
+
     /// The endpoints: configured ones, the rest from the issuer's metadata (RFC 8414 §3, then
     /// OpenID Connect Discovery §4), cached for an hour.
     pub async fn endpoints(&self) -> Result<Endpoints, ResourceError> {
@@ -599,15 +604,31 @@ impl ResourceClient {
             .as_str()
             .parse()
             .map_err(|_| ResourceError::Invalid(format!("{shown} is not a valid URL")))?;
-        let send = self.http.send(method, &uri, headers, body);
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, send)
-            .await
-            .map_err(|_| {
-                ResourceError::Unreachable(format!(
-                    "{shown} did not answer within {REQUEST_TIMEOUT:?}"
-                ))
-            })?
-            .map_err(|e| ResourceError::Unreachable(format!("{shown} {e}")))?;
+        let timed_out = || {
+            ResourceError::Unreachable(format!("{shown} did not answer within {REQUEST_TIMEOUT:?}"))
+        };
+        let response = match &self.guarded {
+            // An endpoint an upstream's metadata named: the SSRF guard's rules, no redirects.
+            Some(g) => {
+                let response =
+                    tokio::time::timeout(REQUEST_TIMEOUT, g.request(method, url, headers, body))
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map_err(|e| ResourceError::Unreachable(e.to_string()))?;
+                if response.status().is_redirection() {
+                    return Err(ResourceError::Invalid(format!(
+                        "{shown} answered with a redirect, which Doorman does not follow here"
+                    )));
+                }
+                response
+            }
+            None => {
+                tokio::time::timeout(REQUEST_TIMEOUT, self.http.send(method, &uri, headers, body))
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(|e| ResourceError::Unreachable(format!("{shown} {e}")))?
+            }
+        };
         let status = response.status();
         let body = tokio::time::timeout(REQUEST_TIMEOUT, read_body(response.into_body(), MAX_BODY))
             .await
