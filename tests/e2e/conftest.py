@@ -163,3 +163,84 @@ def fresh_postgres_url() -> str:
     subprocess.run([createdb[-1], "-h", parts.hostname, "-p", str(parts.port or 5432),
                     "-U", parts.username or "postgres", name], check=True, capture_output=True, timeout=60)
     return parts._replace(path=f"/{name}").geturl()
+
+
+# --- The store check of the hostile-input matrix (test_oauth_negative.py, test_protocol_errors.py,
+# test_hostile_inputs.py): a refused request changes nothing in Doorman's store. ----------------
+
+import contextlib as _contextlib
+import sqlite3 as _sqlite3
+import time as _time
+
+# How long the "after" snapshot waits: audit records are written in the background, in batches
+# gathered for 50 ms (audit.rs), so a refusal that is audited lands in the store shortly after
+# its answer. Without the wait an unexpected audit record would go unseen.
+STORE_SETTLE_SECONDS = 0.12
+
+
+def store_snapshot(d: Doorman) -> dict[str, list[dict]]:
+    """Every table of the Doorman's SQLite store, each as its rows (column -> value) sorted: read
+    through a fresh read-only connection, which sees what is still in the write-ahead log.
+    `sqlite_sequence` (SQLite's AUTOINCREMENT counters) is left out: the tables it counts are
+    compared themselves."""
+    path = d.dir / "data" / "doorman.db"
+    assert path.exists(), f"no store at {path}"
+    db = _sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    db.row_factory = _sqlite3.Row
+    try:
+        tables = [row[0] for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'sqlite_sequence' ORDER BY name")]
+        return {t: sorted((dict(r) for r in db.execute(f'SELECT * FROM "{t}"')), key=repr) for t in tables}
+    finally:
+        db.close()
+
+
+def doorman_now_ms(d: Doorman) -> int:
+    """The Doorman's clock: its test clock when it has the hook (`POST /_test/clock` moving it by
+    nothing answers `now_ms`), the system clock otherwise."""
+    if getattr(d, "_test_clock_hook", True):
+        try:
+            r = httpx2.post(f"{d.base}/_test/clock", json={"advance_seconds": 0}, timeout=10)
+        except httpx2.HTTPError:
+            r = None
+        if r is not None and r.status_code == 200:
+            d._test_clock_hook = True
+            return int(r.json()["now_ms"])
+        d._test_clock_hook = False
+    return int(_time.time() * 1000)
+
+
+def store_changes(before: dict, after: dict, allow: dict[str, str] | None = None) -> dict[str, dict]:
+    """Per table outside `allow`: the rows that went and the rows that came (the first few)."""
+    allow = allow or {}
+    unknown = set(allow) - set(before) - set(after)
+    assert not unknown, f"allowed tables that do not exist: {unknown}"
+    changes = {}
+    for table in sorted(set(before) | set(after)):
+        if table in allow:
+            continue
+        old, new = before.get(table, []), after.get(table, [])
+        if old != new:
+            changes[table] = {"gone": [r for r in old if r not in new][:3], "came": [r for r in new if r not in old][:3]}
+    return changes
+
+
+@_contextlib.contextmanager
+def store_unchanged(d: Doorman, allow: dict[str, str] | None = None, settle: float = STORE_SETTLE_SECONDS):
+    """Asserts that what runs inside changes nothing in `d`'s store, except the tables named in
+    `allow` (table -> why its change is the intended record of the refusal).
+
+    The audit writer is asynchronous both ways: the "after" snapshot waits `settle` seconds for
+    records of what ran inside, and audit records stamped before the block began (`at` on the
+    Doorman's clock) are the previous steps' records arriving late, not changes made inside."""
+    before = store_snapshot(d)
+    began = doorman_now_ms(d)
+    _time.sleep(0.003)           # whatever runs inside is stamped after `began`
+    yield
+    _time.sleep(settle)
+    after = store_snapshot(d)
+    if "audit_events" in after:
+        after["audit_events"] = [r for r in after["audit_events"]
+                                 if r in before.get("audit_events", []) or r["at"] > began]
+    changes = store_changes(before, after, allow)
+    assert not changes, f"a refused request changed the store: {changes}"

@@ -15,11 +15,20 @@ empty store, or a clock the CLI agrees with).
 Each negative case has a positive twin (a control) somewhere in the module that differs only in
 the one thing that is wrong, so a case can't pass because the feature is simply broken; page
 errors must also name their reason.
+
+Every refusal asserts three things: the exact HTTP status, the exact error (the OAuth `error`, the
+`WWW-Authenticate` error, the JSON-RPC `code`, or a page's reason), and that nothing changed in
+Doorman's store (`unchanged`, a snapshot of every SQLite table before and after the refused
+request). The only tables a refusal may change are the intended records of that refusal, named
+per case with their reason (the `SPENDS_CODE`, `COUNTS_FAILURE`, … allowances below). The Doorman
+purges expired rows only at start (`purge_interval` 1 h) and keeps idle sessions for a day, so
+no background clean-up runs inside a snapshot window after a test moved the clock.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import html
@@ -36,12 +45,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
-from urllib.parse import urlencode, urljoin, urlparse
+from urllib.parse import quote, urlencode, urljoin, urlparse
 
 import httpx2
 import pytest
 
-from conftest import DOORMAN_BIN, initialize, modern_headers, modern_request, session_headers
+from conftest import (ACCEPT_BOTH, DOORMAN_BIN, initialize, modern_headers, modern_request, session_headers,
+                      store_unchanged)
 from oauth import (Browser, accounts_doorman, add_user, advance_clock, b64u, b64u_decode,
                    doorman_signing_key, forms_of, jwt_es256, jwt_parts, jwt_unsigned,
                    new_es256_key, pkce, query_of, set_cookies, www_authenticate)
@@ -228,7 +238,7 @@ def env(py_upstream):
     docs, canary = DocServer(), Canary()
     d = accounts_doorman("doorman-oauth-negative", [{"name": "py", "url": py_upstream.url}],
                          sign_in={"registrations_per_hour": 3}, extra_toml=clients_toml(),
-                         env={CONF_SECRET_ENV: CONF_SECRET})
+                         env={CONF_SECRET_ENV: CONF_SECRET}, server=QUIET_STORE)
     e = Env(d, docs, canary)
     try:
         for user in ("alice", "bob"):
@@ -240,6 +250,51 @@ def env(py_upstream):
         d.stop()
         docs.stop()
         canary.stop()
+
+
+# --- The store check -----------------------------------------------------------------------------
+
+# No background writes inside a snapshot window: expired sign-in state is purged only at start,
+# and sessions outlive every clock move of the module (the sweeper would delete them otherwise).
+QUIET_STORE = {"purge_interval": "1h", "session_idle_timeout": "1d"}
+
+# The tables a refusal may change, because that change is the refusal's intended record. A case
+# names the allowances that apply to it; every other table must be exactly as it was.
+# - A code presented at the token endpoint is spent, even when the exchange is then refused
+#   (wrong verifier, redirect URI, client, resource, or expired): a code is good for one try
+#   (RFC 6749 §10.5 single use; flow_tests.rs "a code tried once is spent, even with the wrong
+#   verifier"), so a stolen code cannot be tried twice.
+SPENDS_CODE = {"authorization_codes": "the presented code is spent by the refused exchange (single use)"}
+# - A refused sign-in counts against the submitted name (the lockout, README "Pages and their
+#   answers") and is audited as `sign_in_failed` (audit.rs: security events).
+COUNTS_FAILURE = {"sign_in_failures": "the failed attempt is counted for the lockout",
+                  "audit_events": "the failed sign-in is audited (sign_in_failed)"}
+# - Dynamic registration counts every attempt that reaches the quota (a JSON object body),
+#   refused ones included: the budget is taken before the registration is made (register.rs),
+#   so a flood of invalid registrations is throttled like valid ones.
+TAKES_QUOTA = {"registration_quota": "the attempt counts against the address's hourly registration budget"}
+# - A replayed code or a reused refresh token revokes the grant (RFC 6749 §4.1.2, RFC 9700
+#   §4.14.2): the revocation is the point of the refusal.
+REVOKES_GRANT = {"grants": "the replay revokes the grant the first use created"}
+# - A tool call refused by Doorman is audited like any other call.
+AUDITED = {"audit_events": "the refused call is audited"}
+
+
+def unchanged(e: "Env", *allowances: dict, settle: float | None = None):
+    """The store check around one refused request: nothing changes but the allowed tables."""
+    allow = {}
+    for a in allowances:
+        allow.update(a)
+    return store_unchanged(e.d, allow) if settle is None else store_unchanged(e.d, allow, settle=settle)
+
+
+def unchanged_sync(e: "Env", *allowances: dict):
+    """The store check for the OAuth endpoints (/oauth/authorize, token, revoke, register, the
+    metadata documents, /setup) and the bearer check in front of /mcp: none of them records an
+    audit event (audit::emit is called by sign-in, consent, MCP calls and connections only), and
+    everything else they write is written before they answer, so the "after" snapshot needs no
+    wait for the background audit writer. Keeps the matrix fast."""
+    return unchanged(e, *allowances, settle=0.0)
 
 
 # --- Helpers: flows, tokens, /mcp ----------------------------------------------------------------
@@ -444,11 +499,12 @@ def test_authorization_server_metadata(env, path):
 def test_metadata_does_not_reflect_the_host_header(env, path):
     """The issuer and resource come from configuration (public_url), never from `Host`: a
     reflected Host would let a DNS-rebinding or cache-poisoning attacker name the issuer."""
-    r = get(env.base + path, headers={"Host": "evil.example"})
+    with unchanged_sync(env):
+        r = get(env.base + path, headers={"Host": "evil.example"})
+    assert r.status_code == 200, r.text
     assert "evil.example" not in r.text
-    if r.status_code == 200:
-        m = r.json()
-        assert m.get("issuer", env.base) == env.base and m.get("resource", env.d.url) == env.d.url
+    m = r.json()
+    assert m.get("issuer", env.base) == env.base and m.get("resource", env.d.url) == env.d.url
 
 
 def test_jwks_publishes_public_es256_keys_only(env):
@@ -463,9 +519,26 @@ def test_jwks_publishes_public_es256_keys_only(env):
 
 # --- /oauth/authorize: errors shown as a page, never redirected ----------------------------------
 
-def test_authorize_unknown_client_is_a_page(env):
+@pytest.mark.parametrize("client_id,reason", [
+    ("no-such-client", "unknown client"),
+    (None, "client_id parameter is missing"),
+    ("web\x00", "unknown client"),
+    ("%FF%FE", "unknown client"),
+    ("c" * 4000, "unknown client"),
+    ("WEB", "unknown client"),
+], ids=["unknown", "missing", "nul-byte", "invalid-utf8", "overlong", "other-case"])
+def test_authorize_unknown_client_is_a_page(env, client_id, reason):
+    """RFC 6749 §4.1.2.1: a missing or invalid client_id is shown as a page, never redirected.
+    The control: every flow of the module with a registered client_id."""
     _, challenge = pkce()
-    assert_error_page(get(authorize_url(env, "no-such-client", "https://web.example/cb", challenge, "s1")), "unknown client")
+    url = authorize_url(env, client_id or "web", "https://web.example/cb", challenge, "s1")
+    if client_id is None:
+        url = url.replace("client_id=web&", "")
+    elif client_id == "%FF%FE":
+        url = url.replace("client_id=%25FF%25FE", "client_id=%FF%FE")    # raw invalid UTF-8
+    with unchanged_sync(env):
+        r = get(url)
+    assert_error_page(r, reason)
 
 
 @pytest.mark.parametrize("redirect_uri", [
@@ -478,11 +551,27 @@ def test_authorize_unknown_client_is_a_page(env):
     "https://web.example/cb#fragment",
     "https://attacker@web.example/cb",
     "https://web.example:8443/cb",
+    "https://web.example/x/../cb",
+    "https://web.example/cb?",
+    "HTTPS://web.example/cb",
+    "https://web.example./cb",
+    "//web.example/cb",
+    "https://web.example\\@evil.example/cb",
+    "https://web.example/cb\x00",
+    " https://web.example/cb",
+    "https://web.example/cb%2F..%2F..%2Fevil",
+    "",
 ], ids=["other-host", "longer-path", "extra-query", "case", "http-scheme", "suffix-host", "fragment", "userinfo",
-        "other-port"])
+        "other-port", "dot-segments", "empty-query", "scheme-case", "trailing-dot-host", "scheme-relative",
+        "backslash-at", "nul-byte", "leading-space", "encoded-traversal", "empty"])
 def test_authorize_unregistered_redirect_uri_is_a_page(env, redirect_uri):
+    """OAuth 2.1 §4.1.1 / RFC 9700 §4.1.3: exact string matching; anything else is a page
+    (RFC 6749 §4.1.2.1), never a redirect. The control: every flow of the module with the exact
+    registered URI."""
     _, challenge = pkce()
-    assert_error_page(get(authorize_url(env, "web", redirect_uri, challenge, "s2")), "redirect_uri")
+    with unchanged_sync(env):
+        r = get(authorize_url(env, "web", redirect_uri, challenge, "s2"))
+    assert_error_page(r, "redirect_uri")
 
 
 def test_loopback_redirect_port_may_differ(env):
@@ -501,76 +590,189 @@ def test_loopback_redirect_port_may_differ(env):
     f"https://127.0.0.1:{LOOPBACK_PORT}/callback",
     f"http://127.0.0.1:{LOOPBACK_PORT}/callback?x=1",
     f"http://127.0.0.2:{LOOPBACK_PORT}/callback",
-], ids=["other-path", "longer-path", "localhost-host", "ipv6-host", "https-scheme", "extra-query", "other-loopback-ip"])
+    f"http://127.0.0.1:{LOOPBACK_PORT}@evil.example/callback",
+    f"http://evil.example@127.0.0.1:{LOOPBACK_PORT}/callback",
+    "http://127.0.0.1:99999/callback",
+    f"http://127.0.0.1:{LOOPBACK_PORT}/callback#x",
+], ids=["other-path", "longer-path", "localhost-host", "ipv6-host", "https-scheme", "extra-query", "other-loopback-ip",
+        "port-then-userinfo-host", "userinfo", "invalid-port", "fragment"])
 def test_loopback_redirect_only_the_port_may_differ(env, redirect_uri):
+    """RFC 8252 §7.3: only the port of a loopback redirect may differ from the registered one
+    (RFC 9700 §4.1.3: exact matching otherwise). The control: test_loopback_redirect_port_may_differ."""
     _, challenge = pkce()
-    assert_error_page(get(authorize_url(env, "loop", redirect_uri, challenge, "s3")), "redirect_uri")
+    with unchanged_sync(env):
+        r = get(authorize_url(env, "loop", redirect_uri, challenge, "s3"))
+    assert_error_page(r, "redirect_uri")
 
 
-@pytest.mark.parametrize("param", ["redirect_uri", "client_id"])
-def test_authorize_duplicate_parameter(env, param):
-    """RFC 6749 §3.1: parameters MUST NOT be repeated. A repeated redirect_uri (registered one
-    first, attacker's second) must never send the browser to the second."""
+@pytest.mark.parametrize("param,registered_last", [
+    ("redirect_uri", False), ("client_id", False), ("redirect_uri", True), ("client_id", True),
+], ids=["redirect_uri", "client_id", "redirect_uri-registered-last", "client_id-registered-last"])
+def test_authorize_duplicate_parameter(env, param, registered_last):
+    """RFC 6749 §3.1: parameters MUST NOT be repeated. A repeated client_id or redirect_uri makes
+    the client or its redirect URI invalid, which RFC 6749 §4.1.2.1 shows as a page and MUST NOT
+    redirect, whichever of the values comes last (the attacker chooses the order)."""
     _, challenge = pkce()
-    url = authorize_url(env, "web", PUBLIC["web"], challenge, "dup")
-    url += "&" + urlencode({param: "https://evil.example/cb" if param == "redirect_uri" else "other"})
-    r = get(url)
+    wrong = {"redirect_uri": "https://evil.example/cb", "client_id": "other"}[param]
+    if registered_last:
+        first = {"client_id": "web", "redirect_uri": PUBLIC["web"], param: wrong}
+        url = authorize_url(env, first["client_id"], first["redirect_uri"], challenge, "dup")
+        url += "&" + urlencode({param: {"redirect_uri": PUBLIC["web"], "client_id": "web"}[param]})
+    else:
+        url = authorize_url(env, "web", PUBLIC["web"], challenge, "dup") + "&" + urlencode({param: wrong})
+    with unchanged_sync(env):
+        r = get(url)
     assert not r.headers.get("location", "").startswith("https://evil.example"), r.headers.get("location")
     assert not r.headers.get("location", "").startswith(PUBLIC["other"]), r.headers.get("location")
-    assert r.status_code == 400, (r.status_code, r.headers.get("location"))
+    assert_error_page(r, param, "repeated")
+
 
 
 # --- /oauth/authorize: errors redirected back with error + state + iss ----------------------------
 
-@pytest.mark.parametrize("override,error", [
-    ({"code_challenge": None}, "invalid_request"),
-    ({"code_challenge_method": "plain"}, "invalid_request"),
-    ({"code_challenge_method": "S512"}, "invalid_request"),
-    ({"response_type": "token"}, "unsupported_response_type"),
-    ({"resource": "https://evil.example/mcp"}, "invalid_target"),
-    ({"resource": "SELF_ROOT"}, "invalid_target"),
-    ({"scope": "mcp admin"}, "invalid_scope"),
-], ids=["no-code-challenge", "plain", "unknown-method", "response-type-token", "foreign-resource",
-        "resource-without-path", "unknown-scope"])
+AUTHORIZE_REDIRECTED = [
+    # PKCE (MCP authorization "Authorization Code Protection": S256 required; RFC 7636 §4.2-4.4).
+    ("no-code-challenge", {"code_challenge": None}, "invalid_request"),
+    ("empty-code-challenge", {"code_challenge": ""}, "invalid_request"),
+    ("plain", {"code_challenge_method": "plain"}, "invalid_request"),
+    ("no-method-means-plain", {"code_challenge_method": None}, "invalid_request"),
+    ("method-lowercase", {"code_challenge_method": "s256"}, "invalid_request"),
+    ("unknown-method", {"code_challenge_method": "S512"}, "invalid_request"),
+    ("challenge-42-chars", {"code_challenge": "A" * 42}, "invalid_request"),
+    ("challenge-44-chars", {"code_challenge": "A" * 44}, "invalid_request"),
+    ("challenge-128-chars", {"code_challenge": "A" * 128}, "invalid_request"),
+    ("challenge-not-base64url", {"code_challenge": "+" * 21 + "/" * 21 + "="}, "invalid_request"),
+    ("challenge-nul", {"code_challenge": "A" * 42 + "\x00"}, "invalid_request"),
+    # response_type (RFC 6749 §4.1.2.1: a missing one is invalid_request, §3.1: empty = missing).
+    ("response-type-token", {"response_type": "token"}, "unsupported_response_type"),
+    ("response-type-code-token", {"response_type": "code token"}, "unsupported_response_type"),
+    ("response-type-id-token", {"response_type": "id_token"}, "unsupported_response_type"),
+    ("response-type-case", {"response_type": "CODE"}, "unsupported_response_type"),
+    ("no-response-type", {"response_type": None}, "invalid_request"),
+    ("empty-response-type", {"response_type": ""}, "invalid_request"),
+    # RFC 8707 §2: an absolute URI without fragment, and here only {issuer}/mcp.
+    ("foreign-resource", {"resource": "https://evil.example/mcp"}, "invalid_target"),
+    ("resource-without-path", {"resource": "SELF_ROOT"}, "invalid_target"),
+    ("relative-resource", {"resource": "/mcp"}, "invalid_target"),
+    ("resource-with-fragment", {"resource": "SELF_MCP#frag"}, "invalid_target"),
+    ("resource-with-query", {"resource": "SELF_MCP?x=1"}, "invalid_target"),
+    ("resource-trailing-slash", {"resource": "SELF_MCP/"}, "invalid_target"),
+    ("resource-other-port", {"resource": "http://127.0.0.1:1/mcp"}, "invalid_target"),
+    ("resource-userinfo", {"resource": "http://evil@SELF_HOST/mcp"}, "invalid_target"),
+    # Scopes: mcp and offline_access only (README "Scopes").
+    ("unknown-scope", {"scope": "mcp admin"}, "invalid_scope"),
+    ("scope-case", {"scope": "MCP"}, "invalid_scope"),
+    ("scope-openid", {"scope": "openid"}, "invalid_scope"),
+    ("scope-tab-separated", {"scope": "mcp\toffline_access"}, "invalid_scope"),
+    ("scope-overlong", {"scope": "s" * 5000}, "invalid_scope"),
+    # max_age (OpenID Connect Core §3.1.2.1): a number of seconds.
+    ("max-age-word", {"max_age": "soon"}, "invalid_request"),
+    ("max-age-negative", {"max_age": "-1"}, "invalid_request"),
+]
+
+
+@pytest.mark.parametrize("override,error", [pytest.param(o, err, id=i) for i, o, err in AUTHORIZE_REDIRECTED])
 def test_authorize_error_is_redirected_with_iss(env, override, error):
+    """Errors about the request itself (not the client or its redirect URI) go back to the
+    registered redirect URI with error + state + iss (RFC 6749 §4.1.2.1, RFC 9207 §2). The
+    control: code_for(), the same request with nothing wrong."""
     _, challenge = pkce()
-    override = {k: (env.base if v == "SELF_ROOT" else v) for k, v in override.items()}
+    host = env.base.split("//", 1)[1]
+    override = {k: (None if v is None else v.replace("SELF_ROOT", env.base).replace("SELF_MCP", env.d.url)
+                    .replace("SELF_HOST", host)) for k, v in override.items()}
     if override.get("code_challenge_method") == "plain":
         challenge = secrets.token_urlsafe(48)
     state = secrets.token_urlsafe(8)
-    r = get(authorize_url(env, "web", PUBLIC["web"], challenge, state, **override))
+    with unchanged_sync(env):
+        r = get(authorize_url(env, "web", PUBLIC["web"], challenge, state, **override))
     assert_error_redirect(env, r, PUBLIC["web"], error, state)
 
 
+@pytest.mark.parametrize("param,value", [
+    ("state", None), ("scope", "mcp"), ("code_challenge", None), ("response_type", "code"),
+    ("code_challenge_method", "S256"), ("prompt", "login"),
+])
+def test_authorize_repeated_parameter_is_invalid_request(env, param, value):
+    """RFC 6749 §3.1: request parameters MUST NOT be included more than once; §4.1.2.1:
+    invalid_request, redirected (the client and its redirect URI are fine)."""
+    _, challenge = pkce()
+    state = secrets.token_urlsafe(8)
+    value = {"state": state, "code_challenge": challenge}.get(param, value)
+    extra = urlencode({param: value})
+    if param == "prompt":          # not in the base request: the repetition is two of them
+        extra += "&" + extra
+    url = authorize_url(env, "web", PUBLIC["web"], challenge, state) + "&" + extra
+    with unchanged_sync(env):
+        r = get(url)
+    assert_error_redirect(env, r, PUBLIC["web"], "invalid_request", state)
+
+
+def test_authorize_second_resource_is_invalid_target(env):
+    """RFC 8707 §2: `resource` MAY be repeated (several resources for one token); a request naming
+    a resource the server cannot issue for is invalid_target, not a malformed request."""
+    _, challenge = pkce()
+    state = secrets.token_urlsafe(8)
+    url = authorize_url(env, "web", PUBLIC["web"], challenge, state) + "&" + urlencode({"resource": "https://evil.example/mcp"})
+    with unchanged_sync(env):
+        r = get(url)
+    assert_error_redirect(env, r, PUBLIC["web"], "invalid_target", state)
+
+
 def test_user_denies_consent(env):
+    """The person says no: access_denied with state and iss (RFC 6749 §4.1.2.1); the request is
+    spent and the decision audited, and nothing is approved (no consent, no code, no grant)."""
     _, challenge = pkce()
     state = secrets.token_urlsafe(8)
     b = Browser(env.d)
     try:
-        location = b.authorize(authorize_url(env, "deny", PUBLIC["deny"], challenge, state), "alice",
-                               PASSWORDS["alice"], decision="deny")
+        url = authorize_url(env, "deny", PUBLIC["deny"], challenge, state)
+        r = b.get(url)
+        while r.status_code in (302, 303):
+            url = urljoin(url, r.headers["location"])
+            r = b.get(url)
+            if urlparse(url).path == "/sign-in":
+                r = b.submit(url, sign_in_form(r), credentials())
+        assert urlparse(url).path == "/consent" and r.status_code == 200, (url, r.status_code)
+        with unchanged(env, {"authorization_requests": "the answered request is spent",
+                             "audit_events": "the consent decision is audited"}):
+            denied = b.submit(url, consent_form(r), {"decision": "deny"})
         harvest(b)
     finally:
         b.close()
+    assert denied.status_code == 303, denied.status_code
+    location = denied.headers["location"]
     assert location.split("?")[0] == PUBLIC["deny"]
     q = query_of(location)
     assert q.get("error") == ["access_denied"] and q.get("state") == [state] and q.get("iss") == [env.base], location
     assert "code" not in q
 
 
+
 # --- /oauth/token: the authorization_code grant --------------------------------------------------
 
 def test_token_without_code_verifier(env):
     c = code_for(env, "web")
-    assert_token_error(exchange(env, c, code_verifier=None), 400, "invalid_request")
+    with unchanged_sync(env):
+        assert_token_error(exchange(env, c, code_verifier=None), 400, "invalid_request")
+    assert exchange(env, c).status_code == 200       # checked before the code is looked at
 
 
-@pytest.mark.parametrize("kind", ["other-verifier", "the-challenge-itself"])
+@pytest.mark.parametrize("kind", ["other-verifier", "the-challenge-itself", "42-chars", "129-chars",
+                                  "not-unreserved", "nul-byte"])
 def test_token_with_wrong_code_verifier(env, kind):
+    """RFC 7636 §4.6: a verifier that does not hash to the challenge (malformed ones included,
+    §4.1: 43-128 unreserved characters) is invalid_grant."""
     c = code_for(env, "web")
-    wrong = secrets.token_urlsafe(48) if kind == "other-verifier" else \
-        base64.urlsafe_b64encode(hashlib.sha256(c.verifier.encode()).digest()).rstrip(b"=").decode()
-    assert_token_error(exchange(env, c, code_verifier=wrong), 400, "invalid_grant")
+    wrong = {
+        "other-verifier": secrets.token_urlsafe(48),
+        "the-challenge-itself": base64.urlsafe_b64encode(hashlib.sha256(c.verifier.encode()).digest()).rstrip(b"=").decode(),
+        "42-chars": c.verifier[:42],
+        "129-chars": c.verifier + "A" * (129 - len(c.verifier)),
+        "not-unreserved": c.verifier[:-1] + "+",
+        "nul-byte": c.verifier[:-1] + "\x00",
+    }[kind]
+    with unchanged_sync(env, SPENDS_CODE):
+        assert_token_error(exchange(env, c, code_verifier=wrong), 400, "invalid_grant")
 
 
 def test_code_replay_fails_and_revokes_what_the_first_use_issued(env):
@@ -579,7 +781,8 @@ def test_code_replay_fails_and_revokes_what_the_first_use_issued(env):
     assert first.status_code == 200, first.text
     tokens = first.json()
     assert_mcp_accepts(env, tokens["access_token"])
-    assert_token_error(exchange(env, c), 400, "invalid_grant")
+    with unchanged_sync(env, REVOKES_GRANT):
+        assert_token_error(exchange(env, c), 400, "invalid_grant")
     # README: a second use "revokes the grant the first use created" (RFC 6749 §4.1.2, OAuth 2.1 §4.1.2).
     assert_token_error(refresh(env, "web", tokens["refresh_token"]), 400, "invalid_grant")
     assert_bearer_challenge(env, mcp_post(env, tokens["access_token"]), "invalid_token")
@@ -589,15 +792,17 @@ def test_code_replay_fails_and_revokes_what_the_first_use_issued(env):
 def test_code_of_another_client(env, thief):
     c = code_for(env, "web")
     stolen = Code(c.code, c.verifier, c.redirect_uri, thief)
-    r = exchange(env, stolen, secret=CONF_SECRET if thief in CONFIDENTIAL else None)
-    assert_token_error(r, 400, "invalid_grant")
+    with unchanged_sync(env, SPENDS_CODE):
+        r = exchange(env, stolen, secret=CONF_SECRET if thief in CONFIDENTIAL else None)
+        assert_token_error(r, 400, "invalid_grant")
     # The code is still good for its own client? Not asserted: either is defensible; the thief got nothing.
 
 
 def test_expired_code(env):
     c = code_for(env, "web")
     advance_clock(env.d, 90)  # code_lifetime is 1 min
-    assert_token_error(exchange(env, c), 400, "invalid_grant")
+    with unchanged_sync(env, SPENDS_CODE):
+        assert_token_error(exchange(env, c), 400, "invalid_grant")
 
 
 @pytest.mark.parametrize("client_id,authorized,presented", [
@@ -606,12 +811,17 @@ def test_expired_code(env):
 ], ids=["loopback-other-port", "other-uri"])
 def test_token_redirect_uri_mismatch(env, client_id, authorized, presented):
     c = code_for(env, client_id, redirect_uri=authorized)
-    assert_token_error(exchange(env, c, redirect_uri=presented), 400, "invalid_grant")
+    with unchanged_sync(env, SPENDS_CODE):
+        assert_token_error(exchange(env, c, redirect_uri=presented), 400, "invalid_grant")
 
 
-def test_token_resource_mismatch(env):
+@pytest.mark.parametrize("resource", ["https://evil.example/mcp", "/mcp", "SELF_MCP#frag", "SELF_MCP/"],
+                         ids=["foreign", "relative", "fragment", "trailing-slash"])
+def test_token_resource_mismatch(env, resource):
+    """RFC 8707 §2.2: the resource of the token request must be the code's: invalid_target."""
     c = code_for(env, "web")
-    assert_token_error(exchange(env, c, resource="https://evil.example/mcp"), 400, "invalid_target")
+    with unchanged_sync(env, SPENDS_CODE):
+        assert_token_error(exchange(env, c, resource=resource.replace("SELF_MCP", env.d.url)), 400, "invalid_target")
 
 
 @pytest.mark.parametrize("grant_type,extra", [
@@ -621,17 +831,21 @@ def test_token_resource_mismatch(env):
 ], ids=["unknown", "client_credentials", "password"])
 def test_unsupported_grant_types(env, grant_type, extra):
     """With the confidential client correctly authenticated, so the grant type is the only fault."""
-    r = token_post(env, {"grant_type": grant_type, "scope": "mcp", **extra}, basic=("conf", CONF_SECRET))
+    with unchanged_sync(env):
+        r = token_post(env, {"grant_type": grant_type, "scope": "mcp", **extra}, basic=("conf", CONF_SECRET))
     assert_token_error(r, 400, "unsupported_grant_type")
 
 
 def test_token_request_must_be_form_encoded(env):
     """RFC 6749 §3.2: application/x-www-form-urlencoded; a JSON body is invalid_request."""
     c = code_for(env, "web")
-    r = httpx2.post(f"{env.base}/oauth/token", timeout=30, json={
-        "grant_type": "authorization_code", "code": c.code, "code_verifier": c.verifier,
-        "redirect_uri": c.redirect_uri, "client_id": "web"})
+    with unchanged_sync(env):
+        r = httpx2.post(f"{env.base}/oauth/token", timeout=30, json={
+            "grant_type": "authorization_code", "code": c.code, "code_verifier": c.verifier,
+            "redirect_uri": c.redirect_uri, "client_id": "web"})
     assert_token_error(r, 400, "invalid_request")
+    assert exchange(env, c).status_code == 200      # nothing of the code was spent
+
 
 
 def wrong_secret() -> str:
@@ -642,7 +856,8 @@ def wrong_secret() -> str:
 
 def test_confidential_client_wrong_secret_basic(env):
     c = code_for(env, "conf")
-    r = exchange(env, c, secret=wrong_secret(), how="basic")
+    with unchanged_sync(env):
+        r = exchange(env, c, secret=wrong_secret(), how="basic")
     assert_token_error(r, 401, "invalid_client")
     scheme, _ = www_authenticate(r.headers.get("www-authenticate", ""))
     assert scheme.lower() == "basic", r.headers     # RFC 6749 §5.2: the scheme the client used
@@ -650,12 +865,16 @@ def test_confidential_client_wrong_secret_basic(env):
 
 def test_confidential_client_wrong_secret_post(env):
     c = code_for(env, "conf")
-    assert_token_error(exchange(env, c, secret=wrong_secret(), how="post"), 401, "invalid_client")
+    with unchanged_sync(env):
+        assert_token_error(exchange(env, c, secret=wrong_secret(), how="post"), 401, "invalid_client")
 
 
 def test_confidential_client_without_secret(env):
     c = code_for(env, "conf")
-    assert_token_error(exchange(env, c), 401, "invalid_client")
+    with unchanged_sync(env):
+        assert_token_error(exchange(env, c), 401, "invalid_client")
+    # Client authentication comes first: the code was not spent, its client can still use it.
+    assert exchange(env, c, secret=CONF_SECRET).status_code == 200
 
 
 @pytest.mark.parametrize("how", ["basic", "post"])
@@ -671,9 +890,124 @@ def test_token_responses_are_not_cached(env):
     c = code_for(env, "web")
     ok = exchange(env, c)
     assert ok.status_code == 200
-    bad = exchange(env, c)
+    with unchanged_sync(env, REVOKES_GRANT):
+        bad = exchange(env, c)
+    assert_token_error(bad, 400, "invalid_grant")
     for r in (ok, bad):
         assert "no-store" in r.headers.get("cache-control", ""), (r.status_code, r.headers)
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def basic(user: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
+# Token requests refused before the code is looked at: each gets the exact error, changes nothing,
+# and the same code is then exchanged by its client (the control, which also proves the refused
+# request spent nothing). `request(c)` gives (headers, body) for the code `c`.
+def _form(c: Code, **over) -> dict:
+    data = {"grant_type": "authorization_code", "code": c.code, "code_verifier": c.verifier,
+            "redirect_uri": c.redirect_uri, "client_id": c.client_id}
+    data.update(over)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+TOKEN_REFUSED_EARLY = [
+    # RFC 6749 §3.2: application/x-www-form-urlencoded, parameters not repeated.
+    ("no-content-type", lambda c: ({}, urlencode(_form(c)).encode()), 400, "invalid_request"),
+    ("text-plain", lambda c: ({"Content-Type": "text/plain"}, urlencode(_form(c)).encode()), 400, "invalid_request"),
+    ("multipart", lambda c: ({"Content-Type": "multipart/form-data; boundary=x"},
+                             b"--x\r\nContent-Disposition: form-data; name=\"grant_type\"\r\n\r\nauthorization_code\r\n--x--\r\n"),
+     400, "invalid_request"),
+    ("json-with-form-type", lambda c: (FORM, json.dumps(_form(c)).encode()), 400, "invalid_request"),
+    ("empty-body", lambda c: (FORM, b""), 400, "invalid_request"),
+    ("repeated-code", lambda c: (FORM, (urlencode(_form(c)) + "&code=" + secrets.token_urlsafe(8)).encode()), 400, "invalid_request"),
+    ("repeated-grant-type", lambda c: (FORM, (urlencode(_form(c)) + "&grant_type=refresh_token").encode()), 400, "invalid_request"),
+    ("repeated-client-id", lambda c: (FORM, (urlencode(_form(c)) + "&client_id=other").encode()), 400, "invalid_request"),
+    ("repeated-verifier", lambda c: (FORM, (urlencode(_form(c)) + "&" + urlencode({"code_verifier": c.verifier})).encode()),
+     400, "invalid_request"),
+    # RFC 6749 §4.1.3 required parameters (§3.1: an empty value is an omitted one).
+    ("no-grant-type", lambda c: (FORM, urlencode(_form(c, grant_type=None)).encode()), 400, "invalid_request"),
+    ("empty-grant-type", lambda c: (FORM, urlencode(_form(c, grant_type="")).encode()), 400, "invalid_request"),
+    ("no-code", lambda c: (FORM, urlencode(_form(c, code=None)).encode()), 400, "invalid_request"),
+    ("empty-code", lambda c: (FORM, urlencode(_form(c, code="")).encode()), 400, "invalid_request"),
+    ("no-redirect-uri", lambda c: (FORM, urlencode(_form(c, redirect_uri=None)).encode()), 400, "invalid_request"),
+    ("empty-verifier", lambda c: (FORM, urlencode(_form(c, code_verifier="")).encode()), 400, "invalid_request"),
+    # RFC 6749 §5.2 unsupported_grant_type.
+    ("grant-type-case", lambda c: (FORM, urlencode(_form(c, grant_type="AUTHORIZATION_CODE")).encode()), 400, "unsupported_grant_type"),
+    ("grant-type-implicit", lambda c: (FORM, urlencode(_form(c, grant_type="implicit")).encode()), 400, "unsupported_grant_type"),
+    ("grant-type-device", lambda c: (FORM, urlencode(_form(c, grant_type="urn:ietf:params:oauth:grant-type:device_code")).encode()),
+     400, "unsupported_grant_type"),
+    ("grant-type-jwt-bearer", lambda c: (FORM, urlencode(_form(c, grant_type="urn:ietf:params:oauth:grant-type:jwt-bearer")).encode()),
+     400, "unsupported_grant_type"),
+    ("grant-type-token-exchange", lambda c: (FORM, urlencode(_form(c, grant_type="urn:ietf:params:oauth:grant-type:token-exchange")).encode()),
+     400, "unsupported_grant_type"),
+    # RFC 6749 §2.3, §3.2.1, §5.2: client authentication, 401 invalid_client (with the Basic
+    # challenge whenever the request carried an Authorization header).
+    ("no-client-id", lambda c: (FORM, urlencode(_form(c, client_id=None)).encode()), 401, "invalid_client"),
+    ("unknown-client", lambda c: (FORM, urlencode(_form(c, client_id="no-such-client")).encode()), 401, "invalid_client"),
+    ("client-id-nul", lambda c: (FORM, urlencode(_form(c, client_id="web\x00")).encode()), 401, "invalid_client"),
+    ("public-client-with-secret", lambda c: (FORM, urlencode(_form(c, client_secret="guess")).encode()), 401, "invalid_client"),
+    ("basic-not-base64", lambda c: ({**FORM, "Authorization": "Basic !!!"}, urlencode(_form(c)).encode()), 401, "invalid_client"),
+    ("basic-without-colon", lambda c: ({**FORM, "Authorization": "Basic " + base64.b64encode(b"web").decode()},
+                                      urlencode(_form(c)).encode()), 401, "invalid_client"),
+    ("basic-invalid-utf8", lambda c: ({**FORM, "Authorization": "Basic " + base64.b64encode(b"\xff\xfe:x").decode()},
+                                     urlencode(_form(c)).encode()), 401, "invalid_client"),
+    ("bearer-scheme", lambda c: ({**FORM, "Authorization": "Bearer " + secrets.token_urlsafe(16)}, urlencode(_form(c)).encode()),
+     401, "invalid_client"),
+    ("basic-other-client-than-body", lambda c: ({**FORM, "Authorization": basic("other", "x")}, urlencode(_form(c)).encode()),
+     401, "invalid_client"),
+]
+
+
+@pytest.mark.parametrize("request_of,status,error", [pytest.param(f, s, e, id=i) for i, f, s, e in TOKEN_REFUSED_EARLY])
+def test_token_request_refused_before_the_code_is_spent(env, request_of, status, error):
+    c = code_for(env, "web")
+    headers, body = request_of(c)
+    with unchanged_sync(env):
+        r = httpx2.post(f"{env.base}/oauth/token", headers=headers, content=body, timeout=30)
+    assert_token_error(r, status, error)
+    if status == 401 and "Authorization" in headers:
+        assert www_authenticate(r.headers.get("www-authenticate", ""))[0].lower() == "basic", r.headers
+    assert exchange(env, c).status_code == 200     # the control: the code is intact
+
+
+@pytest.mark.parametrize("over", [
+    {"client_secret": "CONF"},                      # Basic and client_secret together (RFC 6749 §2.3)
+    {"client_id": "web"},                           # body client_id naming another client than Basic
+], ids=["basic-and-post", "basic-and-other-body-client"])
+def test_confidential_client_two_credentials(env, over):
+    c = code_for(env, "conf")
+    data = {**_form(c, client_id=None), **{k: (CONF_SECRET if v == "CONF" else v) for k, v in over.items()}}
+    with unchanged_sync(env):
+        r = httpx2.post(f"{env.base}/oauth/token", headers={**FORM, "Authorization": basic("conf", CONF_SECRET)},
+                        content=urlencode(data).encode(), timeout=30)
+    assert_token_error(r, 401, "invalid_client")
+    assert exchange(env, c, secret=CONF_SECRET).status_code == 200
+
+
+@pytest.mark.parametrize("code", ["UNKNOWN", "\x00", "c" * 5000, "%FF%FE"], ids=["unknown", "nul-byte", "overlong", "invalid-utf8"])
+def test_token_with_a_code_never_issued(env, code):
+    """RFC 6749 §5.2 invalid_grant; an unknown code spends nothing."""
+    raw = "%FF%FE" if code == "%FF%FE" else quote(secrets.token_urlsafe(32) if code == "UNKNOWN" else code, safe="")
+    body = urlencode({"grant_type": "authorization_code", "code_verifier": pkce()[0], "redirect_uri": PUBLIC["web"],
+                      "client_id": "web"}) + "&code=" + raw
+    with unchanged_sync(env):
+        r = httpx2.post(f"{env.base}/oauth/token", headers=FORM, content=body.encode(), timeout=30)
+    assert_token_error(r, 400, "invalid_grant")
+
+
+@pytest.mark.parametrize("endpoint", ["token", "revoke"])
+def test_oauth_body_over_the_limit(env, endpoint):
+    """A body of 3 MiB: refused as too large (RFC 9110 §15.5.14) with the endpoint's JSON error
+    (RFC 6749 §5.2 / RFC 7009 §2.2.1: `error`, no-store), never a bare text answer."""
+    with unchanged_sync(env):
+        r = httpx2.post(f"{env.base}/oauth/{endpoint}", headers=FORM, content=b"token=" + b"x" * (3 * 1024 * 1024), timeout=60)
+    assert r.status_code == 413, (r.status_code, r.text[:200])
+    assert r.headers.get("content-type", "").startswith("application/json"), (r.headers, r.text[:200])
+    assert_token_error(r, 413, "invalid_request")
 
 
 # --- /oauth/token: the refresh_token grant -------------------------------------------------------
@@ -693,33 +1027,75 @@ def test_refresh_token_reuse_revokes_the_grant(env):
     r = refresh(env, "web", t1["refresh_token"])
     assert r.status_code == 200, r.text
     t2 = r.json()
-    assert_token_error(refresh(env, "web", t1["refresh_token"]), 400, "invalid_grant")
+    with unchanged_sync(env, REVOKES_GRANT):
+        assert_token_error(refresh(env, "web", t1["refresh_token"]), 400, "invalid_grant")
     # The whole grant is gone: the newest refresh token and the newest access token too.
     assert_token_error(refresh(env, "web", t2["refresh_token"]), 400, "invalid_grant")
     assert_bearer_challenge(env, mcp_post(env, t2["access_token"]), "invalid_token")
 
 
 def test_refresh_token_of_another_client(env):
+    """RFC 6749 §6: the refresh token must have been issued to the authenticated client:
+    invalid_grant. The refused request issues no new refresh token, so it must not spend the old
+    one (§6: the old token may be revoked only "after issuing a new refresh token"), which would
+    make its own client's next refresh look like a reuse and end the grant."""
     t = tokens_for(env, "web")
-    assert_token_error(refresh(env, "other", t["refresh_token"]), 400, "invalid_grant")
+    with unchanged_sync(env):
+        assert_token_error(refresh(env, "other", t["refresh_token"]), 400, "invalid_grant")
+    assert refresh(env, "web", t["refresh_token"]).status_code == 200     # its own client: fine
+
+
+def test_confidential_clients_refresh_token_presented_by_a_public_client(env):
+    """A stolen refresh token of a confidential client, presented without its secret under a public
+    client's id: invalid_grant, and the victim's grant lives on (the thief has no secret)."""
+    t = tokens_for(env, "conf")
+    with unchanged_sync(env):
+        assert_token_error(refresh(env, "web", t["refresh_token"]), 400, "invalid_grant")
+    assert refresh(env, "conf", t["refresh_token"], secret=CONF_SECRET).status_code == 200
 
 
 def test_confidential_refresh_without_secret(env):
     t = tokens_for(env, "conf")
-    assert_token_error(refresh(env, "conf", t["refresh_token"]), 401, "invalid_client")
+    with unchanged_sync(env):
+        assert_token_error(refresh(env, "conf", t["refresh_token"]), 401, "invalid_client")
+    assert refresh(env, "conf", t["refresh_token"], secret=CONF_SECRET).status_code == 200
 
 
 @pytest.mark.parametrize("override,error", [
     ({"resource": "https://evil.example/mcp"}, "invalid_target"),
+    ({"resource": "/mcp"}, "invalid_target"),
     ({"scope": "mcp admin"}, "invalid_scope"),
-], ids=["foreign-resource", "wider-scope"])
+    ({"scope": "MCP"}, "invalid_scope"),
+], ids=["foreign-resource", "relative-resource", "wider-scope", "scope-case"])
 def test_refresh_cannot_change_audience_or_widen_scope(env, override, error):
+    """RFC 8707 §2.2 / RFC 6749 §6. A client that asked wrongly keeps its sign-in: the refused
+    refresh spends nothing (RFC 6749 §6 revokes the old token only after issuing a new one)."""
     t = tokens_for(env, "web")
-    assert_token_error(refresh(env, "web", t["refresh_token"], **override), 400, error)
+    with unchanged_sync(env):
+        assert_token_error(refresh(env, "web", t["refresh_token"], **override), 400, error)
+    assert refresh(env, "web", t["refresh_token"]).status_code == 200
 
 
-def test_refresh_with_an_unknown_token(env):
-    assert_token_error(refresh(env, "web", secrets.token_urlsafe(32)), 400, "invalid_grant")
+@pytest.mark.parametrize("token", ["UNKNOWN", "\x00", "r" * 5000], ids=["unknown", "nul-byte", "overlong"])
+def test_refresh_with_an_unknown_token(env, token):
+    with unchanged_sync(env):
+        assert_token_error(refresh(env, "web", secrets.token_urlsafe(32) if token == "UNKNOWN" else token),
+                           400, "invalid_grant")
+
+
+@pytest.mark.parametrize("body", ["missing", "empty", "repeated"])
+def test_refresh_malformed_request(env, body):
+    """RFC 6749 §6: refresh_token is required, once (§3.2)."""
+    t = tokens_for(env, "web")
+    text = urlencode({"grant_type": "refresh_token", "client_id": "web"})
+    if body == "empty":
+        text += "&refresh_token="
+    elif body == "repeated":
+        text += ("&" + urlencode({"refresh_token": t["refresh_token"]})) * 2
+    with unchanged_sync(env):
+        r = httpx2.post(f"{env.base}/oauth/token", headers=FORM, content=text.encode(), timeout=30)
+    assert_token_error(r, 400, "invalid_request")
+    assert refresh(env, "web", t["refresh_token"]).status_code == 200
 
 
 def race(n: int, fn) -> list:
@@ -764,32 +1140,82 @@ def revoke(e: Env, token: str, client_id: str, hint: str | None = None) -> httpx
 
 
 def test_revoked_refresh_token(env):
+    """After RFC 7009 revocation the refresh token is invalid_grant, and the refused refresh
+    changes nothing more (the grant is revoked already)."""
     t = tokens_for(env, "web")
     r = revoke(env, t["refresh_token"], "web", "refresh_token")
     assert r.status_code == 200, r.text
-    assert_token_error(refresh(env, "web", t["refresh_token"]), 400, "invalid_grant")
+    with unchanged_sync(env):
+        assert_token_error(refresh(env, "web", t["refresh_token"]), 400, "invalid_grant")
+    # The grant's access token is refused too (README: revocation is checked on every request).
+    with unchanged_sync(env):
+        assert_bearer_challenge(env, mcp_post(env, t["access_token"]), "invalid_token")
 
 
-def test_revoking_an_unknown_token_is_200(env):
-    """RFC 7009 §2.2: an invalid token is not an error at the revocation endpoint."""
-    assert revoke(env, secrets.token_urlsafe(32), "web").status_code == 200
+@pytest.mark.parametrize("token,hint", [
+    ("UNKNOWN", None), ("UNKNOWN", "refresh_token"), ("UNKNOWN", "no_such_hint"), ("FORGED_JWT", "access_token"),
+    ("a.b.c", None), ("\x00", None),
+], ids=["unknown", "unknown-with-hint", "unknown-hint-value", "jwt-of-another-key", "three-dots", "nul-byte"])
+def test_revoking_an_unknown_token_is_200(env, token, hint):
+    """RFC 7009 §2.2: an invalid token is not an error at the revocation endpoint (200), and an
+    unknown hint is ignored (§2.1); nothing is revoked."""
+    token = {"UNKNOWN": secrets.token_urlsafe(32), "FORGED_JWT": forged(env, "other-key")}.get(token, token)
+    with unchanged_sync(env):
+        r = revoke(env, token, "web", hint)
+    assert r.status_code == 200, r.text
+    assert "no-store" in r.headers.get("cache-control", "")
 
 
-def test_another_client_cannot_revoke(env):
-    """RFC 7009 §2.1: the server checks the token was issued to the client asking. The token
-    survives whatever the answer."""
+@pytest.mark.parametrize("kind", ["refresh_token", "access_token"])
+def test_another_client_cannot_revoke(env, kind):
+    """RFC 7009 §2.1: the server checks the token was issued to the client asking; for another
+    client the token is, to it, invalid: 200 (§2.2) and nothing revoked. The token survives."""
     t = tokens_for(env, "web")
-    revoke(env, t["refresh_token"], "other", "refresh_token")
-    revoke(env, t["access_token"], "other", "access_token")
+    with unchanged_sync(env):
+        r = revoke(env, t[kind], "other", kind)
+    assert r.status_code == 200, r.text
     assert_mcp_accepts(env, t["access_token"])
     assert refresh(env, "web", t["refresh_token"]).status_code == 200
 
 
-def test_confidential_client_must_authenticate_to_revoke(env):
+REVOKE_REFUSED = [
+    # RFC 7009 §2.1 / RFC 6749 §2.3: client authentication; §2.2.1: RFC 6749 §5.2 errors.
+    ("no-client-id", lambda t: (FORM, urlencode({"token": t})), 401, "invalid_client"),
+    ("unknown-client", lambda t: (FORM, urlencode({"token": t, "client_id": "no-such-client"})), 401, "invalid_client"),
+    ("public-client-with-secret", lambda t: (FORM, urlencode({"token": t, "client_id": "web", "client_secret": "x"})),
+     401, "invalid_client"),
+    ("basic-not-base64", lambda t: ({**FORM, "Authorization": "Basic !!!"}, urlencode({"token": t})), 401, "invalid_client"),
+    ("no-token", lambda t: (FORM, urlencode({"client_id": "web"})), 400, "invalid_request"),
+    ("empty-token", lambda t: (FORM, urlencode({"client_id": "web", "token": ""})), 400, "invalid_request"),
+    ("repeated-token", lambda t: (FORM, urlencode({"client_id": "web", "token": t}) + "&token=x"), 400, "invalid_request"),
+    ("json-body", lambda t: ({"Content-Type": "application/json"}, json.dumps({"token": t, "client_id": "web"})),
+     400, "invalid_request"),
+    ("no-content-type", lambda t: ({}, urlencode({"token": t, "client_id": "web"})), 400, "invalid_request"),
+]
+
+
+@pytest.mark.parametrize("request_of,status,error", [pytest.param(f, s, e, id=i) for i, f, s, e in REVOKE_REFUSED])
+def test_revocation_request_refused(env, request_of, status, error):
+    """Each malformed revocation revokes nothing: the refresh token still refreshes (the control)."""
+    t = tokens_for(env, "web")
+    headers, body = request_of(t["refresh_token"])
+    with unchanged_sync(env):
+        r = httpx2.post(f"{env.base}/oauth/revoke", headers=headers, content=body.encode(), timeout=30)
+    assert_token_error(r, status, error)
+    assert refresh(env, "web", t["refresh_token"]).status_code == 200
+
+
+@pytest.mark.parametrize("secret", [None, "WRONG"], ids=["no-secret", "wrong-secret-basic"])
+def test_confidential_client_must_authenticate_to_revoke(env, secret):
     """RFC 7009 §2.1: confidential clients authenticate at the revocation endpoint; without the
     secret nothing is revoked."""
     t = tokens_for(env, "conf")
-    r = revoke(env, t["refresh_token"], "conf", "refresh_token")
+    with unchanged_sync(env):
+        if secret is None:
+            r = revoke(env, t["refresh_token"], "conf", "refresh_token")
+        else:
+            r = httpx2.post(f"{env.base}/oauth/revoke", data={"token": t["refresh_token"]},
+                            auth=("conf", wrong_secret()), timeout=30)
     assert_token_error(r, 401, "invalid_client")
     assert refresh(env, "conf", t["refresh_token"], secret=CONF_SECRET).status_code == 200
 
@@ -797,13 +1223,29 @@ def test_confidential_client_must_authenticate_to_revoke(env):
 # --- /mcp: bearer checks ------------------------------------------------------------------------
 
 def test_mcp_without_token(env):
-    assert_bearer_challenge(env, mcp_post(env), None)
+    with unchanged_sync(env):
+        assert_bearer_challenge(env, mcp_post(env), None)
+
+
+def test_mcp_checks_the_token_before_reading_the_body(env):
+    """Without a token, even a body that is not JSON gets the 401 challenge (RFC 6750 §3.1, no
+    error code): nobody learns anything from /mcp before authenticating."""
+    with unchanged_sync(env):
+        r = httpx2.post(env.d.url, headers=modern_headers("tools/list"), content=b'{"jsonrpc": ', timeout=30)
+    assert_bearer_challenge(env, r, None)
+
+
+def jwk_of(key) -> dict:
+    n = key.public_key().public_numbers()
+    return {"kty": "EC", "crv": "P-256", "x": b64u(n.x.to_bytes(32, "big")), "y": b64u(n.y.to_bytes(32, "big"))}
 
 
 def forged(env: Env, kind: str) -> str:
     """A token that must be refused, made from a fresh real one."""
     if kind == "garbage":
         return "not-a-jwt-" + secrets.token_urlsafe(24)
+    if kind == "overlong":
+        return "a" * 20000
     real = tokens_for(env, "web")["access_token"]
     header, claims, signature = jwt_parts(real)
     h64, p64, _ = real.split(".")
@@ -827,6 +1269,18 @@ def forged(env: Env, kind: str) -> str:
         return jwt_es256({**header, "kid": "no-such-kid"}, claims, new_es256_key())
     if kind == "truncated-signature":
         return f"{h64}.{p64}.{signature[:-8]}"
+    if kind == "appended-garbage":
+        return real + "x"
+    if kind == "two-tokens":
+        return f"{real} {real}"
+    # Header injection (RFC 8725 §3.10): a key named by the token itself is never trusted.
+    attacker = new_es256_key()
+    if kind == "embedded-jwk":
+        return jwt_es256({**header, "jwk": jwk_of(attacker)}, claims, attacker)
+    if kind == "jku":
+        return jwt_es256({**header, "jku": "http://127.0.0.1:1/jwks.json"}, claims, attacker)
+    if kind == "kid-path-traversal":
+        return jwt_es256({**header, "kid": "../../../../dev/null"}, claims, attacker)
     # Correctly signed with Doorman's own key, one claim wrong.
     kid, key = doorman_signing_key(env.d)
     assert kid == header["kid"]
@@ -843,17 +1297,39 @@ def forged(env: Env, kind: str) -> str:
         return jwt_es256(header, {k: v for k, v in fresh.items() if k != "exp"}, key)
     if kind == "expired-claim":
         return jwt_es256(header, {**fresh, "iat": claims["iat"] - 7200, "exp": claims["iat"] - 3600}, key)
+    if kind == "alg-label-es384":
+        return jwt_es256({**header, "alg": "ES384"}, fresh, key)  # RFC 8725 §3.1: the expected alg only
     raise AssertionError(kind)
 
 
-INVALID_TOKENS = ["garbage", "other-key", "alg-none", "alg-none-with-signature", "hs256-with-public-key",
-                  "tampered-payload", "tampered-subject", "unknown-kid", "truncated-signature",
-                  "wrong-aud", "aud-is-the-issuer", "wrong-iss", "typ-jwt", "no-exp", "expired-claim"]
+INVALID_TOKENS = ["garbage", "overlong", "other-key", "alg-none", "alg-none-with-signature", "hs256-with-public-key",
+                  "tampered-payload", "tampered-subject", "unknown-kid", "truncated-signature", "appended-garbage",
+                  "two-tokens", "embedded-jwk", "jku", "kid-path-traversal",
+                  "wrong-aud", "aud-is-the-issuer", "wrong-iss", "typ-jwt", "no-exp", "expired-claim", "alg-label-es384"]
 
 
 @pytest.mark.parametrize("kind", INVALID_TOKENS)
 def test_mcp_refuses_invalid_token(env, kind):
-    assert_bearer_challenge(env, mcp_post(env, forged(env, kind)), "invalid_token")
+    token = forged(env, kind)
+    with unchanged_sync(env):
+        assert_bearer_challenge(env, mcp_post(env, token), "invalid_token")
+
+
+@pytest.mark.parametrize("value", ["Bearer", b"Bearer \xe9\xe9", "Bearer ,", "Bearer \"quoted\""],
+                         ids=["no-token", "non-ascii", "comma", "quoted"])
+def test_mcp_refuses_malformed_bearer_header(env, value):
+    """RFC 6750 §2.1 `Bearer b64token`: anything else is a malformed access token, 401
+    invalid_token (§3.1)."""
+    h = [(k, v) for k, v in modern_headers("tools/list").items()] + [("Authorization", value)]
+    with unchanged_sync(env):
+        r = httpx2.post(env.d.url, headers=h, json=modern_request("tools/list"), timeout=30)
+    assert_bearer_challenge(env, r, "invalid_token")
+
+
+def test_mcp_accepts_the_scheme_in_any_case(env):
+    """The control for the malformed headers: RFC 9110 §11.1, the scheme is case-insensitive."""
+    t = tokens_for(env, "web")["access_token"]
+    assert mcp_post(env, headers={"Authorization": f"bEaReR {t}"}).status_code == 200
 
 
 def test_mcp_accepts_a_token_re_signed_with_doormans_key(env):
@@ -866,11 +1342,28 @@ def test_mcp_accepts_a_token_re_signed_with_doormans_key(env):
     assert_mcp_accepts(env, token)
 
 
+@pytest.mark.parametrize("scope", ["offline_access", "", "mcpx"])
+def test_mcp_refuses_a_token_without_the_mcp_scope(env, scope):
+    """RFC 6750 §3.1 insufficient_scope: 403 with the challenge naming the scope needed (MCP
+    authorization, "Scope Challenge Handling")."""
+    real = tokens_for(env, "web")["access_token"]
+    header, claims, _ = jwt_parts(real)
+    _, key = doorman_signing_key(env.d)
+    token = jwt_es256(header, {**claims, "scope": scope, "jti": secrets.token_urlsafe(16)}, key)
+    with unchanged_sync(env):
+        r = mcp_post(env, token)
+    assert r.status_code == 403, (r.status_code, r.text[:200])
+    challenge = www_authenticate(r.headers.get("www-authenticate", ""))
+    assert challenge[0].lower() == "bearer" and challenge[1].get("error") == "insufficient_scope", challenge
+    assert challenge[1].get("scope") == "mcp", challenge
+
+
 def test_mcp_refuses_expired_token(env):
     t = tokens_for(env, "web")
     assert_mcp_accepts(env, t["access_token"])
     advance_clock(env.d, 3700)  # access_token_lifetime is 1 h
-    assert_bearer_challenge(env, mcp_post(env, t["access_token"]), "invalid_token")
+    with unchanged_sync(env):
+        assert_bearer_challenge(env, mcp_post(env, t["access_token"]), "invalid_token")
     # The sign-in itself lasts: the refresh token still works, and its access token is accepted.
     r = refresh(env, "web", t["refresh_token"])
     assert r.status_code == 200, r.text
@@ -883,7 +1376,8 @@ def test_mcp_refuses_revoked_token(env):
     r = revoke(env, t["access_token"], "web", "access_token")
     assert r.status_code == 200, r.text
     STORED["jti"].add(jwt_parts(t["access_token"])[1]["jti"])
-    assert_bearer_challenge(env, mcp_post(env, t["access_token"]), "invalid_token")
+    with unchanged_sync(env):
+        assert_bearer_challenge(env, mcp_post(env, t["access_token"]), "invalid_token")
 
 
 @pytest.mark.parametrize("also_header", [False, True], ids=["query-only", "query-and-header"])
@@ -891,7 +1385,8 @@ def test_mcp_refuses_token_in_query_string(env, also_header):
     """MCP authorization "Token Requirements": access tokens MUST NOT be in the query string;
     RFC 6750 §3.1 invalid_request is 400."""
     t = tokens_for(env, "web")
-    r = mcp_post(env, t["access_token"] if also_header else None, url=f"{env.d.url}?access_token={t['access_token']}")
+    with unchanged_sync(env):
+        r = mcp_post(env, t["access_token"] if also_header else None, url=f"{env.d.url}?access_token={t['access_token']}")
     assert r.status_code == 400, f"{r.status_code} {r.text[:300]}"
     assert oauth_error_of(r) == "invalid_request", (r.headers.get("www-authenticate"), r.text[:300])
 
@@ -913,20 +1408,104 @@ def oauth_error_of(r: httpx2.Response) -> str | None:
 def test_mcp_refuses_two_authorization_headers(env):
     t = tokens_for(env, "web")
     h = modern_headers("tools/list")
-    r = httpx2.post(env.d.url, headers=[*h.items(), ("Authorization", f"Bearer {t['access_token']}"),
-                                        ("Authorization", f"Bearer {t['access_token']}")],
-                    json=modern_request("tools/list"), timeout=30)
+    with unchanged_sync(env):
+        r = httpx2.post(env.d.url, headers=[*h.items(), ("Authorization", f"Bearer {t['access_token']}"),
+                                            ("Authorization", f"Bearer {t['access_token']}")],
+                        json=modern_request("tools/list"), timeout=30)
     assert r.status_code == 400 and oauth_error_of(r) == "invalid_request", (r.status_code, r.text[:200])
 
 
-@pytest.mark.parametrize("scheme", ["Basic", "Token"])
+@pytest.mark.parametrize("scheme", ["Basic", "Token", "Digest"])
 def test_mcp_refuses_other_schemes(env, scheme):
+    """RFC 6750 §3.1: a request "attempted using an unsupported authentication method" lacks
+    authentication information: 401 with the Bearer challenge and no error code."""
     t = tokens_for(env, "web")
-    credential = base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode() if scheme == "Basic" else t["access_token"]
-    r = mcp_post(env, headers={"Authorization": f"{scheme} {credential}"})
-    assert r.status_code == 401, r.text[:300]
-    bearer = [p for s, p in map(www_authenticate, r.headers.get_list("www-authenticate")) if s.lower() == "bearer"]
-    assert bearer and bearer[0].get("resource_metadata") == f"{env.base}/.well-known/oauth-protected-resource/mcp"
+    credential = {"Basic": base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode(),
+                  "Token": t["access_token"], "Digest": 'username="alice", response="x"'}[scheme]
+    with unchanged_sync(env):
+        r = mcp_post(env, headers={"Authorization": f"{scheme} {credential}"})
+    assert_bearer_challenge(env, r, None)
+
+
+# --- /mcp with a good token: the request itself is hostile -----------------------------------------
+
+def rpc_error(r: httpx2.Response) -> tuple:
+    body = r.json()
+    return body.get("id"), body["error"]["code"]
+
+
+BODY = modern_request("tools/list")
+CALL = modern_request("tools/call", {"name": "py_add", "arguments": {"a": 1, "b": 2}})
+MCP_REFUSED = [
+    # MCP basic/transports (2025-11-25) "Sending Messages": Content-Type JSON, Accept both.
+    ("content-type-text", {"Content-Type": "text/plain"}, json.dumps(BODY), 415, None, -32000),
+    ("no-content-type", {"Content-Type": None}, json.dumps(BODY), 415, None, -32000),
+    ("accept-html", {"Accept": "text/html"}, BODY, 406, None, -32000),
+    # JSON-RPC 2.0 §5.1: parse error -32700 (id null), invalid request -32600.
+    ("invalid-json", {}, '{"jsonrpc": "2.0", "id": 1, "method": ', 400, None, -32700),
+    ("nested-too-deep", {}, "[" * 5000 + "]" * 5000, 400, None, -32700),
+    ("invalid-utf8", {}, b'{"jsonrpc": "2.0", "id": 1, "method": "\xff"}', 400, None, -32700),
+    ("json-null", {}, "null", 400, None, -32600),
+    ("jsonrpc-1.0", {}, {**BODY, "jsonrpc": "1.0"}, 400, 1, -32600),
+    ("no-jsonrpc", {}, {k: v for k, v in BODY.items() if k != "jsonrpc"}, 400, 1, -32600),
+    ("id-float", {}, {**BODY, "id": 1.5}, 400, None, -32600),
+    ("id-bool", {}, {**BODY, "id": True}, 400, None, -32600),
+    ("id-object", {}, {**BODY, "id": {"a": 1}}, 400, None, -32600),
+    ("method-number", {}, {**BODY, "method": 42}, 400, 1, -32600),
+    ("empty-batch", {}, [], 400, None, -32600),
+    ("batch-of-junk", {}, [1, "x", None], 400, None, -32600),
+    ("batch-of-requests", {}, [BODY, BODY], 400, None, -32600),
+    # MCP 2026-07-28 "Server Validation": headers agree with the body, -32020; versions -32022.
+    ("no-mcp-method", {"mcp-method": None}, BODY, 400, 1, -32020),
+    ("mcp-method-other", {"mcp-method": "tools/call"}, BODY, 400, 1, -32020),
+    ("mcp-method-case", {"mcp-method": "TOOLS/LIST"}, BODY, 400, 1, -32020),
+    ("no-protocol-version-header", {"mcp-protocol-version": None}, BODY, 400, 1, -32020),
+    ("protocol-version-garbage", {"mcp-protocol-version": "garbage"}, BODY, 400, 1, -32020),
+    ("mcp-name-other-tool", {"mcp-method": "tools/call", "mcp-name": "py_echo"}, CALL, 400, 1, -32020),
+    ("mcp-name-missing", {"mcp-method": "tools/call"}, CALL, 400, 1, -32020),
+    ("mcp-name-bad-base64", {"mcp-method": "tools/call", "mcp-name": "=?base64?!!!?="}, CALL, 400, 1, -32020),
+    ("unsupported-version", {"mcp-protocol-version": "2099-01-01"}, modern_request("tools/list", version="2099-01-01"),
+     400, 1, -32022),
+    ("version-garbage-both", {"mcp-protocol-version": "v1"}, modern_request("tools/list", version="v1"), 400, 1, -32022),
+    ("meta-missing", {}, {**BODY, "params": {}}, 400, 1, -32602),
+    ("removed-method-ping", {"mcp-method": "ping"}, modern_request("ping"), 404, 1, -32601),
+    ("unknown-method", {"mcp-method": "tools/frobnicate"}, modern_request("tools/frobnicate"), 404, 1, -32601),
+    # MCP basic/transports "Session Management": an unknown session is 404.
+    ("forged-session-id", {"mcp-session-id": "f" * 64, "mcp-protocol-version": "2025-11-25", "mcp-method": None},
+     {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, 404, None, -32001),
+    ("no-session-legacy", {"mcp-protocol-version": "2025-11-25", "mcp-method": None},
+     {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, 400, 1, -32000),
+    ("oversize-body", {}, {**BODY, "params": {**BODY["params"], "pad": "x" * (5 * 1024 * 1024)}}, 413, None, -32600),
+]
+
+
+@pytest.mark.parametrize("headers,body,status,rid,code", [pytest.param(*c[1:], id=c[0]) for c in MCP_REFUSED])
+def test_mcp_refuses_hostile_request_with_a_good_token(env, headers, body, status, rid, code):
+    """With a valid token, so the request is the only fault: the exact HTTP status and JSON-RPC
+    error code, and nothing stored. The control: assert_mcp_accepts (the same tools/list)."""
+    t = good_token(env)
+    h = {**modern_headers("tools/list"), "Authorization": f"Bearer {t}"}
+    for k, v in headers.items():
+        if v is None:
+            h.pop(k, None)
+        else:
+            h[k] = v
+    content = body if isinstance(body, bytes) else (body if isinstance(body, str) else json.dumps(body)).encode()
+    with unchanged(env):
+        r = httpx2.post(env.d.url, headers=h, content=content, timeout=60)
+    assert r.status_code == status, (r.status_code, r.text[:300])
+    assert rpc_error(r) == (rid, code), r.text[:300]
+
+
+_GOOD: dict[str, str] = {}
+
+
+def good_token(e: Env) -> str:
+    """One access token for the hostile-request matrix (it only needs to be valid)."""
+    token = _GOOD.get("token")
+    if token is None or mcp_post(e, token).status_code != 200:
+        token = _GOOD["token"] = tokens_for(e, "web", "bob")["access_token"]
+    return token
 
 
 # --- Stateful sessions belong to the person who opened them --------------------------------------
@@ -940,8 +1519,8 @@ def alice_session(env):
     return sid, alice, bob
 
 
-def list_tools_in(e: Env, sid: str, token: str | None) -> httpx2.Response:
-    h = session_headers(sid)
+def list_tools_in(e: Env, sid: str, token: str | None, version: str = "2025-11-25") -> httpx2.Response:
+    h = session_headers(sid, version)
     if token:
         h["Authorization"] = f"Bearer {token}"
     return httpx2.post(e.d.url, headers=h, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, timeout=30)
@@ -953,20 +1532,57 @@ def test_session_with_its_owner(env, alice_session):
 
 
 def test_session_of_another_person_is_404(env, alice_session):
+    """README "On /mcp": another person's MCP-Session-Id is a session that does not exist."""
     sid, _, bob = alice_session
     assert_mcp_accepts(env, bob)          # bob's token is good, only the session is not his
-    assert list_tools_in(env, sid, bob).status_code == 404
+    with unchanged(env):
+        r = list_tools_in(env, sid, bob)
+    assert r.status_code == 404 and rpc_error(r) == (None, -32001), (r.status_code, r.text[:200])
+
+
+def test_session_stream_of_another_person_is_404(env, alice_session):
+    sid, _, bob = alice_session
+    with unchanged(env):
+        r = httpx2.get(env.d.url, headers={**session_headers(sid), "Accept": "text/event-stream",
+                                           "Authorization": f"Bearer {bob}"}, timeout=30)
+    assert r.status_code == 404 and rpc_error(r) == (None, -32001), (r.status_code, r.text[:200])
 
 
 def test_session_without_token_is_401(env, alice_session):
     sid, _, _ = alice_session
-    assert_bearer_challenge(env, list_tools_in(env, sid, None), None)
+    with unchanged(env):
+        assert_bearer_challenge(env, list_tools_in(env, sid, None), None)
+
+
+@pytest.mark.parametrize("case,status,rid,code", [
+    ("other-version", 400, 2, -32000),      # MCP basic/transports "Protocol Version Header"
+    ("unknown-version", 400, 2, -32022),
+    ("initialize-again", 400, 5, -32600),   # basic/lifecycle: initialize once per session
+    ("batch", 400, None, -32600),           # batches were removed after 2025-03-26
+])
+def test_session_refuses_hostile_request_of_its_owner(env, alice_session, case, status, rid, code):
+    sid, alice, _ = alice_session
+    h = {**session_headers(sid), "Authorization": f"Bearer {alice}"}
+    body = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    if case == "other-version":
+        h["mcp-protocol-version"] = "2025-06-18"
+    elif case == "unknown-version":
+        h["mcp-protocol-version"] = "1999-01-01"
+    elif case == "initialize-again":
+        body = {"jsonrpc": "2.0", "id": 5, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+    else:
+        body = [body, body]
+    with unchanged(env):
+        r = httpx2.post(env.d.url, headers=h, json=body, timeout=30)
+    assert r.status_code == status and rpc_error(r) == (rid, code), (r.status_code, r.text[:200])
+    assert list_tools_in(env, sid, alice).status_code == 200      # the session is untouched
 
 
 def test_another_person_cannot_end_a_session(env, alice_session):
     sid, alice, bob = alice_session
-    r = httpx2.delete(env.d.url, headers={**session_headers(sid), "Authorization": f"Bearer {bob}"}, timeout=30)
-    assert r.status_code == 404
+    with unchanged(env):
+        r = httpx2.delete(env.d.url, headers={**session_headers(sid), "Authorization": f"Bearer {bob}"}, timeout=30)
+    assert r.status_code == 404 and rpc_error(r) == (None, -32001), (r.status_code, r.text[:200])
     assert list_tools_in(env, sid, alice).status_code == 200
 
 
@@ -995,8 +1611,9 @@ def credentials(user: str = "alice") -> dict:
     return {"username": user, "password": PASSWORDS[user]}
 
 
-def assert_refused_sign_in(b: Browser, r: httpx2.Response) -> None:
-    assert r.status_code == 400, f"{r.status_code} {r.headers.get('location')}"
+def assert_refused_sign_in(b: Browser, r: httpx2.Response, reason: str) -> None:
+    """400 page naming `reason`, and no sign-in cookie."""
+    assert_error_page(r, reason)
     assert not any(n.endswith("doorman_session") for n in set_cookies(r)), r.headers.get_list("set-cookie")
     assert not any(c.name.endswith("doorman_session") for c in b.http.cookies.jar)
 
@@ -1014,8 +1631,9 @@ def test_sign_in_without_csrf(env):
         form = sign_in_form(r)
         assert "csrf" in form.fields and "request" in form.fields
         data = {k: v for k, v in {**form.fields, **credentials()}.items() if k != "csrf"}
-        refused = b.http.post(urljoin(url, form.action or url), data=data)
-        assert_refused_sign_in(b, refused)
+        with unchanged(env):
+            refused = b.http.post(urljoin(url, form.action or url), data=data)
+        assert_refused_sign_in(b, refused, "Form expired")
         assert_sign_in_proceeds(env, b.submit(url, form, credentials()))   # control
         harvest(b)
     finally:
@@ -1027,7 +1645,9 @@ def test_sign_in_with_csrf_not_matching_the_cookie(env):
     try:
         url, r = open_sign_in(env, b)
         form = sign_in_form(r)
-        assert_refused_sign_in(b, b.submit(url, form, {**credentials(), "csrf": secrets.token_urlsafe(32)}))
+        with unchanged(env):
+            refused = b.submit(url, form, {**credentials(), "csrf": secrets.token_urlsafe(32)})
+        assert_refused_sign_in(b, refused, "Form expired")
         assert_sign_in_proceeds(env, b.submit(url, form, credentials()))   # control
         harvest(b)
     finally:
@@ -1040,7 +1660,9 @@ def test_sign_in_without_the_csrf_cookie(env):
         url, r = open_sign_in(env, b)
         form = sign_in_form(r)
         b.http.cookies.clear()
-        assert_refused_sign_in(b, b.submit(url, form, credentials()))
+        with unchanged(env):
+            refused = b.submit(url, form, credentials())
+        assert_refused_sign_in(b, refused, "Form expired")
     finally:
         b.close()
 
@@ -1056,7 +1678,9 @@ def test_sign_in_on_a_request_bound_to_another_browser(env):
         assert victim_form.fields["request"] != attacker_form.fields["request"]
         data = {**attacker_form.fields, **credentials(), "request": victim_form.fields["request"]}
         target = urljoin(victim_url, victim_form.action or victim_url)
-        assert_refused_sign_in(attacker, attacker.http.post(target, data=data))
+        with unchanged(env):
+            refused = attacker.http.post(target, data=data)
+        assert_refused_sign_in(attacker, refused, "Wrong browser")
     finally:
         victim.close()
         attacker.close()
@@ -1087,9 +1711,8 @@ def consent_form(r: httpx2.Response):
     return next(f for f in forms_of(r.text) if "request" in f.fields and "csrf" in f.fields)
 
 
-def assert_consent_refused(e: Env, r: httpx2.Response) -> None:
-    assert r.status_code == 400, f"{r.status_code} {r.headers.get('location')}"
-    assert "location" not in r.headers
+def assert_consent_refused(e: Env, r: httpx2.Response, reason: str) -> None:
+    assert_error_page(r, reason)
 
 
 @pytest.mark.parametrize("swap", ["client_id", "request"])
@@ -1103,8 +1726,9 @@ def test_consent_posted_for_another_client(env, swap):
         a_form, b_form = consent_form(a_page), consent_form(b_page)
         assert a_form.fields["client_id"] == "consent-a" and b_form.fields["client_id"] == "consent-b"
         swapped = {"client_id": "consent-b"} if swap == "client_id" else {"request": b_form.fields["request"]}
-        r = b.submit(a_url, a_form, {"decision": "allow", **swapped})
-        assert_consent_refused(env, r)
+        with unchanged(env):
+            r = b.submit(a_url, a_form, {"decision": "allow", **swapped})
+        assert_consent_refused(env, r, "Consent does not match")
         # Nothing was approved: both clients still ask.
         again = b.get(b_url)
         assert again.status_code == 200 and consent_form(again).fields["client_id"] == "consent-b"
@@ -1120,16 +1744,14 @@ def test_consent_without_signing_in(env):
         request_id = sign_in_form(r).fields["request"]
         csrf = next(c.value for c in b.http.cookies.jar if c.name.endswith("doorman_csrf"))
         consent_url = f"{env.base}/consent?request={request_id}"
-        page = b.get(consent_url)
-        assert page.status_code == 400 or (
-            page.status_code in (302, 303) and urlparse(urljoin(consent_url, page.headers["location"])).path == "/sign-in"
-        ), (page.status_code, page.headers.get("location"))
-        post = b.http.post(consent_url, data={"request": request_id, "csrf": csrf, "client_id": "web", "decision": "allow"})
-        loc = post.headers.get("location", "")
-        assert not loc.startswith(PUBLIC["web"]), loc
-        assert post.status_code == 400 or (
-            post.status_code in (302, 303) and urlparse(urljoin(consent_url, loc)).path == "/sign-in"
-        ), (post.status_code, loc)
+        with unchanged(env):
+            page = b.get(consent_url)
+            post = b.http.post(consent_url, data={"request": request_id, "csrf": csrf, "client_id": "web",
+                                                  "decision": "allow"})
+        # Not signed in: back to the sign-in page of the same request, nothing approved.
+        for r in (page, post):
+            assert r.status_code == 303, (r.status_code, r.headers.get("location"))
+            assert r.headers["location"] == f"/sign-in?request={request_id}", r.headers["location"]
     finally:
         b.close()
 
@@ -1162,9 +1784,9 @@ def test_consent_form_cannot_be_replayed(env):
         first = b.submit(url, form, {"decision": "allow"})
         assert first.status_code in (302, 303) and first.headers["location"].startswith(PUBLIC["consent-replay"])
         SEEN["code"].update(query_of(first.headers["location"]).get("code", []))
-        again = b.submit(url, form, {"decision": "allow"})
-        assert again.status_code == 400, (again.status_code, again.headers.get("location"))
-        assert "location" not in again.headers
+        with unchanged(env):
+            again = b.submit(url, form, {"decision": "allow"})
+        assert_error_page(again, "expired")
     finally:
         b.close()
 
@@ -1176,7 +1798,9 @@ def test_authorization_request_expires(env):
         url, r = open_sign_in(env, b)
         form = sign_in_form(r)
         advance_clock(env.d, 11 * 60)
-        assert_refused_sign_in(b, b.submit(url, form, credentials()))
+        with unchanged(env):
+            refused = b.submit(url, form, credentials())
+        assert_refused_sign_in(b, refused, "expired")
     finally:
         b.close()
 
@@ -1187,8 +1811,11 @@ def failed_sign_in(e: Env, b: Browser, username: str, password: str, status: int
     url, r = open_sign_in(e, b)
     if password != PASSWORDS.get(username):
         SEEN["password"].add(password)    # a mistyped password is as secret as the right one
-    r = b.submit(url, sign_in_form(r), {"username": username, "password": password})
+    with unchanged(e, COUNTS_FAILURE):
+        r = b.submit(url, sign_in_form(r), {"username": username, "password": password})
     assert r.status_code == status, (r.status_code, r.headers.get("location"), page_text(r)[:300])
+    assert r.headers.get("content-type", "").startswith("text/html") and "location" not in r.headers
+    assert ("is incorrect" if status == 401 else "Too many") in page_text(r), page_text(r)[:300]
     assert not any(c.name.endswith("doorman_session") for c in b.http.cookies.jar)
     assert not any(n.endswith("doorman_session") for n in set_cookies(r))
     return page_text(r).replace(username, "NAME")
@@ -1261,8 +1888,10 @@ def test_prompt_none_answers_instead_of_showing_a_page(env, case, error):
         client = "web" if case == "not-signed-in" else "consent-a"
         _, challenge = pkce()
         state = secrets.token_urlsafe(8)
-        r = b.get(authorize_url(env, client, PUBLIC[client], challenge, state, prompt="none"))
+        with unchanged(env):
+            r = b.get(authorize_url(env, client, PUBLIC[client], challenge, state, prompt="none"))
         assert_error_redirect(env, r, PUBLIC[client], error, state)
+
     finally:
         if case == "not-signed-in":
             b.close()
@@ -1299,6 +1928,82 @@ def test_consent_page_escapes_the_client_name_and_shows_the_redirect_host(env):
         assert "<script>" not in page.text and "<img src=x" not in page.text
         assert name in page_text(page)
         assert "xss-host.example" in page_text(page)
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("username", ["n" * 10000, "ghost\x00", "' OR '1'='1' --", "", "gh\u202eost", "%00ghost"],
+                         ids=["overlong", "nul-byte", "sql-ish", "empty", "rtl-override", "percent-literal"])
+def test_sign_in_with_a_hostile_username(env, username):
+    """Whatever the name, a wrong password is the one 401 message (README "Pages and their
+    answers"), the attempt is counted and audited, and nobody is signed in. The control:
+    test_sign_in_after_four_failures_proceeds (the right name and password)."""
+    b = Browser(env.d)
+    try:
+        failed_sign_in(env, b, username, typo("x"), 401)
+    finally:
+        b.close()
+
+
+PAGE_REFUSED = [
+    # (id, method, path, form fields, status, reason on the page)
+    ("sign-in-without-request", "GET", "/sign-in", None, 400, "Nothing to sign in to"),
+    ("sign-in-forged-request", "GET", "/sign-in?request=FORGED", None, 400, "This sign-in has expired"),
+    ("sign-in-overlong-request", "GET", "/sign-in?request=" + "r" * 5000, None, 400, "This sign-in has expired"),
+    ("consent-without-request", "GET", "/consent", None, 400, "Nothing to sign in to"),
+    ("consent-forged-request", "GET", "/consent?request=FORGED", None, 400, "This sign-in has expired"),
+    ("post-sign-in-forged-request", "POST", "/sign-in", {"request": "FORGED", "username": "alice", "password": "PASSWORD"},
+     400, "This sign-in has expired"),
+    ("post-sign-in-without-request", "POST", "/sign-in", {"username": "alice", "password": "PASSWORD"},
+     400, "Nothing to sign in to"),
+    ("post-consent-forged-request", "POST", "/consent", {"request": "FORGED", "client_id": "web", "decision": "allow"},
+     400, "This sign-in has expired"),
+    ("setup-forged-link", "GET", "/setup?token=FORGED", None, 404, "This setup link is not valid"),
+    ("post-setup-forged-link", "POST", "/setup", {"token": "FORGED", "username": "mallory", "password": "mallory-password-1"},
+     404, "This setup link is not valid"),
+    ("post-setup-without-csrf", "POST", "/setup", {"token": "FORGED", "username": "mallory", "password": "mallory-password-1",
+                                                   "csrf": None}, 400, "Form expired"),
+]
+
+
+@pytest.mark.parametrize("method,path,fields,status,reason", [pytest.param(*c[1:], id=c[0]) for c in PAGE_REFUSED])
+def test_page_with_a_forged_or_missing_request(env, method, path, fields, status, reason):
+    """Doorman's pages with a request id, a setup link or a form they did not issue: the page
+    says why, nothing is signed in or created. POSTs carry a valid CSRF pair, so the forged part is
+    the only fault (except the case without it)."""
+    b = Browser(env.d)
+    try:
+        _, page = open_sign_in(env, b)              # a valid CSRF cookie and form value
+        csrf = sign_in_form(page).fields["csrf"]
+        url = env.base + path.replace("FORGED", secrets.token_urlsafe(24))
+        with unchanged(env):
+            if method == "GET":
+                r = b.get(url)
+            else:
+                data = {"csrf": csrf, **{k: (PASSWORDS["alice"] if v == "PASSWORD" else
+                                           secrets.token_urlsafe(24) if v == "FORGED" else v)
+                                        for k, v in fields.items()}}
+                r = b.http.post(url, data={k: v for k, v in data.items() if v is not None})
+        assert_error_page(r, reason, status=status)
+        assert not any(n.endswith("doorman_session") for n in set_cookies(r))
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("decision", ["maybe", "", "ALLOW"])
+def test_consent_with_an_invalid_decision(env, decision):
+    """The consent answer is allow or deny: anything else is a 400 page, and the request stays
+    answerable (the control: it is then answered, with deny: the "deny" client is never approved)."""
+    b = Browser(env.d)
+    try:
+        url, page = reach_consent(env, b, "deny")
+        form = consent_form(page)
+        with unchanged(env):
+            r = b.submit(url, form, {"decision": decision})
+        assert_error_page(r, "Invalid answer")
+        denied = b.submit(url, form, {"decision": "deny"})
+        assert denied.status_code == 303 and "error=access_denied" in denied.headers["location"], denied.headers
+        harvest(b)
     finally:
         b.close()
 
@@ -1352,57 +2057,116 @@ def test_cookies_are_httponly_and_samesite_lax(env):
 _SOURCES = itertools.count(20)
 
 
-def register_from_fresh_address(e: Env, body, *, raw: bytes | None = None) -> httpx2.Response:
+def register_from_fresh_address(e: Env, body, *, raw: bytes | None = None,
+                                content_type: str | None = "application/json") -> httpx2.Response:
     """POST /oauth/register from a loopback address no other test uses (127.0.0.N), so each test
     has its own registrations_per_hour budget."""
     transport = httpx2.HTTPTransport(local_address=f"127.0.0.{next(_SOURCES)}")
-    with httpx2.Client(transport=transport, timeout=30) as c:
+    with httpx2.Client(transport=transport, timeout=60) as c:
         if raw is not None:
-            r = c.post(f"{e.base}/oauth/register", content=raw, headers={"Content-Type": "application/json"})
+            r = c.post(f"{e.base}/oauth/register", content=raw,
+                       headers={"Content-Type": content_type} if content_type else {})
         else:
             r = c.post(f"{e.base}/oauth/register", json=body)
     record_registration(r)
     return r
 
 
+def assert_registration_refused(e: Env, body, error: str, *, raw: bytes | None = None,
+                                content_type: str | None = "application/json", status: int = 400) -> None:
+    """RFC 7591 §3.2.2: 400 with the JSON error, no-store, no client made. Only a JSON object
+    reaches the registration budget (TAKES_QUOTA); bodies refused before it change nothing."""
+    takes_quota = raw is None and isinstance(body, dict)
+    with unchanged_sync(e, TAKES_QUOTA if takes_quota else {}):
+        r = register_from_fresh_address(e, body, raw=raw, content_type=content_type)
+    assert r.status_code == status, (r.status_code, r.text[:300])
+    assert r.headers.get("content-type", "").startswith("application/json"), (r.headers, r.text[:200])
+    assert r.json()["error"] == error, r.text[:300]
+    assert "no-store" in r.headers.get("cache-control", ""), r.headers
+
+
+GOOD_REGISTRATION = {"client_name": "x", "redirect_uris": ["https://a.example/cb"]}
+
+
 @pytest.mark.parametrize("uri", [
     "not a uri",
     "https://app.example/cb#fragment",
+    "https://app.example/cb#",
     "http://app.example/cb",
+    "http://localhost.evil.example/cb",
+    "http://127.0.0.1.nip.io/cb",
     "javascript:alert(1)",
+    "JavaScript:alert(1)",
+    "data:text/html,<script>alert(1)</script>",
+    "file:///etc/passwd",
+    "vbscript:msgbox(1)",
     "/relative/cb",
-], ids=["not-a-uri", "fragment", "http-not-loopback", "javascript", "relative"])
+    "",
+    "https://*.example/cb",
+], ids=["not-a-uri", "fragment", "empty-fragment", "http-not-loopback", "localhost-prefix-host", "loopback-prefix-host",
+        "javascript", "javascript-case", "data", "file", "vbscript", "relative", "empty", "wildcard-host"])
 def test_registration_invalid_redirect_uri(env, uri):
-    r = register_from_fresh_address(env, {"client_name": "bad", "redirect_uris": [uri]})
-    assert r.status_code == 400, r.text
-    assert r.json()["error"] == "invalid_redirect_uri"
+    """RFC 7591 §2 / §3.2.2, RFC 8252 §7-8, OAuth 2.1 §2.3.1, RFC 9700 §2.1 (complete redirect URIs,
+    no patterns). The control: test_registration_response_public."""
+    assert_registration_refused(env, {"client_name": "bad", "redirect_uris": [uri]}, "invalid_redirect_uri")
 
 
 @pytest.mark.parametrize("body,error", [
     ({"client_name": "x", "redirect_uris": []}, "invalid_redirect_uri"),
     ({"client_name": "x"}, "invalid_redirect_uri"),
-    ({"client_name": "x", "redirect_uris": ["https://a.example/cb"], "grant_types": ["client_credentials"]},
-     "invalid_client_metadata"),
-    ({"client_name": "x", "redirect_uris": ["https://a.example/cb"], "grant_types": ["implicit"]},
-     "invalid_client_metadata"),
-    ({"client_name": "x", "redirect_uris": ["https://a.example/cb"], "response_types": ["token"]},
-     "invalid_client_metadata"),
-    ({"client_name": "x", "redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "client_secret_jwt"},
-     "invalid_client_metadata"),
+    ({"client_name": "x", "redirect_uris": None}, "invalid_redirect_uri"),
+    ({"client_name": "x", "redirect_uris": "https://a.example/cb"}, "invalid_redirect_uri"),
+    ({"client_name": "x", "redirect_uris": [42]}, "invalid_redirect_uri"),
+    ({"client_name": "x", "redirect_uris": ["https://a.example/cb", "javascript:alert(1)"]}, "invalid_redirect_uri"),
+    ({**GOOD_REGISTRATION, "grant_types": ["client_credentials"]}, "invalid_client_metadata"),
+    ({**GOOD_REGISTRATION, "grant_types": ["implicit"]}, "invalid_client_metadata"),
+    ({**GOOD_REGISTRATION, "grant_types": ["password"]}, "invalid_client_metadata"),
+    ({**GOOD_REGISTRATION, "grant_types": ["urn:ietf:params:oauth:grant-type:device_code"]}, "invalid_client_metadata"),
+    ({**GOOD_REGISTRATION, "grant_types": "authorization_code"}, "invalid_client_metadata"),
+    ({**GOOD_REGISTRATION, "grant_types": [1]}, "invalid_client_metadata"),
+    ({**GOOD_REGISTRATION, "response_types": ["token"]}, "invalid_client_metadata"),
+    ({**GOOD_REGISTRATION, "response_types": ["code", "token"]}, "invalid_client_metadata"),
+    ({**GOOD_REGISTRATION, "response_types": "code"}, "invalid_client_metadata"),
+    ({**GOOD_REGISTRATION, "token_endpoint_auth_method": "client_secret_jwt"}, "invalid_client_metadata"),
+    ({**GOOD_REGISTRATION, "token_endpoint_auth_method": "private_key_jwt"}, "invalid_client_metadata"),
+    ({**GOOD_REGISTRATION, "token_endpoint_auth_method": "tls_client_auth"}, "invalid_client_metadata"),
+    ({**GOOD_REGISTRATION, "token_endpoint_auth_method": "NONE"}, "invalid_client_metadata"),
+    ({**GOOD_REGISTRATION, "token_endpoint_auth_method": 42}, "invalid_client_metadata"),
+    ({**GOOD_REGISTRATION, "client_name": 42}, "invalid_client_metadata"),
     (["https://a.example/cb"], "invalid_client_metadata"),
-], ids=["empty-redirect-list", "no-redirect-uris", "client-credentials", "implicit", "response-type-token",
-        "client-secret-jwt", "json-array"])
+    ("client", "invalid_client_metadata"),
+    (None, "invalid_client_metadata"),
+    (42, "invalid_client_metadata"),
+], ids=["empty-redirect-list", "no-redirect-uris", "redirect-uris-null", "redirect-uris-string", "redirect-uri-number",
+        "one-bad-redirect-uri", "client-credentials", "implicit", "password", "device-code", "grant-types-string",
+        "grant-type-number", "response-type-token", "response-types-mixed", "response-types-string",
+        "client-secret-jwt", "private-key-jwt", "tls-client-auth", "auth-method-case", "auth-method-number",
+        "client-name-number", "json-array", "json-string", "json-null", "json-number"])
 def test_registration_invalid_metadata(env, body, error):
-    """RFC 7591 §3.2.2."""
-    r = register_from_fresh_address(env, body)
-    assert r.status_code == 400, r.text
-    assert r.json()["error"] == error
+    """RFC 7591 §3.2.2: invalid_redirect_uri for redirect URIs, invalid_client_metadata for any
+    other field (a value of the wrong type included: §2 defines each field's type)."""
+    assert_registration_refused(env, body, error)
 
 
-def test_registration_non_json_body(env):
-    r = register_from_fresh_address(env, None, raw=b"client_name=x&redirect_uris=https://a.example/cb")
-    assert r.status_code == 400, r.text
-    assert r.json()["error"] == "invalid_client_metadata"
+@pytest.mark.parametrize("raw,content_type", [
+    (b"client_name=x&redirect_uris=https://a.example/cb", "application/json"),
+    (b"client_name=x&redirect_uris=https://a.example/cb", "application/x-www-form-urlencoded"),
+    (json.dumps(GOOD_REGISTRATION).encode(), "text/plain"),
+    (json.dumps(GOOD_REGISTRATION).encode(), None),
+    (b'{"client_name": "x", "redirect_uris": [', "application/json"),
+    (b"", "application/json"),
+    (b'{"client_name": "\xff", "redirect_uris": ["https://a.example/cb"]}', "application/json"),
+    (b"[" * 5000 + b"]" * 5000, "application/json"),
+    (json.dumps({**GOOD_REGISTRATION, "x_padding": "p" * 17000}).encode(), "application/json"),
+    (json.dumps({"client_name": "x", "redirect_uris": [f"https://a{i}.example/cb" for i in range(1000)]}).encode(),
+     "application/json"),
+    (json.dumps({**GOOD_REGISTRATION, "x_padding": "p" * (3 * 1024 * 1024)}).encode(), "application/json"),
+], ids=["form-as-json", "form", "json-as-text-plain", "no-content-type", "truncated-json", "empty", "invalid-utf8",
+        "nested-too-deep", "over-16KiB", "huge-redirect-list", "3MiB"])
+def test_registration_body_that_is_not_client_metadata(env, raw, content_type):
+    """RFC 7591 §3.1: a JSON object in an application/json body; §3.2.2 invalid_client_metadata
+    otherwise (larger than the 16 KiB Doorman accepts included, whatever the size)."""
+    assert_registration_refused(env, None, "invalid_client_metadata", raw=raw, content_type=content_type)
 
 
 def test_registration_response_public(env):
@@ -1445,11 +2209,13 @@ def test_registration_rate_limit(env):
     statuses = []
     with httpx2.Client(transport=transport, timeout=30) as c:
         for i in range(4):
-            r = c.post(f"{env.base}/oauth/register",
-                       json={"client_name": f"burst-{i}", "redirect_uris": [f"https://burst{i}.example/cb"]})
+            with unchanged_sync(env, TAKES_QUOTA) if i == 3 else contextlib.nullcontext():
+                r = c.post(f"{env.base}/oauth/register",
+                           json={"client_name": f"burst-{i}", "redirect_uris": [f"https://burst{i}.example/cb"]})
             statuses.append(r.status_code)
             record_registration(r)
     assert statuses == [201, 201, 201, 429], statuses
+    assert r.json()["error"] == "invalid_request" and r.headers.get("retry-after"), (r.headers, r.text)
     other = register_from_fresh_address(env, {"client_name": "calm", "redirect_uris": ["https://calm.example/cb"]})
     assert other.status_code == 201, other.text
 
@@ -1462,9 +2228,16 @@ def test_registration_management_needs_the_clients_own_token(env):
     b = register_from_fresh_address(env, {"client_name": "mgmt-b", "redirect_uris": ["https://mgmt-b.example/cb"],
                                           "token_endpoint_auth_method": "none"}).json()
     uri = a["registration_client_uri"]
-    assert get(uri).status_code == 401
-    assert get(uri, headers={"Authorization": f"Bearer {b['registration_access_token']}"}).status_code == 401
-    assert httpx2.delete(uri, headers={"Authorization": f"Bearer {b['registration_access_token']}"}, timeout=30).status_code == 401
+    others = {"Authorization": f"Bearer {b['registration_access_token']}"}
+    with unchanged_sync(env):
+        anonymous = get(uri)
+        refused = [get(uri, headers=others), httpx2.delete(uri, headers=others, timeout=30),
+                   httpx2.delete(uri, headers={"Authorization": "Bearer " + secrets.token_urlsafe(32)}, timeout=30),
+                   get(uri.rsplit("/", 1)[0] + "/no-such-client", headers=others)]
+    for r in refused:    # RFC 7592 §2.1-2.3 / RFC 6750 §3.1: 401 invalid_token
+        assert r.status_code == 401 and r.json()["error"] == "invalid_token", (r.status_code, r.text[:200])
+        assert www_authenticate(r.headers.get("www-authenticate", ""))[1].get("error") == "invalid_token", r.headers
+
     own = {"Authorization": f"Bearer {a['registration_access_token']}"}
     read = get(uri, headers=own)
     assert read.status_code == 200 and read.json()["client_id"] == a["client_id"]
@@ -1481,6 +2254,12 @@ def test_registration_management_needs_the_clients_own_token(env):
     assert_error_page(get(authorize_url(env, a["client_id"], "https://mgmt-a.example/cb", pkce()[1], "x")), "unknown client")
     # The process that revokes refuses the token at once, not after its next poll.
     assert immediate == 401, f"still accepted after DELETE {uri} (refused after {took:.1f} s)"
+    # No credentials at all (RFC 7592 §2.1 → RFC 6750 §3.1): 401 with a Bearer challenge that
+    # carries no error code.
+    assert anonymous.status_code == 401, anonymous.status_code
+    scheme, params = www_authenticate(anonymous.headers.get("www-authenticate", ""))
+    assert scheme.lower() == "bearer" and "error" not in params, anonymous.headers
+
 
 
 def setup_link_of(d) -> str:
@@ -1552,6 +2331,54 @@ def test_setup_link_is_single_use_under_concurrency(py_upstream):
     for _ in range(3):
         admins, statuses = setup_race(py_upstream, 6)
         assert len(admins) == 1, (admins, statuses)
+
+
+@pytest.fixture(scope="module")
+def first_run(py_upstream):
+    """A Doorman with no accounts yet and its first-run link; every case refuses, so it stays empty."""
+    d = accounts_doorman("doorman-first-run", [{"name": "py", "url": py_upstream.url}], server=QUIET_STORE)
+    try:
+        yield d, setup_link_of(d)
+    finally:
+        d.stop()
+
+
+SETUP_REFUSED = [
+    ("forged-link", {"token": "FORGED"}, 404, "This setup link is not valid"),
+    ("no-link", {"token": None}, 404, "This setup link is not valid"),
+    ("no-csrf", {"csrf": None}, 400, "Form expired"),
+    ("wrong-csrf", {"csrf": "FORGED"}, 400, "Form expired"),
+    ("short-password", {"password": "short"}, 400, "too short"),
+    ("invalid-username", {"username": "bad name!"}, 400, "invalid username"),
+    ("nul-in-username", {"username": "admin\x00"}, 400, "invalid username"),
+    ("overlong-username", {"username": "a" * 65}, 400, "invalid username"),
+    ("markup-username", {"username": "<script>alert(1)</script>"}, 400, "invalid username"),
+    ("invalid-email", {"email": "not-an-email"}, 400, "invalid email"),
+]
+
+
+@pytest.mark.parametrize("over,status,reason", [pytest.param(*c[1:], id=c[0]) for c in SETUP_REFUSED])
+def test_setup_form_refused(first_run, over, status, reason):
+    """The first-run form with a forged link, without its CSRF pair, or with a value the account
+    rules refuse: the page says why, no administrator is made, and the link is given back
+    (setup.rs: "a typo does not burn the link"). The controls: the concurrent setup test makes
+    an administrator through the same form; the link still opens afterwards."""
+    d, link = first_run
+    with httpx2.Client(timeout=30) as c:
+        page = c.get(link)
+        assert page.status_code == 200, page.text[:200]
+        form = next(f for f in forms_of(page.text) if "password" in f.fields)
+        data = {**form.fields, "username": "admin", "email": "", "password": "admin-" + secrets.token_urlsafe(12)}
+        for k, v in over.items():
+            if v is None:
+                data.pop(k, None)
+            else:
+                data[k] = secrets.token_urlsafe(24) if v == "FORGED" else v
+        with store_unchanged(d, settle=0.0):         # /setup records no audit event
+            r = c.post(f"{d.base}/setup", data=data)
+        assert_error_page(r, reason, status=status)
+        assert c.get(link).status_code == 200          # the link is not spent
+    assert users_json(d) == []
 
 
 def test_disabling_a_person_ends_their_sign_ins(py_upstream):
@@ -1633,18 +2460,24 @@ def test_cimd_valid_document_works(env, padding):
 
 def test_cimd_client_id_differs_from_url(env):
     url = put_cimd(env, "mismatch", client_id=env.docs.url("/someone-else.json"))
-    assert_error_page(cimd_authorize(env, url), "unknown client", "client_id does not match")
+    with unchanged_sync(env):
+        r = cimd_authorize(env, url)
+    assert_error_page(r, "unknown client", "client_id does not match")
     assert "/mismatch.json" in env.docs.hits     # it was fetched, and refused for what it says
 
 
 def test_cimd_oversized_document(env):
     url = put_cimd(env, "big", x_padding="p" * 6 * 1024)
-    assert_error_page(cimd_authorize(env, url), "unknown client", "larger than")
+    with unchanged_sync(env):
+        r = cimd_authorize(env, url)
+    assert_error_page(r, "unknown client", "larger than")
 
 
 def test_cimd_redirect_uri_not_in_document(env):
     url = put_cimd(env, "listed")
-    assert_error_page(cimd_authorize(env, url, "https://evil.example/cb"), "redirect_uri")
+    with unchanged_sync(env):
+        r = cimd_authorize(env, url, "https://evil.example/cb")
+    assert_error_page(r, "redirect_uri")
 
 
 @pytest.mark.parametrize("client_id", [
@@ -1663,7 +2496,9 @@ def test_cimd_refused_addresses(env, client_id):
     """Refused by the SSRF guard ("… resolves to a private/link-local/… address"); a plain-http
     URL off loopback is not a metadata document URL at all, even in development mode."""
     reason = "resolves to" if client_id.startswith("https://") else "unknown client_id"
-    assert_error_page(cimd_authorize(env, client_id), "unknown client", reason)
+    with unchanged_sync(env):
+        r = cimd_authorize(env, client_id)
+    assert_error_page(r, "unknown client", reason)
 
 
 def canary_urls() -> list[str]:
@@ -1690,7 +2525,9 @@ def test_cimd_private_address_of_this_machine_is_never_connected(env, template):
     addresses is refused before any connection (a missing guard would connect, then fail)."""
     before = len(env.canary.connections)
     reason = "resolves to" if template.startswith("https://") else "unknown client_id"
-    assert_error_page(cimd_authorize(env, template.format(port=env.canary.port)), "unknown client", reason)
+    with unchanged_sync(env):
+        r = cimd_authorize(env, template.format(port=env.canary.port))
+    assert_error_page(r, "unknown client", reason)
     time.sleep(0.2)
     assert env.canary.connections[before:] == [], env.canary.connections
 
@@ -1701,7 +2538,9 @@ def test_cimd_redirect_to_a_private_address_is_not_followed(env):
     target = f"http://{f'[{a}]' if ':' in a else a}:{env.canary.port}/client.json"
     env.docs.docs["/hop.json"] = (302, {"Location": target}, b"")
     before = len(env.canary.connections)
-    assert_error_page(cimd_authorize(env, env.docs.url("/hop.json")), "unknown client", "redirect")
+    with unchanged_sync(env):
+        r = cimd_authorize(env, env.docs.url("/hop.json"))
+    assert_error_page(r, "unknown client", "redirect")
     time.sleep(0.2)
     assert env.canary.connections[before:] == [], env.canary.connections
 

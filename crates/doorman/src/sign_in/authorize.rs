@@ -76,14 +76,25 @@ pub async fn authorize(
 ) -> Response {
     // RFC 6749 §3.1: request parameters must not be repeated.
     let mut q: HashMap<&str, &str> = HashMap::new();
-    let mut repeated = None;
+    let mut repeated: Vec<&str> = Vec::new();
     for (k, v) in &pairs {
         if q.insert(k.as_str(), v.as_str()).is_some() {
-            repeated = Some(k.clone());
+            repeated.push(k.as_str());
         }
     }
     // RFC 6749 §4.1.2.1: problems with the client or the redirect URI are shown here, never
-    // sent to an unverified redirect URI.
+    // sent to an unverified redirect URI. A repeated client_id or redirect_uri is such a
+    // problem whichever value comes last: the sender chose the order.
+    if let Some(k) = repeated
+        .iter()
+        .find(|k| matches!(**k, "client_id" | "redirect_uri"))
+    {
+        return pages::message(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            &format!("The {k} parameter is repeated."),
+        );
+    }
     let Some(client_id) = q.get("client_id").copied() else {
         return pages::message(
             StatusCode::BAD_REQUEST,
@@ -145,8 +156,21 @@ pub async fn authorize(
             refused_here(error, description)
         }
     };
-    if let Some(k) = repeated {
+    // RFC 8707 §2: several `resource` values are allowed by the protocol; Doorman serves one,
+    // so more than one is `invalid_target`.
+    if repeated.contains(&"resource") {
+        return fail(
+            "invalid_target",
+            &format!("one resource only: {}", s.resource),
+        );
+    }
+    if let Some(k) = repeated.first() {
         return fail("invalid_request", &format!("the parameter {k} is repeated"));
+    }
+    // RFC 6749 §4.1.2.1: a missing parameter is `invalid_request`; a value other than `code`
+    // is `unsupported_response_type`.
+    if q.get("response_type").is_none_or(|t| t.is_empty()) {
+        return fail("invalid_request", "response_type=code is required");
     }
     if q.get("response_type") != Some(&"code") {
         return fail(

@@ -91,10 +91,22 @@ async fn check(s: &Arc<AuthServer>, req: &mut Request) -> Result<(), (&'static s
             challenge(s, StatusCode::UNAUTHORIZED, None),
         ));
     };
-    let token = value
+    let parts = value
         .to_str()
         .ok()
-        .and_then(|v| v.split_once(' '))
+        .map(|v| v.split_once(' ').unwrap_or((v, "")));
+    // RFC 6750 §3.1: a request made with another authentication method (`Basic …`) lacks
+    // bearer credentials: the challenge carries no error code, as for no header at all.
+    if let Some((scheme, _)) = parts
+        && !scheme.eq_ignore_ascii_case("bearer")
+        && !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+".contains(&b))
+    {
+        return Err(("other_scheme", challenge(s, StatusCode::UNAUTHORIZED, None)));
+    }
+    let token = parts
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim())
         .filter(|t| !t.is_empty());

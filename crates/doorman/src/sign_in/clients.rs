@@ -88,14 +88,16 @@ impl Client {
         if asked.scheme() != "http" || !is_loopback_host(asked.host_str()) {
             return false;
         }
+        // The registered URI with the asked port put in must be the asked string itself, so
+        // that nothing but the port differs: no userinfo (`http://evil@127.0.0.1:1/cb`), no
+        // spelling the parser would normalise (`/./cb`, `%63b`), no fragment.
         self.redirect_uris.iter().any(|r| {
-            url::Url::parse(r).is_ok_and(|reg| {
+            url::Url::parse(r).is_ok_and(|mut reg| {
                 reg.scheme() == "http"
                     && reg.host_str() == asked.host_str()
-                    && reg.path() == asked.path()
-                    && reg.query() == asked.query()
                     && reg.fragment().is_none()
-                    && asked.fragment().is_none()
+                    && reg.set_port(asked.port()).is_ok()
+                    && reg.as_str() == uri
             })
         })
     }
@@ -371,6 +373,13 @@ mod tests {
             ("http://localhost:53121/callback", false),
             ("https://127.0.0.1:53121/callback", false),
             ("http://127.0.0.1:53121/callback#x", false),
+            ("http://evil.example@127.0.0.1:53121/callback", false),
+            ("http://u:p@127.0.0.1:53121/callback", false),
+            ("http://127.0.0.1:53121@evil.example/callback", false),
+            ("http://127.0.0.1:53121/./callback", false),
+            ("http://127.0.0.1:53121/%63allback", false),
+            ("http://127.0.0.1:053121/callback", false),
+            ("http://127.0.0.1:53121/callback?", false),
         ] {
             assert_eq!(c.redirect_allowed(uri), ok, "{uri}");
         }

@@ -11,6 +11,7 @@ use std::{net::SocketAddr, sync::Arc};
 use axum::{
     Json,
     body::Bytes,
+    extract::rejection::BytesRejection,
     extract::{ConnectInfo, Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -45,11 +46,28 @@ const FORBIDDEN_SCHEMES: &[&str] = &[
     "wss",
 ];
 
+/// Client metadata fields that RFC 7591 §2 defines as strings (and that Doorman keeps or echoes).
+const STRING_FIELDS: &[&str] = &[
+    "client_name",
+    "client_uri",
+    "logo_uri",
+    "scope",
+    "tos_uri",
+    "policy_uri",
+    "software_id",
+    "software_version",
+    "token_endpoint_auth_method",
+];
+
 /// Checks one redirect URI of a registration (RFC 7591 §2, RFC 8252 §7, OAuth 2.1 §2.3.1).
 fn redirect_uri_ok(uri: &str) -> Result<(), String> {
     let url = url::Url::parse(uri).map_err(|_| format!("{uri:?} is not an absolute URL"))?;
     if url.fragment().is_some() {
         return Err(format!("{uri:?} has a fragment"));
+    }
+    // RFC 9700 §2.1: complete URIs compared exactly; a pattern is not a redirect URI.
+    if uri.contains('*') {
+        return Err(format!("{uri:?}: a redirect URI cannot be a pattern"));
     }
     match url.scheme() {
         "https" => Ok(()),
@@ -70,16 +88,17 @@ pub async fn register(
     State(s): State<Arc<AuthServer>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     // RFC 7591 has no size limit; a registration is a few hundred bytes, so 16 KiB is generous.
-    if body.len() > 16 * 1024 {
+    // A body beyond the server's limit (or one that breaks off) gets the same JSON answer.
+    let Some(body) = body.ok().filter(|b| b.len() <= 16 * 1024) else {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_client_metadata",
             "the registration is larger than 16 KiB",
         );
-    }
+    };
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -146,6 +165,27 @@ pub async fn register(
             );
         }
     };
+    // RFC 7591 §2 gives each field its type; a value of another type is invalid metadata.
+    if let Some(key) = STRING_FIELDS
+        .iter()
+        .find(|k| meta.get(**k).is_some_and(|v| !v.is_string()))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client_metadata",
+            &format!("{key} must be a string"),
+        );
+    }
+    if meta
+        .get("contacts")
+        .is_some_and(|v| !v.as_array().is_some_and(|a| a.iter().all(Value::is_string)))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client_metadata",
+            "contacts must be an array of strings",
+        );
+    }
     let method = meta
         .get("token_endpoint_auth_method")
         .and_then(Value::as_str)
@@ -294,6 +334,21 @@ async fn registered(
             }) =>
         {
             Ok(row)
+        }
+        // RFC 6750 §3.1: a request without a bearer token gets a challenge with no error code.
+        (_, None) => {
+            let mut r = (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({
+                    "error_description": "the registration access token is required (Authorization: Bearer …)"
+                })),
+            )
+                .into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(r)
         }
         // RFC 7592 §2.1: an unknown client or a wrong token are both 401.
         _ => {

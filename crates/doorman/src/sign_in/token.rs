@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 use axum::{
     Json,
     body::Bytes,
-    extract::State,
+    extract::{State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -65,6 +65,8 @@ pub struct OAuthError {
     description: String,
     /// RFC 6749 §5.2: a client that tried Basic gets `WWW-Authenticate` with its 401.
     basic_challenge: bool,
+    /// A status other than the code's own: `413` for a body over the limit.
+    status: Option<StatusCode>,
 }
 
 impl OAuthError {
@@ -73,7 +75,24 @@ impl OAuthError {
             code,
             description: description.into(),
             basic_challenge: false,
+            status: None,
         }
+    }
+
+    /// A body that could not be read: over the size limit (`413`, RFC 9110 §15.5.14) or broken
+    /// off. Answered as `invalid_request`, in the endpoint's JSON, like any other bad request.
+    pub fn unreadable_body(rejection: &BytesRejection) -> Self {
+        let status = rejection.status();
+        let mut e = Self::new(
+            ErrorCode::InvalidRequest,
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "the request body is too large"
+            } else {
+                "the request body could not be read"
+            },
+        );
+        e.status = Some(status);
+        e
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -84,7 +103,7 @@ impl OAuthError {
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let mut r = (
-            self.code.status(),
+            self.status.unwrap_or(self.code.status()),
             Json(json!({ "error": self.code.as_str(), "error_description": self.description })),
         )
             .into_response();
@@ -168,7 +187,15 @@ fn required<'a>(form: &'a HashMap<String, String>, key: &str) -> Result<&'a str,
 }
 
 /// `POST /oauth/token`.
-pub async fn token(State(s): State<Arc<AuthServer>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn token(
+    State(s): State<Arc<AuthServer>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return OAuthError::unreadable_body(&e).into_response(),
+    };
     match token_inner(&s, &headers, &body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -322,47 +349,32 @@ async fn refresh(
 ) -> Result<Response, OAuthError> {
     let token = required(form, "refresh_token")?;
     let now = s.clock.now_ms();
-    let row = match s
+    let hash = crypto::sha256_hex(token);
+    let not_valid = || OAuthError::new(ErrorCode::InvalidGrant, "the refresh token is not valid");
+    // Every check runs before the token is spent, so a refused request changes nothing: a
+    // client that asked for the wrong scope keeps its refresh token.
+    let row = s
         .store
-        .use_refresh_token(&crypto::sha256_hex(token), now)
+        .refresh_token(&hash)
         .await
         .map_err(server_error)?
-    {
-        RefreshUse::Fresh(row) => row,
-        RefreshUse::Reused(grant) => {
-            // A rotated refresh token came back: it leaked, or a client misbehaves. Either way
-            // the whole grant ends, so a thief's copy and the client's both stop working.
-            s.store
-                .revoke_grant(&grant, now, "refresh token reused")
-                .await
-                .map_err(server_error)?;
-            s.tokens.revocations.revoke_grant_locally(&grant, now);
-            tracing::warn!(grant = %grant, client = %client.id, "refresh token reused; grant revoked");
-            return Err(OAuthError::new(
-                ErrorCode::InvalidGrant,
-                "the refresh token was already used; sign in again",
-            ));
-        }
-        RefreshUse::Unknown => {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidGrant,
-                "the refresh token is not valid",
-            ));
-        }
-    };
+        .ok_or_else(not_valid)?;
     let grant = s
         .store
         .grant(&row.grant_id)
         .await
         .map_err(server_error)?
-        .ok_or_else(|| {
-            OAuthError::new(ErrorCode::InvalidGrant, "the refresh token is not valid")
-        })?;
+        .ok_or_else(not_valid)?;
+    // RFC 6749 §6: the refresh token is bound to the client it was issued to. Another client
+    // presenting it learns nothing and spends nothing.
     if grant.client_id != client.id {
         return Err(OAuthError::new(
             ErrorCode::InvalidGrant,
             "the refresh token was issued to another client",
         ));
+    }
+    if row.used_at.is_some() {
+        return Err(reused(s, &grant.id, client, now).await);
     }
     if grant.revoked_at.is_some() {
         return Err(OAuthError::new(
@@ -404,7 +416,36 @@ async fn refresh(
     {
         return Err(OAuthError::new(ErrorCode::InvalidGrant, why));
     }
-    issue(s, &grant, now).await
+    // Spent atomically: of two concurrent requests with one token, one wins and the other is
+    // a reuse.
+    match s
+        .store
+        .use_refresh_token(&hash, now)
+        .await
+        .map_err(server_error)?
+    {
+        RefreshUse::Fresh(_) => issue(s, &grant, now).await,
+        RefreshUse::Reused(g) => Err(reused(s, &g, client, now).await),
+        RefreshUse::Unknown => Err(not_valid()),
+    }
+}
+
+/// RFC 9700 §4.14.2: a rotated refresh token came back. It leaked, or a client misbehaves;
+/// either way the whole grant ends, so a thief's copy and the client's both stop working.
+async fn reused(s: &AuthServer, grant: &str, client: &Client, now: i64) -> OAuthError {
+    if let Err(e) = s
+        .store
+        .revoke_grant(grant, now, "refresh token reused")
+        .await
+    {
+        return server_error(e);
+    }
+    s.tokens.revocations.revoke_grant_locally(grant, now);
+    tracing::warn!(grant = %grant, client = %client.id, "refresh token reused; grant revoked");
+    OAuthError::new(
+        ErrorCode::InvalidGrant,
+        "the refresh token was already used; sign in again",
+    )
 }
 
 /// A new access token and refresh token for a grant (RFC 6749 §5.1).
@@ -436,7 +477,15 @@ async fn issue(s: &AuthServer, grant: &GrantRow, now: i64) -> Result<Response, O
 
 /// `POST /oauth/revoke` (RFC 7009 §2). Answers 200 for unknown tokens too (§2.2), so it tells a
 /// caller nothing about tokens it does not hold.
-pub async fn revoke(State(s): State<Arc<AuthServer>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn revoke(
+    State(s): State<Arc<AuthServer>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return OAuthError::unreadable_body(&e).into_response(),
+    };
     match revoke_inner(&s, &headers, &body).await {
         Ok(()) => {
             let mut r = StatusCode::OK.into_response();

@@ -289,6 +289,17 @@ impl Store {
         })
     }
 
+    /// A refresh token's row, without spending it: the token endpoint checks everything first.
+    pub async fn refresh_token(&self, token_hash: &str) -> anyhow::Result<Option<RefreshRow>> {
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, RefreshRow>(
+            "SELECT token_hash, grant_id, created_at, expires_at, used_at FROM refresh_tokens \
+             WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
     /// The grant a refresh token belongs to, without spending it (revocation, RFC 7009).
     pub async fn refresh_token_grant(&self, token_hash: &str) -> anyhow::Result<Option<String>> {
         let row: Option<(String,)> = on_pool!(self, pool => sqlx::query_as(
