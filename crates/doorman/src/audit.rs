@@ -35,8 +35,12 @@ struct Sink {
 
 static SINK: OnceLock<Sink> = OnceLock::new();
 
-/// Records an event: a JSON log line now, a row soon. `at` is filled in when zero.
+/// Records an event: a JSON log line now, a row soon. `at` is filled in when zero, the client
+/// address from the request this task serves when not given.
 pub fn emit(mut e: AuditEvent) {
+    if e.client_address.is_none() {
+        e.client_address = crate::net::ClientAddress::current().map(|c| c.ip.to_string());
+    }
     if e.at == 0 {
         e.at = SINK.get().map_or_else(
             || {
@@ -80,6 +84,7 @@ fn log(e: &AuditEvent) {
         request_id = e.request_id.as_deref(),
         arguments = e.arguments.as_deref(),
         detail = e.detail.as_deref(),
+        client_address = e.client_address.as_deref(),
         "audit"
     );
 }

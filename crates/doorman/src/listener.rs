@@ -8,7 +8,8 @@
 //! - `server.body_read_timeout` bounds reading a request body (`gateway/endpoint.rs` answers
 //!   `408` and closes the connection).
 //!
-//! Every request carries the peer address as axum's `ConnectInfo<SocketAddr>`.
+//! Every request carries the peer address as axum's `ConnectInfo<SocketAddr>`, and is served
+//! as its client's ([`ClientAddress::current`]: the peer, or whom a trusted proxy forwarded).
 
 use std::{convert::Infallible, future::Future, time::Duration};
 
@@ -20,11 +21,14 @@ use hyper_util::{
 };
 use tower_service::Service;
 
+use crate::net::{ClientAddress, TrustedProxies};
+
 /// Serves `app` on `listener` until `shutdown` completes, then lets open requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     header_read_timeout: Duration,
+    trusted_proxies: TrustedProxies,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
@@ -54,16 +58,18 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let trusted = trusted_proxies.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            let client = ClientAddress::resolve(peer.ip(), req.headers(), &trusted);
             let mut app = app.clone();
-            async move {
+            client.scope(async move {
                 Ok::<_, Infallible>(
                     app.call(req.map(Body::new))
                         .await
                         .unwrap_or_else(|e| match e {}),
                 )
-            }
+            })
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)

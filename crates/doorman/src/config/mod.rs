@@ -187,6 +187,10 @@ pub struct ServerConfig {
     pub database_url: Option<String>,
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
+    /// Peers (addresses or CIDR ranges) whose `Forwarded`, `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` headers are believed: the load balancers in front of Doorman. From
+    /// any other peer those headers are ignored and the peer's own address is the client's.
+    pub trusted_proxies: Vec<String>,
     pub max_request_bytes: usize,
     pub session_idle_timeout: ConfigDuration,
     /// A request's headers must all arrive within this; an idle keep-alive connection is
@@ -209,6 +213,24 @@ pub struct ServerConfig {
     pub log_level: String,
 }
 
+impl ServerConfig {
+    /// `trusted_proxies` as networks (a bare address is a network of one).
+    pub fn trusted_proxy_nets(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|p| parse_proxy(p))
+            .collect()
+    }
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or one address.
+fn parse_proxy(p: &str) -> Option<ipnet::IpNet> {
+    let p = p.trim();
+    p.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| p.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -218,6 +240,7 @@ impl Default for ServerConfig {
             database_url: None,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             max_request_bytes: 4 * 1024 * 1024,
             session_idle_timeout: ConfigDuration::secs(30 * 60),
             header_read_timeout: ConfigDuration::secs(30),
@@ -651,6 +674,14 @@ impl Config {
                         format!("{origin:?} is not an origin such as \"https://app.example.com\""),
                     ));
                 }
+            }
+        }
+        for (i, p) in s.trusted_proxies.iter().enumerate() {
+            if parse_proxy(p).is_none() {
+                return Err(ConfigError::new(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("{p:?} is not an address or a CIDR range such as \"10.0.0.0/8\""),
+                ));
             }
         }
         // Local mode has no sign-in: anyone who can reach the port acts as the one person.

@@ -127,7 +127,9 @@ pub(super) async fn respond(
     work: impl Future<Output = Result<Value, RpcError>> + Send + 'static,
     mut events: mpsc::Receiver<Value>,
 ) -> Response {
-    let mut work: Work = Box::pin(work);
+    // The work may finish while the event stream is sent, outside this handler: it stays the
+    // request's client's (audit records name the client address).
+    let mut work: Work = Box::pin(crate::net::ClientAddress::keep(work));
     let first_event = tokio::select! {
         biased;
         Some(event) = events.recv() => event,

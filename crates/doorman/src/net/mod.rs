@@ -1,10 +1,14 @@
 //! Outbound HTTP, in one place: the pooled client for upstreams and resources' authorization
 //! servers ([`http`]), the SSRF-guarded fetcher for URLs that come from outside the operator's
-//! config ([`guarded`]), and reading `WWW-Authenticate` challenges.
+//! config ([`guarded`]), and reading `WWW-Authenticate` challenges. Also the one inbound
+//! addressing question: who the client of a request is behind trusted proxies
+//! ([`client_address`]).
 
+pub mod client_address;
 pub mod guarded;
 pub mod http;
 
+pub use client_address::{ClientAddress, TrustedProxies};
 pub use http::{HttpClient, HttpError, read_body};
 
 /// One parameter of the `Bearer` challenge in a `WWW-Authenticate` value (RFC 6750 §3,

@@ -115,7 +115,10 @@ pub async fn register(
         );
     };
     let now = s.clock.now_ms();
-    let address = peer.ip().to_string();
+    // The client's address: behind a load balancer, the one it forwarded (server.trusted_proxies).
+    let address = crate::net::ClientAddress::current()
+        .map_or(peer.ip(), |c| c.ip)
+        .to_string();
     // Taken before the registration is made: concurrent requests each take one.
     match s.store.take_registration_quota(&address, now).await {
         Ok(n) if n > i64::from(s.settings.registrations_per_hour) => {

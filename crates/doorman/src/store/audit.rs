@@ -4,7 +4,8 @@ use super::{Store, on_pool};
 use serde::Serialize;
 
 const COLUMNS: &str = "id, at, kind, event, person_id, person, client_id, conversation, upstream, \
-    name, resource, account, decision, policy, outcome, latency_us, request_id, arguments, detail";
+    name, resource, account, decision, policy, outcome, latency_us, request_id, arguments, detail, \
+    client_address";
 
 /// One audit record.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, sqlx::FromRow)]
@@ -30,6 +31,8 @@ pub struct AuditEvent {
     pub request_id: Option<String>,
     pub arguments: Option<String>,
     pub detail: Option<String>,
+    /// The client's address (`server.trusted_proxies` says whose forwarding is believed).
+    pub client_address: Option<String>,
 }
 
 /// Filters of the audit queries (CLI, pages).
@@ -46,7 +49,7 @@ pub struct AuditFilter {
 }
 
 impl Store {
-    /// Stores a batch of records in one transaction: a multi-row INSERT per 50 records (18
+    /// Stores a batch of records in one transaction: a multi-row INSERT per 50 records (19
     /// parameters each, far under either engine's limit; the same statement text each time, so
     /// it is prepared once per connection), and one commit, so a busy gateway writes the pages a
     /// batch touches once (SQLite's WAL) and waits for one commit.
@@ -57,7 +60,7 @@ impl Store {
                 let mut q = sqlx::QueryBuilder::new(
                     "INSERT INTO audit_events (at, kind, event, person_id, person, client_id, conversation, \
                      upstream, name, resource, account, decision, policy, outcome, latency_us, request_id, \
-                     arguments, detail) ",
+                     arguments, detail, client_address) ",
                 );
                 q.push_values(chunk, |mut b, e| {
                     b.push_bind(e.at)
@@ -77,7 +80,8 @@ impl Store {
                         .push_bind(e.latency_us)
                         .push_bind(&e.request_id)
                         .push_bind(&e.arguments)
-                        .push_bind(&e.detail);
+                        .push_bind(&e.detail)
+                        .push_bind(&e.client_address);
                 });
                 q.build().execute(&mut *tx).await?;
             }
