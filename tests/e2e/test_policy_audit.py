@@ -1111,6 +1111,90 @@ def test_readyz_reports_an_unreachable_store(py_upstream):
         d.stop()
 
 
+class StallingRelay:
+    """A TCP relay to PostgreSQL that can stop passing bytes while keeping every connection open:
+    a store that hangs (a network partition, a frozen server), which a real PostgreSQL cannot be
+    made to show on demand. A fake for that fault only; the database behind it is real."""
+
+    def __init__(self, target_host: str, target_port: int):
+        import socket
+        import threading
+        self.stalled = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.target = (target_host, target_port)
+        self.sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src, dst):
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            while self.stalled.is_set():     # hold the bytes: the peer waits, nothing fails
+                time.sleep(0.05)
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def close(self):
+        self.stalled.clear()
+        self.server.close()
+        for s in self.sockets:
+            s.close()
+
+
+def test_readyz_answers_not_ready_promptly_when_the_store_hangs(py_upstream):
+    """A store that stops answering (connections open, nothing comes back) is "not ready" with
+    the reason in about a second, not after the pool's 10 s wait: a load balancer's health check
+    (nginx, HAProxy: a few seconds) reads 503 instead of timing out. When the store answers
+    again, so does /readyz, without a restart."""
+    from urllib.parse import urlsplit
+
+    from conftest import fresh_postgres_url
+
+    url = urlsplit(fresh_postgres_url())
+    relay = StallingRelay(url.hostname, url.port or 5432)
+    d = oauth.accounts_doorman("pa-readyz-hang", [{"name": "py", "url": py_upstream.url}],
+                               server={"database_url": url._replace(netloc=f"{url.username or 'postgres'}@127.0.0.1:{relay.port}").geturl()},
+                               env={"DOORMAN_KEY_RING": f"k1 {secrets.token_urlsafe(32)}\n"})
+    try:
+        assert httpx2.get(f"{d.base}/readyz", timeout=10).status_code == 200
+        relay.stalled.set()
+        # Three checks in a row, each given 5 s (half the pool's wait): each answers 503.
+        for _ in range(3):
+            r = httpx2.get(f"{d.base}/readyz", timeout=5)
+            assert r.status_code == 503, r.text
+            assert r.json()["reason"] == "the store did not answer within 1s", r.json()
+        assert httpx2.get(f"{d.base}/healthz", timeout=5).status_code == 200
+        relay.stalled.clear()
+        deadline = time.monotonic() + 30
+        while httpx2.get(f"{d.base}/readyz", timeout=15).status_code != 200:
+            assert time.monotonic() < deadline, "still not ready after the store came back"
+            time.sleep(0.2)
+    finally:
+        relay.stalled.clear()
+        d.stop()
+        relay.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # Retention (the purge runs every server.purge_interval of real time: one second here)
 

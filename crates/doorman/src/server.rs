@@ -87,25 +87,34 @@ pub fn app(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
-        // Ready when the store answers (the key ring was loaded before serving began).
+        // Ready when the store answers (the key ring was loaded before serving began), within
+        // READY_WITHIN: a load balancer's health check gets "not ready" and the reason before
+        // its own timeout, not a hang while the pool waits for a connection.
         .route(
             "/readyz",
             get(move || {
                 let gw = ready_gw.clone();
                 async move {
-                    match gw.sessions.store().ping().await {
-                        Ok(()) => (
-                            axum::http::StatusCode::OK,
-                            Json(json!({ "status": "ready", "store": "ok", "key_ring": "loaded" })),
-                        ),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "not ready: the store does not answer");
-                            (
-                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                                Json(json!({ "status": "unavailable", "store": "unreachable", "key_ring": "loaded" })),
-                            )
+                    let reason = match tokio::time::timeout(READY_WITHIN, gw.sessions.store().ping()).await {
+                        Ok(Ok(())) => {
+                            return (
+                                axum::http::StatusCode::OK,
+                                Json(json!({ "status": "ready", "store": "ok", "key_ring": "loaded" })),
+                            );
                         }
-                    }
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "not ready: the store refuses");
+                            "the store refused the check query"
+                        }
+                        Err(_) => {
+                            tracing::warn!("not ready: the store did not answer within 1s");
+                            "the store did not answer within 1s"
+                        }
+                    };
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        Json(json!({ "status": "unavailable", "store": "unreachable", "reason": reason, "key_ring": "loaded" })),
+                    )
                 }
             }),
         )
@@ -195,6 +204,9 @@ fn test_clock_wanted(value: Option<&str>, debug_build: bool) -> anyhow::Result<b
 }
 
 /// Runs Doorman until SIGINT or SIGTERM.
+/// How long `/readyz` waits for the store.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     // DOORMAN_TEST_CLOCK=1: end-to-end tests move time forward through POST /_test/clock. Never
     // in a release build: whoever could set the variable could move token expiry.
