@@ -35,7 +35,7 @@ from mcp_types import ElicitResult
 import oauth
 from conftest import DOORMAN_BIN, fresh_postgres_url, modern_headers, modern_request
 from idp import account, idp_client, idp_walk, resource_server, start_idp
-from oauth import Browser, add_user, advance_clock, pkce, query_of
+from oauth import Browser, add_user, advance_clock, forms_of, pkce, query_of
 from procs import free_port
 from resource_peers import start_resource_upstream
 
@@ -374,14 +374,69 @@ def test_another_person_opening_the_link_is_refused_and_nothing_is_stored(envs):
     assert r.status_code == 403 and "This link is not for you" in r.text
     assert "location" not in r.headers
     assert connection_rows(e) == []
-    # Not signed in at all: refused with an explanation, nowhere to go.
+    # Not signed in at all: sent to sign in, to come back to this very link.
     anon = httpx2.get(link, timeout=30)
-    assert anon.status_code == 401 and "Sign in to Doorman first" in anon.text
+    assert anon.status_code == 303, anon.text
+    assert anon.headers["location"] == "/sign-in/browser?" + urlencode({"return_to": link.split(e.d.base, 1)[1]})
     # Unknown or forged prompt ids.
     for bad in (link + "x", link.split("?")[0], link.replace("/connect/notes", "/connect/other")):
         r = e.browser("alice").get(bad)
         assert r.status_code == 400 and "expired" in r.text, bad
     assert connection_rows(e) == []
+
+
+def alice_id(e: Env) -> str:
+    db = sqlite3.connect(f"file:{e.d.dir / 'data' / 'doorman.db'}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT id FROM users WHERE username = 'alice'").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_link_opened_while_signed_out_signs_in_and_returns_to_the_same_step(envs):
+    """A person opens the connect link in a browser that is not signed in to Doorman (another
+    device, a private window): Doorman's sign-in, then the same connect step, then the resource.
+    Someone else signing in there is refused as before, and nothing is stored."""
+    e = envs("l2-return")
+    alice = doorman_token(e, "alice")
+    link = prompt_link(e, alice)
+    fresh = Browser(e.d)
+    try:
+        to_resource = fresh.authorize(link, "alice", PASSWORD)
+        assert [urlparse(str(p.url)).path for p in fresh.pages[:4]] == [
+            urlparse(link).path, "/sign-in/browser", "/sign-in", "/sign-in"], [p.url for p in fresh.pages]
+        assert str(fresh.pages[4].url) == link, "signed in, the browser came back to the same link"
+        assert to_resource.startswith(e.idp.issuer + "/auth"), to_resource
+        with httpx2.Client(timeout=30, follow_redirects=False) as idp_http:
+            back = idp_walk(idp_http, to_resource, e.idp, "alice-work", IDP_ACCOUNTS["alice-work"][0], "allow")
+        page = fresh.get(back)
+        assert page.status_code == 200 and "Notes is connected" in page.text, page.text
+    finally:
+        fresh.close()
+    assert [r[:2] for r in connection_rows(e)] == [(alice_id(e), "notes")]
+    # Bob signs in where alice's link was opened: the link is not his.
+    other_link = prompt_link(e, doorman_token(e, "alice"))
+    bobs = Browser(e.d)
+    try:
+        r = bobs.get(other_link)
+        r = bobs.get(f"{e.d.base}{r.headers['location']}")
+        assert r.status_code == 303 and r.headers["location"].startswith("/sign-in?request="), r.text
+        page = bobs.get(f"{e.d.base}{r.headers['location']}")
+        form = next(f for f in forms_of(page.text) if "password" in f.fields)
+        r = bobs.submit(str(page.url), form, {"username": "bob", "password": PASSWORD})
+        assert r.status_code == 303 and f"{e.d.base}{r.headers['location']}" == other_link, r.headers
+        r = bobs.get(other_link)
+        assert r.status_code == 403 and "This link is not for you" in r.text
+    finally:
+        bobs.close()
+    assert [r[:2] for r in connection_rows(e)] == [(alice_id(e), "notes")]
+
+
+@pytest.mark.parametrize("return_to", ["https://evil.example/x", "//evil.example/x", "/\\evil.example/x", "", "x"])
+def test_a_browser_sign_in_returns_only_to_doormans_own_pages(envs, return_to):
+    e = envs("l2-return-open")
+    r = httpx2.get(f"{e.d.base}/sign-in/browser?" + urlencode({"return_to": return_to}), timeout=30)
+    assert r.status_code == 400 and "location" not in r.headers, (r.status_code, r.headers)
 
 
 def test_state_is_single_use_short_lived_and_errors_store_nothing(envs):

@@ -257,6 +257,19 @@ def test_the_sign_in_page_offers_the_provider_and_the_local_form(sso):
     assert "code" in query_of(back)
 
 
+def test_a_doorman_page_opened_signed_out_signs_in_through_the_provider_and_comes_back(sso):
+    """A person opens one of Doorman's pages (a connect link, /connections, /activity) in a
+    browser not signed in: the sign-in page offers the provider, and after the provider's answer
+    the browser lands on the page it asked for, with no client and no code involved."""
+    with httpx2.Client(timeout=30, follow_redirects=False) as http:
+        first = http.get(f"{sso.d.base}/activity?kind=call")
+        assert first.status_code == 303 and first.headers["location"].startswith("/sign-in/browser?"), first.text
+        r = sso_walk(sso, http, f"{sso.d.base}/activity?kind=call", "alice", "alice-at-corp")
+        assert r.status_code == 200, r.text[:300]
+        assert str(r.url) == f"{sso.d.base}/activity?kind=call", r.url
+        assert "What your assistants did" in r.text, r.text[:500]
+
+
 def test_groups_are_refreshed_at_every_sign_in(sso):
     tokens(sso, "alice", "alice-at-corp")
     sso.idp.put_account({**ALICE, "groups": ["mcp-users", "finance"]})

@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// How long a person has between the client's redirect and answering the consent page.
-const REQUEST_LIFETIME_MS: i64 = 10 * 60 * 1000;
+pub(super) const REQUEST_LIFETIME_MS: i64 = 10 * 60 * 1000;
 
 /// Appends the authorization response parameters to the redirect URI (keeping its own query)
 /// and sends the browser there.
@@ -234,6 +234,7 @@ pub async fn authorize(
         resource,
         force_sign_in: prompt.split(' ').any(|p| p == "login"),
         force_consent: prompt.split(' ').any(|p| p == "consent"),
+        return_to: None,
     };
     let now = s.clock.now_ms();
     let mut signed_in = if pending.force_sign_in { None } else { browser };

@@ -37,6 +37,8 @@ pub async fn consent_page(
         return no_request();
     };
     let (row, pending) = match load_request(&s, &id, &headers).await {
+        // A browser-only sign-in has no client to consent to, and never gives a code.
+        Ok((_, p)) if p.client().is_none() => return no_request(),
         Ok(r) => r,
         Err(page) => return page,
     };
@@ -106,6 +108,7 @@ pub async fn consent_submit(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let (id, row, pending) = match posted_request(&s, &headers, &form).await {
+        Ok((_, _, p)) if p.client().is_none() => return no_request(),
         Ok(r) => r,
         Err(page) => return page,
     };

@@ -351,10 +351,8 @@ pub async fn callback(
         &session_id,
         s.settings.sign_in_lifetime_ms / 1000,
     );
-    with_cookie(
-        see_other(&format!("/consent?request={request_id}")),
-        Some(cookie),
-    )
+    let next = super::request::after_sign_in(s.as_ref(), &request_id).await;
+    with_cookie(see_other(&next), Some(cookie))
 }
 
 /// Finds or creates the person (issuer, subject) and refreshes their email, name and groups;

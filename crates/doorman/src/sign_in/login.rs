@@ -16,11 +16,13 @@ use secrecy::SecretString;
 use super::{
     AuthServer,
     accounts::SignInError,
-    request::{RequestQuery, client_name, load_request, no_request, posted_request},
+    request::{
+        Pending, RequestQuery, client_name, load_request, local_path, no_request, posted_request,
+    },
 };
 use crate::{
     crypto,
-    store::BrowserSessionRow,
+    store::{AuthorizationRequestRow, BrowserSessionRow},
     web::{
         pages::{self, CSRF_COOKIE, SESSION_COOKIE, SignInPage},
         see_other, with_cookie,
@@ -56,7 +58,10 @@ pub async fn sign_in_page(
         .cookies
         .get(&headers, CSRF_COOKIE)
         .unwrap_or_default();
-    let name = client_name(&s, &pending.client_id).await;
+    let name = match pending.client() {
+        Some(c) => client_name(&s, c).await,
+        None => None,
+    };
     let providers = provider_links(&s, &id);
     pages::render(
         StatusCode::OK,
@@ -99,7 +104,10 @@ pub async fn sign_in_submit(
     let password = SecretString::from(form.get("password").cloned().unwrap_or_default());
     let totp = form.get("totp").map(|t| t.trim()).filter(|t| !t.is_empty());
     let csrf = form.get("csrf").cloned().unwrap_or_default();
-    let name = client_name(&s, &pending.client_id).await;
+    let name = match pending.client() {
+        Some(c) => client_name(&s, c).await,
+        None => None,
+    };
     let providers = provider_links(&s, &id);
     let again = |status: StatusCode, error: &str, ask_totp: bool| {
         pages::render(
@@ -140,7 +148,7 @@ pub async fn sign_in_submit(
             tracing::info!(reason = e.kind(), "sign-in refused");
             crate::audit::emit(crate::audit::AuditEvent {
                 person: Some(username.to_owned()).filter(|u| !u.is_empty()),
-                client_id: Some(pending.client_id.clone()),
+                client_id: pending.client().map(String::from),
                 detail: Some(e.kind().to_owned()),
                 ..crate::audit::AuditEvent::security("sign_in_failed", None)
             });
@@ -191,7 +199,7 @@ pub async fn sign_in_submit(
     tracing::info!(user = %user.id, client = %pending.client_id, "signed in");
     crate::audit::emit(crate::audit::AuditEvent {
         person: user.email.clone().or(user.username.clone()),
-        client_id: Some(pending.client_id.clone()),
+        client_id: pending.client().map(String::from),
         detail: Some("local account".into()),
         ..crate::audit::AuditEvent::security("sign_in", Some(&user.id))
     });
@@ -200,5 +208,56 @@ pub async fn sign_in_submit(
         &session_id,
         s.settings.sign_in_lifetime_ms / 1000,
     );
-    with_cookie(see_other(&format!("/consent?request={id}")), Some(cookie))
+    let next = match &pending.return_to {
+        Some(path) if local_path(path).is_some() => path.clone(),
+        _ => format!("/consent?request={id}"),
+    };
+    with_cookie(see_other(&next), Some(cookie))
+}
+
+#[derive(serde::Deserialize)]
+pub struct ReturnQuery {
+    return_to: Option<String>,
+}
+
+/// `GET /sign-in/browser?return_to=/path`: signs this browser in to Doorman (the same sign-in
+/// page, local accounts or SSO) and comes back to `return_to`, a path on Doorman. For pages a
+/// person opens outside any client, such as a connect link.
+pub async fn browser_sign_in(
+    State(s): State<Arc<AuthServer>>,
+    headers: HeaderMap,
+    Query(q): Query<ReturnQuery>,
+) -> Response {
+    let Some(path) = q.return_to.as_deref().and_then(local_path) else {
+        return pages::message(
+            StatusCode::BAD_REQUEST,
+            "Nothing to sign in to",
+            "This sign-in link does not say which Doorman page to return to.",
+        );
+    };
+    if s.browser.signed_in(&headers).await.is_some() {
+        return see_other(path);
+    }
+    let now = s.clock.now_ms();
+    let (csrf, set_csrf) = s.browser.csrf_cookie(&headers);
+    let id = crypto::random_token(24);
+    let row = AuthorizationRequestRow {
+        id_hash: crypto::sha256_hex(&id),
+        browser_hash: crypto::sha256_hex(&csrf),
+        client_id: String::new(),
+        params: serde_json::to_string(&Pending::browser_only(path.to_owned()))
+            .expect("pending requests serialize"),
+        user_id: None,
+        created_at: now,
+        expires_at: now + super::authorize::REQUEST_LIFETIME_MS,
+    };
+    if let Err(e) = s.store.insert_authorization_request(&row).await {
+        tracing::error!(error = %e, "cannot store a browser sign-in");
+        return pages::message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Something went wrong",
+            "Try again in a moment.",
+        );
+    }
+    with_cookie(see_other(&format!("/sign-in?request={id}")), set_csrf)
 }

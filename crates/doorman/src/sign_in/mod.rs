@@ -225,6 +225,7 @@ impl AuthServer {
                 get(consent::consent_page).post(consent::consent_submit),
             )
             .route("/setup", get(setup::page).post(setup::submit))
+            .route("/sign-in/browser", get(login::browser_sign_in))
             .route("/sign-in/oidc/{provider}", get(federation::start))
             .route("/sign-in/callback", get(federation::callback))
             .with_state(self.clone())

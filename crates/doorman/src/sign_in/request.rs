@@ -31,6 +31,59 @@ pub struct Pending {
     /// `prompt=consent`: ask again even when the person approved this client before.
     #[serde(default)]
     pub force_consent: bool,
+    /// A sign-in to Doorman in this browser only, started by one of Doorman's own pages (a
+    /// connect link opened while signed out): no client, never a code; once signed in, the
+    /// browser goes back to this path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_to: Option<String>,
+}
+
+impl Pending {
+    /// A browser-only sign-in that returns to `path` (checked with [`local_path`]).
+    pub fn browser_only(path: String) -> Self {
+        Self {
+            client_id: String::new(),
+            redirect_uri: String::new(),
+            scope: String::new(),
+            state: None,
+            code_challenge: String::new(),
+            resource: String::new(),
+            force_sign_in: false,
+            force_consent: false,
+            return_to: Some(path),
+        }
+    }
+
+    /// The client, when the request is an authorization (not a browser-only sign-in).
+    pub fn client(&self) -> Option<&str> {
+        Some(self.client_id.as_str()).filter(|c| self.return_to.is_none() && !c.is_empty())
+    }
+}
+
+/// `path` when it is a path on Doorman itself (`/connect/…?prompt=…`), never another origin:
+/// one leading slash (`//host` and `/\host` are other hosts to a browser), visible ASCII only.
+pub fn local_path(path: &str) -> Option<&str> {
+    let b = path.as_bytes();
+    let ok = b.first() == Some(&b'/')
+        && !matches!(b.get(1), Some(b'/' | b'\\'))
+        && path.len() <= 2048
+        && b.iter().all(|c| c.is_ascii_graphic());
+    ok.then_some(path)
+}
+
+/// Where a browser goes once signed in for the request `id`: back to the page that sent it
+/// for a browser-only sign-in, else on to consent.
+pub(super) async fn after_sign_in(s: &AuthServer, id: &str) -> String {
+    let back = s
+        .store
+        .authorization_request(&crypto::sha256_hex(id))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|row| serde_json::from_str::<Pending>(&row.params).ok())
+        .and_then(|p| p.return_to)
+        .filter(|p| local_path(p).is_some());
+    back.unwrap_or_else(|| format!("/consent?request={id}"))
 }
 
 /// The stored request behind a page, checked to belong to this browser.
@@ -115,4 +168,29 @@ pub(super) async fn posted_request(
     };
     let (row, pending) = load_request(s, &id, headers).await?;
     Ok((id, row, pending))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_path;
+
+    #[test]
+    fn a_browser_sign_in_returns_only_to_a_path_on_doorman() {
+        for (path, ok) in [
+            ("/connect/github?prompt=abc", true),
+            ("/connections", true),
+            ("/", true),
+            ("//evil.example/x", false),
+            ("/\\evil.example/x", false),
+            ("https://evil.example/x", false),
+            ("javascript:alert(1)", false),
+            ("connections", false),
+            ("", false),
+            ("/x\r\nLocation: https://evil.example", false),
+            ("/a b", false),
+            ("/é", false),
+        ] {
+            assert_eq!(local_path(path).is_some(), ok, "{path:?}");
+        }
+    }
 }

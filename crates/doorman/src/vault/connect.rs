@@ -88,6 +88,16 @@ struct Row {
     active: bool,
 }
 
+/// A signed-out browser on one of these pages: signed in to Doorman (`/sign-in/browser`, local
+/// accounts or SSO), then sent back to the same page.
+fn sign_in_and_return(uri: &axum::http::Uri) -> Response {
+    let back = uri.path_and_query().map_or("/connections", |p| p.as_str());
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("return_to", back)
+        .finish();
+    see_other(&format!("/sign-in/browser?{query}"))
+}
+
 fn not_signed_in() -> Response {
     pages::message(
         StatusCode::UNAUTHORIZED,
@@ -113,6 +123,7 @@ pub struct StartQuery {
 async fn start(
     State(app): State<Arc<ConnectApp>>,
     Path(resource): Path<String>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     Query(q): Query<StartQuery>,
 ) -> Response {
@@ -125,7 +136,7 @@ async fn start(
         Err(e) => return unavailable(e),
     };
     let Some((_, user_id)) = app.browser.signed_in(&headers).await else {
-        return not_signed_in();
+        return sign_in_and_return(&uri);
     };
     if !crypto::constant_time_eq(user_id.as_bytes(), prompt.user_id.as_bytes()) {
         // The anti-phishing rule: a link made for one person cannot connect another person's
@@ -418,7 +429,14 @@ fn invalid_state() -> Response {
 }
 
 /// `GET /connections`.
-async fn connections_page(State(app): State<Arc<ConnectApp>>, headers: HeaderMap) -> Response {
+async fn connections_page(
+    State(app): State<Arc<ConnectApp>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    if app.browser.signed_in(&headers).await.is_none() {
+        return sign_in_and_return(&uri);
+    }
     render_connections(&app, &headers, None).await
 }
 
@@ -633,11 +651,12 @@ pub struct AuditQuery {
 /// `GET /activity`: "what did my assistant do?" — the signed-in person's own recent calls.
 async fn activity_page(
     State(app): State<Arc<ConnectApp>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> Response {
     let Some((_, user_id)) = app.browser.signed_in(&headers).await else {
-        return not_signed_in();
+        return sign_in_and_return(&uri);
     };
     audit_page(&app, q, Some(user_id), false).await
 }
@@ -645,11 +664,12 @@ async fn activity_page(
 /// `GET /admin/audit`: everyone's records, for administrators.
 async fn admin_audit_page(
     State(app): State<Arc<ConnectApp>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> Response {
     let Some((_, user_id)) = app.browser.signed_in(&headers).await else {
-        return not_signed_in();
+        return sign_in_and_return(&uri);
     };
     match app.browser.store.user(&user_id).await {
         Ok(Some(u)) if u.is_admin => {}
