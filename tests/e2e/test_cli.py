@@ -159,3 +159,37 @@ def test_the_readme_run_command_runs_doorman():
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("doorman ")
+
+
+def help_of(*args: str) -> str:
+    out = subprocess.run([str(DOORMAN_BIN), *args, "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+SUBCOMMANDS = {
+    "users": ["add", "list", "disable", "enable", "reset-password", "totp"],
+    "clients": ["list", "revoke"],
+    "grants": ["list", "revoke"],
+    "connections": ["list", "revoke"],
+    "keys": ["rotate", "add-sealing-key"],
+}
+
+
+def test_every_subcommand_describes_its_options_and_what_it_has():
+    """`doorman --help` names each command with what it has; every command that acts on a
+    Doorman explains `--config` (never an undescribed flag), down to each sub-subcommand."""
+    top = help_of()
+    for command, subs in SUBCOMMANDS.items():
+        line = next(l for l in top.splitlines() if l.strip().startswith(command + " "))
+        for sub in subs:
+            assert sub in line, f"`doorman --help` does not mention {command} {sub}: {line!r}"
+    for argv in [("serve",), ("audit",)] + [(c,) for c in SUBCOMMANDS] + [(c, s) for c, subs in SUBCOMMANDS.items()
+                                                                          for s in subs]:
+        lines = help_of(*argv).splitlines()
+        at = [i for i, l in enumerate(lines) if l.strip().startswith("--config")]
+        assert at, f"doorman {' '.join(argv)} --help has no --config"
+        # The description follows on the same line (short help) or the next (long help).
+        described = lines[at[0]].split("<FILE>", 1)[1].strip() or lines[at[0] + 1].strip()
+        assert "configuration file" in described, (
+            f"doorman {' '.join(argv)} --help does not describe --config: {lines[at[0]:at[0] + 2]!r}")

@@ -1321,7 +1321,8 @@ def test_activity_and_admin_audit_pages_in_chromium(audit_envs, site, shots):
                  "admin-audit-refused.png"):
         assert (shots / shot).stat().st_size > 0, shot
 
-    # Not signed in at all: neither page shows anything.
+    # Not signed in at all: neither page shows anything; the browser is sent to sign in and back.
     for path in ("/activity", "/admin/audit"):
         r = httpx2.get(f"{d.base}{path}", timeout=10)
-        assert r.status_code in (401, 403) and "notes_write_note" not in r.text, (path, r.status_code)
+        assert r.status_code == 303 and "notes_write_note" not in r.text, (path, r.status_code)
+        assert r.headers["location"] == "/sign-in/browser?" + urlencode({"return_to": path}), r.headers

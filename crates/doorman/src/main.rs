@@ -37,11 +37,12 @@ enum Command {
         /// The configuration file to check.
         file: PathBuf,
     },
-    /// Local accounts: add, list, disable, enable, reset-password, totp.
+    /// Local accounts: add, list, disable, enable, reset-password, totp (enable, confirm, disable).
     Users {
         #[command(subcommand)]
         cmd: UsersCommand,
-        /// The configuration file (TOML); see doorman.example.toml.
+        /// The configuration file (TOML) of the Doorman to act on (its data directory or
+        /// database_url, and key ring); see doorman.example.toml. Default: no file.
         #[arg(long, value_name = "FILE", global = true)]
         config: Option<PathBuf>,
     },
@@ -49,6 +50,8 @@ enum Command {
     Clients {
         #[command(subcommand)]
         cmd: ClientsCommand,
+        /// The configuration file (TOML) of the Doorman to act on (its data directory or
+        /// database_url, and key ring); see doorman.example.toml. Default: no file.
         #[arg(long, value_name = "FILE", global = true)]
         config: Option<PathBuf>,
     },
@@ -56,6 +59,8 @@ enum Command {
     Grants {
         #[command(subcommand)]
         cmd: GrantsCommand,
+        /// The configuration file (TOML) of the Doorman to act on (its data directory or
+        /// database_url, and key ring); see doorman.example.toml. Default: no file.
         #[arg(long, value_name = "FILE", global = true)]
         config: Option<PathBuf>,
     },
@@ -63,6 +68,8 @@ enum Command {
     Audit {
         #[command(flatten)]
         args: doorman::cli::audit::AuditArgs,
+        /// The configuration file (TOML) of the Doorman to act on (its data directory or
+        /// database_url, and key ring); see doorman.example.toml. Default: no file.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -70,13 +77,17 @@ enum Command {
     Connections {
         #[command(subcommand)]
         cmd: doorman::cli::connections::ConnectionsCommand,
+        /// The configuration file (TOML) of the Doorman to act on (its data directory or
+        /// database_url, and key ring); see doorman.example.toml. Default: no file.
         #[arg(long, value_name = "FILE", global = true)]
         config: Option<PathBuf>,
     },
-    /// Signing keys of access tokens: rotate.
+    /// Keys: rotate (access-token signing keys), add-sealing-key (the key ring that seals secrets at rest).
     Keys {
         #[command(subcommand)]
         cmd: KeysCommand,
+        /// The configuration file (TOML) of the Doorman to act on (its data directory or
+        /// database_url, and key ring); see doorman.example.toml. Default: no file.
         #[arg(long, value_name = "FILE", global = true)]
         config: Option<PathBuf>,
     },
