@@ -1,7 +1,7 @@
 """The client's address behind a load balancer (`server.trusted_proxies`), end to end.
 
 Only a peer listed in `trusted_proxies` is believed when it says whom it forwarded a request for
-(`X-Forwarded-For`, RFC 7239 `Forwarded`); the address it names is what the registration quota
+(in `X-Forwarded-For`, or RFC 7239 `Forwarded` with `forwarded_header = "forwarded"`); the address it names is what the registration quota
 counts and what audit records and log lines carry. Any other peer is its own client, whatever
 headers it sends. Loopback has many addresses: the "load balancer" sends from 127.0.0.9, a
 client that reaches Doorman directly from 127.0.0.10.
@@ -80,8 +80,9 @@ def test_the_registration_quota_counts_the_forwarded_client_only_behind_a_truste
         assert r.status_code == 201, r.text
         assert rows(d, "SELECT registered_from FROM oauth_clients WHERE client_id = ?",
                     r.json()["client_id"]) == [{"registered_from": "198.51.100.7"}]
-        # RFC 7239 Forwarded is read too.
-        r = register(proxy, d, {"Forwarded": 'for=198.51.100.8;proto=https, for="127.0.1.6"'})
+        # Only the header the proxy sets counts (X-Forwarded-For by default): a client's own
+        # `Forwarded`, which the proxy passes through untouched, names nobody.
+        r = register(proxy, d, {"Forwarded": "for=192.0.2.200", "X-Forwarded-For": "198.51.100.8"})
         assert r.status_code == 201, r.text
         assert rows(d, "SELECT registered_from FROM oauth_clients WHERE client_id = ?",
                     r.json()["client_id"]) == [{"registered_from": "198.51.100.8"}]

@@ -305,7 +305,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         listener,
         app(&config, gateway, auth, test_clock),
         config.server.header_read_timeout.0,
-        crate::net::TrustedProxies::new(config.server.trusted_proxy_nets()),
+        crate::net::TrustedProxies::new(
+            config.server.trusted_proxy_nets(),
+            config.server.forwarded_header,
+        ),
         shutdown_signal(),
     )
     .await?;

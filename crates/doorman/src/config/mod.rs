@@ -191,6 +191,9 @@ pub struct ServerConfig {
     /// `X-Forwarded-Proto` headers are believed: the load balancers in front of Doorman. From
     /// any other peer those headers are ignored and the peer's own address is the client's.
     pub trusted_proxies: Vec<String>,
+    /// Which header the trusted proxies set: only that one is read (a client's own copy of the
+    /// other would pass through a proxy untouched).
+    pub forwarded_header: ForwardedHeader,
     pub max_request_bytes: usize,
     pub session_idle_timeout: ConfigDuration,
     /// A request's headers must all arrive within this; an idle keep-alive connection is
@@ -241,6 +244,7 @@ impl Default for ServerConfig {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
             max_request_bytes: 4 * 1024 * 1024,
             session_idle_timeout: ConfigDuration::secs(30 * 60),
             header_read_timeout: ConfigDuration::secs(30),
@@ -253,6 +257,18 @@ impl Default for ServerConfig {
             log_level: "info".into(),
         }
     }
+}
+
+/// `server.forwarded_header`: the header the load balancers in `trusted_proxies` set.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx's `$proxy_add_x_forwarded_for`, most load balancers).
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`.
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 /// How log lines are written.

@@ -96,7 +96,7 @@ pub async fn register(
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_client_metadata",
-            "the registration is larger than 16 KiB",
+            "the registration body could not be read, or is larger than 16 KiB",
         );
     };
     let is_json = headers

@@ -409,13 +409,6 @@ async fn refresh(
         ));
     }
     active_user(s, &grant.user_id).await?;
-    // A person who signed in through a provider is re-checked there now and then, so one
-    // disabled at the provider loses Doorman too.
-    if let Err(super::federation::Deprovisioned(why)) =
-        super::federation::recheck(s, &grant.user_id).await
-    {
-        return Err(OAuthError::new(ErrorCode::InvalidGrant, why));
-    }
     // Spent atomically: of two concurrent requests with one token, one wins and the other is
     // a reuse.
     match s
@@ -424,10 +417,21 @@ async fn refresh(
         .await
         .map_err(server_error)?
     {
-        RefreshUse::Fresh(_) => issue(s, &grant, now).await,
-        RefreshUse::Reused(g) => Err(reused(s, &g, client, now).await),
-        RefreshUse::Unknown => Err(not_valid()),
+        RefreshUse::Fresh(_) => {}
+        RefreshUse::Reused(g) => return Err(reused(s, &g, client, now).await),
+        RefreshUse::Unknown => return Err(not_valid()),
     }
+    // A person who signed in through a provider is re-checked there now and then, so one
+    // disabled at the provider loses Doorman too. Only the request that spent the token asks
+    // the provider: two asking at once would present the provider's refresh token twice, which
+    // providers that detect reuse answer by ending the person's sign-in there. A person the
+    // provider refuses has every grant revoked, so the token spent here is no loss.
+    if let Err(super::federation::Deprovisioned(why)) =
+        super::federation::recheck(s, &grant.user_id).await
+    {
+        return Err(OAuthError::new(ErrorCode::InvalidGrant, why));
+    }
+    issue(s, &grant, now).await
 }
 
 /// RFC 9700 §4.14.2: a rotated refresh token came back. It leaked, or a client misbehaves;
