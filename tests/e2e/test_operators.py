@@ -217,3 +217,17 @@ def test_sign_in_grants_and_key_rotation_on_postgresql(py_upstream):
         assert wait_for_status(d, r.json()["access_token"], 401) == 401
     finally:
         d.stop()
+
+
+def test_a_used_setup_link_says_how_to_add_another_administrator(py_upstream):
+    """The page tells the truth: a restart prints a new link only while no account exists; the
+    command that always works is shown as code, not as Markdown backticks."""
+    d = accounts_doorman("doorman-ops-used-link", [{"name": "py", "url": py_upstream.url}])
+    try:
+        r = httpx2.get(f"{d.base}/setup?token=FORGED", timeout=30)
+        assert r.status_code == 404, r.status_code
+        assert "<code>doorman users add NAME --admin --password-stdin --config /path/to/doorman.toml</code>" in r.text, r.text
+        assert "`" not in r.text
+        assert "if no account exists yet" in r.text
+    finally:
+        d.stop()

@@ -39,10 +39,12 @@ pub struct SetupQuery {
 }
 
 fn invalid_link() -> Response {
-    pages::message(
+    // A restart prints a new link only while no administrator exists; the command always works.
+    pages::message_with_command(
         StatusCode::NOT_FOUND,
         "This setup link is not valid",
-        "It was used already or is older than an hour. Restart Doorman for a new one, or run `doorman users add NAME --admin --password-stdin`.",
+        "It was used already or is older than an hour. An administrator can add another one on the Doorman machine, with the same configuration file Doorman runs with (it asks for the password on standard input); if no account exists yet, restarting Doorman also prints a new setup link.",
+        "doorman users add NAME --admin --password-stdin --config /path/to/doorman.toml",
     )
 }
 

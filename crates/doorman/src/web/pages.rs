@@ -40,6 +40,8 @@ pub struct ConsentPage<'a> {
 pub struct MessagePage<'a> {
     pub title: &'a str,
     pub message: &'a str,
+    /// A command to run, shown as code under the message.
+    pub command: Option<&'a str>,
 }
 
 #[derive(Template)]
@@ -102,7 +104,31 @@ fn html_response(status: StatusCode, html: String) -> Response {
 /// A page that explains a problem and goes nowhere (RFC 6749 §4.1.2.1: errors about the client
 /// or its redirect URI are shown to the person, never redirected).
 pub fn message(status: StatusCode, title: &str, message: &str) -> Response {
-    render(status, &MessagePage { title, message })
+    render(
+        status,
+        &MessagePage {
+            title,
+            message,
+            command: None,
+        },
+    )
+}
+
+/// A message page with a command to run, shown as code.
+pub fn message_with_command(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    command: &str,
+) -> Response {
+    render(
+        status,
+        &MessagePage {
+            title,
+            message,
+            command: Some(command),
+        },
+    )
 }
 
 /// How the browser cookies are named and flagged for this deployment.
