@@ -130,7 +130,12 @@ fn server_error(e: anyhow::Error) -> OAuthError {
 }
 
 /// Parses an `application/x-www-form-urlencoded` body, refusing repeated parameters (RFC 6749 §3.2).
-fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+/// The form of a token or revocation request; a body that could not be read is refused here.
+fn parse_form(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<HashMap<String, String>, OAuthError> {
+    let body = body.map_err(|e| OAuthError::unreadable_body(&e))?;
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -145,7 +150,7 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
         ));
     }
     let mut form = HashMap::new();
-    for (k, v) in form_urlencoded::parse(body) {
+    for (k, v) in form_urlencoded::parse(&body) {
         if form.insert(k.to_string(), v.into_owned()).is_some() {
             return Err(OAuthError::new(
                 ErrorCode::InvalidRequest,
@@ -192,11 +197,7 @@ pub async fn token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return OAuthError::unreadable_body(&e).into_response(),
-    };
-    match token_inner(&s, &headers, &body).await {
+    match token_inner(&s, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -205,7 +206,7 @@ pub async fn token(
 async fn token_inner(
     s: &AuthServer,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
     let form = parse_form(headers, body)?;
     let grant_type = required(&form, "grant_type")?;
@@ -486,11 +487,7 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return OAuthError::unreadable_body(&e).into_response(),
-    };
-    match revoke_inner(&s, &headers, &body).await {
+    match revoke_inner(&s, &headers, body).await {
         Ok(()) => {
             let mut r = StatusCode::OK.into_response();
             no_store(r.headers_mut());
@@ -500,7 +497,11 @@ pub async fn revoke(
     }
 }
 
-async fn revoke_inner(s: &AuthServer, headers: &HeaderMap, body: &[u8]) -> Result<(), OAuthError> {
+async fn revoke_inner(
+    s: &AuthServer,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(), OAuthError> {
     let form = parse_form(headers, body)?;
     let client = authenticate(s, headers, &form).await?;
     let token = required(&form, "token")?;
