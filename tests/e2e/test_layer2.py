@@ -33,7 +33,7 @@ from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
 from mcp_types import ElicitResult
 
 import oauth
-from conftest import DOORMAN_BIN, fresh_postgres_url, modern_headers, modern_request
+from conftest import DOORMAN_BIN, fresh_postgres_url, modern_headers, modern_request, store_snapshot
 from idp import account, idp_client, idp_walk, resource_server, start_idp
 from oauth import Browser, add_user, advance_clock, forms_of, pkce, query_of
 from procs import free_port
@@ -413,6 +413,9 @@ def test_a_link_opened_while_signed_out_signs_in_and_returns_to_the_same_step(en
         assert page.status_code == 200 and "Notes is connected" in page.text, page.text
     finally:
         fresh.close()
+    # The page to return to held the link's prompt id, a secret: never stored in clear.
+    prompt_id = query_of(link)["prompt"][0]
+    assert prompt_id not in json.dumps(store_snapshot(e.d), default=str), "a prompt id was stored in clear"
     assert [r[:2] for r in connection_rows(e)] == [(alice_id(e), "notes")]
     # Bob signs in where alice's link was opened: the link is not his.
     other_link = prompt_link(e, doorman_token(e, "alice"))

@@ -17,7 +17,8 @@ use super::{
     AuthServer,
     accounts::SignInError,
     request::{
-        Pending, RequestQuery, client_name, load_request, local_path, no_request, posted_request,
+        Pending, RequestQuery, client_name, load_request, local_path, next_after_sign_in,
+        no_request, posted_request, seal_return_to,
     },
 };
 use crate::{
@@ -208,10 +209,7 @@ pub async fn sign_in_submit(
         &session_id,
         s.settings.sign_in_lifetime_ms / 1000,
     );
-    let next = match &pending.return_to {
-        Some(path) if local_path(path).is_some() => path.clone(),
-        _ => format!("/consent?request={id}"),
-    };
+    let next = next_after_sign_in(&s, &id, &row.id_hash, &pending);
     with_cookie(see_other(&next), Some(cookie))
 }
 
@@ -241,11 +239,13 @@ pub async fn browser_sign_in(
     let now = s.clock.now_ms();
     let (csrf, set_csrf) = s.browser.csrf_cookie(&headers);
     let id = crypto::random_token(24);
+    let id_hash = crypto::sha256_hex(&id);
+    let sealed = seal_return_to(&s, &id_hash, path);
     let row = AuthorizationRequestRow {
-        id_hash: crypto::sha256_hex(&id),
+        id_hash,
         browser_hash: crypto::sha256_hex(&csrf),
         client_id: String::new(),
-        params: serde_json::to_string(&Pending::browser_only(path.to_owned()))
+        params: serde_json::to_string(&Pending::browser_only(sealed))
             .expect("pending requests serialize"),
         user_id: None,
         created_at: now,

@@ -33,14 +33,15 @@ pub struct Pending {
     pub force_consent: bool,
     /// A sign-in to Doorman in this browser only, started by one of Doorman's own pages (a
     /// connect link opened while signed out): no client, never a code; once signed in, the
-    /// browser goes back to this path.
+    /// browser goes back to that path. Sealed ([`seal_return_to`]): a connect link's prompt id
+    /// is a secret, never stored in clear.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub return_to: Option<String>,
 }
 
 impl Pending {
-    /// A browser-only sign-in that returns to `path` (checked with [`local_path`]).
-    pub fn browser_only(path: String) -> Self {
+    /// A browser-only sign-in that returns to a path sealed with [`seal_return_to`].
+    pub fn browser_only(sealed_path: String) -> Self {
         Self {
             client_id: String::new(),
             redirect_uri: String::new(),
@@ -50,7 +51,7 @@ impl Pending {
             resource: String::new(),
             force_sign_in: false,
             force_consent: false,
-            return_to: Some(path),
+            return_to: Some(sealed_path),
         }
     }
 
@@ -71,19 +72,43 @@ pub fn local_path(path: &str) -> Option<&str> {
     ok.then_some(path)
 }
 
-/// Where a browser goes once signed in for the request `id`: back to the page that sent it
-/// for a browser-only sign-in, else on to consent.
+/// `path` sealed for the authorization request whose id hashes to `id_hash`.
+pub(super) fn seal_return_to(s: &AuthServer, id_hash: &str, path: &str) -> String {
+    s.ring
+        .seal(path.as_bytes(), &format!("return-to:{id_hash}"))
+}
+
+/// Where a browser goes once signed in for the request whose id hashes to `id_hash`: back to
+/// the page that sent it for a browser-only sign-in, else on to consent.
+pub(super) fn next_after_sign_in(
+    s: &AuthServer,
+    id: &str,
+    id_hash: &str,
+    pending: &Pending,
+) -> String {
+    pending
+        .return_to
+        .as_deref()
+        .and_then(|sealed| s.ring.open(sealed, &format!("return-to:{id_hash}")).ok())
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .filter(|p| local_path(p).is_some())
+        .unwrap_or_else(|| format!("/consent?request={id}"))
+}
+
+/// [`next_after_sign_in`] for a request known by its id only (a provider's callback).
 pub(super) async fn after_sign_in(s: &AuthServer, id: &str) -> String {
-    let back = s
+    let id_hash = crypto::sha256_hex(id);
+    let pending = s
         .store
-        .authorization_request(&crypto::sha256_hex(id))
+        .authorization_request(&id_hash)
         .await
         .ok()
         .flatten()
-        .and_then(|row| serde_json::from_str::<Pending>(&row.params).ok())
-        .and_then(|p| p.return_to)
-        .filter(|p| local_path(p).is_some());
-    back.unwrap_or_else(|| format!("/consent?request={id}"))
+        .and_then(|row| serde_json::from_str::<Pending>(&row.params).ok());
+    match pending {
+        Some(p) => next_after_sign_in(s, id, &id_hash, &p),
+        None => format!("/consent?request={id}"),
+    }
 }
 
 /// The stored request behind a page, checked to belong to this browser.
