@@ -17,6 +17,14 @@
 //      {"document_cookie": true}            what page scripts see in document.cookie
 //      {"context_cookies": true}            every cookie the browser holds: name, domain, path,
 //                                           httpOnly, secure, sameSite (values left out)
+//      {"axe": NAME}                        runs axe-core (tests/peers) on the page; writes
+//                                           axe-NAME.json into artifacts; returns the violations
+//                                           (id, impact, help, first targets)
+//      {"press": KEY | [KEY, ...]}          keyboard presses ("Tab", "Enter", "Space"...)
+//      {"type": TEXT}                       types into the focused element
+//      {"tab_to": SELECTOR, "max": N}       presses Tab (at most N times, 30 by default) until the
+//                                           focused element matches SELECTOR; fails otherwise
+//      {"focused": true}                    what has the keyboard focus: tag, name, type, text
 //      {"frame_check": URL, "screenshot": "name.png"?}
 //          opens URL (a page that embeds iframes) in a second tab of the same browser (same
 //          cookies), waits for it to load, and reports for each <iframe>: name, src, the URL its
@@ -24,11 +32,13 @@
 //          plus the console messages of that tab (Chromium logs framing refusals there).
 //          `{page_url}` in URL is replaced by the main page's current URL, percent-encoded.
 //    ]}
+//  "profile": "/abs/dir" (optional): a browser profile kept across runs (cookies survive, as in a
+//   person's browser between two visits).
 // Prints ONE JSON object on stdout: {"ok": true, "url": final URL, "steps": [result per step],
 // "console": [messages]}; on failure {"ok": false, "error", "step", "url", "screenshot"} and
 // exit 1 (a screenshot of the failing page is saved as failure-step<N>.png).
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 // playwright-core lives in tests/peers/node_modules, out of reach of bare specifiers from here.
@@ -83,13 +93,49 @@ async function frameCheck(context, url, artifacts, screenshot, timeout) {
   }
 }
 
+const AXE = readFileSync(new URL('../peers/node_modules/axe-core/axe.min.js', import.meta.url), 'utf8');
+
+// axe-core runs through the DevTools protocol (page.evaluate), which the pages' CSP
+// (`default-src 'none'`, no scripts) does not govern; the pages themselves stay as served.
+async function runAxe(page, name, artifacts) {
+  await page.evaluate(AXE);
+  const violations = await page.evaluate(async () => {
+    const r = await window.axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => ({
+      id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.length,
+      targets: v.nodes.slice(0, 5).map((n) => n.target.join(' ')),
+    }));
+  });
+  writeFileSync(join(artifacts, `axe-${name}.json`), JSON.stringify({ url: page.url(), violations }, null, 1));
+  return { violations };
+}
+
+async function focused(page) {
+  return page.evaluate(() => {
+    const el = document.activeElement;
+    if (!el || el === document.body) return null;
+    return {
+      tag: el.tagName.toLowerCase(), name: el.getAttribute('name'), type: el.getAttribute('type'),
+      value: el.getAttribute('value'), text: (el.innerText || '').slice(0, 80),
+    };
+  });
+}
+
 async function main() {
   const plan = JSON.parse(readFileSync(process.argv[2], 'utf8'));
   const timeout = plan.timeout_ms ?? 15000;
   const artifacts = plan.artifacts;
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout });
-  const context = await browser.newContext({ viewport: { width: 1024, height: 768 } });
-  const page = await context.newPage();
+  let browser = null;
+  let context;
+  if (plan.profile) {
+    context = await chromium.launchPersistentContext(plan.profile, {
+      executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout, viewport: { width: 1024, height: 768 },
+    });
+  } else {
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout });
+    context = await browser.newContext({ viewport: { width: 1024, height: 768 } });
+  }
+  const page = context.pages()[0] ?? await context.newPage();
   page.setDefaultTimeout(timeout);
   const consoleMessages = [];
   page.on('console', (m) => consoleMessages.push(m.text()));
@@ -119,6 +165,22 @@ async function main() {
         result.text = await page.innerText(step.text);
       } else if ('document_cookie' in step) {
         result.document_cookie = await page.evaluate(() => document.cookie);
+      } else if ('axe' in step) {
+        result = await runAxe(page, step.axe, artifacts);
+      } else if ('press' in step) {
+        for (const key of [].concat(step.press)) await page.keyboard.press(key);
+      } else if ('type' in step) {
+        await page.keyboard.type(step.type);
+      } else if ('tab_to' in step) {
+        let reached = false;
+        for (let i = 0; i < (step.max ?? 30) && !reached; i += 1) {
+          await page.keyboard.press('Tab');
+          reached = await page.evaluate((sel) => document.activeElement?.matches(sel) ?? false, step.tab_to);
+          result.presses = i + 1;
+        }
+        if (!reached) throw new Error(`Tab never reached ${step.tab_to}`);
+      } else if ('focused' in step) {
+        result.focused = await focused(page);
       } else if ('context_cookies' in step) {
         result.cookies = (await context.cookies()).map(({ value, ...c }) => c);
       } else {
@@ -142,7 +204,8 @@ async function main() {
     })}\n`);
     process.exitCode = 1;
   } finally {
-    await browser.close();
+    if (browser) await browser.close();
+    else await context.close();
   }
 }
 

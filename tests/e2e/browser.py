@@ -25,12 +25,17 @@ CHROMIUM = Path("/usr/bin/chromium")
 PAGE_URL = "{page_url}"  # in a frame_check URL: the page's current URL, percent-encoded
 
 
-def run_browser(name: str, steps: list[dict], timeout_ms: int = 15000, process_timeout: float = 120) -> dict:
-    """Runs `steps` (see browser_flow.mjs) in a fresh headless Chromium; returns the report.
+def run_browser(name: str, steps: list[dict], timeout_ms: int = 15000, process_timeout: float = 120,
+                profile: Path | None = None) -> dict:
+    """Runs `steps` (see browser_flow.mjs) in a fresh headless Chromium, or in the browser
+    profile `profile` kept across runs (its cookies survive); returns the report.
     A failing step raises AssertionError with the report (and a failure screenshot's path)."""
     BROWSER_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    plan_body = {"artifacts": str(BROWSER_ARTIFACTS), "timeout_ms": timeout_ms, "steps": steps}
+    if profile is not None:
+        plan_body["profile"] = str(profile)
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix=f"{name}-", delete=False) as f:
-        json.dump({"artifacts": str(BROWSER_ARTIFACTS), "timeout_ms": timeout_ms, "steps": steps}, f)
+        json.dump(plan_body, f)
         plan = f.name
     try:
         out = subprocess.run([str(NODE), str(BROWSER_FLOW), plan], capture_output=True, text=True,
@@ -43,6 +48,17 @@ def run_browser(name: str, steps: list[dict], timeout_ms: int = 15000, process_t
     report = json.loads(lines[-1])
     assert report.get("ok") and out.returncode == 0, f"browser run {name} failed: {json.dumps(report, indent=1)[:4000]}"
     return report
+
+
+def serious_violations(report: dict) -> dict[str, list[dict]]:
+    """The axe-core violations of impact serious or critical, per `axe` step name, from a report
+    whose plan's steps are in the same order (steps without violations are left out)."""
+    out = {}
+    for step in report["steps"]:
+        bad = [v for v in step.get("violations", []) if v["impact"] in ("serious", "critical")]
+        if bad:
+            out[step["url"]] = bad
+    return out
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -61,6 +77,12 @@ class _Handler(BaseHTTPRequestHandler):
                 for name, src in zip(q.get("name", []), q.get("src", []))
             )
             body = f"<!doctype html><html lang=en><meta charset=utf-8><title>Framing test</title><body>{frames}</body></html>"
+        elif url.path == "/inaccessible":
+            # The positive control of the axe-core checks: an image without text, a field
+            # without a label, a button without a name (critical violations, each).
+            body = ("<!doctype html><html lang=en><meta charset=utf-8><title>Inaccessible</title>"
+                    "<main><img src=data:image/gif;base64,R0lGODlhAQABAAAAACw= width=20 height=20>"
+                    "<form><input name=q><button></button></form></main></html>")
         elif url.path == "/framable":
             body = ("<!doctype html><html lang=en><meta charset=utf-8><title>Framable</title>"
                     "<form><p id=marker>framable test page</p></form></html>")
@@ -82,7 +104,8 @@ class LoopbackSite:
     """A tiny site on http://127.0.0.1:<port> (its own origin, unlike Doorman's and the IdP's):
     - `/callback`: the OAuth redirect URI; every hit is recorded in `callbacks` (path + query);
     - `/frame?name=N&src=URL[&name=..&src=..]`: a page embedding each URL in an iframe named N;
-    - `/framable`: a page anyone may frame (the positive control of a framing test)."""
+    - `/framable`: a page anyone may frame (the positive control of a framing test);
+    - `/inaccessible`: a page with accessibility violations (the positive control of axe-core)."""
 
     def __init__(self):
         self.callbacks: list[str] = []

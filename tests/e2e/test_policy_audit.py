@@ -1278,8 +1278,10 @@ def test_activity_and_admin_audit_pages_in_chromium(audit_envs, site, shots):
     table = got["all"]["text"]
     for words in ("alice@corp.example", "bob@corp.example", "tools/call notes_whoami", "tools/call py_add",
                   "denied (no-writes-for-bob)", "connection_required", "success", "sign_in", "consent",
-                  "connection_made", "notes: alice@work.example", "tester"):
+                  "connection_made", "notes: alice@work.example", "Tester"):
         assert words in table, (words, table)
+    # Clients by the name Doorman knows them by, not by their id.
+    assert "\ttester" not in table, table
     rows = [r for r in got["bob-notes"]["text"].splitlines() if r.strip()]
     assert len(rows) == 1 and "bob@corp.example" in rows[0] and "notes_write_note" in rows[0], rows
     assert "denied (no-writes-for-bob)" in rows[0], rows

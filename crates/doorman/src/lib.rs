@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod edge;
 pub mod fuzz;

@@ -13,6 +13,7 @@ use crate::{
     audit::Audit,
     clock::{Clock, OffsetClock, SharedClock, SystemClock},
     config::{Config, LogFormat},
+    console::Console,
     crypto::KeyRing,
     edge::{EdgePolicy, check_host_and_origin},
     gateway::{Gateway, endpoint},
@@ -149,6 +150,11 @@ pub fn app(
         .merge(mcp);
     if let Some(auth) = &auth {
         router = router.merge(auth.router());
+        let console = Arc::new(Console {
+            auth: auth.clone(),
+            gateway: gateway.clone(),
+        });
+        router = router.merge(console.router());
         if let Some(vault) = gateway.router.vault() {
             let gw = Arc::downgrade(&gateway);
             let connect = Arc::new(ConnectApp {
@@ -162,6 +168,23 @@ pub fn app(
             });
             router = router.merge(connect.router());
         }
+    } else {
+        // Local mode: no people, no pages; `/` says where the endpoint is.
+        let mcp_url = config.mcp_resource();
+        router = router.route(
+            "/",
+            get(move || {
+                let url = mcp_url.clone();
+                async move {
+                    crate::web::pages::message_with_command(
+                        axum::http::StatusCode::OK,
+                        "Doorman (local mode)",
+                        "No sign-in: every client that reaches this address uses the upstreams as the operator configured them. Point your MCP client at:",
+                        &url,
+                    )
+                }
+            }),
+        );
     }
     if let Some(clock) = test_clock {
         router = router.route(

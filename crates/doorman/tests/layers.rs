@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["sign_in", "vault"],
     // The MCP endpoint, which composes them.
     &["gateway"],
-    &["edge", "listener"],
+    &["edge", "listener", "console"],
     // Entry points.
     &["server", "cli"],
     // The fuzzing harness builds the app as `serve` does.

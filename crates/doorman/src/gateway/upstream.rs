@@ -11,9 +11,9 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -38,6 +38,12 @@ const NAME: HeaderName = HeaderName::from_static("mcp-name");
 
 /// Largest upstream response body Doorman reads (a JSON body, or one SSE event).
 const MAX_UPSTREAM_BODY: usize = 16 * 1024 * 1024;
+
+fn epoch_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// Which protocol generation an upstream speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +183,21 @@ pub struct Upstream {
     next_id: AtomicU64,
     /// How many times the upstream was found unreachable.
     outages: AtomicU64,
+    /// When it last answered (ms since the epoch; 0: never since start).
+    last_ok_at: AtomicI64,
+    /// Its last failure that was its own (unreachable, timeout, HTTP error, garbage): when, and
+    /// what happened. For the administrators' page.
+    last_failure: Mutex<Option<(i64, String)>>,
+}
+
+/// What the administrators' page shows about an upstream (this node's view).
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// The revision it speaks, once probed.
+    pub era: Option<Era>,
+    pub last_ok_at: Option<i64>,
+    pub last_failure: Option<(i64, String)>,
+    pub outages: u64,
 }
 
 impl Upstream {
@@ -212,6 +233,8 @@ impl Upstream {
             era: RwLock::new(None),
             next_id: AtomicU64::new(1),
             outages: AtomicU64::new(0),
+            last_ok_at: AtomicI64::new(0),
+            last_failure: Mutex::new(None),
         })
     }
 
@@ -246,13 +269,38 @@ impl Upstream {
             tokio::time::timeout(self.timeout, self.request_inner(slots, method, params, out))
                 .await;
         let result = outcome.unwrap_or(Err(UpstreamError::Timeout(self.timeout)));
-        if let Err(UpstreamError::Unreachable(_)) = &result {
-            // Probe again next time: the upstream may come back speaking another revision, and
-            // without the sessions it had.
-            *self.era.write().expect("era lock") = None;
-            self.outages.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Ok(_) | Err(UpstreamError::Rpc(_)) => {
+                self.last_ok_at.store(epoch_ms(), Ordering::Relaxed);
+            }
+            Err(e) => {
+                if let UpstreamError::Unreachable(_) = e {
+                    // Probe again next time: the upstream may come back speaking another
+                    // revision, and without the sessions it had.
+                    *self.era.write().expect("era lock") = None;
+                    self.outages.fetch_add(1, Ordering::Relaxed);
+                }
+                // A refused credential is the person's connection, not the upstream's health.
+                if !matches!(
+                    e,
+                    UpstreamError::Unauthorized { .. } | UpstreamError::InsufficientScope { .. }
+                ) {
+                    *self.last_failure.lock().expect("failure lock") =
+                        Some((epoch_ms(), e.to_string()));
+                }
+            }
         }
         result
+    }
+
+    /// How the upstream has been doing, as seen from this node.
+    pub fn health(&self) -> Health {
+        Health {
+            era: self.era(),
+            last_ok_at: Some(self.last_ok_at.load(Ordering::Relaxed)).filter(|t| *t > 0),
+            last_failure: self.last_failure.lock().expect("failure lock").clone(),
+            outages: self.outages.load(Ordering::Relaxed),
+        }
     }
 
     async fn request_inner(

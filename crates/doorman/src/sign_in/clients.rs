@@ -229,6 +229,34 @@ impl Clients {
         })
     }
 
+    /// What Doorman already knows of a client, without fetching anything: the configured one,
+    /// or the stored registration or metadata document (revoked ones included). For pages
+    /// that list clients.
+    pub async fn known(&self, client_id: &str) -> Option<Client> {
+        if let Some(c) = self.configured.get(client_id) {
+            return Some(c.clone());
+        }
+        let row = self.store.client(client_id).await.ok()??;
+        Some(Client {
+            id: row.client_id,
+            name: row.name,
+            kind: if row.kind == "metadata" {
+                ClientKind::Metadata
+            } else {
+                ClientKind::Dynamic
+            },
+            redirect_uris: serde_json::from_str(&row.redirect_uris).unwrap_or_default(),
+            auth: TokenAuth::parse(&row.token_endpoint_auth_method).unwrap_or(TokenAuth::None),
+            secret_hash: None,
+            document: None,
+        })
+    }
+
+    /// The clients in the config, in no particular order.
+    pub fn configured(&self) -> impl Iterator<Item = &Client> {
+        self.configured.values()
+    }
+
     /// Finds a client by id: configuration first, then a metadata document URL, then the store.
     pub async fn resolve(&self, client_id: &str) -> Result<Client, ClientError> {
         if let Some(c) = self.configured.get(client_id) {

@@ -1,5 +1,6 @@
 //! First run: with no accounts yet, `doorman serve` prints a one-time link (valid 1 hour) to a
-//! page that creates the first administrator.
+//! page that creates the first administrator, signs them in in that browser and lands them on
+//! `/admin` with the next steps.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -15,7 +16,11 @@ use serde::Deserialize;
 use super::AuthServer;
 use crate::{
     crypto,
-    web::pages::{self, SetupPage},
+    store::BrowserSessionRow,
+    web::{
+        pages::{self, SESSION_COOKIE, SetupPage},
+        see_other, with_cookie,
+    },
 };
 
 const LINK_LIFETIME_MS: i64 = 3_600_000;
@@ -120,15 +125,41 @@ pub async fn submit(
     {
         Ok(user) => {
             tracing::info!(user = %user.id, "first administrator created through the setup link");
-            pages::message(
-                StatusCode::OK,
-                "Doorman is ready",
-                &format!(
-                    "The administrator {} was created. Connect your MCP client to {} and sign in.",
-                    user.username.as_deref().unwrap_or(username),
-                    s.resource
-                ),
-            )
+            crate::audit::emit(crate::audit::AuditEvent {
+                person: user.username.clone(),
+                detail: Some("first administrator, through the setup link".into()),
+                ..crate::audit::AuditEvent::security("sign_in", Some(&user.id))
+            });
+            // They just chose the password in this browser: signed in here, as after the
+            // sign-in page, and on to the administrators' page.
+            let session_id = crypto::random_token(32);
+            let session = BrowserSessionRow {
+                id_hash: crypto::sha256_hex(&session_id),
+                user_id: user.id.clone(),
+                auth_time: now,
+                amr: r#"["pwd"]"#.into(),
+                acr: None,
+                created_at: now,
+                expires_at: now + s.settings.sign_in_lifetime_ms,
+            };
+            if let Err(e) = s.store.insert_browser_session(&session).await {
+                tracing::error!(error = %e, "cannot record the first administrator's sign-in");
+                return pages::message(
+                    StatusCode::OK,
+                    "Doorman is ready",
+                    &format!(
+                        "The administrator {} was created. Sign in at {}/admin.",
+                        user.username.as_deref().unwrap_or(username),
+                        s.issuer
+                    ),
+                );
+            }
+            let cookie = s.browser.cookies.set(
+                SESSION_COOKIE,
+                &session_id,
+                s.settings.sign_in_lifetime_ms / 1000,
+            );
+            with_cookie(see_other("/admin?welcome=1"), Some(cookie))
         }
         Err(e) => {
             if let Err(e) = s.store.restore_setup_link(&token_hash).await {

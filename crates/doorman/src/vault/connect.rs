@@ -26,7 +26,11 @@ use super::Vault;
 use crate::{
     crypto,
     store::{ConnectPromptRow, ConnectStateRow},
-    web::{Browser, csrf_refused, pages, see_other, with_cookie},
+    web::{
+        Browser, csrf_refused,
+        pages::{self, Nav, ago, human_duration},
+        see_other, sign_in_and_return, with_cookie,
+    },
 };
 
 /// Tells a stateful client that the URL elicitation it showed is done: (session hash,
@@ -52,8 +56,6 @@ impl ConnectApp {
             .route("/connections/disconnect-all", post(disconnect_all))
             .route("/connections/reconnect", post(reconnect))
             .route(super::discovery::CLIENT_METADATA_PATH, get(client_metadata))
-            .route("/activity", get(activity_page))
-            .route("/admin/audit", get(admin_audit_page))
             .with_state(self)
     }
 }
@@ -72,30 +74,43 @@ async fn client_metadata(State(app): State<Arc<ConnectApp>>) -> Response {
 #[derive(Template)]
 #[template(path = "connections.html")]
 struct ConnectionsPage<'a> {
+    nav: Nav,
     person: &'a str,
     csrf: &'a str,
     rows: Vec<Row>,
     notice: Option<&'a str>,
 }
 
-struct Row {
-    id: String,
-    display_name: String,
-    account: String,
-    binding: String,
-    age: String,
-    remaining: String,
-    active: bool,
+/// One connection as the pages list it (`connection_rows.html`).
+pub struct Row {
+    pub id: String,
+    pub display_name: String,
+    pub account: String,
+    pub binding: String,
+    pub age: String,
+    pub remaining: String,
+    pub active: bool,
 }
 
-/// A signed-out browser on one of these pages: signed in to Doorman (`/sign-in/browser`, local
-/// accounts or SSO), then sent back to the same page.
-fn sign_in_and_return(uri: &axum::http::Uri) -> Response {
-    let back = uri.path_and_query().map_or("/connections", |p| p.as_str());
-    let query: String = form_urlencoded::Serializer::new(String::new())
-        .append_pair("return_to", back)
-        .finish();
-    see_other(&format!("/sign-in/browser?{query}"))
+/// A person's connections as rows; the first of each resource is the active one.
+pub fn rows(views: Vec<super::ConnectionView>, now_ms: i64) -> Vec<Row> {
+    let mut seen: Vec<String> = Vec::new();
+    views
+        .into_iter()
+        .map(|v| {
+            let active = !seen.contains(&v.resource);
+            seen.push(v.resource.clone());
+            Row {
+                id: v.id,
+                display_name: v.display_name,
+                account: v.account,
+                binding: v.binding,
+                age: ago(now_ms, v.authorized_at),
+                remaining: v.remaining_ms.map_or("no limit".into(), human_duration),
+                active,
+            }
+        })
+        .collect()
 }
 
 fn not_signed_in() -> Response {
@@ -445,49 +460,21 @@ async fn render_connections(
     headers: &HeaderMap,
     notice: Option<&str>,
 ) -> Response {
-    let Some((_, user_id)) = app.browser.signed_in(headers).await else {
+    let Some(viewer) = app.browser.viewer(headers).await else {
         return not_signed_in();
     };
-    let person = match app.browser.store.user(&user_id).await {
-        Ok(Some(u)) => u
-            .email
-            .clone()
-            .or(u.username.clone())
-            .unwrap_or(u.id.clone()),
-        Ok(None) => return not_signed_in(),
-        Err(e) => return unavailable(e),
-    };
-    let views = match app.vault.views(&user_id, None).await {
+    let views = match app.vault.views(&viewer.user.id, None).await {
         Ok(v) => v,
         Err(e) => return unavailable(e),
     };
-    let now = app.vault.now_ms();
-    let mut seen: Vec<String> = Vec::new();
-    let rows = views
-        .into_iter()
-        .map(|v| {
-            let active = !seen.contains(&v.resource);
-            seen.push(v.resource.clone());
-            Row {
-                id: v.id,
-                display_name: v.display_name,
-                account: v.account,
-                binding: v.binding,
-                age: match now - v.authorized_at {
-                    ..60_000 => "just now".into(),
-                    ms => format!("{} ago", human(ms)),
-                },
-                remaining: v.remaining_ms.map_or("no limit".into(), human),
-                active,
-            }
-        })
-        .collect();
+    let rows = rows(views, app.vault.now_ms());
     let (csrf, set_cookie) = app.browser.csrf_cookie(headers);
     with_cookie(
         pages::render(
             StatusCode::OK,
             &ConnectionsPage {
-                person: &person,
+                nav: viewer.nav(&csrf, "connections"),
+                person: viewer.display_name(),
                 csrf: &csrf,
                 rows,
                 notice,
@@ -495,18 +482,6 @@ async fn render_connections(
         ),
         set_cookie,
     )
-}
-
-/// A duration as people say it ("3 minutes", "2 hours").
-fn human(ms: i64) -> String {
-    let s = (ms / 1000).max(0);
-    let (n, unit) = match s {
-        0..60 => (s, "second"),
-        60..3600 => (s / 60, "minute"),
-        3600..86_400 => (s / 3600, "hour"),
-        _ => (s / 86_400, "day"),
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// The signed-in person and a checked CSRF token, for the POST forms.
@@ -612,170 +587,4 @@ async fn reconnect(
         Ok(prompt) => redirect_to_resource(&app, &prompt).await,
         Err(e) => unavailable(e),
     }
-}
-
-#[derive(Template)]
-#[template(path = "audit.html")]
-struct AuditPage<'a> {
-    title: &'a str,
-    lede: &'a str,
-    action: &'a str,
-    admin: bool,
-    f_user: &'a str,
-    f_tool: &'a str,
-    f_resource: &'a str,
-    f_decision: &'a str,
-    decisions: [&'a str; 5],
-    filtered: bool,
-    rows: Vec<AuditRow>,
-}
-
-struct AuditRow {
-    time: String,
-    person: String,
-    what: String,
-    account: String,
-    decision: String,
-    outcome: String,
-    client: String,
-}
-
-#[derive(Deserialize, Default)]
-pub struct AuditQuery {
-    user: Option<String>,
-    tool: Option<String>,
-    resource: Option<String>,
-    decision: Option<String>,
-}
-
-/// `GET /activity`: "what did my assistant do?" — the signed-in person's own recent calls.
-async fn activity_page(
-    State(app): State<Arc<ConnectApp>>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    Query(q): Query<AuditQuery>,
-) -> Response {
-    let Some((_, user_id)) = app.browser.signed_in(&headers).await else {
-        return sign_in_and_return(&uri);
-    };
-    audit_page(&app, q, Some(user_id), false).await
-}
-
-/// `GET /admin/audit`: everyone's records, for administrators.
-async fn admin_audit_page(
-    State(app): State<Arc<ConnectApp>>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    Query(q): Query<AuditQuery>,
-) -> Response {
-    let Some((_, user_id)) = app.browser.signed_in(&headers).await else {
-        return sign_in_and_return(&uri);
-    };
-    match app.browser.store.user(&user_id).await {
-        Ok(Some(u)) if u.is_admin => {}
-        Ok(_) => {
-            return pages::message(
-                StatusCode::FORBIDDEN,
-                "Administrators only",
-                "The audit of everyone's activity is for Doorman administrators. Your own activity is at /activity.",
-            );
-        }
-        Err(e) => return unavailable(e),
-    }
-    let person = match q.user.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
-        None => None,
-        Some(u) => match app.browser.store.person_named(u).await {
-            Ok(p) => Some(p.map_or_else(|| u.to_owned(), |p| p.id)),
-            Err(e) => return unavailable(e),
-        },
-    };
-    audit_page(&app, q, person, true).await
-}
-
-async fn audit_page(
-    app: &ConnectApp,
-    q: AuditQuery,
-    person_id: Option<String>,
-    admin: bool,
-) -> Response {
-    let nonempty = |v: &Option<String>| {
-        v.as_deref()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(String::from)
-    };
-    let filter = crate::audit::AuditFilter {
-        person_id,
-        name: nonempty(&q.tool),
-        resource: nonempty(&q.resource),
-        decision: nonempty(&q.decision),
-        kind: if admin { None } else { Some("call".into()) },
-        limit: 200,
-        ..Default::default()
-    };
-    let events = match app.vault.store.audit_events(&filter).await {
-        Ok(e) => e,
-        Err(e) => return unavailable(e),
-    };
-    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "–".into());
-    let rows = events
-        .iter()
-        .map(|e| AuditRow {
-            time: crate::clock::utc(e.at)
-                .replace('T', " ")
-                .trim_end_matches('Z')
-                .to_owned(),
-            person: dash(&e.person),
-            what: match &e.name {
-                Some(n) => format!("{} {n}", e.event),
-                None => e.event.clone(),
-            },
-            account: match (&e.resource, &e.account) {
-                (Some(r), Some(a)) => format!("{r}: {a}"),
-                (Some(r), None) => r.clone(),
-                _ => "–".into(),
-            },
-            decision: match (&e.decision, &e.policy) {
-                (Some(d), Some(p)) => format!("{d} ({p})"),
-                (Some(d), None) => d.clone(),
-                _ => "–".into(),
-            },
-            outcome: dash(&e.outcome),
-            client: dash(&e.client_id),
-        })
-        .collect();
-    let filtered = filter.name.is_some()
-        || filter.resource.is_some()
-        || filter.decision.is_some()
-        || (admin && filter.person_id.is_some());
-    pages::render(
-        StatusCode::OK,
-        &AuditPage {
-            title: if admin {
-                "Audit"
-            } else {
-                "What your assistants did"
-            },
-            lede: if admin {
-                "Every tool call, prompt and resource read through Doorman, and security events, newest first."
-            } else {
-                "The tool calls, prompts and resource reads made through Doorman as you, newest first."
-            },
-            action: if admin { "/admin/audit" } else { "/activity" },
-            admin,
-            f_user: q.user.as_deref().unwrap_or(""),
-            f_tool: q.tool.as_deref().unwrap_or(""),
-            f_resource: q.resource.as_deref().unwrap_or(""),
-            f_decision: q.decision.as_deref().unwrap_or(""),
-            decisions: [
-                "",
-                "allowed",
-                "denied",
-                "connection_required",
-                "step_up_required",
-            ],
-            filtered,
-            rows,
-        },
-    )
 }

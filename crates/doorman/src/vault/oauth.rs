@@ -76,6 +76,14 @@ impl std::fmt::Debug for TokenSet {
     }
 }
 
+/// See [`ResourceClient::status`].
+#[derive(Debug, Clone)]
+pub struct ResourceStatus {
+    pub issuer: Option<String>,
+    pub metadata_read_at: Option<i64>,
+    pub from_upstream: bool,
+}
+
 /// One configured resource, ready to talk to.
 pub struct ResourceClient {
     pub resource: ResolvedResource,
@@ -212,6 +220,26 @@ impl ResourceClient {
 
     pub fn name(&self) -> &str {
         &self.resource.name
+    }
+
+    /// What the administrators' page says about the resource's authorization server: where
+    /// its metadata is read from, when this node last read it, and whether an upstream pointed
+    /// Doorman to it (MCP authorization discovery) rather than the config.
+    pub fn status(&self) -> ResourceStatus {
+        ResourceStatus {
+            issuer: self
+                .resource
+                .oauth
+                .as_ref()
+                .and_then(|o| o.issuer.as_ref().map(|u| u.to_string())),
+            metadata_read_at: self
+                .discovered
+                .read()
+                .expect("discovery lock")
+                .as_ref()
+                .map(|(_, at)| *at),
+            from_upstream: self.resource_indicator.is_some(),
+        }
     }
 
     /// The redirect URI this resource's flows are sent with.

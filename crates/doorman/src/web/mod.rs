@@ -15,9 +15,36 @@ use axum::{
 use crate::{
     clock::SharedClock,
     crypto,
-    store::{BrowserSessionRow, Store},
+    store::{BrowserSessionRow, Store, UserRow},
 };
-use pages::{CSRF_COOKIE, CookiePolicy, SESSION_COOKIE};
+use pages::{CSRF_COOKIE, CookiePolicy, Nav, SESSION_COOKIE};
+
+/// The person a browser is signed in as, with the browser sign-in.
+pub struct Viewer {
+    pub session: BrowserSessionRow,
+    pub user: UserRow,
+}
+
+impl Viewer {
+    /// How pages name the person: email, else username, else id.
+    pub fn display_name(&self) -> &str {
+        self.user
+            .email
+            .as_deref()
+            .or(self.user.username.as_deref())
+            .unwrap_or(&self.user.id)
+    }
+
+    /// The header navigation for this person, with `current` marked.
+    pub fn nav(&self, csrf: &str, current: &'static str) -> Nav {
+        Nav {
+            person: self.display_name().to_owned(),
+            admin: self.user.is_admin,
+            csrf: csrf.to_owned(),
+            current,
+        }
+    }
+}
 
 /// What a page handler needs to recognise a browser: the cookie policy, and where browser
 /// sign-ins are kept.
@@ -58,21 +85,39 @@ impl Browser {
     /// The person this browser is signed in as, if any (and still allowed in): the browser
     /// session and the person's id. Anything unreadable is "not signed in".
     pub async fn signed_in(&self, headers: &HeaderMap) -> Option<(BrowserSessionRow, String)> {
+        self.viewer(headers).await.map(|v| {
+            let id = v.user.id.clone();
+            (v.session, id)
+        })
+    }
+
+    /// The person this browser is signed in as, with their row; `None` as in
+    /// [`Browser::signed_in`].
+    pub async fn viewer(&self, headers: &HeaderMap) -> Option<Viewer> {
         let cookie = self.cookies.get(headers, SESSION_COOKIE)?;
-        let row = self
+        let session = self
             .store
             .browser_session(&crypto::sha256_hex(&cookie))
             .await
             .ok()??;
-        if row.expires_at <= self.clock.now_ms() {
+        if session.expires_at <= self.clock.now_ms() {
             return None;
         }
-        let user = self.store.user(&row.user_id).await.ok()??;
+        let user = self.store.user(&session.user_id).await.ok()??;
         if user.disabled_at.is_some() {
             return None;
         }
-        let id = user.id.clone();
-        Some((row, id))
+        Some(Viewer { session, user })
+    }
+
+    /// Ends this browser's sign-in (its row and its cookie); the `Set-Cookie` that clears it.
+    pub async fn sign_out(&self, headers: &HeaderMap) -> anyhow::Result<HeaderValue> {
+        if let Some(cookie) = self.cookies.get(headers, SESSION_COOKIE) {
+            self.store
+                .delete_browser_session(&crypto::sha256_hex(&cookie))
+                .await?;
+        }
+        Ok(self.cookies.set(SESSION_COOKIE, "", 0))
     }
 }
 
@@ -84,6 +129,16 @@ pub fn see_other(location: &str) -> Response {
     }
     pages::security_headers(r.headers_mut());
     r
+}
+
+/// A signed-out browser on a page that needs a person: signed in to Doorman
+/// (`/sign-in/browser`, local accounts or SSO), then sent back to the same page.
+pub fn sign_in_and_return(uri: &axum::http::Uri) -> Response {
+    let back = uri.path_and_query().map_or("/", |p| p.as_str());
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("return_to", back)
+        .finish();
+    see_other(&format!("/sign-in/browser?{query}"))
 }
 
 /// Adds a `Set-Cookie`, when there is one.

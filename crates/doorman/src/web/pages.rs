@@ -7,6 +7,45 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+/// The header navigation of the pages of a signed-in person (`nav.html`).
+pub struct Nav {
+    /// How the person is named in the header.
+    pub person: String,
+    pub admin: bool,
+    /// The browser's CSRF token, for the sign-out form.
+    pub csrf: String,
+    /// The entry of the current page: `home`, `connections`, `activity`, `admin` or `audit`.
+    pub current: &'static str,
+}
+
+/// A duration as people say it ("3 minutes", "2 hours").
+pub fn human_duration(ms: i64) -> String {
+    let s = (ms / 1000).max(0);
+    let (n, unit) = match s {
+        0..60 => (s, "second"),
+        60..3600 => (s / 60, "minute"),
+        3600..86_400 => (s / 3600, "hour"),
+        _ => (s / 86_400, "day"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+/// How long ago `at_ms` was, from `now_ms` ("just now", "5 minutes ago").
+pub fn ago(now_ms: i64, at_ms: i64) -> String {
+    match now_ms - at_ms {
+        ..60_000 => "just now".into(),
+        ms => format!("{} ago", human_duration(ms)),
+    }
+}
+
+/// A time as the pages print it: UTC, to the second, without the `T` and `Z`.
+pub fn utc_time(at_ms: i64) -> String {
+    crate::clock::utc(at_ms)
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_owned()
+}
+
 #[derive(Template)]
 #[template(path = "sign_in.html")]
 pub struct SignInPage<'a> {
