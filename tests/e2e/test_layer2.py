@@ -75,7 +75,8 @@ class Env:
 def start_env(name: str, *, binding: str = "session", max_age: str | None = None, access_ttl: int = 3600,
               extra: str = "", database_url: str | None = None, port: int | None = None, idp=None,
               notes=None, shared: str | None = None, env: dict | None = None,
-              required_scopes: str = "", scopes: str = '"openid", "email", "notes:read", "notes:write"') -> Env:
+              required_scopes: str = "", scopes: str = '"openid", "email", "notes:read", "notes:write"',
+              server: dict | None = None) -> Env:
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     notes_port = free_port()
@@ -118,7 +119,7 @@ client_id = "tester"
 name = "Tester"
 redirect_uris = ["{CLIENT_REDIRECT}"]
 """
-    server = {"session_idle_timeout": "1d"}
+    server = {"session_idle_timeout": "1d", **(server or {})}
     if database_url:
         server["database_url"] = database_url
     d = oauth.accounts_doorman(name, [{"name": "notes", "url": notes.url, "resource": "notes"}],

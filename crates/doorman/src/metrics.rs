@@ -1,6 +1,6 @@
 //! Prometheus metrics (`GET /metrics`, text exposition format): requests and their latency by
 //! method and upstream, authentication failures by reason, connect prompts, refreshes, vault
-//! lookups, live sessions. One process-wide registry; recording is a few atomic operations.
+//! lookups, live sessions, changes heard from other nodes. One process-wide registry; recording is a few atomic operations.
 
 use std::sync::OnceLock;
 
@@ -46,6 +46,15 @@ pub struct Metrics {
     pub refreshes: Family<OutcomeLabels, Counter>,
     pub vault_lookups: Family<OutcomeLabels, Counter>,
     pub live_sessions: Gauge,
+    /// Changes heard from other nodes (PostgreSQL `LISTEN`), by kind.
+    pub invalidations: Family<KindLabels, Counter>,
+    /// Times the change listener (re)subscribed after losing its connection.
+    pub listener_reconnects: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -99,8 +108,22 @@ pub fn get() -> &'static Metrics {
             "Stateful MCP sessions live on this node",
             live_sessions.clone(),
         );
+        let invalidations = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "invalidations_heard",
+            "Changes announced by any node and heard here (PostgreSQL LISTEN/NOTIFY), by kind",
+            invalidations.clone(),
+        );
+        let listener_reconnects = Counter::default();
+        registry.register(
+            "change_listener_reconnects",
+            "Times the change listener lost its PostgreSQL connection and subscribed again",
+            listener_reconnects.clone(),
+        );
         Metrics {
             registry,
+            invalidations,
+            listener_reconnects,
             requests,
             latency,
             auth_failures,

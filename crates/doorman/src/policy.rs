@@ -232,6 +232,11 @@ impl Policies {
         }
     }
 
+    /// Drops what is cached about a person (their groups changed, or they were disabled).
+    pub fn forget(&self, id: &str) {
+        self.people.write().expect("people lock").remove(id);
+    }
+
     /// A person's policy facts, from a 30-second cache in front of the store. An error (the
     /// store unreachable, the person unknown, groups unreadable) is never cached, and denies.
     pub async fn person(&self, id: &str) -> anyhow::Result<Arc<PersonInfo>> {

@@ -20,7 +20,7 @@ use crate::{
     net::HttpClient,
     policy::Policies,
     sign_in::{AuthServer, bearer::require_token, setup},
-    store::Store,
+    store::{Heard, Invalidation, Store},
     vault::{Vault, connect::ConnectApp},
 };
 
@@ -162,7 +162,7 @@ pub fn app(
                 browser: auth.browser.clone(),
                 on_complete: Box::new(move |session, elicitation| {
                     if let Some(gw) = gw.upgrade() {
-                        gw.elicitation_complete(session, elicitation);
+                        gw.elicitation_completed_here(session, elicitation);
                     }
                 }),
             });
@@ -302,6 +302,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         auth.as_ref()
             .map(|_| Arc::new(Policies::new(&config, store.clone()))),
     )?);
+    if store.spawn_listener(on_change(&gateway, auth.as_ref())) {
+        tracing::info!("listening for changes announced by other nodes (PostgreSQL LISTEN)");
+    }
     Audit::start(
         store.clone(),
         clock,
@@ -338,6 +341,81 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("Doorman stopped");
     Ok(())
+}
+
+/// What this node does with a change another node (or an operator's command) announced: the
+/// same as the node that made it did to its own memory. Revocations and person facts apply at
+/// once; after the listener (re)subscribes, revocations are re-read, as the poll would.
+fn on_change(
+    gateway: &Arc<Gateway>,
+    auth: Option<&Arc<AuthServer>>,
+) -> Arc<dyn Fn(Heard) + Send + Sync> {
+    let gw = Arc::downgrade(gateway);
+    let auth = auth.map(Arc::downgrade);
+    Arc::new(move |heard| {
+        let Some(gw) = gw.upgrade() else { return };
+        let auth = auth.as_ref().and_then(std::sync::Weak::upgrade);
+        let change = match heard {
+            Heard::Subscribed => {
+                if let Some(auth) = auth {
+                    tokio::spawn(async move {
+                        let now = auth.clock.now_ms();
+                        let horizon = auth.tokens.lifetime_ms();
+                        if let Err(e) = auth.tokens.revocations.poll(now, horizon).await {
+                            tracing::warn!(error = %e, "cannot read revocations");
+                        }
+                    });
+                }
+                return;
+            }
+            Heard::Change(c) => c,
+        };
+        tracing::debug!(kind = change.kind(), "heard a change from another node");
+        crate::metrics::get()
+            .invalidations
+            .get_or_create(&crate::metrics::KindLabels {
+                kind: change.kind().into(),
+            })
+            .inc();
+        match change {
+            Invalidation::Grant(id) => {
+                if let Some(a) = &auth {
+                    a.tokens
+                        .revocations
+                        .revoke_grant_locally(&id, a.clock.now_ms());
+                }
+            }
+            Invalidation::AccessToken(jti) => {
+                if let Some(a) = &auth {
+                    a.tokens
+                        .revocations
+                        .revoke_token_locally(&jti, a.clock.now_ms());
+                }
+            }
+            Invalidation::Person(id) => {
+                if let Some(p) = gw.policies() {
+                    p.forget(&id);
+                }
+                if let Some(v) = gw.router.vault() {
+                    v.forget(&id);
+                }
+            }
+            Invalidation::Connections(user) => {
+                if let Some(v) = gw.router.vault() {
+                    v.forget(&user);
+                }
+            }
+            Invalidation::ElicitationComplete {
+                origin,
+                session,
+                elicitation,
+            } => {
+                if origin != gw.node {
+                    gw.elicitation_complete(&session, &elicitation);
+                }
+            }
+        }
+    })
 }
 
 async fn shutdown_signal() {

@@ -34,6 +34,9 @@ pub struct Gateway {
     pub store: Store,
     /// `{public_url}` without the trailing slash, for challenges.
     pub issuer: String,
+    /// This process among the nodes: a random id, so a node ignores its own announcements
+    /// where acting twice would show (a URL elicitation's completion).
+    pub node: String,
 }
 
 impl Gateway {
@@ -60,6 +63,7 @@ impl Gateway {
             store,
             clock,
             issuer: config.issuer(),
+            node: crate::crypto::random_token(12),
             stateless: Default::default(),
             max_request_bytes: config.server.max_request_bytes,
             max_sessions_per_person: config.server.max_sessions_per_person,
@@ -146,6 +150,19 @@ impl Gateway {
             })
             .collect();
         *relays = Some(handles);
+    }
+
+    /// A URL elicitation completed here: its session hears it if it is live on this node, and
+    /// the other nodes are told (the session may be live on one of them).
+    pub fn elicitation_completed_here(self: &Arc<Self>, session_hash: &str, elicitation_id: &str) {
+        self.elicitation_complete(session_hash, elicitation_id);
+        let change = crate::store::Invalidation::ElicitationComplete {
+            origin: self.node.clone(),
+            session: session_hash.to_owned(),
+            elicitation: elicitation_id.to_owned(),
+        };
+        let store = self.store.clone();
+        tokio::spawn(async move { store.announce(&[change]).await });
     }
 
     /// Tells the client of a live session that a URL elicitation completed (MCP 2025-11-25

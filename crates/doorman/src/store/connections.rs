@@ -1,7 +1,7 @@
 //! `connections` and `connection_leases`: layer 2's vault rows. Tokens arrive here sealed
 //! (`vault::tokens`); the store never sees them in clear.
 
-use super::{Store, on_pool};
+use super::{Invalidation, Store, on_pool};
 
 /// One connection as stored.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -109,12 +109,29 @@ impl Store {
     }
 
     pub async fn delete_connection(&self, id: &str) -> anyhow::Result<bool> {
-        let n = on_pool!(self, pool => sqlx::query("DELETE FROM connections WHERE id = $1")
-            .bind(id)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(n > 0)
+        let user: Option<(String,)> = on_pool!(self, pool => sqlx::query_as(
+            "DELETE FROM connections WHERE id = $1 RETURNING user_id",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?;
+        if let Some((user,)) = &user {
+            self.announce(&[Invalidation::Connections(user.clone())])
+                .await;
+        }
+        Ok(user.is_some())
+    }
+
+    /// Tells every node that these people's connections changed.
+    async fn announce_connections_of(&self, rows: &[ConnectionRow]) {
+        let mut users: Vec<&str> = rows.iter().map(|r| r.user_id.as_str()).collect();
+        users.sort_unstable();
+        users.dedup();
+        let changes: Vec<Invalidation> = users
+            .into_iter()
+            .map(|u| Invalidation::Connections(u.to_owned()))
+            .collect();
+        self.announce(&changes).await;
     }
 
     /// Deletes the connections bound to something that ended (a conversation, a grant); returns
@@ -128,6 +145,7 @@ impl Store {
             .bind(target)
             .fetch_all(pool)
             .await)?;
+        self.announce_connections_of(&rows).await;
         Ok(rows)
     }
 
@@ -220,6 +238,9 @@ impl Store {
             .bind(user_id)
             .fetch_optional(pool)
             .await)?;
+        if let Some(r) = &row {
+            self.announce_connections_of(std::slice::from_ref(r)).await;
+        }
         Ok(row)
     }
 
@@ -241,6 +262,7 @@ impl Store {
             .bind(resource)
             .fetch_all(pool)
             .await)?;
+        self.announce_connections_of(&rows).await;
         Ok(rows)
     }
 
@@ -258,6 +280,7 @@ impl Store {
             .bind(idle_before)
             .fetch_all(pool)
             .await)?;
+        self.announce_connections_of(&rows).await;
         Ok(rows)
     }
 

@@ -1,6 +1,6 @@
 //! `federated_identities` and `oidc_states`: sign-in through OpenID Connect providers.
 
-use super::{Store, on_pool};
+use super::{Invalidation, Store, on_pool};
 
 /// A trip to a provider awaiting its callback.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -105,6 +105,9 @@ impl Store {
         .execute(pool)
         .await
         .map(|_| ()))?;
+        // Their groups may have changed: every node's policy facts about them are stale.
+        self.announce(&[Invalidation::Person(user_id.to_owned())])
+            .await;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! `grants`, `authorization_codes`, `refresh_tokens`, `revoked_access_tokens`: what a person's
 //! sign-in at a client produced. Codes and refresh tokens are stored as SHA-256 hashes.
 
-use super::{Store, on_pool};
+use super::{Invalidation, Store, on_pool};
 
 /// One person's sign-in at one client.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -188,6 +188,9 @@ impl Store {
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;
+        if n > 0 {
+            self.announce(&[Invalidation::Grant(id.to_owned())]).await;
+        }
         Ok(n > 0)
     }
 
@@ -199,21 +202,27 @@ impl Store {
         now_ms: i64,
         reason: &str,
     ) -> anyhow::Result<u64> {
-        let n = on_pool!(self, pool => sqlx::query(
-            "UPDATE grants SET revoked_at = $2, revoked_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL",
+        let ids: Vec<(String,)> = on_pool!(self, pool => sqlx::query_as(
+            "UPDATE grants SET revoked_at = $2, revoked_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL \
+             RETURNING id",
         )
         .bind(user_id)
         .bind(now_ms)
         .bind(reason)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
+        .fetch_all(pool)
+        .await)?;
         on_pool!(self, pool => sqlx::query("DELETE FROM browser_sessions WHERE user_id = $1")
             .bind(user_id)
             .execute(pool)
             .await
             .map(|_| ()))?;
-        Ok(n)
+        let mut changes: Vec<Invalidation> = ids
+            .iter()
+            .map(|(id,)| Invalidation::Grant(id.clone()))
+            .collect();
+        changes.push(Invalidation::Person(user_id.to_owned()));
+        self.announce(&changes).await;
+        Ok(ids.len() as u64)
     }
 
     /// Revokes every live grant of a client; returns their ids.
@@ -232,7 +241,10 @@ impl Store {
         .bind(reason)
         .fetch_all(pool)
         .await)?;
-        Ok(ids.into_iter().map(|(id,)| id).collect())
+        let ids: Vec<String> = ids.into_iter().map(|(id,)| id).collect();
+        let changes: Vec<Invalidation> = ids.iter().cloned().map(Invalidation::Grant).collect();
+        self.announce(&changes).await;
+        Ok(ids)
     }
 
     /// Grant ids revoked at or after `since_ms` (other nodes pick revocations up from here).
@@ -327,6 +339,8 @@ impl Store {
         .execute(pool)
         .await
         .map(|_| ()))?;
+        self.announce(&[Invalidation::AccessToken(jti.to_owned())])
+            .await;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ mod connections;
 mod federation;
 mod flow;
 mod grants;
+mod invalidation;
 mod sessions;
 mod types;
 mod users;
@@ -32,6 +33,7 @@ pub use connections::{
 pub use federation::{FederatedIdentityRow, OidcStateRow};
 pub use flow::{AuthorizationRequestRow, BrowserSessionRow, SigningKeyRow};
 pub use grants::{CodeRow, CodeUse, GrantRow, RefreshRow, RefreshUse};
+pub use invalidation::{CHANNEL as INVALIDATION_CHANNEL, Heard, Invalidation};
 pub use sessions::SessionRow;
 pub use types::Groups;
 pub use users::{

@@ -528,3 +528,144 @@ async fn a_registration_is_kept_unless_its_redirect_uri_changed() {
         );
     }
 }
+
+fn connection(id: &str, user: &str, target: Option<&str>) -> ConnectionRow {
+    ConnectionRow {
+        id: id.into(),
+        user_id: user.into(),
+        resource: "notes".into(),
+        account: format!("{user}@work.example"),
+        scopes: "notes:read".into(),
+        access_token_sealed: "sealed".into(),
+        refresh_token_sealed: None,
+        authorized_at: 1_000,
+        expires_at: None,
+        binding: crate::config::Binding::Session,
+        binding_target: target.map(String::from),
+        created_at: 1_000,
+        updated_at: 1_000,
+        selected_at: 1_000,
+        last_used_at: 1_000,
+    }
+}
+
+/// Every write that makes another node's memory wrong is announced on PostgreSQL, once, with
+/// what changed; reads announce nothing (a lookup that notified every node would flood them).
+#[tokio::test]
+async fn writes_that_invalidate_other_nodes_are_announced_and_reads_are_not() {
+    use super::{INVALIDATION_CHANNEL, Invalidation};
+    for (store, _guard) in engines().await {
+        let super::Backend::Postgres(pool) = &store.backend else {
+            // SQLite is one node: announcing is a no-op and must not fail.
+            store.announce(&[Invalidation::Grant("g".into())]).await;
+            continue;
+        };
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+            .await
+            .unwrap();
+        listener.listen(INVALIDATION_CHANNEL).await.unwrap();
+        let mut heard = async || -> Vec<Invalidation> {
+            // Everything announced so far has been delivered once this marker arrives.
+            sqlx::query("SELECT pg_notify($1, 'p:marker')")
+                .bind(INVALIDATION_CHANNEL)
+                .execute(pool)
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            loop {
+                let n = listener.recv().await.unwrap();
+                match Invalidation::decode(n.payload()).unwrap() {
+                    Invalidation::Person(p) if p == "marker" => return out,
+                    other => out.push(other),
+                }
+            }
+        };
+        for who in ["alice", "bob"] {
+            insert_person(&store, who).await;
+        }
+        for (id, user) in [("g1", "alice"), ("g2", "alice"), ("g3", "bob")] {
+            store.insert_grant(&grant(id, user)).await.unwrap();
+        }
+        for c in [
+            connection("c1", "alice", Some("session:s1")),
+            connection("c2", "alice", None),
+            connection("c3", "bob", None),
+            connection("c4", "bob", None),
+        ] {
+            store.insert_connection(&c).await.unwrap();
+        }
+        assert_eq!(heard().await, vec![], "inserts change nothing anyone holds");
+
+        // Reads.
+        store.connections_of("alice", "notes").await.unwrap();
+        store.connection("c1").await.unwrap();
+        store.grants(Some("alice")).await.unwrap();
+        store.user("alice").await.unwrap();
+        assert_eq!(heard().await, vec![], "reads announce nothing");
+
+        assert!(store.revoke_grant("g1", 2_000, "test").await.unwrap());
+        assert!(!store.revoke_grant("g1", 2_000, "test").await.unwrap());
+        store
+            .revoke_access_token("jti-1", 9_000, 2_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            heard().await,
+            vec![
+                Invalidation::Grant("g1".into()),
+                Invalidation::AccessToken("jti-1".into())
+            ],
+            "a grant revoked twice is announced once"
+        );
+
+        assert!(store.set_user_disabled("alice", Some(3_000)).await.unwrap());
+        assert_eq!(
+            heard().await,
+            vec![
+                Invalidation::Grant("g2".into()),
+                Invalidation::Person("alice".into())
+            ]
+        );
+        store
+            .sign_out_everywhere("bob", 3_000, "test")
+            .await
+            .unwrap();
+        assert_eq!(
+            heard().await,
+            vec![
+                Invalidation::Grant("g3".into()),
+                Invalidation::Person("bob".into())
+            ]
+        );
+        store
+            .update_federated_user("bob", None, None, &super::Groups(vec!["eng".into()]))
+            .await
+            .unwrap();
+        assert_eq!(heard().await, vec![Invalidation::Person("bob".into())]);
+
+        store
+            .delete_connections_bound_to("session:s1")
+            .await
+            .unwrap();
+        store.delete_connection_of("c2", "bob").await.unwrap(); // not bob's: nothing
+        store.delete_connection_of("c2", "alice").await.unwrap();
+        store.delete_connection("c3").await.unwrap();
+        store
+            .delete_connections_where(Some("bob"), None)
+            .await
+            .unwrap();
+        store
+            .delete_connections_where(Some("bob"), None)
+            .await
+            .unwrap(); // none left
+        assert_eq!(
+            heard().await,
+            vec![
+                Invalidation::Connections("alice".into()),
+                Invalidation::Connections("alice".into()),
+                Invalidation::Connections("bob".into()),
+                Invalidation::Connections("bob".into()),
+            ]
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! `users`, `local_credentials` and `sign_in_failures`: the people who sign in to Doorman, the
 //! passwords and TOTP seeds of local accounts, and the failed-attempt counters per submitted name.
 
-use super::{Store, on_pool};
+use super::{Invalidation, Store, on_pool};
 
 /// The issuer of local accounts (their subject is their id).
 pub const LOCAL_ISSUER: &str = "local";
@@ -220,7 +220,7 @@ impl Store {
         id: &str,
         disabled_at: Option<i64>,
     ) -> anyhow::Result<bool> {
-        let found = on_pool!(self, pool => async {
+        let (found, revoked) = on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             let n = sqlx::query("UPDATE users SET disabled_at = $2 WHERE id = $1")
                 .bind(id)
@@ -228,14 +228,15 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            let mut revoked: Vec<(String,)> = Vec::new();
             if let (Some(at), true) = (disabled_at, n > 0) {
-                sqlx::query(
+                revoked = sqlx::query_as(
                     "UPDATE grants SET revoked_at = $2, revoked_reason = 'user disabled' \
-                     WHERE user_id = $1 AND revoked_at IS NULL",
+                     WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
                 )
                 .bind(id)
                 .bind(at)
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
                 sqlx::query("DELETE FROM browser_sessions WHERE user_id = $1")
                     .bind(id)
@@ -243,9 +244,17 @@ impl Store {
                     .await?;
             }
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(n > 0)
+            Ok::<_, sqlx::Error>((n > 0, revoked))
         }
         .await)?;
+        if found {
+            let mut changes: Vec<Invalidation> = revoked
+                .into_iter()
+                .map(|(g,)| Invalidation::Grant(g))
+                .collect();
+            changes.push(Invalidation::Person(id.to_owned()));
+            self.announce(&changes).await;
+        }
         Ok(found)
     }
 

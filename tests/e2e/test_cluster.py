@@ -1,0 +1,216 @@
+"""Several Doorman nodes on one PostgreSQL: what one node (or an operator's command) changes
+reaches the others at once through PostgreSQL LISTEN/NOTIFY, not at their next poll.
+
+The nodes here poll only once an hour (`server.poll_interval = "1h"`, the longest allowed), so a
+change taking effect within seconds on another node can only have come through the listener.
+Each case measures how long the other node took, from the answer of the request that made the
+change to the first request the other node refused; p50 and p99 are printed and written to
+tests/artifacts/cluster/invalidation.json (measured, not asserted: the assertion is that it
+happened long before any poll)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import secrets
+import statistics
+import subprocess
+import time
+from urllib.parse import urlsplit
+
+import httpx2
+import pytest
+
+from conftest import DOORMAN_BIN, fresh_postgres_url, modern_headers, modern_request
+from oauth import accounts_doorman, add_user
+from procs import ARTIFACTS, free_port
+from test_layer2 import PASSWORD as L2_PASSWORD, connect_once, doorman_token, start_env
+from test_operators import CLIENT, CLIENTS_TOML, cli, mcp_status, tokens_for
+from test_policy_audit import scrape
+
+CLUSTER_ARTIFACTS = ARTIFACTS / "cluster"
+PASSWORD = "alice's long password"
+# Far longer than any wait below: what happens sooner came through LISTEN/NOTIFY.
+WITHIN = 10.0
+
+
+def psql(url: str, sql: str) -> str:
+    binary = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1]
+    parts = urlsplit(url)
+    out = subprocess.run([binary, "-h", parts.hostname, "-p", str(parts.port), "-U", parts.username or "postgres",
+                          "-d", parts.path.lstrip("/"), "-tAc", sql], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def pair(py_upstream):
+    url = fresh_postgres_url()
+    env = {"DOORMAN_KEY_RING": f"k1 {secrets.token_urlsafe(32)}\n"}
+    # One public URL for all nodes, as behind a load balancer: a token any node issued is for
+    # the same audience everywhere. (Node a's own address stands in for the balancer's.)
+    port_a = free_port()
+    server = {"database_url": url, "poll_interval": "1h", "public_url": f"http://127.0.0.1:{port_a}"}
+    nodes = [accounts_doorman(f"cluster-{n}", [{"name": "py", "url": py_upstream.url}], extra_toml=CLIENTS_TOML,
+                              server=server, env=env, port=port) for n, port in (("a", port_a), ("b", None))]
+    add_user(nodes[0], "alice", PASSWORD, email="alice@example.com")
+    add_user(nodes[0], "bob", "bob's long password")
+    nodes[0].pg_url = url
+    yield nodes
+    for d in nodes:
+        d.stop()
+
+
+class Watch:
+    """Asks `d` with `token` every millisecond or so over one kept-alive connection, opened and
+    checked (200) before the change, with `server/discover` (Doorman answers it itself: no upstream
+    trip), so the figure is the node's and not the check's."""
+
+    def __init__(self, d, token: str):
+        self.url = d.url
+        self.headers = modern_headers("server/discover", None) | {"Authorization": f"Bearer {token}"}
+        self.body = modern_request("server/discover", {})
+        self.http = httpx2.Client(timeout=10)
+        assert self.status() == 200
+
+    def status(self) -> int:
+        return self.http.post(self.url, headers=self.headers, json=self.body).status_code
+
+    def refused_after(self, started: float) -> float:
+        """Seconds from `started` until the node refuses the token (401)."""
+        try:
+            while time.monotonic() - started < WITHIN:
+                status = self.status()
+                if status == 401:
+                    return time.monotonic() - started
+                assert status == 200, status
+                time.sleep(0.001)
+            raise AssertionError(f"{self.url} still accepted the token {WITHIN}s after the change")
+        finally:
+            self.http.close()
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def record(name: str, seconds: list[float]) -> dict:
+    CLUSTER_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = CLUSTER_ARTIFACTS / "invalidation.json"
+    figures = json.loads(path.read_text()) if path.exists() else {}
+    figures[name] = {"n": len(seconds), "p50_ms": round(statistics.median(seconds) * 1000, 1),
+                     "p99_ms": round(percentile(seconds, 99) * 1000, 1), "max_ms": round(max(seconds) * 1000, 1)}
+    path.write_text(json.dumps(figures, indent=1))
+    print(f"\ninvalidation {name}: {figures[name]}")
+    return figures[name]
+
+
+def test_revoked_tokens_and_grants_stop_on_the_other_node_at_once(pair):
+    a, b = pair
+    heard_before = scrape(b).samples.get(("doorman_invalidations_heard_total", frozenset({("kind", "grant")})), 0)
+    token_s, grant_s = [], []
+    for i in range(16):
+        tokens = tokens_for(a, "alice", PASSWORD)
+        access = tokens["access_token"]
+        watch = Watch(b, access)  # node b accepts the token
+        if i % 2 == 0:
+            # RFC 7009 on node a: this access token only.
+            r = httpx2.post(f"{a.base}/oauth/revoke", data={"token": access, "client_id": CLIENT})
+            started = time.monotonic()
+            assert r.status_code == 200, r.text
+            token_s.append(watch.refused_after(started))
+        else:
+            # Revoking the refresh token ends the whole grant, and every access token of it.
+            r = httpx2.post(f"{a.base}/oauth/revoke", data={"token": tokens["refresh_token"], "client_id": CLIENT})
+            started = time.monotonic()
+            assert r.status_code == 200, r.text
+            grant_s.append(watch.refused_after(started))
+    record("access_token_revoked", token_s)
+    record("grant_revoked", grant_s)
+    heard = scrape(b).samples.get(("doorman_invalidations_heard_total", frozenset({("kind", "grant")})), 0)
+    assert heard >= heard_before + len(grant_s), (heard_before, heard)
+
+
+def test_an_operator_disabling_a_person_stops_them_on_every_node(pair):
+    a, b = pair
+    seconds = []
+    for _ in range(4):
+        tokens = tokens_for(a, "bob", "bob's long password")
+        watch = Watch(b, tokens["access_token"])
+        out = cli(a, "users", "disable", "bob")
+        started = time.monotonic()
+        assert out.returncode == 0, out.stderr
+        seconds.append(watch.refused_after(started))
+        assert cli(a, "users", "enable", "bob").returncode == 0
+    record("person_disabled", seconds)
+
+
+def test_a_lost_listener_connection_is_re_established_and_what_it_missed_is_caught_up(pair):
+    a, b = pair
+    reconnects = scrape(b).samples.get(("doorman_change_listener_reconnects_total", frozenset()), 0)
+    tokens = tokens_for(a, "alice", PASSWORD)
+    watch = Watch(b, tokens["access_token"])
+    # Cut every node's listener connection, then revoke while they reconnect: the change is
+    # heard by a listener that is back already, or caught up by the re-read after subscribing.
+    pids = psql(a.pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE query LIKE 'LISTEN %' AND datname = current_database()")
+    assert pids.count("t") >= 2, pids  # one listener per node
+    r = httpx2.post(f"{a.base}/oauth/revoke", data={"token": tokens["refresh_token"], "client_id": CLIENT})
+    assert r.status_code == 200
+    watch.refused_after(time.monotonic())
+    deadline = time.monotonic() + WITHIN
+    while time.monotonic() < deadline:
+        listening = psql(a.pg_url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' "
+                                   "AND datname = current_database()")
+        if int(listening) >= 2:
+            break
+        time.sleep(0.1)
+    assert int(listening) >= 2, "the listeners came back"
+    assert scrape(b).samples.get(("doorman_change_listener_reconnects_total", frozenset()), 0) > reconnects
+    # And they work again: the next revocation is heard at once.
+    again = tokens_for(a, "alice", PASSWORD)
+    watch = Watch(b, again["access_token"])
+    r = httpx2.post(f"{a.base}/oauth/revoke", data={"token": again["access_token"], "client_id": CLIENT})
+    assert r.status_code == 200
+    watch.refused_after(time.monotonic())
+
+
+def test_a_connection_deleted_on_one_node_is_not_used_from_another_nodes_memory():
+    """Node b holds alice's opened Notes credential in memory (5 s); an operator revokes the
+    connection through node a's store: node b stops using it at once instead of until its
+    cache expires."""
+    url = fresh_postgres_url()
+    env = {"DOORMAN_KEY_RING": f"k1 {secrets.token_urlsafe(32)}\n"}
+    port_a = free_port()
+    server = {"public_url": f"http://127.0.0.1:{port_a}", "poll_interval": "1h"}
+    a = start_env("cluster-l2-a", binding="user", database_url=url, env=env, server=server, port=port_a)
+    b = start_env("cluster-l2-b", binding="user", database_url=url, env=env, server=server, idp=a.idp, notes=a.notes)
+    try:
+        add_user(a.d, "alice", L2_PASSWORD, email="alice@corp.example")
+        token = doorman_token(a, "alice")
+        connect_once(a, token)
+        headers = modern_headers("tools/call", "notes_whoami") | {"Authorization": f"Bearer {token}"}
+        body = modern_request("tools/call", {"name": "notes_whoami", "arguments": {}})
+        seconds = []
+        with httpx2.Client(timeout=30) as http:
+            def connected() -> bool:
+                r = http.post(b.d.url, headers=headers, json=body)
+                assert r.status_code == 200, r.text
+                return not r.json()["result"].get("isError")
+
+            assert connected()  # node b opened the credential and keeps it in memory
+            out = subprocess.run([str(DOORMAN_BIN), "connections", "revoke", "--user", "alice", "--config",
+                                  str(a.d.config)], capture_output=True, text=True, timeout=60)
+            started = time.monotonic()
+            assert out.returncode == 0 and "revoked 1 connection" in out.stdout, out.stdout + out.stderr
+            while connected():
+                # The opened credential lives 5 s in memory (vault/mod.rs CACHE_TTL_MS): using it
+                # past that would be the cache expiring, not the change being heard.
+                assert time.monotonic() - started < 4.5, "node b kept using the revoked connection"
+                time.sleep(0.001)
+            seconds.append(time.monotonic() - started)
+        record("connection_revoked", seconds)
+    finally:
+        b.stop()
+        a.stop()
