@@ -1,5 +1,7 @@
 """Several Doorman nodes on one PostgreSQL: what one node (or an operator's command) changes
-reaches the others at once through PostgreSQL LISTEN/NOTIFY, not at their next poll.
+reaches the others at once through PostgreSQL LISTEN/NOTIFY, not at their next poll; and three
+nodes behind nginx (round-robin, no stickiness) serving the same people, sessions and
+connections as one.
 
 The nodes here poll only once an hour (`server.poll_interval = "1h"`, the longest allowed), so a
 change taking effect within seconds on another node can only have come through the listener.
@@ -18,13 +20,18 @@ import subprocess
 import time
 from urllib.parse import urlsplit
 
+import anyio
 import httpx2
 import pytest
 
 from conftest import DOORMAN_BIN, fresh_postgres_url, modern_headers, modern_request
-from oauth import accounts_doorman, add_user
+from oauth import accounts_doorman, add_user, advance_clock
 from procs import ARTIFACTS, free_port
-from test_layer2 import PASSWORD as L2_PASSWORD, connect_once, doorman_token, start_env
+from balancer import NGINX, Nginx
+from idp import account, idp_client, idp_walk, resource_server, start_idp
+from resource_peers import start_resource_upstream
+from test_layer2 import IDP_ACCOUNTS, NOTES_SECRET, PASSWORD as L2_PASSWORD, client, connect_once, doorman_token, \
+    doorman_whoami, follow_connect, start_env, text_of, whoami_of
 from test_operators import CLIENT, CLIENTS_TOML, cli, mcp_status, tokens_for
 from test_policy_audit import scrape
 
@@ -214,3 +221,162 @@ def test_a_connection_deleted_on_one_node_is_not_used_from_another_nodes_memory(
     finally:
         b.stop()
         a.stop()
+
+
+# --- Three nodes behind nginx -------------------------------------------------------------------
+
+
+class Cluster:
+    """Three Doorman nodes on one PostgreSQL behind nginx; the nodes' public URL is nginx's. The
+    resource's authorization server and the Notes upstream are shared peers."""
+
+    def __init__(self):
+        url = fresh_postgres_url()
+        env = {"DOORMAN_KEY_RING": f"k1 {secrets.token_urlsafe(32)}\n", "NOTES_SECRET": NOTES_SECRET}
+        ports = [free_port() for _ in range(3)]
+        lb_port = free_port()
+        self.public = f"http://127.0.0.1:{lb_port}"
+        notes_port = free_port()
+        audience = f"http://127.0.0.1:{notes_port}/mcp"
+        self.idp = start_idp(
+            clients=[idp_client("doorman-notes", NOTES_SECRET, [f"{self.public}/connect/callback"])],
+            accounts=[account(u, pw, email=email) for u, (pw, email) in IDP_ACCOUNTS.items()],
+            resource_server=resource_server(audience, access_token_ttl=600, always_refresh=True),
+            name="cluster3-idp")
+        self.notes = start_resource_upstream(notes_port, self.idp.issuer, audience, name="cluster3-notes")
+        server = {"public_url": self.public}
+        self.nodes = [start_env(f"cluster3-{i}", binding="user", database_url=url, env=env, server=server, port=p,
+                                idp=self.idp, notes=self.notes) for i, p in enumerate(ports, 1)]
+        self.lb = Nginx("cluster3", ports, port=lb_port)
+        for user in ("alice", "bob"):
+            add_user(self.nodes[0].d, user, L2_PASSWORD, email=f"{user}@corp.example")
+        # The clients reach the nodes through nginx only.
+        for e in self.nodes:
+            e.d.url = f"{self.public}/mcp"
+            e.public = self.public
+
+    def stop(self):
+        self.lb.stop()
+        for e in self.nodes:
+            e.d.stop()
+            for b in e.browsers.values():
+                b.close()
+        self.notes.stop()
+        self.idp.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster3():
+    if not NGINX.exists():
+        pytest.fail("nginx is missing: scripts/setup-test-env installs it")
+    c = Cluster()
+    yield c
+    c.stop()
+
+
+def spread(lb: Nginx, since: int) -> dict[str, int]:
+    """How many of the requests nginx passed on since the `since`-th went to each node."""
+    out: dict[str, int] = {}
+    for node in lb.served_by()[since:]:
+        out[node] = out.get(node, 0) + 1
+    return out
+
+
+def test_sessions_continue_and_stateless_calls_work_on_whichever_node(cluster3):
+    c = cluster3
+    e = c.nodes[0]
+    token = doorman_token(e, "alice")
+    connect_once(e, token)  # the connect link and the resource's callback go through nginx too
+    before = len(c.lb.served_by())
+
+    async def run():
+        for mode in ("legacy", "2026-07-28"):  # a stateful 2025-11-25 session, then stateless
+            http, cl = client(e, token, mode=mode)
+            async with http, cl:
+                for _ in range(6):
+                    assert (await whoami_of(cl))["sub"] == "sub-alice-work"
+                who = await doorman_whoami(cl)
+                assert who["person"] == "alice@corp.example"
+
+    anyio.run(run)
+    served = spread(c.lb, before)
+    assert len(served) == 3, f"every node served part of the sessions: {served}"
+    assert all(n >= 3 for n in served.values()), served
+
+
+def test_refresh_is_single_flight_across_three_nodes_under_concurrent_calls(cluster3):
+    c = cluster3
+    e = c.nodes[1]
+    token = doorman_token(e, "bob")
+    connect_once(e, token, user="bob", idp_user="bob-notes")
+    before = c.idp.count("/token", grant_type="refresh_token")
+    for node in c.nodes:  # the resource's access token (600 s) has expired everywhere
+        advance_clock(node.d, 700)
+
+    async def many():
+        results: list[str] = []
+        http, cl = client(e, token, mode="2026-07-28")
+        async with http, cl:
+            async with anyio.create_task_group() as tg:
+                for _ in range(12):
+                    async def one():
+                        results.append((await whoami_of(cl))["sub"])
+                    tg.start_soon(one)
+        assert len(results) == 12 and set(results) == {"sub-bob-notes"}, results
+
+    served_before = len(c.lb.served_by())
+    anyio.run(many)
+    assert len(spread(c.lb, served_before)) == 3, "the concurrent calls reached every node"
+    assert c.idp.count("/token", grant_type="refresh_token") == before + 1, "exactly one refresh at the resource"
+
+
+def test_a_connect_completed_on_another_node_reaches_the_session_waiting_on_its_node(cluster3):
+    """Carol's stateful session (and its GET stream) lives on node 1; the resource sends her
+    browser back to node 3, which stores the connection: node 1 tells her client
+    (`notifications/elicitation/complete`, MCP 2025-11-25) because node 3 announced it."""
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
+
+    c = cluster3
+    first, last = c.nodes[0], c.nodes[2]
+    add_user(first.d, "carol", L2_PASSWORD, email="carol@corp.example")
+    token = doorman_token(first, "carol")
+    completed: list[str] = []
+
+    async def on_message(msg):
+        root = getattr(msg, "root", msg)
+        if getattr(root, "method", None) == "notifications/elicitation/complete":
+            completed.append(root.params.elicitation_id)
+
+    async def never_called(ctx, params):  # declares elicitation (form and url)
+        raise AssertionError("Doorman sends no elicitation/create requests on 2025-11-25")
+
+    def connect_on(node, link: str) -> httpx2.Response:
+        b = first.browser("carol")
+        r = b.get(link)
+        assert r.status_code == 303, r.text[:300]
+        pw = IDP_ACCOUNTS["alice-test"][0]
+        with httpx2.Client(timeout=30, follow_redirects=False) as idp_http:
+            back = idp_walk(idp_http, r.headers["location"], c.idp, "alice-test", pw, "allow")
+        assert back.startswith(f"{c.public}/connect/callback"), back
+        return b.get(back.replace(c.public, node.d.base, 1))
+
+    async def run():
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=120))
+        cl = Client(streamable_http_client(f"{first.d.base}/mcp", http_client=http), mode="legacy",
+                    elicitation_callback=never_called, message_handler=on_message)
+        async with http, cl:
+            await cl.list_tools()  # opens the session's GET stream, on node 1
+            with pytest.raises(MCPError) as err:
+                await cl.call_tool("notes_whoami", {})
+            assert err.value.code == -32042
+            (el,) = UrlElicitationRequiredError.from_error(err.value.error).elicitations
+            page = await anyio.to_thread.run_sync(lambda: connect_on(last, el.url))
+            assert page.status_code == 200 and "Notes is connected" in page.text, page.text[:300]
+            with anyio.fail_after(10):
+                while el.elicitation_id not in completed:
+                    await anyio.sleep(0.05)
+            assert (await whoami_of(cl))["sub"] == "sub-alice-test"
+
+    anyio.run(run)

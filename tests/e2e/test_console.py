@@ -172,6 +172,12 @@ def test_home_shows_the_approved_client_by_name_and_revoking_it_stops_its_tokens
         "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": CLIENT})
     assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant", refreshed.text
     assert CLIENT_NAME not in text_of(b.get(f"{console.base}/").text).split("Recent activity")[0]
+    # Its approval went with it: the still signed-in browser is asked again, not waved through.
+    _, challenge = pkce()
+    again = b.get(f"{console.base}/oauth/authorize?" + urlencode({
+        "response_type": "code", "client_id": CLIENT, "redirect_uri": REDIRECT, "code_challenge": challenge,
+        "code_challenge_method": "S256", "state": "s", "resource": f"{console.base}/mcp"}))
+    assert again.status_code == 303 and again.headers["location"].startswith("/consent"), again.headers
     b.close()
     bob.close()
 
@@ -193,6 +199,22 @@ def test_forms_without_the_browsers_csrf_token_change_nothing(console):
                 assert r.status_code == 400 and "Form expired" in r.text, (action, r.status_code)
     assert mcp_status(console, tokens["access_token"]) == 200
     assert admin.get(f"{console.base}/admin").status_code == 200
+    # The right token, posted from another origin (another site's page in the same browser):
+    # refused as well. And an empty cookie with an empty field is no match.
+    page = admin.get(f"{console.base}/admin")
+    csrf = next(f for f in forms_of(page.text) if f.action == "/sign-out").fields["csrf"]
+    with store_unchanged(console):
+        for headers in ({"Origin": "http://127.0.0.1:1"}, {"Sec-Fetch-Site": "cross-site"},
+                        {"Sec-Fetch-Site": "same-site", "Origin": console.base}):
+            r = admin.http.post(f"{console.base}/admin/people", data={"id": alice_id, "action": "disable", "csrf": csrf},
+                                headers=headers)
+            assert r.status_code == 400 and "Form expired" in r.text, headers
+        r = httpx2.post(f"{console.base}/sign-out", data={"csrf": ""}, headers={"Cookie": "doorman_csrf="})
+        assert r.status_code == 400
+    # Doorman's own origin is fine.
+    r = admin.http.post(f"{console.base}/admin/people", data={"id": alice_id, "action": "enable", "csrf": csrf},
+                        headers={"Origin": console.base})
+    assert r.status_code == 200 and "Enabled alice" in text_of(r.text)
     b.close()
     admin.close()
 
@@ -341,10 +363,11 @@ def test_admin_revokes_one_sign_in_and_a_registered_client(console):
     cid = reg.json()["client_id"]
     b, bob = sign_in(console, "bob", BOB_PW, client=cid, redirect="http://127.0.0.1:8765/cb")
     page = text_of(admin.get(f"{console.base}/admin").text)
-    assert "Registered Helper" in page and "registered" in page
-    assert "Registered Helper" in text_of(b.get(f"{console.base}/").text)
+    # A name it chose itself is said to be that.
+    assert "Registered Helper (self-registered)" in page, page
+    assert "Registered Helper (self-registered)" in text_of(b.get(f"{console.base}/").text)
     r = post_form(admin, f"{console.base}/admin", "/admin/clients/revoke", {"client_id": cid})
-    assert "Revoked Registered Helper and its 1 sign-in(s)" in text_of(r.text), text_of(r.text)[:300]
+    assert "Revoked Registered Helper (self-registered) and its 1 sign-in(s)" in text_of(r.text), text_of(r.text)[:300]
     assert mcp_status(console, bob["access_token"]) == 401
     assert db_rows(console, "SELECT revoked_at IS NOT NULL FROM oauth_clients WHERE client_id = ?", cid) == [(1,)]
     b.close()
@@ -407,3 +430,36 @@ def test_local_mode_home_says_where_the_endpoint_is(py_upstream):
         assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
     finally:
         d.stop()
+
+
+def test_admin_revokes_a_metadata_document_client_and_it_stays_out(console):
+    """A client that identifies itself with a Client ID Metadata Document has no registration:
+    it is listed from its sign-ins, named with its document's host, and revoking it refuses it
+    from then on (its document still resolves)."""
+    from test_oauth_negative import DocServer
+    docs = DocServer()
+    try:
+        redirect = "http://127.0.0.1:8766/cb"
+        url = docs.put_json("/app.json", {"client_id": docs.url("/app.json"), "client_name": "Doc App",
+                                          "redirect_uris": [redirect], "token_endpoint_auth_method": "none",
+                                          "grant_types": ["authorization_code", "refresh_token"],
+                                          "response_types": ["code"]})
+        b, tokens = sign_in(console, "alice", ALICE_PW, client=url, redirect=redirect)
+        admin = browser_signed_in(console, "root", ROOT_PW)
+        page = admin.get(f"{console.base}/admin")
+        row = re.search(r"<tr>\s*<td><strong>Doc App \(127\.0\.0\.1\)</strong>.*?</tr>", page.text, re.S)
+        assert row and "metadata document" in row.group(0), text_of(page.text)
+        r = post_form(admin, f"{console.base}/admin", "/admin/clients/revoke", {"client_id": url})
+        assert "Revoked Doc App (127.0.0.1) and its 1 sign-in(s)" in text_of(r.text), text_of(r.text)[:400]
+        assert mcp_status(console, tokens["access_token"]) == 401
+        # Refused at the authorization endpoint from now on, with a page (its redirect URI is
+        # not trusted any more).
+        _, challenge = pkce()
+        again = b.get(f"{console.base}/oauth/authorize?" + urlencode({
+            "response_type": "code", "client_id": url, "redirect_uri": redirect, "code_challenge": challenge,
+            "code_challenge_method": "S256", "state": "s", "resource": f"{console.base}/mcp"}))
+        assert again.status_code in (400, 401, 403) and "location" not in again.headers, (again.status_code, again.text[:300])
+        b.close()
+        admin.close()
+    finally:
+        docs.stop()

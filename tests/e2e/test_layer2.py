@@ -177,7 +177,8 @@ def follow_connect(e: Env, user: str, link: str, idp_user: str = "alice-work", d
     pw = IDP_ACCOUNTS[idp_user][0]
     with httpx2.Client(timeout=30, follow_redirects=False) as idp_http:
         back = idp_walk(idp_http if fresh_idp_session else b.http, to_resource, e.idp, idp_user, pw, decision)
-    assert back.startswith(f"{e.d.base}/connect/callback"), back
+    # Doorman's public URL: the node's own, or a load balancer's in front of several (`e.public`).
+    assert back.startswith(f"{getattr(e, 'public', e.d.base)}/connect/callback"), back
     return b.get(back)
 
 

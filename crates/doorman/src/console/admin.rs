@@ -19,7 +19,7 @@ use super::{Console, FormRejection, form_fields, redirect_hosts, unavailable};
 use crate::{
     audit::AuditEvent,
     gateway::upstream::Era,
-    sign_in::clients::ClientKind,
+    sign_in::clients::{Client, ClientKind, Clients},
     store::LOCAL_ISSUER,
     web::{
         Viewer,
@@ -99,8 +99,28 @@ struct ResourceLine {
     metadata: String,
 }
 
+/// An upstream's URL as the page shows it: without credentials or query (operators sometimes
+/// put an API key there).
+fn shown_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
 /// At most this many sign-ins are listed (the CLI lists them all: `doorman grants list`).
 const GRANTS_SHOWN: usize = 200;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn upstream_urls_are_shown_without_credentials() {
+        let u = url::Url::parse("https://svc:s3cret@crm.example/mcp?api_key=k3y#x").unwrap();
+        assert_eq!(super::shown_url(&u), "https://crm.example/mcp");
+    }
+}
 
 #[derive(Deserialize, Default)]
 pub(super) struct AdminQuery {
@@ -144,6 +164,8 @@ async fn gather(
     let store = &c.auth.store;
     let now = c.now_ms();
     let users = store.users().await?;
+    let totp: std::collections::HashSet<String> =
+        store.users_with_totp().await?.into_iter().collect();
     let mut names: HashMap<String, String> = HashMap::new();
     let mut people = Vec::with_capacity(users.len());
     for u in &users {
@@ -154,11 +176,6 @@ async fn gather(
             .unwrap_or(u.id.clone());
         names.insert(u.id.clone(), name.clone());
         let local = u.issuer == LOCAL_ISSUER;
-        let totp = if local {
-            Some(c.auth.accounts.totp_enabled(&u.id).await?)
-        } else {
-            None
-        };
         people.push(PersonLine {
             id: u.id.clone(),
             name,
@@ -174,37 +191,43 @@ async fn gather(
             },
             admin: u.is_admin,
             disabled: u.disabled_at.is_some(),
-            totp,
+            totp: local.then(|| totp.contains(&u.id)),
             created: utc_time(u.created_at),
         });
     }
 
-    let all_grants = store.grants(None).await?;
-    let live: Vec<_> = all_grants
-        .iter()
-        .filter(|g| g.revoked_at.is_none() && g.expires_at > now)
-        .collect();
-    let mut client_names: HashMap<String, String> = HashMap::new();
-    let mut clients = Vec::new();
-    let mut ids: Vec<(String, bool)> = c
+    // Clients: the configured ones, the stored ones (registrations, refused metadata
+    // documents), and metadata document clients known only from their sign-ins.
+    let counts: HashMap<String, i64> = store.live_grant_counts(now).await?.into_iter().collect();
+    let mut described: Vec<(Client, Option<crate::store::ClientRow>)> = c
         .auth
         .clients
         .configured()
-        .map(|k| (k.id.clone(), true))
+        .map(|k| (k.clone(), None))
         .collect();
-    ids.sort();
+    described.sort_by(|x, y| x.0.id.cmp(&y.0.id));
     for row in store.clients().await? {
-        ids.push((row.client_id, false));
+        let mut k = Clients::from_row(row.clone());
+        if k.kind == ClientKind::Metadata
+            && let Some(doc) = c.auth.clients.known(&k.id).await
+        {
+            k = doc;
+        }
+        described.push((k, Some(row)));
     }
-    for (id, _) in &ids {
-        let Some(k) = c.auth.clients.known(id).await else {
-            continue;
-        };
-        let row = store.client(id).await?;
-        let name = k.name.clone().unwrap_or_else(|| id.clone());
-        client_names.insert(id.clone(), name.clone());
+    for id in counts.keys() {
+        if !described.iter().any(|(k, _)| k.id == *id)
+            && let Some(k) = c.auth.clients.known(id).await
+        {
+            described.push((k, None));
+        }
+    }
+    let mut client_names: HashMap<String, String> = HashMap::new();
+    let mut clients = Vec::with_capacity(described.len());
+    for (k, row) in described {
+        let name = k.label();
+        client_names.insert(k.id.clone(), name.clone());
         clients.push(ClientLine {
-            id: id.clone(),
             name,
             kind: match k.kind {
                 ClientKind::Configured => "configured",
@@ -215,22 +238,21 @@ async fn gather(
             last_used: row
                 .as_ref()
                 .map_or_else(|| "–".into(), |r| ago(now, r.last_used_at)),
-            sign_ins: live.iter().filter(|g| g.client_id == *id).count(),
+            sign_ins: counts.get(&k.id).copied().unwrap_or(0) as usize,
             revoked: row.as_ref().is_some_and(|r| r.revoked_at.is_some()),
+            id: k.id,
         });
     }
 
-    let mut sorted = live.clone();
-    sorted.sort_by_key(|g| std::cmp::Reverse(g.last_used_at));
-    let grants_cut = sorted.len() > GRANTS_SHOWN;
+    let live = store.live_grants(now, GRANTS_SHOWN as i64 + 1).await?;
+    let grants_cut = live.len() > GRANTS_SHOWN;
     let mut grants = Vec::new();
-    for g in sorted.into_iter().take(GRANTS_SHOWN) {
+    for g in live.into_iter().take(GRANTS_SHOWN) {
         let client = match client_names.get(&g.client_id) {
             Some(n) => n.clone(),
             None => c.client_name(&g.client_id).await,
         };
         grants.push(GrantLine {
-            id: g.id.clone(),
             person: names
                 .get(&g.user_id)
                 .cloned()
@@ -239,6 +261,7 @@ async fn gather(
             signed_in: utc_time(g.auth_time),
             last_used: ago(now, g.last_used_at),
             expires: format!("in {}", human_duration(g.expires_at - now)),
+            id: g.id,
         });
     }
 
@@ -258,7 +281,7 @@ async fn gather(
             };
             UpstreamLine {
                 name: u.name.clone(),
-                url: u.url.to_string(),
+                url: shown_url(&u.url),
                 revision: match h.era {
                     Some(Era::Modern) => "2026-07-28 (stateless)",
                     Some(Era::Legacy) => "2025 revisions (sessions)",
@@ -316,7 +339,7 @@ async fn gather(
             nav: viewer.nav(&csrf, "admin"),
             csrf: &csrf,
             notice,
-            welcome: welcome || all_grants.is_empty(),
+            welcome: welcome || counts.is_empty(),
             mcp_url: &c.auth.resource,
             me: &viewer.user.id,
             people,
@@ -382,21 +405,24 @@ pub(super) async fn person_action(
             "You cannot disable yourself: ask another administrator, or use `doorman users disable`.".to_owned()
         }
         "disable" => {
+            if let Err(e) = c.auth.store.set_user_disabled(&target.id, Some(c.now_ms())).await {
+                return unavailable(e);
+            }
+            // The store revoked the grants (and told the other nodes); this node stops
+            // accepting their tokens now, whichever grants were live when it did.
             let grants = match c.auth.store.grants(Some(&target.id)).await {
                 Ok(g) => g,
                 Err(e) => return unavailable(e),
             };
-            match c.auth.store.set_user_disabled(&target.id, Some(c.now_ms())).await {
-                Ok(_) => {}
-                Err(e) => return unavailable(e),
-            }
-            // The store revoked the grants; this node stops accepting their tokens now.
             let now = c.now_ms();
-            for g in grants.iter().filter(|g| g.revoked_at.is_none()) {
+            for g in grants.iter().filter(|g| g.revoked_at.is_some()) {
                 c.auth.tokens.revocations.revoke_grant_locally(&g.id, now);
             }
             if let Some(v) = c.vault() {
                 v.forget(&target.id);
+            }
+            if let Some(p) = c.gateway.policies() {
+                p.forget(&target.id);
             }
             record("person_disabled", Some(&target.id), &admin, by);
             format!("Disabled {name}: their sign-ins at clients and in browsers ended.")
@@ -443,6 +469,15 @@ pub(super) async fn revoke_grant(
             if let Err(e) = c.revoke_grants(&[id], "revoked by an administrator").await {
                 return unavailable(e);
             }
+            // The person approves the client again before it gets back in.
+            if let Err(e) = c
+                .auth
+                .store
+                .delete_consents(Some(&g.user_id), &g.client_id)
+                .await
+            {
+                return unavailable(e);
+            }
             crate::audit::emit(AuditEvent {
                 person: Some(admin.display_name().to_owned()),
                 client_id: Some(g.client_id.clone()),
@@ -477,29 +512,49 @@ pub(super) async fn revoke_client(
         return render(&c, &headers, &admin, Some("No such client."), false).await;
     };
     let now = c.now_ms();
-    let name = known.name.clone().unwrap_or_else(|| client_id.clone());
-    let (note, grants) = if known.kind == ClientKind::Configured {
-        match c
+    let name = known.label();
+    let outcome = match known.kind {
+        ClientKind::Configured => c
             .auth
             .store
             .revoke_grants_where_client(&client_id, now, "client revoked")
             .await
-        {
-            Ok(g) => (
-                format!(
-                    "Revoked {} sign-in(s) at {name}. It is in the config: remove it there to keep it out.",
-                    g.len()
-                ),
-                g,
-            ),
-            Err(e) => return unavailable(e),
+            .map(|g| {
+                (
+                    format!(
+                        "Revoked {} sign-in(s) at {name}. It is in the config: remove it there to keep it out.",
+                        g.len()
+                    ),
+                    g,
+                )
+            }),
+        // No registration of its own: a revoked row refuses it from now on.
+        ClientKind::Metadata => async {
+            c.auth
+                .store
+                .block_client(&client_id, "metadata", known.name.as_deref(), now)
+                .await?;
+            c.auth
+                .store
+                .revoke_grants_where_client(&client_id, now, "client revoked")
+                .await
         }
-    } else {
-        match c.auth.store.revoke_client(&client_id, now).await {
-            Ok((_, g)) => (format!("Revoked {name} and its {} sign-in(s).", g.len()), g),
-            Err(e) => return unavailable(e),
-        }
+        .await
+        .map(|g| (format!("Revoked {name} and its {} sign-in(s).", g.len()), g)),
+        ClientKind::Dynamic => c
+            .auth
+            .store
+            .revoke_client(&client_id, now)
+            .await
+            .map(|(_, g)| (format!("Revoked {name} and its {} sign-in(s).", g.len()), g)),
     };
+    let (note, grants) = match outcome {
+        Ok(o) => o,
+        Err(e) => return unavailable(e),
+    };
+    if let Err(e) = c.auth.store.delete_consents(None, &client_id).await {
+        return unavailable(e);
+    }
     for g in &grants {
         c.auth.tokens.revocations.revoke_grant_locally(g, now);
     }

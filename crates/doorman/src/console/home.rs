@@ -165,10 +165,7 @@ async fn approved_clients(c: &Console, user_id: &str, now: i64) -> anyhow::Resul
     for (id, signed_in, used) in by_client {
         let known = c.auth.clients.known(&id).await;
         out.push(ClientLine {
-            name: known
-                .as_ref()
-                .and_then(|k| k.name.clone())
-                .unwrap_or_else(|| id.clone()),
+            name: known.as_ref().map_or_else(|| id.clone(), |k| k.label()),
             hosts: known
                 .as_ref()
                 .map_or_else(|| "–".into(), |k| redirect_hosts(&k.redirect_uris)),
@@ -215,6 +212,16 @@ pub(super) async fn revoke_client(
         Ok(n) => n,
         Err(e) => return unavailable(e),
     };
+    // Its approval goes too: signing in from it again asks the person again, rather than
+    // handing the client a code because the browser is still signed in.
+    if let Err(e) = c
+        .auth
+        .store
+        .delete_consents(Some(&viewer.user.id), client_id)
+        .await
+    {
+        return unavailable(e);
+    }
     let name = c.client_name(client_id).await;
     crate::audit::emit(AuditEvent {
         person: Some(viewer.display_name().to_owned()),

@@ -87,7 +87,7 @@ impl Console {
         headers: &HeaderMap,
         form: &HashMap<String, String>,
     ) -> Result<Viewer, Response> {
-        if !self.browser().csrf_ok(headers, form) {
+        if !self.browser().csrf_ok(headers, form) || !self.same_origin(headers) {
             return Err(csrf_refused());
         }
         self.browser()
@@ -110,14 +110,34 @@ impl Console {
         Ok(n)
     }
 
-    /// A client's name, where Doorman knows one, else its id.
+    /// How pages name a client: its name with what vouches for it (`Client::label`), else its id.
     async fn client_name(&self, client_id: &str) -> String {
         self.auth
             .clients
             .known(client_id)
             .await
-            .and_then(|c| c.name)
-            .unwrap_or_else(|| client_id.to_owned())
+            .map_or_else(|| client_id.to_owned(), |c| c.label())
+    }
+
+    /// Whether a form was posted from one of Doorman's own pages, as far as the browser says:
+    /// a second line behind the CSRF token (it matters in development setups on plain-http
+    /// loopback, where cookies are shared across ports). `Sec-Fetch-Site` (Fetch Metadata),
+    /// when sent, must be `same-origin`; otherwise an `Origin`, when sent and not `null` (what
+    /// browsers send under the pages' `Referrer-Policy: no-referrer`), must be Doorman's.
+    fn same_origin(&self, headers: &HeaderMap) -> bool {
+        if let Some(site) = headers.get("sec-fetch-site") {
+            return site.as_bytes() == b"same-origin";
+        }
+        let Some(origin) = headers.get(axum::http::header::ORIGIN) else {
+            return true;
+        };
+        if origin.as_bytes() == b"null" {
+            return true;
+        }
+        let ours = url::Url::parse(&self.auth.issuer)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default();
+        origin.to_str().is_ok_and(|o| o == ours)
     }
 }
 
@@ -129,11 +149,20 @@ async fn sign_out(
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
     let form = form_fields(form);
-    if !c.browser().csrf_ok(&headers, &form) {
+    if !c.browser().csrf_ok(&headers, &form) || !c.same_origin(&headers) {
         return csrf_refused();
     }
+    let who = c.browser().viewer(&headers).await;
     match c.browser().sign_out(&headers).await {
-        Ok(cookie) => with_cookie(see_other("/"), Some(cookie)),
+        Ok(cookie) => {
+            if let Some(v) = who {
+                crate::audit::emit(crate::audit::AuditEvent {
+                    person: Some(v.display_name().to_owned()),
+                    ..crate::audit::AuditEvent::security("sign_out", Some(&v.user.id))
+                });
+            }
+            with_cookie(see_other("/"), Some(cookie))
+        }
         Err(e) => unavailable(e),
     }
 }

@@ -407,6 +407,13 @@ impl ClientMetadataCache {
         self
     }
 
+    /// The document held for `client_id`, expired or not, without fetching (for pages that
+    /// name clients).
+    pub fn cached(&self, client_id: &str) -> Option<Arc<ClientMetadataDocument>> {
+        let state = self.state.lock().expect("metadata cache lock");
+        state.entries.get(client_id).map(|e| e.doc.clone())
+    }
+
     /// The validated document for `client_id`, from the cache or freshly fetched.
     pub async fn resolve(&self, client_id: &str) -> Result<Arc<ClientMetadataDocument>, CimdError> {
         let url = check_client_id(client_id).map_err(CimdError::NotMetadataUrl)?;

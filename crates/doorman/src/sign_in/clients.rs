@@ -70,6 +70,27 @@ pub struct Client {
 }
 
 impl Client {
+    /// How pages that list clients name it, with what vouches for the name: a configured
+    /// client's name is the operator's; a metadata document's comes from its URL's host (shown);
+    /// a registered client chose its own (said so).
+    pub fn label(&self) -> String {
+        match (self.kind, &self.name) {
+            (ClientKind::Configured, Some(n)) => n.clone(),
+            (ClientKind::Metadata, name) => {
+                let host = url::Url::parse(&self.id)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_else(|| self.id.clone());
+                match name {
+                    Some(n) => format!("{n} ({host})"),
+                    None => host,
+                }
+            }
+            (ClientKind::Dynamic, Some(n)) => format!("{n} (self-registered)"),
+            (_, None) => self.id.clone(),
+        }
+    }
+
     /// What the consent page calls the client.
     pub fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.id)
@@ -230,16 +251,38 @@ impl Clients {
     }
 
     /// What Doorman already knows of a client, without fetching anything: the configured one,
-    /// or the stored registration or metadata document (revoked ones included). For pages
-    /// that list clients.
+    /// the stored registration (revoked ones included), or a metadata document client as far
+    /// as its cached document tells (its id is its URL, so it is known by that at least). For
+    /// pages that list clients.
     pub async fn known(&self, client_id: &str) -> Option<Client> {
         if let Some(c) = self.configured.get(client_id) {
             return Some(c.clone());
         }
-        let row = self.store.client(client_id).await.ok()??;
-        Some(Client {
-            id: row.client_id,
-            name: row.name,
+        let row = self.store.client(client_id).await.ok().flatten();
+        if is_metadata_client_id(client_id) {
+            let doc = self.metadata.cached(client_id);
+            return Some(Client {
+                id: client_id.to_owned(),
+                name: doc
+                    .as_ref()
+                    .and_then(|d| d.client_name.clone())
+                    .or(row.and_then(|r| r.name)),
+                kind: ClientKind::Metadata,
+                redirect_uris: doc
+                    .as_ref()
+                    .map(|d| d.redirect_uris.clone())
+                    .unwrap_or_default(),
+                auth: TokenAuth::None,
+                secret_hash: None,
+                document: doc,
+            });
+        }
+        row.map(Self::from_row)
+    }
+
+    /// A stored client as pages describe it (no secret).
+    pub fn from_row(row: crate::store::ClientRow) -> Client {
+        Client {
             kind: if row.kind == "metadata" {
                 ClientKind::Metadata
             } else {
@@ -247,9 +290,11 @@ impl Clients {
             },
             redirect_uris: serde_json::from_str(&row.redirect_uris).unwrap_or_default(),
             auth: TokenAuth::parse(&row.token_endpoint_auth_method).unwrap_or(TokenAuth::None),
+            id: row.client_id,
+            name: row.name,
             secret_hash: None,
             document: None,
-        })
+        }
     }
 
     /// The clients in the config, in no particular order.
@@ -263,6 +308,15 @@ impl Clients {
             return Ok(c.clone());
         }
         if is_metadata_client_id(client_id) {
+            // An administrator may have refused it: a revoked row is kept for it.
+            match self.store.client(client_id).await {
+                Ok(Some(row)) if row.revoked_at.is_some() => return Err(ClientError::Revoked),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read clients");
+                    return Err(ClientError::Unknown);
+                }
+            }
             let doc = self
                 .metadata
                 .resolve(client_id)
@@ -507,5 +561,57 @@ mod tests {
         let mut form = HashMap::new();
         form.insert("client_secret".to_owned(), "x".to_owned());
         assert!(Presented::read(&headers, &form).is_err());
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::{Client, ClientKind, TokenAuth};
+
+    fn client(id: &str, name: Option<&str>, kind: ClientKind) -> Client {
+        Client {
+            id: id.into(),
+            name: name.map(String::from),
+            kind,
+            redirect_uris: vec![],
+            auth: TokenAuth::None,
+            secret_hash: None,
+            document: None,
+        }
+    }
+
+    #[test]
+    fn a_label_says_what_vouches_for_the_name() {
+        let cases = [
+            (
+                client("ops", Some("Ops App"), ClientKind::Configured),
+                "Ops App",
+            ),
+            (client("ops", None, ClientKind::Configured), "ops"),
+            (
+                client(
+                    "https://claude.ai/oauth/client.json",
+                    Some("Claude"),
+                    ClientKind::Metadata,
+                ),
+                "Claude (claude.ai)",
+            ),
+            (
+                client(
+                    "https://claude.ai/oauth/client.json",
+                    None,
+                    ClientKind::Metadata,
+                ),
+                "claude.ai",
+            ),
+            (
+                client("k3Xq", Some("Claude"), ClientKind::Dynamic),
+                "Claude (self-registered)",
+            ),
+            (client("k3Xq", None, ClientKind::Dynamic), "k3Xq"),
+        ];
+        for (c, want) in cases {
+            assert_eq!(c.label(), want);
+        }
     }
 }

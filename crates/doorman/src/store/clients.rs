@@ -108,6 +108,31 @@ impl Store {
         Ok((n > 0, grants))
     }
 
+    /// Refuses a client Doorman has no registration of (one that identifies itself with a
+    /// metadata document): a revoked row is kept for it, which `Clients::resolve` checks.
+    pub async fn block_client(
+        &self,
+        client_id: &str,
+        kind: &str,
+        name: Option<&str>,
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO oauth_clients (client_id, kind, name, redirect_uris, \
+             token_endpoint_auth_method, metadata, created_at, last_used_at, revoked_at) \
+             VALUES ($1, $2, $3, '[]', 'none', '{}', $4, $4, $4) \
+             ON CONFLICT (client_id) DO UPDATE SET revoked_at = $4",
+        )
+        .bind(client_id)
+        .bind(kind)
+        .bind(name)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
     /// Deletes dynamically registered clients unused since `before_ms` that hold no live grant.
     pub async fn delete_unused_dynamic_clients(
         &self,

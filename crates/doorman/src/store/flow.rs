@@ -215,6 +215,24 @@ impl Store {
         Ok(row.map(|(s,)| s))
     }
 
+    /// Forgets a person's approval of a client (one person, or everyone's with `None`): their
+    /// next authorization there asks again.
+    pub async fn delete_consents(
+        &self,
+        user_id: Option<&str>,
+        client_id: &str,
+    ) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "DELETE FROM consents WHERE client_id = $2 AND ($1 IS NULL OR user_id = $1)",
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
     pub async fn save_consent(
         &self,
         user_id: &str,

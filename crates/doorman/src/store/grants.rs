@@ -177,6 +177,33 @@ impl Store {
         Ok(rows)
     }
 
+    /// Live grants (not revoked, not expired at `now_ms`), most recently used first, at most
+    /// `limit`.
+    pub async fn live_grants(&self, now_ms: i64, limit: i64) -> anyhow::Result<Vec<GrantRow>> {
+        let q = format!(
+            "SELECT {GRANT_COLUMNS} FROM grants WHERE revoked_at IS NULL AND expires_at > $1 \
+             ORDER BY last_used_at DESC, id LIMIT $2"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, GrantRow>(sqlx::AssertSqlSafe(q.clone()))
+            .bind(now_ms)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows)
+    }
+
+    /// How many live grants each client holds (clients holding none are left out).
+    pub async fn live_grant_counts(&self, now_ms: i64) -> anyhow::Result<Vec<(String, i64)>> {
+        let rows = on_pool!(self, pool => sqlx::query_as(
+            "SELECT client_id, COUNT(*) FROM grants WHERE revoked_at IS NULL AND expires_at > $1 \
+             GROUP BY client_id ORDER BY client_id",
+        )
+        .bind(now_ms)
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows)
+    }
+
     /// Revokes one grant; returns whether it was live.
     pub async fn revoke_grant(&self, id: &str, now_ms: i64, reason: &str) -> anyhow::Result<bool> {
         let n = on_pool!(self, pool => sqlx::query(

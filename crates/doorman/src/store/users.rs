@@ -258,6 +258,16 @@ impl Store {
         Ok(found)
     }
 
+    /// The ids of the local accounts whose sign-in needs a TOTP code.
+    pub async fn users_with_totp(&self) -> anyhow::Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT user_id FROM local_credentials WHERE totp_secret_sealed IS NOT NULL",
+        )
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
     pub async fn local_credentials(
         &self,
         user_id: &str,
