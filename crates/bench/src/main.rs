@@ -173,12 +173,28 @@ async fn main() -> anyhow::Result<()> {
             tied("vault_modern", stateless.port),
             tied("vault_legacy", stateful.port),
         ],
-        procs::SignIn::Accounts,
+        procs::SignIn::Accounts {
+            durable_audit: true,
+        },
+    )
+    .await?;
+    // The same without waiting for audit records: what `[audit] durable` costs.
+    let undurable = procs::start_doorman(
+        &bins,
+        &[
+            plain("modern", stateless.port),
+            plain("legacy", stateful.port),
+        ],
+        procs::SignIn::Accounts {
+            durable_audit: false,
+        },
     )
     .await?;
     let password = signin::random_token(18)?;
     procs::add_person(&bins, &accounts, "bench", &password).await?;
     let token = signin::access_token(&accounts.base_url(), "bench", &password).await?;
+    procs::add_person(&bins, &undurable, "bench", &password).await?;
+    let undurable_token = signin::access_token(&undurable.base_url(), "bench", &password).await?;
     layer2::connect(&accounts, "bench", &resource_token).await?;
     // The sides measured against direct, in the order they run inside each round.
     let sides = [
@@ -198,6 +214,12 @@ async fn main() -> anyhow::Result<()> {
             mode: "signed in (token check)",
             via: Via::Doorman(&accounts),
             bearer: Some(token.clone()),
+            upstream_prefix: "",
+        },
+        Side {
+            mode: "signed in, audit not durable",
+            via: Via::Doorman(&undurable),
+            bearer: Some(undurable_token),
             upstream_prefix: "",
         },
         Side {
@@ -369,12 +391,14 @@ fn markdown_rows(r: &Value) -> String {
     let mut s = String::from(
         "## Throughput and latency: `tools/call` on `echo`, direct vs through Doorman\n\n\
          Modes: `local` (no sign-in), `signed in (token check)` (accounts mode: a bearer access \
-         token on every request), `signed in + layer 2 (vault)` (the same, to an upstream tied to \
+         token on every request; each answer waits until its audit record is stored, `[audit] \
+         durable`, the default), `signed in, audit not durable` (the same with `durable = false`: \
+         what durability costs), `signed in + layer 2 (vault)` (the same, to an upstream tied to \
          a resource: the person's stored connection is looked up, its token opened and injected \
          as the upstream's `Authorization`), and for reference a bare HTTP relay (`bench-relay`: \
          hyper's server and pooled client passing requests through untouched, no JSON, no \
          checks), the ceiling any HTTP gateway approaches on this machine. For each protocol and \
-         concurrency, direct and all four ran alternately in the same rounds; each ratio is to \
+         concurrency, direct and all five ran alternately in the same rounds; each ratio is to \
          that direct.\n\n",
     );
     s.push_str("| protocol | conc. | mode | direct req/s | through req/s | ratio | direct p50/p90/p99 µs | through p50/p90/p99 µs | added p50 µs | gateway CPU µs/call |\n");

@@ -173,8 +173,9 @@ pub enum SignIn {
     /// `mode = "local"`: no sign-in, nothing checked on `/mcp`.
     Local,
     /// `mode = "accounts"` with the `bench` public client pre-registered: every `/mcp` request
-    /// needs a bearer access token (see `signin.rs` for how the bench gets one).
-    Accounts,
+    /// needs a bearer access token (see `signin.rs` for how the bench gets one). `durable_audit`:
+    /// `[audit] durable` (the default: an answer waits until its record is stored).
+    Accounts { durable_audit: bool },
 }
 
 /// One upstream of a benchmark Doorman.
@@ -206,9 +207,10 @@ pub async fn start_doorman(
         SignIn::Local => config.push_str("[sign_in]\nmode = \"local\"\n"),
         // Tokens live 1 h by default; 2 h covers a full run with room to spare. `development`
         // only lets the resource's (never contacted) endpoints be plain http.
-        SignIn::Accounts => config.push_str(&format!(
+        SignIn::Accounts { durable_audit } => config.push_str(&format!(
             "[sign_in]\nmode = \"accounts\"\naccess_token_lifetime = \"2h\"\ndevelopment = true\n\
-             [[sign_in.clients]]\nclient_id = \"{}\"\nname = \"bench\"\nredirect_uris = [\"{}\"]\n",
+             [[sign_in.clients]]\nclient_id = \"{}\"\nname = \"bench\"\nredirect_uris = [\"{}\"]\n\
+             [audit]\ndurable = {durable_audit}\n",
             crate::signin::CLIENT_ID,
             crate::signin::REDIRECT_URI
         )),

@@ -1,17 +1,27 @@
 //! The audit trail: one record per tool call, prompt get and resource read, and per security
 //! event (sign-ins, failed sign-ins, consent, connections made, refreshed and revoked, key
 //! rotations). Each record is a JSON log line (target `doorman::audit`) and a row in
-//! `audit_events`, written in the background in batches so requests never wait for it, and
-//! purged after `[audit] retention`.
+//! `audit_events`, and purged after `[audit] retention`.
+//!
+//! One writer stores every record. With `[audit] durable` (the default) the answer to a
+//! request waits until its record is stored: records that arrive while a write runs share the
+//! next one (group commit), so many concurrent requests cost one statement. A failed write is
+//! retried (backing off to 5 s) until it succeeds; a full queue makes senders wait rather than
+//! drop anything; a record is lost only if the writer is gone, and then
+//! `doorman_audit_records_lost_total` and an error line say how many. Without `durable`,
+//! records are gathered for about 50 ms and a crash in that window loses them.
 //!
 //! Recording goes through [`emit`], a process-wide sink set up by `doorman serve`
 //! ([`Audit::start`]); without it (tests of single modules, operator commands) records are
 //! only logged.
 
-use std::sync::OnceLock;
+use std::sync::{
+    Arc, OnceLock,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use crate::store::{AuditEvent, AuditFilter};
 use crate::{clock::SharedClock, store::Store};
@@ -28,16 +38,39 @@ impl AuditEvent {
     }
 }
 
+/// One record on its way to the store, and who waits for it to be stored.
+struct Queued {
+    event: AuditEvent,
+    stored: Option<oneshot::Sender<()>>,
+}
+
 struct Sink {
-    tx: mpsc::Sender<AuditEvent>,
+    tx: mpsc::Sender<Queued>,
     clock: SharedClock,
+    /// `audit.durable`: answers wait for their record (at most this long).
+    durable: Option<std::time::Duration>,
+    /// Records queued or being written, not yet stored.
+    pending: Arc<AtomicUsize>,
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
 
-/// Records an event: a JSON log line now, a row soon. `at` is filled in when zero, the client
-/// address from the request this task serves when not given.
-pub fn emit(mut e: AuditEvent) {
+/// How many records the queue holds before senders wait (back-pressure).
+const QUEUE: usize = 10_000;
+/// The most records one statement stores.
+const BATCH: usize = 1024;
+/// Without `audit.durable`, how long the writer gathers records before a write.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
+/// Retries of a failed write: from this delay, doubling, up to `RETRY_MAX`.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Fills in what a record can take from where it is made: the time (when zero) and the
+/// client's address (from the request this task serves).
+fn stamp(e: &mut AuditEvent) {
+    if e.record_key.is_none() {
+        e.record_key = Some(crate::crypto::random_token(16));
+    }
     if e.client_address.is_none() {
         e.client_address = crate::net::ClientAddress::current().map(|c| c.ip.to_string());
     }
@@ -52,15 +85,79 @@ pub fn emit(mut e: AuditEvent) {
             |s| s.clock.now_ms(),
         );
     }
-    match SINK.get() {
-        // Logged by the writer, after naming the person.
-        Some(s) => {
-            if s.tx.try_send(e).is_err() {
-                tracing::warn!("the audit writer is behind: a record was dropped");
-            }
+}
+
+/// Records an event, without waiting: a JSON log line and a row soon. When the queue is full
+/// the record waits for room on a task of its own (nothing is dropped); it is lost only if the
+/// writer is gone, which a metric and a log line say.
+pub fn emit(mut e: AuditEvent) {
+    stamp(&mut e);
+    let Some(s) = SINK.get() else {
+        log(&e);
+        return;
+    };
+    s.pending.fetch_add(1, Ordering::AcqRel);
+    let q = Queued {
+        event: e,
+        stored: None,
+    };
+    match s.tx.try_send(q) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(q)) => {
+            let tx = s.tx.clone();
+            tokio::spawn(async move {
+                if tx.send(q).await.is_err() {
+                    lost(1);
+                }
+            });
         }
-        None => log(&e),
+        Err(mpsc::error::TrySendError::Closed(_)) => lost(1),
     }
+}
+
+/// Records the event of a request that is about to be answered. With `audit.durable` (the
+/// default) this returns once the record is stored, sharing the write with whatever else is
+/// queued (group commit); when the queue is full it waits for room (back-pressure). After
+/// `audit.durable_wait` without a stored record the answer goes on: the record stays queued
+/// and is retried, and `doorman_audit_released_unstored_total` counts it.
+pub async fn record(mut e: AuditEvent) {
+    let durable = SINK.get().and_then(|s| s.durable);
+    let (Some(s), Some(wait)) = (SINK.get(), durable) else {
+        emit(e);
+        return;
+    };
+    stamp(&mut e);
+    let (done, stored) = oneshot::channel();
+    s.pending.fetch_add(1, Ordering::AcqRel);
+    let q = Queued {
+        event: e,
+        stored: Some(done),
+    };
+    let waited = tokio::time::timeout(wait, async {
+        if s.tx.send(q).await.is_err() {
+            lost(1);
+            return;
+        }
+        let _ = stored.await;
+    })
+    .await;
+    if waited.is_err() {
+        crate::metrics::get().audit_released_unstored.inc();
+        tracing::warn!(
+            "an answer waited {wait:?} for its audit record to be stored and was released; the record stays queued"
+        );
+    }
+}
+
+fn lost(n: u64) {
+    crate::metrics::get().audit_lost.inc_by(n);
+    if let Some(s) = SINK.get() {
+        s.pending.fetch_sub(n as usize, Ordering::AcqRel);
+    }
+    tracing::error!(
+        records = n,
+        "audit records were lost: the audit writer is gone"
+    );
 }
 
 /// The record as one log line (a JSON object with `log_format = "json"`).
@@ -92,71 +189,41 @@ fn log(e: &AuditEvent) {
 /// The background writer and its retention purge.
 pub struct Audit;
 
+/// How the writer runs (`[audit]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub retention: std::time::Duration,
+    /// How often records past `retention` are deleted (`server.purge_interval`).
+    pub purge_every: std::time::Duration,
+    /// `audit.durable`: answers wait for their record, at most `audit.durable_wait`.
+    pub durable: Option<std::time::Duration>,
+}
+
 impl Audit {
-    /// Starts the writer (once per process) and the hourly purge of records older than
-    /// `retention`.
-    /// `purge_every`: how often records past `retention` are deleted (`server.purge_interval`).
-    pub fn start(
-        store: Store,
-        clock: SharedClock,
-        retention: std::time::Duration,
-        purge_every: std::time::Duration,
-    ) {
-        let (tx, mut rx) = mpsc::channel::<AuditEvent>(10_000);
+    /// Starts the writer (once per process) and the purge of records older than `retention`.
+    pub fn start(store: Store, clock: SharedClock, settings: Settings) {
+        let (tx, rx) = mpsc::channel::<Queued>(QUEUE);
+        let pending = Arc::new(AtomicUsize::new(0));
         if SINK
             .set(Sink {
                 tx,
                 clock: clock.clone(),
+                durable: settings.durable,
+                pending: pending.clone(),
             })
             .is_err()
         {
             return;
         }
-        let writer_store = store.clone();
+        tokio::spawn(write_forever(
+            store.clone(),
+            rx,
+            settings.durable.is_some(),
+            pending,
+        ));
+        let retention_ms = settings.retention.as_millis() as i64;
         tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(256);
-            let mut names: std::collections::HashMap<String, Option<String>> = Default::default();
-            while rx.recv_many(&mut batch, 1024).await > 0 {
-                // Gather for a moment: under load one statement stores hundreds of records,
-                // and senders find the writer asleep instead of waking it for every record.
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                while batch.len() < 1024 {
-                    match rx.try_recv() {
-                        Ok(e) => batch.push(e),
-                        Err(_) => break,
-                    }
-                }
-                // Records made where only the person's id was at hand get their name here.
-                for e in batch.iter_mut() {
-                    if e.person.is_none()
-                        && let Some(id) = &e.person_id
-                    {
-                        if !names.contains_key(id) {
-                            if names.len() > 10_000 {
-                                names.clear();
-                            }
-                            let label = writer_store
-                                .user(id)
-                                .await
-                                .ok()
-                                .flatten()
-                                .and_then(|u| u.email.or(u.username));
-                            names.insert(id.clone(), label);
-                        }
-                        e.person = names[id].clone();
-                    }
-                }
-                // One write for the whole batch's log lines.
-                crate::log_batch::batched(|| batch.iter().for_each(log));
-                if let Err(e) = writer_store.insert_audit_events(&batch).await {
-                    tracing::error!(error = %e, count = batch.len(), "cannot store audit records");
-                }
-                batch.clear();
-            }
-        });
-        let retention_ms = retention.as_millis() as i64;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(purge_every);
+            let mut tick = tokio::time::interval(settings.purge_every);
             loop {
                 tick.tick().await;
                 match store.purge_audit(clock.now_ms() - retention_ms).await {
@@ -168,6 +235,97 @@ impl Audit {
                 }
             }
         });
+    }
+
+    /// Waits until every record queued so far is stored, at most `within` (at shutdown);
+    /// returns how many are still waiting.
+    pub async fn flush(within: std::time::Duration) -> usize {
+        let Some(s) = SINK.get() else { return 0 };
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let n = s.pending.load(Ordering::Acquire);
+            if n == 0 || tokio::time::Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The writer: takes everything queued (up to `BATCH`), names people, logs, stores it in one
+/// statement, retrying a failed write until it succeeds, then tells whoever waits.
+async fn write_forever(
+    store: Store,
+    mut rx: mpsc::Receiver<Queued>,
+    durable: bool,
+    pending: Arc<AtomicUsize>,
+) {
+    let mut batch: Vec<Queued> = Vec::with_capacity(256);
+    let mut names: std::collections::HashMap<String, Option<String>> = Default::default();
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        if !durable {
+            // Gather for a moment: under load one statement stores hundreds of records, and
+            // senders find the writer asleep instead of waking it for every record.
+            tokio::time::sleep(GATHER).await;
+        }
+        // Group commit: whatever queued while the last write ran goes into this one.
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(q) => batch.push(q),
+                Err(_) => break,
+            }
+        }
+        let mut events: Vec<AuditEvent> = batch
+            .iter_mut()
+            .map(|q| std::mem::take(&mut q.event))
+            .collect();
+        // Records made where only the person's id was at hand get their name here.
+        for e in events.iter_mut() {
+            if e.person.is_none()
+                && let Some(id) = &e.person_id
+            {
+                if !names.contains_key(id) {
+                    if names.len() > 10_000 {
+                        names.clear();
+                    }
+                    let label = store
+                        .user(id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|u| u.email.or(u.username));
+                    names.insert(id.clone(), label);
+                }
+                e.person = names[id].clone();
+            }
+        }
+        // One write for the whole batch's log lines.
+        crate::log_batch::batched(|| events.iter().for_each(log));
+        let mut delay = RETRY_FIRST;
+        let mut failures = 0u32;
+        while let Err(e) = store.insert_audit_events(&events).await {
+            failures += 1;
+            crate::metrics::get().audit_write_failures.inc();
+            // Said once, then every 20th try: a long outage does not flood the log.
+            if failures == 1 || failures.is_multiple_of(20) {
+                tracing::error!(error = %e, count = events.len(), attempt = failures, "cannot store audit records; retrying");
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RETRY_MAX);
+        }
+        if failures > 0 {
+            tracing::info!(
+                count = events.len(),
+                attempts = failures + 1,
+                "stored audit records after retrying"
+            );
+        }
+        pending.fetch_sub(batch.len(), Ordering::AcqRel);
+        for q in batch.drain(..) {
+            if let Some(done) = q.stored {
+                let _ = done.send(());
+            }
+        }
     }
 }
 
@@ -263,6 +421,84 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn event(n: usize) -> AuditEvent {
+        AuditEvent {
+            at: 1_000 + n as i64,
+            kind: "call".into(),
+            event: "tools/call".into(),
+            name: Some(format!("tool_{n}")),
+            record_key: Some(crate::crypto::random_token(16)),
+            ..AuditEvent::default()
+        }
+    }
+
+    async fn stored(store: &Store) -> usize {
+        store
+            .audit_events(&AuditFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len()
+    }
+
+    /// The store refuses writes for a while: nothing is dropped, nobody is told "stored" before
+    /// it is, and once the store takes writes again every record is stored, once.
+    #[tokio::test]
+    async fn a_failing_store_is_retried_until_every_record_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite_in(dir.path()).await.unwrap();
+        let exec = |sql: &'static str| {
+            let store = store.clone();
+            async move {
+                crate::store::on_pool!(store, pool => sqlx::query(sql).execute(pool).await.map(|_| ()))
+                    .unwrap()
+            }
+        };
+        exec("ALTER TABLE audit_events RENAME TO audit_events_away").await;
+        let (tx, rx) = mpsc::channel(16);
+        let pending = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(write_forever(store.clone(), rx, true, pending.clone()));
+        let mut waiting = Vec::new();
+        for n in 0..3 {
+            let (done, stored_rx) = oneshot::channel();
+            pending.fetch_add(1, Ordering::AcqRel);
+            tx.send(Queued {
+                event: event(n),
+                stored: Some(done),
+            })
+            .await
+            .unwrap();
+            waiting.push(stored_rx);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        for w in waiting.iter_mut() {
+            assert!(w.try_recv().is_err(), "told stored while the store refused");
+        }
+        assert_eq!(pending.load(Ordering::Acquire), 3);
+        exec("ALTER TABLE audit_events_away RENAME TO audit_events").await;
+        for w in waiting {
+            tokio::time::timeout(std::time::Duration::from_secs(10), w)
+                .await
+                .expect("stored after the store came back")
+                .unwrap();
+        }
+        assert_eq!(pending.load(Ordering::Acquire), 0);
+        assert_eq!(stored(&store).await, 3);
+    }
+
+    /// A write retried after a commit that did happen stores nothing twice.
+    #[tokio::test]
+    async fn a_record_written_twice_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite_in(dir.path()).await.unwrap();
+        let batch = vec![event(1), event(2)];
+        store.insert_audit_events(&batch).await.unwrap();
+        store.insert_audit_events(&batch).await.unwrap();
+        assert_eq!(stored(&store).await, 2);
+    }
 
     #[test]
     fn secret_looking_arguments_are_redacted_and_the_rest_kept() {

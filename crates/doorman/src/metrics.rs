@@ -50,6 +50,12 @@ pub struct Metrics {
     pub invalidations: Family<KindLabels, Counter>,
     /// Times the change listener (re)subscribed after losing its connection.
     pub listener_reconnects: Counter,
+    /// Audit records lost (the writer gone): should stay 0.
+    pub audit_lost: Counter,
+    /// Failed audit writes (each is retried).
+    pub audit_write_failures: Counter,
+    /// Answers released after `audit.durable_wait` before their record was stored.
+    pub audit_released_unstored: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -120,8 +126,29 @@ pub fn get() -> &'static Metrics {
             "Times the change listener lost its PostgreSQL connection and subscribed again",
             listener_reconnects.clone(),
         );
+        let audit_lost = Counter::default();
+        registry.register(
+            "audit_records_lost",
+            "Audit records lost because the audit writer was gone (should stay 0)",
+            audit_lost.clone(),
+        );
+        let audit_write_failures = Counter::default();
+        registry.register(
+            "audit_write_failures",
+            "Failed writes of audit records; each is retried until it succeeds",
+            audit_write_failures.clone(),
+        );
+        let audit_released_unstored = Counter::default();
+        registry.register(
+            "audit_released_unstored",
+            "Answers released after audit.durable_wait before their audit record was stored (the record stays queued)",
+            audit_released_unstored.clone(),
+        );
         Metrics {
             registry,
+            audit_lost,
+            audit_write_failures,
+            audit_released_unstored,
             invalidations,
             listener_reconnects,
             requests,

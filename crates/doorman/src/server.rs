@@ -308,8 +308,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Audit::start(
         store.clone(),
         clock,
-        config.audit.retention.0,
-        config.server.purge_interval.0,
+        crate::audit::Settings {
+            retention: config.audit.retention.0,
+            purge_every: config.server.purge_interval.0,
+            durable: config.audit.durable.then_some(config.audit.durable_wait.0),
+        },
     );
     let idle = config.server.session_idle_timeout.0;
     gateway.spawn_sweeper((idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60)));
@@ -338,6 +341,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await?;
+    // Answered requests' records are stored before the store closes.
+    let unstored = Audit::flush(Duration::from_secs(10)).await;
+    if unstored > 0 {
+        tracing::error!(records = unstored, "stopping with audit records not stored");
+    }
     store.close().await;
     tracing::info!("Doorman stopped");
     Ok(())

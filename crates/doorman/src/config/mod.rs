@@ -70,12 +70,21 @@ pub enum AccessDefault {
 pub struct AuditConfig {
     /// How long audit records are kept. Default: 90 days.
     pub retention: ConfigDuration,
+    /// Whether an answer to a request waits until its audit record is stored (group commit:
+    /// concurrent requests share one write). `false`: records are written within about 50 ms
+    /// of the answer, and a crash in that window loses them. Default: true.
+    pub durable: bool,
+    /// How long an answer waits for its record's write (the store down, or far behind) before
+    /// it is released anyway; the record stays queued and is retried. Default: 10 s.
+    pub durable_wait: ConfigDuration,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
             retention: ConfigDuration(std::time::Duration::from_secs(90 * 86_400)),
+            durable: true,
+            durable_wait: ConfigDuration::secs(10),
         }
     }
 }
@@ -721,6 +730,15 @@ impl Config {
             return Err(ConfigError::new(
                 "audit.retention",
                 "must be at least one hour (records older than it are deleted every server.purge_interval)",
+            ));
+        }
+        let wait = self.audit.durable_wait.0;
+        if wait < std::time::Duration::from_millis(100)
+            || wait > std::time::Duration::from_secs(300)
+        {
+            return Err(ConfigError::new(
+                "audit.durable_wait",
+                "must be between 100ms and 5m",
             ));
         }
         for (i, p) in self.policies.iter().enumerate() {

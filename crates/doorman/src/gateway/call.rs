@@ -28,7 +28,7 @@ use super::{
     upstream::{Outbound, SessionSlots, Upstream},
 };
 use crate::{
-    audit::{AuditEvent, emit, redact},
+    audit::{AuditEvent, redact},
     policy::{Decision, Denial, Kind, Target},
     vault::Lifetime,
 };
@@ -370,14 +370,16 @@ impl Call {
                 rec,
                 outcome_name,
                 Some(elapsed),
-            );
+            )
+            .await;
         }
         outcome
     }
 }
 
-/// Writes the one audit record of a request.
-pub fn record(
+/// Writes the one audit record of a request; with `audit.durable`, returns once it is stored
+/// (`audit::record`), so the answer that follows is never one the audit could miss.
+pub async fn record(
     method: &str,
     caller: Option<&Caller>,
     request_id: Option<&str>,
@@ -385,7 +387,7 @@ pub fn record(
     outcome: Option<&str>,
     elapsed: Option<std::time::Duration>,
 ) {
-    emit(AuditEvent {
+    crate::audit::record(AuditEvent {
         kind: "call".into(),
         event: method.into(),
         person_id: caller.map(|c| c.user_id.clone()),
@@ -404,7 +406,8 @@ pub fn record(
         arguments: rec.arguments,
         detail: rec.detail,
         ..AuditEvent::default()
-    });
+    })
+    .await;
 }
 
 /// The audit outcome of an answer given before any upstream.

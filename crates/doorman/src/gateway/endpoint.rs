@@ -76,7 +76,7 @@ async fn step_up_reply(
     trace_id: &str,
 ) -> Response {
     let max_age = step.max_age.as_secs();
-    call::record(method, caller, Some(trace_id), step.record, None, None);
+    call::record(method, caller, Some(trace_id), step.record, None, None).await;
     if let Some(c) = caller {
         let now = gw.clock.now_ms();
         if let Err(e) = gw
@@ -634,7 +634,8 @@ async fn serve_request(
                     rec,
                     outcome_name,
                     None,
-                );
+                )
+                .await;
             }
             let msg = finish(modern, &method, &id, outcome);
             let status = if modern {
@@ -754,14 +755,17 @@ async fn serve_batch(
         for (id, method, step) in step_ups {
             match first {
                 None => first = Some((id, method, step)),
-                Some(_) => call::record(
-                    &method,
-                    caller.as_ref(),
-                    Some(&trace_id),
-                    step.record,
-                    None,
-                    None,
-                ),
+                Some(_) => {
+                    call::record(
+                        &method,
+                        caller.as_ref(),
+                        Some(&trace_id),
+                        step.record,
+                        None,
+                        None,
+                    )
+                    .await
+                }
             }
         }
         let (id, method, step) = first.expect("one step-up at least");
@@ -781,7 +785,8 @@ async fn serve_batch(
                         rec,
                         outcome_name,
                         None,
-                    );
+                    )
+                    .await;
                 }
                 replies.push(finish(false, &method, &id, outcome));
             }

@@ -33,6 +33,10 @@ pub struct AuditEvent {
     pub detail: Option<String>,
     /// The client's address (`server.trusted_proxies` says whose forwarding is believed).
     pub client_address: Option<String>,
+    /// Random, unique: a retried write stores the record once.
+    #[serde(skip)]
+    #[sqlx(default)]
+    pub record_key: Option<String>,
 }
 
 /// Filters of the audit queries (CLI, pages).
@@ -60,7 +64,7 @@ impl Store {
                 let mut q = sqlx::QueryBuilder::new(
                     "INSERT INTO audit_events (at, kind, event, person_id, person, client_id, conversation, \
                      upstream, name, resource, account, decision, policy, outcome, latency_us, request_id, \
-                     arguments, detail, client_address) ",
+                     arguments, detail, client_address, record_key) ",
                 );
                 q.push_values(chunk, |mut b, e| {
                     b.push_bind(e.at)
@@ -81,8 +85,10 @@ impl Store {
                         .push_bind(&e.request_id)
                         .push_bind(&e.arguments)
                         .push_bind(&e.detail)
-                        .push_bind(&e.client_address);
+                        .push_bind(&e.client_address)
+                        .push_bind(&e.record_key);
                 });
+                q.push(" ON CONFLICT (record_key) DO NOTHING");
                 q.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
