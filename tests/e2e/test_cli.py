@@ -184,7 +184,7 @@ def test_every_subcommand_describes_its_options_and_what_it_has():
         line = next(l for l in top.splitlines() if l.strip().startswith(command + " "))
         for sub in subs:
             assert sub in line, f"`doorman --help` does not mention {command} {sub}: {line!r}"
-    for argv in [("serve",), ("audit",)] + [(c,) for c in SUBCOMMANDS] + [(c, s) for c, subs in SUBCOMMANDS.items()
+    for argv in [("serve",), ("audit",), ("backup",)] + [(c,) for c in SUBCOMMANDS] + [(c, s) for c, subs in SUBCOMMANDS.items()
                                                                           for s in subs]:
         lines = help_of(*argv).splitlines()
         at = [i for i, l in enumerate(lines) if l.strip().startswith("--config")]

@@ -82,6 +82,16 @@ enum Command {
         #[arg(long, value_name = "FILE", global = true)]
         config: Option<PathBuf>,
     },
+    /// Back up the SQLite database to a file, consistently, while Doorman runs (PostgreSQL:
+    /// use pg_dump). The key ring is not in it: back that up apart.
+    Backup {
+        /// Where to write the copy (a new file; it must not exist).
+        to: PathBuf,
+        /// The configuration file (TOML) of the Doorman to back up (its data directory or
+        /// database_url); see doorman.example.toml. Default: no file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Keys: rotate (access-token signing keys), add-sealing-key (the key ring that seals secrets at rest).
     Keys {
         #[command(subcommand)]
@@ -117,6 +127,12 @@ fn main() -> ExitCode {
         Command::Connections { cmd, config } => operate(config, |c| async move {
             doorman::cli::connections::run(cmd, &c).await
         }),
+        Command::Backup { to, config } => {
+            operate(
+                config,
+                |c| async move { doorman::cli::backup(&c, &to).await },
+            )
+        }
         Command::Keys { cmd, config } => operate(config, |c| async move {
             doorman::cli::grants::keys(cmd, &c).await
         }),

@@ -32,6 +32,36 @@ pub async fn with_store<T>(
     outcome
 }
 
+/// `doorman backup FILE`: a consistent copy of the SQLite database, taken while Doorman runs
+/// (SQLite's `VACUUM INTO`: one read transaction, so the copy is one moment of the store).
+/// PostgreSQL is backed up with its own tools.
+pub async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
+    let url = config.database_url();
+    anyhow::ensure!(
+        url.starts_with("sqlite:"),
+        "this Doorman stores its data in PostgreSQL: back it up with pg_dump (docs/DEPLOY.md)"
+    );
+    anyhow::ensure!(
+        !to.exists(),
+        "{} exists already: give a new file",
+        to.display()
+    );
+    let target = to
+        .to_str()
+        .context("the backup's path must be valid UTF-8")?
+        .to_owned();
+    let store = Store::open(&url).await?;
+    let done = store.backup_into(&target).await;
+    store.close().await;
+    done?;
+    println!(
+        "backed up {} to {} (the key ring is not in it: keep a copy of it apart)",
+        url,
+        to.display()
+    );
+    Ok(())
+}
+
 /// A plain-text table: a header row and left-aligned columns two spaces apart.
 pub(crate) fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(|h| h.chars().count());

@@ -66,10 +66,29 @@ macro_rules! on_pool {
 pub(crate) use on_pool;
 
 impl Store {
+    /// SQLite: writes a consistent copy of the database to `path` (`VACUUM INTO`).
+    pub async fn backup_into(&self, path: &str) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                sqlx::query("VACUUM INTO $1")
+                    .bind(path)
+                    .execute(pool)
+                    .await
+                    .context("cannot write the backup")?;
+                Ok(())
+            }
+            Backend::Postgres(_) => anyhow::bail!("PostgreSQL is backed up with pg_dump"),
+        }
+    }
+
     /// Opens the database named by `url` and applies its migrations.
     ///
     /// `sqlite:` URLs create the file (and its directory) when missing and use WAL, so readers
     /// never wait for the writer; `postgres://` URLs connect to a shared server.
+    ///
+    /// Migrations only ever add (tables, columns, indexes), so a database a newer Doorman
+    /// migrated is accepted as it is (its extra migrations are not an error): during a rolling
+    /// upgrade, nodes of the previous version keep starting.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
@@ -78,7 +97,9 @@ impl Store {
                 .connect(url)
                 .await
                 .context("cannot connect to PostgreSQL")?;
-            sqlx::migrate!("migrations/postgres")
+            let mut migrator = sqlx::migrate!("migrations/postgres");
+            migrator.set_ignore_missing(true);
+            migrator
                 .run(&pool)
                 .await
                 .context("cannot apply PostgreSQL migrations")?;
@@ -103,7 +124,9 @@ impl Store {
                 .connect_with(options)
                 .await
                 .with_context(|| format!("cannot open SQLite database {url:?}"))?;
-            sqlx::migrate!("migrations/sqlite")
+            let mut migrator = sqlx::migrate!("migrations/sqlite");
+            migrator.set_ignore_missing(true);
+            migrator
                 .run(&pool)
                 .await
                 .context("cannot apply SQLite migrations")?;

@@ -99,6 +99,47 @@ async fn migrations_apply_once_and_the_data_survives_a_reopen() {
     assert_eq!(mode.0, "wal");
 }
 
+/// A rolling upgrade: a newer node migrated the database further than this binary knows; this
+/// binary still starts on it (migrations only add).
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_version_still_opens() {
+    for (store, _guard) in engines().await {
+        let engine = store.engine();
+        on_pool!(store, pool => sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (9999, 'from a newer doorman', TRUE, $1, 1)",
+        )
+        .bind(vec![0u8; 48])
+        .execute(pool)
+        .await
+        .map(|_| ()))
+        .unwrap();
+        let url = match &store.backend {
+            super::Backend::Sqlite(pool) => {
+                format!(
+                    "sqlite://{}",
+                    pool.connect_options().get_filename().display()
+                )
+            }
+            super::Backend::Postgres(pool) => {
+                let o = pool.connect_options();
+                format!(
+                    "postgres://postgres@{}:{}/{}",
+                    o.get_host(),
+                    o.get_port(),
+                    o.get_database().unwrap_or_default()
+                )
+            }
+        };
+        store.close().await;
+        Store::open(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: {e:#}"))
+            .close()
+            .await;
+    }
+}
+
 #[tokio::test]
 async fn an_unreachable_postgres_is_a_clear_error() {
     let err = Store::open("postgres://nobody@127.0.0.1:1/none")
