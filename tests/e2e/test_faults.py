@@ -213,3 +213,122 @@ def test_a_sqlite_node_killed_mid_write_restarts_consistent_with_every_answered_
         assert r.status_code == 200, r.text
     finally:
         d.stop()
+
+
+# --- A resource's authorization server that hangs, resets or answers garbage -------------------
+
+
+class FaultyProxy:
+    """In front of an authorization server's token endpoint (a hand-written fault: the real
+    server cannot be made to hang or reset on demand). `mode`: "pass" forwards the request;
+    "hang" reads it and answers nothing until released; "reset" closes the connection with a
+    TCP reset; "garbage" answers 200 with a page that is not JSON."""
+
+    def __init__(self, target: str):
+        import socket
+        import struct
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.mode = "pass"
+        self.release = threading.Event()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if proxy.mode == "hang":
+                    proxy.release.wait(60)
+                    return
+                if proxy.mode == "reset":
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    return
+                if proxy.mode == "garbage":
+                    data = b"<html><body>502 Bad Gateway (an appliance in the way)</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization")}
+                r = httpx2.post(target, content=body, headers=headers, timeout=30)
+                self.send_response(r.status_code)
+                for k in ("content-type", "cache-control"):
+                    if k in r.headers:
+                        self.send_header(k, r.headers[k])
+                self.send_header("Content-Length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.release.set()
+        self.server.shutdown()
+
+
+def test_an_authorization_server_that_hangs_resets_or_answers_garbage_gives_clear_errors_and_nothing_sticks():
+    from idp import account, idp_client, resource_server, start_idp
+    from oauth import advance_clock
+    from resource_peers import start_resource_upstream
+    from test_layer2 import IDP_ACCOUNTS, NOTES_SECRET, PASSWORD as L2_PASSWORD, connect_once, doorman_token, start_env
+
+    port, notes_port = free_port(), free_port()
+    audience = f"http://127.0.0.1:{notes_port}/mcp"
+    idp = start_idp(clients=[idp_client("doorman-notes", NOTES_SECRET, [f"http://127.0.0.1:{port}/connect/callback"])],
+                    accounts=[account(u, pw, email=email) for u, (pw, email) in IDP_ACCOUNTS.items()],
+                    resource_server=resource_server(audience, access_token_ttl=600, always_refresh=True),
+                    name="faults-as-idp")
+    proxy = FaultyProxy(f"{idp.issuer}/token")
+    notes = start_resource_upstream(notes_port, idp.issuer, audience, name="faults-as-notes")
+    e = start_env("faults-as", binding="user", port=port, idp=idp, notes=notes,
+                  extra=f'token_endpoint = "{proxy.url}"\n')
+    try:
+        add_user(e.d, "alice", L2_PASSWORD, email="alice@corp.example")
+        token = doorman_token(e, "alice")
+        connect_once(e, token)  # the code exchange went through the proxy
+
+        def whoami() -> tuple[float, dict]:
+            started = time.monotonic()
+            r = httpx2.post(e.d.url, headers=modern_headers("tools/call", "notes_whoami") | {
+                "Authorization": f"Bearer {token}"}, json=modern_request("tools/call", {"name": "notes_whoami",
+                                                                                       "arguments": {}}), timeout=60)
+            assert r.status_code == 200, r.text
+            return time.monotonic() - started, r.json()
+
+        answers, said = {}, {}
+        for mode in ("hang", "reset", "garbage"):
+            advance_clock(e.d, 700)  # the resource's access token (600 s) expired: a refresh is due
+            proxy.mode = mode
+            took, body = whoami()
+            text = json.dumps(body)
+            answers[mode] = round(took, 2)
+            said[mode] = body.get("error", {}).get("message")
+            # An answer, not a hang: an error that says the resource is not reachable now, not a
+            # prompt to connect again (the connection is fine; the server is not).
+            assert "error" in body, body
+            err = body["error"]
+            assert err["code"] == -32010, err
+            assert err["data"] == {"resource": "notes", "reason": "authorization_server_unavailable"}, err
+            assert err["message"].startswith("Notes could not renew your connection right now"), err
+            assert "Your connection is kept" in err["message"] and "/connect/" not in text, err
+            assert "Traceback" not in text and "<html>" not in text, text
+            proxy.release.set()
+            proxy.release.clear()
+            # Nothing stuck: with the server back, the next call refreshes and works.
+            proxy.mode = "pass"
+            took_after, after = whoami()
+            assert not after["result"].get("isError"), after
+        figures("authorization_server_faults", {"seconds_to_answer": answers, "said": said})
+        assert answers["hang"] >= 5, "the hang was waited for up to the request timeout, not cut short by luck"
+    finally:
+        e.d.stop()
+        proxy.stop()
+        notes.stop()
+        idp.stop()

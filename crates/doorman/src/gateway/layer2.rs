@@ -199,6 +199,21 @@ pub async fn forward_with_connection(
                 }
             }
         }
+        Err(Need::Unavailable(why)) => {
+            // Not the person's to fix: an error now, the same connection at the next call.
+            rec.detail = Some(format!("authorization server unavailable: {why}"));
+            return Err(RpcError::new(
+                code::UPSTREAM_FAILED,
+                format!(
+                    "{} could not renew your connection right now ({why}); try again in a moment. Your connection is kept.",
+                    rc.resource.display_name
+                ),
+            )
+            .with_data(serde_json::json!({
+                "resource": rc.name(),
+                "reason": "authorization_server_unavailable",
+            })));
+        }
         Err(need) => need,
     };
     // Asked again on a retry: reuse the same prompt (same link) while it is valid.

@@ -69,6 +69,9 @@ impl Vault {
             Need::MoreScopes(_) => format!(
                 "This needs more access to your {display} account; authorize it to continue: {url}"
             ),
+            Need::Unavailable(_) => format!(
+                "{display} cannot be reached right now; if it keeps failing, connect again: {url}"
+            ),
         };
         Ok(Prompt {
             id,

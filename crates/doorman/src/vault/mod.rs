@@ -111,6 +111,10 @@ pub enum Need {
     Rejected,
     /// The upstream asked for more scopes (403 `insufficient_scope`): the union to ask for.
     MoreScopes(Vec<String>),
+    /// The resource's authorization server could not renew the connection right now (it did
+    /// not answer in time, reset, or answered garbage): not a refusal, so no prompt; the
+    /// connection is kept and the next call tries again. Why, for the person.
+    Unavailable(String),
 }
 
 /// A usable credential for one upstream request.
@@ -609,10 +613,18 @@ impl Vault {
                 });
                 Ok(self.store.connection(id).await?.ok_or(Need::Missing))
             }
-            Err(e) => {
-                tracing::warn!(resource = %rc.name(), user = %row.user_id, connection = %row.id, error = %e, "refresh at the resource failed; the person will be asked to authorize again");
+            // A refusal (RFC 6749 §5.2, e.g. `invalid_grant`): only authorizing again helps.
+            Err(e @ oauth::ResourceError::Refused { .. }) => {
+                tracing::warn!(resource = %rc.name(), user = %row.user_id, connection = %row.id, error = %e, "the resource refused the refresh; the person will be asked to authorize again");
                 crate::metrics::Metrics::count(&crate::metrics::get().refreshes, "failure");
                 Ok(Err(Need::Broken))
+            }
+            // Down, slow, or answering garbage: a prompt would send the person to the same
+            // server for nothing, and the connection is likely fine. Try again next call.
+            Err(e) => {
+                tracing::warn!(resource = %rc.name(), user = %row.user_id, connection = %row.id, error = %e, "the resource's authorization server could not renew the connection; kept, tried again at the next call");
+                crate::metrics::Metrics::count(&crate::metrics::get().refreshes, "unavailable");
+                Ok(Err(Need::Unavailable(e.to_string())))
             }
         }
     }
