@@ -7,6 +7,46 @@ const COLUMNS: &str = "id, at, kind, event, person_id, person, client_id, conver
     name, resource, account, decision, policy, outcome, latency_us, request_id, arguments, detail, \
     client_address";
 
+/// Rows per `INSERT` (19 columns each: well under both engines' bound-parameter limits).
+const AUDIT_ROWS_PER_STATEMENT: usize = 50;
+
+/// `INSERT … VALUES (…), (…) ON CONFLICT (record_key) DO NOTHING` for `$events`, for either
+/// engine (the builder writes the placeholders in the engine's own syntax; the engine is the
+/// one of the pool the query runs on).
+macro_rules! insert_audit_rows {
+    ($events:expr) => {{
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO audit_events (at, kind, event, person_id, person, client_id, conversation, \
+             upstream, name, resource, account, decision, policy, outcome, latency_us, request_id, \
+             arguments, detail, client_address, record_key) ",
+        );
+        q.push_values($events, |mut b, e: &AuditEvent| {
+            b.push_bind(e.at)
+                .push_bind(&e.kind)
+                .push_bind(&e.event)
+                .push_bind(&e.person_id)
+                .push_bind(&e.person)
+                .push_bind(&e.client_id)
+                .push_bind(&e.conversation)
+                .push_bind(&e.upstream)
+                .push_bind(&e.name)
+                .push_bind(&e.resource)
+                .push_bind(&e.account)
+                .push_bind(&e.decision)
+                .push_bind(&e.policy)
+                .push_bind(&e.outcome)
+                .push_bind(e.latency_us)
+                .push_bind(&e.request_id)
+                .push_bind(&e.arguments)
+                .push_bind(&e.detail)
+                .push_bind(&e.client_address)
+                .push_bind(&e.record_key);
+        });
+        q.push(" ON CONFLICT (record_key) DO NOTHING");
+        q
+    }};
+}
+
 /// One audit record.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditEvent {
@@ -58,38 +98,16 @@ impl Store {
     /// it is prepared once per connection), and one commit, so a busy gateway writes the pages a
     /// batch touches once (SQLite's WAL) and waits for one commit.
     pub async fn insert_audit_events(&self, events: &[AuditEvent]) -> anyhow::Result<()> {
+        // One statement is atomic on its own: a batch that fits in one needs no transaction
+        // (two round trips fewer, which is most of the cost of a small batch).
+        if events.len() <= AUDIT_ROWS_PER_STATEMENT {
+            on_pool!(self, pool => insert_audit_rows!(events).build().execute(pool).await.map(|_| ()))?;
+            return Ok(());
+        }
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            for chunk in events.chunks(50) {
-                let mut q = sqlx::QueryBuilder::new(
-                    "INSERT INTO audit_events (at, kind, event, person_id, person, client_id, conversation, \
-                     upstream, name, resource, account, decision, policy, outcome, latency_us, request_id, \
-                     arguments, detail, client_address, record_key) ",
-                );
-                q.push_values(chunk, |mut b, e| {
-                    b.push_bind(e.at)
-                        .push_bind(&e.kind)
-                        .push_bind(&e.event)
-                        .push_bind(&e.person_id)
-                        .push_bind(&e.person)
-                        .push_bind(&e.client_id)
-                        .push_bind(&e.conversation)
-                        .push_bind(&e.upstream)
-                        .push_bind(&e.name)
-                        .push_bind(&e.resource)
-                        .push_bind(&e.account)
-                        .push_bind(&e.decision)
-                        .push_bind(&e.policy)
-                        .push_bind(&e.outcome)
-                        .push_bind(e.latency_us)
-                        .push_bind(&e.request_id)
-                        .push_bind(&e.arguments)
-                        .push_bind(&e.detail)
-                        .push_bind(&e.client_address)
-                        .push_bind(&e.record_key);
-                });
-                q.push(" ON CONFLICT (record_key) DO NOTHING");
-                q.build().execute(&mut *tx).await?;
+            for chunk in events.chunks(AUDIT_ROWS_PER_STATEMENT) {
+                insert_audit_rows!(chunk).build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
