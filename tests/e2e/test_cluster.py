@@ -380,3 +380,63 @@ def test_a_connect_completed_on_another_node_reaches_the_session_waiting_on_its_
             assert (await whoami_of(cl))["sub"] == "sub-alice-test"
 
     anyio.run(run)
+
+
+def test_a_group_change_at_sign_in_reaches_the_other_nodes_decisions_at_once(everything, py_upstream):
+    """Pat's groups decide whether the `crm` upstream is his (a policy allows it to `sales`). Node
+    b has his groups cached (30 s). His company moves him out of sales and he signs in again at
+    node a, which stores his new groups: node b's next decision uses them at once. And back."""
+    from types import SimpleNamespace
+
+    from idp import account, idp_client, start_idp
+    from test_one_decision import CRM_POLICIES, SALES, sso_sign_in
+    from test_sso import SECRET as SSO_SECRET
+    from test_sso import provider_toml
+
+    url = fresh_postgres_url()
+    port_a = free_port()
+    public = f"http://127.0.0.1:{port_a}"
+    idp = start_idp([idp_client("doorman", SSO_SECRET, [f"{public}/sign-in/callback"])], [SALES],
+                    name="cluster-groups-idp")
+    env = {"DOORMAN_KEY_RING": f"k1 {secrets.token_urlsafe(32)}\n", "CORP_OIDC_SECRET": SSO_SECRET}
+    server = {"database_url": url, "public_url": public, "poll_interval": "1h"}
+    nodes = []
+    try:
+        for name, port in (("a", port_a), ("b", None)):
+            nodes.append(accounts_doorman(f"cluster-groups-{name}", [{"name": "crm", "url": everything.url},
+                                                                     {"name": "py", "url": py_upstream.url}],
+                                          port=port, sign_in={"local_accounts": False}, server=server, env=env,
+                                          extra_toml=provider_toml(idp.issuer) + CRM_POLICIES))
+        a, b = nodes
+        s = SimpleNamespace(d=a, idp=idp)
+        token = sso_sign_in(s, "pat")
+        headers = modern_headers("tools/call", "crm_echo") | {"Authorization": f"Bearer {token}"}
+        body = modern_request("tools/call", {"name": "crm_echo", "arguments": {"message": "hi"}})
+
+        def allowed(http: httpx2.Client) -> bool:
+            r = http.post(b.url, headers=headers, json=body)
+            assert r.status_code == 200, r.text
+            result = r.json()["result"]
+            if result.get("isError"):
+                text = result["content"][0]["text"]
+                assert text == 'Doorman policy "crm-sales" does not allow you to call crm_echo.', text
+                return False
+            return True
+
+        seconds = []
+        with httpx2.Client(timeout=30) as http:
+            assert allowed(http)  # node b decided with pat's groups, and keeps them 30 s
+            for groups, want in ((["support", "mcp-users"], False), (["sales", "mcp-users"], True)) * 3:
+                idp.put_account({**SALES, "groups": groups})
+                sso_sign_in(s, "pat")  # at node a: his groups are stored, and announced
+                started = time.monotonic()
+                while allowed(http) != want:
+                    # Past 25 s it would be node b's cache expiring, not the change being heard.
+                    assert time.monotonic() - started < 25, f"node b still decides with old groups: {groups}"
+                    time.sleep(0.001)
+                seconds.append(time.monotonic() - started)
+        record("groups_changed", seconds)
+    finally:
+        for d in nodes:
+            d.stop()
+        idp.stop()
