@@ -108,6 +108,11 @@ impl KeyRing {
         Ok(id)
     }
 
+    /// A ring with one fresh random key (tests and in-process harnesses).
+    pub fn random() -> Self {
+        Self::parse(&format!("k1 {}\n", random_token(32))).expect("a generated ring parses")
+    }
+
     /// Parses `id base64url-key` lines (the last line is the active key); `#` starts a comment.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let mut keys = BTreeMap::new();

@@ -126,9 +126,15 @@ async fn app(toml: &str, dir: &std::path::Path) -> Router {
     let clock: SharedClock = Arc::new(ManualClock::new(START_MS));
     let ring = Arc::new(KeyRing::parse(&format!("k1 {}\n", crypto::random_token(32))).unwrap());
     let http = HttpClient::new().expect("an HTTP client");
-    let auth = AuthServer::new(&config, store.clone(), clock.clone(), ring, http.clone())
-        .await
-        .expect("the authorization server");
+    let auth = AuthServer::new(
+        &config,
+        store.clone(),
+        clock.clone(),
+        ring.clone(),
+        http.clone(),
+    )
+    .await
+    .expect("the authorization server");
     let vault = auth.as_ref().map(|a| {
         Arc::new(
             Vault::new(
@@ -144,7 +150,8 @@ async fn app(toml: &str, dir: &std::path::Path) -> Router {
     let policies = auth
         .as_ref()
         .map(|_| Arc::new(Policies::new(&config, store.clone())));
-    let gateway = Gateway::new(&config, store, clock, http, vault, policies).expect("a gateway");
+    let gateway =
+        Gateway::new(&config, store, clock, http, vault, policies, ring).expect("a gateway");
     crate::server::app(&config, Arc::new(gateway), auth, None)
 }
 

@@ -260,7 +260,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // One pooled client for everything Doorman calls that the operator configured (upstreams,
     // SSO providers); building one loads the platform's root certificates.
     let http = HttpClient::new()?;
-    let auth = AuthServer::new(&config, store.clone(), clock.clone(), ring, http.clone()).await?;
+    let auth = AuthServer::new(
+        &config,
+        store.clone(),
+        clock.clone(),
+        ring.clone(),
+        http.clone(),
+    )
+    .await?;
     if let Some(auth) = &auth {
         auth.spawn_maintenance(
             config.server.poll_interval.0,
@@ -301,6 +308,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         vault.clone(),
         auth.as_ref()
             .map(|_| Arc::new(Policies::new(&config, store.clone()))),
+        ring,
     )?);
     if store.spawn_listener(on_change(&gateway, auth.as_ref())) {
         tracing::info!("listening for changes announced by other nodes (PostgreSQL LISTEN)");

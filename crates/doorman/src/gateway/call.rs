@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 pub use super::caller::{CallRecord, Caller};
 use super::{
+    asks::state,
     jsonrpc::{RpcError, code},
     layer2,
     router::{ListKind, Naming, Router},
@@ -56,6 +57,8 @@ pub struct Call {
     rec: CallRecord,
     /// Whether this request gets an audit record.
     recorded: bool,
+    /// When the request came (ms): an upstream's `requestState` in its result expires from then.
+    now_ms: i64,
 }
 
 /// RFC 9470: what a too-old sign-in must be replaced with.
@@ -102,6 +105,23 @@ fn tool_error(text: impl Into<String>) -> Value {
     json!({ "content": [{ "type": "text", "text": text.into() }], "isError": true })
 }
 
+/// What an upstream's `requestState` is bound to, for the methods that may answer
+/// `input_required` (MCP 2026-07-28 basic/patterns/mrtr, "Supported Requests").
+fn state_binding(
+    caller: Option<&Caller>,
+    upstream: &str,
+    method: &str,
+    name: &str,
+) -> Option<state::Binding> {
+    matches!(method, "tools/call" | "prompts/get" | "resources/read").then(|| state::Binding {
+        person: caller.map(|c| c.user_id.clone()).unwrap_or_default(),
+        client: caller.map(|c| c.client_id.clone()).unwrap_or_default(),
+        upstream: upstream.to_owned(),
+        method: method.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
 /// Steps 1 and 2 for one request: where it goes, and whether the caller may.
 pub fn prepare(
     router: &Router,
@@ -118,6 +138,7 @@ pub fn prepare(
             decision: Decision::allow_all(),
             rec: CallRecord::default(),
             recorded: false,
+            now_ms: now_s * 1000,
         });
     }
     let (kind, field, naming, in_ref) = match method {
@@ -129,6 +150,7 @@ pub fn prepare(
                 decision: Decision::allow_all(),
                 rec: CallRecord::default(),
                 recorded: false,
+                now_ms: now_s * 1000,
             });
         }
         "tools/call" => (Kind::Tool, "name", Naming::Prefixed, false),
@@ -182,6 +204,7 @@ pub fn prepare(
             decision: Decision::allow_all(),
             rec,
             recorded: true,
+            now_ms: now_s * 1000,
         });
     }
     let (up, original) = match router.resolve(holder, field, naming, kind.as_str()) {
@@ -212,6 +235,7 @@ pub fn prepare(
                 decision: Decision::allow_all(),
                 rec,
                 recorded: true,
+                now_ms: now_s * 1000,
             });
         }
         // Like the SDK servers, an unknown tool is a tool error the model can read and
@@ -273,6 +297,14 @@ pub fn prepare(
         let args = params.get(key).cloned().unwrap_or(json!({}));
         rec.arguments = Some(redact(&args).to_string());
     }
+    // MCP 2026-07-28 basic/patterns/mrtr: the retry of an `input_required` answer carries the
+    // upstream's state sealed by Doorman; it goes upstream only after every check.
+    if params.get("requestState").is_some()
+        && let Some(b) = state_binding(caller, &up.name, method, &exposed)
+        && let Err(e) = state::open(router.ring(), &mut params, &b, now_s * 1000)
+    {
+        return answer(Err(e), Some(rec));
+    }
     // The call's own params go upstream, renamed.
     if in_ref {
         params["ref"][field] = Value::from(original);
@@ -286,6 +318,7 @@ pub fn prepare(
         decision,
         rec,
         recorded: true,
+        now_ms: now_s * 1000,
     })
 }
 
@@ -312,38 +345,62 @@ impl Call {
             decision,
             mut rec,
             recorded,
+            now_ms,
         } = self;
         let started = std::time::Instant::now();
-        let outcome = match route {
-            Route::One(up) => {
-                let lifetime = Lifetime::of(&decision);
-                router
-                    .send_one(&up, slots, &method, params, out, &mut rec, lifetime)
-                    .await
-            }
-            Route::Builtin => {
-                let name = params.get("name").and_then(Value::as_str).unwrap_or("");
-                let args = params.get("arguments").cloned().unwrap_or(Value::Null);
-                match (router.vault(), out.caller) {
-                    (Some(vault), Some(caller)) => layer2::call_builtin(vault, caller, name, &args)
-                        .await
-                        .unwrap_or_else(|| Ok(tool_error(format!("Unknown tool: {name}")))),
-                    _ => Ok(tool_error(format!("Unknown tool: {name}"))),
-                }
-            }
-            Route::Everywhere(ups) => {
-                router
-                    .send_everywhere(&ups, slots, &method, params, out)
-                    .await
-            }
-            Route::List(kind) => {
-                let filter = |target: Target<'_>| shown(router, out.caller, target);
-                router
-                    .list(slots, &method, params, out, kind, &filter)
-                    .await
-            }
-            Route::Broadcast => router.broadcast(slots, &method, params, out).await,
+        let upstream = match &route {
+            Route::One(up) => Some(up.clone()),
+            _ => None,
         };
+        let work = async {
+            match route {
+                Route::One(up) => {
+                    let lifetime = Lifetime::of(&decision);
+                    router
+                        .send_one(&up, slots, &method, params, out, &mut rec, lifetime)
+                        .await
+                }
+                Route::Builtin => {
+                    let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+                    let args = params.get("arguments").cloned().unwrap_or(Value::Null);
+                    match (router.vault(), out.caller) {
+                        (Some(vault), Some(caller)) => {
+                            layer2::call_builtin(vault, caller, name, &args)
+                                .await
+                                .unwrap_or_else(|| Ok(tool_error(format!("Unknown tool: {name}"))))
+                        }
+                        _ => Ok(tool_error(format!("Unknown tool: {name}"))),
+                    }
+                }
+                Route::Everywhere(ups) => {
+                    router
+                        .send_everywhere(&ups, slots, &method, params, out)
+                        .await
+                }
+                Route::List(kind) => {
+                    let filter = |target: Target<'_>| shown(router, out.caller, target);
+                    router
+                        .list(slots, &method, params, out, kind, &filter)
+                        .await
+                }
+                Route::Broadcast => router.broadcast(slots, &method, params, out).await,
+            }
+        };
+        // A request the client cancels stops here: what it was waiting for (the upstream, a
+        // refresh, a person's answer) is dropped, and the audit records it as cancelled.
+        let (mut outcome, cancelled) = match out.cancel {
+            None => (work.await, false),
+            Some(cancel) => tokio::select! {
+                outcome = work => (outcome, false),
+                () = cancel.notified() => (Err(RpcError::new(code::REQUEST_CANCELLED, "Request cancelled by the client")), true),
+            },
+        };
+        if let (Ok(result), Some(up), Some(name)) = (&mut outcome, &upstream, &rec.name)
+            && super::upstream::is_input_required(result)
+            && let Some(b) = state_binding(out.caller, &up.name, &method, name)
+        {
+            state::seal(router.ring(), result, b, now_ms);
+        }
         let elapsed = started.elapsed();
         crate::metrics::get().request(
             &method,
@@ -352,6 +409,7 @@ impl Call {
         );
         if recorded {
             let outcome_name = match &outcome {
+                _ if cancelled => Some("cancelled"),
                 _ if rec.decision.is_some() => None,
                 Ok(v) if v.get("isError").and_then(Value::as_bool) == Some(true) => {
                     Some("tool_error")
@@ -481,7 +539,15 @@ tools = ["py_*"]
             .map(|u| Arc::new(Upstream::new(u, http.clone()).unwrap()))
             .collect();
         let policies = Arc::new(Policies::new(&config, store));
-        (Router::new(ups, None, Some(policies)), dir)
+        (
+            Router::new(
+                ups,
+                None,
+                Some(policies),
+                Arc::new(crate::crypto::KeyRing::random()),
+            ),
+            dir,
+        )
     }
 
     fn caller(groups: &[&str], auth_time: i64) -> Caller {
@@ -765,7 +831,12 @@ tools = ["py_*"]
             assert!(!shown(&r, Some(&unknown), t), "{name} is hidden");
         }
         // Local mode (no caller, no policies): everything is allowed, nothing steps up.
-        let local = Router::new(r.upstreams().to_vec(), None, None);
+        let local = Router::new(
+            r.upstreams().to_vec(),
+            None,
+            None,
+            Arc::new(crate::crypto::KeyRing::random()),
+        );
         let got = summary(prepare(
             &local,
             None,

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 
 use super::{
     Gateway,
+    asks::Sink,
     call::{self, Caller, Prepared, StepUp},
     caller::PromptForm,
     jsonrpc::{
@@ -295,11 +296,24 @@ pub async fn post(
                 )
                 .await
             }
-            // `notifications/initialized`, `cancelled`, `roots/list_changed`, and answers to
-            // server requests (Doorman sends none): accepted, nothing to relay.
-            Incoming::Notification { .. } | Incoming::Response => {
+            // The answer to a request an upstream asked of the client (`asks.rs`). One that
+            // nothing waits for (unknown, repeated, or asked on another node) changes nothing.
+            Incoming::Response { id, answer } => {
+                if !session.answered(&id, answer) {
+                    tracing::debug!("an answer from the client that no request waits for");
+                }
                 StatusCode::ACCEPTED.into_response()
             }
+            // MCP 2025-11-25 basic/utilities/cancellation: the request it names stops, and its
+            // upstream is told (`upstream.rs::CancelOnDrop`). Unknown ids are ignored.
+            Incoming::Notification { method, params } if method == "notifications/cancelled" => {
+                if let Some(request_id) = params.get("requestId") {
+                    session.cancel(request_id);
+                }
+                StatusCode::ACCEPTED.into_response()
+            }
+            // `notifications/initialized`, `roots/list_changed`: accepted, nothing to relay.
+            Incoming::Notification { .. } => StatusCode::ACCEPTED.into_response(),
         };
     }
     // The stateless revision: a request that declares it is served by it, `initialize` included
@@ -341,7 +355,7 @@ pub async fn post(
             }
             // MCP 2026-07-28 streamable-http, "Sending Messages" §5: notifications get 202.
             Incoming::Notification { .. } => StatusCode::ACCEPTED.into_response(),
-            Incoming::Response => {
+            Incoming::Response { .. } => {
                 let e = RpcError::new(
                     code::INVALID_REQUEST,
                     "Invalid Request: clients send no responses in protocol 2026-07-28",
@@ -651,6 +665,19 @@ async fn serve_request(
     };
     let (tx, rx) = mpsc::channel::<Value>(64);
     let gw2 = gw.clone();
+    // A stateful client's upstreams may ask it things on this request's stream (or, when it
+    // takes no stream, on its GET stream), and it may cancel this request.
+    let (link, inflight) = match &conversation {
+        Conversation::Stateful(s) => {
+            let sink = if accept.sse {
+                Sink::Stream(tx.clone())
+            } else {
+                Sink::Broadcast(s.notifications().clone())
+            };
+            (Some(s.link(sink)), Some(s.begin(&id)))
+        }
+        Conversation::Stateless { .. } => (None, None),
+    };
     let work = async move {
         let per_person: Arc<SessionSlots>;
         let (slots, caps, log_level): (&SessionSlots, Option<Value>, Option<String>) =
@@ -681,6 +708,8 @@ async fn serve_request(
             request_id: Some(&trace_id),
             credential: None,
             caller: caller.as_ref(),
+            link: link.as_ref(),
+            cancel: inflight.as_ref().map(|f| &*f.cancel),
         };
         call.run(&gw2.router, slots, &out).await
     };
@@ -791,6 +820,7 @@ async fn serve_batch(
                 replies.push(finish(false, &method, &id, outcome));
             }
             Slot::Run(id, method, c) => {
+                let link = session.link(Sink::Broadcast(session.notifications().clone()));
                 let out = Outbound {
                     client_capabilities: None,
                     events: None,
@@ -799,6 +829,8 @@ async fn serve_batch(
                     request_id: Some(&trace_id),
                     credential: None,
                     caller: caller.as_ref(),
+                    link: Some(&link),
+                    cancel: None,
                 };
                 let outcome = c.run(&gw.router, &session.slots, &out).await;
                 replies.push(finish(false, &method, &id, outcome));

@@ -48,6 +48,9 @@ pub mod code {
     pub const CONNECTION_REQUIRED: i64 = -32011;
     /// Implementation-defined: a policy does not allow this person to do this.
     pub const FORBIDDEN: i64 = -32012;
+    /// Implementation-defined: the client cancelled the request (`notifications/cancelled`);
+    /// clients ignore the answer to a request they cancelled (basic/utilities/cancellation).
+    pub const REQUEST_CANCELLED: i64 = -32013;
 }
 
 /// A JSON-RPC request id: a string or an integer, never null (MCP basic/index "Requests").
@@ -146,8 +149,12 @@ pub enum Incoming {
         method: String,
         params: Value,
     },
-    /// A client's answer to a server request (stateful revisions only).
-    Response,
+    /// A client's answer to a request Doorman relayed to it (stateful revisions only): its
+    /// `result`, or its `error` (an unreadable error object is an internal error).
+    Response {
+        id: Id,
+        answer: Result<Value, RpcError>,
+    },
 }
 
 /// Classifies one message, taking it apart (its params are moved, not copied); the error is the
@@ -188,7 +195,17 @@ pub fn classify(msg: Value) -> Result<Incoming, (Option<Id>, RpcError)> {
         None if usable_id.is_some()
             && (obj.contains_key("result") || obj.contains_key("error")) =>
         {
-            Ok(Incoming::Response)
+            let id = usable_id.expect("checked above");
+            let answer = match obj.remove("result") {
+                Some(result) => Ok(result),
+                None => Err(obj
+                    .get("error")
+                    .and_then(RpcError::from_json)
+                    .unwrap_or_else(|| {
+                        RpcError::new(code::INTERNAL_ERROR, "the client sent an unreadable error")
+                    })),
+            };
+            Ok(Incoming::Response { id, answer })
         }
         None => invalid(usable_id, "missing \"method\""),
     }
@@ -210,8 +227,15 @@ mod tests {
         );
         let n = classify(json!({"jsonrpc":"2.0","method":"notifications/initialized"})).unwrap();
         assert!(matches!(n, Incoming::Notification { .. }));
-        let resp = classify(json!({"jsonrpc":"2.0","id":"a","result":{}})).unwrap();
-        assert!(matches!(resp, Incoming::Response));
+        let resp = classify(json!({"jsonrpc":"2.0","id":"a","result":{"x":1}})).unwrap();
+        assert!(
+            matches!(resp, Incoming::Response { ref id, answer: Ok(ref r) } if *id == Id::String("a".into()) && r["x"] == 1)
+        );
+        let resp =
+            classify(json!({"jsonrpc":"2.0","id":7,"error":{"code":-1,"message":"no"}})).unwrap();
+        assert!(
+            matches!(resp, Incoming::Response { answer: Err(ref e), .. } if e.code == -1 && e.message == "no")
+        );
         // Ids come back exactly as sent: strings, and integers beyond i64.
         let big = classify(json!({"jsonrpc":"2.0","id":18446744073709551615u64,"method":"ping"}))
             .unwrap();

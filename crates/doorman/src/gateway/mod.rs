@@ -1,5 +1,6 @@
 //! The gateway: the `/mcp` endpoint, sessions, routing, and the upstream clients.
 
+pub mod asks;
 pub mod call;
 pub mod caller;
 pub mod endpoint;
@@ -47,6 +48,7 @@ impl Gateway {
         http: crate::net::HttpClient,
         vault: Option<Arc<crate::vault::Vault>>,
         policies: Option<Arc<crate::policy::Policies>>,
+        ring: Arc<crate::crypto::KeyRing>,
     ) -> anyhow::Result<Self> {
         let upstreams = config
             .upstreams
@@ -54,7 +56,7 @@ impl Gateway {
             .map(|u| Upstream::new(u, http.clone()).map(Arc::new))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
-            router: Router::new(upstreams, vault, policies),
+            router: Router::new(upstreams, vault, policies, ring),
             sessions: Sessions::new(
                 store.clone(),
                 clock.clone(),
@@ -139,7 +141,8 @@ impl Gateway {
                 tokio::spawn(async move {
                     let tx = session.notifications().clone();
                     let name = up.name.clone();
-                    let relayed = up.relay_notifications(&session.slots, |msg| {
+                    let link = session.link(asks::Sink::Broadcast(tx.clone()));
+                    let relayed = up.relay_notifications(&session.slots, Some(link), |msg| {
                         let _ = tx.send(router::expose_notification(&name, msg));
                     });
                     if let Err(e) = relayed.await {

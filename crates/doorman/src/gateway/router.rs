@@ -27,6 +27,8 @@ const MAX_PAGES: usize = 100;
 /// The upstreams, in config order.
 pub struct Router {
     upstreams: Vec<Arc<Upstream>>,
+    /// Seals what passes through clients (an upstream's `requestState`).
+    ring: Arc<crate::crypto::KeyRing>,
     /// Layer 2 (accounts mode): connections, prompts, built-in tools.
     vault: Option<Arc<Vault>>,
     /// Who may call what (accounts mode).
@@ -94,12 +96,19 @@ pub(super) enum Naming {
 }
 
 impl Router {
+    /// The key ring for state that passes through clients.
+    pub fn ring(&self) -> &crate::crypto::KeyRing {
+        &self.ring
+    }
+
     pub fn new(
         upstreams: Vec<Arc<Upstream>>,
         vault: Option<Arc<Vault>>,
         policies: Option<Arc<Policies>>,
+        ring: Arc<crate::crypto::KeyRing>,
     ) -> Self {
         Self {
+            ring,
             upstreams,
             vault,
             policies,
@@ -572,6 +581,7 @@ mod tests {
                 .collect(),
             None,
             None,
+            Arc::new(crate::crypto::KeyRing::random()),
         )
     }
 

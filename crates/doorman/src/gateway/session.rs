@@ -15,7 +15,11 @@ use std::{
 
 use serde_json::Value;
 
-use super::upstream::SessionSlots;
+use super::{
+    asks::{Asks, ClientLink, Sink, relayable},
+    jsonrpc::Id,
+    upstream::SessionSlots,
+};
 use crate::{
     clock::SharedClock,
     crypto,
@@ -41,6 +45,11 @@ pub struct Session {
     /// The upstream relays feeding `notifications`: started by the first GET, stopped when the
     /// session ends.
     pub relays: std::sync::Mutex<Option<Vec<tokio::task::AbortHandle>>>,
+    /// What its upstreams may ask the client, and the asks waiting for an answer (made on first
+    /// use, `asks.rs`).
+    link: std::sync::OnceLock<(Arc<Value>, Arc<Asks>)>,
+    /// Its requests in flight, by the id the client gave them, for `notifications/cancelled`.
+    inflight: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     last_seen_ms: AtomicI64,
     persisted_ms: AtomicI64,
 }
@@ -223,6 +232,8 @@ impl Session {
             log_level: std::sync::Mutex::new("debug".into()),
             notifications: std::sync::OnceLock::new(),
             relays: std::sync::Mutex::new(None),
+            link: std::sync::OnceLock::new(),
+            inflight: Default::default(),
             last_seen_ms: AtomicI64::new(row.last_seen_at),
             persisted_ms: AtomicI64::new(row.last_seen_at),
         }
@@ -238,6 +249,8 @@ impl Session {
             log_level: std::sync::Mutex::new("debug".into()),
             notifications: std::sync::OnceLock::new(),
             relays: std::sync::Mutex::new(None),
+            link: std::sync::OnceLock::new(),
+            inflight: Default::default(),
             last_seen_ms: AtomicI64::new(0),
             persisted_ms: AtomicI64::new(0),
         }
@@ -252,6 +265,57 @@ impl Session {
             .get_or_init(|| tokio::sync::broadcast::channel(256).0)
     }
 
+    /// How this session's upstreams reach its client, writing to `sink`.
+    pub fn link(&self, sink: Sink) -> ClientLink {
+        let (caps, asks) = self.link.get_or_init(|| {
+            (
+                Arc::new(relayable(&self.client_capabilities)),
+                Arc::new(Asks::default()),
+            )
+        });
+        ClientLink {
+            capabilities: caps.clone(),
+            asks: asks.clone(),
+            sink,
+        }
+    }
+
+    /// The client answered one of the requests relayed to it; false when none waits here.
+    pub fn answered(&self, id: &Id, answer: super::asks::Answer) -> bool {
+        self.link
+            .get()
+            .is_some_and(|(_, asks)| asks.answer(id, answer))
+    }
+
+    /// Registers a request in flight; the guard removes it when the request ends.
+    pub fn begin(self: &Arc<Self>, id: &Id) -> InFlight {
+        let key = id_key(id);
+        let cancel = Arc::new(tokio::sync::Notify::new());
+        self.inflight
+            .lock()
+            .expect("inflight lock")
+            .insert(key.clone(), cancel.clone());
+        InFlight {
+            session: self.clone(),
+            key,
+            cancel,
+        }
+    }
+
+    /// `notifications/cancelled` from the client (MCP 2025-11-25 basic/utilities/cancellation):
+    /// the request it names stops; false when no such request is in flight here.
+    pub fn cancel(&self, request_id: &Value) -> bool {
+        let Some(id) = Id::of(request_id.clone()) else {
+            return false;
+        };
+        let found = self
+            .inflight
+            .lock()
+            .expect("inflight lock")
+            .remove(&id_key(&id));
+        found.inspect(|n| n.notify_one()).is_some()
+    }
+
     pub fn stop_relays(&self) {
         for relay in self
             .relays
@@ -262,6 +326,33 @@ impl Session {
         {
             relay.abort();
         }
+    }
+}
+
+/// One request of a session in flight: cancelled through [`Session::cancel`], forgotten on drop.
+pub struct InFlight {
+    session: Arc<Session>,
+    key: String,
+    pub cancel: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut map = self.session.inflight.lock().expect("inflight lock");
+        if map
+            .get(&self.key)
+            .is_some_and(|n| Arc::ptr_eq(n, &self.cancel))
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// Ids as map keys: `1` and `"1"` are different requests.
+fn id_key(id: &Id) -> String {
+    match id {
+        Id::Number(n) => n.to_string(),
+        Id::String(s) => format!("\"{s}"),
     }
 }
 

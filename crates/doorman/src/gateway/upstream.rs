@@ -11,7 +11,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::asks::ClientLink;
 use super::jsonrpc::{
     LEGACY_VERSIONS, META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL,
     META_PROTOCOL_VERSION, MODERN_VERSION, RpcError, code,
@@ -38,6 +39,10 @@ const NAME: HeaderName = HeaderName::from_static("mcp-name");
 
 /// Largest upstream response body Doorman reads (a JSON body, or one SSE event).
 const MAX_UPSTREAM_BODY: usize = 16 * 1024 * 1024;
+
+/// How many times one request may come back `input_required` before Doorman gives up on it
+/// (MCP 2026-07-28 basic/patterns/mrtr: a server may ask again; a loop must end somewhere).
+const MAX_INPUT_ROUNDS: usize = 8;
 
 fn epoch_ms() -> i64 {
     SystemTime::now()
@@ -164,6 +169,56 @@ pub struct Outbound<'a> {
     pub caller: Option<&'a super::caller::Caller>,
     /// The request's id (W3C trace id), in the audit and sent upstream as `traceparent`.
     pub request_id: Option<&'a str>,
+    /// A stateful client the upstream may ask things of (elicitation, sampling, roots): its
+    /// capabilities are what the upstream session declares, and its requests are relayed.
+    pub link: Option<&'a ClientLink>,
+    /// Notified when the client cancels this request (`notifications/cancelled`).
+    pub cancel: Option<&'a tokio::sync::Notify>,
+}
+
+/// An upstream's time limit for one request. Time a person spends answering what the upstream
+/// asked of them does not count: after each answer the upstream has its whole timeout again.
+struct Deadline {
+    at: Mutex<tokio::time::Instant>,
+    asking: AtomicUsize,
+    timeout: Duration,
+}
+
+impl Deadline {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            at: Mutex::new(tokio::time::Instant::now() + timeout),
+            asking: AtomicUsize::new(0),
+            timeout,
+        }
+    }
+
+    fn at(&self) -> tokio::time::Instant {
+        *self.at.lock().expect("deadline lock")
+    }
+
+    fn rearm(&self) {
+        *self.at.lock().expect("deadline lock") = tokio::time::Instant::now() + self.timeout;
+    }
+
+    fn pause(&self) {
+        self.asking.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn resume(&self) {
+        self.asking.fetch_sub(1, Ordering::Relaxed);
+        self.rearm();
+    }
+}
+
+/// What reading one exchange needs besides the response: where the upstream's own requests are
+/// answered (its session, with the credential) and who answers them.
+#[derive(Clone, Copy, Default)]
+struct Exchange<'a> {
+    session: Option<&'a UpstreamSession>,
+    cred: Option<&'a (HeaderName, HeaderValue)>,
+    link: Option<&'a ClientLink>,
+    deadline: Option<&'a Deadline>,
 }
 
 /// One configured upstream MCP server.
@@ -265,10 +320,22 @@ impl Upstream {
         params: Value,
         out: &Outbound<'_>,
     ) -> Result<Value, UpstreamError> {
-        let outcome =
-            tokio::time::timeout(self.timeout, self.request_inner(slots, method, params, out))
-                .await;
-        let result = outcome.unwrap_or(Err(UpstreamError::Timeout(self.timeout)));
+        let deadline = Deadline::new(self.timeout);
+        let inner = self.request_inner(slots, method, params, out, &deadline);
+        tokio::pin!(inner);
+        let result = loop {
+            let at = deadline.at();
+            tokio::select! {
+                r = &mut inner => break r,
+                () = tokio::time::sleep_until(at) => {
+                    if deadline.asking.load(Ordering::Relaxed) > 0 {
+                        deadline.rearm();
+                    } else if deadline.at() <= at {
+                        break Err(UpstreamError::Timeout(self.timeout));
+                    }
+                }
+            }
+        };
         match &result {
             Ok(_) | Err(UpstreamError::Rpc(_)) => {
                 self.last_ok_at.store(epoch_ms(), Ordering::Relaxed);
@@ -309,8 +376,15 @@ impl Upstream {
         method: &str,
         params: Value,
         out: &Outbound<'_>,
+        deadline: &Deadline,
     ) -> Result<Value, UpstreamError> {
         let cred = out.credential;
+        let ex = Exchange {
+            session: None,
+            cred,
+            link: out.link,
+            deadline: Some(deadline),
+        };
         // W3C Trace Context: the request's trace continues upstream, with a span of Doorman's.
         let trace = out.request_id.and_then(|t| {
             HeaderValue::from_str(&format!("00-{t}-{}-01", crate::crypto::span_id())).ok()
@@ -326,6 +400,7 @@ impl Upstream {
             Era::Modern => {
                 let caps = out
                     .client_capabilities
+                    .or(out.link.map(|l| &*l.capabilities))
                     .cloned()
                     .unwrap_or_else(|| json!({}));
                 let mut params = with_modern_meta(params, caps);
@@ -337,17 +412,53 @@ impl Upstream {
                         .or_insert_with(|| json!(level));
                 }
                 let headers = with_cred(self.modern_headers(method, &params, out.param_headers));
-                self.exchange(headers, method, params, out.events, None)
-                    .await
+                // A stateful client cannot take an `InputRequiredResult`: Doorman asks it each
+                // input request on its stream and retries with the answers (MCP 2026-07-28
+                // basic/patterns/mrtr, "Client Requirements").
+                let Some(link) = out.link else {
+                    return self
+                        .exchange(headers, method, &params, out.events, ex)
+                        .await;
+                };
+                let mut result = self
+                    .exchange(headers.clone(), method, &params, out.events, ex)
+                    .await?;
+                for _ in 0..MAX_INPUT_ROUNDS {
+                    if !is_input_required(&result) {
+                        return Ok(result);
+                    }
+                    let responses = self.answer_input_requests(link, &result, deadline).await?;
+                    let mut retry = params.clone();
+                    let obj = retry.as_object_mut().expect("params are an object");
+                    obj.insert("inputResponses".into(), responses);
+                    match result.get("requestState").filter(|s| s.is_string()) {
+                        Some(state) => obj.insert("requestState".into(), state.clone()),
+                        None => obj.remove("requestState"),
+                    };
+                    result = self
+                        .exchange(headers.clone(), method, &retry, out.events, ex)
+                        .await?;
+                }
+                if is_input_required(&result) {
+                    return Err(UpstreamError::InvalidResponse(format!(
+                        "asked for input more than {MAX_INPUT_ROUNDS} times in one request"
+                    )));
+                }
+                Ok(result)
             }
             Era::Legacy => {
                 let params = without_modern_meta(params);
                 let slot = slots.slot(&self.name);
+                let caps = out.link.map(|l| &*l.capabilities);
                 for attempt in 0..2 {
-                    let session = self.session_in(&slot, cred).await?;
+                    let session = self.session_in(&slot, cred, caps).await?;
                     let headers = with_cred(self.legacy_headers(&session));
+                    let ex = Exchange {
+                        session: Some(&session),
+                        ..ex
+                    };
                     match self
-                        .exchange(headers, method, params.clone(), out.events, Some(&session))
+                        .exchange(headers, method, &params, out.events, ex)
                         .await
                     {
                         // MCP 2025-11-25 transports, "Session Management" §4: a 404 for our
@@ -372,13 +483,14 @@ impl Upstream {
         &self,
         slot: &Slot,
         cred: Option<&(HeaderName, HeaderValue)>,
+        capabilities: Option<&Value>,
     ) -> Result<Arc<UpstreamSession>, UpstreamError> {
         let mut guard = slot.lock().await;
         let current = self.outages.load(Ordering::Relaxed);
         match &*guard {
             Some(s) if s.generation == current => Ok(s.clone()),
             _ => {
-                let s = Arc::new(self.initialize(cred).await?);
+                let s = Arc::new(self.initialize(cred, capabilities).await?);
                 *guard = Some(s.clone());
                 Ok(s)
             }
@@ -389,14 +501,16 @@ impl Upstream {
     /// GET stream, MCP 2025-11-25 basic/transports "Listening for Messages") to `on_notification`
     /// until the stream ends. Modern upstreams and upstreams that offer no stream (405) end at once.
     pub async fn relay_notifications(
-        &self,
+        self: &Arc<Self>,
         slots: &SessionSlots,
+        link: Option<ClientLink>,
         mut on_notification: impl FnMut(Value),
     ) -> Result<(), UpstreamError> {
         if self.negotiate(None).await? != Era::Legacy {
             return Ok(());
         }
-        let session = self.session_in(&slots.slot(&self.name), None).await?;
+        let caps = link.as_ref().map(|l| &*l.capabilities);
+        let session = self.session_in(&slots.slot(&self.name), None, caps).await?;
         if session.id.is_none() {
             return Ok(());
         }
@@ -433,34 +547,99 @@ impl Upstream {
                 msg.get("method").is_some_and(Value::is_string),
             ) {
                 (None, true) => on_notification(msg),
-                (Some(rid), true) => self.answer_server_request(&session, rid, &msg),
+                // Answered on the side, so notifications keep flowing while a person answers.
+                (Some(rid), true) => {
+                    let (up, session, link) = (self.clone(), session.clone(), link.clone());
+                    tokio::spawn(async move {
+                        let ex = Exchange {
+                            session: Some(&session),
+                            link: link.as_ref(),
+                            ..Exchange::default()
+                        };
+                        up.answer_server_request(ex, rid, &msg).await;
+                    });
+                }
                 _ => {}
             }
         }
         Ok(())
     }
 
-    /// A request from the upstream (sampling, elicitation, roots, ping). Doorman declared no
-    /// client capabilities, so only `ping` is answered with success.
-    fn answer_server_request(&self, session: &UpstreamSession, rid: Value, msg: &Value) {
-        let answer = if msg["method"] == "ping" {
-            json!({ "jsonrpc": "2.0", "id": rid, "result": {} })
-        } else {
-            json!({ "jsonrpc": "2.0", "id": rid, "error": {
-                "code": code::METHOD_NOT_FOUND,
-                "message": "Doorman does not relay server-to-client requests"
-            }})
+    /// A request from the upstream (sampling, elicitation, roots, ping): `ping` is answered
+    /// here; the others are asked of the client when it is a stateful client that declared the
+    /// capability, else answered with the spec's error. The answer goes back to the upstream
+    /// under the upstream's own id.
+    async fn answer_server_request(&self, ex: Exchange<'_>, rid: Value, msg: &Value) {
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+        let params = msg.get("params").cloned().unwrap_or_else(|| json!({}));
+        let answer = match (method, ex.link) {
+            ("ping", _) => Ok(json!({})),
+            (_, Some(link)) => {
+                if let Some(d) = ex.deadline {
+                    d.pause();
+                }
+                let answer = link.ask(method, params).await;
+                if let Some(d) = ex.deadline {
+                    d.resume();
+                }
+                answer
+            }
+            (_, None) => Err(RpcError::new(
+                code::METHOD_NOT_FOUND,
+                format!(
+                    "Method not found: Doorman relays {method} only to clients in a stateful session"
+                ),
+            )),
         };
-        let (http, uri, headers) = (
-            self.http.clone(),
-            self.uri.clone(),
-            self.legacy_headers(session),
-        );
-        tokio::spawn(async move {
-            let _ = http
-                .send(Method::POST, &uri, headers, answer.to_string().into())
-                .await;
-        });
+        let Some(session) = ex.session else { return };
+        let body = match answer {
+            Ok(result) => json!({ "jsonrpc": "2.0", "id": rid, "result": result }),
+            Err(e) => {
+                tracing::debug!(upstream = %self.name, method, error = %e.message, "answered an upstream's request with an error");
+                json!({ "jsonrpc": "2.0", "id": rid, "error": e.to_json() })
+            }
+        };
+        let headers = with_credential(self.legacy_headers(session), ex.cred);
+        let post = self
+            .http
+            .send(Method::POST, &self.uri, headers, body.to_string().into());
+        match tokio::time::timeout(self.timeout, post).await {
+            Ok(Ok(resp)) if resp.status().is_success() => {}
+            Ok(Ok(resp)) => {
+                tracing::warn!(upstream = %self.name, method, status = %resp.status(), "the upstream refused the client's answer")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %self.name, method, error = %e, "could not send the client's answer upstream")
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %self.name, method, "could not send the client's answer upstream: timeout")
+            }
+        }
+    }
+
+    /// Asks a stateful client each of an `InputRequiredResult`'s `inputRequests`, in order;
+    /// the answers keyed as asked (MCP 2026-07-28 basic/patterns/mrtr, "InputResponses").
+    async fn answer_input_requests(
+        &self,
+        link: &ClientLink,
+        result: &Value,
+        deadline: &Deadline,
+    ) -> Result<Value, UpstreamError> {
+        let mut responses = serde_json::Map::new();
+        let requests = result
+            .get("inputRequests")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten();
+        for (key, request) in requests {
+            let method = request.get("method").and_then(Value::as_str).unwrap_or("");
+            let params = request.get("params").cloned().unwrap_or_else(|| json!({}));
+            deadline.pause();
+            let answer = link.ask(method, params).await;
+            deadline.resume();
+            responses.insert(key.clone(), answer.map_err(UpstreamError::Rpc)?);
+        }
+        Ok(Value::Object(responses))
     }
 
     /// Learns the upstream's era, probing with `server/discover` when it is not known yet.
@@ -474,7 +653,13 @@ impl Upstream {
         let params = with_modern_meta(json!({}), json!({}));
         let headers = with_credential(self.modern_headers("server/discover", &params, &[]), cred);
         let era = match self
-            .exchange(headers, "server/discover", params, None, None)
+            .exchange(
+                headers,
+                "server/discover",
+                &params,
+                None,
+                Exchange::default(),
+            )
             .await
         {
             Ok(result) => {
@@ -504,14 +689,16 @@ impl Upstream {
     }
 
     /// The `initialize` handshake (MCP 2025-11-25 basic/lifecycle, "Initialization").
+    /// `capabilities`: the client's, as far as Doorman relays them ([`super::asks::relayable`]).
     async fn initialize(
         &self,
         cred: Option<&(HeaderName, HeaderValue)>,
+        capabilities: Option<&Value>,
     ) -> Result<UpstreamSession, UpstreamError> {
         let latest = LEGACY_VERSIONS[LEGACY_VERSIONS.len() - 1];
         let params = json!({
             "protocolVersion": latest,
-            "capabilities": {},
+            "capabilities": capabilities.cloned().unwrap_or_else(|| json!({})),
             "clientInfo": { "name": "doorman", "version": env!("CARGO_PKG_VERSION") },
         });
         let mut headers = with_credential(self.base_headers(), cred);
@@ -520,7 +707,7 @@ impl Upstream {
             HeaderValue::from_static("2025-11-25"),
         );
         let (result, session_id) = self
-            .exchange_with_session(headers, "initialize", params)
+            .exchange_with_session(headers, "initialize", &params)
             .await?;
         let version = result
             .get("protocolVersion")
@@ -640,7 +827,7 @@ impl Upstream {
         &self,
         headers: HeaderMap,
         method: &str,
-        params: Value,
+        params: &Value,
     ) -> Result<(u64, Response<Incoming>), UpstreamError> {
         /// The request as sent: serialized straight from its parts.
         #[derive(serde::Serialize)]
@@ -655,7 +842,7 @@ impl Upstream {
             jsonrpc: "2.0",
             id,
             method,
-            params: &params,
+            params,
         })
         .expect("a JSON value always serializes");
         let resp = self
@@ -670,7 +857,7 @@ impl Upstream {
         &self,
         headers: HeaderMap,
         method: &str,
-        params: Value,
+        params: &Value,
     ) -> Result<(Value, Option<String>), UpstreamError> {
         let (id, resp) = self.post(headers, method, params).await?;
         let session_id = resp
@@ -678,7 +865,9 @@ impl Upstream {
             .get(SESSION_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let result = self.read_response(resp, id, None, None).await?;
+        let result = self
+            .read_response(resp, id, None, Exchange::default())
+            .await?;
         Ok((result, session_id))
     }
 
@@ -687,12 +876,23 @@ impl Upstream {
         &self,
         headers: HeaderMap,
         method: &str,
-        params: Value,
+        params: &Value,
         events: Option<&mpsc::Sender<Value>>,
-        session: Option<&UpstreamSession>,
+        ex: Exchange<'_>,
     ) -> Result<Value, UpstreamError> {
         let (id, resp) = self.post(headers, method, params).await?;
-        self.read_response(resp, id, events, session).await
+        // Dropped before the answer (the client cancelled or went away): a legacy upstream is
+        // told, as MCP 2025-11-25 basic/utilities/cancellation asks; a modern one learns it from
+        // the closed stream (2026-07-28 basic/patterns/cancellation).
+        let mut cancel = CancelOnDrop {
+            up: self,
+            id,
+            ex,
+            armed: ex.session.is_some_and(|s| s.id.is_some()),
+        };
+        let result = self.read_response(resp, id, events, ex).await;
+        cancel.armed = false;
+        result
     }
 
     async fn read_response(
@@ -700,10 +900,10 @@ impl Upstream {
         resp: Response<Incoming>,
         id: u64,
         events: Option<&mpsc::Sender<Value>>,
-        session: Option<&UpstreamSession>,
+        ex: Exchange<'_>,
     ) -> Result<Value, UpstreamError> {
         let status = resp.status();
-        if status == StatusCode::NOT_FOUND && session.is_some_and(|s| s.id.is_some()) {
+        if status == StatusCode::NOT_FOUND && ex.session.is_some_and(|s| s.id.is_some()) {
             return Err(UpstreamError::SessionGone);
         }
         let content_type = resp
@@ -764,7 +964,7 @@ impl Upstream {
                 }
                 let msg: Value = serde_json::from_str(&data)
                     .map_err(|_| UpstreamError::InvalidResponse("an event is not JSON".into()))?;
-                if let Some(done) = self.on_message(msg, id, events, session).await {
+                if let Some(done) = self.on_message(msg, id, events, ex).await {
                     return done;
                 }
             }
@@ -776,7 +976,7 @@ impl Upstream {
             let body = read_body(resp.into_body(), MAX_UPSTREAM_BODY).await?;
             let msg: Value = serde_json::from_slice(&body)
                 .map_err(|_| UpstreamError::InvalidResponse("the body is not JSON".into()))?;
-            return match self.on_message(msg, id, None, session).await {
+            return match self.on_message(msg, id, None, ex).await {
                 Some(done) => done,
                 None => Err(UpstreamError::InvalidResponse(
                     "the body is not the response to the request".into(),
@@ -799,7 +999,7 @@ impl Upstream {
         msg: Value,
         id: u64,
         events: Option<&mpsc::Sender<Value>>,
-        session: Option<&UpstreamSession>,
+        ex: Exchange<'_>,
     ) -> Option<Result<Value, UpstreamError>> {
         let has_method = msg.get("method").is_some_and(Value::is_string);
         match (msg.get("id"), has_method) {
@@ -829,9 +1029,7 @@ impl Upstream {
                 None
             }
             (Some(rid), true) => {
-                if let Some(s) = session {
-                    self.answer_server_request(s, rid.clone(), &msg);
-                }
+                self.answer_server_request(ex, rid.clone(), &msg).await;
                 None
             }
             (None, false) => Some(Err(UpstreamError::InvalidResponse(
@@ -839,6 +1037,51 @@ impl Upstream {
             ))),
         }
     }
+}
+
+/// Sends `notifications/cancelled` for a request to a legacy upstream when its exchange is
+/// dropped before the answer arrived.
+struct CancelOnDrop<'a> {
+    up: &'a Upstream,
+    id: u64,
+    ex: Exchange<'a>,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        let Some(session) = self.ex.session.filter(|_| self.armed) else {
+            return;
+        };
+        let note = json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": { "requestId": self.id, "reason": "the client cancelled the request" },
+        });
+        let headers = with_credential(self.up.legacy_headers(session), self.ex.cred);
+        let (http, uri, name, timeout) = (
+            self.up.http.clone(),
+            self.up.uri.clone(),
+            self.up.name.clone(),
+            self.up.timeout,
+        );
+        tokio::spawn(async move {
+            let sent = http.send(Method::POST, &uri, headers, note.to_string().into());
+            match tokio::time::timeout(timeout, sent).await {
+                Ok(Ok(_)) => {
+                    tracing::debug!(upstream = %name, "told the upstream a request was cancelled")
+                }
+                _ => {
+                    tracing::debug!(upstream = %name, "could not tell the upstream a request was cancelled")
+                }
+            }
+        });
+    }
+}
+
+/// Whether a result is an `InputRequiredResult` (MCP 2026-07-28 basic/patterns/mrtr).
+pub fn is_input_required(result: &Value) -> bool {
+    result.get("resultType").and_then(Value::as_str) == Some("input_required")
 }
 
 /// Sets Doorman's own per-request fields (MCP 2026-07-28 basic/index, "Per-request protocol fields").
