@@ -21,12 +21,23 @@ MODERN = "2026-07-28"
 ACCEPT_BOTH = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
+def toml_inline(v) -> str:
+    """A value as TOML: strings and numbers as JSON writes them, tables inline."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_inline(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_inline(x) for x in v) + "]"
+    return json.dumps(v)
+
+
 def toml_upstreams(upstreams: list[dict]) -> str:
     out = []
     for u in upstreams:
         out.append("[[upstreams]]")
         for k, v in u.items():
-            out.append(f"{k} = {json.dumps(v)}")
+            out.append(f"{k} = {toml_inline(v)}")
     return "\n".join(out) + "\n"
 
 

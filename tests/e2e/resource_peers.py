@@ -36,12 +36,14 @@ RESOURCE_UPSTREAM = PEERS / "resource_upstream.py"
 
 def start_resource_upstream(port: int, issuer: str, audience: str, stateless: bool = False, self_auth: bool = False,
                             *, name: str = "resource-upstream", scopes: str = "notes:read notes:write",
-                            required_scopes: str = "", timeout: float = 20.0) -> Proc:
+                            required_scopes: str = "", timeout: float = 20.0, private_tool: str = "",
+                            listing_token: str = "") -> Proc:
     """tests/peers/resource_upstream.py at http://127.0.0.1:<port>/mcp, accepting JWT access
     tokens of `issuer` for `audience` only. `self_auth`: RFC 9728 metadata and resource_metadata=
     in its 401 (then `audience` should be its own /mcp URL). Sets `proc.url` to the /mcp URL."""
     argv = [VENV_PYTHON, RESOURCE_UPSTREAM, "--port", str(port), "--issuer", issuer, "--audience", audience,
-            "--scopes", scopes, "--required-scopes", required_scopes]
+            "--scopes", scopes, "--required-scopes", required_scopes, "--private-tool", private_tool,
+            "--listing-token", listing_token]
     if stateless:
         argv.append("--stateless")
     if self_auth:

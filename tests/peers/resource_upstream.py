@@ -28,6 +28,12 @@ Tools (text results):
                token_sha256_prefix is the first 12 hex digits of SHA-256 of the bearer token.
   write_note   needs scope notes:write, else a tool error "insufficient scope: ..."
   read_note    needs scope notes:read, else the same; notes are per `sub`, in memory.
+  private_report  (--private-tool SUB) listed and callable only for the token whose `sub` is SUB:
+               an upstream that lists different tools for different people.
+
+--listing-token T: T is also accepted as a bearer token, as the service account `service:catalog`
+  (scopes none): what an operator gives a gateway to list tools with. Tool calls made with it
+  answer as that subject, so a test can see that it never acts for a person.
 GET /healthz answers 200 without a token. One line `resource-upstream: listening on <url>` on
 stdout when ready.
 """
@@ -71,9 +77,10 @@ def token_fingerprint(token: str) -> str:
 class JwtAccessTokenVerifier(TokenVerifier):
     """RFC 9068 JWT access tokens of one issuer for one audience, keys from the issuer's JWKS."""
 
-    def __init__(self, issuer: str, audience: str):
+    def __init__(self, issuer: str, audience: str, listing_token: str = ""):
         self.issuer = issuer
         self.audience = audience
+        self.listing_token = listing_token
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = 0.0
 
@@ -91,6 +98,9 @@ class JwtAccessTokenVerifier(TokenVerifier):
         return self._keys.get(kid) if kid is not None else None
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        if self.listing_token and token == self.listing_token:
+            return AccessToken(token=token, client_id="catalog", scopes=[], expires_at=None,
+                               resource=self.audience, subject="service:catalog", claims={})
         try:
             header = jwt.get_unverified_header(token)
             if header.get("typ", "").lower() not in AT_JWT_TYPES:
@@ -132,8 +142,17 @@ def build_server(args: argparse.Namespace) -> MCPServer:
         required_scopes=args.required_scopes.split() or None,
         validate_token_resource=False,  # the verifier checks `aud` itself
     )
-    mcp = MCPServer("resource-upstream", version="1.0.0", auth=auth,
-                    token_verifier=JwtAccessTokenVerifier(args.issuer, args.audience))
+    private_for = args.private_tool
+
+    class PerPersonServer(MCPServer):
+        async def list_tools(self):
+            tools = await super().list_tools()
+            token = get_access_token()
+            caller = token.subject if token is not None else None
+            return [t for t in tools if t.name != "private_report" or caller == private_for]
+
+    mcp = PerPersonServer("resource-upstream", version="1.0.0", auth=auth,
+                          token_verifier=JwtAccessTokenVerifier(args.issuer, args.audience, args.listing_token))
     notes: dict[tuple[str, str], str] = {}
 
     @mcp.tool()
@@ -157,6 +176,15 @@ def build_server(args: argparse.Namespace) -> MCPServer:
         token = current_token(ctx)
         require_scope(token, "notes:read")
         return notes.get((token.subject or "", name), "")
+
+    if private_for:
+        @mcp.tool()
+        def private_report(ctx: Context) -> str:
+            """A report only one person may see (--private-tool)."""
+            token = current_token(ctx)
+            if token.subject != private_for:
+                raise ToolError("unknown tool: private_report")
+            return f"private report for {token.subject}"
 
     @mcp.custom_route("/healthz", methods=["GET"])
     async def healthz(request: Request) -> JSONResponse:
@@ -221,6 +249,8 @@ def main() -> None:
     parser.add_argument("--self-auth", action="store_true", help="publish RFC 9728 metadata naming the issuer")
     parser.add_argument("--scopes", default="notes:read notes:write", help="scopes_supported in the metadata")
     parser.add_argument("--required-scopes", default="", help="scopes every request needs (else 403)")
+    parser.add_argument("--private-tool", default="", help="list private_report only to this subject")
+    parser.add_argument("--listing-token", default="", help="a service token accepted as service:catalog")
     args = parser.parse_args()
     args.issuer = args.issuer.rstrip("/")
 

@@ -310,6 +310,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .map(|_| Arc::new(Policies::new(&config, store.clone()))),
         ring,
     )?);
+    gateway.spawn_list_watch();
     if store.spawn_listener(on_change(&gateway, auth.as_ref())) {
         tracing::info!("listening for changes announced by other nodes (PostgreSQL LISTEN)");
     }
@@ -415,11 +416,13 @@ fn on_change(
                 if let Some(v) = gw.router.vault() {
                     v.forget(&id);
                 }
+                gw.lists_changed(&id);
             }
             Invalidation::Connections(user) => {
                 if let Some(v) = gw.router.vault() {
                     v.forget(&user);
                 }
+                gw.lists_changed(&user);
             }
             Invalidation::ElicitationComplete {
                 origin,

@@ -472,6 +472,53 @@ pub struct UpstreamConfig {
     pub timeout: ConfigDuration,
     /// The `[[resources]]` whose connection's access token this upstream receives.
     pub resource: Option<String>,
+    /// What people who have not connected the upstream's resource yet see of it.
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+}
+
+/// `[upstreams.catalog]`: the tools shown, before they connect, to people whom an upstream tied
+/// to a resource will not list anything without their token. With neither key, they see one
+/// entry, `{upstream}_connect`, which prompts them to connect; once connected, everyone sees
+/// the upstream's own list for them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// The operator's declared tool list (`[[upstreams.catalog.tools]]`).
+    #[serde(default)]
+    pub tools: Vec<CatalogTool>,
+    /// A bearer token the upstream accepts for listing (a service account's): Doorman lists
+    /// with it and shows that list, kept for `refresh`.
+    pub credential: Option<SecretOrValue>,
+    /// How long a list made with `credential` is kept. Default: "5m".
+    #[serde(default = "default_catalog_refresh")]
+    pub refresh: ConfigDuration,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            tools: Vec::new(),
+            credential: None,
+            refresh: default_catalog_refresh(),
+        }
+    }
+}
+
+fn default_catalog_refresh() -> ConfigDuration {
+    ConfigDuration::secs(300)
+}
+
+/// One declared tool: as `tools/list` shows it (the name without the upstream prefix).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogTool {
+    pub name: String,
+    pub title: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    /// The JSON Schema of the arguments. Default: an object with no declared properties.
+    pub input_schema: Option<serde_json::Value>,
 }
 
 fn default_upstream_timeout() -> ConfigDuration {
@@ -965,6 +1012,45 @@ impl Config {
                     path("timeout"),
                     "must be longer than zero",
                 ));
+            }
+            let catalog = &up.catalog;
+            if !catalog.tools.is_empty() && catalog.credential.is_some() {
+                return Err(ConfigError::new(
+                    path("catalog"),
+                    "give either `tools` (a declared list) or `credential` (list with it), not both",
+                ));
+            }
+            if catalog.refresh.0.is_zero() {
+                return Err(ConfigError::new(
+                    path("catalog.refresh"),
+                    "must be longer than zero",
+                ));
+            }
+            for (j, tool) in catalog.tools.iter().enumerate() {
+                let at = |key: &str| format!("upstreams[{i}].catalog.tools[{j}].{key}");
+                let exposed = format!("{}_{}", up.name, tool.name);
+                if tool.name.is_empty() || !is_valid_tool_name(&exposed) {
+                    return Err(ConfigError::new(
+                        at("name"),
+                        format!(
+                            "{exposed:?} (as clients see it) must be 1-64 characters of letters, digits, `_` and `-`"
+                        ),
+                    ));
+                }
+                if catalog.tools[..j].iter().any(|t| t.name == tool.name) {
+                    return Err(ConfigError::new(
+                        at("name"),
+                        format!("{:?} is declared twice", tool.name),
+                    ));
+                }
+                if let Some(schema) = &tool.input_schema
+                    && schema.get("type").and_then(serde_json::Value::as_str) != Some("object")
+                {
+                    return Err(ConfigError::new(
+                        at("input_schema"),
+                        "must be a JSON Schema with type = \"object\" (MCP tools take an object of arguments)",
+                    ));
+                }
             }
             for name in up.headers.keys() {
                 if http::HeaderName::from_bytes(name.as_bytes()).is_err() {

@@ -503,7 +503,15 @@ async fn initialize(
 }
 
 fn server_capabilities() -> Value {
-    json!({ "tools": {}, "prompts": {}, "resources": { "subscribe": true }, "logging": {}, "completions": {} })
+    // listChanged: upstreams' list changes are relayed, and Doorman's own are sent when a
+    // person connects or disconnects a resource (`Gateway::lists_changed`).
+    json!({
+        "tools": { "listChanged": true },
+        "prompts": { "listChanged": true },
+        "resources": { "subscribe": true, "listChanged": true },
+        "logging": {},
+        "completions": {},
+    })
 }
 
 /// What a 2026-07-28 client is offered: no `subscriptions/listen` yet, so no `subscribe` or

@@ -169,6 +169,12 @@ pub async fn forward_with_connection(
                 credential: Some(&cred.header),
                 ..*out
             };
+            if method == "tools/call"
+                && name == CONNECT_ENTRY
+                && let Some(done) = connected(rc, up, slots, &with, &cred.account).await
+            {
+                return Ok(done);
+            }
             let outcome = up.request(slots, method, params.clone(), &with).await;
             if let Some(spent) = cred.spent {
                 // `binding = "call"`: used once, now revoked at the resource.
@@ -238,6 +244,44 @@ pub async fn forward_with_connection(
         })
         .inc();
     prompt_answer(vault, rc, who, method, &name, &prompt)
+}
+
+/// The answer to `{upstream}_connect` once the person is connected: which tools they now have.
+/// `None` when the upstream has a `connect` tool of its own (then the call is its).
+async fn connected(
+    rc: &ResourceClient,
+    up: &Upstream,
+    slots: &SessionSlots,
+    out: &Outbound<'_>,
+    account: &str,
+) -> Option<Value> {
+    let tools = up
+        .list_all(slots, "tools/list", &json!({}), out, "tools")
+        .await
+        .ok()?;
+    let names: Vec<String> = tools
+        .iter()
+        .filter_map(|t| t.get("name")?.as_str())
+        .map(|n| format!("{}_{n}", up.name))
+        .collect();
+    if names
+        .iter()
+        .any(|n| n[up.name.len() + 1..] == *CONNECT_ENTRY)
+    {
+        return None;
+    }
+    let listed = if names.is_empty() {
+        "none are listed for you yet".to_owned()
+    } else {
+        names.join(", ")
+    };
+    Some(json!({
+        "content": [{ "type": "text", "text": format!(
+            "Your {} account {account} is connected. The {} tools in your tool list now: {listed}.",
+            rc.resource.display_name, up.name
+        ) }],
+        "isError": false,
+    }))
 }
 
 /// The connection a prompt produced; on an accepted retry, waits for the person to finish.
@@ -324,6 +368,10 @@ fn prompt_answer(
         ),
     }
 }
+
+/// The tool shown for an upstream whose tools a person sees only once connected (as clients see
+/// it: `{upstream}_connect`).
+pub const CONNECT_ENTRY: &str = "connect";
 
 /// The built-in tools' names.
 pub const WHOAMI: &str = "doorman_whoami";

@@ -38,7 +38,14 @@ pub struct Gateway {
     /// This process among the nodes: a random id, so a node ignores its own announcements
     /// where acting twice would show (a URL elicitation's completion).
     pub node: String,
+    /// People whose lists changed, waiting out [`LISTS_SETTLE`] before their clients are told.
+    lists_pending: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// How long Doorman waits after a change to what a person may list before telling their
+/// clients: the changes of one connect (a replaced connection, the announcement heard back
+/// from the database) reach the client as one notification.
+const LISTS_SETTLE: Duration = Duration::from_millis(200);
 
 impl Gateway {
     pub fn new(
@@ -67,6 +74,7 @@ impl Gateway {
             issuer: config.issuer(),
             node: crate::crypto::random_token(12),
             stateless: Default::default(),
+            lists_pending: Default::default(),
             max_request_bytes: config.server.max_request_bytes,
             max_sessions_per_person: config.server.max_sessions_per_person,
             body_read_timeout: config.server.body_read_timeout.0,
@@ -179,6 +187,65 @@ impl Gateway {
             });
             let _ = s.notifications().send(note);
         }
+    }
+
+    /// What a person may list changed (they connected or disconnected a resource, their groups
+    /// changed): once the changes settle, every session of theirs live on this node that
+    /// listens hears `notifications/{tools,prompts,resources}/list_changed` (MCP 2025-11-25
+    /// server/tools, "List Changed Notification"). Nobody else hears it.
+    pub fn lists_changed(self: &Arc<Self>, user_id: &str) {
+        if !self
+            .lists_pending
+            .lock()
+            .expect("lists pending")
+            .insert(user_id.to_owned())
+        {
+            return;
+        }
+        let (gw, user) = (Arc::downgrade(self), user_id.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(LISTS_SETTLE).await;
+            let Some(gw) = gw.upgrade() else { return };
+            gw.lists_pending
+                .lock()
+                .expect("lists pending")
+                .remove(&user);
+            let sessions = gw.sessions.live_of(&user);
+            tracing::debug!(user = %user, sessions = sessions.len(), "lists changed");
+            for s in sessions {
+                for list in ["tools", "prompts", "resources"] {
+                    s.notify(serde_json::json!({
+                        "jsonrpc": "2.0",
+                        "method": format!("notifications/{list}/list_changed"),
+                    }));
+                }
+            }
+        });
+    }
+
+    /// Follows the changes this process announces: a person's connections or facts changed
+    /// here, so their lists did (other nodes' changes come through `server::on_change`).
+    pub fn spawn_list_watch(self: &Arc<Self>) {
+        let mut changes = self.store.changes();
+        let gw = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let change = match changes.recv().await {
+                    Ok(c) => c,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(missed = n, "list watch fell behind");
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                let Some(gw) = gw.upgrade() else { return };
+                if let crate::store::Invalidation::Connections(user)
+                | crate::store::Invalidation::Person(user) = change
+                {
+                    gw.lists_changed(&user);
+                }
+            }
+        });
     }
 
     /// Ends idle sessions every `every`, until the process stops.

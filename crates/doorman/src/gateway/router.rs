@@ -13,16 +13,13 @@ use super::{
     caller::CallRecord,
     jsonrpc::{RpcError, code},
     layer2,
-    upstream::{Outbound, SessionSlots, Upstream, UpstreamError},
+    upstream::{Catalog, Outbound, SessionSlots, Upstream, UpstreamError},
 };
 use crate::{
     config::is_valid_tool_name,
     policy::{Kind, Policies, Target},
     vault::{Lifetime, Vault},
 };
-
-/// At most this many pages are read from one upstream list (a guard against cursor loops).
-const MAX_PAGES: usize = 100;
 
 /// The upstreams, in config order.
 pub struct Router {
@@ -33,10 +30,16 @@ pub struct Router {
     vault: Option<Arc<Vault>>,
     /// Who may call what (accounts mode).
     policies: Option<Arc<Policies>>,
-    /// The last list each resource-tied upstream gave a connected person, by (upstream, list):
-    /// shown to people not connected yet.
-    last_listed: std::sync::RwLock<std::collections::HashMap<(String, &'static str), Vec<Value>>>,
+    /// Lists made with an upstream's catalog credential, by (upstream, list): when, and what.
+    /// Never a person's own list: one person's list is never shown to another.
+    catalogs: std::sync::RwLock<std::collections::HashMap<(String, &'static str), Listed>>,
+    >,
+    /// The upstream sessions those lists are made on (apart from every person's).
+    catalog_slots: SessionSlots,
 }
+
+/// A list made with a catalog credential: when, and what.
+type Listed = (std::time::Instant, Arc<Vec<Value>>);
 
 /// What gets merged for each list method: the result key, the field that carries the name,
 /// and what policies call the items.
@@ -112,7 +115,8 @@ impl Router {
             upstreams,
             vault,
             policies,
-            last_listed: Default::default(),
+            catalogs: Default::default(),
+            catalog_slots: SessionSlots::default(),
         }
     }
 
@@ -365,39 +369,10 @@ impl Router {
         shown: &(dyn Fn(Target<'_>) -> bool + Sync),
     ) -> Result<Value, RpcError> {
         let params = &params;
-        let fetches = self.upstreams.iter().map(|u| async move {
-            let cred = self.listing_credential(u, out, Lifetime::default()).await;
-            let out = Outbound {
-                credential: cred.as_ref().map(|c| &c.header),
-                ..*out
-            };
-            let listed = list_all(u, slots, method, params, &out, kind.key).await;
-            // An upstream tied to a resource refuses a person who has not connected yet; they
-            // still see its tools (as last listed for anyone), so calling one can prompt them.
-            match listed {
-                Ok(items) if cred.is_some() => {
-                    self.last_listed
-                        .write()
-                        .expect("last listed")
-                        .insert((u.name.clone(), kind.key), items.clone());
-                    Ok(items)
-                }
-                Err(UpstreamError::Unauthorized { .. }) if u.resource_name().is_some() => {
-                    match self
-                        .last_listed
-                        .read()
-                        .expect("last listed")
-                        .get(&(u.name.clone(), kind.key))
-                    {
-                        Some(items) => Ok(items.clone()),
-                        None => Err(UpstreamError::Unauthorized {
-                            www_authenticate: None,
-                        }),
-                    }
-                }
-                other => other,
-            }
-        });
+        let fetches = self
+            .upstreams
+            .iter()
+            .map(|u| self.listed(u, slots, method, params, out, kind));
         let mut merged = Vec::new();
         let mut unavailable = Vec::new();
         for (up, outcome) in self.upstreams.iter().zip(join_all(fetches).await) {
@@ -458,6 +433,137 @@ impl Router {
     }
 }
 
+impl Router {
+    /// What one upstream lists for the caller. A person connected to the upstream's resource
+    /// gets the upstream's own list for them; a person who is not (or whose token the upstream
+    /// refuses) gets its catalog. An upstream met without a `resource` that turns out to do
+    /// MCP authorization itself becomes a resource here, as on a call.
+    async fn listed(
+        &self,
+        up: &Arc<Upstream>,
+        slots: &SessionSlots,
+        method: &str,
+        params: &Value,
+        out: &Outbound<'_>,
+        kind: &ListKind,
+    ) -> Result<Vec<Value>, UpstreamError> {
+        let person = self.vault.is_some() && out.caller.is_some();
+        if let Some(cred) = self.listing_credential(up, out, Lifetime::default()).await {
+            let with = Outbound {
+                credential: Some(&cred.header),
+                ..*out
+            };
+            return match up.list_all(slots, method, params, &with, kind.key).await {
+                Err(UpstreamError::Unauthorized { .. }) => {
+                    tracing::info!(upstream = %up.name, account = %cred.account, "the upstream refused the connection's token for a list; showing its catalog");
+                    self.catalog(up, slots, method, params, out, kind).await
+                }
+                other => other,
+            };
+        }
+        if person && up.resource_name().is_some() {
+            return self.catalog(up, slots, method, params, out, kind).await;
+        }
+        match up.list_all(slots, method, params, out, kind.key).await {
+            Err(UpstreamError::Unauthorized {
+                www_authenticate: Some(challenge),
+            }) if person && challenge.contains("resource_metadata") => {
+                let vault = self.vault.as_ref().expect("person implies a vault");
+                match vault.discover_upstream(&up.name, &up.url, &challenge).await {
+                    Ok(_) => {
+                        up.mark_discovered();
+                        self.catalog(up, slots, method, params, out, kind).await
+                    }
+                    Err(e) => {
+                        tracing::warn!(upstream = %up.name, error = %e, "the upstream asks for authorization, but it cannot be set up");
+                        Err(UpstreamError::Unauthorized {
+                            www_authenticate: None,
+                        })
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// What a person not connected to `up`'s resource sees of it: the declared tools, the list
+    /// made with the catalog credential, or the upstream's list without a token when it gives
+    /// one, else one `connect` entry (tools) and nothing (prompts, resources).
+    async fn catalog(
+        &self,
+        up: &Arc<Upstream>,
+        slots: &SessionSlots,
+        method: &str,
+        params: &Value,
+        out: &Outbound<'_>,
+        kind: &ListKind,
+    ) -> Result<Vec<Value>, UpstreamError> {
+        match &up.catalog {
+            Catalog::Declared(tools) => Ok(if kind.key == "tools" {
+                tools.clone()
+            } else {
+                Vec::new()
+            }),
+            Catalog::Listed {
+                authorization,
+                refresh,
+            } => {
+                let key = (up.name.clone(), kind.key);
+                if let Some((at, items)) = self.catalogs.read().expect("catalogs").get(&key)
+                    && at.elapsed() < *refresh
+                {
+                    return Ok(items.as_ref().clone());
+                }
+                let with = Outbound {
+                    credential: Some(authorization),
+                    caller: None,
+                    link: None,
+                    events: None,
+                    cancel: None,
+                    ..*out
+                };
+                let items = up
+                    .list_all(&self.catalog_slots, method, params, &with, kind.key)
+                    .await
+                    .inspect_err(|e| tracing::warn!(upstream = %up.name, error = %e, method, "the catalog credential could not list"))?;
+                self.catalogs
+                    .write()
+                    .expect("catalogs")
+                    .insert(key, (std::time::Instant::now(), Arc::new(items.clone())));
+                Ok(items)
+            }
+            Catalog::ConnectEntry => {
+                match up.list_all(slots, method, params, out, kind.key).await {
+                    Err(UpstreamError::Unauthorized { .. }) if kind.key == "tools" => {
+                        Ok(vec![self.connect_entry(up)])
+                    }
+                    Err(UpstreamError::Unauthorized { .. }) => Ok(Vec::new()),
+                    other => other,
+                }
+            }
+        }
+    }
+
+    /// The one tool shown for an upstream whose tools nobody may list before connecting.
+    fn connect_entry(&self, up: &Upstream) -> Value {
+        let display = up
+            .resource_name()
+            .and_then(|r| self.vault.as_ref()?.resource(&r))
+            .map(|rc| rc.resource.display_name.clone())
+            .unwrap_or_else(|| up.name.clone());
+        json!({
+            "name": layer2::CONNECT_ENTRY,
+            "title": format!("Connect {display}"),
+            "description": format!(
+                "Connect your {display} account so that the {name} tools can act as you. {display} shows its tools only to people who connected: call this to connect, and the {name} tools then appear in your tool list.",
+                name = up.name
+            ),
+            "inputSchema": { "type": "object", "properties": {} },
+            "annotations": { "readOnlyHint": true, "openWorldHint": false },
+        })
+    }
+}
+
 async fn forward(
     up: &Upstream,
     slots: &SessionSlots,
@@ -471,34 +577,6 @@ async fn forward(
         }
         e.to_rpc(&up.name)
     })
-}
-
-async fn list_all(
-    up: &Upstream,
-    slots: &SessionSlots,
-    method: &str,
-    params: &Value,
-    out: &Outbound<'_>,
-    key: &str,
-) -> Result<Vec<Value>, UpstreamError> {
-    let mut items = Vec::new();
-    let mut params = params.clone();
-    if let Some(p) = params.as_object_mut() {
-        // A downstream cursor means nothing upstream: Doorman returns the whole merged list.
-        p.remove("cursor");
-    }
-    for _ in 0..MAX_PAGES {
-        let page = up.request(slots, method, params.clone(), out).await?;
-        if let Some(list) = page.get(key).and_then(Value::as_array) {
-            items.extend(list.iter().cloned());
-        }
-        match page.get("nextCursor").and_then(Value::as_str) {
-            Some(cursor) if !cursor.is_empty() => params["cursor"] = json!(cursor),
-            _ => return Ok(items),
-        }
-    }
-    tracing::warn!(upstream = %up.name, method, "list truncated after {MAX_PAGES} pages");
-    Ok(items)
 }
 
 /// Tool and prompt results may carry resource links and embedded resources: their URIs are

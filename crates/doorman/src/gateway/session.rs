@@ -215,6 +215,17 @@ impl Sessions {
     }
 
     /// Live sessions on this node.
+    /// The sessions of one person live on this node.
+    pub fn live_of(&self, user_id: &str) -> Vec<Arc<Session>> {
+        self.live
+            .read()
+            .expect("sessions lock")
+            .values()
+            .filter(|s| s.user_id.as_deref() == Some(user_id))
+            .cloned()
+            .collect()
+    }
+
     pub fn live_count(&self) -> usize {
         self.live.read().expect("sessions lock").len()
     }
@@ -263,6 +274,14 @@ impl Session {
     pub fn notifications(&self) -> &tokio::sync::broadcast::Sender<Value> {
         self.notifications
             .get_or_init(|| tokio::sync::broadcast::channel(256).0)
+    }
+
+    /// Sends a server-initiated notification to the client's GET stream, if one was ever
+    /// opened (a session that never listened gets nothing, and no channel is made for it).
+    pub fn notify(&self, msg: Value) {
+        if let Some(tx) = self.notifications.get() {
+            let _ = tx.send(msg);
+        }
     }
 
     /// How this session's upstreams reach its client, writing to `sink`.

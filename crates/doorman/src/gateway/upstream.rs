@@ -36,6 +36,11 @@ const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-versi
 const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 const METHOD: HeaderName = HeaderName::from_static("mcp-method");
 const NAME: HeaderName = HeaderName::from_static("mcp-name");
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// How many times in a row an upstream's notification stream may fail to deliver anything
+/// before Doorman stops reopening it.
+const MAX_REOPENS: u32 = 5;
 
 /// Largest upstream response body Doorman reads (a JSON body, or one SSE event).
 const MAX_UPSTREAM_BODY: usize = 16 * 1024 * 1024;
@@ -224,6 +229,8 @@ struct Exchange<'a> {
 /// One configured upstream MCP server.
 pub struct Upstream {
     pub name: String,
+    /// What people not connected to its resource yet see of it (`[upstreams.catalog]`).
+    pub catalog: Catalog,
     /// The `[[resources]]` whose connection's token this upstream receives (layer 2).
     pub resource: Option<String>,
     /// Set once the upstream turned out to do MCP authorization itself (its resource is named
@@ -244,6 +251,22 @@ pub struct Upstream {
     /// what happened. For the administrators' page.
     last_failure: Mutex<Option<(i64, String)>>,
 }
+
+/// What a person who has not connected an upstream's resource sees of it in `tools/list`.
+pub enum Catalog {
+    /// The operator's declared tools, as the upstream would list them (unprefixed names).
+    Declared(Vec<Value>),
+    /// Listed with the operator's credential (an `Authorization` header), kept for `refresh`.
+    Listed {
+        authorization: (HeaderName, HeaderValue),
+        refresh: Duration,
+    },
+    /// The upstream's own list when it gives one without a token, else one `connect` entry.
+    ConnectEntry,
+}
+
+/// At most this many pages are read from one upstream list (a guard against cursor loops).
+const MAX_PAGES: usize = 100;
 
 /// What the administrators' page shows about an upstream (this node's view).
 #[derive(Debug, Clone)]
@@ -272,7 +295,46 @@ impl Upstream {
             v.set_sensitive(true);
             headers.insert(HeaderName::from_bytes(name.as_bytes())?, v);
         }
+        let catalog = match &config.catalog {
+            c if !c.tools.is_empty() => Catalog::Declared(
+                c.tools
+                    .iter()
+                    .map(|t| {
+                        let mut tool = json!({
+                            "name": t.name,
+                            "description": t.description,
+                            "inputSchema": t.input_schema.clone().unwrap_or_else(|| json!({ "type": "object" })),
+                        });
+                        if let Some(title) = &t.title {
+                            tool["title"] = json!(title);
+                        }
+                        tool
+                    })
+                    .collect(),
+            ),
+            c => match &c.credential {
+                Some(secret) => {
+                    let token = secret.resolve().map_err(|e| {
+                        anyhow::anyhow!("upstreams.{}.catalog.credential: {e}", config.name)
+                    })?;
+                    let mut authorization = HeaderValue::from_str(&format!("Bearer {token}"))
+                        .map_err(|_| {
+                            anyhow::anyhow!(
+                                "upstreams.{}.catalog.credential: not a valid header value",
+                                config.name
+                            )
+                        })?;
+                    authorization.set_sensitive(true);
+                    Catalog::Listed {
+                        authorization: (header::AUTHORIZATION, authorization),
+                        refresh: c.refresh.0,
+                    }
+                }
+                None => Catalog::ConnectEntry,
+            },
+        };
         Ok(Self {
+            catalog,
             name: config.name.clone(),
             resource: config.resource.clone(),
             discovered: RwLock::new(false),
@@ -305,6 +367,35 @@ impl Upstream {
     /// Records that the upstream does MCP authorization itself.
     pub fn mark_discovered(&self) {
         *self.discovered.write().expect("discovered lock") = true;
+    }
+
+    /// Every page of one list method (`key`: the result's array), merged; a downstream cursor
+    /// is dropped, as Doorman answers with the whole list.
+    pub async fn list_all(
+        &self,
+        slots: &SessionSlots,
+        method: &str,
+        params: &Value,
+        out: &Outbound<'_>,
+        key: &str,
+    ) -> Result<Vec<Value>, UpstreamError> {
+        let mut items = Vec::new();
+        let mut params = params.clone();
+        if let Some(p) = params.as_object_mut() {
+            p.remove("cursor");
+        }
+        for _ in 0..MAX_PAGES {
+            let page = self.request(slots, method, params.clone(), out).await?;
+            if let Some(list) = page.get(key).and_then(Value::as_array) {
+                items.extend(list.iter().cloned());
+            }
+            match page.get("nextCursor").and_then(Value::as_str) {
+                Some(cursor) if !cursor.is_empty() => params["cursor"] = json!(cursor),
+                _ => return Ok(items),
+            }
+        }
+        tracing::warn!(upstream = %self.name, method, "list truncated after {MAX_PAGES} pages");
+        Ok(items)
     }
 
     /// The era, once known.
@@ -511,58 +602,185 @@ impl Upstream {
         }
         let caps = link.as_ref().map(|l| &*l.capabilities);
         let session = self.session_in(&slots.slot(&self.name), None, caps).await?;
+        self.follow_get_stream(&session, None, link, &mut on_notification)
+            .await
+    }
+
+    /// Reads a legacy upstream session's GET stream, handing its notifications to `on` and
+    /// relaying its requests to the client (`link`). A stream that drops is opened again with
+    /// `Last-Event-ID` (MCP 2025-11-25 basic/transports, "Resumability and Redelivery"), after
+    /// the upstream's `retry` hint or a growing pause; it ends when the upstream ends the
+    /// session (404), offers no stream (405, or not an event stream), or fails
+    /// [`MAX_REOPENS`] times in a row without delivering anything.
+    async fn follow_get_stream(
+        self: &Arc<Self>,
+        session: &Arc<UpstreamSession>,
+        cred: Option<&(HeaderName, HeaderValue)>,
+        link: Option<ClientLink>,
+        on: &mut impl FnMut(Value),
+    ) -> Result<(), UpstreamError> {
         if session.id.is_none() {
             return Ok(());
         }
-        let mut headers = self.legacy_headers(&session);
-        headers.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        headers.remove(header::CONTENT_TYPE);
-        let resp = self
-            .http
-            .send(Method::GET, &self.uri, headers, Bytes::new())
-            .await?;
-        let is_sse = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/event-stream"));
-        if !resp.status().is_success() || !is_sse {
-            tracing::debug!(upstream = %self.name, status = %resp.status(), "the upstream offers no notification stream");
-            return Ok(());
-        }
-        let mut stream = sse_stream::SseStream::new(resp.into_body());
-        while let Some(Ok(event)) = stream.next().await {
-            let Some(msg) = event
-                .data
-                .filter(|d| d.len() <= MAX_UPSTREAM_BODY)
-                .and_then(|d| serde_json::from_str::<Value>(&d).ok())
-            else {
-                continue;
-            };
-            match (
-                msg.get("id").cloned(),
-                msg.get("method").is_some_and(Value::is_string),
-            ) {
-                (None, true) => on_notification(msg),
-                // Answered on the side, so notifications keep flowing while a person answers.
-                (Some(rid), true) => {
-                    let (up, session, link) = (self.clone(), session.clone(), link.clone());
-                    tokio::spawn(async move {
-                        let ex = Exchange {
-                            session: Some(&session),
-                            link: link.as_ref(),
-                            ..Exchange::default()
-                        };
-                        up.answer_server_request(ex, rid, &msg).await;
-                    });
+        let mut last_event_id: Option<String> = None;
+        let mut retry_hint: Option<Duration> = None;
+        let mut failures = 0u32;
+        loop {
+            let mut headers = with_credential(self.legacy_headers(session), cred);
+            headers.insert(
+                header::ACCEPT,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            headers.remove(header::CONTENT_TYPE);
+            if let Some(v) = last_event_id
+                .as_deref()
+                .and_then(|id| HeaderValue::from_str(id).ok())
+            {
+                headers.insert(LAST_EVENT_ID, v);
+            }
+            let mut delivered = false;
+            match self
+                .http
+                .send(Method::GET, &self.uri, headers, Bytes::new())
+                .await
+            {
+                Err(e) => {
+                    tracing::debug!(upstream = %self.name, error = %e, "the notification stream could not be opened");
                 }
-                _ => {}
+                Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
+                    tracing::debug!(upstream = %self.name, "the upstream ended the session: no more notifications");
+                    return Ok(());
+                }
+                Ok(resp) => {
+                    let is_sse = resp
+                        .headers()
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/event-stream"));
+                    if !resp.status().is_success() || !is_sse {
+                        tracing::debug!(upstream = %self.name, status = %resp.status(), "the upstream offers no notification stream");
+                        return Ok(());
+                    }
+                    let mut stream = sse_stream::SseStream::new(resp.into_body());
+                    while let Some(Ok(event)) = stream.next().await {
+                        if let Some(ms) = event.retry {
+                            retry_hint = Some(Duration::from_millis(ms.clamp(100, 60_000)));
+                        }
+                        if let Some(id) = event.id.filter(|id| !id.is_empty()) {
+                            last_event_id = Some(id);
+                        }
+                        let Some(msg) = event
+                            .data
+                            .filter(|d| d.len() <= MAX_UPSTREAM_BODY)
+                            .and_then(|d| serde_json::from_str::<Value>(&d).ok())
+                        else {
+                            continue;
+                        };
+                        delivered = true;
+                        match (
+                            msg.get("id").cloned(),
+                            msg.get("method").is_some_and(Value::is_string),
+                        ) {
+                            (None, true) => on(msg),
+                            // Answered on the side, so notifications keep flowing while a
+                            // person answers.
+                            (Some(rid), true) => {
+                                let (up, session, link) =
+                                    (self.clone(), session.clone(), link.clone());
+                                tokio::spawn(async move {
+                                    let ex = Exchange {
+                                        session: Some(&session),
+                                        link: link.as_ref(),
+                                        ..Exchange::default()
+                                    };
+                                    up.answer_server_request(ex, rid, &msg).await;
+                                });
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            failures = if delivered { 0 } else { failures + 1 };
+            if failures >= MAX_REOPENS {
+                tracing::debug!(upstream = %self.name, "the notification stream keeps failing; not reopened");
+                return Ok(());
+            }
+            let pause = retry_hint.unwrap_or_else(|| Duration::from_millis(500 << failures.min(6)));
+            tracing::debug!(upstream = %self.name, resume_after = ?last_event_id, "the notification stream ended; reopening");
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Listens to one upstream on behalf of a 2026-07-28 client's `subscriptions/listen`
+    /// (MCP 2026-07-28 basic/patterns/subscriptions): `filter` is the upstream's share of the
+    /// client's filter, in the upstream's own names. A modern upstream gets a
+    /// `subscriptions/listen` of its own; a legacy one a session of its own for this stream
+    /// (its GET stream, and `resources/subscribe` for each URI), ended when the stream ends.
+    /// Returns when the upstream's stream ends.
+    pub async fn listen(
+        self: &Arc<Self>,
+        filter: &Value,
+        cred: Option<&(HeaderName, HeaderValue)>,
+        mut on: impl FnMut(Value),
+    ) -> Result<(), UpstreamError> {
+        match self.negotiate(cred).await? {
+            Era::Modern => {
+                let params = with_modern_meta(json!({ "notifications": filter }), json!({}));
+                let headers = with_credential(
+                    self.modern_headers("subscriptions/listen", &params, &[]),
+                    cred,
+                );
+                let (tx, mut rx) = mpsc::channel::<Value>(64);
+                let ex = Exchange {
+                    cred,
+                    ..Exchange::default()
+                };
+                let exchange =
+                    self.exchange(headers, "subscriptions/listen", &params, Some(&tx), ex);
+                tokio::pin!(exchange);
+                loop {
+                    tokio::select! {
+                        done = &mut exchange => {
+                            while let Ok(msg) = rx.try_recv() {
+                                on(msg);
+                            }
+                            return done.map(|_| ());
+                        }
+                        Some(msg) = rx.recv() => on(msg),
+                    }
+                }
+            }
+            Era::Legacy => {
+                let slot = Slot::default();
+                let session = self.session_in(&slot, cred, None).await?;
+                // The session is this stream's alone: ended with it, however it ends.
+                let _end = EndOnDrop(Some((self.clone(), session.clone())));
+                let uris = filter
+                    .get("resourceSubscriptions")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for uri in uris {
+                    let headers = with_credential(self.legacy_headers(&session), cred);
+                    let ex = Exchange {
+                        session: Some(&session),
+                        cred,
+                        ..Exchange::default()
+                    };
+                    let params = json!({ "uri": uri });
+                    let subscribed = tokio::time::timeout(
+                        self.timeout,
+                        self.exchange(headers, "resources/subscribe", &params, None, ex),
+                    )
+                    .await;
+                    if !matches!(subscribed, Ok(Ok(_))) {
+                        tracing::debug!(upstream = %self.name, "a resource subscription was not taken");
+                    }
+                }
+                self.follow_get_stream(&session, cred, None, &mut on).await
             }
         }
-        Ok(())
     }
 
     /// A request from the upstream (sampling, elicitation, roots, ping): `ping` is answered
@@ -1035,6 +1253,19 @@ impl Upstream {
             (None, false) => Some(Err(UpstreamError::InvalidResponse(
                 "not a JSON-RPC message".into(),
             ))),
+        }
+    }
+}
+
+/// Ends an upstream session made for one stream when the stream ends (or is dropped).
+struct EndOnDrop(Option<(Arc<Upstream>, Arc<UpstreamSession>)>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        if let Some((up, session)) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move { up.end_session(&session).await });
         }
     }
 }

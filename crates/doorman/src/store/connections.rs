@@ -54,6 +54,9 @@ impl Store {
             .execute(pool)
             .await
             .map(|_| ()))?;
+        // What the person may list changed (their own list replaces the catalog).
+        self.announce(&[Invalidation::Connections(c.user_id.clone())])
+            .await;
         Ok(())
     }
 

@@ -103,6 +103,10 @@ impl Store {
     /// Announces changes to every node (PostgreSQL); a no-op on SQLite. A failure is logged,
     /// not returned: the write it follows has committed, and the other nodes' poll will see it.
     pub async fn announce(&self, changes: &[Invalidation]) {
+        for c in changes {
+            // No subscriber is no error.
+            let _ = self.local.send(c.clone());
+        }
         let Backend::Postgres(pool) = &self.backend else {
             return;
         };
@@ -118,6 +122,11 @@ impl Store {
         if let Err(e) = sent {
             tracing::warn!(error = %e, changes = payloads.len(), "cannot announce changes to other nodes; they see them at their next poll");
         }
+    }
+
+    /// The changes this process announces, as it announces them (on either engine).
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Invalidation> {
+        self.local.subscribe()
     }
 
     /// Listens on [`CHANNEL`] until the process ends, handing each change to `on` (PostgreSQL;

@@ -52,6 +52,9 @@ pub(crate) enum Backend {
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) backend: Backend,
+    /// Every change this process announces, for its own subscribers (`Store::changes`): what
+    /// other nodes hear through the database, this one hears here, on either engine.
+    pub(crate) local: tokio::sync::broadcast::Sender<invalidation::Invalidation>,
 }
 
 /// Runs the same query code on whichever pool the store holds.
@@ -132,7 +135,10 @@ impl Store {
                 .context("cannot apply SQLite migrations")?;
             Backend::Sqlite(pool)
         };
-        Ok(Self { backend })
+        Ok(Self {
+            backend,
+            local: tokio::sync::broadcast::channel(256).0,
+        })
     }
 
     /// Opens an SQLite database in `dir` (tests and the embedded default).

@@ -635,7 +635,14 @@ async fn writes_that_invalidate_other_nodes_are_announced_and_reads_are_not() {
         ] {
             store.insert_connection(&c).await.unwrap();
         }
-        assert_eq!(heard().await, vec![], "inserts change nothing anyone holds");
+        // A new connection changes what its person may list (their own list, not the catalog).
+        assert_eq!(
+            heard().await,
+            ["alice", "alice", "bob", "bob"]
+                .map(|u| Invalidation::Connections(u.into()))
+                .to_vec(),
+            "a new connection is announced for its person"
+        );
 
         // Reads.
         store.connections_of("alice", "notes").await.unwrap();
