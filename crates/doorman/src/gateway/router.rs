@@ -33,7 +33,6 @@ pub struct Router {
     /// Lists made with an upstream's catalog credential, by (upstream, list): when, and what.
     /// Never a person's own list: one person's list is never shown to another.
     catalogs: std::sync::RwLock<std::collections::HashMap<(String, &'static str), Listed>>,
-    >,
     /// The upstream sessions those lists are made on (apart from every person's).
     catalog_slots: SessionSlots,
 }
