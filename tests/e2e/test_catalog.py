@@ -139,3 +139,40 @@ def test_connecting_tells_that_persons_open_sessions_and_nobody_else(envs):
             assert heard["bob"] == []
 
     anyio.run(run)
+
+
+def test_a_2026_client_listening_hears_that_its_persons_tools_changed_and_nobody_elses(envs):
+    from mcp.shared.subscriptions import ToolsListChanged
+
+    e = envs("cat-listen", binding="user")
+    alice, bob = doorman_token(e, "alice"), doorman_token(e, "bob")
+    heard: dict[str, list] = {"alice": [], "bob": []}
+
+    async def listen(who: str, token: str, ready: anyio.Event):
+        http, c = client(e, token, mode="2026-07-28")
+        async with http, c:
+            async with c.listen(tools_list_changed=True) as sub:
+                assert sub.honored.tools_list_changed
+                ready.set()
+                async for event in sub:
+                    heard[who].append(event)
+
+    async def run():
+        async with anyio.create_task_group() as tg:
+            ready = {who: anyio.Event() for who in heard}
+            tg.start_soon(listen, "alice", alice, ready["alice"])
+            tg.start_soon(listen, "bob", bob, ready["bob"])
+            for r in ready.values():
+                await r.wait()
+            http, c = client(e, alice, mode="2026-07-28")
+            async with http, c:
+                asked = await c.call_tool("notes_connect", {})
+                await anyio.to_thread.run_sync(lambda: follow_connect(e, "alice", link_in(text_of(asked))))
+            with anyio.fail_after(10):
+                while ToolsListChanged() not in heard["alice"]:
+                    await anyio.sleep(0.05)
+            await anyio.sleep(1.0)  # time for anything leaking to Bob's stream
+            tg.cancel_scope.cancel()
+        assert heard["bob"] == []
+
+    anyio.run(run)

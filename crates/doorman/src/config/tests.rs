@@ -486,3 +486,46 @@ fn maintenance_intervals_have_defaults_and_bounds() {
         assert_eq!(error_of(toml).path, path, "{toml}");
     }
 }
+
+#[test]
+fn an_upstream_catalog_is_checked_where_it_is_written() {
+    let up = "[[upstreams]]\nname = \"gh\"\nurl = \"http://127.0.0.1:9/mcp\"\n";
+    let ok = Config::from_toml(&format!(
+        "{up}[[upstreams.catalog.tools]]\nname = \"create_issue\"\ndescription = \"Open an issue\"\ninput_schema = {{ type = \"object\", properties = {{ repo = {{ type = \"string\" }} }} }}\n"
+    ))
+    .unwrap();
+    ok.validate().unwrap();
+    let tool = &ok.upstreams[0].catalog.tools[0];
+    assert_eq!(
+        tool.input_schema.as_ref().unwrap()["properties"]["repo"]["type"],
+        "string"
+    );
+    assert_eq!(
+        ok.upstreams[0].catalog.refresh.0,
+        std::time::Duration::from_secs(300)
+    );
+
+    let both = error_of(&format!(
+        "{up}[upstreams.catalog]\ncredential = {{ env = \"X\" }}\n[[upstreams.catalog.tools]]\nname = \"a\"\n"
+    ));
+    assert_eq!(both.path, "upstreams[0].catalog");
+    let bad_name = error_of(&format!(
+        "{up}[[upstreams.catalog.tools]]\nname = \"no spaces\"\n"
+    ));
+    assert_eq!(bad_name.path, "upstreams[0].catalog.tools[0].name");
+    let twice = error_of(&format!(
+        "{up}[[upstreams.catalog.tools]]\nname = \"a\"\n[[upstreams.catalog.tools]]\nname = \"a\"\n"
+    ));
+    assert_eq!(twice.path, "upstreams[0].catalog.tools[1].name");
+    let schema = error_of(&format!(
+        "{up}[[upstreams.catalog.tools]]\nname = \"a\"\ninput_schema = {{ type = \"string\" }}\n"
+    ));
+    assert_eq!(schema.path, "upstreams[0].catalog.tools[0].input_schema");
+    let zero = error_of(&format!("{up}[upstreams.catalog]\nrefresh = \"0s\"\n"));
+    assert_eq!(zero.path, "upstreams[0].catalog.refresh");
+    let unknown = error_of(&format!("{up}[upstreams.catalog]\nlist = []\n"));
+    assert!(
+        unknown.path.starts_with("upstreams[0].catalog"),
+        "{unknown:?}"
+    );
+}

@@ -46,7 +46,7 @@ impl PromptForm {
 }
 
 /// The signed-in caller of one request, built once per request (accounts mode).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// The person's Doorman id.
     pub user_id: String,

@@ -514,10 +514,15 @@ fn server_capabilities() -> Value {
     })
 }
 
-/// What a 2026-07-28 client is offered: no `subscriptions/listen` yet, so no `subscribe` or
-/// `listChanged` (and logging is set per request there).
+/// What a 2026-07-28 client is offered: list changes and resource updates on a
+/// `subscriptions/listen` stream (`listen.rs`); logging is set per request there.
 fn modern_capabilities() -> Value {
-    json!({ "tools": {}, "prompts": {}, "resources": {}, "completions": {} })
+    json!({
+        "tools": { "listChanged": true },
+        "prompts": { "listChanged": true },
+        "resources": { "subscribe": true, "listChanged": true },
+        "completions": {},
+    })
 }
 
 /// The 2026-07-28 validation ladder (basic/index "Per-request protocol fields", then
@@ -628,6 +633,9 @@ async fn serve_request(
         }
         _ => None,
     };
+    if modern && method == "subscriptions/listen" {
+        return super::listen::serve(gw, caller, id, &params, accept.sse, &trace_id).await;
+    }
     if let Some(outcome) = local {
         let msg = finish(modern, &method, &id, outcome);
         let status = if modern {

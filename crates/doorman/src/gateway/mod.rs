@@ -6,6 +6,7 @@ pub mod caller;
 pub mod endpoint;
 pub mod jsonrpc;
 pub mod layer2;
+pub mod listen;
 pub mod router;
 pub mod session;
 pub mod transport;
@@ -40,6 +41,8 @@ pub struct Gateway {
     pub node: String,
     /// People whose lists changed, waiting out [`LISTS_SETTLE`] before their clients are told.
     lists_pending: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The people whose lists changed, as they are told: `subscriptions/listen` streams hear it.
+    lists_tx: tokio::sync::broadcast::Sender<String>,
 }
 
 /// How long Doorman waits after a change to what a person may list before telling their
@@ -75,6 +78,7 @@ impl Gateway {
             node: crate::crypto::random_token(12),
             stateless: Default::default(),
             lists_pending: Default::default(),
+            lists_tx: tokio::sync::broadcast::channel(64).0,
             max_request_bytes: config.server.max_request_bytes,
             max_sessions_per_person: config.server.max_sessions_per_person,
             body_read_timeout: config.server.body_read_timeout.0,
@@ -192,7 +196,8 @@ impl Gateway {
     /// What a person may list changed (they connected or disconnected a resource, their groups
     /// changed): once the changes settle, every session of theirs live on this node that
     /// listens hears `notifications/{tools,prompts,resources}/list_changed` (MCP 2025-11-25
-    /// server/tools, "List Changed Notification"). Nobody else hears it.
+    /// server/tools, "List Changed Notification"), and so does each of their 2026-07-28
+    /// `subscriptions/listen` streams that asked for it (`listen.rs`). Nobody else hears it.
     pub fn lists_changed(self: &Arc<Self>, user_id: &str) {
         if !self
             .lists_pending
@@ -210,6 +215,7 @@ impl Gateway {
                 .lock()
                 .expect("lists pending")
                 .remove(&user);
+            let _ = gw.lists_tx.send(user.clone());
             let sessions = gw.sessions.live_of(&user);
             tracing::debug!(user = %user, sessions = sessions.len(), "lists changed");
             for s in sessions {
@@ -221,6 +227,11 @@ impl Gateway {
                 }
             }
         });
+    }
+
+    /// Hears whose lists changed (for `subscriptions/listen` streams).
+    pub fn lists_heard(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.lists_tx.subscribe()
     }
 
     /// Follows the changes this process announces: a person's connections or facts changed

@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 use super::{
-    caller::CallRecord,
+    caller::{CallRecord, Caller as CallerOf},
     jsonrpc::{RpcError, code},
     layer2,
     upstream::{Catalog, Outbound, SessionSlots, Upstream, UpstreamError},
@@ -265,7 +265,26 @@ impl Router {
         out: &Outbound<'_>,
         lifetime: Lifetime,
     ) -> Option<crate::vault::Credential> {
-        match (up.resource_name(), &self.vault, out.caller) {
+        self.credential_with(up, out.caller, lifetime).await
+    }
+
+    /// The caller's credential for `up` when it is tied to a resource and they have a usable
+    /// connection (for a `subscriptions/listen` stream, which never prompts).
+    pub(super) async fn credential_for(
+        &self,
+        up: &Upstream,
+        caller: Option<&CallerOf>,
+    ) -> Option<crate::vault::Credential> {
+        self.credential_with(up, caller, Lifetime::default()).await
+    }
+
+    async fn credential_with(
+        &self,
+        up: &Upstream,
+        caller: Option<&CallerOf>,
+        lifetime: Lifetime,
+    ) -> Option<crate::vault::Credential> {
+        match (up.resource_name(), &self.vault, caller) {
             (Some(r), Some(vault), Some(caller)) => {
                 vault
                     .listing_credential(&caller.holder(), vault.resource(&r)?.as_ref(), lifetime)

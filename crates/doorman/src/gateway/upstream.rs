@@ -602,7 +602,7 @@ impl Upstream {
         }
         let caps = link.as_ref().map(|l| &*l.capabilities);
         let session = self.session_in(&slots.slot(&self.name), None, caps).await?;
-        self.follow_get_stream(&session, None, link, &mut on_notification)
+        self.follow_get_stream(&session, None, link, &mut on_notification, false)
             .await
     }
 
@@ -611,13 +611,16 @@ impl Upstream {
     /// `Last-Event-ID` (MCP 2025-11-25 basic/transports, "Resumability and Redelivery"), after
     /// the upstream's `retry` hint or a growing pause; it ends when the upstream ends the
     /// session (404), offers no stream (405, or not an event stream), or fails
-    /// [`MAX_REOPENS`] times in a row without delivering anything.
+    /// [`MAX_REOPENS`] times in a row without delivering anything. With `announce_open`, `on`
+    /// first hears a `notifications/subscriptions/acknowledged` of Doorman's once the stream is
+    /// open (what a modern upstream's own listen stream begins with).
     async fn follow_get_stream(
         self: &Arc<Self>,
         session: &Arc<UpstreamSession>,
         cred: Option<&(HeaderName, HeaderValue)>,
         link: Option<ClientLink>,
         on: &mut impl FnMut(Value),
+        mut announce_open: bool,
     ) -> Result<(), UpstreamError> {
         if session.id.is_none() {
             return Ok(());
@@ -660,6 +663,13 @@ impl Upstream {
                     if !resp.status().is_success() || !is_sse {
                         tracing::debug!(upstream = %self.name, status = %resp.status(), "the upstream offers no notification stream");
                         return Ok(());
+                    }
+                    if std::mem::take(&mut announce_open) {
+                        on(json!({
+                            "jsonrpc": "2.0",
+                            "method": "notifications/subscriptions/acknowledged",
+                            "params": {},
+                        }));
                     }
                     let mut stream = sse_stream::SseStream::new(resp.into_body());
                     while let Some(Ok(event)) = stream.next().await {
@@ -717,6 +727,7 @@ impl Upstream {
     /// client's filter, in the upstream's own names. A modern upstream gets a
     /// `subscriptions/listen` of its own; a legacy one a session of its own for this stream
     /// (its GET stream, and `resources/subscribe` for each URI), ended when the stream ends.
+    /// `on` hears `notifications/subscriptions/acknowledged` once the upstream listens.
     /// Returns when the upstream's stream ends.
     pub async fn listen(
         self: &Arc<Self>,
@@ -778,7 +789,8 @@ impl Upstream {
                         tracing::debug!(upstream = %self.name, "a resource subscription was not taken");
                     }
                 }
-                self.follow_get_stream(&session, cred, None, &mut on).await
+                self.follow_get_stream(&session, cred, None, &mut on, true)
+                    .await
             }
         }
     }
