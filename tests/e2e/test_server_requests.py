@@ -177,18 +177,14 @@ def test_a_2026_upstream_asks_clients_of_both_generations(doorman, asks_modern, 
 @pytest.mark.parametrize("mode", ["legacy", MODERN])
 def test_a_stateful_only_upstream_asks_in_the_middle_of_a_call(doorman, asks_legacy, mode):
     """The asks fixture on the handshake revisions: its questions arrive mid-call. A stateful
-    client is asked them. A 2026-07-28 client cannot be asked mid-call (yet): the upstream session
-    Doorman keeps for it declares no capability, and the client gets the upstream's own error at
-    once instead of a hang."""
-    if mode == MODERN:
-        with pytest.raises(BaseException) as e:
-            anyio.run(run_calls, doorman.url, mode, [("greet_asked", {})], "old_")
-        assert "did not declare the form elicitation capability" in flat(e.value)
-        return
-    direct = anyio.run(run_calls, asks_legacy.url, mode, ASKS_CALLS)
+    client is asked them on its stream. A 2026-07-28 client is asked them with
+    `InputRequiredResult`s while Doorman keeps the upstream's call open, and its retries carry the
+    answers to it: the same results as a stateful client gets directly (the fixture, speaking only
+    the handshake revisions, cannot be reached by a 2026-07-28 client directly)."""
+    direct = anyio.run(run_calls, asks_legacy.url, "legacy", ASKS_CALLS)
     through = anyio.run(run_calls, doorman.url, mode, ASKS_CALLS, "old_")
     assert through[1] == direct[1]
-    assert through[2] == direct[2]
+    assert sorted(through[2]) == sorted(direct[2])
     assert through[1][0] == (["Hello, Ada!"], False)
 
 
@@ -220,6 +216,38 @@ def test_the_upstream_state_is_sealed_and_checked(doorman, http):
     refused(call("asks_greet_asked", 4, {**answers, "requestState": "eyJ3cml0dGVuIjoiYnkgdGhlIGNsaWVudCJ9"}))
     done = rpc_json(call("asks_greet_asked", 5, {**answers, "requestState": state}))
     assert done["result"]["content"][0]["text"] == "Hello, Grace!"
+
+
+def test_a_parked_call_answers_only_its_own_retry_and_only_once(doorman, http):
+    """Raw 2026-07-28 requests to the handshake-only upstream: the call waits upstream while the
+    client holds Doorman's sealed state; the state is refused for another tool, altered, or used
+    a second time, and the right retry completes the call."""
+    caps = {"elicitation": {"form": {}}}
+
+    def call(name, rid, extra=None):
+        req = modern_request("tools/call", {"name": name, "arguments": {}, **(extra or {})}, rid=rid)
+        req["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] = caps
+        return http.post(doorman.url, headers=modern_headers("tools/call", name), json=req)
+
+    first = rpc_json(call("old_greet_asked", 1))["result"]
+    assert first["resultType"] == "input_required", first
+    state = first["requestState"]
+    assert state.startswith("doorman3."), state
+    (key, asked), = first["inputRequests"].items()
+    assert asked["method"] == "elicitation/create" and asked["params"]["message"] == "What is your name?"
+    answers = {"inputResponses": {key: {"action": "accept", "content": {"name": "Grace"}}}}
+
+    def refused(r):
+        msg = rpc_json(r)
+        assert msg.get("error", {}).get("data", {}).get("reason") == "invalid_request_state", msg
+        assert r.status_code == 400
+
+    refused(call("old_both", 2, {**answers, "requestState": state}))
+    tampered = state[:-3] + ("AAA" if not state.endswith("AAA") else "BBB")
+    refused(call("old_greet_asked", 3, {**answers, "requestState": tampered}))
+    done = rpc_json(call("old_greet_asked", 4, {**answers, "requestState": state}))
+    assert done["result"]["content"][0]["text"] == "Hello, Grace!"
+    refused(call("old_greet_asked", 5, {**answers, "requestState": state}))
 
 
 def sse_messages(lines):

@@ -75,6 +75,9 @@ pub enum Sink {
     Stream(mpsc::Sender<Value>),
     /// The session's GET stream (requests not tied to one of the client's requests).
     Broadcast(broadcast::Sender<Value>),
+    /// A 2026-07-28 client, which takes no requests: each becomes an entry of an
+    /// `InputRequiredResult` while the upstream's call waits (`parked.rs`).
+    Park(mpsc::Sender<Value>),
 }
 
 /// A stateful client, as the upstreams of its session may reach it.
@@ -87,6 +90,11 @@ pub struct ClientLink {
 }
 
 impl ClientLink {
+    /// Whether the client is a 2026-07-28 client, asked through `InputRequiredResult`s.
+    pub fn is_parked(&self) -> bool {
+        matches!(self.sink, Sink::Park(_))
+    }
+
     /// Sends `method` to the client and waits for its answer (at most [`ASK_TIMEOUT`]).
     pub async fn ask(&self, method: &str, params: Value) -> Answer {
         if let Some(e) = undeclared(&self.capabilities, method, &params) {
@@ -95,7 +103,7 @@ impl ClientLink {
         let (id, rx) = self.asks.open();
         let msg = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
         let sent = match &self.sink {
-            Sink::Stream(tx) => tx.send(msg).await.is_ok(),
+            Sink::Stream(tx) | Sink::Park(tx) => tx.send(msg).await.is_ok(),
             Sink::Broadcast(tx) => tx.send(msg).is_ok(),
         };
         if !sent {
@@ -252,7 +260,52 @@ pub mod state {
         result["requestState"] = json!(format!("{PREFIX}{}", ring.seal(&plain, AAD)));
     }
 
-    fn refused(why: &str) -> RpcError {
+    /// States of calls Doorman holds open for a 2026-07-28 client (`parked.rs`) start with this.
+    pub const PARKED_PREFIX: &str = "doorman3.";
+    const PARKED_AAD: &str = "doorman:parked-call";
+
+    /// The state of a parked call: which one, for whom, until when.
+    pub fn seal_parked(ring: &KeyRing, binding: &Binding, call: &str, now_ms: i64) -> String {
+        let sealed = Sealed {
+            b: binding.clone(),
+            x: now_ms + LIFETIME_MS,
+            s: call.to_owned(),
+        };
+        let plain = serde_json::to_vec(&sealed).expect("state serializes");
+        format!("{PARKED_PREFIX}{}", ring.seal(&plain, PARKED_AAD))
+    }
+
+    /// On a retry: the parked call a state names, after the same checks as [`open`]. `None`
+    /// when the state is not a parked call's.
+    pub fn open_parked(
+        ring: &KeyRing,
+        params: &Value,
+        expected: &Binding,
+        now_ms: i64,
+    ) -> Option<Result<String, RpcError>> {
+        let sealed = params
+            .get("requestState")?
+            .as_str()?
+            .strip_prefix(PARKED_PREFIX)?;
+        Some((|| {
+            let plain = ring
+                .open(sealed, PARKED_AAD)
+                .map_err(|_| refused("does not open (tampered, or another deployment's)"))?;
+            let s: Sealed = serde_json::from_slice(&plain).map_err(|_| refused("unreadable"))?;
+            if s.b.person != expected.person || s.b.client != expected.client {
+                return Err(refused("made for another person or client"));
+            }
+            if s.x <= now_ms {
+                return Err(refused("expired"));
+            }
+            if s.b != *expected {
+                return Err(refused("made for another request"));
+            }
+            Ok(s.s)
+        })())
+    }
+
+    pub(crate) fn refused(why: &str) -> RpcError {
         tracing::warn!(reason = why, "requestState refused");
         RpcError::new(code::INVALID_PARAMS, "Invalid or expired requestState")
             .with_data(json!({ "reason": "invalid_request_state" }))

@@ -97,6 +97,34 @@ pub(super) fn shown(router: &Router, caller: Option<&Caller>, target: Target<'_>
     decide(router, caller, target).is_allowed()
 }
 
+/// Whether the caller may still use what a call in flight names (its retry re-checks).
+pub fn still_allowed(
+    router: &Router,
+    caller: Option<&Caller>,
+    method: &str,
+    exposed: &str,
+) -> bool {
+    let (kind, field, naming) = match method {
+        "tools/call" => (Kind::Tool, "name", Naming::Prefixed),
+        "prompts/get" => (Kind::Prompt, "name", Naming::Prefixed),
+        "resources/read" => (Kind::Resource, "uri", Naming::Uri),
+        _ => return false,
+    };
+    let params = json!({ field: exposed });
+    match router.resolve(&params, field, naming, kind.as_str()) {
+        Ok((up, _)) => shown(
+            router,
+            caller,
+            Target {
+                kind,
+                name: exposed,
+                upstream: &up.name,
+            },
+        ),
+        Err(_) => false,
+    }
+}
+
 fn answer(outcome: Result<Value, RpcError>, record: Option<CallRecord>) -> Prepared {
     Prepared::Answer { outcome, record }
 }

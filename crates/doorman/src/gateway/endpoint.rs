@@ -28,13 +28,14 @@ use tokio::sync::mpsc;
 
 use super::{
     Gateway,
-    asks::Sink,
+    asks::{self, Asks, ClientLink, Sink, relayable, state},
     call::{self, Caller, Prepared, StepUp},
     caller::PromptForm,
     jsonrpc::{
         self, ALL_VERSIONS, Id, Incoming, META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION,
         RpcError, code,
     },
+    parked::Waiting,
     session::Session,
     transport::{
         Accept, closing, error_reply, finish, json_reply, message_reply, param_headers, respond,
@@ -646,6 +647,29 @@ async fn serve_request(
         return message_reply(accept, status, msg);
     }
 
+    // The name the client gave, for binding a call parked for its answers (`parked.rs`).
+    let named = params
+        .get(if method == "resources/read" {
+            "uri"
+        } else {
+            "name"
+        })
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let parks = modern
+        && matches!(
+            method.as_str(),
+            "tools/call" | "prompts/get" | "resources/read"
+        );
+    if parks
+        && params
+            .get("requestState")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.starts_with(state::PARKED_PREFIX))
+    {
+        return resume_parked(gw, caller.as_ref(), accept, method, id, &params, named).await;
+    }
     let call = match call::prepare(
         &gw.router,
         caller.as_ref(),
@@ -682,7 +706,9 @@ async fn serve_request(
     let (tx, rx) = mpsc::channel::<Value>(64);
     let gw2 = gw.clone();
     // A stateful client's upstreams may ask it things on this request's stream (or, when it
-    // takes no stream, on its GET stream), and it may cancel this request.
+    // takes no stream, on its GET stream), and it may cancel this request. A 2026-07-28 client
+    // that declared what it can answer is asked through `InputRequiredResult`s (`parked.rs`).
+    let mut parking = None;
     let (link, inflight) = match &conversation {
         Conversation::Stateful(s) => {
             let sink = if accept.sse {
@@ -692,7 +718,34 @@ async fn serve_request(
             };
             (Some(s.link(sink)), Some(s.begin(&id)))
         }
-        Conversation::Stateless { .. } => (None, None),
+        Conversation::Stateless {
+            client_capabilities,
+            ..
+        } => {
+            let caps = relayable(client_capabilities);
+            if parks && caps.as_object().is_some_and(|c| !c.is_empty()) {
+                let (questions_tx, questions) = mpsc::channel::<Value>(8);
+                let (events_tx, events) = mpsc::channel::<Value>(64);
+                let asks = Arc::new(Asks::default());
+                parking = Some((asks.clone(), questions, events, events_tx));
+                let link = ClientLink {
+                    capabilities: Arc::new(caps),
+                    asks,
+                    sink: Sink::Park(questions_tx),
+                };
+                (Some(link), None)
+            } else {
+                (None, None)
+            }
+        }
+    };
+    let binding = parking
+        .is_some()
+        .then(|| parked_binding(caller.as_ref(), &method, named));
+    // Where the call's notifications go: this response, or (parked) whichever is open.
+    let work_tx = match &parking {
+        Some((_, _, _, events_tx)) => events_tx.clone(),
+        None => tx.clone(),
     };
     let work = async move {
         let per_person: Arc<SessionSlots>;
@@ -711,11 +764,12 @@ async fn serve_request(
                     client_capabilities,
                     user,
                 } => {
-                    per_person = gw2.stateless_slots(user.as_deref());
+                    per_person = gw2
+                        .stateless_slots(user.as_deref(), link.as_ref().map(|l| &*l.capabilities));
                     (&per_person, Some(client_capabilities.clone()), None)
                 }
             };
-        let events = accept.sse.then_some(&tx);
+        let events = accept.sse.then_some(&work_tx);
         let out = Outbound {
             client_capabilities: caps.as_ref(),
             events,
@@ -729,7 +783,62 @@ async fn serve_request(
         };
         call.run(&gw2.router, slots, &out).await
     };
+    if let (Some((asks, questions, events, _)), Some(binding)) = (parking, binding) {
+        let call = tokio::spawn(crate::net::ClientAddress::keep(work));
+        let waiting = Waiting::new(binding, asks, questions, events, call);
+        let (gw, now_ms) = (gw.clone(), gw.clock.now_ms());
+        let work = async move { gw.parked.wait(gw.router.ring(), waiting, tx, now_ms).await };
+        return respond(accept, modern, method, id, work, rx).await;
+    }
+    drop(tx);
     respond(accept, modern, method, id, work, rx).await
+}
+
+/// What a parked call is bound to: the person, the client, the method and the name.
+fn parked_binding(caller: Option<&Caller>, method: &str, name: String) -> state::Binding {
+    state::Binding {
+        person: caller.map(|c| c.user_id.clone()).unwrap_or_default(),
+        client: caller.map(|c| c.client_id.clone()).unwrap_or_default(),
+        upstream: String::new(),
+        method: method.to_owned(),
+        name,
+    }
+}
+
+/// The retry of a parked call (`parked.rs`): checked against its binding, and against the
+/// policies again (the person may have lost access meanwhile), then its answers go upstream.
+async fn resume_parked(
+    gw: &Arc<Gateway>,
+    caller: Option<&Caller>,
+    accept: Accept,
+    method: String,
+    id: Id,
+    params: &Value,
+    named: String,
+) -> Response {
+    let now_ms = gw.clock.now_ms();
+    let binding = parked_binding(caller, &method, named.clone());
+    let refused = |e: RpcError| {
+        let msg = finish(true, &method, &id, Err(e));
+        message_reply(accept, status_of(&msg), msg)
+    };
+    let waiting = match gw.parked.resume(gw.router.ring(), params, &binding, now_ms) {
+        Some(Ok(w)) => w,
+        Some(Err(e)) => return refused(e),
+        None => return refused(asks::state::refused("not a parked call's")),
+    };
+    if !call::still_allowed(&gw.router, caller, &method, &named) {
+        waiting.work.abort();
+        let e = RpcError::new(
+            code::FORBIDDEN,
+            format!("Doorman policy no longer allows you to use {named}."),
+        );
+        return refused(e);
+    }
+    let (tx, rx) = mpsc::channel::<Value>(64);
+    let gw = gw.clone();
+    let work = async move { gw.parked.wait(gw.router.ring(), waiting, tx, now_ms).await };
+    respond(accept, true, method, id, work, rx).await
 }
 
 /// A 2025-03-26 session may send a JSON-RPC batch; every later revision refuses them

@@ -7,12 +7,15 @@ pub mod endpoint;
 pub mod jsonrpc;
 pub mod layer2;
 pub mod listen;
+pub mod parked;
 pub mod router;
 pub mod session;
 pub mod transport;
 pub mod upstream;
 
 use std::{sync::Arc, time::Duration};
+
+use serde_json::Value;
 
 use router::Router;
 use session::Sessions;
@@ -41,6 +44,8 @@ pub struct Gateway {
     pub node: String,
     /// People whose lists changed, waiting out [`LISTS_SETTLE`] before their clients are told.
     lists_pending: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Calls of 2026-07-28 clients waiting for their answers to an upstream's questions.
+    pub parked: parked::Parked,
     /// The people whose lists changed, as they are told: `subscriptions/listen` streams hear it.
     lists_tx: tokio::sync::broadcast::Sender<String>,
 }
@@ -78,6 +83,7 @@ impl Gateway {
             node: crate::crypto::random_token(12),
             stateless: Default::default(),
             lists_pending: Default::default(),
+            parked: Default::default(),
             lists_tx: tokio::sync::broadcast::channel(64).0,
             max_request_bytes: config.server.max_request_bytes,
             max_sessions_per_person: config.server.max_sessions_per_person,
@@ -90,21 +96,26 @@ impl Gateway {
         self.router.policies()
     }
 
-    /// The upstream sessions that serve one person's stateless requests.
-    pub fn stateless_slots(&self, user: Option<&str>) -> Arc<SessionSlots> {
-        let key = user.unwrap_or("");
+    /// The upstream sessions that serve one person's stateless requests: one set per person and
+    /// per set of capabilities their clients declared (an upstream session declares them once,
+    /// at `initialize`, so clients that can answer different things never share one).
+    pub fn stateless_slots(&self, user: Option<&str>, asks: Option<&Value>) -> Arc<SessionSlots> {
+        let key = match asks {
+            Some(caps) => format!("{}\n{caps}", user.unwrap_or("")),
+            None => user.unwrap_or("").to_owned(),
+        };
         if let Some(s) = self
             .stateless
             .read()
             .expect("stateless slots lock")
-            .get(key)
+            .get(&key)
         {
             return s.clone();
         }
         self.stateless
             .write()
             .expect("stateless slots lock")
-            .entry(key.to_owned())
+            .entry(key)
             .or_default()
             .clone()
     }

@@ -506,7 +506,8 @@ impl Upstream {
                 // A stateful client cannot take an `InputRequiredResult`: Doorman asks it each
                 // input request on its stream and retries with the answers (MCP 2026-07-28
                 // basic/patterns/mrtr, "Client Requirements").
-                let Some(link) = out.link else {
+                // A 2026-07-28 client takes the `InputRequiredResult` itself.
+                let Some(link) = out.link.filter(|l| !l.is_parked()) else {
                     return self
                         .exchange(headers, method, &params, out.events, ex)
                         .await;

@@ -118,7 +118,15 @@ impl Client {
                     && reg.host_str() == asked.host_str()
                     && reg.fragment().is_none()
                     && reg.set_port(asked.port()).is_ok()
-                    && reg.as_str() == uri
+                    && (reg.as_str() == uri
+                        // Port 80 written out: the parser drops the scheme's default port.
+                        || asked.port().is_none()
+                            && reg.host_str().is_some_and(|h| {
+                                let at = "http://".len() + h.len();
+                                reg.as_str().get(at..).is_some_and(|rest| {
+                                    uri == format!("http://{h}:80{rest}")
+                                })
+                            }))
             })
         })
     }
