@@ -2,8 +2,9 @@
 
 Every check that passes directly must pass through Doorman. The direct run's failures are the
 baseline in tests/conformance/expected-failures.yml (the suite itself checks it is exact). The
-2026-07-28 requirement set runs through Doorman too, for the record: server-everything speaks only
-the stateful revisions, so only Doorman's own stateless front can answer it. A summary is written
+2026-07-28 requirement set runs both ways too, and the same rule holds: server-everything speaks only
+the stateful revisions, so directly it passes few of those checks, and through Doorman its own
+stateless front answers them. A summary is written
 to tests/artifacts/conformance.md."""
 
 import json
@@ -44,6 +45,7 @@ def test_every_check_passing_directly_passes_through_doorman(everything, tmp_pat
     direct_code, direct = run_suite(everything.url, base / "direct", "--expected-failures", str(BASELINE))
     assert direct, "the suite ran no checks"
     assert direct_code == 0, f"the direct run's failures differ from {BASELINE.name}: see {base / 'direct' / 'output.txt'}"
+    _, direct_modern = run_suite(everything.url, base / "direct-2026-07-28", "--requirements", "2026-07-28")
 
     d = Doorman("doorman-conformance", [{"name": "everything", "url": everything.url}])
     try:
@@ -54,6 +56,8 @@ def test_every_check_passing_directly_passes_through_doorman(everything, tmp_pat
 
     # INFO is the suite's neutral verdict (e.g. "JSON responses; SSE is optional"), not a failure.
     lost = sorted(k for k, s in direct.items() if s == "SUCCESS" and through.get(k) not in ("SUCCESS", "INFO"))
+    lost_modern = sorted(k for k, s in direct_modern.items()
+                         if s == "SUCCESS" and modern.get(k) not in ("SUCCESS", "INFO"))
     softened = sorted(k for k, s in direct.items() if s == "SUCCESS" and through.get(k) == "INFO")
     gained = sorted(k for k, s in through.items() if s == "SUCCESS" and direct.get(k) == "FAILURE")
     summary = [
@@ -61,7 +65,9 @@ def test_every_check_passing_directly_passes_through_doorman(everything, tmp_pat
         "",
         f"- direct against server-everything: {tally(direct)}",
         f"- through Doorman: {tally(through)}",
+        f"- direct against server-everything, --requirements 2026-07-28: {tally(direct_modern)}",
         f"- through Doorman, --requirements 2026-07-28: {tally(modern)}",
+        f"- 2026-07-28: passing directly but not through Doorman: {lost_modern or 'none'}",
         f"- passing directly but not through Doorman: {lost or 'none'}",
         f"- failing directly but passing through Doorman: {gained or 'none'}",
         f"- passing directly, informational through Doorman: {softened or 'none'}",
@@ -72,6 +78,7 @@ def test_every_check_passing_directly_passes_through_doorman(everything, tmp_pat
     (base / "summary.md").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))
     assert not lost, f"checks passing directly but not through Doorman: {lost}"
+    assert not lost_modern, f"2026-07-28 checks passing directly but not through Doorman: {lost_modern}"
     # The stateless front's own rules, which no upstream can answer for Doorman.
     for check in ("http-header-validation", "caching", "server-stateless:sep-2575-server-implements-discover"):
         matching = {k: s for k, s in modern.items() if k == check or k.startswith(check + ":")}

@@ -13,6 +13,7 @@ Every comparison runs the same official SDK client, with the same handlers, dire
 upstream and through Doorman."""
 
 import json
+import subprocess
 import threading
 import time
 
@@ -23,7 +24,7 @@ import pytest
 from mcp import Client
 
 from conftest import ACCEPT_BOTH, MODERN, Doorman, initialize, modern_headers, modern_request, rpc_json, session_headers
-from procs import FIXTURES, VENV_PYTHON, _start_http, free_port
+from procs import FIXTURES, NODE, ROOT, VENV_PYTHON, _start_http, free_port
 
 ROOTS = ["file:///work/project-a", "file:///work/project-b"]
 
@@ -145,6 +146,23 @@ def test_a_stateful_upstream_asks_a_stateful_client_through_doorman(doorman, eve
     assert "Name: Ada" in elicited[0][1] and not elicited[1]
     assert "teal (re: Resource trigger-sampling-request context: pick a colour)" in sampled[0][0]
     assert all(r in roots[0][0] for r in ROOTS)
+
+
+def test_the_typescript_sdk_client_is_asked_the_same_through_doorman(doorman, everything):
+    """The TypeScript SDK's client (1.32.2) with its own elicitation, sampling and roots handlers:
+    server-everything's asking tools give the same results through Doorman as directly."""
+
+    def run(url, prefix):
+        out = subprocess.run([str(NODE), str(ROOT / "tests/clients/ts_asks.mjs"), url, prefix],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    direct, through = run(everything.url, ""), run(doorman.url, "everything_")
+    assert through["results"] == direct["results"]
+    assert through["asked"] == direct["asked"]
+    assert "Name: Ada" in "".join(through["results"][0][0])
+    assert all(r in through["results"][2][0][0] for r in ROOTS)
 
 
 def test_the_upstream_is_told_only_what_the_client_declared(doorman, everything):

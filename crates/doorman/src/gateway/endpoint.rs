@@ -590,7 +590,39 @@ fn check_modern(headers: &HeaderMap, method: &str, params: &Value) -> Result<Val
     if Version::parse(version) != Some(Version::MODERN) {
         return Err(RpcError::unsupported_version(version));
     }
+    check_retry_fields(params)?;
     Ok(meta[META_CLIENT_CAPABILITIES].clone())
+}
+
+/// The fields of a retry after an `InputRequiredResult` (MCP 2026-07-28 basic/patterns/mrtr):
+/// `inputResponses` is a map of responses (objects), `requestState` a string. Anything else is
+/// the client's protocol error, answered before any upstream sees it.
+fn check_retry_fields(params: &Value) -> Result<(), RpcError> {
+    let invalid = |what: &str| {
+        RpcError::new(code::INVALID_PARAMS, format!("Invalid params: {what}"))
+            .with_data(json!({ "reason": "invalid_input_responses" }))
+    };
+    match params.get("inputResponses") {
+        None => {}
+        Some(Value::Object(responses)) => {
+            if let Some((key, _)) = responses.iter().find(|(_, v)| !v.is_object()) {
+                return Err(invalid(&format!(
+                    "inputResponses[{key:?}] must be the response object to that input request"
+                )));
+            }
+        }
+        Some(_) => {
+            return Err(invalid(
+                "inputResponses must be an object mapping each input request's key to its response",
+            ));
+        }
+    }
+    match params.get("requestState") {
+        None | Some(Value::String(_)) => Ok(()),
+        Some(_) => Err(invalid(
+            "requestState must be the string the server returned",
+        )),
+    }
 }
 
 /// Serves one request: locally for the protocol's own methods, through the router otherwise.
@@ -1026,6 +1058,29 @@ mod tests {
 
     fn modern_params(version: &str) -> Value {
         json!({"name": "everything_echo", "_meta": {META_PROTOCOL_VERSION: version, META_CLIENT_CAPABILITIES: {}}})
+    }
+
+    #[test]
+    fn malformed_retry_fields_are_the_clients_protocol_error() {
+        for bad in [
+            json!({ "inputResponses": 3 }),
+            json!({ "inputResponses": null }),
+            json!({ "inputResponses": { "k": "yes" } }),
+            json!({ "requestState": { "s": 1 } }),
+        ] {
+            assert_eq!(
+                check_retry_fields(&bad).unwrap_err().code,
+                code::INVALID_PARAMS,
+                "{bad}"
+            );
+        }
+        assert!(
+            check_retry_fields(
+                &json!({ "inputResponses": { "k": { "action": "accept" } }, "requestState": "s" })
+            )
+            .is_ok()
+        );
+        assert!(check_retry_fields(&json!({ "name": "x" })).is_ok());
     }
 
     #[test]
