@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 /// Where to send calls, and which protocol generation to speak.
+#[derive(Clone)]
 pub struct Target {
     pub url: String,
     pub tool: String,
@@ -151,6 +152,37 @@ pub async fn run(t: &Target, concurrency: usize, duration: Duration) -> anyhow::
     }
     stats.elapsed = start.elapsed();
     Ok(stats)
+}
+
+/// One client calling one after another over one kept-alive connection (a session too, when
+/// the generation needs one): what an instruction count per call is measured with.
+pub struct Sequential {
+    client: reqwest::Client,
+    headers: reqwest::header::HeaderMap,
+    t: Target,
+    sent: u64,
+}
+
+impl Sequential {
+    pub async fn new(t: &Target) -> anyhow::Result<Self> {
+        let (client, headers) = worker_client(t).await?;
+        Ok(Self {
+            client,
+            headers,
+            t: t.clone(),
+            sent: 0,
+        })
+    }
+
+    /// `n` calls, each checked.
+    pub async fn calls(&mut self, n: usize) -> anyhow::Result<()> {
+        for _ in 0..n {
+            self.sent += 1;
+            let body = call_body(&self.t, self.sent);
+            send(&self.client, &self.t.url, &self.headers, body).await?;
+        }
+        Ok(())
+    }
 }
 
 async fn send(

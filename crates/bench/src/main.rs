@@ -6,11 +6,13 @@
 //! of upstream entries, on the same two echo servers, is tied to a resource the signed-in person
 //! has a stored connection to), then drives `tools/call` directly and through each configuration
 //! with the same load generator, alternating them in rounds so machine drift hits all alike.
-//! Also measures Doorman's resident memory with idle stateful sessions, its start-up time to
-//! ready, and vault lookups with many stored connections (`vault.rs`; alone:
-//! `doorman-bench vault`).
+//! Also counts the instructions each gateway spends per call with callgrind (`callgrind.rs`;
+//! alone: `doorman-bench instructions`), measures Doorman's resident memory with idle stateful
+//! sessions, its start-up time to ready, and vault lookups with many stored connections
+//! (`vault.rs`; alone: `doorman-bench vault`).
 //! Writes `latest.md` and `latest.json` into the output directory; `bench/chart.py` draws the PNG.
 
+mod callgrind;
 mod layer2;
 mod load;
 mod procs;
@@ -66,6 +68,16 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Only the instruction counts (callgrind): each gateway's instructions per call, with its
+    /// ratio to the relay's. Prints its Markdown table and JSON.
+    Instructions {
+        /// Calls counted per mode and generation.
+        #[arg(long, default_value_t = 2000)]
+        calls: usize,
+        /// Protocol generations measured (2026-07-28, 2025-11-25).
+        #[arg(long, value_delimiter = ',', default_value = "2026-07-28,2025-11-25")]
+        generations: Vec<String>,
+    },
     /// Only the vault measurement: lookups through the store and through the vault's cache,
     /// on SQLite and (with --postgres) PostgreSQL. Prints its Markdown table and JSON.
     Vault {
@@ -107,10 +119,10 @@ impl Side<'_> {
 }
 
 /// The reference row's mode name.
-const RELAY: &str = "bare HTTP relay (reference)";
+pub(crate) const RELAY: &str = "bare HTTP relay (reference)";
 
 /// The layer-2 configuration's mode name.
-const LAYER2: &str = "signed in + layer 2 (vault)";
+pub(crate) const LAYER2: &str = "signed in + layer 2 (vault)";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -128,6 +140,21 @@ async fn main() -> anyhow::Result<()> {
         };
         let v = vault::measure(&plan, postgres.as_deref()).await?;
         println!("{}", vault::markdown(&v));
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if let Some(Command::Instructions { calls, generations }) = &args.command {
+        let bins = procs::Binaries::beside_this_executable()?;
+        let token = format!("bench-resource-{}", signin::random_token(24)?);
+        let stateless = procs::start_echo(&bins, "stateless", &token).await?;
+        let stateful = procs::start_echo(&bins, "stateful", &token).await?;
+        let plan = callgrind::Plan {
+            calls: *calls,
+            ..callgrind::Plan::full()
+        };
+        let v =
+            callgrind::measure(&bins, [&stateless, &stateful], &token, generations, &plan).await?;
+        println!("{}", callgrind::markdown(&v));
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -343,6 +370,26 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let instructions = if callgrind::available().await {
+        let plan = if args.smoke {
+            callgrind::Plan::smoke()
+        } else {
+            callgrind::Plan::full()
+        };
+        callgrind::measure(
+            &bins,
+            [&stateless, &stateful],
+            &resource_token,
+            &args.generations,
+            &plan,
+        )
+        .await?
+    } else {
+        eprintln!(
+            "bench: valgrind's callgrind is not installed (scripts/setup-test-env installs it); no instruction counts"
+        );
+        Value::Null
+    };
     let memory = procs::measure_memory(&bins, &args.sessions).await?;
     let startup = procs::measure_startup(&bins, if args.smoke { 1 } else { 5 }).await?;
     let plan = if args.smoke {
@@ -351,7 +398,7 @@ async fn main() -> anyhow::Result<()> {
         vault::Plan::full(args.vault_connections)
     };
     let vault = vault::measure(&plan, args.postgres.as_deref()).await?;
-    let report = json!({ "rows": rows, "memory": memory, "startup_ms": startup, "vault": vault,
+    let report = json!({ "rows": rows, "instructions": instructions, "memory": memory, "startup_ms": startup, "vault": vault,
         "upstream_saw": upstream_saw, "doorman_vault_lookups": lookups, "smoke": args.smoke,
         "seconds_per_round": args.seconds, "rounds": args.rounds });
     std::fs::create_dir_all(&args.out)?;
@@ -367,6 +414,9 @@ async fn main() -> anyhow::Result<()> {
 
 fn markdown(r: &Value) -> String {
     let mut s = markdown_rows(r);
+    if !r["instructions"].is_null() {
+        s.push_str(&callgrind::markdown(&r["instructions"]));
+    }
     s.push_str("\n## Memory: Doorman's resident size with idle stateful sessions\n\n| sessions | RSS MiB | bytes per session |\n|---:|---:|---:|\n");
     for m in r["memory"].as_array().into_iter().flatten() {
         s.push_str(&format!(

@@ -58,7 +58,7 @@ impl Running {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
     }
 
@@ -116,7 +116,8 @@ fn free_port() -> anyhow::Result<u16> {
 
 async fn wait_ready(port: u16, path: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Under valgrind a start takes several times longer.
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if client
             .get(format!("http://127.0.0.1:{port}{path}"))
@@ -146,14 +147,50 @@ pub async fn start_echo(
 
 /// A `bench-relay` (the bare HTTP relay, the reference point) in front of `upstream`.
 pub async fn start_relay(bins: &Binaries, upstream: &Running) -> anyhow::Result<Running> {
+    start_relay_in(bins, upstream, None).await
+}
+
+/// The same, run under callgrind (`cg`: where its counts go) when asked.
+pub async fn start_relay_in(
+    bins: &Binaries,
+    upstream: &Running,
+    cg: Option<&std::path::Path>,
+) -> anyhow::Result<Running> {
     let upstream = format!("127.0.0.1:{}", upstream.port);
-    start_helper(&bins.relay, &["--upstream", &upstream]).await
+    start_helper_in(&bins.relay, &["--upstream", &upstream], cg).await
+}
+
+/// `bin`, or valgrind's callgrind running it with instrumentation off until the bench turns it
+/// on (`callgrind.rs`), its counts written into `cg`.
+fn command(bin: &std::path::Path, cg: Option<&std::path::Path>) -> Command {
+    match cg {
+        None => Command::new(bin),
+        Some(dir) => {
+            let mut c = Command::new("valgrind");
+            c.arg("--tool=callgrind")
+                .arg("--instr-atstart=no")
+                .arg(format!(
+                    "--callgrind-out-file={}",
+                    dir.join("callgrind.out.%p").display()
+                ))
+                .arg(bin);
+            c
+        }
+    }
 }
 
 /// One of the bench's own servers on a free port, once it answers on `/mcp`.
 async fn start_helper(bin: &std::path::Path, args: &[&str]) -> anyhow::Result<Running> {
+    start_helper_in(bin, args, None).await
+}
+
+async fn start_helper_in(
+    bin: &std::path::Path,
+    args: &[&str],
+    cg: Option<&std::path::Path>,
+) -> anyhow::Result<Running> {
     let port = free_port()?;
-    let child = Command::new(bin)
+    let child = command(bin, cg)
         .args(["--port", &port.to_string()])
         .args(args)
         .stdout(Stdio::null())
@@ -197,6 +234,16 @@ pub async fn start_doorman(
     upstreams: &[UpstreamSpec<'_>],
     sign_in: SignIn,
 ) -> anyhow::Result<Running> {
+    start_doorman_in(bins, upstreams, sign_in, None).await
+}
+
+/// The same, run under callgrind (`cg`: where its counts go) when asked.
+pub async fn start_doorman_in(
+    bins: &Binaries,
+    upstreams: &[UpstreamSpec<'_>],
+    sign_in: SignIn,
+    cg: Option<&std::path::Path>,
+) -> anyhow::Result<Running> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let mut config = format!(
@@ -235,7 +282,7 @@ pub async fn start_doorman(
     std::fs::write(&path, config)?;
     // Doorman logs at its default level (an audit line per call, as deployed) into a file.
     let log_path = dir.path().join("doorman.log");
-    let child = Command::new(&bins.doorman)
+    let child = command(&bins.doorman, cg)
         .arg("serve")
         .arg("--config")
         .arg(&path)
