@@ -287,22 +287,31 @@ pub mod state {
             .get("requestState")?
             .as_str()?
             .strip_prefix(PARKED_PREFIX)?;
-        Some((|| {
-            let plain = ring
-                .open(sealed, PARKED_AAD)
-                .map_err(|_| refused("does not open (tampered, or another deployment's)"))?;
-            let s: Sealed = serde_json::from_slice(&plain).map_err(|_| refused("unreadable"))?;
-            if s.b.person != expected.person || s.b.client != expected.client {
-                return Err(refused("made for another person or client"));
-            }
-            if s.x <= now_ms {
-                return Err(refused("expired"));
-            }
-            if s.b != *expected {
-                return Err(refused("made for another request"));
-            }
-            Ok(s.s)
-        })())
+        Some(unseal(ring, sealed, PARKED_AAD, expected, now_ms))
+    }
+
+    /// What a sealed state carries, once it opens and its binding and expiry are checked.
+    fn unseal(
+        ring: &KeyRing,
+        sealed: &str,
+        aad: &str,
+        expected: &Binding,
+        now_ms: i64,
+    ) -> Result<String, RpcError> {
+        let plain = ring
+            .open(sealed, aad)
+            .map_err(|_| refused("does not open (tampered, or another deployment's)"))?;
+        let s: Sealed = serde_json::from_slice(&plain).map_err(|_| refused("unreadable"))?;
+        if s.b.person != expected.person || s.b.client != expected.client {
+            return Err(refused("made for another person or client"));
+        }
+        if s.x <= now_ms {
+            return Err(refused("expired"));
+        }
+        if s.b != *expected {
+            return Err(refused("made for another request"));
+        }
+        Ok(s.s)
     }
 
     pub(crate) fn refused(why: &str) -> RpcError {
@@ -332,20 +341,8 @@ pub mod state {
         let Some(sealed) = state.strip_prefix(PREFIX) else {
             return Err(refused("not made by Doorman"));
         };
-        let plain = ring
-            .open(sealed, AAD)
-            .map_err(|_| refused("does not open (tampered, or another deployment's)"))?;
-        let s: Sealed = serde_json::from_slice(&plain).map_err(|_| refused("unreadable"))?;
-        if s.b.person != expected.person || s.b.client != expected.client {
-            return Err(refused("made for another person or client"));
-        }
-        if s.x <= now_ms {
-            return Err(refused("expired"));
-        }
-        if s.b != *expected {
-            return Err(refused("made for another request"));
-        }
-        params["requestState"] = json!(s.s);
+        let inner = unseal(ring, sealed, AAD, expected, now_ms)?;
+        params["requestState"] = json!(inner);
         Ok(())
     }
 }
