@@ -9,7 +9,9 @@
 // Talks in JSON lines. On stdout, one object per line, each with an "event":
 //   {"event":"authorize","url":..., "redirectUrl":...}   open this URL in a browser; the browser's
 //       final redirect must reach redirectUrl (this script's callback server) with code/state/iss
-//   {"event":"connected", serverInfo, protocolVersion, sessionId, tools, call, callback, clientInformation, tokens}
+//   {"event":"connected", serverInfo, protocolVersion, sessionId, tools, call, callback, clientInformation, tokens,
+//       authorizeCount, reauthorized}   reauthorized: as for "again", when the first call had the SDK
+//       authorize again (the server's re-authorization cascade), else null
 //   {"event":"again", call, sessionId, tokens, authorizeCount, invalidations, reauthorized}
 //       after the command "again"; if the SDK had to sign in again, an "authorize" event comes
 //       first and "reauthorized" describes the callback
@@ -78,6 +80,20 @@ async function signedIn(callback, provider) {
   if (got.error) throw new Error(`authorization failed: ${got.error} ${got.error_description ?? ""}`);
   if (!seen.stateMatches) throw new Error(`state mismatch: ${got.state}`);
   return seen;
+}
+
+/** Calls a tool; when the server answers 401 and the SDK cannot refresh, it sends the person
+ * to authorize again ("authorize" event): waits for that, finishes it, and calls once more. */
+async function callWithReauth(client, transport, callback, provider, name, args, opts) {
+  try {
+    return { call: await client.callTool({ name, arguments: args }, undefined, opts), reauthorized: null };
+  } catch (err) {
+    if (!(err instanceof UnauthorizedError)) throw err;
+    const reauthorized = await signedIn(callback, provider);
+    await transport.finishAuth(reauthorized.code);
+    delete reauthorized.code;
+    return { call: await client.callTool({ name, arguments: args }, undefined, opts), reauthorized };
+  }
 }
 
 /** An in-memory OAuthClientProvider that hands the authorization URL to the test. */
@@ -193,36 +209,28 @@ async function main() {
   await client.connect(transport, opts);
   try {
     const tools = (await client.listTools(undefined, opts)).tools.map((t) => t.name);
-    const call = await client.callTool({ name: tool, arguments: toolArgs }, undefined, opts);
+    const first = await callWithReauth(client, transport, callback, provider, tool, toolArgs, opts);
     emit({
       event: "connected",
       serverInfo: client.getServerVersion() ?? null,
       protocolVersion: transport.protocolVersion ?? null,
       sessionId: transport.sessionId ?? null,
       tools,
-      call,
+      call: first.call,
       callback: callbackSeen,
       clientInformation: provider.clientInformation() ?? null,
       tokens: provider.savedTokens,
       authorizeCount: provider.authorizeCount,
+      reauthorized: first.reauthorized,
+      invalidations: provider.invalidations,
     });
 
     for (;;) {
       const cmd = await commands.next();
       if (cmd === "quit") break;
       if (cmd === "again") {
-        let again;
-        let reauthorized = null;
-        try {
-          again = await client.callTool({ name: tool, arguments: toolArgs }, undefined, opts);
-        } catch (err) {
-          if (!(err instanceof UnauthorizedError)) throw err;
-          // The SDK could not refresh and sent the person to sign in again ("authorize" event).
-          reauthorized = await signedIn(callback, provider);
-          await transport.finishAuth(reauthorized.code);
-          delete reauthorized.code;
-          again = await client.callTool({ name: tool, arguments: toolArgs }, undefined, opts);
-        }
+        // The SDK may not be able to refresh, and send the person to sign in again.
+        const { call: again, reauthorized } = await callWithReauth(client, transport, callback, provider, tool, toolArgs, opts);
         emit({
           event: "again",
           call: again,

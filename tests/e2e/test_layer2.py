@@ -76,7 +76,10 @@ def start_env(name: str, *, binding: str = "session", max_age: str | None = None
               extra: str = "", database_url: str | None = None, port: int | None = None, idp=None,
               notes=None, shared: str | None = None, env: dict | None = None,
               required_scopes: str = "", scopes: str = '"openid", "email", "notes:read", "notes:write"',
-              server: dict | None = None, notes_kw: dict | None = None, upstream_kw: dict | None = None) -> Env:
+              server: dict | None = None, notes_kw: dict | None = None, upstream_kw: dict | None = None,
+              more_upstreams: list[dict] | None = None, sign_in: dict | None = None) -> Env:
+    """`extra` is appended to the notes resource's table (`@IDP@` stands for the IdP's issuer);
+    `more_upstreams` are added beside notes (`@NOTES@` in a url: the notes upstream's)."""
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     notes_port = free_port()
@@ -112,7 +115,7 @@ binding = "{binding}"
 """
     if max_age:
         resource += f'max_age = "{max_age}"\n'
-    resource += extra
+    resource += extra.replace("@IDP@", idp.issuer)
     resource += f"""
 [[sign_in.clients]]
 client_id = "tester"
@@ -122,7 +125,9 @@ redirect_uris = ["{CLIENT_REDIRECT}"]
     server = {"session_idle_timeout": "1d", **(server or {})}
     if database_url:
         server["database_url"] = database_url
-    d = oauth.accounts_doorman(name, [{"name": "notes", "url": notes.url, "resource": "notes", **(upstream_kw or {})}],
+    upstreams = [{"name": "notes", "url": notes.url, "resource": "notes", **(upstream_kw or {})}]
+    upstreams += [{**u, "url": u["url"].replace("@NOTES@", notes.url)} for u in (more_upstreams or [])]
+    d = oauth.accounts_doorman(name, upstreams, sign_in=sign_in,
                                extra_toml=resource,
                                env={"NOTES_SECRET": NOTES_SECRET, "NOTES_SHARED": shared or "", **(env or {})},
                                port=port,

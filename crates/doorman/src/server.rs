@@ -300,7 +300,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let gateway = Arc::new(Gateway::new(
+    let mut gateway = Gateway::new(
         &config,
         store.clone(),
         clock.clone(),
@@ -309,7 +309,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         auth.as_ref()
             .map(|_| Arc::new(Policies::new(&config, store.clone()))),
         ring,
-    )?);
+    )?;
+    gateway.router.web_apps = auth.as_ref().map(|a| crate::gateway::layer2::WebApps {
+        auth: a.clone(),
+        redirect_uris: config.sign_in.web_app_redirect_uris.clone(),
+    });
+    let gateway = Arc::new(gateway);
     gateway.spawn_list_watch();
     if store.spawn_listener(on_change(&gateway, auth.as_ref())) {
         tracing::info!("listening for changes announced by other nodes (PostgreSQL LISTEN)");

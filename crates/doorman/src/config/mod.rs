@@ -21,7 +21,7 @@ use serde::Deserialize;
 use url::Url;
 
 pub use duration::ConfigDuration;
-pub use resources::{Binding, IdentityConfig, ResourceConfig};
+pub use resources::{Binding, IdentityConfig, PromptChoice, ResourceConfig};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -311,6 +311,38 @@ pub struct SignInConfig {
     pub local_accounts: bool,
     /// OpenID Connect providers people sign in through (the company's SSO).
     pub oidc: Vec<OidcProviderConfig>,
+    /// Redirect URIs of web apps that answer a `401` by running their OAuth flow again but
+    /// cannot follow a URL elicitation (Claude's web and desktop apps): a resource with
+    /// `prompt = "auto"` asks their people through the re-authorization cascade. Each entry is
+    /// a URL; a client's redirect URI matches when scheme and host are equal, the port too if
+    /// the entry names one, and its path starts with the entry's.
+    pub web_app_redirect_uris: Vec<url::Url>,
+}
+
+/// The web apps `prompt = "auto"` gives the re-authorization cascade, unless configured.
+pub const DEFAULT_WEB_APPS: [&str; 2] = [
+    "https://claude.ai/api/mcp/auth_callback",
+    "https://claude.com/api/mcp/auth_callback",
+];
+
+/// Whether `redirect_uri` is one of the web apps `web_app_redirect_uris` names: same scheme
+/// and host, the same port if the entry names one, a path under the entry's.
+pub fn is_web_app(web_apps: &[Url], redirect_uri: &str) -> bool {
+    let Ok(uri) = Url::parse(redirect_uri) else {
+        return false;
+    };
+    web_apps.iter().any(|app| {
+        app.scheme() == uri.scheme()
+            && app.host_str().is_some()
+            && app.host_str() == uri.host_str()
+            && app.port().is_none_or(|p| Some(p) == uri.port())
+            && (app.path() == "/"
+                || uri.path() == app.path()
+                || uri
+                    .path()
+                    .strip_prefix(app.path())
+                    .is_some_and(|rest| app.path().ends_with('/') || rest.starts_with('/')))
+    })
 }
 
 impl Default for SignInConfig {
@@ -328,6 +360,10 @@ impl Default for SignInConfig {
             clients: Vec::new(),
             local_accounts: true,
             oidc: Vec::new(),
+            web_app_redirect_uris: DEFAULT_WEB_APPS
+                .iter()
+                .map(|u| url::Url::parse(u).expect("a valid default"))
+                .collect(),
         }
     }
 }

@@ -59,6 +59,8 @@ pub struct ResolvedResource {
     /// How the account's identity is learned; `None`: it is not (the connection is unnamed).
     pub identity: Option<Identity>,
     pub binding: Binding,
+    /// How a person is asked to connect it.
+    pub prompt: super::PromptChoice,
     pub max_age: Option<Duration>,
     pub token_header: TokenHeader,
     /// `binding = "shared"`: where the operator's credential is read from.
@@ -218,6 +220,26 @@ impl ResolvedResource {
             }
         }
 
+        use super::PromptChoice;
+        match (r.prompt, r.binding) {
+            (PromptChoice::Auto, _) => {}
+            (_, Binding::Shared) => {
+                return Err(err(
+                    "prompt",
+                    "binding = \"shared\" serves the operator's credential and never asks anyone to connect: remove prompt".into(),
+                ));
+            }
+            // The cascade brings the person back through the client's authorization, not
+            // through the call that asked, so a connection made for that one call would have
+            // no call to serve.
+            (PromptChoice::Reauthorize, Binding::Call) => {
+                return Err(err(
+                    "prompt",
+                    "prompt = \"reauthorize\" cannot serve binding = \"call\" (a connection for one call must come back with that call): use \"elicitation\" or \"link\"".into(),
+                ));
+            }
+            _ => {}
+        }
         let client_secret =
             one_source(&r.client_secret_env, &r.client_secret_file, "client_secret")
                 .map_err(|m| err("client_secret_env", m))?;
@@ -454,6 +476,7 @@ impl ResolvedResource {
             scopes,
             identity,
             binding: r.binding,
+            prompt: r.prompt,
             max_age: r.max_age.map(|d| d.0),
             token_header,
             shared_token,

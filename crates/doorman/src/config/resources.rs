@@ -50,6 +50,9 @@ pub struct ResourceConfig {
     pub identity: Option<IdentityConfig>,
     #[serde(default)]
     pub binding: Binding,
+    /// How a person is asked to connect it (`auto`, `elicitation`, `link`, `reauthorize`).
+    #[serde(default)]
+    pub prompt: PromptChoice,
     /// How long after the person authorized at the resource a connection may be used
     /// (silent refreshes included). Default: no limit.
     pub max_age: Option<ConfigDuration>,
@@ -82,6 +85,23 @@ pub struct IdentityConfig {
     /// comes straight from the token endpoint over TLS, which OpenID Connect Core §3.1.3.7 (6)
     /// accepts in place of checking its signature.
     pub id_token_claim: Option<String>,
+}
+
+/// How a person is asked to connect a resource (README, "Which prompt a client shows").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptChoice {
+    /// URL elicitation where the client declared it; else, for a client whose redirect URI is
+    /// one of `sign_in.web_app_redirect_uris`, the re-authorization cascade; else the link.
+    #[default]
+    Auto,
+    /// URL elicitation where the client declared it, else the link.
+    Elicitation,
+    /// Always the link, in a tool result the model can show.
+    Link,
+    /// Always the re-authorization cascade: `401`, and the client's next authorization at
+    /// Doorman goes through the resource's own consent first.
+    Reauthorize,
 }
 
 /// What a connection is bound to, and so how long it lives (`vault/README.md`).

@@ -529,3 +529,70 @@ fn an_upstream_catalog_is_checked_where_it_is_written() {
         "{unknown:?}"
     );
 }
+
+#[test]
+fn the_prompt_form_is_chosen_per_resource_and_checked_against_the_binding() {
+    let config = Config::from_toml(&resource("")).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.resources[0].prompt, PromptChoice::Auto);
+    for (word, choice) in [
+        ("elicitation", PromptChoice::Elicitation),
+        ("link", PromptChoice::Link),
+        ("reauthorize", PromptChoice::Reauthorize),
+    ] {
+        let config = Config::from_toml(&resource(&format!("prompt = \"{word}\"\n"))).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.resources[0].prompt, choice);
+    }
+    // The cascade cannot bring a one-call connection back to its call.
+    let e = error_of(&resource("binding = \"call\"\nprompt = \"reauthorize\"\n"));
+    assert_eq!(e.path, "resources[0].prompt");
+    assert!(e.message.contains("\"elicitation\""), "{}", e.message);
+    let config = Config::from_toml(&resource("binding = \"call\"\nprompt = \"link\"\n")).unwrap();
+    config.validate().unwrap();
+    // A shared resource asks nobody.
+    let e = error_of(
+        "[[resources]]\nname = \"s\"\nbinding = \"shared\"\nshared_token_env = \"T\"\nprompt = \"link\"\n",
+    );
+    assert_eq!(e.path, "resources[0].prompt");
+    assert!(Config::from_toml(&resource("prompt = \"cascade\"\n")).is_err());
+}
+
+#[test]
+fn web_apps_match_by_scheme_host_port_and_path_prefix() {
+    let defaults = SignInConfig::default().web_app_redirect_uris;
+    assert!(is_web_app(
+        &defaults,
+        "https://claude.ai/api/mcp/auth_callback"
+    ));
+    assert!(is_web_app(
+        &defaults,
+        "https://claude.com/api/mcp/auth_callback"
+    ));
+    assert!(!is_web_app(
+        &defaults,
+        "https://claude.ai.evil.example/api/mcp/auth_callback"
+    ));
+    assert!(!is_web_app(
+        &defaults,
+        "http://claude.ai/api/mcp/auth_callback"
+    ));
+    assert!(!is_web_app(
+        &defaults,
+        "https://claude.ai/api/mcp/auth_callbackx"
+    ));
+    assert!(!is_web_app(&defaults, "http://127.0.0.1:33418/callback"));
+    assert!(!is_web_app(&defaults, "not a url"));
+    let loopback = vec![Url::parse("http://127.0.0.1/callback").unwrap()];
+    // No port in the entry: any port (loopback clients pick theirs).
+    assert!(is_web_app(&loopback, "http://127.0.0.1:33418/callback"));
+    assert!(is_web_app(&loopback, "http://127.0.0.1:33418/callback/x"));
+    assert!(!is_web_app(&loopback, "http://127.0.0.1:33418/callbacks"));
+    let ported = vec![Url::parse("http://127.0.0.1:9000/").unwrap()];
+    assert!(is_web_app(&ported, "http://127.0.0.1:9000/anything"));
+    assert!(!is_web_app(&ported, "http://127.0.0.1:9001/anything"));
+    let config =
+        Config::from_toml("[sign_in]\nweb_app_redirect_uris = [\"https://app.example/cb\"]\n")
+            .unwrap();
+    assert_eq!(config.sign_in.web_app_redirect_uris.len(), 1);
+}

@@ -21,6 +21,9 @@ pub enum PromptForm {
     InputRequired,
     /// A tool error with the link in its text.
     Text,
+    /// The re-authorization cascade: HTTP `401`, and the client's next authorization at
+    /// Doorman goes through the resource first (chosen per resource, never from capabilities).
+    Reauthorize,
 }
 
 impl PromptForm {
@@ -41,6 +44,7 @@ impl PromptForm {
             Self::UrlElicitationError => "url_elicitation_error",
             Self::InputRequired => "input_required",
             Self::Text => "text",
+            Self::Reauthorize => "reauthorize",
         }
     }
 }

@@ -9,7 +9,14 @@
 //!   request and a sealed `requestState` (MCP 2026-07-28 basic/patterns/mrtr), checked on the
 //!   retry for person, method, name and expiry;
 //! - any other client: a tool result with `isError: true` whose text carries the link (for
-//!   `prompts/get` and `resources/read`, which have no such result: error `-32011`).
+//!   `prompts/get` and `resources/read`, which have no such result: error `-32011`);
+//! - the re-authorization cascade, where the resource's `prompt` asks for it (`reauthorize`, or
+//!   `auto` for a web app that declared no URL elicitation): HTTP `401` with an `invalid_token`
+//!   challenge (RFC 6750 §3.1); the client's refresh is refused while the prompt waits
+//!   (`sign_in/token.rs`), so it runs its authorization flow at Doorman, which takes the
+//!   browser through the resource before it issues the code (`sign_in/consent.rs::finish`).
+//!   Where the answer cannot be a `401` (an SSE stream already begun, a batch), the client gets
+//!   error `-32011` with the link.
 
 use serde_json::{Value, json};
 
@@ -20,9 +27,52 @@ use super::{
     upstream::{Outbound, SessionSlots, Upstream, UpstreamError},
 };
 use crate::{
+    config::PromptChoice,
     crypto::KeyRing,
+    sign_in::AuthServer,
     vault::{Lifetime, Need, Prompt, Vault, oauth::ResourceClient},
 };
+
+/// The clients `prompt = "auto"` gives the re-authorization cascade: web apps, known by their
+/// redirect URIs (`sign_in.web_app_redirect_uris`).
+pub struct WebApps {
+    pub auth: std::sync::Arc<AuthServer>,
+    pub redirect_uris: Vec<url::Url>,
+}
+
+impl WebApps {
+    async fn includes(&self, client_id: &str) -> bool {
+        if self.redirect_uris.is_empty() {
+            return false;
+        }
+        match self.auth.clients.resolve(client_id).await {
+            Ok(c) => c
+                .redirect_uris
+                .iter()
+                .any(|u| crate::config::is_web_app(&self.redirect_uris, u)),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The prompt form for this resource and client: the resource's `prompt`, then what the client
+/// declared.
+async fn form_for(rc: &ResourceClient, who: &Caller, web_apps: Option<&WebApps>) -> PromptForm {
+    match rc.resource.prompt {
+        PromptChoice::Link => PromptForm::Text,
+        PromptChoice::Reauthorize => PromptForm::Reauthorize,
+        PromptChoice::Elicitation => who.form,
+        PromptChoice::Auto if who.form != PromptForm::Text => who.form,
+        PromptChoice::Auto => match web_apps {
+            Some(w) if w.includes(&who.client_id).await => PromptForm::Reauthorize,
+            _ => PromptForm::Text,
+        },
+    }
+}
+
+/// The key of a `-32011` error's data that asks for the re-authorization cascade; its value is
+/// the protected resource metadata URL for the `401` challenge (`transport.rs`).
+pub const REAUTHORIZE: &str = "reauthorize";
 
 /// `requestState` values Doorman made start with this (others are an upstream's, passed on).
 const STATE_PREFIX: &str = "doorman1.";
@@ -129,6 +179,7 @@ pub async fn forward_with_connection(
     who: &Caller,
     rec: &mut CallRecord,
     lifetime: Lifetime,
+    web_apps: Option<&WebApps>,
 ) -> Result<Value, RpcError> {
     rec.resource = Some(rc.name().to_owned());
     let name_field = if method == "resources/read" {
@@ -222,16 +273,17 @@ pub async fn forward_with_connection(
         }
         Err(need) => need,
     };
-    // Asked again on a retry: reuse the same prompt (same link) while it is valid.
+    let form = form_for(rc, who, web_apps).await;
+    let cascade = (form == PromptForm::Reauthorize).then_some(who.client_id.as_str());
     let prompt = vault
-        .prompt(&who.holder(), rc, &need, lifetime)
+        .prompt(&who.holder(), rc, &need, lifetime, cascade)
         .await
         .map_err(failed)?;
     tracing::info!(
         resource = %rc.name(),
         user = %who.user_id,
         reason = ?need,
-        form = who.form.name(),
+        form = form.name(),
         method,
         "connect prompt"
     );
@@ -239,11 +291,11 @@ pub async fn forward_with_connection(
     crate::metrics::get()
         .connect_prompts
         .get_or_create(&crate::metrics::PromptLabels {
-            form: who.form.name().to_owned(),
+            form: form.name().to_owned(),
             resource: rc.name().to_owned(),
         })
         .inc();
-    prompt_answer(vault, rc, who, method, &name, &prompt)
+    prompt_answer(vault, rc, who, form, method, &name, &prompt)
 }
 
 /// The answer to `{upstream}_connect` once the person is connected: which tools they now have.
@@ -318,11 +370,12 @@ fn prompt_answer(
     vault: &Vault,
     rc: &ResourceClient,
     who: &Caller,
+    form: PromptForm,
     method: &str,
     name: &str,
     prompt: &Prompt,
 ) -> Result<Value, RpcError> {
-    match who.form {
+    match form {
         PromptForm::UrlElicitationError => Err(RpcError::new(
             code::URL_ELICITATION_REQUIRED,
             prompt.message.clone(),
@@ -366,6 +419,18 @@ fn prompt_answer(
             RpcError::new(code::CONNECTION_REQUIRED, prompt.message.clone())
                 .with_data(json!({ "resource": rc.name(), "url": prompt.url })),
         ),
+        PromptForm::Reauthorize => Err(RpcError::new(
+            code::CONNECTION_REQUIRED,
+            format!(
+                "{} must be authorized: sign in to this application again (Doorman takes you to {} on the way), or open {}",
+                rc.resource.display_name, rc.resource.display_name, prompt.url
+            ),
+        )
+        .with_data(json!({
+            "resource": rc.name(),
+            "url": prompt.url,
+            REAUTHORIZE: format!("{}/.well-known/oauth-protected-resource/mcp", vault.issuer),
+        }))),
     }
 }
 
@@ -481,7 +546,13 @@ pub async fn call_builtin(
             CONNECT => {
                 let rc = resource.expect("checked above");
                 let p = vault
-                    .prompt(&who.holder(), &rc, &Need::Missing, Lifetime::default())
+                    .prompt(
+                        &who.holder(),
+                        &rc,
+                        &Need::Missing,
+                        Lifetime::default(),
+                        None,
+                    )
                     .await?;
                 Ok(text(
                     format!(

@@ -275,7 +275,10 @@ mod tests {
                 .unwrap()
                 .is_err()
         );
-        let altered = format!("{}A", &state[..state.len() - 1]);
+        // One character in the middle changed (the last may carry only padding bits).
+        let mid = state.len() / 2;
+        let swap = if &state[mid..=mid] == "A" { "B" } else { "A" };
+        let altered = format!("{}{swap}{}", &state[..mid], &state[mid + 1..]);
         assert!(
             parked
                 .resume(&ring, &retry(&altered), &binding("old_greet"), 2_000)

@@ -35,6 +35,8 @@ pub struct Router {
     catalogs: std::sync::RwLock<std::collections::HashMap<(String, &'static str), Listed>>,
     /// The upstream sessions those lists are made on (apart from every person's).
     catalog_slots: SessionSlots,
+    /// The clients `prompt = "auto"` gives the re-authorization cascade (accounts mode).
+    pub web_apps: Option<layer2::WebApps>,
 }
 
 /// A list made with a catalog credential: when, and what.
@@ -116,6 +118,7 @@ impl Router {
             policies,
             catalogs: Default::default(),
             catalog_slots: SessionSlots::default(),
+            web_apps: None,
         }
     }
 
@@ -180,7 +183,17 @@ impl Router {
             },
         };
         layer2::forward_with_connection(
-            vault, &rc, up, slots, method, params, out, caller, rec, lifetime,
+            vault,
+            &rc,
+            up,
+            slots,
+            method,
+            params,
+            out,
+            caller,
+            rec,
+            lifetime,
+            self.web_apps.as_ref(),
         )
         .await
     }

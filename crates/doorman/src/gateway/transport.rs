@@ -138,6 +138,9 @@ pub(super) async fn respond(
             // Notifications sent in the same instant as the result still go first.
             let mut queue: Vec<Value> = std::iter::from_fn(|| events.try_recv().ok()).collect();
             if queue.is_empty() || !accept.sse {
+                if let Some(r) = reauthorize_reply(&msg) {
+                    return r;
+                }
                 let status = if modern { status_of(&msg) } else { StatusCode::OK };
                 return message_reply(accept, status, msg);
             }
@@ -179,6 +182,34 @@ pub(super) async fn respond(
         }
     });
     sse_reply(body)
+}
+
+/// The re-authorization cascade (`layer2.rs`): an error asking for it is sent with HTTP `401`
+/// and an `invalid_token` challenge (RFC 6750 §3.1) naming Doorman's protected resource
+/// metadata (RFC 9728 §5.1), so the client runs its authorization flow again. The body is the
+/// JSON-RPC error, with the link, for clients that read it.
+pub(super) fn reauthorize_reply(msg: &Value) -> Option<Response> {
+    let error = msg.get("error")?;
+    if error.get("code")?.as_i64()? != code::CONNECTION_REQUIRED {
+        return None;
+    }
+    let metadata = error
+        .get("data")?
+        .get(super::layer2::REAUTHORIZE)?
+        .as_str()?;
+    let resource = error
+        .pointer("/data/resource")
+        .and_then(Value::as_str)
+        .unwrap_or("a resource");
+    let challenge = format!(
+        "Bearer error=\"invalid_token\", error_description=\"{resource} must be authorized: authorize again\", resource_metadata=\"{metadata}\""
+    );
+    let mut r = json_reply(StatusCode::UNAUTHORIZED, msg);
+    r.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_str(&challenge).ok()?,
+    );
+    Some(r)
 }
 
 /// The response message, with the result shaped for the client's revision.

@@ -53,7 +53,7 @@ pub async fn consent_page(
         Err(e) => return pages::message(StatusCode::BAD_REQUEST, "Unknown client", &e.to_string()),
     };
     if !pending.force_consent && consented(&s, &user_id, &pending).await {
-        return finish(&s, &row, &pending, &client, &session).await;
+        return finish(&s, &id, &row, &pending, &client, &session).await;
     }
     let person = match s.store.user(&user_id).await {
         Ok(Some(u)) => u.email.or(u.username).or(u.name).unwrap_or(u.id),
@@ -149,7 +149,7 @@ pub async fn consent_submit(
                 client_id: Some(client.id.clone()),
                 ..crate::audit::AuditEvent::security("consent", Some(&user_id))
             });
-            finish(&s, &row, &pending, &client, &session).await
+            finish(&s, &id, &row, &pending, &client, &session).await
         }
         Some("deny") => {
             let _ = s.store.take_authorization_request(&row.id_hash).await;
@@ -170,13 +170,54 @@ pub async fn consent_submit(
 }
 
 /// Issues the code and sends the browser back to the client (RFC 6749 §4.1.2, RFC 9207 `iss`).
+///
+/// The re-authorization cascade comes first: while a resource this client's requests need waits
+/// for the person (`prompt = "reauthorize"`), the browser goes to that resource's authorization
+/// (`/connect/cascade`, which returns here); a refusal there ends this request with
+/// `access_denied`; once none waits, the code continues the grant that asked.
 async fn finish(
     s: &AuthServer,
+    id: &str,
     row: &AuthorizationRequestRow,
     p: &Pending,
     client: &Client,
     session: &BrowserSessionRow,
 ) -> Response {
+    let now = s.clock.now_ms();
+    let cascade = match s
+        .store
+        .cascade_prompts(&session.user_id, &client.id, now)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the re-authorization cascade");
+            return pages::message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Try again in a moment.",
+            );
+        }
+    };
+    if let Some(refused) = cascade.iter().find(|c| c.declined_at.is_some()) {
+        let _ = s.store.take_authorization_request(&row.id_hash).await;
+        if let Err(e) = s.store.end_cascade(&session.user_id, &client.id).await {
+            tracing::warn!(error = %e, "cannot end a re-authorization cascade");
+        }
+        tracing::info!(user = %session.user_id, client = %client.id, resource = %refused.resource, "authorization refused at a resource: the client gets access_denied");
+        return error_to_client(
+            s,
+            &p.redirect_uri,
+            p.state.as_deref(),
+            "access_denied",
+            &format!("the person did not authorize {}", refused.resource),
+        );
+    }
+    if cascade.iter().any(|c| c.connection_id.is_none()) {
+        return see_other(&format!("/connect/cascade?request={id}"));
+    }
+    // The newest grant whose requests asked (a person may run one client on two devices).
+    let continues_grant = cascade.iter().rev().find_map(|c| c.cascade_grant.clone());
     // One request, one code: a second tab answering the same request gets nothing.
     match s.store.take_authorization_request(&row.id_hash).await {
         Ok(true) => {}
@@ -196,7 +237,11 @@ async fn finish(
             );
         }
     }
-    let now = s.clock.now_ms();
+    if !cascade.is_empty()
+        && let Err(e) = s.store.end_cascade(&session.user_id, &client.id).await
+    {
+        tracing::warn!(error = %e, "cannot end a re-authorization cascade");
+    }
     // The sign-in behind this code is what the pending step-up asked for (or met it already).
     if let Err(e) = s.store.clear_step_up(&session.user_id, &client.id).await {
         tracing::warn!(error = %e, "cannot clear a step-up");
@@ -217,6 +262,7 @@ async fn finish(
         expires_at: now + s.settings.code_lifetime_ms,
         used_at: None,
         grant_id: None,
+        continues_grant,
     };
     if let Err(e) = s.store.insert_code(&stored).await {
         tracing::error!(error = %e, "cannot store an authorization code");

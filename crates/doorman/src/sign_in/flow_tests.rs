@@ -103,6 +103,7 @@ impl Setup {
                 expires_at: now + expires_in_ms,
                 used_at: None,
                 grant_id: None,
+                continues_grant: None,
             })
             .await
             .unwrap();

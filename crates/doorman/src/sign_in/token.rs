@@ -308,6 +308,22 @@ async fn exchange_code(
         ));
     }
     active_user(s, &row.user_id).await?;
+    // The end of a re-authorization cascade: the client's conversation goes on under the grant
+    // that asked (its connections are bound to it), with this sign-in's facts.
+    if let Some(continued) = &row.continues_grant
+        && s.store
+            .continue_grant(continued, &row, now, now + s.settings.sign_in_lifetime_ms)
+            .await
+            .map_err(server_error)?
+        && let Some(grant) = s.store.grant(continued).await.map_err(server_error)?
+    {
+        s.store
+            .set_code_grant(&code_hash, &grant.id)
+            .await
+            .map_err(server_error)?;
+        tracing::info!(user = %grant.user_id, client = %client.id, grant = %grant.id, "tokens issued (grant continued after re-authorization)");
+        return issue(s, &grant, now).await;
+    }
     let grant = GrantRow {
         id: crypto::random_token(16),
         user_id: row.user_id.clone(),
@@ -410,6 +426,19 @@ async fn refresh(
         ));
     }
     active_user(s, &grant.user_id).await?;
+    // The re-authorization cascade: a resource this grant's requests need waits for the person,
+    // which only a new authorization can bring them to. Refused before the token is spent, so
+    // the client runs its authorization flow (RFC 6749 §5.2 invalid_grant).
+    if s.store
+        .cascade_waiting(&grant.id, now)
+        .await
+        .map_err(server_error)?
+    {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidGrant,
+            "a resource must be authorized first: authorize this application again",
+        ));
+    }
     // Spent atomically: of two concurrent requests with one token, one wins and the other is
     // a reuse.
     match s

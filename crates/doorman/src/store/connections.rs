@@ -290,8 +290,9 @@ impl Store {
     pub async fn insert_connect_prompt(&self, p: &ConnectPromptRow) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query(
             "INSERT INTO connect_prompts (id_hash, user_id, resource, binding, binding_target, scopes, \
-             elicitation_id, session_hash, connection_id, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             elicitation_id, session_hash, connection_id, created_at, expires_at, cascade_client, \
+             cascade_grant, declined_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&p.id_hash)
         .bind(&p.user_id)
@@ -304,6 +305,9 @@ impl Store {
         .bind(&p.connection_id)
         .bind(p.created_at)
         .bind(p.expires_at)
+        .bind(&p.cascade_client)
+        .bind(&p.cascade_grant)
+        .bind(p.declined_at)
         .execute(pool)
         .await
         .map(|_| ()))?;
@@ -311,14 +315,90 @@ impl Store {
     }
 
     pub async fn connect_prompt(&self, id_hash: &str) -> anyhow::Result<Option<ConnectPromptRow>> {
-        let row = on_pool!(self, pool => sqlx::query_as::<_, ConnectPromptRow>(
-            "SELECT id_hash, user_id, resource, binding, binding_target, scopes, elicitation_id, \
-             session_hash, connection_id, created_at, expires_at FROM connect_prompts WHERE id_hash = $1",
-        )
+        let sql = format!("SELECT {PROMPT_COLUMNS} FROM connect_prompts WHERE id_hash = $1");
+        let row = on_pool!(self, pool => sqlx::query_as::<_, ConnectPromptRow>(sqlx::AssertSqlSafe(sql.clone()))
         .bind(id_hash)
         .fetch_optional(pool)
         .await)?;
         Ok(row)
+    }
+
+    /// Stores a cascade prompt (`cascade_client` set) in place of any still waiting for the same
+    /// person, client and resource: one trip to a resource per client authorization, however
+    /// many requests asked for it.
+    pub async fn replace_cascade_prompt(&self, p: &ConnectPromptRow) -> anyhow::Result<()> {
+        anyhow::ensure!(p.cascade_client.is_some(), "not a cascade prompt");
+        on_pool!(self, pool => sqlx::query(
+            "DELETE FROM connect_prompts WHERE user_id = $1 AND cascade_client = $2 AND resource = $3 \
+             AND connection_id IS NULL",
+        )
+        .bind(&p.user_id)
+        .bind(&p.cascade_client)
+        .bind(&p.resource)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        self.insert_connect_prompt(p).await
+    }
+
+    /// The cascade prompts of a person and client still valid, oldest first (waiting, done, or
+    /// refused).
+    pub async fn cascade_prompts(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<Vec<ConnectPromptRow>> {
+        let sql = format!(
+            "SELECT {PROMPT_COLUMNS} FROM connect_prompts WHERE user_id = $1 AND cascade_client = $2 \
+             AND expires_at > $3 ORDER BY created_at, id_hash"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, ConnectPromptRow>(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(user_id)
+            .bind(client_id)
+            .bind(now_ms)
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows)
+    }
+
+    /// Whether a cascade prompt made for requests of this grant still waits for the person.
+    pub async fn cascade_waiting(&self, grant_id: &str, now_ms: i64) -> anyhow::Result<bool> {
+        let n: (i64,) = on_pool!(self, pool => sqlx::query_as(
+            "SELECT COUNT(*) FROM connect_prompts WHERE cascade_grant = $1 AND connection_id IS NULL \
+             AND declined_at IS NULL AND expires_at > $2",
+        )
+        .bind(grant_id)
+        .bind(now_ms)
+        .fetch_one(pool)
+        .await)?;
+        Ok(n.0 > 0)
+    }
+
+    /// The person refused (or the resource failed) a cascade prompt's authorization.
+    pub async fn decline_connect_prompt(&self, id_hash: &str, now_ms: i64) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE connect_prompts SET declined_at = $2 WHERE id_hash = $1 AND connection_id IS NULL",
+        )
+        .bind(id_hash)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Ends the cascade of a person and client (their authorization got its answer).
+    pub async fn end_cascade(&self, user_id: &str, client_id: &str) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "DELETE FROM connect_prompts WHERE user_id = $1 AND cascade_client = $2",
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
     }
 
     /// Records the connection a prompt produced.
@@ -338,8 +418,8 @@ impl Store {
 
     pub async fn insert_connect_state(&self, s: &ConnectStateRow) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query(
-            "INSERT INTO connect_states (state_hash, prompt_hash, user_id, verifier_sealed, created_at, expires_at, issuer) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO connect_states (state_hash, prompt_hash, user_id, verifier_sealed, created_at, expires_at, issuer, \
+             resume_sealed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&s.state_hash)
         .bind(&s.prompt_hash)
@@ -348,6 +428,7 @@ impl Store {
         .bind(s.created_at)
         .bind(s.expires_at)
         .bind(&s.issuer)
+        .bind(&s.resume_sealed)
         .execute(pool)
         .await
         .map(|_| ()))?;
@@ -361,7 +442,8 @@ impl Store {
     ) -> anyhow::Result<Option<ConnectStateRow>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, ConnectStateRow>(
             "DELETE FROM connect_states WHERE state_hash = $1 \
-             RETURNING state_hash, prompt_hash, user_id, verifier_sealed, created_at, expires_at, issuer",
+             RETURNING state_hash, prompt_hash, user_id, verifier_sealed, created_at, expires_at, issuer, \
+             resume_sealed",
         )
         .bind(state_hash)
         .fetch_optional(pool)
@@ -561,7 +643,17 @@ pub struct ConnectPromptRow {
     pub connection_id: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
+    /// The re-authorization cascade: the client whose next authorization goes through the
+    /// resource first, and the grant whose requests asked.
+    pub cascade_client: Option<String>,
+    pub cascade_grant: Option<String>,
+    /// When the person refused at the resource (a cascade prompt only).
+    pub declined_at: Option<i64>,
 }
+
+const PROMPT_COLUMNS: &str = "id_hash, user_id, resource, binding, binding_target, scopes, \
+    elicitation_id, session_hash, connection_id, created_at, expires_at, cascade_client, \
+    cascade_grant, declined_at";
 
 /// One trip to a resource's authorization endpoint (`connect_states`).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -574,6 +666,8 @@ pub struct ConnectStateRow {
     pub expires_at: i64,
     /// The issuer the flow was sent to (RFC 9207), when the resource's metadata names one.
     pub issuer: Option<String>,
+    /// Inside a client's authorization (the cascade): its request id, sealed, to return to.
+    pub resume_sealed: Option<String>,
 }
 
 /// A revocation at a resource still to be made (`pending_revocations`).

@@ -38,6 +38,9 @@ pub struct CodeRow {
     pub expires_at: i64,
     pub used_at: Option<i64>,
     pub grant_id: Option<String>,
+    /// Issued at the end of a re-authorization cascade: the grant whose requests asked for it,
+    /// which this code's tokens continue.
+    pub continues_grant: Option<String>,
 }
 
 /// A refresh token as stored (hash only).
@@ -74,8 +77,8 @@ impl Store {
     pub async fn insert_code(&self, c: &CodeRow) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query(
             "INSERT INTO authorization_codes (code_hash, client_id, user_id, redirect_uri, \
-             code_challenge, resource, scope, auth_time, amr, acr, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             code_challenge, resource, scope, auth_time, amr, acr, created_at, expires_at, continues_grant) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&c.code_hash)
         .bind(&c.client_id)
@@ -89,6 +92,7 @@ impl Store {
         .bind(&c.acr)
         .bind(c.created_at)
         .bind(c.expires_at)
+        .bind(&c.continues_grant)
         .execute(pool)
         .await
         .map(|_| ()))?;
@@ -100,7 +104,7 @@ impl Store {
         let fresh = on_pool!(self, pool => sqlx::query_as::<_, CodeRow>(
             "UPDATE authorization_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL \
              RETURNING code_hash, client_id, user_id, redirect_uri, code_challenge, resource, scope, \
-             auth_time, amr, acr, created_at, expires_at, used_at, grant_id",
+             auth_time, amr, acr, created_at, expires_at, used_at, grant_id, continues_grant",
         )
         .bind(code_hash)
         .bind(now_ms)
@@ -154,6 +158,37 @@ impl Store {
         .await
         .map(|_| ()))?;
         Ok(())
+    }
+
+    /// A fresh authorization of the same person and client continues a live grant: the new
+    /// sign-in's facts, a new expiry. `false` (nothing changed) when the grant is not that
+    /// person's and client's, or no longer alive.
+    pub async fn continue_grant(
+        &self,
+        id: &str,
+        code: &CodeRow,
+        now_ms: i64,
+        expires_at: i64,
+    ) -> anyhow::Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query(
+            "UPDATE grants SET scope = $5, auth_time = $6, amr = $7, acr = $8, expires_at = $9, \
+             last_used_at = $10 WHERE id = $1 AND user_id = $2 AND client_id = $3 AND resource = $4 \
+             AND revoked_at IS NULL AND expires_at > $10",
+        )
+        .bind(id)
+        .bind(&code.user_id)
+        .bind(&code.client_id)
+        .bind(&code.resource)
+        .bind(&code.scope)
+        .bind(code.auth_time)
+        .bind(&code.amr)
+        .bind(&code.acr)
+        .bind(expires_at)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
     }
 
     pub async fn grant(&self, id: &str) -> anyhow::Result<Option<GrantRow>> {

@@ -189,6 +189,7 @@ async fn codes_and_refresh_tokens_work_once_on_every_engine() {
             expires_at: 61_000,
             used_at: None,
             grant_id: None,
+            continues_grant: None,
         };
         store.insert_code(&code).await.unwrap();
         assert!(
@@ -714,6 +715,185 @@ async fn writes_that_invalidate_other_nodes_are_announced_and_reads_are_not() {
                 Invalidation::Connections("bob".into()),
                 Invalidation::Connections("bob".into()),
             ]
+        );
+    }
+}
+
+fn cascade_prompt(id: &str, resource: &str, grant: &str, created_at: i64) -> ConnectPromptRow {
+    ConnectPromptRow {
+        id_hash: id.into(),
+        user_id: "alice".into(),
+        resource: resource.into(),
+        binding: crate::config::Binding::Session,
+        binding_target: Some(format!("grant:{grant}")),
+        scopes: "read".into(),
+        elicitation_id: None,
+        session_hash: None,
+        connection_id: None,
+        created_at,
+        expires_at: created_at + 3_600_000,
+        cascade_client: Some("client-a".into()),
+        cascade_grant: Some(grant.into()),
+        declined_at: None,
+    }
+}
+
+#[tokio::test]
+async fn the_reauthorization_cascade_waits_replaces_declines_and_ends_on_every_engine() {
+    for (store, _guard) in engines().await {
+        let engine = store.engine();
+        insert_person(&store, "alice").await;
+        store.insert_grant(&grant("g1", "alice")).await.unwrap();
+        // A plain prompt is no cascade: it never holds a refresh back.
+        let mut plain = cascade_prompt("p0", "notes", "g1", 1_000);
+        (plain.cascade_client, plain.cascade_grant) = (None, None);
+        store.insert_connect_prompt(&plain).await.unwrap();
+        assert!(
+            !store.cascade_waiting("g1", 2_000).await.unwrap(),
+            "{engine}"
+        );
+        assert!(
+            store.replace_cascade_prompt(&plain).await.is_err(),
+            "{engine}"
+        );
+
+        store
+            .replace_cascade_prompt(&cascade_prompt("p1", "notes", "g1", 1_000))
+            .await
+            .unwrap();
+        store
+            .replace_cascade_prompt(&cascade_prompt("p2", "tracker", "g1", 1_500))
+            .await
+            .unwrap();
+        // Asked again for notes: the newer prompt replaces the waiting one.
+        store
+            .replace_cascade_prompt(&cascade_prompt("p3", "notes", "g1", 2_000))
+            .await
+            .unwrap();
+        let ids =
+            |rows: Vec<ConnectPromptRow>| rows.into_iter().map(|r| r.id_hash).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store
+                .cascade_prompts("alice", "client-a", 2_500)
+                .await
+                .unwrap()),
+            ["p2", "p3"],
+            "{engine}"
+        );
+        assert!(
+            store
+                .cascade_prompts("alice", "client-b", 2_500)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{engine}"
+        );
+        assert!(
+            store.cascade_waiting("g1", 2_500).await.unwrap(),
+            "{engine}"
+        );
+        assert!(
+            !store.cascade_waiting("g2", 2_500).await.unwrap(),
+            "{engine}"
+        );
+        // Expired prompts wait for nobody.
+        assert!(
+            !store
+                .cascade_waiting("g1", 1_500 + 3_600_000 + 500)
+                .await
+                .unwrap(),
+            "{engine}"
+        );
+
+        // Connected, then refused: neither waits any more; the refusal is recorded once.
+        store.complete_connect_prompt("p2", "conn-1").await.unwrap();
+        store.decline_connect_prompt("p2", 3_000).await.unwrap(); // done already: unchanged
+        store.decline_connect_prompt("p3", 3_000).await.unwrap();
+        let rows = store
+            .cascade_prompts("alice", "client-a", 3_500)
+            .await
+            .unwrap();
+        assert_eq!(rows[0].declined_at, None, "{engine}");
+        assert_eq!(rows[1].declined_at, Some(3_000), "{engine}");
+        assert!(
+            !store.cascade_waiting("g1", 3_500).await.unwrap(),
+            "{engine}"
+        );
+        store.end_cascade("alice", "client-a").await.unwrap();
+        assert!(
+            store
+                .cascade_prompts("alice", "client-a", 3_500)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{engine}"
+        );
+        assert!(
+            store.connect_prompt("p0").await.unwrap().is_some(),
+            "{engine}: a plain prompt stays"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_code_continues_only_a_live_grant_of_its_own_person_and_client() {
+    for (store, _guard) in engines().await {
+        let engine = store.engine();
+        insert_person(&store, "alice").await;
+        insert_person(&store, "bob").await;
+        store.insert_grant(&grant("g1", "alice")).await.unwrap();
+        store.insert_grant(&grant("gb", "bob")).await.unwrap();
+        let code = |user: &str, client: &str| CodeRow {
+            code_hash: "c".into(),
+            client_id: client.into(),
+            user_id: user.into(),
+            redirect_uri: "http://127.0.0.1/cb".into(),
+            code_challenge: "x".into(),
+            resource: "http://127.0.0.1:8421/mcp".into(),
+            scope: "mcp offline_access".into(),
+            auth_time: 5_000,
+            amr: "[\"pwd\"]".into(),
+            acr: None,
+            created_at: 5_000,
+            expires_at: 65_000,
+            used_at: None,
+            grant_id: None,
+            continues_grant: Some("g1".into()),
+        };
+        assert!(
+            !store
+                .continue_grant("g1", &code("bob", "client-a"), 6_000, 9_000_000)
+                .await
+                .unwrap(),
+            "{engine}"
+        );
+        assert!(
+            !store
+                .continue_grant("g1", &code("alice", "client-b"), 6_000, 9_000_000)
+                .await
+                .unwrap(),
+            "{engine}"
+        );
+        assert!(
+            store
+                .continue_grant("g1", &code("alice", "client-a"), 6_000, 9_000_000)
+                .await
+                .unwrap(),
+            "{engine}"
+        );
+        let g = store.grant("g1").await.unwrap().unwrap();
+        assert_eq!(
+            (g.auth_time, g.expires_at, g.scope.as_str(), g.acr),
+            (5_000, 9_000_000, "mcp offline_access", None),
+            "{engine}"
+        );
+        store.revoke_grant("g1", 7_000, "test").await.unwrap();
+        assert!(
+            !store
+                .continue_grant("g1", &code("alice", "client-a"), 8_000, 9_000_000)
+                .await
+                .unwrap(),
+            "{engine}"
         );
     }
 }

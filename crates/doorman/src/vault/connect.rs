@@ -28,7 +28,7 @@ use crate::{
     store::{ConnectPromptRow, ConnectStateRow},
     web::{
         Browser, csrf_refused,
-        pages::{self, Nav, ago, human_duration},
+        pages::{self, CSRF_COOKIE, Nav, ago, human_duration},
         see_other, sign_in_and_return, with_cookie,
     },
 };
@@ -50,6 +50,7 @@ impl ConnectApp {
         Router::new()
             .route("/connect/callback", get(shared_callback))
             .route("/connect/callback/{resource}", get(resource_callback))
+            .route("/connect/cascade", get(cascade))
             .route("/connect/{resource}", get(start))
             .route("/connections", get(connections_page))
             .route("/connections/disconnect", post(disconnect))
@@ -163,10 +164,90 @@ async fn start(
             "This connect link was made for another Doorman user. If someone sent it to you, do not use it: they could gain access to your account. Nothing was connected.",
         );
     }
-    redirect_to_resource(&app, &prompt).await
+    redirect_to_resource(&app, &prompt, None).await
 }
 
-async fn redirect_to_resource(app: &ConnectApp, prompt: &ConnectPromptRow) -> Response {
+#[derive(Deserialize)]
+pub struct CascadeQuery {
+    request: Option<String>,
+}
+
+/// `GET /connect/cascade?request=…`: the re-authorization cascade, inside a client's
+/// authorization (`sign_in/consent.rs::finish` sends the browser here before it issues the
+/// code). The next resource waiting for this person and client; its callback returns to
+/// `/consent?request=…`, which comes back here until none waits.
+async fn cascade(
+    State(app): State<Arc<ConnectApp>>,
+    headers: HeaderMap,
+    Query(q): Query<CascadeQuery>,
+) -> Response {
+    let Some(id) = q.request.filter(|r| !r.is_empty() && r.len() <= 128) else {
+        return expired_link();
+    };
+    let now = app.vault.now_ms();
+    let row = match app
+        .vault
+        .store
+        .authorization_request(&crypto::sha256_hex(&id))
+        .await
+    {
+        Ok(Some(r)) if r.expires_at > now => r,
+        Ok(_) => return expired_link(),
+        Err(e) => return unavailable(e),
+    };
+    let Some((_, user_id)) = app.browser.signed_in(&headers).await else {
+        return not_signed_in();
+    };
+    // The browser that started the authorization (`sign_in/request.rs::load_request` checks
+    // the same), signed in as the person it is for.
+    let same_browser = app
+        .browser
+        .cookies
+        .get(&headers, CSRF_COOKIE)
+        .is_some_and(|c| {
+            crypto::constant_time_eq(
+                crypto::sha256_hex(&c).as_bytes(),
+                row.browser_hash.as_bytes(),
+            )
+        });
+    let same_person = row
+        .user_id
+        .as_deref()
+        .is_none_or(|u| crypto::constant_time_eq(u.as_bytes(), user_id.as_bytes()));
+    if !same_browser || !same_person {
+        tracing::warn!(
+            "a cascade step was opened outside the authorization it belongs to; refused"
+        );
+        return pages::message(
+            StatusCode::FORBIDDEN,
+            "This authorization is not for you",
+            "This step belongs to an authorization started in another browser or by another Doorman user. Nothing was connected; start again from your application.",
+        );
+    }
+    let waiting = match app
+        .vault
+        .store
+        .cascade_prompts(&user_id, &row.client_id, now)
+        .await
+    {
+        Ok(p) => p
+            .into_iter()
+            .find(|p| p.connection_id.is_none() && p.declined_at.is_none()),
+        Err(e) => return unavailable(e),
+    };
+    match waiting {
+        Some(prompt) => redirect_to_resource(&app, &prompt, Some(&id)).await,
+        None => see_other(&format!("/consent?request={id}")),
+    }
+}
+
+/// To the resource's authorization endpoint; `resume`: the client authorization (request id)
+/// this trip is part of, returned to afterwards.
+async fn redirect_to_resource(
+    app: &ConnectApp,
+    prompt: &ConnectPromptRow,
+    resume: Option<&str>,
+) -> Response {
     let Some(rc) = app.vault.resource(&prompt.resource) else {
         return expired_link();
     };
@@ -192,7 +273,13 @@ async fn redirect_to_resource(app: &ConnectApp, prompt: &ConnectPromptRow) -> Re
         created_at: now,
         expires_at: now + super::STATE_LIFETIME_MS,
         issuer: None,
+        resume_sealed: None,
     };
+    row.resume_sealed = resume.map(|r| {
+        app.vault
+            .ring
+            .seal(r.as_bytes(), &resume_aad(&row.state_hash))
+    });
     let scopes: Vec<String> = prompt
         .scopes
         .split(' ')
@@ -227,6 +314,39 @@ async fn redirect_to_resource(app: &ConnectApp, prompt: &ConnectPromptRow) -> Re
 
 fn verifier_aad(state_hash: &str) -> String {
     format!("connect-state:{state_hash}|pkce")
+}
+
+fn resume_aad(state_hash: &str) -> String {
+    format!("connect-state:{state_hash}|resume")
+}
+
+/// The end of a refused trip inside a client's authorization: the page says what happened, and
+/// its link takes the browser back to the authorization, which ends with `access_denied` for
+/// the client (`sign_in/consent.rs::finish`).
+async fn cascade_refused(
+    app: &ConnectApp,
+    prompt: &ConnectPromptRow,
+    request: &str,
+    title: &str,
+    text: &str,
+) -> Response {
+    if let Err(e) = app
+        .vault
+        .store
+        .decline_connect_prompt(&prompt.id_hash, app.vault.now_ms())
+        .await
+    {
+        return unavailable(e);
+    }
+    pages::message_with_link(
+        StatusCode::BAD_REQUEST,
+        title,
+        &format!(
+            "{text} Your application's sign-in ends here: it is told that access was denied, and can ask again."
+        ),
+        "Return to your application",
+        &format!("/consent?request={request}"),
+    )
 }
 
 fn unavailable(e: anyhow::Error) -> Response {
@@ -311,6 +431,13 @@ async fn callback(
         return expired_link();
     };
     let display = rc.resource.display_name.clone();
+    let resume = match &row.resume_sealed {
+        Some(sealed) => match app.vault.ring.open(sealed, &resume_aad(&row.state_hash)) {
+            Ok(v) => Some(String::from_utf8_lossy(&v).into_owned()),
+            Err(_) => return invalid_state(),
+        },
+        None => None,
+    };
     // RFC 9700 §4.4.2: an answer counts only at the redirect URI its flow was sent with. One
     // that arrives at another resource's path (or at the shared one, for a resource with its
     // own) was meant for another authorization server, or was steered.
@@ -373,6 +500,9 @@ async fn callback(
                 ),
             )
         };
+        if let Some(request) = &resume {
+            return cascade_refused(&app, &prompt, request, &title, &text).await;
+        }
         return pages::message(StatusCode::BAD_REQUEST, &title, &text);
     }
     let Some(code) = q.code.filter(|c| !c.is_empty()) else {
@@ -393,9 +523,16 @@ async fn callback(
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(resource = %rc.name(), error = %e, "code exchange at the resource failed");
+            let title = format!("{display} was not connected");
+            if let Some(request) = &resume {
+                let text = format!(
+                    "Doorman could not complete the authorization with {display}: {e}. Nothing was connected."
+                );
+                return cascade_refused(&app, &prompt, request, &title, &text).await;
+            }
             return pages::message(
                 StatusCode::BAD_GATEWAY,
-                &format!("{display} was not connected"),
+                &title,
                 &format!(
                     "Doorman could not complete the authorization with {display}: {e}. Nothing was connected; try again from your assistant."
                 ),
@@ -419,6 +556,10 @@ async fn callback(
     }
     if let (Some(session), Some(elicitation)) = (&prompt.session_hash, &prompt.elicitation_id) {
         (app.on_complete)(session, elicitation);
+    }
+    if let Some(request) = resume {
+        // Back into the client's authorization: the next resource waiting, or the code.
+        return see_other(&format!("/consent?request={request}"));
     }
     pages::message(
         StatusCode::OK,
@@ -584,7 +725,7 @@ async fn reconnect(
         return expired_link();
     };
     match app.vault.reconnect_prompt(&row, &rc).await {
-        Ok(prompt) => redirect_to_resource(&app, &prompt).await,
+        Ok(prompt) => redirect_to_resource(&app, &prompt, None).await,
         Err(e) => unavailable(e),
     }
 }

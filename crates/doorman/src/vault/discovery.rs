@@ -359,6 +359,7 @@ fn discovered_resource(
         scopes,
         identity: None,
         binding: Binding::Session,
+        prompt: crate::config::PromptChoice::Auto,
         max_age: None,
         token_header: TokenHeader::default(),
         shared_token: None,

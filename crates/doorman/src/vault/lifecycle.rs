@@ -19,13 +19,16 @@ use crate::{
 };
 
 impl Vault {
-    /// Makes a connect prompt for this caller and resource.
+    /// Makes a connect prompt for this caller and resource. With `cascade_client`, the prompt
+    /// waits on that client's next authorization (the re-authorization cascade), in place of
+    /// any such prompt for the same resource still waiting.
     pub async fn prompt(
         &self,
         caller: &Holder<'_>,
         rc: &ResourceClient,
         need: &Need,
         decided: Lifetime,
+        cascade_client: Option<&str>,
     ) -> anyhow::Result<Prompt> {
         let (binding, _) = Self::lifetime(rc, decided);
         let id = crypto::random_token(24);
@@ -41,21 +44,28 @@ impl Vault {
             Binding::User | Binding::Shared => None,
         };
         let elicitation_id = crypto::random_token(16);
-        self.store
-            .insert_connect_prompt(&ConnectPromptRow {
-                id_hash,
-                user_id: caller.user_id.to_owned(),
-                resource: rc.name().to_owned(),
-                binding,
-                binding_target: target,
-                scopes: scopes.join(" "),
-                elicitation_id: Some(elicitation_id.clone()),
-                session_hash: caller.session_hash.map(String::from),
-                connection_id: None,
-                created_at: now,
-                expires_at: now + PROMPT_LIFETIME_MS,
-            })
-            .await?;
+        let row = ConnectPromptRow {
+            id_hash,
+            user_id: caller.user_id.to_owned(),
+            resource: rc.name().to_owned(),
+            binding,
+            binding_target: target,
+            scopes: scopes.join(" "),
+            // A cascade is no elicitation: nothing to tell the client when it completes.
+            elicitation_id: cascade_client.is_none().then(|| elicitation_id.clone()),
+            session_hash: caller.session_hash.map(String::from),
+            connection_id: None,
+            created_at: now,
+            expires_at: now + PROMPT_LIFETIME_MS,
+            cascade_client: cascade_client.map(String::from),
+            cascade_grant: cascade_client.map(|_| caller.grant.to_owned()),
+            declined_at: None,
+        };
+        if row.cascade_client.is_some() {
+            self.store.replace_cascade_prompt(&row).await?;
+        } else {
+            self.store.insert_connect_prompt(&row).await?;
+        }
         let url = format!("{}/connect/{}?prompt={id}", self.issuer, rc.name());
         let display = &rc.resource.display_name;
         let message = match need {
@@ -106,6 +116,9 @@ impl Vault {
             connection_id: None,
             created_at: now,
             expires_at: now + PROMPT_LIFETIME_MS,
+            cascade_client: None,
+            cascade_grant: None,
+            declined_at: None,
         };
         self.store.insert_connect_prompt(&prompt).await?;
         Ok(prompt)

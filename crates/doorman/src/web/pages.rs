@@ -81,6 +81,8 @@ pub struct MessagePage<'a> {
     pub message: &'a str,
     /// A command to run, shown as code under the message.
     pub command: Option<&'a str>,
+    /// A way on: (its text, a same-site path).
+    pub link: Option<(&'a str, &'a str)>,
 }
 
 #[derive(Template)]
@@ -149,6 +151,26 @@ pub fn message(status: StatusCode, title: &str, message: &str) -> Response {
             title,
             message,
             command: None,
+            link: None,
+        },
+    )
+}
+
+/// A message page with one link on (a path on Doorman).
+pub fn message_with_link(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    link_text: &str,
+    path: &str,
+) -> Response {
+    render(
+        status,
+        &MessagePage {
+            title,
+            message,
+            command: None,
+            link: Some((link_text, path)),
         },
     )
 }
@@ -166,6 +188,7 @@ pub fn message_with_command(
             title,
             message,
             command: Some(command),
+            link: None,
         },
     )
 }
