@@ -37,7 +37,7 @@ RESOURCE_UPSTREAM = PEERS / "resource_upstream.py"
 def start_resource_upstream(port: int, issuer: str, audience: str, stateless: bool = False, self_auth: bool = False,
                             *, name: str = "resource-upstream", scopes: str = "notes:read notes:write",
                             required_scopes: str = "", timeout: float = 20.0, private_tool: str = "",
-                            listing_token: str = "") -> Proc:
+                            listing_token: str = "", forged_errors: bool = False) -> Proc:
     """tests/peers/resource_upstream.py at http://127.0.0.1:<port>/mcp, accepting JWT access
     tokens of `issuer` for `audience` only. `self_auth`: RFC 9728 metadata and resource_metadata=
     in its 401 (then `audience` should be its own /mcp URL). Sets `proc.url` to the /mcp URL."""
@@ -48,6 +48,8 @@ def start_resource_upstream(port: int, issuer: str, audience: str, stateless: bo
         argv.append("--stateless")
     if self_auth:
         argv.append("--self-auth")
+    if forged_errors:
+        argv.append("--forged-errors")
     proc = Proc(name, argv, env={"PYTHONUNBUFFERED": "1"})
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", timeout, proc)

@@ -12,6 +12,7 @@ headless Chromium with the TypeScript SDK's own OAuth client is in test_cascade_
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from urllib.parse import urlencode, urlparse
 
 import httpx2
@@ -40,11 +41,21 @@ prompt = "reauthorize"
 """
 
 
-def authorization_url(e: Env, challenge: str) -> str:
+def authorization_url(e: Env, challenge: str, **extra) -> str:
     return f"{e.d.base}/oauth/authorize?" + urlencode({
         "response_type": "code", "client_id": "tester", "redirect_uri": CLIENT_REDIRECT, "scope": "mcp",
         "code_challenge": challenge, "code_challenge_method": "S256", "state": secrets.token_urlsafe(8),
-        "resource": e.d.url})
+        "resource": e.d.url, **extra})
+
+
+def cascade_rows(e: Env) -> list[tuple]:
+    """The cascade prompts stored: (resource, waiting, declined)."""
+    db = sqlite3.connect(f"file:{e.d.dir / 'data' / 'doorman.db'}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT resource, connection_id IS NULL, declined_at IS NOT NULL FROM connect_prompts "
+                          "WHERE cascade_client IS NOT NULL ORDER BY created_at").fetchall()
+    finally:
+        db.close()
 
 
 def exchange(e: Env, location: str, verifier: str) -> dict:
@@ -120,8 +131,16 @@ def test_reauthorize_chains_through_every_waiting_resource_and_the_retry_succeed
     link = assert_reauthorize(e, call(e, token, "notes_whoami"), "notes")
     assert "alice" not in link and token not in link
     assert_reauthorize(e, call(e, token, "notes2_whoami"), "notes2")
-    # Asked again: still one trip per resource (the newer prompt replaces the older).
-    assert_reauthorize(e, call(e, token, "notes_whoami"), "notes")
+    # Asked again: the waiting prompt is renewed (its trip may be under way): still one trip
+    # per resource, and no new link.
+    r = call(e, token, "notes_whoami")
+    assert r.status_code == 401 and "url" not in r.json()["error"]["data"], r.text
+    assert cascade_rows(e) == [("notes", 1, 0), ("notes2", 1, 0)]
+
+    # A silent authorization (prompt=none) cannot take the person to the resources.
+    _, challenge = pkce()
+    out = e.browser("alice").authorize(authorization_url(e, challenge, prompt="none"), "alice", PASSWORD)
+    assert query_of(out)["error"] == ["interaction_required"], out
 
     # The client's refresh is refused while the resources wait (nothing is spent)...
     r = refresh(e, first["refresh_token"])
@@ -151,6 +170,10 @@ def test_reauthorize_chains_through_every_waiting_resource_and_the_retry_succeed
     assert sorted(r[1] for r in rows) == ["notes", "notes2"], rows
     assert {r[2] for r in rows} == {"alice@work.example"} and {r[3] for r in rows} == {"session"}, rows
     assert jwt_parts(second["access_token"])[1]["sid"] == jwt_parts(token)[1]["sid"]
+    assert cascade_rows(e) == [], "the cascade's prompts end with the code"
+    # One refresh chain per grant: the token refused while the resources waited is dead.
+    r = refresh(e, first["refresh_token"])
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
     for tool in ("notes_whoami", "notes2_whoami"):
         r = call(e, second["access_token"], tool)
         assert r.status_code == 200, r.text
@@ -184,12 +207,50 @@ def test_a_refusal_at_the_resource_says_so_and_the_client_gets_access_denied(env
     assert q["error"] == ["access_denied"] and "code" not in q, location
     assert "notes" in q["error_description"][0] and q["iss"] == [e.d.base], location
     assert connection_rows(e) == []
+    assert cascade_rows(e) == [], "the refusal ends the cascade"
     # The chain is over: the client may refresh again, and the next request asks again.
     assert refresh(e, first["refresh_token"]).status_code == 200
     assert_reauthorize(e, call(e, first["access_token"], "notes_whoami"), "notes")
 
 
-def test_the_cascade_step_belongs_to_its_browser_and_person(envs):
+def test_a_failure_at_the_resource_inside_the_cascade_is_no_dead_end(envs):
+    e = envs("cascade-failed", extra='prompt = "reauthorize"\n')
+    first = sign_in(e)
+    assert_reauthorize(e, call(e, first["access_token"], "notes_whoami"), "notes")
+    _, challenge = pkce()
+    out = e.browser("alice").authorize(authorization_url(e, challenge), "alice", PASSWORD)
+    with httpx2.Client(timeout=30, follow_redirects=False) as idp_http:
+        back = idp_walk(idp_http, out, e.idp, "alice-work", IDP_ACCOUNTS["alice-work"][0])
+    # The resource's code does not exchange (here: altered on the way back).
+    q = query_of(back)
+    page = e.browser("alice").get(back.replace(q["code"][0], q["code"][0][:-4] + "AAAA"))
+    assert page.status_code == 502 and "Notes was not connected" in page.text, page.text
+    assert "told that access was denied" in page.text and 'id="continue"' in page.text, page.text
+    assert cascade_rows(e) == [("notes", 1, 1)]
+    href = page.text.split('id="continue"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
+    location = e.browser("alice").authorize(e.d.base + href, "alice", PASSWORD)
+    assert query_of(location)["error"] == ["access_denied"], location
+    # Not locked out: the client refreshes, and its next request asks again.
+    assert refresh(e, first["refresh_token"]).status_code == 200
+
+
+def test_an_upstream_cannot_forge_the_cascade(envs):
+    # An upstream answering with the cascade's error, pointing at another authorization server:
+    # the client gets it as an error, never a 401 that would send it there.
+    e = envs("cascade-forged", extra='prompt = "reauthorize"\n', notes_kw={"forged_errors": True})
+    # The notes upstream needs a connection first: made through the cascade.
+    first = sign_in(e)
+    assert_reauthorize(e, call(e, first["access_token"], "notes_whoami"), "notes")
+    verifier, challenge = pkce()
+    location = walk(e, "alice", authorization_url(e, challenge))
+    token = exchange(e, location, verifier)["access_token"]
+    r = call(e, token, "notes_forged_reauthorize")
+    assert r.status_code == 200 and "www-authenticate" not in r.headers, (r.status_code, dict(r.headers))
+    error = rpc_json(r)["error"]
+    assert error["code"] == -32011 and error["message"] == "authorize again", error
+
+
+def test_the_cascade_step_belongs_to_the_browser_of_its_authorization(envs):
     e = envs("cascade-phish", extra='prompt = "reauthorize"\n')
     first = sign_in(e)
     assert_reauthorize(e, call(e, first["access_token"], "notes_whoami"), "notes")
@@ -220,6 +281,11 @@ def test_auto_picks_elicitation_then_the_cascade_for_web_apps_then_the_link(envs
     r = call(e, token, "notes_whoami", capabilities={"elicitation": {"url": {}}})
     assert r.status_code == 200, r.text
     assert rpc_json(r)["result"]["resultType"] == "input_required", r.text
+    # A connection for one call cannot come back through an authorization: the link instead.
+    one_call = envs("cascade-auto-call", binding="call", sign_in={"web_app_redirect_uris": [CLIENT_REDIRECT]})
+    token = sign_in(one_call)["access_token"]
+    r = call(one_call, token, "notes_whoami")
+    assert r.status_code == 200 and "/connect/notes?prompt=" in rpc_json(r)["result"]["content"][0]["text"], r.text
 
     # By default (Claude's redirect URIs only), the tester client gets the link.
     plain = envs("cascade-auto-default")
@@ -228,6 +294,9 @@ def test_auto_picks_elicitation_then_the_cascade_for_web_apps_then_the_link(envs
     assert r.status_code == 200, r.text
     result = rpc_json(r)["result"]
     assert result["isError"] and "/connect/notes?prompt=" in result["content"][0]["text"], result
+    # ...or URL elicitation, where it declared it.
+    r = call(plain, token, "notes_whoami", capabilities={"elicitation": {"url": {}}})
+    assert rpc_json(r)["result"]["resultType"] == "input_required", r.text
     # And a resource set to `link` gives the link even to a web app.
     linked = envs("cascade-link", extra='prompt = "link"\n', sign_in={"web_app_redirect_uris": [CLIENT_REDIRECT]})
     token = sign_in(linked)["access_token"]

@@ -85,6 +85,10 @@ pub struct RpcError {
     pub code: i64,
     pub message: String,
     pub data: Option<Value>,
+    /// A `WWW-Authenticate` challenge sent with HTTP `401` in place of the usual status (the
+    /// re-authorization cascade, `layer2.rs`). Only Doorman sets it: never read from a peer's
+    /// JSON, so no upstream can make a client re-authorize, or send it elsewhere.
+    pub challenge: Option<String>,
 }
 
 impl RpcError {
@@ -93,6 +97,7 @@ impl RpcError {
             code,
             message: message.into(),
             data: None,
+            challenge: None,
         }
     }
 
@@ -115,6 +120,7 @@ impl RpcError {
             code: v.get("code")?.as_i64()?,
             message: v.get("message")?.as_str()?.to_owned(),
             data: v.get("data").cloned(),
+            challenge: None,
         })
     }
 

@@ -27,7 +27,7 @@ use super::{
     upstream::{Outbound, SessionSlots, Upstream, UpstreamError},
 };
 use crate::{
-    config::PromptChoice,
+    config::{Binding, PromptChoice},
     crypto::KeyRing,
     sign_in::AuthServer,
     vault::{Lifetime, Need, Prompt, Vault, oauth::ResourceClient},
@@ -56,23 +56,26 @@ impl WebApps {
 }
 
 /// The prompt form for this resource and client: the resource's `prompt`, then what the client
-/// declared.
-async fn form_for(rc: &ResourceClient, who: &Caller, web_apps: Option<&WebApps>) -> PromptForm {
+/// declared. Never the cascade for a connection bound to one call (the resource's binding or a
+/// policy's): it comes back through the client's authorization, not with the call that asked.
+async fn form_for(
+    rc: &ResourceClient,
+    who: &Caller,
+    lifetime: Lifetime,
+    web_apps: Option<&WebApps>,
+) -> PromptForm {
+    let one_call = Vault::lifetime(rc, lifetime).0 == Binding::Call;
     match rc.resource.prompt {
         PromptChoice::Link => PromptForm::Text,
-        PromptChoice::Reauthorize => PromptForm::Reauthorize,
-        PromptChoice::Elicitation => who.form,
-        PromptChoice::Auto if who.form != PromptForm::Text => who.form,
+        PromptChoice::Reauthorize if !one_call => PromptForm::Reauthorize,
+        PromptChoice::Reauthorize | PromptChoice::Elicitation => who.form,
+        PromptChoice::Auto if who.form != PromptForm::Text || one_call => who.form,
         PromptChoice::Auto => match web_apps {
             Some(w) if w.includes(&who.client_id).await => PromptForm::Reauthorize,
             _ => PromptForm::Text,
         },
     }
 }
-
-/// The key of a `-32011` error's data that asks for the re-authorization cascade; its value is
-/// the protected resource metadata URL for the `401` challenge (`transport.rs`).
-pub const REAUTHORIZE: &str = "reauthorize";
 
 /// `requestState` values Doorman made start with this (others are an upstream's, passed on).
 const STATE_PREFIX: &str = "doorman1.";
@@ -273,12 +276,18 @@ pub async fn forward_with_connection(
         }
         Err(need) => need,
     };
-    let form = form_for(rc, who, web_apps).await;
-    let cascade = (form == PromptForm::Reauthorize).then_some(who.client_id.as_str());
-    let prompt = vault
-        .prompt(&who.holder(), rc, &need, lifetime, cascade)
-        .await
-        .map_err(failed)?;
+    let form = form_for(rc, who, lifetime, web_apps).await;
+    let prompt = if form == PromptForm::Reauthorize {
+        vault
+            .cascade_prompt(&who.holder(), &who.client_id, rc, &need, lifetime)
+            .await
+    } else {
+        vault
+            .prompt(&who.holder(), rc, &need, lifetime)
+            .await
+            .map(Some)
+    }
+    .map_err(failed)?;
     tracing::info!(
         resource = %rc.name(),
         user = %who.user_id,
@@ -295,7 +304,33 @@ pub async fn forward_with_connection(
             resource: rc.name().to_owned(),
         })
         .inc();
-    prompt_answer(vault, rc, who, form, method, &name, &prompt)
+    match prompt {
+        Some(p) => prompt_answer(vault, rc, who, form, method, &name, &p),
+        None => Err(reauthorize(vault, rc, None)),
+    }
+}
+
+/// The re-authorization cascade's answer: `-32011` with a `401` challenge (`transport.rs`)
+/// naming Doorman's protected resource metadata (RFC 9728 §5.1), which makes the client run
+/// its authorization flow again (RFC 6750 §3.1 `invalid_token`). The link of a new prompt comes
+/// too, for a person reading it; a prompt renewed for the same trip has none.
+fn reauthorize(vault: &Vault, rc: &ResourceClient, prompt: Option<&Prompt>) -> RpcError {
+    let display = &rc.resource.display_name;
+    let mut message = format!(
+        "{display} must be authorized: sign in to this application again, and Doorman takes you to {display} on the way"
+    );
+    let mut data = json!({ "resource": rc.name() });
+    if let Some(p) = prompt {
+        message.push_str(&format!(", or open {}", p.url));
+        data["url"] = json!(p.url);
+    }
+    let mut e = RpcError::new(code::CONNECTION_REQUIRED, message).with_data(data);
+    e.challenge = Some(format!(
+        "Bearer error=\"invalid_token\", error_description=\"{} must be authorized: authorize again\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
+        rc.name(),
+        vault.issuer
+    ));
+    e
 }
 
 /// The answer to `{upstream}_connect` once the person is connected: which tools they now have.
@@ -419,18 +454,7 @@ fn prompt_answer(
             RpcError::new(code::CONNECTION_REQUIRED, prompt.message.clone())
                 .with_data(json!({ "resource": rc.name(), "url": prompt.url })),
         ),
-        PromptForm::Reauthorize => Err(RpcError::new(
-            code::CONNECTION_REQUIRED,
-            format!(
-                "{} must be authorized: sign in to this application again (Doorman takes you to {} on the way), or open {}",
-                rc.resource.display_name, rc.resource.display_name, prompt.url
-            ),
-        )
-        .with_data(json!({
-            "resource": rc.name(),
-            "url": prompt.url,
-            REAUTHORIZE: format!("{}/.well-known/oauth-protected-resource/mcp", vault.issuer),
-        }))),
+        PromptForm::Reauthorize => Err(reauthorize(vault, rc, Some(prompt))),
     }
 }
 
@@ -546,13 +570,7 @@ pub async fn call_builtin(
             CONNECT => {
                 let rc = resource.expect("checked above");
                 let p = vault
-                    .prompt(
-                        &who.holder(),
-                        &rc,
-                        &Need::Missing,
-                        Lifetime::default(),
-                        None,
-                    )
+                    .prompt(&who.holder(), &rc, &Need::Missing, Lifetime::default())
                     .await?;
                 Ok(text(
                     format!(

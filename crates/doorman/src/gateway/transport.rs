@@ -134,11 +134,14 @@ pub(super) async fn respond(
         biased;
         Some(event) = events.recv() => event,
         outcome = &mut work => {
+            let challenge = outcome.as_ref().err().and_then(|e| e.challenge.clone());
             let msg = finish(modern, &method, &id, outcome);
             // Notifications sent in the same instant as the result still go first.
             let mut queue: Vec<Value> = std::iter::from_fn(|| events.try_recv().ok()).collect();
             if queue.is_empty() || !accept.sse {
-                if let Some(r) = reauthorize_reply(&msg) {
+                if let Some(challenge) = challenge
+                    && let Some(r) = challenged(&msg, &challenge)
+                {
                     return r;
                 }
                 let status = if modern { status_of(&msg) } else { StatusCode::OK };
@@ -184,31 +187,16 @@ pub(super) async fn respond(
     sse_reply(body)
 }
 
-/// The re-authorization cascade (`layer2.rs`): an error asking for it is sent with HTTP `401`
-/// and an `invalid_token` challenge (RFC 6750 §3.1) naming Doorman's protected resource
-/// metadata (RFC 9728 §5.1), so the client runs its authorization flow again. The body is the
-/// JSON-RPC error, with the link, for clients that read it.
-pub(super) fn reauthorize_reply(msg: &Value) -> Option<Response> {
-    let error = msg.get("error")?;
-    if error.get("code")?.as_i64()? != code::CONNECTION_REQUIRED {
-        return None;
-    }
-    let metadata = error
-        .get("data")?
-        .get(super::layer2::REAUTHORIZE)?
-        .as_str()?;
-    let resource = error
-        .pointer("/data/resource")
-        .and_then(Value::as_str)
-        .unwrap_or("a resource");
-    let challenge = format!(
-        "Bearer error=\"invalid_token\", error_description=\"{resource} must be authorized: authorize again\", resource_metadata=\"{metadata}\""
-    );
+/// An error Doorman attached a challenge to (the re-authorization cascade, `layer2.rs`): sent
+/// with HTTP `401` and that `WWW-Authenticate` (RFC 6750 §3.1), so the client runs its
+/// authorization flow again. The body is the JSON-RPC error, with the link, for clients that
+/// read it. Inside an SSE stream already begun (or a batch) the status is spent: the error
+/// goes as it is.
+pub(super) fn challenged(msg: &Value, challenge: &str) -> Option<Response> {
+    let value = HeaderValue::from_str(challenge).ok()?;
     let mut r = json_reply(StatusCode::UNAUTHORIZED, msg);
-    r.headers_mut().insert(
-        axum::http::header::WWW_AUTHENTICATE,
-        HeaderValue::from_str(&challenge).ok()?,
-    );
+    r.headers_mut()
+        .insert(axum::http::header::WWW_AUTHENTICATE, value);
     Some(r)
 }
 

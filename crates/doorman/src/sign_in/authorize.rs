@@ -271,6 +271,22 @@ pub async fn authorize(
                 "the person has not approved this client",
             );
         }
+        // The re-authorization cascade needs the person at a resource's pages.
+        let waiting = match s.store.cascade_prompts(user_id, &client.id, now).await {
+            Ok(c) => c
+                .iter()
+                .any(|c| c.connection_id.is_none() && c.declined_at.is_none()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the re-authorization cascade");
+                true
+            }
+        };
+        if waiting {
+            return fail(
+                "interaction_required",
+                "a resource must be authorized in the browser first",
+            );
+        }
     }
     let (csrf, set_csrf) = s.browser.csrf_cookie(&headers);
     let id = crypto::random_token(24);

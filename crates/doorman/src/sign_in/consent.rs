@@ -199,9 +199,10 @@ async fn finish(
             );
         }
     };
+    let read: Vec<String> = cascade.iter().map(|c| c.id_hash.clone()).collect();
     if let Some(refused) = cascade.iter().find(|c| c.declined_at.is_some()) {
         let _ = s.store.take_authorization_request(&row.id_hash).await;
-        if let Err(e) = s.store.end_cascade(&session.user_id, &client.id).await {
+        if let Err(e) = s.store.end_cascade(&read).await {
             tracing::warn!(error = %e, "cannot end a re-authorization cascade");
         }
         tracing::info!(user = %session.user_id, client = %client.id, resource = %refused.resource, "authorization refused at a resource: the client gets access_denied");
@@ -210,7 +211,7 @@ async fn finish(
             &p.redirect_uri,
             p.state.as_deref(),
             "access_denied",
-            &format!("the person did not authorize {}", refused.resource),
+            &format!("{} was not authorized", refused.resource),
         );
     }
     if cascade.iter().any(|c| c.connection_id.is_none()) {
@@ -238,7 +239,7 @@ async fn finish(
         }
     }
     if !cascade.is_empty()
-        && let Err(e) = s.store.end_cascade(&session.user_id, &client.id).await
+        && let Err(e) = s.store.end_cascade(&read).await
     {
         tracing::warn!(error = %e, "cannot end a re-authorization cascade");
     }

@@ -317,6 +317,12 @@ async fn exchange_code(
             .map_err(server_error)?
         && let Some(grant) = s.store.grant(continued).await.map_err(server_error)?
     {
+        // One refresh chain per grant: the one this code starts. A refresh token issued before
+        // (the one refused while the resource waited) works no more.
+        s.store
+            .drop_unspent_refresh_tokens(&grant.id)
+            .await
+            .map_err(server_error)?;
         s.store
             .set_code_grant(&code_hash, &grant.id)
             .await

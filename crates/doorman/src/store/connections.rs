@@ -78,6 +78,22 @@ impl Store {
         let q = format!(
             "SELECT {COLUMNS} FROM connections WHERE user_id = $1 AND resource = $2 ORDER BY selected_at DESC, created_at DESC, id"
         );
+        if let Some(reader) = &self.sqlite_reader {
+            match reader.connections_of(&q, user_id, resource) {
+                Ok(rows) => return Ok(rows),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a direct SQLite read failed; read through the pool")
+                }
+            }
+        }
+        if let Some(reader) = &self.pg_reader {
+            match reader.fetch_all(&q, user_id, resource).await {
+                Ok(rows) => return Ok(rows),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a direct PostgreSQL read failed; read through the pool")
+                }
+            }
+        }
         let rows = on_pool!(self, pool => sqlx::query_as::<_, ConnectionRow>(sqlx::AssertSqlSafe(q.clone()))
             .bind(user_id)
             .bind(resource)
@@ -323,22 +339,28 @@ impl Store {
         Ok(row)
     }
 
-    /// Stores a cascade prompt (`cascade_client` set) in place of any still waiting for the same
-    /// person, client and resource: one trip to a resource per client authorization, however
-    /// many requests asked for it.
-    pub async fn replace_cascade_prompt(&self, p: &ConnectPromptRow) -> anyhow::Result<()> {
+    /// Renews a cascade prompt still waiting for the same person, client, resource and
+    /// conversation as `p` (the grant that asks now, a new expiry); `false` when none waits.
+    /// The waiting prompt keeps its id: a trip to the resource it started still completes it.
+    pub async fn renew_cascade_prompt(&self, p: &ConnectPromptRow) -> anyhow::Result<bool> {
         anyhow::ensure!(p.cascade_client.is_some(), "not a cascade prompt");
-        on_pool!(self, pool => sqlx::query(
-            "DELETE FROM connect_prompts WHERE user_id = $1 AND cascade_client = $2 AND resource = $3 \
-             AND connection_id IS NULL",
+        let n = on_pool!(self, pool => sqlx::query(
+            sqlx::AssertSqlSafe(format!(
+                "UPDATE connect_prompts SET cascade_grant = $5, expires_at = $6 WHERE {SAME_TRIP} \
+                 AND expires_at > $7"
+            )),
         )
         .bind(&p.user_id)
         .bind(&p.cascade_client)
         .bind(&p.resource)
+        .bind(&p.binding_target)
+        .bind(&p.cascade_grant)
+        .bind(p.expires_at)
+        .bind(p.created_at)
         .execute(pool)
         .await
-        .map(|_| ()))?;
-        self.insert_connect_prompt(p).await
+        .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
     }
 
     /// The cascade prompts of a person and client still valid, oldest first (waiting, done, or
@@ -375,29 +397,57 @@ impl Store {
         Ok(n.0 > 0)
     }
 
-    /// The person refused (or the resource failed) a cascade prompt's authorization.
-    pub async fn decline_connect_prompt(&self, id_hash: &str, now_ms: i64) -> anyhow::Result<()> {
-        on_pool!(self, pool => sqlx::query(
-            "UPDATE connect_prompts SET declined_at = $2 WHERE id_hash = $1 AND connection_id IS NULL",
-        )
-        .bind(id_hash)
-        .bind(now_ms)
-        .execute(pool)
-        .await
-        .map(|_| ()))?;
+    /// The person refused (or the resource failed) a cascade prompt's authorization: it, and
+    /// any other waiting for the same person, client, resource and conversation (two requests
+    /// that asked at once), are refused.
+    pub async fn decline_cascade_prompt(
+        &self,
+        p: &ConnectPromptRow,
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
+        let sql = format!("UPDATE connect_prompts SET declined_at = $5 WHERE {SAME_TRIP}");
+        on_pool!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(&p.user_id)
+            .bind(&p.cascade_client)
+            .bind(&p.resource)
+            .bind(&p.binding_target)
+            .bind(now_ms)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
-    /// Ends the cascade of a person and client (their authorization got its answer).
-    pub async fn end_cascade(&self, user_id: &str, client_id: &str) -> anyhow::Result<()> {
-        on_pool!(self, pool => sqlx::query(
-            "DELETE FROM connect_prompts WHERE user_id = $1 AND cascade_client = $2",
-        )
-        .bind(user_id)
-        .bind(client_id)
-        .execute(pool)
-        .await
-        .map(|_| ()))?;
+    /// A cascade prompt produced a connection: so did any other waiting for the same person,
+    /// client, resource and conversation (one trip serves them all).
+    pub async fn complete_cascade_prompts(
+        &self,
+        p: &ConnectPromptRow,
+        connection_id: &str,
+    ) -> anyhow::Result<()> {
+        let sql = format!("UPDATE connect_prompts SET connection_id = $5 WHERE {SAME_TRIP}");
+        on_pool!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(&p.user_id)
+            .bind(&p.cascade_client)
+            .bind(&p.resource)
+            .bind(&p.binding_target)
+            .bind(connection_id)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Ends a cascade: the prompts `finish` read (and answered with a code or a refusal).
+    /// Prompts made since, or of another trip, stay.
+    pub async fn end_cascade(&self, id_hashes: &[String]) -> anyhow::Result<()> {
+        for id in id_hashes {
+            on_pool!(self, pool => sqlx::query("DELETE FROM connect_prompts WHERE id_hash = $1")
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|_| ()))?;
+        }
         Ok(())
     }
 
@@ -650,6 +700,11 @@ pub struct ConnectPromptRow {
     /// When the person refused at the resource (a cascade prompt only).
     pub declined_at: Option<i64>,
 }
+
+/// Cascade prompts still waiting for one trip: person ($1), client ($2), resource ($3),
+/// conversation ($4).
+const SAME_TRIP: &str = "user_id = $1 AND cascade_client = $2 AND resource = $3 \
+    AND binding_target IS NOT DISTINCT FROM $4 AND connection_id IS NULL AND declined_at IS NULL";
 
 const PROMPT_COLUMNS: &str = "id_hash, user_id, resource, binding, binding_target, scopes, \
     elicitation_id, session_hash, connection_id, created_at, expires_at, cascade_client, \

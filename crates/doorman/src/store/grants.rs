@@ -191,6 +191,19 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Forgets a grant's refresh tokens not yet used (spent ones stay, so a replay of one is
+    /// still caught).
+    pub async fn drop_unspent_refresh_tokens(&self, grant_id: &str) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "DELETE FROM refresh_tokens WHERE grant_id = $1 AND used_at IS NULL",
+        )
+        .bind(grant_id)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
     pub async fn grant(&self, id: &str) -> anyhow::Result<Option<GrantRow>> {
         let q = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1");
         let row = on_pool!(self, pool => sqlx::query_as::<_, GrantRow>(sqlx::AssertSqlSafe(q.clone()))

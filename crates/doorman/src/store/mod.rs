@@ -12,7 +12,9 @@ mod federation;
 mod flow;
 mod grants;
 mod invalidation;
+mod pg_read;
 mod sessions;
+mod sqlite_read;
 mod types;
 mod users;
 
@@ -55,6 +57,10 @@ pub struct Store {
     /// Every change this process announces, for its own subscribers (`Store::changes`): what
     /// other nodes hear through the database, this one hears here, on either engine.
     pub(crate) local: tokio::sync::broadcast::Sender<invalidation::Invalidation>,
+    /// SQLite: point reads of the request path on the calling thread (`sqlite_read.rs`).
+    sqlite_reader: Option<std::sync::Arc<sqlite_read::SqliteReader>>,
+    /// PostgreSQL: point reads of the request path off the pool (`pg_read.rs`).
+    pg_reader: Option<std::sync::Arc<pg_read::PgReader>>,
 }
 
 /// Runs the same query code on whichever pool the store holds.
@@ -93,13 +99,17 @@ impl Store {
     /// migrated is accepted as it is (its extra migrations are not an error): during a rolling
     /// upgrade, nodes of the previous version keep starting.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let (mut sqlite_reader, mut pg_reader) = (None, None);
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = sqlx::postgres::PgConnectOptions::from_str(url)
+                .context("invalid PostgreSQL URL")?;
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+                .connect_with(options.clone())
                 .await
                 .context("cannot connect to PostgreSQL")?;
+            pg_reader = Some(std::sync::Arc::new(pg_read::PgReader::new(options)));
             let mut migrator = sqlx::migrate!("migrations/postgres");
             migrator.set_ignore_missing(true);
             migrator
@@ -124,7 +134,7 @@ impl Store {
                 .busy_timeout(Duration::from_secs(5));
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await
                 .with_context(|| format!("cannot open SQLite database {url:?}"))?;
             let mut migrator = sqlx::migrate!("migrations/sqlite");
@@ -133,11 +143,20 @@ impl Store {
                 .run(&pool)
                 .await
                 .context("cannot apply SQLite migrations")?;
+            let in_memory =
+                options.get_filename() == Path::new(":memory:") || url.contains("mode=memory");
+            if !in_memory {
+                sqlite_reader = Some(std::sync::Arc::new(sqlite_read::SqliteReader::new(
+                    options.get_filename().to_owned(),
+                )));
+            }
             Backend::Sqlite(pool)
         };
         Ok(Self {
             backend,
             local: tokio::sync::broadcast::channel(256).0,
+            sqlite_reader,
+            pg_reader,
         })
     }
 

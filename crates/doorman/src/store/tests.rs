@@ -739,7 +739,7 @@ fn cascade_prompt(id: &str, resource: &str, grant: &str, created_at: i64) -> Con
 }
 
 #[tokio::test]
-async fn the_reauthorization_cascade_waits_replaces_declines_and_ends_on_every_engine() {
+async fn the_reauthorization_cascade_waits_renews_settles_and_ends_on_every_engine() {
     for (store, _guard) in engines().await {
         let engine = store.engine();
         insert_person(&store, "alice").await;
@@ -753,32 +753,52 @@ async fn the_reauthorization_cascade_waits_replaces_declines_and_ends_on_every_e
             "{engine}"
         );
         assert!(
-            store.replace_cascade_prompt(&plain).await.is_err(),
+            store.renew_cascade_prompt(&plain).await.is_err(),
             "{engine}"
         );
 
-        store
-            .replace_cascade_prompt(&cascade_prompt("p1", "notes", "g1", 1_000))
-            .await
-            .unwrap();
-        store
-            .replace_cascade_prompt(&cascade_prompt("p2", "tracker", "g1", 1_500))
-            .await
-            .unwrap();
-        // Asked again for notes: the newer prompt replaces the waiting one.
-        store
-            .replace_cascade_prompt(&cascade_prompt("p3", "notes", "g1", 2_000))
-            .await
-            .unwrap();
-        let ids =
-            |rows: Vec<ConnectPromptRow>| rows.into_iter().map(|r| r.id_hash).collect::<Vec<_>>();
-        assert_eq!(
-            ids(store
-                .cascade_prompts("alice", "client-a", 2_500)
+        // Nothing waits yet: nothing to renew.
+        assert!(
+            !store
+                .renew_cascade_prompt(&cascade_prompt("p1", "notes", "g1", 1_000))
                 .await
-                .unwrap()),
-            ["p2", "p3"],
+                .unwrap(),
             "{engine}"
+        );
+        store
+            .insert_connect_prompt(&cascade_prompt("p1", "notes", "g1", 1_000))
+            .await
+            .unwrap();
+        store
+            .insert_connect_prompt(&cascade_prompt("p2", "tracker", "g1", 1_500))
+            .await
+            .unwrap();
+        // Asked again for notes in the same conversation (a stateful session outlives a grant):
+        // the waiting prompt is renewed (same id, the grant asking now, a later expiry).
+        let mut again = cascade_prompt("p3", "notes", "g2", 2_000);
+        again.binding_target = Some("grant:g1".into());
+        assert!(
+            store.renew_cascade_prompt(&again).await.unwrap(),
+            "{engine}"
+        );
+        let rows = store
+            .cascade_prompts("alice", "client-a", 2_500)
+            .await
+            .unwrap();
+        let ids: Vec<_> = rows.iter().map(|r| r.id_hash.as_str()).collect();
+        assert_eq!(ids, ["p1", "p2"], "{engine}");
+        assert_eq!(
+            (rows[0].cascade_grant.as_deref(), rows[0].expires_at),
+            (Some("g2"), again.expires_at),
+            "{engine}"
+        );
+        assert!(
+            store.cascade_waiting("g2", 2_500).await.unwrap(),
+            "{engine}"
+        );
+        assert!(
+            store.cascade_waiting("g1", 2_500).await.unwrap(),
+            "{engine}: tracker still waits on g1"
         );
         assert!(
             store
@@ -788,15 +808,14 @@ async fn the_reauthorization_cascade_waits_replaces_declines_and_ends_on_every_e
                 .is_empty(),
             "{engine}"
         );
+        // Another conversation of the same client waits on its own prompt.
+        let mut other = cascade_prompt("p4", "notes", "g1", 2_000);
+        other.binding_target = Some("session:s2".into());
         assert!(
-            store.cascade_waiting("g1", 2_500).await.unwrap(),
+            !store.renew_cascade_prompt(&other).await.unwrap(),
             "{engine}"
         );
-        assert!(
-            !store.cascade_waiting("g2", 2_500).await.unwrap(),
-            "{engine}"
-        );
-        // Expired prompts wait for nobody.
+        // Expired prompts wait for nobody, and are not renewed.
         assert!(
             !store
                 .cascade_waiting("g1", 1_500 + 3_600_000 + 500)
@@ -805,29 +824,58 @@ async fn the_reauthorization_cascade_waits_replaces_declines_and_ends_on_every_e
             "{engine}"
         );
 
-        // Connected, then refused: neither waits any more; the refusal is recorded once.
-        store.complete_connect_prompt("p2", "conn-1").await.unwrap();
-        store.decline_connect_prompt("p2", 3_000).await.unwrap(); // done already: unchanged
-        store.decline_connect_prompt("p3", 3_000).await.unwrap();
+        // Two requests that asked at once made two prompts: one trip settles both.
+        let mut p5 = cascade_prompt("p5", "notes", "g2", 2_100);
+        p5.binding_target = Some("grant:g1".into());
+        store.insert_connect_prompt(&p5).await.unwrap();
+        store.complete_connect_prompt("p1", "conn-1").await.unwrap();
+        store
+            .complete_cascade_prompts(&rows[0], "conn-1")
+            .await
+            .unwrap();
+        let p5 = store.connect_prompt("p5").await.unwrap().unwrap();
+        assert_eq!(p5.connection_id.as_deref(), Some("conn-1"), "{engine}");
+        assert!(
+            !store.cascade_waiting("g2", 3_000).await.unwrap(),
+            "{engine}"
+        );
+        // A refusal settles its trip, and a done prompt stays done.
+        store.decline_cascade_prompt(&rows[1], 3_000).await.unwrap();
         let rows = store
             .cascade_prompts("alice", "client-a", 3_500)
             .await
             .unwrap();
-        assert_eq!(rows[0].declined_at, None, "{engine}");
-        assert_eq!(rows[1].declined_at, Some(3_000), "{engine}");
+        let settled: Vec<_> = rows
+            .iter()
+            .map(|r| (r.id_hash.as_str(), r.connection_id.is_some(), r.declined_at))
+            .collect();
+        assert_eq!(
+            settled,
+            [
+                ("p1", true, None),
+                ("p2", false, Some(3_000)),
+                ("p5", true, None)
+            ],
+            "{engine}"
+        );
         assert!(
             !store.cascade_waiting("g1", 3_500).await.unwrap(),
             "{engine}"
         );
-        store.end_cascade("alice", "client-a").await.unwrap();
-        assert!(
-            store
-                .cascade_prompts("alice", "client-a", 3_500)
-                .await
-                .unwrap()
-                .is_empty(),
-            "{engine}"
-        );
+
+        // Ending removes what was read, nothing else.
+        store
+            .end_cascade(&["p1".into(), "p2".into()])
+            .await
+            .unwrap();
+        let left: Vec<_> = store
+            .cascade_prompts("alice", "client-a", 3_500)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id_hash)
+            .collect();
+        assert_eq!(left, ["p5"], "{engine}");
         assert!(
             store.connect_prompt("p0").await.unwrap().is_some(),
             "{engine}: a plain prompt stays"

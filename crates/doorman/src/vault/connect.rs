@@ -249,6 +249,17 @@ async fn redirect_to_resource(
     resume: Option<&str>,
 ) -> Response {
     let Some(rc) = app.vault.resource(&prompt.resource) else {
+        if let Some(request) = resume {
+            return cascade_ended(
+                app,
+                Some(prompt),
+                request,
+                StatusCode::BAD_REQUEST,
+                "This resource is gone",
+                "The resource this step was for is no longer configured. Nothing was connected.",
+            )
+            .await;
+        }
         return expired_link();
     };
     let state = crypto::random_token(32);
@@ -293,13 +304,25 @@ async fn redirect_to_resource(
         Ok(u) => u,
         Err(e) => {
             tracing::warn!(resource = %rc.name(), error = %e, "cannot build the authorization request");
+            let text = format!(
+                "Doorman could not reach {} to start the authorization. Try again in a moment.",
+                rc.resource.display_name
+            );
+            if let Some(request) = resume {
+                return cascade_ended(
+                    app,
+                    Some(prompt),
+                    request,
+                    StatusCode::BAD_GATEWAY,
+                    "The resource is unavailable",
+                    &text,
+                )
+                .await;
+            }
             return pages::message(
                 StatusCode::BAD_GATEWAY,
                 "The resource is unavailable",
-                &format!(
-                    "Doorman could not reach {} to start the authorization. Try again in a moment.",
-                    rc.resource.display_name
-                ),
+                &text,
             );
         }
     };
@@ -320,30 +343,37 @@ fn resume_aad(state_hash: &str) -> String {
     format!("connect-state:{state_hash}|resume")
 }
 
-/// The end of a refused trip inside a client's authorization: the page says what happened, and
-/// its link takes the browser back to the authorization, which ends with `access_denied` for
-/// the client (`sign_in/consent.rs::finish`).
-async fn cascade_refused(
+/// A trip inside a client's authorization that ended without a connection. The page says what
+/// happened, and its link takes the browser back to the authorization. With its prompt the trip
+/// counts as refused, and the authorization ends with `access_denied` for the client
+/// (`sign_in/consent.rs::finish`): never a dead end that leaves the client waiting and its
+/// refresh refused. Without (the prompt expired meanwhile), the authorization goes on.
+async fn cascade_ended(
     app: &ConnectApp,
-    prompt: &ConnectPromptRow,
+    prompt: Option<&ConnectPromptRow>,
     request: &str,
+    status: StatusCode,
     title: &str,
     text: &str,
 ) -> Response {
-    if let Err(e) = app
-        .vault
-        .store
-        .decline_connect_prompt(&prompt.id_hash, app.vault.now_ms())
-        .await
-    {
-        return unavailable(e);
-    }
+    let next = match prompt {
+        Some(p) => {
+            if let Err(e) = app
+                .vault
+                .store
+                .decline_cascade_prompt(p, app.vault.now_ms())
+                .await
+            {
+                return unavailable(e);
+            }
+            "Your application's sign-in ends here: it is told that access was denied, and can ask again."
+        }
+        None => "Your application's sign-in goes on without it.",
+    };
     pages::message_with_link(
-        StatusCode::BAD_REQUEST,
+        status,
         title,
-        &format!(
-            "{text} Your application's sign-in ends here: it is told that access was denied, and can ask again."
-        ),
+        &format!("{text} {next}"),
         "Return to your application",
         &format!("/consent?request={request}"),
     )
@@ -422,15 +452,7 @@ async fn callback(
             "This authorization was started by another Doorman user. Nothing was connected.",
         );
     }
-    let prompt = match app.vault.store.connect_prompt(&row.prompt_hash).await {
-        Ok(Some(p)) if p.expires_at > app.vault.now_ms() => p,
-        Ok(_) => return expired_link(),
-        Err(e) => return unavailable(e),
-    };
-    let Some(rc) = app.vault.resource(&prompt.resource) else {
-        return expired_link();
-    };
-    let display = rc.resource.display_name.clone();
+    // Inside a client's authorization (the cascade): where to return, whatever happens next.
     let resume = match &row.resume_sealed {
         Some(sealed) => match app.vault.ring.open(sealed, &resume_aad(&row.state_hash)) {
             Ok(v) => Some(String::from_utf8_lossy(&v).into_owned()),
@@ -438,6 +460,42 @@ async fn callback(
         },
         None => None,
     };
+    let prompt = match app.vault.store.connect_prompt(&row.prompt_hash).await {
+        Ok(Some(p)) if p.expires_at > app.vault.now_ms() => p,
+        Ok(_) => {
+            return match &resume {
+                Some(request) => {
+                    cascade_ended(
+                        &app,
+                        None,
+                        request,
+                        StatusCode::BAD_REQUEST,
+                        "Nothing was connected",
+                        "This step expired before the answer came back.",
+                    )
+                    .await
+                }
+                None => expired_link(),
+            };
+        }
+        Err(e) => return unavailable(e),
+    };
+    // A page for a trip that ended here without a connection.
+    let ended = async |status: StatusCode, title: &str, text: &str| -> Response {
+        match &resume {
+            Some(request) => cascade_ended(&app, Some(&prompt), request, status, title, text).await,
+            None => pages::message(status, title, text),
+        }
+    };
+    let Some(rc) = app.vault.resource(&prompt.resource) else {
+        return ended(
+            StatusCode::BAD_REQUEST,
+            "This resource is gone",
+            "The resource this step was for is no longer configured. Nothing was connected.",
+        )
+        .await;
+    };
+    let display = rc.resource.display_name.clone();
     // RFC 9700 §4.4.2: an answer counts only at the redirect URI its flow was sent with. One
     // that arrives at another resource's path (or at the shared one, for a resource with its
     // own) was meant for another authorization server, or was steered.
@@ -449,11 +507,12 @@ async fn callback(
     };
     if arrived_at != rc.redirect_uri() {
         tracing::warn!(resource = %rc.name(), arrived_for = ?arrived_for, "a connect answer arrived at another resource's redirect URI; refused (RFC 9700 §4.4)");
-        return pages::message(
+        return ended(
             StatusCode::BAD_REQUEST,
             &format!("{display} was not connected"),
             "This answer arrived at the address of another connection, so it was refused. Nothing was connected; start again from your assistant.",
-        );
+        )
+        .await;
     }
     // RFC 9207 §2.4 (mix-up, RFC 9700 §4.4): the answer must come from the server the flow was
     // sent to. Checked before anything in the answer is believed, error or code.
@@ -468,11 +527,12 @@ async fn callback(
         };
         if mixed_up {
             tracing::warn!(resource = %rc.name(), expected = %expected, got = ?q.iss, "a connect callback came from another authorization server than the one asked; refused (RFC 9207)");
-            return pages::message(
+            return ended(
                 StatusCode::BAD_REQUEST,
                 &format!("{display} was not connected"),
                 "The answer did not come from the authorization server this connection was started with (its issuer does not match), so it was refused. Nothing was connected; start again from your assistant.",
-            );
+            )
+            .await;
         }
     }
     if let Some(error) = q.error {
@@ -500,17 +560,15 @@ async fn callback(
                 ),
             )
         };
-        if let Some(request) = &resume {
-            return cascade_refused(&app, &prompt, request, &title, &text).await;
-        }
-        return pages::message(StatusCode::BAD_REQUEST, &title, &text);
+        return ended(StatusCode::BAD_REQUEST, &title, &text).await;
     }
     let Some(code) = q.code.filter(|c| !c.is_empty()) else {
-        return pages::message(
+        return ended(
             StatusCode::BAD_REQUEST,
             &format!("{display} was not connected"),
             "The answer from the resource had no authorization code. Nothing was connected.",
-        );
+        )
+        .await;
     };
     let verifier = match &row.verifier_sealed {
         Some(sealed) => match app.vault.ring.open(sealed, &verifier_aad(&row.state_hash)) {
@@ -523,20 +581,14 @@ async fn callback(
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(resource = %rc.name(), error = %e, "code exchange at the resource failed");
-            let title = format!("{display} was not connected");
-            if let Some(request) = &resume {
-                let text = format!(
-                    "Doorman could not complete the authorization with {display}: {e}. Nothing was connected."
-                );
-                return cascade_refused(&app, &prompt, request, &title, &text).await;
-            }
-            return pages::message(
+            return ended(
                 StatusCode::BAD_GATEWAY,
-                &title,
+                &format!("{display} was not connected"),
                 &format!(
-                    "Doorman could not complete the authorization with {display}: {e}. Nothing was connected; try again from your assistant."
+                    "Doorman could not complete the authorization with {display}: {e}. Nothing was connected."
                 ),
-            );
+            )
+            .await;
         }
     };
     let account = match rc.identity(&set).await {

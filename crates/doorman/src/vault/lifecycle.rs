@@ -19,17 +19,47 @@ use crate::{
 };
 
 impl Vault {
-    /// Makes a connect prompt for this caller and resource. With `cascade_client`, the prompt
-    /// waits on that client's next authorization (the re-authorization cascade), in place of
-    /// any such prompt for the same resource still waiting.
+    /// Makes a connect prompt for this caller and resource.
     pub async fn prompt(
         &self,
         caller: &Holder<'_>,
         rc: &ResourceClient,
         need: &Need,
         decided: Lifetime,
-        cascade_client: Option<&str>,
     ) -> anyhow::Result<Prompt> {
+        let (prompt, row) = self.new_prompt(caller, rc, need, decided, None);
+        self.store.insert_connect_prompt(&row).await?;
+        Ok(prompt)
+    }
+
+    /// A prompt of the re-authorization cascade: it waits on `client_id`'s next authorization
+    /// and names this caller's grant (whose refresh is refused meanwhile). One already waiting
+    /// for the same person, client, resource and conversation is renewed instead (its trip to
+    /// the resource may be under way): then `None`, no new link.
+    pub async fn cascade_prompt(
+        &self,
+        caller: &Holder<'_>,
+        client_id: &str,
+        rc: &ResourceClient,
+        need: &Need,
+        decided: Lifetime,
+    ) -> anyhow::Result<Option<Prompt>> {
+        let (prompt, row) = self.new_prompt(caller, rc, need, decided, Some(client_id));
+        if self.store.renew_cascade_prompt(&row).await? {
+            return Ok(None);
+        }
+        self.store.insert_connect_prompt(&row).await?;
+        Ok(Some(prompt))
+    }
+
+    fn new_prompt(
+        &self,
+        caller: &Holder<'_>,
+        rc: &ResourceClient,
+        need: &Need,
+        decided: Lifetime,
+        cascade_client: Option<&str>,
+    ) -> (Prompt, ConnectPromptRow) {
         let (binding, _) = Self::lifetime(rc, decided);
         let id = crypto::random_token(24);
         let id_hash = crypto::sha256_hex(&id);
@@ -61,11 +91,6 @@ impl Vault {
             cascade_grant: cascade_client.map(|_| caller.grant.to_owned()),
             declined_at: None,
         };
-        if row.cascade_client.is_some() {
-            self.store.replace_cascade_prompt(&row).await?;
-        } else {
-            self.store.insert_connect_prompt(&row).await?;
-        }
         let url = format!("{}/connect/{}?prompt={id}", self.issuer, rc.name());
         let display = &rc.resource.display_name;
         let message = match need {
@@ -83,12 +108,15 @@ impl Vault {
                 "{display} cannot be reached right now; if it keeps failing, connect again: {url}"
             ),
         };
-        Ok(Prompt {
-            id,
-            url,
-            elicitation_id,
-            message,
-        })
+        (
+            Prompt {
+                id,
+                url,
+                elicitation_id,
+                message,
+            },
+            row,
+        )
     }
 
     /// A prompt to authorize a connection's resource again, for the same binding (the
@@ -191,6 +219,9 @@ impl Vault {
         self.store
             .complete_connect_prompt(&prompt.id_hash, &id)
             .await?;
+        if prompt.cascade_client.is_some() {
+            self.store.complete_cascade_prompts(prompt, &id).await?;
+        }
         tracing::info!(resource = %rc.name(), user = %prompt.user_id, connection = %id, binding = %prompt.binding, "connection made");
         crate::audit::emit(crate::audit::AuditEvent {
             resource: Some(rc.name().to_owned()),

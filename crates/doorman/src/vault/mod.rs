@@ -370,7 +370,7 @@ impl Vault {
             && let Some(hit) = self.cached(&key, now, max_age)
         {
             crate::metrics::Metrics::count(&crate::metrics::get().vault_lookups, "hit");
-            self.touch(&hit.connection_id, now).await;
+            self.touch(&hit.connection_id, now);
             return Ok(Ok(Credential {
                 connection_id: Some(hit.connection_id.clone()),
                 account: hit.account.clone(),
@@ -419,7 +419,7 @@ impl Vault {
             }
             Some(row.clone())
         } else {
-            self.touch(&row.id, now).await;
+            self.touch(&row.id, now);
             None
         };
         let header = header(rc, &token)?;
@@ -496,7 +496,7 @@ impl Vault {
             .retain(|_, c| c.user_id != user_id);
     }
 
-    async fn touch(&self, id: &str, now: i64) {
+    fn touch(&self, id: &str, now: i64) {
         let due = {
             let mut t = self.touched.lock().expect("touched lock");
             let last = t.get(id).copied().unwrap_or(0);
@@ -506,8 +506,14 @@ impl Vault {
             }
             due
         };
-        if due && let Err(e) = self.store.touch_connection(id, now).await {
-            tracing::warn!(error = %e, "cannot record a connection's use");
+        if due {
+            // Off the request path: the idle window it feeds is minutes long.
+            let (store, id) = (self.store.clone(), id.to_owned());
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_connection(&id, now).await {
+                    tracing::warn!(error = %e, "cannot record a connection's use");
+                }
+            });
         }
     }
 
