@@ -113,8 +113,15 @@ pub async fn measure(
     generations: &[String],
     plan: &Plan,
 ) -> anyhow::Result<Value> {
-    let dir = tempfile::tempdir()?;
-    let cg = Some(dir.path());
+    // `DOORMAN_BENCH_CALLGRIND_DIR` keeps the dumps there, for `callgrind_annotate` or a
+    // flame graph; otherwise they go with a temporary directory.
+    let temp = tempfile::tempdir()?;
+    let kept = std::env::var_os("DOORMAN_BENCH_CALLGRIND_DIR").map(std::path::PathBuf::from);
+    if let Some(k) = &kept {
+        std::fs::create_dir_all(k)?;
+    }
+    let dir_path = kept.as_deref().unwrap_or(temp.path());
+    let cg = Some(dir_path);
     let relays = [
         procs::start_relay_in(bins, echoes[0], cg).await?,
         procs::start_relay_in(bins, echoes[1], cg).await?,
@@ -189,7 +196,7 @@ pub async fn measure(
         ];
         let mut relay = 0.0;
         for (mode, gateway, t) in &modes {
-            let n = per_call(gateway, t, plan, dir.path()).await?;
+            let n = per_call(gateway, t, plan, dir_path).await?;
             if *mode == crate::RELAY {
                 relay = n;
             }
