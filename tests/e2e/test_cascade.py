@@ -103,6 +103,11 @@ def assert_reauthorize(e: Env, r: httpx2.Response, resource: str) -> str:
     return error["data"]["url"]
 
 
+def continue_link(html: str) -> str:
+    """The path of a message page's "Return to your application" link."""
+    return html.split('id="continue"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
+
+
 def walk(e: Env, user: str, url: str, idp_user: str = "alice-work", decision: str = "allow") -> str:
     """The browser follows `url` through Doorman's pages; each time it is sent to the resource's
     authorization server it signs in and answers there, and comes back. Returns where it finally
@@ -199,7 +204,7 @@ def test_a_refusal_at_the_resource_says_so_and_the_client_gets_access_denied(env
     assert "Notes was not connected" in page.text and "You declined at Notes" in page.text, page.text
     assert "told that access was denied" in page.text, page.text
     # The page's link ends the client's authorization with a normal OAuth error.
-    href = page.text.split('id="continue"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
+    href = continue_link(page.text)
     assert href.startswith("/consent?request="), href
     location = e.browser("alice").authorize(e.d.base + href, "alice", PASSWORD)
     assert location.startswith(CLIENT_REDIRECT + "?"), location
@@ -227,7 +232,7 @@ def test_a_failure_at_the_resource_inside_the_cascade_is_no_dead_end(envs):
     assert page.status_code == 502 and "Notes was not connected" in page.text, page.text
     assert "told that access was denied" in page.text and 'id="continue"' in page.text, page.text
     assert cascade_rows(e) == [("notes", 1, 1)]
-    href = page.text.split('id="continue"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
+    href = continue_link(page.text)
     location = e.browser("alice").authorize(e.d.base + href, "alice", PASSWORD)
     assert query_of(location)["error"] == ["access_denied"], location
     # Not locked out: the client refreshes, and its next request asks again.

@@ -20,7 +20,7 @@ use crate::{
     crypto,
     store::{BrowserSessionRow, FederatedIdentityRow, OidcStateRow, UserRow},
     web::{
-        pages::{self, CSRF_COOKIE, SESSION_COOKIE},
+        pages::{self, SESSION_COOKIE},
         see_other, with_cookie,
     },
 };
@@ -162,16 +162,7 @@ pub async fn callback(
         }
     };
     // The browser that left for the provider is the one that came back (login CSRF).
-    let same_browser = s
-        .browser
-        .cookies
-        .get(&headers, CSRF_COOKIE)
-        .is_some_and(|c| {
-            crypto::constant_time_eq(
-                crypto::sha256_hex(&c).as_bytes(),
-                row.browser_hash.as_bytes(),
-            )
-        });
+    let same_browser = s.browser.started(&headers, &row.browser_hash);
     if !same_browser {
         return refused(
             "Wrong browser",

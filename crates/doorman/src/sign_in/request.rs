@@ -11,10 +11,7 @@ use super::AuthServer;
 use crate::{
     crypto,
     store::AuthorizationRequestRow,
-    web::{
-        csrf_refused,
-        pages::{self, CSRF_COOKIE},
-    },
+    web::{csrf_refused, pages},
 };
 
 /// An authorization request after validation, as stored between the pages.
@@ -136,16 +133,7 @@ pub async fn load_request(
             ));
         }
     };
-    let browser_ok = s
-        .browser
-        .cookies
-        .get(headers, CSRF_COOKIE)
-        .is_some_and(|c| {
-            crypto::constant_time_eq(
-                crypto::sha256_hex(&c).as_bytes(),
-                row.browser_hash.as_bytes(),
-            )
-        });
+    let browser_ok = s.browser.started(headers, &row.browser_hash);
     if !browser_ok {
         return Err(pages::message(
             StatusCode::BAD_REQUEST,

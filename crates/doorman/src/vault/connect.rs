@@ -28,7 +28,7 @@ use crate::{
     store::{ConnectPromptRow, ConnectStateRow},
     web::{
         Browser, csrf_refused,
-        pages::{self, CSRF_COOKIE, Nav, ago, human_duration},
+        pages::{self, Nav, ago, human_duration},
         see_other, sign_in_and_return, with_cookie,
     },
 };
@@ -198,18 +198,9 @@ async fn cascade(
     let Some((_, user_id)) = app.browser.signed_in(&headers).await else {
         return not_signed_in();
     };
-    // The browser that started the authorization (`sign_in/request.rs::load_request` checks
-    // the same), signed in as the person it is for.
-    let same_browser = app
-        .browser
-        .cookies
-        .get(&headers, CSRF_COOKIE)
-        .is_some_and(|c| {
-            crypto::constant_time_eq(
-                crypto::sha256_hex(&c).as_bytes(),
-                row.browser_hash.as_bytes(),
-            )
-        });
+    // The browser that started the authorization (as `sign_in/request.rs::load_request`
+    // checks), signed in as the person it is for.
+    let same_browser = app.browser.started(&headers, &row.browser_hash);
     let same_person = row
         .user_id
         .as_deref()

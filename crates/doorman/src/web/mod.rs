@@ -84,6 +84,14 @@ impl Browser {
         }
     }
 
+    /// Whether this is the browser a flow was started in: the SHA-256 of its CSRF cookie, as
+    /// the flow stored it (`browser_hash`), compared in constant time.
+    pub fn started(&self, headers: &HeaderMap, browser_hash: &str) -> bool {
+        self.cookies.get(headers, CSRF_COOKIE).is_some_and(|c| {
+            crypto::constant_time_eq(crypto::sha256_hex(&c).as_bytes(), browser_hash.as_bytes())
+        })
+    }
+
     /// The person this browser is signed in as, if any (and still allowed in): the browser
     /// session and the person's id. Anything unreadable is "not signed in".
     pub async fn signed_in(&self, headers: &HeaderMap) -> Option<(BrowserSessionRow, String)> {
