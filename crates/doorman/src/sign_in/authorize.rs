@@ -273,9 +273,7 @@ pub async fn authorize(
         }
         // The re-authorization cascade needs the person at a resource's pages.
         let waiting = match s.store.cascade_prompts(user_id, &client.id, now).await {
-            Ok(c) => c
-                .iter()
-                .any(|c| c.connection_id.is_none() && c.declined_at.is_none()),
+            Ok(c) => c.iter().any(crate::store::ConnectPromptRow::waiting),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the re-authorization cascade");
                 true

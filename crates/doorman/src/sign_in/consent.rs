@@ -214,7 +214,7 @@ async fn finish(
             &format!("{} was not authorized", refused.resource),
         );
     }
-    if cascade.iter().any(|c| c.connection_id.is_none()) {
+    if cascade.iter().any(crate::store::ConnectPromptRow::waiting) {
         return see_other(&format!("/connect/cascade?request={id}"));
     }
     // The newest grant whose requests asked (a person may run one client on two devices).

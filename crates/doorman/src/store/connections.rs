@@ -701,6 +701,13 @@ pub struct ConnectPromptRow {
     pub declined_at: Option<i64>,
 }
 
+impl ConnectPromptRow {
+    /// Still waiting for the person: neither connected nor refused (`SAME_TRIP` in SQL).
+    pub fn waiting(&self) -> bool {
+        self.connection_id.is_none() && self.declined_at.is_none()
+    }
+}
+
 /// Cascade prompts still waiting for one trip: person ($1), client ($2), resource ($3),
 /// conversation ($4).
 const SAME_TRIP: &str = "user_id = $1 AND cascade_client = $2 AND resource = $3 \

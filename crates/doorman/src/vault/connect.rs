@@ -221,9 +221,7 @@ async fn cascade(
         .cascade_prompts(&user_id, &row.client_id, now)
         .await
     {
-        Ok(p) => p
-            .into_iter()
-            .find(|p| p.connection_id.is_none() && p.declined_at.is_none()),
+        Ok(p) => p.into_iter().find(ConnectPromptRow::waiting),
         Err(e) => return unavailable(e),
     };
     match waiting {
