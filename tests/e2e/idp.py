@@ -21,21 +21,49 @@ authorization server does:
     idp.register({"redirect_uris": [...], "token_endpoint_auth_method": "none"})  # the answer
     idp.registrations(); idp.count("/reg"); idp.registered_clients()
 
+Identity Assertion JWT Authorization Grants (ID-JAG; draft-ietf-oauth-identity-assertion-authz-
+grant, MCP's Enterprise-Managed Authorization) in both roles. The corporate IdP issues them by
+RFC 8693 token exchange for the audiences of `id_jag(...)`; a resource's authorization server
+(`resource_server(..., id_jag_issuers=[trusted_issuer(corp)])`) accepts them with the RFC 7523
+jwt-bearer grant and issues its usual JWT access token. Each one's issuer must be known to the
+other, so pick the resource AS's port first:
+
+    as_port = free_port()
+    corp = start_idp(clients=[idp_client("agent", SECRET, [...])], accounts=[...],
+                     id_jag=id_jag([id_jag_audience(f"http://127.0.0.1:{as_port}", {"agent": "agent-there"},
+                                                    resources=[RESOURCE], scopes=["notes:read"])]))
+    notes = start_idp(clients=[idp_client("agent-there", SECRET, [...])], accounts=[], port=as_port,
+                      resource_server=resource_server(RESOURCE, id_jag_issuers=[trusted_issuer(corp)]))
+    jag = corp.exchange_for_id_jag("agent", SECRET, id_token, notes.issuer, resource=RESOURCE)
+    r = notes.jwt_bearer("agent-there", SECRET, jag)          # 200: the access token
+    corp.set_id_jag_policy(deny_subjects=["bob"]); corp.next_id_jag(expired=True)
+    corp.id_jag_requests(); notes.id_jag_requests()           # what each decided, and why
+
 Plain functions and classes; fixtures live in the test files or conftest.py.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import tempfile
 from pathlib import Path
-from urllib.parse import urljoin, urlparse
+from urllib.parse import quote, urljoin, urlparse
 
 import httpx2
 
 from procs import NODE, PEERS, Proc, free_port, wait_http
 
 IDP_SCRIPT = PEERS / "idp.mjs"
+
+# The ID-JAG vocabulary (RFC 8693 §3, RFC 7523 §2.1, the draft's §9).
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
+ID_TOKEN = "urn:ietf:params:oauth:token-type:id_token"
+REFRESH_TOKEN = "urn:ietf:params:oauth:token-type:refresh_token"
+ID_JAG_TYP = "oauth-id-jag+jwt"
+ID_JAG_PROFILE = "urn:ietf:params:oauth:grant-profile:id-jag"
 
 
 def account(username: str, password: str, *, sub: str | None = None, email: str | None = None,
@@ -64,16 +92,65 @@ def idp_client(client_id: str, secret: str | None, redirect_uris: list[str], *,
 
 def resource_server(audience: str, scopes: list[str] | None = None, *, access_token_ttl: int = 3600,
                     always_refresh: bool = False, registration: bool = False,
-                    registration_skip_consent: bool = False) -> dict:
+                    registration_skip_consent: bool = False, id_jag_issuers: list[dict] | None = None,
+                    id_jag_refresh_token: bool = False) -> dict:
     """The `resource_server` config of idp.mjs: JWT access tokens (RFC 9068) for `audience`, with
     the resource's `scopes` (default notes:read, notes:write). `always_refresh`: a refresh token
     even without offline_access, as GitHub and Linear do. `registration`: open RFC 7591 dynamic
-    client registration at /reg; `registration_skip_consent`: its clients get no consent page."""
+    client registration at /reg; `registration_skip_consent`: its clients get no consent page.
+    `id_jag_issuers` (see `trusted_issuer()`): accept ID-JAGs of these IdPs with the jwt-bearer
+    grant (every static client may use it); `id_jag_refresh_token`: with a refresh token too."""
     out = {"audience": audience, "scopes": list(scopes or ["notes:read", "notes:write"]),
            "access_token_ttl": access_token_ttl, "always_refresh": always_refresh}
     if registration or registration_skip_consent:
         out["registration"] = {"skip_consent": registration_skip_consent}
+    if id_jag_issuers is not None:
+        out["id_jag"] = {"trusted_issuers": list(id_jag_issuers), "refresh_token": id_jag_refresh_token}
     return out
+
+
+def trusted_issuer(issuer: "str | Idp", *, jwks_uri: str | None = None, subject: str = "sub") -> dict:
+    """One IdP whose ID-JAGs a resource AS accepts: its issuer (or a running `Idp`), its JWKS
+    (default: found through its discovery document), and how its people map to accounts here:
+    "sub" (the ID-JAG's sub; unknown ones are created just in time) or "email" (the local account
+    with the ID-JAG's email claim)."""
+    out = {"issuer": issuer.issuer if isinstance(issuer, Idp) else issuer, "subject": subject}
+    if jwks_uri is not None:
+        out["jwks_uri"] = jwks_uri
+    return out
+
+
+def id_jag_audience(audience: str, clients: dict[str, str], *, resources: list[str] | None = None,
+                    scopes: list[str] | None = None, aliases: list[str] | None = None) -> dict:
+    """One resource authorization server the IdP brokers access to: its issuer (`audience`, the
+    ID-JAG's aud), `clients` mapping a requesting client_id at the IdP to that client's client_id at
+    the resource AS (the ID-JAG's client_id), the `resources` paired with it (RFC 8707; a token
+    exchange naming another is invalid_target), the most `scopes` the IdP grants there (default
+    notes:read, notes:write), and `aliases` (other `audience` values meaning it)."""
+    return {"audience": audience, "clients": dict(clients), "resources": list(resources or []),
+            "scopes": list(scopes if scopes is not None else ["notes:read", "notes:write"]),
+            "aliases": list(aliases or [])}
+
+
+def id_jag(audiences: list[dict], *, ttl: int = 300, include_email: bool = True,
+           refresh_token_subject: bool = True) -> dict:
+    """The `id_jag` config of idp.mjs: issue ID-JAGs by token exchange for these audiences (see
+    `id_jag_audience()`), living `ttl` seconds, with the person's email claim (`include_email`);
+    `refresh_token_subject`: an IdP refresh token may be the subject_token, besides an ID token.
+    Every static client of the IdP may use the token-exchange grant."""
+    return {"audiences": list(audiences), "ttl": ttl, "include_email": include_email,
+            "refresh_token_subject": refresh_token_subject}
+
+
+def client_auth(client_id: str, secret: str | None, data: dict, auth: str = "basic") -> tuple[dict, dict]:
+    """(form, headers) of a token request with this client's authentication: "basic" (RFC 6749
+    §2.3.1, form-encoded id and secret), "post" (in the form), or "none" (client_id only)."""
+    if auth == "basic":
+        pair = f"{quote(client_id, safe='')}:{quote(secret or '', safe='')}"
+        return dict(data), {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+    if auth == "post":
+        return {**data, "client_id": client_id, "client_secret": secret or ""}, {}
+    return {**data, "client_id": client_id}, {}
 
 
 class Idp:
@@ -139,12 +216,14 @@ class Idp:
         return self._control("POST", "rotate-keys", {"keep_previous": keep_previous})
 
     def next_id_token(self, claims: dict | None = None, remove: list[str] | None = None,
-                      header: dict | None = None, key: str = "current", tamper_signature: bool = False) -> dict:
-        """Doctors the next ID token the token endpoint returns (see idp.mjs). Returns
-        {"queued": n, "unpublished_kid": kid of the key that is never published}."""
+                      header: dict | None = None, key: str = "current", tamper_signature: bool = False,
+                      expired: bool = False) -> dict:
+        """Doctors the next ID token the token endpoint returns (see idp.mjs; `expired`: iat 10 min
+        and exp 5 min ago). Returns {"queued": n, "unpublished_kid": kid of the key that is never
+        published}."""
         return self._control("POST", "next-id-token", {"claims": claims or {}, "remove": remove or [],
                                                        "header": header or {}, "key": key,
-                                                       "tamper_signature": tamper_signature})
+                                                       "tamper_signature": tamper_signature, "expired": expired})
 
     def fail(self, path: str, status: int = 503, times: int = 1, *, grant_type: str | None = None,
              error: str | None = None, error_description: str | None = None) -> None:
@@ -180,6 +259,81 @@ class Idp:
         """The dynamically registered clients as stored (no secrets; `has_secret` tells), oldest first."""
         return self._control("GET", "clients")
 
+    # -- ID-JAGs (see the module docstring)
+    def token_exchange(self, client_id: str, secret: str | None, subject_token: str, audience: str | list[str] | None,
+                       *, resource: str | list[str] | None = None, scope: str | None = None,
+                       subject_token_type: str = ID_TOKEN, requested_token_type: str | None = ID_JAG,
+                       auth: str = "basic", extra: dict | None = None) -> httpx2.Response:
+        """An RFC 8693 token exchange at /token asking for an ID-JAG (draft §4.3), as `client_id`
+        authenticating with `auth` ("basic", "post", "none"). A list repeats the parameter; None
+        leaves it out. Returns the response, whatever its status."""
+        data = {"grant_type": TOKEN_EXCHANGE, "subject_token": subject_token, "subject_token_type": subject_token_type}
+        if requested_token_type is not None:
+            data["requested_token_type"] = requested_token_type
+        if scope is not None:
+            data["scope"] = scope
+        data.update(extra or {})
+        for name, value in (("audience", audience), ("resource", resource)):
+            if value is not None:
+                data[name] = value  # a list: the parameter once per value
+        form, headers = client_auth(client_id, secret, data, auth)
+        return self._http.post(f"{self.issuer}/token", data=form, headers=headers)
+
+    def exchange_for_id_jag(self, client_id: str, secret: str | None, subject_token: str, audience: str,
+                            **kwargs) -> str:
+        """`token_exchange()` that must succeed (200, issued_token_type id-jag, token_type N_A);
+        returns the ID-JAG."""
+        r = self.token_exchange(client_id, secret, subject_token, audience, **kwargs)
+        assert r.status_code == 200, f"token exchange: {r.status_code} {r.text}"
+        body = r.json()
+        assert body["issued_token_type"] == ID_JAG and body["token_type"] == "N_A", body
+        return body["access_token"]
+
+    def jwt_bearer(self, client_id: str, secret: str | None, assertion: str, *, scope: str | None = None,
+                   resource: str | None = None, auth: str = "basic") -> httpx2.Response:
+        """The RFC 7523 jwt-bearer grant at /token presenting `assertion` (an ID-JAG; draft §4.4),
+        as `client_id` authenticating with `auth`. Returns the response, whatever its status."""
+        data = {"grant_type": JWT_BEARER, "assertion": assertion}
+        if scope is not None:
+            data["scope"] = scope
+        if resource is not None:
+            data["resource"] = resource
+        form, headers = client_auth(client_id, secret, data, auth)
+        return self._http.post(f"{self.issuer}/token", data=form, headers=headers)
+
+    def next_id_jag(self, claims: dict | None = None, remove: list[str] | None = None, header: dict | None = None,
+                    key: str = "current", tamper_signature: bool = False, expired: bool = False) -> dict:
+        """Doctors the next ID-JAG the token exchange issues: `claims` merged, `remove`d ones dropped,
+        `header` fields merged (None drops one; {"alg": "none"} an unsigned token), key "unpublished"
+        (a kid never in the JWKS), a flipped signature, or `expired` (exp 5 min ago). Returns
+        {"queued": n, "unpublished_kid": kid}."""
+        return self._control("POST", "next-id-jag", {"claims": claims or {}, "remove": remove or [],
+                                                     "header": header or {}, "key": key,
+                                                     "tamper_signature": tamper_signature, "expired": expired})
+
+    def set_id_jag_policy(self, *, deny_subjects: list[str] | None = None, deny_audiences: list[str] | None = None,
+                          deny_clients: list[str] | None = None, require_groups: list[str] | None = None,
+                          scopes: dict[str, list[str]] | None = None, error: str | None = None,
+                          error_description: str | None = None) -> dict:
+        """Replaces the IdP admin's ID-JAG policy (no arguments: none): refuse these people
+        (username or sub), audiences or requesting clients, require one of `require_groups`, cap
+        a person's scopes ({"alice": ["notes:read"]}); a refusal answers `error` (default
+        access_denied). Returns the policy."""
+        policy = {"deny_subjects": deny_subjects, "deny_audiences": deny_audiences, "deny_clients": deny_clients,
+                  "require_groups": require_groups, "scopes": scopes, "error": error,
+                  "error_description": error_description}
+        return self._control("POST", "id-jag/policy", {k: v for k, v in policy.items() if v is not None})
+
+    def id_jag_policy(self) -> dict:
+        return self._control("GET", "id-jag/policy")
+
+    def id_jag_requests(self) -> list[dict]:
+        """The token requests an ID-JAG grant handled, oldest first, each with its "id_jag":
+        at the IdP {issued, subject_token_type, header, claims} or {issued: False, error,
+        error_description}; at a resource AS {accepted, iss, sub, jti, client_id, account, scope,
+        refresh_token} or {accepted: False, ..., error, error_description}."""
+        return [r for r in self.requests("/token") if "id_jag" in r]
+
     def revocations(self) -> list[dict]:
         """Every revocation request: {client_id, token_type_hint, status, token_sha256_prefix}."""
         return self._control("GET", "revocations")["revocations"]
@@ -190,10 +344,10 @@ class Idp:
 
 def start_idp(clients: list[dict], accounts: list[dict], *, name: str = "idp", port: int | None = None,
               ttl: dict | None = None, resource_server: dict | None = None, timeout: float = 20.0,
-              conform_id_token_claims: bool = False) -> Idp:
+              conform_id_token_claims: bool = False, id_jag: dict | None = None) -> Idp:
     """Starts tests/peers/idp.mjs on 127.0.0.1 (a free port unless given); its output goes to
     tests/artifacts/<name>.log. `resource_server` (see `resource_server()`) makes it also the
-    authorization server of that resource."""
+    authorization server of that resource; `id_jag` (see `id_jag()`) an issuer of ID-JAGs."""
     port = port or free_port()
     cfg_dir = Path(tempfile.mkdtemp(prefix=f"doorman-{name}-"))
     cfg = cfg_dir / "idp.json"
@@ -202,6 +356,8 @@ def start_idp(clients: list[dict], accounts: list[dict], *, name: str = "idp", p
         config["ttl"] = ttl
     if resource_server:
         config["resource_server"] = resource_server
+    if id_jag:
+        config["id_jag"] = id_jag
     if conform_id_token_claims:
         # oidc-provider's default: scope claims (email, profile, groups) only from UserInfo.
         config["conform_id_token_claims"] = True

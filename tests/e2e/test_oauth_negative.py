@@ -826,14 +826,22 @@ def test_token_resource_mismatch(env, resource):
 
 @pytest.mark.parametrize("grant_type,extra", [
     ("urn:example:unknown", {}),
-    ("client_credentials", {}),
     ("password", {"username": "alice", "password": PASSWORDS["alice"]}),
-], ids=["unknown", "client_credentials", "password"])
+], ids=["unknown", "password"])
 def test_unsupported_grant_types(env, grant_type, extra):
     """With the confidential client correctly authenticated, so the grant type is the only fault."""
     with unchanged_sync(env):
         r = token_post(env, {"grant_type": grant_type, "scope": "mcp", **extra}, basic=("conf", CONF_SECRET))
     assert_token_error(r, 400, "unsupported_grant_type")
+
+
+def test_client_credentials_is_refused_to_a_client_people_sign_in_through(env):
+    """RFC 6749 §5.2 `unauthorized_client`: the grant exists, for service clients only
+    (tests/e2e/test_service_clients.py); a people's client, authenticated, gets no token of
+    its own and nothing changes."""
+    with unchanged_sync(env):
+        r = token_post(env, {"grant_type": "client_credentials", "scope": "mcp"}, basic=("conf", CONF_SECRET))
+    assert_token_error(r, 400, "unauthorized_client")
 
 
 def test_token_request_must_be_form_encoded(env):

@@ -235,7 +235,8 @@ deny_people = ["bob@corp.example"]
 """
 
 
-def start_audit_env(name: str, upstreams: list[dict], *, extra: str = POLICIES, server: dict | None = None) -> Env:
+def start_audit_env(name: str, upstreams: list[dict], *, extra: str = POLICIES, server: dict | None = None,
+                    env: dict | None = None) -> Env:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     notes_port = free_port()
@@ -265,7 +266,7 @@ name = "Tester"
 redirect_uris = ["{CLIENT_REDIRECT}"]
 """ + extra
         d = oauth.accounts_doorman(name, [{"name": "notes", "url": notes.url, "resource": "notes"}, *upstreams],
-                                   extra_toml=toml, env={"NOTES_SECRET": NOTES_SECRET}, port=port,
+                                   extra_toml=toml, env={"NOTES_SECRET": NOTES_SECRET, **(env or {})}, port=port,
                                    server={"session_idle_timeout": "1d", **(server or {})})
     except BaseException:
         if notes is not None:

@@ -30,8 +30,29 @@
 //       "scopes": ["notes:read", "notes:write"],   // its scopes (beside the OIDC ones)
 //       "access_token_ttl": 3600,        // seconds; short values let tests exercise refresh
 //       "always_refresh": false,         // true: a refresh token without offline_access
-//       "registration": true             // optional: open RFC 7591 registration at /reg; or
-//     }                                  //   {"skip_consent": true}: its clients see no consent page
+//       "registration": true,            // optional: open RFC 7591 registration at /reg; or
+//                                        //   {"skip_consent": true}: its clients see no consent page
+//       "id_jag": {                      // optional: accept ID-JAGs (jwt-bearer grant; see below)
+//         "trusted_issuers": [{
+//           "issuer": "http://127.0.0.1:9400",         // a corporate IdP (another idp.mjs)
+//           "jwks_uri": "http://127.0.0.1:9400/jwks",  // default: its discovery's jwks_uri
+//           "subject": "sub"             // or "email": the local account with the ID-JAG's email
+//         }],
+//         "refresh_token": false         // true: a refresh token too (draft §4.4.3: SHOULD NOT)
+//       }
+//     },
+//     "id_jag": {                        // optional: issue ID-JAGs by token exchange (see below)
+//       "ttl": 300,                      // seconds an ID-JAG lives (its exp - iat)
+//       "include_email": true,           // the person's email claim in the ID-JAG
+//       "refresh_token_subject": true,   // accept this IdP's refresh tokens as subject_token
+//       "audiences": [{                  // the resource authorization servers it brokers access to
+//         "audience": "http://127.0.0.1:9600",         // one's issuer: the ID-JAG's aud
+//         "aliases": ["urn:example:notes"],            // optional: other `audience` values for it
+//         "resources": ["http://127.0.0.1:9500/mcp"],  // the resources paired with it (RFC 8707)
+//         "scopes": ["notes:read", "notes:write"],     // the most it may grant there
+//         "clients": {"doorman": "doorman-at-notes"}   // requesting client here -> its client_id there
+//       }]
+//     }
 //   }
 //
 // The provider:
@@ -78,6 +99,66 @@
 // invalid_client_metadata. A registered `scope` limits the OIDC scopes the client may ask for,
 // never the resource's. Registered clients live in memory until the process ends.
 //
+// Identity Assertion JWT Authorization Grant, the IdP side (config `id_jag`; draft-ietf-oauth-
+// identity-assertion-authz-grant, "the draft", profiled by MCP's Enterprise-Managed Authorization
+// extension, "ext-auth"). A client exchanges the person's ID token (or a refresh token of this IdP)
+// for an ID-JAG at /token with RFC 8693 token exchange (draft §4.3):
+//   grant_type=urn:ietf:params:oauth:grant-type:token-exchange
+//   requested_token_type=urn:ietf:params:oauth:token-type:id-jag
+//   subject_token=<ID token>  subject_token_type=urn:ietf:params:oauth:token-type:id_token
+//     (or a refresh token, subject_token_type=urn:ietf:params:oauth:token-type:refresh_token)
+//   audience=<the resource AS's issuer>  [resource=<the resource>]  [scope=notes:read ...]
+// with the client's usual authentication (a public client is unauthorized_client: draft §8.1,
+// ext-auth §7.7). Static clients get this grant by default in this mode (unless their config names
+// grant_types). The answer (RFC 8693 §2.2.1, draft §4.3.4): {"access_token": <the ID-JAG>,
+// "issued_token_type": "urn:ietf:params:oauth:token-type:id-jag", "token_type": "N_A",
+// "expires_in": ttl, "scope": the granted scopes}, never a refresh token. The ID-JAG (draft §3.1):
+// header {"alg": "RS256", "typ": "oauth-id-jag+jwt", "kid": the current RS256 key, in /jwks};
+// claims iss, sub (the person's sub here), aud (the audience's issuer, for an alias too),
+// client_id (the requesting client's id at that AS, from `clients`: draft §5), jti, iat, exp
+// (iat + ttl), resource (as asked: a string, an array for several; absent if none asked), scope
+// (granted; absent if none), auth_time/acr/amr of the login, email (include_email). Checks, in
+// order, and their refusals (RFC 6749 §5.2, 400 with an error_description saying which):
+//   invalid_request   requested_token_type other than id-jag, a missing parameter, another
+//                     subject_token_type, several audiences
+//   invalid_grant     the subject token (draft §4.3.3): an ID token not signed by a published key
+//                     of this IdP, of another iss, whose aud is not the authenticated client, or
+//                     expired; a refresh token unknown, of another client, expired, already rotated
+//                     or revoked; the person unknown or disabled
+//   invalid_target    an audience not in `audiences` (nor an alias; RFC 8693 §2.2.2), a resource
+//                     not paired with it (ext-auth §7.6.1)
+//   access_denied     the client has no client_id at that audience, or the admin's policy
+//                     (/_control/id-jag/policy) refuses (the draft's proposed code for "valid
+//                     subject token, not authorized"; the policy may name another error)
+//   invalid_scope     none of the requested scopes may be granted
+// No scope asked: all that the audience and the policy allow; some asked: those of them allowed.
+// Discovery lists the grant in grant_types_supported and
+// identity_chaining_requested_token_types_supported ["urn:ietf:params:oauth:token-type:id-jag"].
+//
+// As a resource AS accepting ID-JAGs (config resource_server.id_jag; draft §4.4, RFC 7523 §2.1):
+// the client presents one at /token with grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer
+// and assertion=<the ID-JAG> (optional scope and resource), authenticating as its client here.
+// Static clients get this grant by default in this mode (unless their config names grant_types);
+// discovery lists it and authorization_grant_profiles_supported
+// ["urn:ietf:params:oauth:grant-profile:id-jag"] (draft §7). Checks, in order, each refusing
+// invalid_grant with an error_description naming it (draft §4.4.1, RFC 7523 §3, ext-auth §7.4):
+// a compact JWS; typ oauth-id-jag+jwt; alg RS256, PS256, ES256, ES384 or EdDSA (never none);
+// iss a trusted issuer, and not this server itself (draft §8.3); a key of the issuer's JWKS
+// verifies the signature (fetched over loopback, cached per issuer, fetched again for an unknown
+// kid); aud this issuer (a string, or an array of exactly that one); exp in the future and iat
+// not (5 s of skew); sub, jti and client_id present; client_id the authenticated client; no cnf
+// (no DPoP here: draft §8.6.1.2.2); resource, if present, includes resource_server.audience;
+// every scope in its scope is the resource's (ext-auth §7.6.2); its jti not used before (single
+// use per issuer, ext-auth §7.4.2); the account: subject "sub" takes the ID-JAG's sub (a
+// disabled local account with that sub is refused; an unknown one is created in memory, just in
+// time), "email" the local account with the ID-JAG's email (none or disabled: refused). A
+// `resource` parameter other than the audience is invalid_target; a `scope` parameter sharing no
+// scope with the ID-JAG is invalid_scope. The answer: the same RFC 9068 JWT access token the code
+// flow issues
+// (aud the audience, sub the account, client_id, scope = the ID-JAG's scopes, narrowed to the
+// `scope` parameter if one was sent: ext-auth §7.2.1), token_type Bearer, expires_in, scope; a
+// refresh token only with refresh_token true (a grant of its own; the refresh grant then works).
+//
 // Pages (plain HTML forms, no scripts, nothing loaded from elsewhere; work for an HTTP client
 // and for a browser alike):
 //   GET  /interaction/<uid>          login form: `username`, `password`, submit button
@@ -101,9 +182,21 @@
 //   POST /_control/next-id-token             body: {"claims": {..}, "remove": [..],
 //        "header": {..}, "key": "current" | "unpublished", "tamper_signature": false}
 //        the next token response carrying an ID token gets it re-signed after these changes
-//        (claims merged, `remove`d claims dropped, header fields merged; "unpublished" signs
-//        with an RS256 key that is never in the JWKS; tamper_signature flips the signature).
+//        (claims merged, `remove`d claims dropped, header fields merged, a header field set to
+//        null dropped; "unpublished" signs with an RS256 key that is never in the JWKS;
+//        tamper_signature flips the signature; "expired": true sets iat 10 min and exp 5 min ago).
 //        For negative tests: wrong nonce/aud/azp/iss, expired, unknown kid, bad signature.
+//   POST /_control/next-id-jag               body: as /_control/next-id-token ("header": {"typ":
+//        "JWT"} a wrong typ, {"typ": null} none, {"alg": "none"} an unsigned token); the next
+//        ID-JAG the token exchange issues is doctored so (queued, oldest first). Answers
+//        {"queued": n, "unpublished_kid": kid}.
+//   GET  /_control/id-jag/policy             the IdP admin's policy for ID-JAGs
+//   POST /_control/id-jag/policy             body: {"deny_subjects": [username or sub],
+//        "deny_audiences": [issuer or alias], "deny_clients": [requesting client_id],
+//        "require_groups": [..] (the person must be in one), "scopes": {"<username or sub>":
+//        [the most that person may get]}, "error": "access_denied", "error_description": ".."}
+//        replaces the policy ({} lets through whatever `id_jag` allows). A token exchange the
+//        policy refuses answers 400 with `error` (default access_denied). Answers the policy.
 //   POST /_control/fail                      body: {"path": "/token", "status": 503, "times": 1,
 //        "grant_type": "refresh_token", "error": "invalid_grant", "error_description": ".."}
 //        the next `times` requests to that path (only token requests of that grant_type, if
@@ -117,6 +210,11 @@
 //        (route "registration") carry params = the client metadata as sent (client_secret,
 //        registration_access_token masked), client_id (issued, else null) and error (if
 //        refused). Requests answered by /_control/fail are there too, with "injected": true.
+//        subject_token, actor_token and assertion are masked too. A token exchange for an ID-JAG
+//        carries "id_jag": {issued: true, subject_token_type, header, claims} or {issued: false,
+//        subject_token_type, error, error_description}; a jwt-bearer request at a resource AS
+//        {accepted: true, iss, sub, jti, client_id, account, scope, refresh_token} or {accepted:
+//        false, iss, sub, jti, client_id (as read, or null), error, error_description}.
 //   GET  /_control/clients                   dynamically registered clients as stored, oldest
 //        first: their metadata (scope as registered) and has_secret; never the secret.
 //   GET  /_control/revocations               {"count": N, "revocations": [{client_id,
@@ -124,7 +222,10 @@
 //        token_sha256_prefix is the first 12 hex digits of SHA-256 of the token (never the token).
 //   POST /_control/reset-requests            empties both logs
 
-import { createHash, generateKeyPairSync, randomBytes, sign as cryptoSign } from 'node:crypto';
+import {
+  constants as cryptoConstants, createHash, createPublicKey, generateKeyPairSync, randomBytes,
+  sign as cryptoSign, verify as cryptoVerify,
+} from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import { parseArgs } from 'node:util';
@@ -147,7 +248,19 @@ const config = configPath
   ? JSON.parse(readFileSync(configPath, 'utf8'))
   : JSON.parse(process.env.IDP_CONFIG_JSON ?? '{}');
 const issuer = `http://127.0.0.1:${port}`;
+
+// The ID-JAG vocabulary (draft-ietf-oauth-identity-assertion-authz-grant, RFC 8693, RFC 7523).
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+const TT_ID_JAG = 'urn:ietf:params:oauth:token-type:id-jag';
+const TT_ID_TOKEN = 'urn:ietf:params:oauth:token-type:id_token';
+const TT_REFRESH_TOKEN = 'urn:ietf:params:oauth:token-type:refresh_token';
+const ID_JAG_TYP = 'oauth-id-jag+jwt';
+const ID_JAG_PROFILE = 'urn:ietf:params:oauth:grant-profile:id-jag';
+
+const isStringList = (v) => Array.isArray(v) && v.every((x) => typeof x === 'string' && x);
 const resourceServer = readResourceServer(config.resource_server);
+const idJag = readIdJag(config.id_jag);
 
 function readResourceServer(rs) {
   if (!rs) return null;
@@ -165,6 +278,46 @@ function readResourceServer(rs) {
     // RFC 7591 dynamic client registration: true, or {"skip_consent": true} for clients that
     // never see the consent page (as if the person had consented before).
     registration: reg ? { skipConsent: Boolean(reg === true ? false : reg.skip_consent) } : null,
+    idJag: readIdJagAcceptance(rs.id_jag),
+  };
+}
+
+// resource_server.id_jag: the IdPs whose ID-JAGs this resource AS accepts (draft §4.1: each
+// trusted issuer is configured, with how its subjects map to local accounts).
+function readIdJagAcceptance(cfg) {
+  if (!cfg) return null;
+  const trustedIssuers = (cfg.trusted_issuers ?? []).map((t) => {
+    if (!URL.canParse(t?.issuer ?? '')) throw new Error('resource_server.id_jag.trusted_issuers[].issuer must be a URL');
+    if (t.jwks_uri !== undefined && !URL.canParse(t.jwks_uri)) throw new Error('trusted_issuers[].jwks_uri must be a URL');
+    const subject = t.subject ?? 'sub';
+    if (!['sub', 'email'].includes(subject)) throw new Error('trusted_issuers[].subject must be "sub" or "email"');
+    return { issuer: t.issuer, jwksUri: t.jwks_uri ?? null, subject };
+  });
+  return { trustedIssuers, refreshToken: Boolean(cfg.refresh_token) };
+}
+
+// `id_jag`: this IdP issues ID-JAGs for these audiences (resource authorization servers).
+function readIdJag(cfg) {
+  if (!cfg) return null;
+  const audiences = (cfg.audiences ?? []).map((a) => {
+    if (typeof a?.audience !== 'string' || !a.audience) throw new Error('id_jag.audiences[].audience is required');
+    for (const key of ['aliases', 'resources', 'scopes']) {
+      if (a[key] !== undefined && !isStringList(a[key])) throw new Error(`id_jag.audiences[].${key} must be a list of strings`);
+    }
+    const clientIds = a.clients ?? {};
+    if (typeof clientIds !== 'object' || Object.values(clientIds).some((v) => typeof v !== 'string' || !v)) {
+      throw new Error('id_jag.audiences[].clients maps a client_id here to a client_id there');
+    }
+    return {
+      audience: a.audience, aliases: a.aliases ?? [], resources: a.resources ?? [], scopes: a.scopes ?? [],
+      clients: clientIds,
+    };
+  });
+  return {
+    audiences,
+    ttl: Number(cfg.ttl ?? 300),
+    includeEmail: cfg.include_email !== false,
+    refreshTokenSubject: cfg.refresh_token_subject !== false,
   };
 }
 
@@ -184,6 +337,12 @@ function putAccount(input) {
 for (const a of config.accounts ?? []) putAccount(a);
 
 const bySub = (sub) => [...accounts.values()].find((a) => a.sub === sub);
+const byEmail = (email) => [...accounts.values()]
+  .find((a) => typeof a.claims.email === 'string' && a.claims.email.toLowerCase() === String(email).toLowerCase());
+
+// People a resource AS met first through an ID-JAG (subject "sub", no local account with that
+// sub): created just in time, in memory, so that refresh grants find them (findAccount).
+const federatedAccounts = new Map(); // sub -> account record (as in `accounts`)
 const publicAccount = (a) => ({ username: a.username, sub: a.sub, disabled: a.disabled, ...a.claims });
 
 function sameSecret(a, b) {
@@ -293,19 +452,27 @@ function signJws(header, payload, jwk) {
 // --- clients --------------------------------------------------------------------------------
 
 const autoConsent = new Set();
+// The ID-JAG grants come by default to every static client of a provider that has them.
+const defaultGrantTypes = ['authorization_code', 'refresh_token',
+  ...(idJag ? [TOKEN_EXCHANGE] : []), ...(resourceServer?.idJag ? [JWT_BEARER] : [])];
 const clients = (config.clients ?? []).map(({ skip_consent: skip, ...c }) => {
   if (skip) autoConsent.add(c.client_id);
-  return { grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], ...c };
+  return { grant_types: defaultGrantTypes, response_types: ['code'], ...c };
 });
 
 // --- control state --------------------------------------------------------------------------
 
 const idTokenChanges = []; // queued /_control/next-id-token bodies
+const idJagChanges = []; // queued /_control/next-id-jag bodies
+let idJagPolicy = {}; // /_control/id-jag/policy
+const usedJtis = new Map(); // `${iss} ${jti}` of accepted ID-JAGs -> their exp (single use)
+const issuerJwks = new Map(); // trusted issuer -> its JWKS keys, as last fetched
 const failures = []; // {path, status, times, grant_type, error, error_description}
 const requests = [];
 const revocations = []; // {client_id, token_type_hint, status, token_sha256_prefix}
 const MASKED = new Set(['code', 'code_verifier', 'refresh_token', 'client_secret', 'token',
-  'client_assertion', 'password', 'registration_access_token', 'initial_access_token']);
+  'client_assertion', 'password', 'registration_access_token', 'initial_access_token',
+  'subject_token', 'actor_token', 'assertion']);
 
 function masked(params) {
   const out = {};
@@ -320,11 +487,21 @@ function logRequest(entry) {
   if (requests.length > 500) requests.shift();
 }
 
-function rewriteIdToken(idToken, change) {
-  const [h, p] = idToken.split('.');
+// Re-signs a JWS of ours after a /_control/next-id-token or /_control/next-id-jag change.
+function rewriteJws(token, change) {
+  const [h, p] = token.split('.');
   const header = { ...JSON.parse(Buffer.from(h, 'base64url')), ...(change.header ?? {}) };
+  for (const [name, value] of Object.entries(header)) if (value === null) delete header[name];
   const payload = { ...JSON.parse(Buffer.from(p, 'base64url')), ...(change.claims ?? {}) };
   for (const claim of change.remove ?? []) delete payload[claim];
+  if (change.expired) {
+    const now = Math.floor(Date.now() / 1000);
+    Object.assign(payload, { iat: now - 600, exp: now - 300 });
+  }
+  if (header.alg === 'none') {
+    // An unsecured JWS (RFC 7515 Appendix A.5): no signature at all.
+    return `${b64u(JSON.stringify(header))}.${b64u(JSON.stringify(payload))}.`;
+  }
   let key = signingKeys.find((k) => k.alg === header.alg) ?? signingKeys[0];
   if (change.key === 'unpublished') {
     key = unpublishedKey;
@@ -339,6 +516,372 @@ function rewriteIdToken(idToken, change) {
     jws = `${a}.${b}.${b64u(sig)}`;
   }
   return jws;
+}
+
+// --- Identity Assertion JWT Authorization Grant (ID-JAG) ------------------------------------
+
+// JWS algorithms accepted for ID tokens (as subject tokens) and ID-JAGs: an explicit allow-list,
+// never "none" (RFC 8725 §3.1, ext-auth §7.4.1).
+const JWS_ALGS = {
+  RS256: { kty: 'RSA', hash: 'sha256' },
+  PS256: { kty: 'RSA', hash: 'sha256', padding: cryptoConstants.RSA_PKCS1_PSS_PADDING, saltLength: 32 },
+  ES256: { kty: 'EC', crv: 'P-256', hash: 'sha256', dsaEncoding: 'ieee-p1363' },
+  ES384: { kty: 'EC', crv: 'P-384', hash: 'sha384', dsaEncoding: 'ieee-p1363' },
+  EdDSA: { kty: 'OKP', crv: 'Ed25519', hash: null }, // RFC 8037
+};
+const CLOCK_SKEW = 5; // seconds of tolerance on exp and iat
+const epoch = () => Math.floor(Date.now() / 1000);
+const isPlainObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+// A compact JWS taken apart, nothing verified; throws an Error saying what is wrong.
+function decodeJws(jws) {
+  const parts = String(jws).split('.');
+  if (parts.length !== 3) throw new Error('not a compact JWS (three dot-separated parts)');
+  let header;
+  let payload;
+  try {
+    header = JSON.parse(Buffer.from(parts[0], 'base64url').toString('utf8'));
+    payload = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'));
+  } catch {
+    throw new Error('header or payload is not base64url-encoded JSON');
+  }
+  if (!isPlainObject(header) || !isPlainObject(payload)) throw new Error('header and payload must be JSON objects');
+  return { header, payload, input: `${parts[0]}.${parts[1]}`, signature: Buffer.from(parts[2], 'base64url') };
+}
+
+// Verifies a decoded JWS with one of `keys` (JWKs; private ones are fine, their public part is
+// used): the header's kid picks the key when present. Throws an Error saying what failed.
+function verifyJws(decoded, keys) {
+  const { header } = decoded;
+  const alg = JWS_ALGS[header.alg];
+  if (!alg) throw new Error(`alg ${JSON.stringify(header.alg ?? null)} is not allowed (${Object.keys(JWS_ALGS).join(', ')})`);
+  const candidates = keys.filter((k) => k.kty === alg.kty && (!alg.crv || k.crv === alg.crv)
+    && (!k.alg || k.alg === header.alg) && (!k.use || k.use === 'sig')
+    && (header.kid === undefined || k.kid === header.kid));
+  if (!candidates.length) {
+    throw new Error(header.kid !== undefined ? `no published key has kid ${JSON.stringify(header.kid)}` : `no published ${header.alg} key`);
+  }
+  const { kty, crv, hash, ...options } = alg;
+  for (const jwk of candidates) {
+    const key = createPublicKey({ key: jwk, format: 'jwk' });
+    if (cryptoVerify(hash, Buffer.from(decoded.input), { key, ...options }, decoded.signature)) return jwk;
+  }
+  throw new Error('the signature does not verify');
+}
+
+// An RFC 6749 §5.2 error answer with our own error_description (oidc-provider's InvalidGrant
+// would hide the description in error_detail).
+const oauthError = (error, description) => new errors.CustomOIDCProviderError(error, description);
+
+const ofPerson = (list, a) => (list ?? []).some((x) => x === a.username || x === a.sub);
+
+// What is wrong with a /_control/id-jag/policy body, if anything (checked when set, so that a
+// bad policy fails the test that sets it rather than a later token exchange).
+function idJagPolicyProblem(policy) {
+  if (!isPlainObject(policy)) return 'the policy is a JSON object';
+  const known = ['deny_subjects', 'deny_audiences', 'deny_clients', 'require_groups', 'scopes', 'error', 'error_description'];
+  const unknown = Object.keys(policy).filter((k) => !known.includes(k));
+  if (unknown.length) return `unknown policy keys: ${unknown.join(', ')}`;
+  for (const key of ['deny_subjects', 'deny_audiences', 'deny_clients', 'require_groups']) {
+    if (policy[key] !== undefined && !(Array.isArray(policy[key]) && policy[key].every((x) => typeof x === 'string'))) {
+      return `${key} must be a list of strings`;
+    }
+  }
+  if (policy.scopes !== undefined && !(isPlainObject(policy.scopes) && Object.values(policy.scopes).every(isStringList))) {
+    return 'scopes maps a username or sub to a list of scopes';
+  }
+  for (const key of ['error', 'error_description']) {
+    if (policy[key] !== undefined && (typeof policy[key] !== 'string' || !policy[key])) return `${key} must be a string`;
+  }
+  return null;
+}
+
+// --- the IdP side: RFC 8693 token exchange for an ID-JAG (draft §4.3) ---
+
+// The subject token's person and login (draft §4.3.3), or invalid_grant.
+async function exchangeSubject(ctx, token, type) {
+  const { provider, client } = ctx.oidc;
+  const bad = (why) => oauthError('invalid_grant', `subject_token: ${why}`);
+  let login;
+  if (type === TT_ID_TOKEN) {
+    let decoded;
+    try {
+      decoded = decodeJws(token);
+      const typ = String(decoded.header.typ ?? '').toLowerCase().replace(/^application\//, '');
+      if (['at+jwt', ID_JAG_TYP].includes(typ)) throw new Error(`typ ${decoded.header.typ} is not an ID token's`);
+      verifyJws(decoded, signingKeys); // the keys this IdP publishes at /jwks
+    } catch (e) {
+      throw bad(e.message);
+    }
+    const c = decoded.payload;
+    if (c.iss !== issuer) throw bad(`iss ${JSON.stringify(c.iss ?? null)} is not this IdP (${issuer})`);
+    const aud = Array.isArray(c.aud) ? c.aud : [c.aud];
+    if (!aud.includes(client.clientId)) {
+      throw bad(`its aud ${JSON.stringify(c.aud ?? null)} is not the authenticated client ${client.clientId}`);
+    }
+    if (aud.length > 1 && c.azp !== client.clientId) throw bad(`azp ${JSON.stringify(c.azp ?? null)} is not ${client.clientId}`);
+    if (typeof c.exp !== 'number' || c.exp <= epoch()) throw bad('the ID token is expired (or has no exp)');
+    if (typeof c.sub !== 'string' || !c.sub) throw bad('no sub');
+    login = { sub: c.sub, authTime: c.auth_time, acr: c.acr, amr: c.amr };
+  } else if (type === TT_REFRESH_TOKEN && idJag.refreshTokenSubject) {
+    // The same checks as the refresh_token grant (draft §4.3.3), without rotating it.
+    const rt = await provider.RefreshToken.find(token, { ignoreExpiration: true });
+    if (!rt) throw bad('not a refresh token of this IdP (unknown or revoked)');
+    if (rt.clientId !== client.clientId) throw bad(`the refresh token was issued to another client, not ${client.clientId}`);
+    if (rt.isExpired) throw bad('the refresh token is expired');
+    if (rt.consumed) throw bad('the refresh token was already used (rotated)');
+    if (!await provider.Grant.find(rt.grantId)) throw bad('the refresh token\'s grant was revoked');
+    login = { sub: rt.accountId, authTime: rt.authTime, acr: rt.acr, amr: rt.amr };
+  } else {
+    const known = [TT_ID_TOKEN, ...(idJag.refreshTokenSubject ? [TT_REFRESH_TOKEN] : [])];
+    throw oauthError('invalid_request', `subject_token_type ${JSON.stringify(type)} is not supported (${known.join(', ')})`);
+  }
+  const account = bySub(login.sub);
+  if (!account) throw bad(`no person with sub ${login.sub}`);
+  if (account.disabled) throw bad(`the account of ${account.username} is disabled`);
+  return { account, login };
+}
+
+async function tokenExchangeHandler(ctx) {
+  const { client } = ctx.oidc;
+  const params = ctx.oidc.params;
+  ctx.state.idJag = { issued: false, subject_token_type: params.subject_token_type ?? null };
+
+  if (client.clientAuthMethod === 'none') {
+    throw oauthError('unauthorized_client', 'token exchange for an ID-JAG needs client authentication (a confidential client)');
+  }
+  for (const name of ['requested_token_type', 'subject_token', 'subject_token_type', 'audience']) {
+    if (!params[name]) throw oauthError('invalid_request', `${name} is required`);
+  }
+  if (params.requested_token_type !== TT_ID_JAG) {
+    throw oauthError('invalid_request', `requested_token_type must be ${TT_ID_JAG}: the only token this IdP issues by token exchange`);
+  }
+  if (Array.isArray(params.audience)) throw oauthError('invalid_request', 'one audience only');
+
+  const { account, login } = await exchangeSubject(ctx, params.subject_token, params.subject_token_type);
+
+  const target = idJag.audiences.find((a) => a.audience === params.audience || a.aliases.includes(params.audience));
+  if (!target) {
+    throw oauthError('invalid_target', `audience ${params.audience} is not a resource authorization server this IdP brokers access to`);
+  }
+  const resources = params.resource === undefined ? [] : [params.resource].flat();
+  const unpaired = resources.filter((r) => !target.resources.includes(r));
+  if (unpaired.length) {
+    throw oauthError('invalid_target', `resource ${unpaired.join(', ')} is not paired with audience ${target.audience}`);
+  }
+  const clientThere = target.clients[client.clientId];
+  if (!clientThere) {
+    throw oauthError('access_denied', `client ${client.clientId} is not authorized to broker access to ${target.audience}`);
+  }
+
+  // The administrator's policy (/_control/id-jag/policy): the IdP "evaluates policy" (draft §4.3.3).
+  const policy = idJagPolicy;
+  const refusal = (policy.deny_subjects && ofPerson(policy.deny_subjects, account) && `for ${account.username}`)
+    || ((policy.deny_audiences ?? []).some((x) => x === target.audience || target.aliases.includes(x)) && `for ${target.audience}`)
+    || ((policy.deny_clients ?? []).includes(client.clientId) && `for client ${client.clientId}`)
+    || (policy.require_groups?.length && !(account.claims.groups ?? []).some((g) => policy.require_groups.includes(g))
+      && `for ${account.username}: not in ${policy.require_groups.join(', ')}`);
+  if (refusal) {
+    throw oauthError(policy.error ?? 'access_denied', policy.error_description ?? `the IdP's policy refuses an ID-JAG ${refusal}`);
+  }
+
+  let allowed = target.scopes;
+  const ceiling = Object.entries(policy.scopes ?? {}).find(([who]) => who === account.username || who === account.sub);
+  if (ceiling) allowed = allowed.filter((sc) => ceiling[1].includes(sc));
+  const asked = params.scope ? params.scope.split(' ').filter(Boolean) : null;
+  const granted = asked ? asked.filter((sc) => allowed.includes(sc)) : allowed;
+  if (asked && !granted.length) {
+    throw oauthError('invalid_scope', `none of ${asked.join(' ')} may be granted for ${target.audience} (allowed: ${allowed.join(' ') || 'none'})`);
+  }
+
+  // The ID-JAG (draft §3.1), signed like our ID tokens with the current RS256 key.
+  const iat = epoch();
+  const claims = {
+    iss: issuer,
+    sub: account.sub,
+    aud: target.audience,
+    client_id: clientThere,
+    jti: randomBytes(16).toString('base64url'),
+    iat,
+    exp: iat + idJag.ttl,
+    ...(resources.length ? { resource: resources.length === 1 ? resources[0] : resources } : {}),
+    ...(granted.length ? { scope: granted.join(' ') } : {}),
+    ...(login.authTime !== undefined ? { auth_time: login.authTime } : {}),
+    ...(login.acr !== undefined ? { acr: login.acr } : {}),
+    ...(login.amr !== undefined ? { amr: login.amr } : {}),
+    ...(idJag.includeEmail && account.claims.email ? { email: account.claims.email } : {}),
+  };
+  const key = signingKeys.find((k) => k.alg === 'RS256');
+  let idJagToken = signJws({ alg: 'RS256', typ: ID_JAG_TYP, kid: key.kid }, claims, key);
+  if (idJagChanges.length) idJagToken = rewriteJws(idJagToken, idJagChanges.shift());
+  const { header, payload } = decodeJws(idJagToken);
+  ctx.state.idJag = { issued: true, subject_token_type: params.subject_token_type, header, claims: payload };
+  log(`id-jag for ${account.username} (${account.sub}) -> ${target.audience} as client ${clientThere}`
+    + `${granted.length ? `, scope ${granted.join(' ')}` : ''}`);
+
+  // RFC 8693 §2.2.1 / draft §4.3.4: not an access token, hence token_type N_A.
+  ctx.body = {
+    access_token: idJagToken,
+    issued_token_type: TT_ID_JAG,
+    token_type: 'N_A',
+    expires_in: idJag.ttl,
+    ...(granted.length ? { scope: granted.join(' ') } : {}),
+  };
+}
+
+// --- the resource AS side: RFC 7523 jwt-bearer grant with an ID-JAG (draft §4.4) ---
+
+// The resource's RFC 8707 indicator info, for the code flow and the jwt-bearer grant alike.
+function resourceServerInfo() {
+  return {
+    audience: resourceServer.audience,
+    scope: resourceServer.scopes.join(' '),
+    accessTokenTTL: resourceServer.accessTokenTTL,
+    accessTokenFormat: 'jwt',
+    jwt: { sign: { alg: 'RS256' } },
+  };
+}
+
+// The trusted issuer's JWKS keys, fetched over loopback HTTP; cached, and fetched again when a
+// kid is not among them (the issuer rotated its keys).
+async function trustedIssuerKeys(trusted, kid) {
+  const cached = issuerJwks.get(trusted.issuer);
+  if (cached && (kid === undefined || cached.some((k) => k.kid === kid))) return cached;
+  const getJson = async (url) => {
+    const r = await fetch(url, { signal: AbortSignal.timeout(5000) });
+    if (!r.ok) throw new Error(`${url} answered ${r.status}`);
+    return r.json();
+  };
+  let { jwksUri } = trusted;
+  if (!jwksUri) {
+    const meta = await getJson(`${trusted.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`);
+    jwksUri = meta.jwks_uri;
+  }
+  const jwks = await getJson(jwksUri);
+  const keys = Array.isArray(jwks?.keys) ? jwks.keys : [];
+  issuerJwks.set(trusted.issuer, keys);
+  return keys;
+}
+
+async function jwtBearerHandler(ctx) {
+  const { provider, client } = ctx.oidc;
+  const params = ctx.oidc.params;
+  const accept = resourceServer.idJag;
+  const state = { accepted: false, iss: null, sub: null, jti: null, client_id: null };
+  ctx.state.idJag = state;
+  const bad = (why) => oauthError('invalid_grant', why);
+
+  if (!params.assertion) throw oauthError('invalid_request', 'assertion is required (RFC 7523 §2.1)');
+  let decoded;
+  try {
+    decoded = decodeJws(params.assertion);
+  } catch (e) {
+    throw bad(`the assertion is not a JWT: ${e.message}`);
+  }
+  const { header, payload: c } = decoded;
+  Object.assign(state, {
+    iss: c.iss ?? null, sub: c.sub ?? null, jti: c.jti ?? null, client_id: c.client_id ?? null,
+  });
+
+  // draft §4.4.1: typ, per RFC 8725 §3.11 (the "application/" prefix may be there: RFC 7515 §4.1.9).
+  const typ = String(header.typ ?? '').toLowerCase().replace(/^application\//, '');
+  if (typ !== ID_JAG_TYP) throw bad(`typ ${JSON.stringify(header.typ ?? null)} is not ${ID_JAG_TYP}`);
+  if (!JWS_ALGS[header.alg]) throw bad(`alg ${JSON.stringify(header.alg ?? null)} is not allowed (${Object.keys(JWS_ALGS).join(', ')})`);
+  if (c.iss === issuer) throw bad('this authorization server does not accept an ID-JAG it issued itself (draft §8.3)');
+  const trusted = accept.trustedIssuers.find((t) => t.issuer === c.iss);
+  if (!trusted) throw bad(`iss ${JSON.stringify(c.iss ?? null)} is not a trusted issuer`);
+  let keys;
+  try {
+    keys = await trustedIssuerKeys(trusted, header.kid);
+  } catch (e) {
+    throw bad(`the JWKS of ${trusted.issuer} could not be fetched: ${e.message}`);
+  }
+  try {
+    verifyJws(decoded, keys);
+  } catch (e) {
+    throw bad(`signature: ${e.message} (JWKS of ${trusted.issuer})`);
+  }
+  // draft §4.4.1: aud is this issuer, a string or an array of exactly that one.
+  if (!(c.aud === issuer || (Array.isArray(c.aud) && c.aud.length === 1 && c.aud[0] === issuer))) {
+    throw bad(`aud ${JSON.stringify(c.aud ?? null)} is not this authorization server (${issuer})`);
+  }
+  const now = epoch();
+  if (typeof c.exp !== 'number') throw bad('no exp');
+  if (c.exp <= now - CLOCK_SKEW) throw bad(`the ID-JAG expired ${now - c.exp} s ago`);
+  if (typeof c.iat !== 'number') throw bad('no iat');
+  if (c.iat > now + CLOCK_SKEW) throw bad('iat is in the future');
+  for (const name of ['sub', 'jti', 'client_id']) {
+    if (typeof c[name] !== 'string' || !c[name]) throw bad(`no ${name}`);
+  }
+  // draft §4.4.1: client continuity.
+  if (c.client_id !== client.clientId) throw bad(`client_id ${c.client_id} is not the authenticated client ${client.clientId}`);
+  if (c.cnf !== undefined) throw bad('the ID-JAG is key-bound (cnf) and this server takes no proof of possession (draft §8.6.1.2.2)');
+  // ext-auth §7.6.2: the resource claim names this server's resource; the scope claim its scopes.
+  if (c.resource !== undefined && ![c.resource].flat().includes(resourceServer.audience)) {
+    throw bad(`resource ${JSON.stringify(c.resource)} is not this server's resource ${resourceServer.audience}`);
+  }
+  if (params.resource !== undefined && params.resource !== resourceServer.audience) {
+    throw oauthError('invalid_target', `resource ${params.resource} is not ${resourceServer.audience}`);
+  }
+  const inJag = typeof c.scope === 'string' ? c.scope.split(' ').filter(Boolean) : [];
+  const foreign = inJag.filter((sc) => !resourceServer.scopes.includes(sc));
+  if (foreign.length) throw bad(`scope ${foreign.join(' ')} is not a scope of ${resourceServer.audience}`);
+  const asked = params.scope ? params.scope.split(' ').filter(Boolean) : null;
+  const granted = asked ? inJag.filter((sc) => asked.includes(sc)) : inJag;
+  if (asked && !granted.length) {
+    throw oauthError('invalid_scope', `the ID-JAG grants none of ${asked.join(' ')} (it has: ${inJag.join(' ') || 'no scope'})`);
+  }
+  // ext-auth §7.4.2: each jti once per issuer, remembered until the ID-JAG's exp.
+  for (const [key, exp] of usedJtis) if (exp < now - CLOCK_SKEW) usedJtis.delete(key);
+  const jtiKey = `${c.iss} ${c.jti}`;
+  if (usedJtis.has(jtiKey)) throw bad(`jti ${c.jti} was already used (a replayed ID-JAG)`);
+
+  // The account (draft §4.1: each trusted issuer's subjects resolve to local accounts).
+  let account;
+  if (trusted.subject === 'email') {
+    if (typeof c.email !== 'string') throw bad('no email claim to find the account by');
+    account = byEmail(c.email);
+    if (!account) throw bad(`no account with email ${c.email}`);
+  } else {
+    account = bySub(c.sub) ?? federatedAccounts.get(c.sub);
+    if (!account) {
+      account = {
+        username: c.sub, password: '', disabled: false, sub: c.sub,
+        claims: typeof c.email === 'string' ? { email: c.email } : {},
+      };
+      federatedAccounts.set(c.sub, account);
+      log(`new account ${c.sub} from an ID-JAG of ${c.iss}`);
+    }
+  }
+  if (account.disabled) throw bad(`the account ${account.username} is disabled`);
+  usedJtis.set(jtiKey, c.exp);
+
+  // The same RFC 9068 JWT access token as the code flow's, for the resource.
+  const scope = granted.join(' ') || undefined;
+  const at = new provider.AccessToken({ accountId: account.sub, client, gty: JWT_BEARER, scope });
+  at.resourceServer = new provider.ResourceServer(resourceServer.audience, resourceServerInfo());
+  let refreshToken;
+  if (accept.refreshToken && client.grantTypeAllowed('refresh_token')) {
+    const grant = new provider.Grant({ accountId: account.sub, clientId: client.clientId });
+    if (scope) grant.addResourceScope(resourceServer.audience, scope);
+    at.grantId = await grant.save();
+    refreshToken = await new provider.RefreshToken({
+      accountId: account.sub, client, grantId: at.grantId, gty: JWT_BEARER, resource: resourceServer.audience,
+      rotations: 0, scope, expiresWithSession: false,
+    }).save();
+  }
+  const accessToken = await at.save();
+  Object.assign(state, {
+    accepted: true, account: account.sub, scope: scope ?? null, refresh_token: Boolean(refreshToken),
+  });
+  log(`id-jag of ${c.iss} accepted: ${c.sub} as ${account.sub}, client ${client.clientId}${scope ? `, scope ${scope}` : ''}`);
+  ctx.body = {
+    access_token: accessToken,
+    token_type: at.tokenType,
+    expires_in: at.expiration,
+    ...(scope ? { scope } : {}),
+    ...(refreshToken ? { refresh_token: refreshToken } : {}),
+  };
 }
 
 // --- the provider ---------------------------------------------------------------------------
@@ -373,13 +916,7 @@ function resourceIndicators() {
       useGrantedResource: async () => true,
       async getResourceServerInfo(ctx, indicator) {
         if (indicator !== resourceServer.audience) throw new errors.InvalidTarget();
-        return {
-          audience: resourceServer.audience,
-          scope: resourceServer.scopes.join(' '),
-          accessTokenTTL: resourceServer.accessTokenTTL,
-          accessTokenFormat: 'jwt',
-          jwt: { sign: { alg: 'RS256' } },
-        };
+        return resourceServerInfo();
       },
     },
   };
@@ -458,7 +995,7 @@ function buildProvider() {
       return !source.scopes.has('offline_access') && !resourceServer?.alwaysRefresh;
     },
     async findAccount(ctx, sub) {
-      const a = bySub(sub);
+      const a = bySub(sub) ?? federatedAccounts.get(sub);
       if (!a || a.disabled) return undefined;
       return {
         accountId: a.sub,
@@ -496,6 +1033,16 @@ function buildProvider() {
     },
   });
 
+  // The ID-JAG grants (see the header): RFC 8693 token exchange at the IdP, RFC 7523 jwt-bearer
+  // at a resource AS. `resource` and `audience` may repeat in a token exchange (RFC 8693 §2.1).
+  if (idJag) {
+    provider.registerGrantType(TOKEN_EXCHANGE, tokenExchangeHandler, ['requested_token_type', 'subject_token',
+      'subject_token_type', 'actor_token', 'actor_token_type', 'audience', 'resource', 'scope'], ['audience', 'resource']);
+  }
+  if (resourceServer?.idJag) {
+    provider.registerGrantType(JWT_BEARER, jwtBearerHandler, ['assertion', 'scope', 'resource']);
+  }
+
   provider.use(async (ctx, next) => {
     await next();
     const route = ctx.oidc?.route;
@@ -522,6 +1069,13 @@ function buildProvider() {
         if (ctx.status !== 201) entry.error = ctx.body?.error ?? null;
       }
       if (route === 'client') entry.client_id = ctx.params?.clientId ?? null;
+      if (route === 'token' && ctx.state.idJag) {
+        // What the ID-JAG grant decided (see /_control/requests in the header).
+        entry.id_jag = { ...ctx.state.idJag };
+        if (ctx.status !== 200) {
+          Object.assign(entry.id_jag, { error: ctx.body?.error ?? null, error_description: ctx.body?.error_description ?? null });
+        }
+      }
       logRequest(entry);
       if (route === 'revocation') {
         revocations.push({
@@ -536,8 +1090,17 @@ function buildProvider() {
     if (route === 'discovery' && resourceServer && ctx.body?.scopes_supported) {
       ctx.body = { ...ctx.body, scopes_supported: [...new Set([...ctx.body.scopes_supported, ...resourceServer.scopes])] };
     }
+    if (route === 'discovery' && ctx.status === 200 && ctx.body && (idJag || resourceServer?.idJag)) {
+      // draft §7: what an IdP issues by token exchange; which grant profiles a resource AS takes
+      // (never which issuers it trusts: draft §8.4).
+      ctx.body = {
+        ...ctx.body,
+        ...(idJag ? { identity_chaining_requested_token_types_supported: [TT_ID_JAG] } : {}),
+        ...(resourceServer?.idJag ? { authorization_grant_profiles_supported: [ID_JAG_PROFILE] } : {}),
+      };
+    }
     if (route === 'token' && ctx.status === 200 && ctx.body?.id_token && idTokenChanges.length) {
-      ctx.body = { ...ctx.body, id_token: rewriteIdToken(ctx.body.id_token, idTokenChanges.shift()) };
+      ctx.body = { ...ctx.body, id_token: rewriteJws(ctx.body.id_token, idTokenChanges.shift()) };
     }
   });
 
@@ -751,6 +1314,20 @@ async function control(req, res, path) {
   } else if (req.method === 'POST' && path === '/_control/next-id-token') {
     idTokenChanges.push(json);
     sendJson(res, 200, { queued: idTokenChanges.length, unpublished_kid: unpublishedKey.kid });
+  } else if (req.method === 'POST' && path === '/_control/next-id-jag') {
+    idJagChanges.push(json);
+    sendJson(res, 200, { queued: idJagChanges.length, unpublished_kid: unpublishedKey.kid });
+  } else if (path === '/_control/id-jag/policy' && ['GET', 'POST'].includes(req.method)) {
+    if (req.method === 'POST') {
+      const problem = idJagPolicyProblem(json);
+      if (problem) {
+        sendJson(res, 400, { error: problem });
+        return;
+      }
+      idJagPolicy = json;
+      log(`id-jag policy: ${JSON.stringify(json)}`);
+    }
+    sendJson(res, 200, idJagPolicy);
   } else if (req.method === 'POST' && path === '/_control/fail') {
     const status = json.status ?? 503;
     failures.push({

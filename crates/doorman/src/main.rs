@@ -73,7 +73,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// People's connections to resources (layer 2): list, revoke.
+    /// People's connections to resources (layer 2): list, add (for a service client), revoke.
     Connections {
         #[command(subcommand)]
         cmd: doorman::cli::connections::ConnectionsCommand,

@@ -14,7 +14,10 @@
 //! - nothing matched: `[access] default`.
 //!
 //! In the deciding entry, denied people and groups are refused; when it lists allowed people or
-//! groups, only they may; otherwise everyone signed in may. Doorman's built-in tools
+//! groups, only they may; otherwise everyone signed in may. A service client (the client
+//! credentials grant, no person) is allowed only by a deciding entry that names it in
+//! `clients`: entries without it, and `[access] default`, are for people. An entry that names
+//! service clients and no people or groups is for those clients only. Doorman's built-in tools
 //! (`doorman_*`) are not upstream-bound and are always allowed. Anything that cannot be
 //! determined (the person's groups unreadable) is denied.
 
@@ -37,15 +40,25 @@ pub struct PersonInfo {
     pub email: Option<String>,
     pub groups: Vec<String>,
     pub is_admin: bool,
+    /// A service client's principal: its client id, and how it is named (`client:{id}`).
+    pub service: Option<(String, String)>,
 }
 
 impl PersonInfo {
-    /// How audit records and pages name the person.
+    /// How audit records and pages name the person (`client:{id}` for a service client).
     pub fn label(&self) -> &str {
+        if let Some((_, label)) = &self.service {
+            return label;
+        }
         self.email
             .as_deref()
             .or(self.username.as_deref())
             .unwrap_or(&self.id)
+    }
+
+    /// The client id, when this is a service client's principal rather than a person.
+    pub fn service_client(&self) -> Option<&str> {
+        self.service.as_ref().map(|(id, _)| id.as_str())
     }
 
     fn is(&self, who: &str) -> bool {
@@ -95,6 +108,8 @@ pub struct Target<'a> {
 pub enum Denial {
     /// The deciding entry refuses this person.
     Policy,
+    /// A service client, and the deciding entry (or the default) does not name it in `clients`.
+    PeopleOnly,
     /// No entry matched and `[access] default = "deny"`.
     Default,
     /// What the decision needs could not be read (the person's groups): denied.
@@ -210,18 +225,35 @@ impl Policies {
             }
         };
         let Some(i) = self.deciding_entry(target) else {
+            if person.service.is_some() {
+                return Decision::denied(Denial::PeopleOnly, Some("default".into()));
+            }
             return match self.default {
                 AccessDefault::Allow => Decision::allow_all(),
                 AccessDefault::Deny => Decision::denied(Denial::Default, Some("default".into())),
             };
         };
         let p = &self.entries[i];
+        if let Some(client) = person.service_client() {
+            if !p.clients.iter().any(|c| c == client) {
+                return Decision::denied(Denial::PeopleOnly, Some(self.name_of(i)));
+            }
+            return self.allowed(i);
+        }
         let denied = p.deny_people.iter().any(|w| person.is(w)) || person.in_any(&p.deny_groups);
-        let restricted = !p.allow_people.is_empty() || !p.allow_groups.is_empty();
+        // An entry that names who may (people, groups or service clients) is for them only.
+        let restricted =
+            !p.allow_people.is_empty() || !p.allow_groups.is_empty() || !p.clients.is_empty();
         let allowed = p.allow_people.iter().any(|w| person.is(w)) || person.in_any(&p.allow_groups);
         if denied || (restricted && !allowed) {
             return Decision::denied(Denial::Policy, Some(self.name_of(i)));
         }
+        self.allowed(i)
+    }
+
+    /// What entry `i` allows with.
+    fn allowed(&self, i: usize) -> Decision {
+        let p = &self.entries[i];
         Decision {
             verdict: Ok(()),
             policy: Some(self.name_of(i)),
@@ -252,6 +284,8 @@ impl Policies {
             id: u.id.clone(),
             username: u.username.clone(),
             email: u.email.clone(),
+            service: (u.issuer == crate::store::SERVICE_ISSUER)
+                .then(|| (u.subject.clone(), format!("client:{}", u.subject))),
             groups: u.groups.0,
             is_admin: u.is_admin,
         });
@@ -282,6 +316,7 @@ mod tests {
             email: Some(format!("{name}@corp.example")),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             is_admin: false,
+            service: None,
         }
     }
 
@@ -588,5 +623,86 @@ deny_groups = [\"interns\"]
         assert!(!entry(&["crm_delete_*"], &[]).covers_upstream("crm"));
         assert!(!entry(&["crm_?"], &[]).covers_upstream("crm"));
         assert!(!entry(&["gh_*"], &[]).covers_upstream("crm"));
+    }
+
+    fn service(client: &str) -> PersonInfo {
+        PersonInfo {
+            id: format!("principal-{client}"),
+            service: Some((client.into(), format!("client:{client}"))),
+            ..PersonInfo::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn service_clients_are_allowed_only_where_an_entry_names_them() {
+        let (p, _d) = policies(&format!(
+            "{UPSTREAMS}
+[[sign_in.clients]]
+client_id = \"ci\"
+grant_types = [\"client_credentials\"]
+client_secret_env = \"CI\"
+[[sign_in.clients]]
+client_id = \"other\"
+grant_types = [\"client_credentials\"]
+client_secret_env = \"OTHER\"
+[[policies]]
+name = \"ci-only\"
+tools = [\"gh_build\"]
+clients = [\"ci\"]
+[[policies]]
+name = \"ci-and-admins\"
+tools = [\"gh_deploy\"]
+clients = [\"ci\"]
+allow_groups = [\"admins\"]
+[[policies]]
+name = \"everyone\"
+tools = [\"gh_read\"]
+"
+        ))
+        .await;
+        let ci = service("ci");
+        let other = service("other");
+        let admin = person("alice", &["admins"]);
+        let cases = [
+            ("gh_build", &ci, Ok(()), "named in clients"),
+            (
+                "gh_build",
+                &other,
+                Err(Denial::PeopleOnly),
+                "another client is not",
+            ),
+            (
+                "gh_build",
+                &admin,
+                Err(Denial::Policy),
+                "clients alone: an allow list people are not on",
+            ),
+            ("gh_deploy", &ci, Ok(()), "clients beside groups"),
+            ("gh_deploy", &admin, Ok(()), "the group beside clients"),
+            (
+                "gh_read",
+                &ci,
+                Err(Denial::PeopleOnly),
+                "an entry for every person is not for clients",
+            ),
+            ("gh_read", &admin, Ok(()), "people as before"),
+            (
+                "gh_other",
+                &ci,
+                Err(Denial::PeopleOnly),
+                "the default is for people",
+            ),
+            ("gh_other", &admin, Ok(()), "default allow for people"),
+        ];
+        for (name, who, verdict, why) in cases {
+            assert_eq!(
+                p.decide(&tool(name, "gh"), Ok(who)).verdict,
+                verdict,
+                "{why}"
+            );
+        }
+        // A principal's name in people lists does not make it a person.
+        assert_eq!(ci.label(), "client:ci");
+        assert_eq!(admin.service_client(), None);
     }
 }

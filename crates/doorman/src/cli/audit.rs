@@ -14,7 +14,7 @@ use crate::{
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// A person: username, email or Doorman id.
+    /// A person: username, email or Doorman id; a service client as `client:{client_id}`.
     #[arg(long)]
     user: Option<String>,
     /// A tool, prompt or resource URI as clients see it; `*` matches any run of characters.

@@ -115,7 +115,7 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub upstreams: Vec<String>,
     /// Groups allowed to call these tools (the person's groups from SSO, or a local account's).
-    /// With neither `allow_groups` nor `allow_people`, everyone not denied may.
+    /// With none of `allow_groups`, `allow_people` and `clients`, every person not denied may.
     #[serde(default)]
     pub allow_groups: Vec<String>,
     /// People allowed (username, email or Doorman id).
@@ -138,6 +138,12 @@ pub struct PolicyConfig {
     pub max_age: Option<ConfigDuration>,
     /// What a connection made for these tools is bound to. Default: the resource's.
     pub binding: Option<Binding>,
+    /// Service clients (`grant_types = ["client_credentials"]`, by `client_id`) allowed by this
+    /// entry. A service client is allowed only by an entry that names it here: entries without
+    /// it, and `[access] default`, are for people. Like `allow_people` and `allow_groups`, it
+    /// makes the entry an allow list: with `clients` alone, no person may.
+    #[serde(default)]
+    pub clients: Vec<String>,
 }
 
 impl PolicyConfig {
@@ -469,13 +475,33 @@ impl OidcProviderConfig {
 pub struct ClientConfig {
     pub client_id: String,
     pub name: Option<String>,
+    /// Where people's authorizations return to; none for a service client.
+    #[serde(default)]
     pub redirect_uris: Vec<Url>,
     /// Confidential clients: the secret, from an environment variable or a file.
     pub client_secret_env: Option<String>,
     pub client_secret_file: Option<PathBuf>,
+    /// `private_key_jwt` (RFC 7523 §2.2): the client's public keys, a JWK Set in a file...
+    pub jwks_file: Option<PathBuf>,
+    /// ...or at a URL (fetched as a client's `jwks_uri` is: public addresses only, cached).
+    pub jwks_uri: Option<Url>,
+    /// `["authorization_code", "refresh_token"]` (the default): a client people sign in to.
+    /// `["client_credentials"]`: a service client that acts as itself, with no person (RFC 6749
+    /// §4.4; the MCP OAuth client credentials extension); it must be confidential.
+    #[serde(default = "default_client_grant_types")]
+    pub grant_types: Vec<String>,
+}
+
+fn default_client_grant_types() -> Vec<String> {
+    vec!["authorization_code".into(), "refresh_token".into()]
 }
 
 impl ClientConfig {
+    /// Whether this is a service client (the client credentials grant).
+    pub fn is_service(&self) -> bool {
+        self.grant_types.iter().any(|g| g == "client_credentials")
+    }
+
     /// The client's secret, if it is confidential.
     pub fn secret(&self) -> Result<Option<String>, ConfigError> {
         let source = match (&self.client_secret_env, &self.client_secret_file) {
@@ -863,6 +889,21 @@ impl Config {
                     ));
                 }
             }
+            for (j, c) in p.clients.iter().enumerate() {
+                if !self
+                    .sign_in
+                    .clients
+                    .iter()
+                    .any(|k| &k.client_id == c && k.is_service())
+                {
+                    return Err(ConfigError::new(
+                        format!("policies[{i}].clients[{j}]"),
+                        format!(
+                            "no [[sign_in.clients]] entry with grant_types = [\"client_credentials\"] has client_id {c:?}"
+                        ),
+                    ));
+                }
+            }
             if p.binding == Some(Binding::Shared) {
                 return Err(ConfigError::new(
                     format!("policies[{i}].binding"),
@@ -996,7 +1037,43 @@ impl Config {
                     "must be non-empty and not an https URL (URLs identify metadata documents)",
                 ));
             }
-            if c.redirect_uris.is_empty() {
+            if let Some(g) = c.grant_types.iter().find(|g| {
+                !matches!(
+                    g.as_str(),
+                    "authorization_code" | "refresh_token" | "client_credentials"
+                )
+            }) {
+                return Err(ConfigError::new(
+                    path("grant_types"),
+                    format!(
+                        "{g:?} is not a grant type Doorman issues (authorization_code, refresh_token, client_credentials)"
+                    ),
+                ));
+            }
+            let secret = c.client_secret_env.is_some() || c.client_secret_file.is_some();
+            let keys = c.jwks_file.is_some() || c.jwks_uri.is_some();
+            if c.is_service() {
+                // A service client acts as itself: people do not sign in through it.
+                if c.grant_types.len() != 1 {
+                    return Err(ConfigError::new(
+                        path("grant_types"),
+                        "a service client has [\"client_credentials\"] alone; give the people's client its own entry",
+                    ));
+                }
+                if !c.redirect_uris.is_empty() {
+                    return Err(ConfigError::new(
+                        path("redirect_uris"),
+                        "a service client (client_credentials) has no redirect URIs: no person signs in through it",
+                    ));
+                }
+                // RFC 6749 §4.4: the client credentials grant is for confidential clients only.
+                if !secret && !keys {
+                    return Err(ConfigError::new(
+                        path("client_secret_env"),
+                        "a service client must authenticate: give jwks_file or jwks_uri (private_key_jwt, preferred), or client_secret_env or client_secret_file",
+                    ));
+                }
+            } else if c.redirect_uris.is_empty() {
                 return Err(ConfigError::new(
                     path("redirect_uris"),
                     "at least one redirect URI is needed",
@@ -1006,6 +1083,18 @@ impl Config {
                 return Err(ConfigError::new(
                     path("client_secret_env"),
                     "give client_secret_env or client_secret_file, not both",
+                ));
+            }
+            if c.jwks_file.is_some() && c.jwks_uri.is_some() {
+                return Err(ConfigError::new(
+                    path("jwks_file"),
+                    "give jwks_file or jwks_uri, not both",
+                ));
+            }
+            if secret && keys {
+                return Err(ConfigError::new(
+                    path("jwks_file"),
+                    "a client authenticates one way: a secret or keys (private_key_jwt), not both",
                 ));
             }
             for (j, other) in si.clients.iter().enumerate().take(i) {

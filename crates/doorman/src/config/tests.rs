@@ -67,11 +67,14 @@ fn the_example_file_parses_and_sets_every_key() {
     assert_eq!(corp.claims.groups, "groups");
     assert_eq!(corp.recheck_interval, ConfigDuration::secs(3600));
     assert!(corp.authorization_params.is_empty());
-    assert_eq!(si.clients.len(), 1);
+    assert_eq!(si.clients.len(), 2);
     assert_eq!(
         si.clients[0].client_secret_env.as_deref(),
         Some("INTERNAL_AGENT_SECRET")
     );
+    assert_eq!(si.clients[0].grant_types, default_client_grant_types());
+    assert!(!si.clients[0].is_service() && si.clients[1].is_service());
+    assert_eq!(config.policies[0].clients, ["ci-deploy"]);
     // Resources: a preset and a custom one; the values shown as defaults are the defaults.
     assert_eq!(config.resources.len(), 2);
     let (github, tracker) = (&config.resources[0], &config.resources[1]);
@@ -595,4 +598,47 @@ fn web_apps_match_by_scheme_host_port_and_path_prefix() {
         Config::from_toml("[sign_in]\nweb_app_redirect_uris = [\"https://app.example/cb\"]\n")
             .unwrap();
     assert_eq!(config.sign_in.web_app_redirect_uris.len(), 1);
+}
+
+#[test]
+fn service_clients_must_authenticate_act_alone_and_be_named_right_in_policies() {
+    let head = "[sign_in]\nmode = \"accounts\"\n";
+    for (toml, key) in [
+        (
+            "[[sign_in.clients]]\nclient_id = \"bot\"\ngrant_types = [\"client_credentials\"]\n",
+            "sign_in.clients[0].client_secret_env",
+        ),
+        (
+            "[[sign_in.clients]]\nclient_id = \"bot\"\ngrant_types = [\"client_credentials\", \"authorization_code\"]\nclient_secret_env = \"X\"\n",
+            "sign_in.clients[0].grant_types",
+        ),
+        (
+            "[[sign_in.clients]]\nclient_id = \"bot\"\ngrant_types = [\"client_credentials\"]\nclient_secret_env = \"X\"\nredirect_uris = [\"http://127.0.0.1/cb\"]\n",
+            "sign_in.clients[0].redirect_uris",
+        ),
+        (
+            "[[sign_in.clients]]\nclient_id = \"bot\"\ngrant_types = [\"password\"]\nredirect_uris = [\"http://127.0.0.1/cb\"]\n",
+            "sign_in.clients[0].grant_types",
+        ),
+        (
+            "[[sign_in.clients]]\nclient_id = \"bot\"\ngrant_types = [\"client_credentials\"]\nclient_secret_env = \"X\"\njwks_uri = \"https://bot.example/jwks\"\n",
+            "sign_in.clients[0].jwks_file",
+        ),
+        (
+            "[[sign_in.clients]]\nclient_id = \"app\"\nredirect_uris = [\"http://127.0.0.1/cb\"]\n[[policies]]\ntools = [\"*\"]\nclients = [\"app\"]\n",
+            "policies[0].clients[0]",
+        ),
+        (
+            "[[policies]]\ntools = [\"*\"]\nclients = [\"nobody\"]\n",
+            "policies[0].clients[0]",
+        ),
+    ] {
+        assert_eq!(error_of(&format!("{head}{toml}")).path, key, "{toml}");
+    }
+    let ok = Config::from_toml(&format!(
+        "{head}[[sign_in.clients]]\nclient_id = \"bot\"\ngrant_types = [\"client_credentials\"]\njwks_uri = \"https://bot.example/jwks\"\n[[policies]]\ntools = [\"*\"]\nclients = [\"bot\"]\n"
+    ))
+    .unwrap();
+    ok.validate().unwrap();
+    assert!(ok.sign_in.clients[0].is_service());
 }

@@ -169,11 +169,15 @@ async fn gather(
     let mut names: HashMap<String, String> = HashMap::new();
     let mut people = Vec::with_capacity(users.len());
     for u in &users {
-        let name = u
-            .username
-            .clone()
-            .or(u.email.clone())
-            .unwrap_or(u.id.clone());
+        let service = u.issuer == crate::store::SERVICE_ISSUER;
+        let name = if service {
+            format!("client:{}", u.subject)
+        } else {
+            u.username
+                .clone()
+                .or(u.email.clone())
+                .unwrap_or(u.id.clone())
+        };
         names.insert(u.id.clone(), name.clone());
         let local = u.issuer == LOCAL_ISSUER;
         people.push(PersonLine {
@@ -182,6 +186,8 @@ async fn gather(
             email: u.email.clone().unwrap_or_else(|| "–".into()),
             source: if local {
                 "local account".into()
+            } else if service {
+                "service client (client credentials)".into()
             } else {
                 let host = url::Url::parse(&u.issuer)
                     .ok()

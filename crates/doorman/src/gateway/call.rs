@@ -291,6 +291,21 @@ pub fn prepare(
                 .with_data(json!({ "reason": "access_undetermined" }));
                 return answer(Err(e), Some(rec));
             }
+            Denial::PeopleOnly => {
+                let client = caller
+                    .and_then(|c| c.person.as_ref().ok())
+                    .and_then(|p| p.service_client().map(str::to_owned))
+                    .unwrap_or_default();
+                rec.detail = Some("service client not named in the policy's clients".into());
+                match decision.policy.as_deref() {
+                    Some("default") | None => format!(
+                        "{exposed} is for people: no Doorman policy names the service client {client:?} in `clients` for it."
+                    ),
+                    Some(policy) => format!(
+                        "{exposed} is for people: Doorman policy {policy:?} does not name the service client {client:?} in `clients`."
+                    ),
+                }
+            }
             Denial::Policy | Denial::Default => {
                 let policy = decision.policy.as_deref().unwrap_or("default");
                 let verb = if kind == Kind::Tool { "call" } else { "use" };

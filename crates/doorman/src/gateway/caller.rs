@@ -106,6 +106,11 @@ impl Caller {
         }
     }
 
+    /// The client id, when the caller is a service client (no person).
+    pub fn service_client(&self) -> Option<&str> {
+        self.person.as_ref().ok().and_then(|p| p.service_client())
+    }
+
     /// How audit records name the person.
     pub fn label(&self) -> &str {
         match &self.person {

@@ -181,10 +181,17 @@ pub async fn forward_with_connection(
     out: &Outbound<'_>,
     who: &Caller,
     rec: &mut CallRecord,
-    lifetime: Lifetime,
+    mut lifetime: Lifetime,
     web_apps: Option<&WebApps>,
 ) -> Result<Value, RpcError> {
     rec.resource = Some(rc.name().to_owned());
+    let service = who.service_client();
+    if service.is_some() {
+        // A service client has no conversation to bind to and no person to ask: it uses the
+        // resource's shared credential, or the connection an operator made for it
+        // (`doorman connections add --client`), which is bound to it as a person's would be.
+        lifetime.binding = Some(crate::config::Binding::User);
+    }
     let name_field = if method == "resources/read" {
         "uri"
     } else {
@@ -276,6 +283,21 @@ pub async fn forward_with_connection(
         }
         Err(need) => need,
     };
+    if let Some(client) = service {
+        rec.decision = Some("connection_required");
+        rec.detail = Some(format!(
+            "service client has no usable connection ({need:?})"
+        ));
+        return Err(RpcError::new(
+            code::CONNECTION_REQUIRED,
+            format!(
+                "The service client {client:?} has no usable {} connection, and no person can be asked to connect one. An operator makes one with `doorman connections add --client {client} --resource {}`.",
+                rc.resource.display_name,
+                rc.name()
+            ),
+        )
+        .with_data(json!({ "resource": rc.name(), "reason": "service_client_connection_missing" })));
+    }
     let form = form_for(rc, who, lifetime, web_apps).await;
     let prompt = if form == PromptForm::Reauthorize {
         vault
@@ -564,6 +586,16 @@ pub async fn call_builtin(
             }
         }
     };
+    if let Some(client) = who.service_client()
+        && name != WHOAMI
+    {
+        return Some(Ok(text(
+            format!(
+                "{name} is for people: the service client {client:?} has its connections made by an operator (`doorman connections add --client`)."
+            ),
+            true,
+        )));
+    }
     let outcome = async {
         match name {
             WHOAMI => whoami(vault, who).await,

@@ -452,9 +452,15 @@ impl Router {
             }
         }
         if kind.key == "tools"
-            && let (Some(vault), Some(_)) = (&self.vault, out.caller)
+            && let (Some(vault), Some(caller)) = (&self.vault, out.caller)
         {
-            merged.extend(layer2::builtin_tools(vault));
+            // A service client's connections are the operator's to make: it sees whoami only.
+            let service = caller.service_client().is_some();
+            merged.extend(
+                layer2::builtin_tools(vault)
+                    .into_iter()
+                    .filter(|t| !service || t["name"] == layer2::WHOAMI),
+            );
         }
         let mut result = json!({ kind.key: merged });
         if !unavailable.is_empty() {

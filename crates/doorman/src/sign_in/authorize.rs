@@ -119,6 +119,13 @@ pub async fn authorize(
             );
         }
     };
+    if client.service {
+        return pages::message(
+            StatusCode::BAD_REQUEST,
+            "Not a sign-in client",
+            "This is a service client: it gets its own tokens (client credentials) and signs nobody in.",
+        );
+    }
     let redirect_uri = match q.get("redirect_uri") {
         Some(r) if client.redirect_allowed(r) => (*r).to_owned(),
         Some(_) => {

@@ -308,7 +308,7 @@ fn check_redirect_uri(uri: &str) -> Result<(), &'static str> {
 
 /// Parses inline `jwks`, refusing private or symmetric keys (draft -02 §4.1: only public keys;
 /// draft -00 §4.1: nothing based on a shared symmetric secret).
-fn parse_public_jwks(value: Value) -> Result<JwkSet, CimdError> {
+pub(crate) fn parse_public_jwks(value: Value) -> Result<JwkSet, CimdError> {
     let keys = value
         .get("keys")
         .and_then(Value::as_array)

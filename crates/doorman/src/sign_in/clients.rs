@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, header};
 use base64::{Engine, engine::general_purpose::STANDARD};
 
 use super::{
-    cimd::{ClientMetadataCache, ClientMetadataDocument, is_metadata_client_id},
+    cimd::{ClientMetadataCache, ClientMetadataDocument, is_metadata_client_id, parse_public_jwks},
     client_assertion::AssertionVerifier,
 };
 use crate::{config::ClientConfig, crypto, store::Store};
@@ -67,6 +67,9 @@ pub struct Client {
     /// SHA-256 (hex) of the client secret, for confidential clients.
     pub secret_hash: Option<String>,
     pub document: Option<Arc<ClientMetadataDocument>>,
+    /// A service client (configured with `grant_types = ["client_credentials"]`): it acts as
+    /// itself, never for a person.
+    pub service: bool,
 }
 
 impl Client {
@@ -233,6 +236,8 @@ impl Clients {
             let secret = c
                 .secret()
                 .map_err(|e| anyhow::anyhow!("sign_in.clients {:?}: {e}", c.client_id))?;
+            let document = Self::keys_of(c)
+                .map_err(|e| anyhow::anyhow!("sign_in.clients {:?}: {e}", c.client_id))?;
             map.insert(
                 c.client_id.clone(),
                 Client {
@@ -240,13 +245,16 @@ impl Clients {
                     name: c.name.clone(),
                     kind: ClientKind::Configured,
                     redirect_uris: c.redirect_uris.iter().map(|u| u.to_string()).collect(),
-                    auth: if secret.is_some() {
+                    auth: if document.is_some() {
+                        TokenAuth::PrivateKeyJwt
+                    } else if secret.is_some() {
                         TokenAuth::ClientSecret
                     } else {
                         TokenAuth::None
                     },
                     secret_hash: secret.map(|s| crypto::sha256_hex(&s)),
-                    document: None,
+                    document,
+                    service: c.is_service(),
                 },
             );
         }
@@ -256,6 +264,39 @@ impl Clients {
             metadata,
             assertions,
         })
+    }
+
+    /// A configured `private_key_jwt` client's keys (`jwks_file` read now, or `jwks_uri`), in
+    /// the form the assertion check reads a metadata document's.
+    fn keys_of(c: &ClientConfig) -> anyhow::Result<Option<Arc<ClientMetadataDocument>>> {
+        let jwks = match &c.jwks_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("jwks_file {}: {e}", path.display()))?;
+                let value = serde_json::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("jwks_file {} is not JSON: {e}", path.display())
+                })?;
+                Some(
+                    parse_public_jwks(value)
+                        .map_err(|e| anyhow::anyhow!("jwks_file {}: {e}", path.display()))?,
+                )
+            }
+            None if c.jwks_uri.is_some() => None,
+            None => return Ok(None),
+        };
+        Ok(Some(Arc::new(ClientMetadataDocument {
+            client_id: c.client_id.clone(),
+            client_name: c.name.clone(),
+            client_uri: None,
+            logo_uri: None,
+            redirect_uris: c.redirect_uris.iter().map(|u| u.to_string()).collect(),
+            token_endpoint_auth_method: "private_key_jwt".into(),
+            jwks_uri: c.jwks_uri.clone(),
+            jwks,
+            grant_types: c.grant_types.clone(),
+            response_types: Vec::new(),
+            scope: None,
+        })))
     }
 
     /// What Doorman already knows of a client, without fetching anything: the configured one,
@@ -283,6 +324,7 @@ impl Clients {
                 auth: TokenAuth::None,
                 secret_hash: None,
                 document: doc,
+                service: false,
             });
         }
         row.map(Self::from_row)
@@ -302,6 +344,7 @@ impl Clients {
             name: row.name,
             secret_hash: None,
             document: None,
+            service: false,
         }
     }
 
@@ -338,6 +381,7 @@ impl Clients {
                 auth: TokenAuth::parse(&doc.token_endpoint_auth_method).unwrap_or(TokenAuth::None),
                 secret_hash: None,
                 document: Some(doc),
+                service: false,
             });
         }
         let row = match self.store.client(client_id).await {
@@ -359,6 +403,7 @@ impl Clients {
             auth: TokenAuth::parse(&row.token_endpoint_auth_method).unwrap_or(TokenAuth::None),
             secret_hash: row.secret_hash,
             document: None,
+            service: false,
         })
     }
 
@@ -445,6 +490,7 @@ mod tests {
             auth: TokenAuth::None,
             secret_hash: None,
             document: None,
+            service: false,
         }
     }
 
@@ -585,6 +631,7 @@ mod label_tests {
             auth: TokenAuth::None,
             secret_hash: None,
             document: None,
+            service: false,
         }
     }
 

@@ -49,6 +49,11 @@ pub fn document(s: &AuthServer) -> Value {
     let assertion_algs = [
         "ES256", "ES384", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
     ];
+    let mut grant_types = vec!["authorization_code", "refresh_token"];
+    // RFC 6749 §4.4, for the service clients the operator configured.
+    if s.clients.configured().any(|c| c.service) {
+        grant_types.push("client_credentials");
+    }
     json!({
         // RFC 8414 §3.3: identical to the issuer the document was requested for.
         "issuer": s.issuer,
@@ -60,7 +65,7 @@ pub fn document(s: &AuthServer) -> Value {
         "scopes_supported": SCOPES.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": grant_types,
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "revocation_endpoint_auth_methods_supported": auth_methods,

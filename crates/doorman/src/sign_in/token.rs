@@ -1,4 +1,5 @@
-//! `/oauth/token` (authorization_code and refresh_token grants) and `/oauth/revoke` (RFC 7009).
+//! `/oauth/token` (authorization_code, refresh_token and, for service clients,
+//! client_credentials grants) and `/oauth/revoke` (RFC 7009).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -28,6 +29,8 @@ pub enum ErrorCode {
     /// `401`: the client could not be authenticated.
     InvalidClient,
     InvalidGrant,
+    /// The client may not use this grant type.
+    UnauthorizedClient,
     UnsupportedGrantType,
     InvalidScope,
     InvalidTarget,
@@ -41,6 +44,7 @@ impl ErrorCode {
             Self::InvalidRequest => "invalid_request",
             Self::InvalidClient => "invalid_client",
             Self::InvalidGrant => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
             Self::InvalidTarget => "invalid_target",
@@ -210,19 +214,122 @@ async fn token_inner(
 ) -> Result<Response, OAuthError> {
     let form = parse_form(headers, body)?;
     let grant_type = required(&form, "grant_type")?;
-    if !matches!(grant_type, "authorization_code" | "refresh_token") {
+    if !matches!(
+        grant_type,
+        "authorization_code" | "refresh_token" | "client_credentials"
+    ) {
         return Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
             format!(
-                "grant_type {grant_type:?} is not supported (authorization_code, refresh_token)"
+                "grant_type {grant_type:?} is not supported (authorization_code, refresh_token, client_credentials)"
             ),
         ));
     }
     let client = authenticate(s, headers, &form).await?;
+    // RFC 6749 §5.2 `unauthorized_client`: a service client acts as itself only, and a
+    // people's client never does.
+    if client.service != (grant_type == "client_credentials") {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            if client.service {
+                "this is a service client: it gets tokens with grant_type=client_credentials only"
+            } else {
+                "client_credentials is for service clients the operator configured with grant_types = [\"client_credentials\"]"
+            },
+        ));
+    }
     match grant_type {
         "authorization_code" => exchange_code(s, &client, &form).await,
-        _ => refresh(s, &client, &form).await,
+        "refresh_token" => refresh(s, &client, &form).await,
+        _ => client_credentials(s, &client, &form).await,
     }
+}
+
+/// RFC 6749 §4.4 (and the MCP OAuth client credentials extension): a service client's own
+/// access token, with no person. The client is its own principal: a `users` row under the
+/// issuer `client` (`store::SERVICE_ISSUER`) with the client id as subject, made at its first token, so the
+/// policies (`clients`), the audit and the vault see it as they see a person. Each token has a
+/// grant of its own that ends with it; there is no refresh token (§4.4.3).
+async fn client_credentials(
+    s: &AuthServer,
+    client: &Client,
+    form: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    // §4.4.2 `scope` is optional; Doorman has one scope.
+    if let Some(scope) = form.get("scope")
+        && scope
+            .split(' ')
+            .any(|sc| !sc.is_empty() && sc != super::MCP_SCOPE)
+    {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidScope,
+            format!("the only scope is {:?}", super::MCP_SCOPE),
+        ));
+    }
+    // RFC 8707 §2: the one protected resource.
+    if let Some(resource) = form.get("resource")
+        && resource != &s.resource
+    {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidTarget,
+            format!("the only resource is {}", s.resource),
+        ));
+    }
+    let now = s.clock.now_ms();
+    let principal = service_principal(s, client, now).await?;
+    // Expired tokens' grants of this client are of no more use: one row per live token.
+    s.store
+        .delete_expired_grants_of(&principal, now)
+        .await
+        .map_err(server_error)?;
+    let grant = GrantRow {
+        id: crypto::random_token(16),
+        user_id: principal,
+        client_id: client.id.clone(),
+        scope: super::MCP_SCOPE.to_owned(),
+        resource: s.resource.clone(),
+        auth_time: now,
+        amr: "[]".into(),
+        acr: None,
+        created_at: now,
+        expires_at: now + s.tokens.lifetime_ms(),
+        last_used_at: now,
+        revoked_at: None,
+        revoked_reason: None,
+    };
+    s.store.insert_grant(&grant).await.map_err(server_error)?;
+    let (access, claims) = s.tokens.issue(&grant).map_err(server_error)?;
+    tracing::info!(client = %client.id, grant = %grant.id, "service client token issued");
+    let mut r = Json(json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": claims.exp - claims.iat,
+        "scope": grant.scope,
+    }))
+    .into_response();
+    no_store(r.headers_mut());
+    Ok(r)
+}
+
+/// The principal of a service client: found, or made at its first token. A principal an
+/// administrator disabled gets no token.
+async fn service_principal(
+    s: &AuthServer,
+    client: &Client,
+    now: i64,
+) -> Result<String, OAuthError> {
+    let u = s
+        .store
+        .service_principal(&client.id, client.name.as_deref(), now)
+        .await
+        .map_err(server_error)?;
+    if u.disabled_at.is_some() {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "this service client has been disabled by an administrator",
+        ));
+    }
+    Ok(u.id)
 }
 
 /// RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6) and resource indicators (RFC 8707 §2.2).

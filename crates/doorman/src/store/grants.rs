@@ -461,6 +461,19 @@ impl Store {
         Ok(done == 1)
     }
 
+    /// Deletes a person's (a service principal's) grants that ended more than a minute ago.
+    pub async fn delete_expired_grants_of(&self, user_id: &str, now_ms: i64) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "DELETE FROM grants WHERE user_id = $1 AND expires_at < $2 - 60000",
+        )
+        .bind(user_id)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
     pub async fn purge_expired_sign_in_state(&self, now_ms: i64) -> anyhow::Result<()> {
         for q in [
             "DELETE FROM authorization_codes WHERE expires_at < $1 - 86400000",

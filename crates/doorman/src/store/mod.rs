@@ -39,7 +39,7 @@ pub use invalidation::{CHANNEL as INVALIDATION_CHANNEL, Heard, Invalidation};
 pub use sessions::SessionRow;
 pub use types::Groups;
 pub use users::{
-    LOCAL_ISSUER, LocalCredentialRow, MAX_USERNAME_LEN, SignInFailureRow, UserRow,
+    LOCAL_ISSUER, LocalCredentialRow, MAX_USERNAME_LEN, SERVICE_ISSUER, SignInFailureRow, UserRow,
     normalize_username,
 };
 

@@ -6,6 +6,10 @@ use super::{Invalidation, Store, on_pool};
 /// The issuer of local accounts (their subject is their id).
 pub const LOCAL_ISSUER: &str = "local";
 
+/// The issuer of service clients' principals (their subject is the client id): no person
+/// signs in as one, since no sign-in path issues for this issuer.
+pub const SERVICE_ISSUER: &str = "client";
+
 /// The longest username accepted.
 pub const MAX_USERNAME_LEN: usize = 64;
 
@@ -181,8 +185,54 @@ impl Store {
         Ok(row)
     }
 
-    /// A person named the way operators name people: username, email or Doorman id.
+    /// The principal of a service client (issuer [`SERVICE_ISSUER`], subject the client id):
+    /// found, or made now. Nodes that make it at once agree on the stored one.
+    pub async fn service_principal(
+        &self,
+        client_id: &str,
+        name: Option<&str>,
+        now_ms: i64,
+    ) -> anyhow::Result<UserRow> {
+        let find = async || -> anyhow::Result<Option<UserRow>> {
+            Ok(on_pool!(self, pool => sqlx::query_as(
+                concat!("SELECT ", user_columns!(), " FROM users WHERE issuer = $1 AND subject = $2"),
+            )
+            .bind(SERVICE_ISSUER)
+            .bind(client_id)
+            .fetch_optional(pool)
+            .await)?)
+        };
+        if let Some(u) = find().await? {
+            return Ok(u);
+        }
+        self.insert_user(&UserRow {
+            id: crate::crypto::random_token(16),
+            issuer: SERVICE_ISSUER.to_owned(),
+            subject: client_id.to_owned(),
+            username: None,
+            email: None,
+            name: name.map(str::to_owned),
+            groups: Default::default(),
+            is_admin: false,
+            disabled_at: None,
+            created_at: now_ms,
+        })
+        .await?;
+        find().await?.ok_or_else(|| {
+            anyhow::anyhow!("the principal of service client {client_id:?} was not stored")
+        })
+    }
+
+    /// A person named the way operators name people: username, email or Doorman id; a service
+    /// client's principal as `client:{client_id}`.
     pub async fn person_named(&self, who: &str) -> anyhow::Result<Option<UserRow>> {
+        if let Some(client) = who.strip_prefix("client:") {
+            let id = self.user_id_by_subject(SERVICE_ISSUER, client).await?;
+            return match id {
+                Some(id) => self.user(&id).await,
+                None => Ok(None),
+            };
+        }
         if let Some(u) = self.user_by_username(who).await? {
             return Ok(Some(u));
         }
