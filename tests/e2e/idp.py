@@ -133,13 +133,14 @@ def id_jag_audience(audience: str, clients: dict[str, str], *, resources: list[s
 
 
 def id_jag(audiences: list[dict], *, ttl: int = 300, include_email: bool = True,
-           refresh_token_subject: bool = True) -> dict:
+           refresh_token_subject: bool = True, include_groups: bool = False) -> dict:
     """The `id_jag` config of idp.mjs: issue ID-JAGs by token exchange for these audiences (see
-    `id_jag_audience()`), living `ttl` seconds, with the person's email claim (`include_email`);
-    `refresh_token_subject`: an IdP refresh token may be the subject_token, besides an ID token.
-    Every static client of the IdP may use the token-exchange grant."""
+    `id_jag_audience()`), living `ttl` seconds, with the person's email claim (`include_email`)
+    and groups claim (`include_groups`); `refresh_token_subject`: an IdP refresh token may be the
+    subject_token, besides an ID token. Every static client of the IdP may use the token-exchange
+    grant."""
     return {"audiences": list(audiences), "ttl": ttl, "include_email": include_email,
-            "refresh_token_subject": refresh_token_subject}
+            "refresh_token_subject": refresh_token_subject, "include_groups": include_groups}
 
 
 def client_auth(client_id: str, secret: str | None, data: dict, auth: str = "basic") -> tuple[dict, dict]:

@@ -44,6 +44,8 @@
 //     "id_jag": {                        // optional: issue ID-JAGs by token exchange (see below)
 //       "ttl": 300,                      // seconds an ID-JAG lives (its exp - iat)
 //       "include_email": true,           // the person's email claim in the ID-JAG
+//       "include_groups": false,         // the person's groups claim too (a custom claim, as
+//                                        //   Okta or Entra add by configuration)
 //       "refresh_token_subject": true,   // accept this IdP's refresh tokens as subject_token
 //       "audiences": [{                  // the resource authorization servers it brokers access to
 //         "audience": "http://127.0.0.1:9600",         // one's issuer: the ID-JAG's aud
@@ -317,6 +319,7 @@ function readIdJag(cfg) {
     audiences,
     ttl: Number(cfg.ttl ?? 300),
     includeEmail: cfg.include_email !== false,
+    includeGroups: cfg.include_groups === true,
     refreshTokenSubject: cfg.refresh_token_subject !== false,
   };
 }
@@ -710,6 +713,7 @@ async function tokenExchangeHandler(ctx) {
     ...(login.acr !== undefined ? { acr: login.acr } : {}),
     ...(login.amr !== undefined ? { amr: login.amr } : {}),
     ...(idJag.includeEmail && account.claims.email ? { email: account.claims.email } : {}),
+    ...(idJag.includeGroups ? { groups: account.claims.groups ?? [] } : {}),
   };
   const key = signingKeys.find((k) => k.alg === 'RS256');
   let idJagToken = signJws({ alg: 'RS256', typ: ID_JAG_TYP, kid: key.kid }, claims, key);

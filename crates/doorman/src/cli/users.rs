@@ -40,9 +40,10 @@ pub enum UsersCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Refuse a person's sign-ins, revoke their grants and end their browser sign-ins.
+    /// Refuse a person's sign-ins, revoke their grants and end their browser sign-ins. The
+    /// person: username, email or Doorman id; a service client as `client:{client_id}`.
     Disable { name: String },
-    /// Let a disabled person sign in again.
+    /// Let a disabled person (or service client) sign in again.
     Enable { name: String },
     /// Set a new password (read from standard input) and lift any lockout.
     ResetPassword {

@@ -419,6 +419,11 @@ pub struct OidcProviderConfig {
     /// older, and Doorman asks the provider again (deprovisioning reaches Doorman).
     #[serde(default = "default_recheck_interval")]
     pub recheck_interval: ConfigDuration,
+    /// Enterprise-managed authorization (the MCP extension): accept at `/oauth/token` the
+    /// Identity Assertion JWT Authorization Grants (ID-JAG) this provider issues for Doorman,
+    /// so a client the company's IdP vouches for gets tokens with no browser. Default: false.
+    #[serde(default)]
+    pub id_jag: bool,
 }
 
 fn default_oidc_scopes() -> Vec<String> {

@@ -413,19 +413,17 @@ impl Accounts {
 
     /// Disables (`true`) or enables a person by username. Disabling revokes their grants and
     /// ends their browser sign-ins.
-    pub async fn set_disabled(
-        &self,
-        username: &str,
-        disabled: bool,
-    ) -> Result<UserRow, AccountError> {
+    pub async fn set_disabled(&self, who: &str, disabled: bool) -> Result<UserRow, AccountError> {
+        // Anyone by the names operators use: a local username, an SSO person's email or id, a
+        // service client as `client:{client_id}`.
         let user = self
             .store
-            .user_by_username(username)
+            .person_named(who.trim())
             .await?
-            .ok_or_else(|| AccountError::NotFound(username.trim().to_ascii_lowercase()))?;
+            .ok_or_else(|| AccountError::NotFound(who.trim().to_owned()))?;
         let at = disabled.then(|| self.clock.now_ms());
         if !self.store.set_user_disabled(&user.id, at).await? {
-            return Err(AccountError::NotFound(username.trim().to_ascii_lowercase()));
+            return Err(AccountError::NotFound(who.trim().to_owned()));
         }
         Ok(UserRow {
             disabled_at: at,

@@ -348,7 +348,7 @@ pub async fn callback(
 
 /// Finds or creates the person (issuer, subject) and refreshes their email, name and groups;
 /// `None` when the person is disabled in Doorman.
-async fn upsert_person(
+pub(super) async fn upsert_person(
     s: &AuthServer,
     p: &Provider,
     who: &Identity,

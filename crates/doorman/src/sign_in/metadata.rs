@@ -54,7 +54,12 @@ pub fn document(s: &AuthServer) -> Value {
     if s.clients.configured().any(|c| c.service) {
         grant_types.push("client_credentials");
     }
-    json!({
+    let id_jag = s.providers.iter().any(|p| p.config.id_jag);
+    if id_jag {
+        // RFC 7523 §2.1, with ID-JAGs (the MCP enterprise-managed authorization extension).
+        grant_types.push(super::token::JWT_BEARER);
+    }
+    let mut doc = json!({
         // RFC 8414 §3.3: identical to the issuer the document was requested for.
         "issuer": s.issuer,
         "authorization_endpoint": s.endpoint("/oauth/authorize"),
@@ -77,7 +82,13 @@ pub fn document(s: &AuthServer) -> Value {
         // RFC 9207 §3.
         "authorization_response_iss_parameter_supported": true,
         "subject_types_supported": ["public"],
-    })
+    });
+    if id_jag {
+        // draft-ietf-oauth-identity-assertion-authz-grant §6.
+        doc["authorization_grant_profiles_supported"] =
+            json!(["urn:ietf:params:oauth:grant-profile:id-jag"]);
+    }
+    doc
 }
 
 /// `GET /.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`.

@@ -12,6 +12,7 @@ pub mod client_assertion;
 pub mod clients;
 pub mod consent;
 pub mod federation;
+pub mod id_jag;
 pub mod keys;
 pub mod login;
 pub mod metadata;

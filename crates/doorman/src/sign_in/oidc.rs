@@ -48,6 +48,27 @@ pub enum OidcError {
     IdToken(String),
 }
 
+/// Why a provider-signed JWT was refused: the provider unreachable, or the token itself.
+enum Signed {
+    Fetch(OidcError),
+    Bad(String),
+}
+
+/// The `typ` of an ID-JAG (draft-ietf-oauth-identity-assertion-authz-grant §3.1).
+pub const ID_JAG_TYP: &str = "oauth-id-jag+jwt";
+
+/// What Doorman takes from a checked ID-JAG.
+#[derive(Debug, Clone)]
+pub struct IdJag {
+    pub jti: String,
+    /// The client the IdP issued it to, as Doorman knows that client.
+    pub client_id: String,
+    /// Seconds.
+    pub exp: i64,
+    pub scope: Option<String>,
+    pub identity: Identity,
+}
+
 /// The parts of the provider's discovery document Doorman uses.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Discovery {
@@ -342,9 +363,114 @@ impl Provider {
         id_token: &str,
         nonce_hash: Option<&str>,
     ) -> Result<Identity, OidcError> {
+        let (_, claims) = self
+            .provider_signed(id_token, &["iss", "sub", "aud", "exp", "iat"])
+            .await
+            .map_err(|e| match e {
+                Signed::Fetch(e) => e,
+                Signed::Bad(why) => OidcError::IdToken(why),
+            })?;
+        self.check_claims(&claims, nonce_hash)?;
+        Ok(self.identity(&claims))
+    }
+
+    /// Checks an Identity Assertion JWT Authorization Grant (ID-JAG) this provider issued for
+    /// Doorman (the MCP enterprise-managed authorization extension;
+    /// draft-ietf-oauth-identity-assertion-authz-grant §5): explicitly typed, signed with a key
+    /// the provider publishes, `iss` the provider, `aud` Doorman's issuer, unexpired,
+    /// `resource` (when present) Doorman's `/mcp`, and carrying `sub`, `jti` and `client_id`.
+    /// The caller checks `client_id` against the authenticated client and spends the `jti`.
+    pub async fn validate_id_jag(
+        &self,
+        assertion: &str,
+        audience: &str,
+        resource: &str,
+    ) -> Result<IdJag, OidcError> {
         let bad = |why: &str| OidcError::IdToken(why.to_owned());
-        let header = jsonwebtoken::decode_header(id_token).map_err(|_| bad("malformed"))?;
-        let discovery = self.discovery().await?;
+        let (header, c) = self
+            .provider_signed(assertion, &["iss", "sub", "aud", "exp", "iat", "jti"])
+            .await
+            .map_err(|e| match e {
+                Signed::Fetch(e) => e,
+                Signed::Bad(why) => OidcError::IdToken(why),
+            })?;
+        // §3.1: the `typ` header tells an ID-JAG from an ID token or an access token of the
+        // same provider (RFC 8725 §3.11), which must never be accepted in its place.
+        if !header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(ID_JAG_TYP))
+        {
+            return Err(bad("it is not typed oauth-id-jag+jwt"));
+        }
+        if c["iss"].as_str().map(|i| i.trim_end_matches('/')) != Some(self.issuer().as_str()) {
+            return Err(bad("issued by another provider"));
+        }
+        // §5.1: `aud` is the authorization server's issuer identifier, here Doorman's.
+        let aud_ok = match &c["aud"] {
+            Value::String(a) => a.trim_end_matches('/') == audience,
+            Value::Array(list) => {
+                list.len() == 1
+                    && list[0].as_str().map(|a| a.trim_end_matches('/')) == Some(audience)
+            }
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(bad("meant for another authorization server (aud)"));
+        }
+        let now = self.clock.now_ms() / 1000;
+        let exp = c["exp"]
+            .as_i64()
+            .ok_or_else(|| bad("exp is not a number"))?;
+        if exp + SKEW_S <= now {
+            return Err(bad("expired"));
+        }
+        if c["iat"].as_i64().is_none_or(|iat| iat > now + SKEW_S) {
+            return Err(bad("issued in the future"));
+        }
+        // A key-bound grant (`cnf`, RFC 7800) needs proof of possession Doorman does not take.
+        if c.get("cnf").is_some() {
+            return Err(bad(
+                "it is bound to a key (cnf), which this server does not support",
+            ));
+        }
+        let resource_ok = match c.get("resource") {
+            None => true,
+            Some(Value::String(r)) => r == resource,
+            Some(Value::Array(list)) => list.iter().any(|r| r.as_str() == Some(resource)),
+            Some(_) => false,
+        };
+        if !resource_ok {
+            return Err(bad("meant for another resource"));
+        }
+        let text = |k: &str| c.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+        let (Some(jti), Some(client_id)) = (text("jti"), text("client_id")) else {
+            return Err(bad("jti or client_id is missing"));
+        };
+        let identity = self.identity(&c);
+        if identity.subject.is_empty() {
+            return Err(bad("the sub claim is missing"));
+        }
+        Ok(IdJag {
+            jti: jti.to_owned(),
+            client_id: client_id.to_owned(),
+            exp,
+            scope: text("scope").map(str::to_owned),
+            identity,
+        })
+    }
+
+    /// A JWT this provider signed: the algorithm one it advertises (asymmetric only), the key
+    /// one it publishes (fetched again once for an unknown `kid`), `required` claims present.
+    /// Claims other than these are the caller's to check.
+    async fn provider_signed(
+        &self,
+        token: &str,
+        required: &[&str],
+    ) -> Result<(jsonwebtoken::Header, Value), Signed> {
+        let bad = |why: &str| Signed::Bad(why.to_owned());
+        let header = jsonwebtoken::decode_header(token).map_err(|_| bad("malformed"))?;
+        let discovery = self.discovery().await.map_err(Signed::Fetch)?;
         // §3.1.3.7 step 6-7: only asymmetric algorithms the provider advertises (RS256 by
         // default); `none` and MACs never, since Doorman holds no shared key for signatures.
         let alg_name = serde_json::to_value(header.alg)
@@ -365,7 +491,7 @@ impl Provider {
                 "signed with {alg_name}, which the provider does not advertise"
             )));
         }
-        let mut set = self.jwks(false).await?;
+        let mut set = self.jwks(false).await.map_err(Signed::Fetch)?;
         let find = |set: &JwkSet| -> Option<jsonwebtoken::jwk::Jwk> {
             match &header.kid {
                 Some(kid) => set.find(kid).cloned(),
@@ -377,7 +503,7 @@ impl Provider {
             Some(k) => k,
             None => {
                 // Key rotation at the provider: fetch the JWKS once more.
-                set = self.jwks(true).await?;
+                set = self.jwks(true).await.map_err(Signed::Fetch)?;
                 find(&set).ok_or_else(|| bad("signed with a key the provider does not publish"))?
             }
         };
@@ -386,9 +512,8 @@ impl Provider {
         let mut validation = Validation::new(header.alg);
         validation.validate_exp = false;
         validation.validate_aud = false;
-        validation.required_spec_claims =
-            ["iss", "sub", "aud", "exp", "iat"].map(String::from).into();
-        let claims = jsonwebtoken::decode::<Value>(id_token, &key, &validation)
+        validation.required_spec_claims = required.iter().map(|c| c.to_string()).collect();
+        let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => {
                     bad("the signature does not verify")
@@ -399,8 +524,7 @@ impl Provider {
                 _ => bad("malformed"),
             })?
             .claims;
-        self.check_claims(&claims, nonce_hash)?;
-        Ok(self.identity(&claims))
+        Ok((header, claims))
     }
 
     fn check_claims(&self, c: &Value, nonce_hash: Option<&str>) -> Result<(), OidcError> {

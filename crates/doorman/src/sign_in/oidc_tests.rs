@@ -87,6 +87,7 @@ fn provider(issuer: &str, clock: &ManualClock) -> Provider {
         trust_email: false,
         allowed_groups: vec![],
         recheck_interval: crate::config::ConfigDuration::secs(3600),
+        id_jag: true,
     };
     Provider::new(
         config,
@@ -331,5 +332,135 @@ async fn only_a_verified_or_trusted_email_is_kept() {
         kept.email.as_deref(),
         Some("ada@example.com"),
         "trusted for email"
+    );
+}
+
+const DOORMAN: &str = "http://127.0.0.1:8421";
+const MCP: &str = "http://127.0.0.1:8421/mcp";
+
+fn id_jag_claims(issuer: &str) -> Value {
+    json!({
+        "iss": issuer, "sub": "person-1", "aud": DOORMAN, "client_id": "agent", "jti": "j-1",
+        "exp": NOW_S + 300, "iat": NOW_S, "resource": MCP, "scope": "mcp",
+        "email": "ada@example.com", "groups": ["engineering"],
+    })
+}
+
+fn sign_typed(k: &Key, typ: Option<&str>, claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(k.kid.clone());
+    header.typ = typ.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&k.pkcs8)).unwrap()
+}
+
+#[tokio::test]
+async fn an_id_jag_for_doorman_gives_the_person_and_every_other_is_refused() {
+    let t = setup().await;
+    let good = sign_typed(&t.k1, Some(ID_JAG_TYP), &id_jag_claims(&t.issuer));
+    let jag = t.p.validate_id_jag(&good, DOORMAN, MCP).await.unwrap();
+    assert_eq!(
+        (
+            jag.jti.as_str(),
+            jag.client_id.as_str(),
+            jag.scope.as_deref()
+        ),
+        ("j-1", "agent", Some("mcp"))
+    );
+    assert_eq!(jag.identity.subject, "person-1");
+    assert_eq!(jag.identity.groups, ["engineering"]);
+
+    let with = |change: Value| {
+        let mut c = id_jag_claims(&t.issuer);
+        for (k, v) in change.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    };
+    let cases = [
+        (
+            sign_typed(&t.k1, None, &id_jag_claims(&t.issuer)),
+            "oauth-id-jag+jwt",
+        ),
+        (
+            sign_typed(&t.k1, Some("JWT"), &id_jag_claims(&t.issuer)),
+            "oauth-id-jag+jwt",
+        ),
+        // An ID token of the same provider is no ID-JAG.
+        (sign(&t.k1, &claims(&t.issuer, "n")), "oauth-id-jag+jwt"),
+        (
+            sign_typed(
+                &t.k1,
+                Some(ID_JAG_TYP),
+                &with(json!({"aud": "http://elsewhere"})),
+            ),
+            "aud",
+        ),
+        (
+            sign_typed(
+                &t.k1,
+                Some(ID_JAG_TYP),
+                &with(json!({"aud": [DOORMAN, "http://elsewhere"]})),
+            ),
+            "aud",
+        ),
+        (
+            sign_typed(
+                &t.k1,
+                Some(ID_JAG_TYP),
+                &with(json!({"iss": "http://127.0.0.1:1"})),
+            ),
+            "another provider",
+        ),
+        (
+            sign_typed(&t.k1, Some(ID_JAG_TYP), &with(json!({"exp": NOW_S - 120}))),
+            "expired",
+        ),
+        (
+            sign_typed(&t.k1, Some(ID_JAG_TYP), &with(json!({"iat": NOW_S + 600}))),
+            "future",
+        ),
+        (
+            sign_typed(
+                &t.k1,
+                Some(ID_JAG_TYP),
+                &with(json!({"resource": "http://127.0.0.1:1/mcp"})),
+            ),
+            "resource",
+        ),
+        (
+            sign_typed(&t.k1, Some(ID_JAG_TYP), &with(json!({"cnf": {"jkt": "x"}}))),
+            "cnf",
+        ),
+        (
+            sign_typed(&t.k1, Some(ID_JAG_TYP), &with(json!({"jti": null}))),
+            "jti",
+        ),
+        (
+            sign_typed(&t.k1, Some(ID_JAG_TYP), &with(json!({"client_id": null}))),
+            "client_id",
+        ),
+        (
+            sign_typed(
+                &key("stranger"),
+                Some(ID_JAG_TYP),
+                &id_jag_claims(&t.issuer),
+            ),
+            "key",
+        ),
+    ];
+    for (token, words) in cases {
+        let e = t.p.validate_id_jag(&token, DOORMAN, MCP).await.unwrap_err();
+        assert!(e.to_string().contains(words), "{words}: {e}");
+    }
+    // A list of resources naming Doorman's is fine; so is an `aud` of exactly Doorman.
+    let listed = with(json!({"resource": ["http://127.0.0.1:1/x", MCP], "aud": [DOORMAN]}));
+    assert!(
+        t.p.validate_id_jag(&sign_typed(&t.k1, Some(ID_JAG_TYP), &listed), DOORMAN, MCP)
+            .await
+            .is_ok()
     );
 }

@@ -123,12 +123,12 @@ impl IntoResponse for OAuthError {
 }
 
 /// RFC 6749 §5.1: token responses must not be cached.
-fn no_store(h: &mut HeaderMap) {
+pub(super) fn no_store(h: &mut HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
-fn server_error(e: anyhow::Error) -> OAuthError {
+pub(super) fn server_error(e: anyhow::Error) -> OAuthError {
     tracing::error!(error = %e, "token endpoint failed");
     OAuthError::new(ErrorCode::ServerError, "the request could not be completed")
 }
@@ -188,7 +188,10 @@ async fn authenticate(
         })
 }
 
-fn required<'a>(form: &'a HashMap<String, String>, key: &str) -> Result<&'a str, OAuthError> {
+pub(super) fn required<'a>(
+    form: &'a HashMap<String, String>,
+    key: &str,
+) -> Result<&'a str, OAuthError> {
     form.get(key)
         .map(String::as_str)
         .filter(|v| !v.is_empty())
@@ -214,18 +217,28 @@ async fn token_inner(
 ) -> Result<Response, OAuthError> {
     let form = parse_form(headers, body)?;
     let grant_type = required(&form, "grant_type")?;
-    if !matches!(
+    let id_jag = grant_type == JWT_BEARER && s.providers.iter().any(|p| p.config.id_jag);
+    if !(matches!(
         grant_type,
         "authorization_code" | "refresh_token" | "client_credentials"
-    ) {
+    ) || id_jag)
+    {
         return Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
             format!(
-                "grant_type {grant_type:?} is not supported (authorization_code, refresh_token, client_credentials)"
+                "grant_type {grant_type:?} is not supported (authorization_code, refresh_token, client_credentials{})",
+                if s.providers.iter().any(|p| p.config.id_jag) {
+                    ", urn:ietf:params:oauth:grant-type:jwt-bearer"
+                } else {
+                    ""
+                }
             ),
         ));
     }
     let client = authenticate(s, headers, &form).await?;
+    if id_jag {
+        return exchange_id_jag(s, &client, &form).await;
+    }
     // RFC 6749 §5.2 `unauthorized_client`: a service client acts as itself only, and a
     // people's client never does.
     if client.service != (grant_type == "client_credentials") {
@@ -244,6 +257,61 @@ async fn token_inner(
         _ => client_credentials(s, &client, &form).await,
     }
 }
+
+/// An ID-JAG for an access token (`id_jag.rs` checks it and makes the grant): RFC 7523 §2.1,
+/// and no refresh token.
+async fn exchange_id_jag(
+    s: &AuthServer,
+    client: &Client,
+    form: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let assertion = required(form, "assertion")?;
+    if let Some(resource) = form.get("resource")
+        && resource != &s.resource
+    {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidTarget,
+            format!("the only resource is {}", s.resource),
+        ));
+    }
+    let grant = super::id_jag::grant_for(
+        s,
+        client,
+        assertion,
+        form.get("scope").map(String::as_str),
+    )
+    .await
+    .map_err(|e| match e {
+        Ok(refusal) => {
+            tracing::info!(client = %client.id, reason = %refusal.description, "ID-JAG refused");
+            let code = match refusal.code {
+                "unauthorized_client" => ErrorCode::UnauthorizedClient,
+                "invalid_scope" => ErrorCode::InvalidScope,
+                _ => ErrorCode::InvalidGrant,
+            };
+            OAuthError::new(code, refusal.description)
+        }
+        Err(e) => server_error(e),
+    })?;
+    access_only(s, &grant)
+}
+
+/// An access token with no refresh token (client credentials, ID-JAG).
+fn access_only(s: &AuthServer, grant: &GrantRow) -> Result<Response, OAuthError> {
+    let (access, claims) = s.tokens.issue(grant).map_err(server_error)?;
+    let mut r = Json(json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": claims.exp - claims.iat,
+        "scope": grant.scope,
+    }))
+    .into_response();
+    no_store(r.headers_mut());
+    Ok(r)
+}
+
+/// RFC 7523 §2.1: the JWT bearer authorization grant (here, with an ID-JAG).
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// RFC 6749 §4.4 (and the MCP OAuth client credentials extension): a service client's own
 /// access token, with no person. The client is its own principal: a `users` row under the
@@ -298,17 +366,8 @@ async fn client_credentials(
         revoked_reason: None,
     };
     s.store.insert_grant(&grant).await.map_err(server_error)?;
-    let (access, claims) = s.tokens.issue(&grant).map_err(server_error)?;
     tracing::info!(client = %client.id, grant = %grant.id, "service client token issued");
-    let mut r = Json(json!({
-        "access_token": access,
-        "token_type": "Bearer",
-        "expires_in": claims.exp - claims.iat,
-        "scope": grant.scope,
-    }))
-    .into_response();
-    no_store(r.headers_mut());
-    Ok(r)
+    access_only(s, &grant)
 }
 
 /// The principal of a service client: found, or made at its first token. A principal an
