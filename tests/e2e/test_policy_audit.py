@@ -236,8 +236,8 @@ deny_people = ["bob@corp.example"]
 
 
 def start_audit_env(name: str, upstreams: list[dict], *, extra: str = POLICIES, server: dict | None = None,
-                    env: dict | None = None) -> Env:
-    port = free_port()
+                    env: dict | None = None, port: int | None = None) -> Env:
+    port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     notes_port = free_port()
     audience = f"http://127.0.0.1:{notes_port}/mcp"

@@ -24,7 +24,8 @@ leaves scope= out, this server adds it). With --required-scopes the 401 carries 
   authorization server the gateway is told by configuration).
 
 Tools (text results):
-  whoami       {"sub", "scopes", "client_id", "aud", "token_sha256_prefix"} as JSON text;
+  whoami       {"sub", "scopes", "client_id", "aud", "act", "email", "iss", "lifetime",
+               "token_sha256_prefix"} as JSON text (act, email: the token's claims, if any);
                token_sha256_prefix is the first 12 hex digits of SHA-256 of the bearer token.
   write_note   needs scope notes:write, else a tool error "insufficient scope: ..."
   read_note    needs scope notes:read, else the same; notes are per `sub`, in memory.
@@ -116,7 +117,8 @@ class JwtAccessTokenVerifier(TokenVerifier):
             return None
         return AccessToken(token=token, client_id=claims["client_id"], scopes=str(claims.get("scope", "")).split(),
                            expires_at=claims["exp"], resource=self.audience, subject=claims["sub"],
-                           claims={k: claims[k] for k in ("iss", "aud", "jti", "iat") if k in claims})
+                           claims={k: claims[k] for k in ("iss", "aud", "jti", "iat", "exp", "act", "email")
+                                   if k in claims})
 
 
 def current_token(ctx: Context) -> AccessToken:
@@ -160,8 +162,11 @@ def build_server(args: argparse.Namespace) -> MCPServer:
     def whoami(ctx: Context) -> str:
         """Who the bearer token says is calling: sub, scopes, client_id (never the token)."""
         token = current_token(ctx)
+        claims = token.claims or {}
         return json.dumps({"sub": token.subject, "scopes": token.scopes, "client_id": token.client_id,
-                           "aud": (token.claims or {}).get("aud"), "token_sha256_prefix": token_fingerprint(token.token)})
+                           "aud": claims.get("aud"), "act": claims.get("act"), "email": claims.get("email"),
+                           "iss": claims.get("iss"), "lifetime": (claims["exp"] - claims["iat"]) if "exp" in claims
+                           and "iat" in claims else None, "token_sha256_prefix": token_fingerprint(token.token)})
 
     @mcp.tool()
     def write_note(name: str, text: str, ctx: Context) -> str:

@@ -314,6 +314,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         auth: a.clone(),
         redirect_uris: config.sign_in.web_app_redirect_uris.clone(),
     });
+    if let Some(a) = &auth {
+        gateway
+            .router
+            .set_upstream_minter(Arc::new(crate::sign_in::tokens::UpstreamTokens::new(
+                a.keys.clone(),
+                clock.clone(),
+                a.issuer.clone(),
+            )));
+    }
     let gateway = Arc::new(gateway);
     gateway.spawn_list_watch();
     if store.spawn_listener(on_change(&gateway, auth.as_ref())) {

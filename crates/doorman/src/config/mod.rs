@@ -542,6 +542,23 @@ pub struct UpstreamConfig {
     /// What people who have not connected the upstream's resource yet see of it.
     #[serde(default)]
     pub catalog: CatalogConfig,
+    /// `"exchange"`: every request carries a short-lived token Doorman signs for this upstream
+    /// alone, on behalf of the person (RFC 8693 on-behalf-of: `sub` the person, `act` the
+    /// client; RFC 9068 format), verifiable at Doorman's JWKS. Never the client's own token.
+    pub auth: Option<UpstreamAuth>,
+    /// With `auth = "exchange"`: the token's `aud`. Default: the upstream's URL.
+    pub audience: Option<String>,
+    /// With `auth = "exchange"`: the token's `scope`. Default: ["mcp"].
+    pub scopes: Option<Vec<String>>,
+}
+
+/// `upstreams[].auth`: how Doorman authenticates to an upstream on a person's behalf, besides
+/// a layer-2 resource's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamAuth {
+    /// A token Doorman signs for the upstream, for the person and client of each request.
+    Exchange,
 }
 
 /// `[upstreams.catalog]`: the tools shown, before they connect, to people whom an upstream tied
@@ -1181,6 +1198,56 @@ impl Config {
                         "must be a JSON Schema with type = \"object\" (MCP tools take an object of arguments)",
                     ));
                 }
+            }
+            if up.auth == Some(UpstreamAuth::Exchange) {
+                if self.sign_in.mode != SignInMode::Accounts {
+                    return Err(ConfigError::new(
+                        path("auth"),
+                        "\"exchange\" needs sign_in.mode = \"accounts\": a token on a person's behalf needs a person",
+                    ));
+                }
+                if up.resource.is_some() {
+                    return Err(ConfigError::new(
+                        path("auth"),
+                        "an upstream gets either its resource's connection token (`resource`) or Doorman's exchanged token (`auth = \"exchange\"`), not both",
+                    ));
+                }
+                if up
+                    .headers
+                    .keys()
+                    .any(|h| h.eq_ignore_ascii_case("authorization"))
+                {
+                    return Err(ConfigError::new(
+                        path("headers"),
+                        "an Authorization header would replace the exchanged token; remove it",
+                    ));
+                }
+                // The token must never be one Doorman itself would accept.
+                if up
+                    .audience
+                    .as_deref()
+                    .is_some_and(|a| a.trim_end_matches('/') == self.mcp_resource())
+                {
+                    return Err(ConfigError::new(
+                        path("audience"),
+                        "must not be Doorman's own /mcp: the exchanged token is for the upstream alone",
+                    ));
+                }
+                if let Some(scopes) = &up.scopes
+                    && scopes
+                        .iter()
+                        .any(|sc| sc.is_empty() || sc.contains(char::is_whitespace))
+                {
+                    return Err(ConfigError::new(
+                        path("scopes"),
+                        "each scope is one non-empty word",
+                    ));
+                }
+            } else if up.audience.is_some() || up.scopes.is_some() {
+                return Err(ConfigError::new(
+                    path("audience"),
+                    "audience and scopes are for auth = \"exchange\"",
+                ));
             }
             for name in up.headers.keys() {
                 if http::HeaderName::from_bytes(name.as_bytes()).is_err() {

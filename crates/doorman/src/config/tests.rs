@@ -642,3 +642,46 @@ fn service_clients_must_authenticate_act_alone_and_be_named_right_in_policies() 
     ok.validate().unwrap();
     assert!(ok.sign_in.clients[0].is_service());
 }
+
+#[test]
+fn an_exchange_upstream_needs_accounts_and_no_other_credential() {
+    let up =
+        "[[upstreams]]\nname = \"wiki\"\nurl = \"http://127.0.0.1:9/mcp\"\nauth = \"exchange\"\n";
+    let accounts = "[sign_in]\nmode = \"accounts\"\n";
+    for (toml, key) in [
+        (
+            format!("[sign_in]\nmode = \"local\"\n{up}"),
+            "upstreams[0].auth",
+        ),
+        (
+            format!("{accounts}{up}resource = \"notes\"\n"),
+            "upstreams[0].auth",
+        ),
+        (
+            format!("{accounts}{up}headers = {{ Authorization = \"Bearer x\" }}\n"),
+            "upstreams[0].headers",
+        ),
+        (
+            format!("{accounts}{up}audience = \"http://127.0.0.1:8421/mcp\"\n"),
+            "upstreams[0].audience",
+        ),
+        (
+            format!("{accounts}{up}scopes = [\"wiki read\"]\n"),
+            "upstreams[0].scopes",
+        ),
+        (
+            format!(
+                "{accounts}[[upstreams]]\nname = \"wiki\"\nurl = \"http://127.0.0.1:9/mcp\"\naudience = \"x\"\n"
+            ),
+            "upstreams[0].audience",
+        ),
+    ] {
+        assert_eq!(error_of(&toml).path, key, "{toml}");
+    }
+    let ok = Config::from_toml(&format!(
+        "{accounts}{up}audience = \"https://wiki.internal\"\nscopes = [\"wiki:read\"]\n"
+    ))
+    .unwrap();
+    ok.validate().unwrap();
+    assert_eq!(ok.upstreams[0].auth, Some(UpstreamAuth::Exchange));
+}

@@ -100,6 +100,13 @@ pub(super) enum Naming {
 }
 
 impl Router {
+    /// Gives the `auth = "exchange"` upstreams what signs their tokens (accounts mode).
+    pub fn set_upstream_minter(&self, minter: Arc<crate::sign_in::tokens::UpstreamTokens>) {
+        for up in self.upstreams.iter().filter(|u| u.exchanges()) {
+            up.set_minter(minter.clone());
+        }
+    }
+
     /// The key ring for state that passes through clients.
     pub fn ring(&self) -> &crate::crypto::KeyRing {
         &self.ring
@@ -152,9 +159,10 @@ impl Router {
                 .resource(&resource)
                 .expect("upstream resources are checked at start or discovered"),
             None => match up.request(slots, method, params.clone(), out).await {
+                // An upstream given Doorman's exchanged token is not a layer-2 resource.
                 Err(UpstreamError::Unauthorized {
                     www_authenticate: Some(challenge),
-                }) if challenge.contains("resource_metadata") => {
+                }) if challenge.contains("resource_metadata") && !up.exchanges() => {
                     match vault.discover_upstream(&up.name, &up.url, &challenge).await {
                         Ok(rc) => {
                             up.mark_discovered();
@@ -241,7 +249,7 @@ impl Router {
             _ => {
                 let cred = self.listing_credential(up, out, lifetime).await;
                 let out = Outbound {
-                    credential: cred.as_ref().map(|c| &c.header),
+                    credential: cred.as_ref().map(|c| &c.header).or(out.credential),
                     ..*out
                 };
                 let result = forward(up, slots, method, params, &out).await?;

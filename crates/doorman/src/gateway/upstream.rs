@@ -84,6 +84,9 @@ pub enum UpstreamError {
     /// The upstream's own JSON-RPC error, passed on to the client unchanged.
     #[error("answered with error {}: {}", .0.code, .0.message)]
     Rpc(RpcError),
+    /// The token Doorman sends it (`auth = "exchange"`) could not be made: nothing was sent.
+    #[error("cannot be called: {0}")]
+    NoCredential(String),
 }
 
 impl From<crate::net::HttpError> for UpstreamError {
@@ -109,6 +112,7 @@ impl UpstreamError {
             Self::SessionGone => "session_ended",
             Self::Unauthorized { .. } => "unauthorized",
             Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::NoCredential(_) => "no_credential",
             Self::Rpc(_) => unreachable!("handled above"),
         };
         RpcError::new(
@@ -250,6 +254,10 @@ pub struct Upstream {
     /// Its last failure that was its own (unreachable, timeout, HTTP error, garbage): when, and
     /// what happened. For the administrators' page.
     last_failure: Mutex<Option<(i64, String)>>,
+    /// `auth = "exchange"`: the token's audience and scope, and (once the authorization server
+    /// is up) what signs it.
+    exchange: Option<(String, String)>,
+    minter: std::sync::OnceLock<Arc<crate::sign_in::tokens::UpstreamTokens>>,
 }
 
 /// What a person who has not connected an upstream's resource sees of it in `tools/list`.
@@ -352,7 +360,58 @@ impl Upstream {
             outages: AtomicU64::new(0),
             last_ok_at: AtomicI64::new(0),
             last_failure: Mutex::new(None),
+            exchange: (config.auth == Some(crate::config::UpstreamAuth::Exchange)).then(|| {
+                (
+                    config
+                        .audience
+                        .clone()
+                        .unwrap_or_else(|| config.url.to_string()),
+                    config
+                        .scopes
+                        .as_ref()
+                        .map(|s| s.join(" "))
+                        .unwrap_or_else(|| "mcp".into()),
+                )
+            }),
+            minter: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Whether this upstream gets Doorman's exchanged token (`auth = "exchange"`).
+    pub fn exchanges(&self) -> bool {
+        self.exchange.is_some()
+    }
+
+    /// Gives an `auth = "exchange"` upstream what signs its tokens (accounts mode, at start).
+    pub fn set_minter(&self, minter: Arc<crate::sign_in::tokens::UpstreamTokens>) {
+        let _ = self.minter.set(minter);
+    }
+
+    /// The token for this request's person and client at an `auth = "exchange"` upstream. `Err`:
+    /// it cannot be made, and nothing goes upstream without it.
+    fn exchanged(
+        &self,
+        out: &Outbound<'_>,
+    ) -> Result<Option<(HeaderName, HeaderValue)>, UpstreamError> {
+        let (Some((audience, scope)), None) = (&self.exchange, out.credential) else {
+            return Ok(None);
+        };
+        let unavailable =
+            |why: &str| UpstreamError::NoCredential(format!("no token for the upstream: {why}"));
+        let (Some(minter), Some(caller)) = (self.minter.get(), out.caller) else {
+            return Err(unavailable("no signed-in caller"));
+        };
+        let person = caller.person.as_ref().ok();
+        let who = crate::sign_in::tokens::OnBehalfOf {
+            user_id: &caller.user_id,
+            client_id: &caller.client_id,
+            email: person.and_then(|p| p.email.as_deref()),
+            service: caller.service_client().is_some(),
+        };
+        minter
+            .header(audience, scope, &who)
+            .map(|v| Some((http::header::AUTHORIZATION, v)))
+            .map_err(|e| unavailable(&e.to_string()))
     }
 
     /// The resource whose token this upstream receives: configured, or discovered.
@@ -438,10 +497,13 @@ impl Upstream {
                     *self.era.write().expect("era lock") = None;
                     self.outages.fetch_add(1, Ordering::Relaxed);
                 }
-                // A refused credential is the person's connection, not the upstream's health.
+                // A refused credential is the person's connection, not the upstream's health;
+                // one Doorman could not make is Doorman's.
                 if !matches!(
                     e,
-                    UpstreamError::Unauthorized { .. } | UpstreamError::InsufficientScope { .. }
+                    UpstreamError::Unauthorized { .. }
+                        | UpstreamError::InsufficientScope { .. }
+                        | UpstreamError::NoCredential(_)
                 ) {
                     *self.last_failure.lock().expect("failure lock") =
                         Some((epoch_ms(), e.to_string()));
@@ -469,7 +531,8 @@ impl Upstream {
         out: &Outbound<'_>,
         deadline: &Deadline,
     ) -> Result<Value, UpstreamError> {
-        let cred = out.credential;
+        let minted = self.exchanged(out)?;
+        let cred = out.credential.or(minted.as_ref());
         let ex = Exchange {
             session: None,
             cred,

@@ -41,6 +41,105 @@ pub struct AccessClaims {
     pub acr: Option<String>,
 }
 
+/// Tokens Doorman signs for upstreams with `auth = "exchange"`: RFC 8693 on-behalf-of in the
+/// RFC 9068 format, so the upstream checks them as any JWT access token (Doorman's JWKS at
+/// `/oauth/jwks.json`, `iss` Doorman, `aud` the upstream alone, `typ` at+jwt). `sub` is the
+/// person's Doorman id, `client_id` and `act.sub` the client acting for them (RFC 8693 §4.1);
+/// a service client acts as itself (no `act`). Signed once per person, client and upstream,
+/// then served from memory until a minute before it expires.
+pub struct UpstreamTokens {
+    keys: Arc<SigningKeys>,
+    clock: SharedClock,
+    issuer: String,
+    cache: RwLock<HashMap<UpstreamTokenKey, (http::HeaderValue, i64)>>,
+}
+
+/// (audience, person, client).
+type UpstreamTokenKey = (String, String, String);
+
+/// How long an exchanged token lives, and how close to its end it is no longer handed out.
+const UPSTREAM_TOKEN_LIFETIME_S: i64 = 300;
+const UPSTREAM_TOKEN_MARGIN_MS: i64 = 60_000;
+
+/// Who a token for an upstream is about.
+pub struct OnBehalfOf<'a> {
+    pub user_id: &'a str,
+    pub client_id: &'a str,
+    pub email: Option<&'a str>,
+    /// A service client: no person, so no actor distinct from the subject.
+    pub service: bool,
+}
+
+impl UpstreamTokens {
+    pub fn new(keys: Arc<SigningKeys>, clock: SharedClock, issuer: String) -> Self {
+        Self {
+            keys,
+            clock,
+            issuer,
+            cache: RwLock::default(),
+        }
+    }
+
+    /// `Authorization: Bearer …` for `audience`, on behalf of `who`.
+    pub fn header(
+        &self,
+        audience: &str,
+        scope: &str,
+        who: &OnBehalfOf<'_>,
+    ) -> anyhow::Result<http::HeaderValue> {
+        let now = self.clock.now_ms();
+        let key = (
+            audience.to_owned(),
+            who.user_id.to_owned(),
+            who.client_id.to_owned(),
+        );
+        if let Some((h, until)) = self.cache.read().expect("upstream tokens lock").get(&key)
+            && *until > now
+        {
+            return Ok(h.clone());
+        }
+        let iat = now / 1000;
+        let mut claims = serde_json::json!({
+            "iss": self.issuer,
+            "sub": who.user_id,
+            "aud": audience,
+            "client_id": who.client_id,
+            "scope": scope,
+            "iat": iat,
+            "exp": iat + UPSTREAM_TOKEN_LIFETIME_S,
+            "jti": crypto::random_token(16),
+        });
+        if !who.service {
+            claims["act"] = serde_json::json!({ "sub": who.client_id });
+        }
+        if let Some(email) = who.email {
+            claims["email"] = email.into();
+        }
+        let (kid, signer) = self.keys.signer();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid);
+        header.typ = Some("at+jwt".into());
+        let token = jsonwebtoken::encode(&header, &claims, &signer)?;
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {token}"))?;
+        value.set_sensitive(true);
+        let mut cache = self.cache.write().expect("upstream tokens lock");
+        if cache.len() >= CACHE_LIMIT {
+            cache.retain(|_, (_, until)| *until > now);
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            key,
+            (
+                value.clone(),
+                now + UPSTREAM_TOKEN_LIFETIME_S * 1000 - UPSTREAM_TOKEN_MARGIN_MS,
+            ),
+        );
+        Ok(value)
+    }
+}
+
 /// Why a bearer token was refused (RFC 6750 §3.1 `invalid_token` for all; the reason is logged).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
@@ -526,5 +625,87 @@ mod tests {
         two["aud"] = json!([AUDIENCE, "https://other.example/mcp"]);
         let t = jsonwebtoken::encode(&header, &two, &key).unwrap();
         assert_eq!(other.verify(&t).unwrap_err(), TokenError::Audience);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_token_names_the_person_and_client_for_that_upstream_only() {
+        let t = setup().await;
+        let minter = UpstreamTokens::new(t.keys.clone(), Arc::new(t.clock.clone()), ISSUER.into());
+        let wiki = "https://wiki.internal/mcp";
+        let alice = OnBehalfOf {
+            user_id: "alice",
+            client_id: "client-1",
+            email: Some("alice@corp.example"),
+            service: false,
+        };
+        let header = minter.header(wiki, "wiki:read", &alice).unwrap();
+        let token = header
+            .to_str()
+            .unwrap()
+            .strip_prefix("Bearer ")
+            .unwrap()
+            .to_owned();
+        let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_audience(&[wiki]);
+        v.set_issuer(&[ISSUER]);
+        // The test clock is in the past: the lifetime is checked below instead.
+        v.validate_exp = false;
+        let claims =
+            jsonwebtoken::decode::<serde_json::Value>(&token, &t.keys.verifier(&kid).unwrap(), &v)
+                .unwrap()
+                .claims;
+        assert_eq!(
+            (
+                &claims["sub"],
+                &claims["client_id"],
+                &claims["act"],
+                &claims["scope"],
+                &claims["email"]
+            ),
+            (
+                &json!("alice"),
+                &json!("client-1"),
+                &json!({"sub": "client-1"}),
+                &json!("wiki:read"),
+                &json!("alice@corp.example")
+            )
+        );
+        assert_eq!(
+            claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+            UPSTREAM_TOKEN_LIFETIME_S
+        );
+        // Doorman itself never accepts it: it is for the upstream (aud).
+        assert_eq!(t.tokens.verify(&token).unwrap_err(), TokenError::Audience);
+        // The same while fresh; a new one a minute before it ends; another per upstream.
+        assert_eq!(minter.header(wiki, "wiki:read", &alice).unwrap(), header);
+        assert_ne!(
+            minter
+                .header("https://crm.internal/mcp", "mcp", &alice)
+                .unwrap(),
+            header
+        );
+        t.clock.advance(std::time::Duration::from_secs(
+            UPSTREAM_TOKEN_LIFETIME_S as u64 - 59,
+        ));
+        assert_ne!(minter.header(wiki, "wiki:read", &alice).unwrap(), header);
+        // A service client acts as itself: no actor.
+        let bot = OnBehalfOf {
+            user_id: "principal-bot",
+            client_id: "bot",
+            email: None,
+            service: true,
+        };
+        let bot_token = minter.header(wiki, "mcp", &bot).unwrap();
+        let payload = bot_token
+            .to_str()
+            .unwrap()
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        let bot_claims: serde_json::Value =
+            serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap();
+        assert!(bot_claims.get("act").is_none() && bot_claims.get("email").is_none());
     }
 }
