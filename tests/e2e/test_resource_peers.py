@@ -107,6 +107,7 @@ def test_a_jwt_access_token_for_the_audience_reaches_the_tools(resource):
 
     me = whoami(resource.upstream.url, tokens["access_token"])
     assert me == {"sub": "gh-alice", "scopes": ["notes:read"], "client_id": CLIENT, "aud": resource.audience,
+                  "act": None, "email": None, "iss": resource.idp.issuer, "lifetime": 120,
                   "token_sha256_prefix": fingerprint(tokens["access_token"])}
     assert tokens["access_token"] not in json.dumps(me)
 

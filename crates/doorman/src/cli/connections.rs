@@ -153,6 +153,11 @@ pub async fn run(cmd: ConnectionsCommand, config: &Config) -> anyhow::Result<()>
                 let principal = store
                     .service_principal(&c.client_id, c.name.as_deref(), now)
                     .await?;
+                if principal.disabled_at.is_some() {
+                    eprintln!(
+                        "warning: service client {client} is disabled: it gets no tokens, so this connection serves nothing until it is enabled (doorman users enable client:{client})"
+                    );
+                }
                 let existing = store
                     .connections_of(&principal.id, &resource)
                     .await?

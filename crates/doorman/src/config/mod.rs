@@ -21,7 +21,10 @@ use serde::Deserialize;
 use url::Url;
 
 pub use duration::ConfigDuration;
-pub use resources::{Binding, IdentityConfig, PromptChoice, ResourceConfig};
+pub use resources::{
+    ApiKeyConfig, Binding, CheckMethod, IdentityConfig, PromptChoice, ResourceConfig,
+    ResourceIdJagConfig, ResourceKind,
+};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -552,6 +555,15 @@ pub struct UpstreamConfig {
     pub scopes: Option<Vec<String>>,
 }
 
+impl UpstreamConfig {
+    /// The `aud` of the tokens an `auth = "exchange"` upstream receives.
+    pub fn exchange_audience(&self) -> String {
+        self.audience
+            .clone()
+            .unwrap_or_else(|| self.url.to_string())
+    }
+}
+
 /// `upstreams[].auth`: how Doorman authenticates to an upstream on a person's behalf, besides
 /// a layer-2 resource's token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -911,6 +923,17 @@ impl Config {
                     ));
                 }
             }
+            for (key, list) in [
+                ("allow_people", &p.allow_people),
+                ("deny_people", &p.deny_people),
+            ] {
+                if let Some(j) = list.iter().position(|w| w.starts_with("client:")) {
+                    return Err(ConfigError::new(
+                        format!("policies[{i}].{key}[{j}]"),
+                        "service clients are named in `clients` (by client_id), not among people",
+                    ));
+                }
+            }
             for (j, c) in p.clients.iter().enumerate() {
                 if !self
                     .sign_in
@@ -1072,6 +1095,23 @@ impl Config {
                     ),
                 ));
             }
+            if c.client_id.starts_with("id-jag:") {
+                return Err(ConfigError::new(
+                    path("client_id"),
+                    "`id-jag:` starts the names Doorman keeps spent ID-JAGs under: choose another client_id",
+                ));
+            }
+            if !c.is_service() {
+                // People's clients get a code and a refresh token: there is nothing to choose.
+                let mut g = c.grant_types.clone();
+                g.sort();
+                if g != ["authorization_code", "refresh_token"] {
+                    return Err(ConfigError::new(
+                        path("grant_types"),
+                        "a client people sign in through uses [\"authorization_code\", \"refresh_token\"] (the default; omit the key); a service client uses [\"client_credentials\"]",
+                    ));
+                }
+            }
             let secret = c.client_secret_env.is_some() || c.client_secret_file.is_some();
             let keys = c.jwks_file.is_some() || c.jwks_uri.is_some();
             if c.is_service() {
@@ -1222,15 +1262,25 @@ impl Config {
                         "an Authorization header would replace the exchanged token; remove it",
                     ));
                 }
-                // The token must never be one Doorman itself would accept.
-                if up
-                    .audience
-                    .as_deref()
-                    .is_some_and(|a| a.trim_end_matches('/') == self.mcp_resource())
-                {
+                // The token must never be one Doorman itself would accept, nor one another
+                // upstream would: its audience is this upstream's alone.
+                let audience = up.exchange_audience();
+                if audience.trim_end_matches('/') == self.mcp_resource() {
                     return Err(ConfigError::new(
                         path("audience"),
-                        "must not be Doorman's own /mcp: the exchanged token is for the upstream alone",
+                        "must not be Doorman's own /mcp (the default is the upstream's url): the exchanged token is for the upstream alone",
+                    ));
+                }
+                if let Some(j) = self.upstreams[..i].iter().position(|o| {
+                    o.auth == Some(UpstreamAuth::Exchange)
+                        && o.exchange_audience().trim_end_matches('/')
+                            == audience.trim_end_matches('/')
+                }) {
+                    return Err(ConfigError::new(
+                        path("audience"),
+                        format!(
+                            "upstreams[{j}] gets tokens for the same audience {audience:?}: one could replay what it receives to the other; give each its own"
+                        ),
                     ));
                 }
                 if let Some(scopes) = &up.scopes

@@ -67,6 +67,29 @@ pub struct ResolvedResource {
     pub shared_token: Option<SecretOrValue>,
     /// Provider quirks (with `token_auth` as configured).
     pub quirks: Quirks,
+    /// `kind = "api_key"`: people give a personal key, checked before it is stored.
+    pub api_key: Option<ApiKey>,
+    /// `[resources.id_jag]`: connections made from an ID-JAG of the company's IdP.
+    pub id_jag: Option<ResourceIdJag>,
+}
+
+/// Where the ID-JAG for a resource comes from, and what it is for.
+#[derive(Debug, Clone)]
+pub struct ResourceIdJag {
+    /// The `[[sign_in.oidc]]` provider's name.
+    pub provider: String,
+    /// The resource authorization server's issuer.
+    pub audience: String,
+    pub resource: Option<String>,
+}
+
+/// A resource whose people connect with a personal API key.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub check_url: Url,
+    pub check_method: super::CheckMethod,
+    pub account_pointer: Option<String>,
+    pub help: Option<String>,
 }
 
 /// Doorman as an OAuth client of the resource.
@@ -121,6 +144,8 @@ pub struct TokenHeader {
     pub name: HeaderName,
     /// `Authorization: Bearer {token}`; otherwise the header carries the bare token.
     pub bearer: bool,
+    /// An API key sent as this query parameter instead (`[resources.api_key] query`).
+    pub query: Option<String>,
 }
 
 impl Default for TokenHeader {
@@ -128,6 +153,7 @@ impl Default for TokenHeader {
         Self {
             name: header::AUTHORIZATION,
             bearer: true,
+            query: None,
         }
     }
 }
@@ -292,7 +318,45 @@ impl ResolvedResource {
             }
         }
 
+        if r.kind == super::ResourceKind::ApiKey {
+            let oauth_only = [
+                ("preset", r.preset.is_some()),
+                ("issuer", r.issuer.is_some()),
+                ("client_id", r.client_id.is_some()),
+                ("scopes", r.scopes.is_some()),
+                ("identity", r.identity.is_some()),
+                ("authorization_params", !r.authorization_params.is_empty()),
+                ("client_secret_env", r.client_secret_env.is_some()),
+                ("client_secret_file", r.client_secret_file.is_some()),
+                ("token_auth", r.token_auth.is_some()),
+                ("authorization_endpoint", r.authorization_endpoint.is_some()),
+                ("token_endpoint", r.token_endpoint.is_some()),
+                ("revocation_endpoint", r.revocation_endpoint.is_some()),
+                ("userinfo_endpoint", r.userinfo_endpoint.is_some()),
+                ("pkce", r.pkce.is_some()),
+            ];
+            if let Some((key, _)) = oauth_only.iter().find(|(_, set)| *set) {
+                return Err(err(
+                    key,
+                    "is for OAuth resources: a kind = \"api_key\" resource has people paste a key"
+                        .into(),
+                ));
+            }
+            if r.binding == Binding::Shared {
+                return Err(err(
+                    "binding",
+                    "a shared key is an ordinary shared resource (shared_token_env); kind = \"api_key\" is for people's own keys".into(),
+                ));
+            }
+            if r.prompt == PromptChoice::Reauthorize {
+                return Err(err(
+                    "prompt",
+                    "a key is pasted on Doorman's connect page, not through the client's authorization: use \"elicitation\" or \"link\"".into(),
+                ));
+            }
+        }
         let oauth = match &r.client_id {
+            None if r.kind == super::ResourceKind::ApiKey => None,
             None => {
                 if r.binding != Binding::Shared {
                     return Err(err(
@@ -459,9 +523,64 @@ impl ResolvedResource {
                 TokenHeader {
                     bearer: name == header::AUTHORIZATION,
                     name,
+                    query: None,
                 }
             }
         };
+        let api_key = resolve_api_key(r, &err, &check_url)?;
+        let id_jag = match &r.id_jag {
+            None => None,
+            Some(j) => {
+                let Some(o) = &oauth else {
+                    return Err(err(
+                        "id_jag",
+                        "needs an OAuth resource with client_id (Doorman redeems the ID-JAG as that client)".into(),
+                    ));
+                };
+                if r.binding == Binding::Shared {
+                    return Err(err(
+                        "id_jag",
+                        "a shared resource has one credential for everyone".into(),
+                    ));
+                }
+                let audience = match (&j.audience, &o.issuer) {
+                    (Some(a), _) => a.clone(),
+                    (None, Some(i)) => i.as_str().trim_end_matches('/').to_owned(),
+                    (None, None) => {
+                        return Err(err(
+                            "id_jag.audience",
+                            "give the resource authorization server's issuer (or set issuer)"
+                                .into(),
+                        ));
+                    }
+                };
+                Some(ResourceIdJag {
+                    provider: j.provider.clone(),
+                    audience,
+                    resource: j.resource.clone(),
+                })
+            }
+        };
+        let mut token_header = token_header;
+        if let Some(q) = r.api_key.as_ref().and_then(|a| a.query.clone()) {
+            if r.token_header.is_some() {
+                return Err(err(
+                    "api_key.query",
+                    "the key goes in a header (token_header) or the query (api_key.query), not both".into(),
+                ));
+            }
+            if q.is_empty()
+                || !q
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return Err(err(
+                    "api_key.query",
+                    format!("{q:?} must be a parameter name of letters, digits, `-`, `_` or `.`"),
+                ));
+            }
+            token_header.query = Some(q);
+        }
 
         Ok(Self {
             name: r.name.clone(),
@@ -481,8 +600,49 @@ impl ResolvedResource {
             token_header,
             shared_token,
             quirks,
+            api_key,
+            id_jag,
         })
     }
+}
+
+/// `kind = "api_key"` and its `[resources.api_key]` table: none of the OAuth keys, a check URL,
+/// a binding and prompt a pasted key can serve.
+fn resolve_api_key(
+    r: &ResourceConfig,
+    err: &dyn Fn(&str, String) -> ConfigError,
+    check_url: &dyn Fn(&str, &Url) -> Result<(), ConfigError>,
+) -> Result<Option<ApiKey>, ConfigError> {
+    use super::ResourceKind;
+    let Some(c) = &r.api_key else {
+        if r.kind == ResourceKind::ApiKey {
+            return Err(err(
+                "api_key",
+                "kind = \"api_key\" needs [resources.api_key] with check_url: the request a key must pass before it is stored".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    if r.kind != ResourceKind::ApiKey {
+        return Err(err("api_key", "is for kind = \"api_key\" resources".into()));
+    }
+    Ok(Some(ApiKey {
+        check_url: {
+            check_url("api_key.check_url", &c.check_url)?;
+            c.check_url.clone()
+        },
+        check_method: c.check_method,
+        account_pointer: match &c.account_pointer {
+            Some(p) if !p.starts_with('/') => {
+                return Err(err(
+                    "api_key.account_pointer",
+                    format!("{p:?} is not a JSON pointer (RFC 6901): it starts with `/`"),
+                ));
+            }
+            p => p.clone(),
+        },
+        help: c.help.clone(),
+    }))
 }
 
 /// At most one of an `*_env` and a `*_file` key.

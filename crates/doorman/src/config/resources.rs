@@ -64,6 +64,66 @@ pub struct ResourceConfig {
     /// `binding = "shared"`: the one credential used for everyone.
     pub shared_token_env: Option<String>,
     pub shared_token_file: Option<PathBuf>,
+    /// `oauth` (the default: people authorize at the resource's authorization server) or
+    /// `api_key` (people paste a personal key on Doorman's connect page; `[resources.api_key]`).
+    #[serde(default)]
+    pub kind: ResourceKind,
+    /// `kind = "api_key"`: how the key is checked and sent.
+    pub api_key: Option<ApiKeyConfig>,
+    /// Enterprise-managed authorization towards this resource: its authorization server trusts
+    /// the company's IdP, so Doorman gets an ID-JAG for the person from that IdP and redeems it
+    /// there, and the person gets a connection with no prompt.
+    pub id_jag: Option<ResourceIdJagConfig>,
+}
+
+/// `[resources.id_jag]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceIdJagConfig {
+    /// The `[[sign_in.oidc]]` provider (by `name`) that issues ID-JAGs for the people who
+    /// signed in through it.
+    pub provider: String,
+    /// The ID-JAG's `audience`: the resource's authorization server issuer. Default: `issuer`.
+    pub audience: Option<String>,
+    /// The RFC 8707 `resource` asked for at the IdP and at the resource. Default: none.
+    pub resource: Option<String>,
+}
+
+/// How people connect a resource.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceKind {
+    #[default]
+    Oauth,
+    ApiKey,
+}
+
+/// `[resources.api_key]`: a resource without OAuth, where each person gives a personal key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// The test request a key must pass before it is stored: the resource's URL that answers
+    /// 2xx for a good key (sent the way upstreams receive it: `token_header`, or `query`).
+    pub check_url: Url,
+    /// `GET` (default) or `POST` (an empty body).
+    #[serde(default)]
+    pub check_method: CheckMethod,
+    /// A JSON pointer (RFC 6901) into the check's JSON answer that names the account
+    /// (`/login`, `/user/email`). Default: the label the person gives, else "API key".
+    pub account_pointer: Option<String>,
+    /// Send the key as this query parameter (`?api_key=…`) instead of a header.
+    pub query: Option<String>,
+    /// Shown on the connect page: where to create a key, which permissions it needs.
+    pub help: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum CheckMethod {
+    #[default]
+    #[serde(rename = "GET")]
+    Get,
+    #[serde(rename = "POST")]
+    Post,
 }
 
 /// `identity = { … }`: exactly one of `userinfo_claim`, `id_token_claim`, `api` (with `field`)
@@ -156,6 +216,14 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     let development = config.sign_in.development;
     for (i, r) in config.resources.iter().enumerate() {
         ResolvedResource::resolve(i, r, development)?;
+        if let Some(j) = &r.id_jag
+            && !config.sign_in.oidc.iter().any(|p| p.name == j.provider)
+        {
+            return Err(ConfigError::new(
+                format!("resources[{i}].id_jag.provider"),
+                format!("no [[sign_in.oidc]] provider is named {:?}", j.provider),
+            ));
+        }
         if let Some(j) = config.resources[..i]
             .iter()
             .position(|other| other.name == r.name)

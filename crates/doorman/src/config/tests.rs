@@ -632,6 +632,18 @@ fn service_clients_must_authenticate_act_alone_and_be_named_right_in_policies() 
             "[[policies]]\ntools = [\"*\"]\nclients = [\"nobody\"]\n",
             "policies[0].clients[0]",
         ),
+        (
+            "[[policies]]\ntools = [\"*\"]\ndeny_people = [\"bob\", \"client:bot\"]\n",
+            "policies[0].deny_people[1]",
+        ),
+        (
+            "[[sign_in.clients]]\nclient_id = \"app\"\nredirect_uris = [\"http://127.0.0.1/cb\"]\ngrant_types = [\"authorization_code\"]\n",
+            "sign_in.clients[0].grant_types",
+        ),
+        (
+            "[[sign_in.clients]]\nclient_id = \"id-jag:x\"\nredirect_uris = [\"http://127.0.0.1/cb\"]\n",
+            "sign_in.clients[0].client_id",
+        ),
     ] {
         assert_eq!(error_of(&format!("{head}{toml}")).path, key, "{toml}");
     }
@@ -671,6 +683,18 @@ fn an_exchange_upstream_needs_accounts_and_no_other_credential() {
         ),
         (
             format!(
+                "{accounts}[server]\npublic_url = \"http://127.0.0.1:9\"\n[[upstreams]]\nname = \"loop\"\nurl = \"http://127.0.0.1:9/mcp\"\nauth = \"exchange\"\n"
+            ),
+            "upstreams[0].audience",
+        ),
+        (
+            format!(
+                "{accounts}{up}[[upstreams]]\nname = \"wiki2\"\nurl = \"http://127.0.0.1:8/mcp\"\nauth = \"exchange\"\naudience = \"http://127.0.0.1:9/mcp\"\n"
+            ),
+            "upstreams[1].audience",
+        ),
+        (
+            format!(
                 "{accounts}[[upstreams]]\nname = \"wiki\"\nurl = \"http://127.0.0.1:9/mcp\"\naudience = \"x\"\n"
             ),
             "upstreams[0].audience",
@@ -684,4 +708,53 @@ fn an_exchange_upstream_needs_accounts_and_no_other_credential() {
     .unwrap();
     ok.validate().unwrap();
     assert_eq!(ok.upstreams[0].auth, Some(UpstreamAuth::Exchange));
+}
+
+#[test]
+fn an_api_key_resource_has_a_check_and_none_of_the_oauth_keys() {
+    let head = "[sign_in]\nmode = \"accounts\"\ndevelopment = true\n[[resources]]\nname = \"ledger\"\nkind = \"api_key\"\n";
+    let check = "[resources.api_key]\ncheck_url = \"https://ledger.example/me\"\n";
+    for (toml, key) in [
+        (head.to_owned(), "resources[0].api_key"),
+        (
+            format!("{head}client_id = \"x\"\n{check}"),
+            "resources[0].client_id",
+        ),
+        (
+            format!("{head}binding = \"shared\"\nshared_token_env = \"K\"\n{check}"),
+            "resources[0].binding",
+        ),
+        (
+            format!("{head}prompt = \"reauthorize\"\n{check}"),
+            "resources[0].prompt",
+        ),
+        (
+            format!("{head}token_header = \"X-Key\"\n{check}query = \"key\"\n"),
+            "resources[0].api_key.query",
+        ),
+        (
+            format!("{head}{check}query = \"a key\"\n"),
+            "resources[0].api_key.query",
+        ),
+        (
+            format!("{head}{check}account_pointer = \"user.login\"\n"),
+            "resources[0].api_key.account_pointer",
+        ),
+        (
+            format!(
+                "[sign_in]\nmode = \"accounts\"\n[[resources]]\nname = \"ledger\"\nclient_id = \"c\"\nissuer = \"https://as.example\"\n{check}"
+            ),
+            "resources[0].api_key",
+        ),
+    ] {
+        assert_eq!(error_of(&toml).path, key, "{toml}");
+    }
+    let ok = Config::from_toml(&format!(
+        "{head}token_header = \"X-Api-Key\"\n{check}account_pointer = \"/user/login\"\n"
+    ))
+    .unwrap();
+    ok.validate().unwrap();
+    let r = crate::config::resolved::ResolvedResource::resolve(0, &ok.resources[0], true).unwrap();
+    assert!(r.oauth.is_none() && r.api_key.is_some());
+    assert_eq!(r.token_header.name.as_str(), "x-api-key");
 }

@@ -64,7 +64,10 @@ async fn form_for(
     lifetime: Lifetime,
     web_apps: Option<&WebApps>,
 ) -> PromptForm {
-    let one_call = Vault::lifetime(rc, lifetime).0 == Binding::Call;
+    // A call-bound connection, or a key pasted on Doorman's own page, never comes back through
+    // the client's authorization.
+    let one_call =
+        Vault::lifetime(rc, lifetime).0 == Binding::Call || rc.resource.api_key.is_some();
     match rc.resource.prompt {
         PromptChoice::Link => PromptForm::Text,
         PromptChoice::Reauthorize if !one_call => PromptForm::Reauthorize,
@@ -219,11 +222,28 @@ pub async fn forward_with_connection(
             .await
             .map_err(failed)?;
     }
-    let need = match vault
+    let got = vault
         .credential(&who.holder(), rc, preferred.as_deref(), lifetime)
         .await
-        .map_err(failed)?
-    {
+        .map_err(failed)?;
+    let got = match got {
+        // Enterprise-managed authorization: the company's IdP vouches for the person at the
+        // resource, so the connection is made without asking them. Any failure is audited and
+        // the person gets the prompt as usual.
+        Err(Need::Missing | Need::TooOld | Need::Broken) if service.is_none() => {
+            match id_jag_connection(vault, rc, who, lifetime, web_apps).await {
+                Some(Ok(cred)) => Ok(cred),
+                Some(Err(why)) => {
+                    tracing::info!(resource = %rc.name(), user = %who.user_id, reason = %why, "no connection from an ID-JAG; the person is asked");
+                    rec.detail = Some(format!("ID-JAG: {why}"));
+                    got
+                }
+                None => got,
+            }
+        }
+        other => other,
+    };
+    let need = match got {
         Ok(cred) => {
             rec.account = Some(cred.account.clone());
             let with = Outbound {
@@ -330,6 +350,40 @@ pub async fn forward_with_connection(
         Some(p) => prompt_answer(vault, rc, who, form, method, &name, &p),
         None => Err(reauthorize(vault, rc, None)),
     }
+}
+
+/// A connection from an ID-JAG, for a resource with `[resources.id_jag]` (`None`: it has none):
+/// the IdP gives Doorman an ID-JAG for the person (`sign_in::id_jag::obtain`), the resource's
+/// authorization server redeems it (`Vault::connect_with_id_jag`).
+async fn id_jag_connection(
+    vault: &Vault,
+    rc: &ResourceClient,
+    who: &Caller,
+    lifetime: Lifetime,
+    web_apps: Option<&WebApps>,
+) -> Option<Result<crate::vault::Credential, String>> {
+    let j = rc.resource.id_jag.as_ref()?;
+    let auth = &web_apps?.auth;
+    let scope = rc.resource.scopes.join(" ");
+    let jag = match crate::sign_in::id_jag::obtain(
+        auth,
+        &who.user_id,
+        &j.provider,
+        &j.audience,
+        j.resource.as_deref(),
+        Some(&scope),
+    )
+    .await
+    {
+        Ok(jag) => jag,
+        Err(why) => return Some(Err(why)),
+    };
+    use secrecy::ExposeSecret;
+    Some(
+        vault
+            .connect_with_id_jag(&who.holder(), rc, lifetime, jag.expose_secret())
+            .await,
+    )
 }
 
 /// The re-authorization cascade's answer: `-32011` with a `401` challenge (`transport.rs`)

@@ -362,10 +362,7 @@ impl Upstream {
             last_failure: Mutex::new(None),
             exchange: (config.auth == Some(crate::config::UpstreamAuth::Exchange)).then(|| {
                 (
-                    config
-                        .audience
-                        .clone()
-                        .unwrap_or_else(|| config.url.to_string()),
+                    config.exchange_audience(),
                     config
                         .scopes
                         .as_ref()

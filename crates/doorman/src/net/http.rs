@@ -16,6 +16,34 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 
+/// A credential that travels in the query string (an API key an upstream takes as `?key=…`):
+/// handed to [`HttpClient::send`] as this header, whose value is one form-urlencoded
+/// `name=value` pair, and moved by `send` into the request's URI. It never leaves Doorman as a
+/// header, and the URI it makes is never logged.
+pub const QUERY_CREDENTIAL: http::HeaderName =
+    http::HeaderName::from_static("x-doorman-query-credential");
+
+/// `uri` with `pair` (form-urlencoded `name=value`) added to its query.
+fn with_query(uri: &Uri, pair: &str) -> Result<Uri, HttpError> {
+    let mut parts = uri.clone().into_parts();
+    let path = parts
+        .path_and_query
+        .as_ref()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let joined = if path.contains('?') {
+        format!("{path}&{pair}")
+    } else {
+        format!("{path}?{pair}")
+    };
+    parts.path_and_query =
+        Some(joined.parse().map_err(|_| {
+            HttpError::InvalidResponse("the query credential is not URI-safe".into())
+        })?);
+    Uri::from_parts(parts)
+        .map_err(|_| HttpError::InvalidResponse("the query credential is not URI-safe".into()))
+}
+
 /// Why a request got no usable answer. The texts complete a sentence that names the peer
 /// ("{peer} is unreachable: …").
 #[derive(Debug, thiserror::Error)]
@@ -56,9 +84,19 @@ impl HttpClient {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<Response<Incoming>, HttpError> {
+        let mut headers = headers;
+        let uri = match headers.remove(&QUERY_CREDENTIAL) {
+            Some(pair) => with_query(
+                uri,
+                pair.to_str().map_err(|_| {
+                    HttpError::InvalidResponse("the query credential is not URI-safe".into())
+                })?,
+            )?,
+            None => uri.clone(),
+        };
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
-        *req.uri_mut() = uri.clone();
+        *req.uri_mut() = uri;
         *req.headers_mut() = headers;
         self.0.request(req).await.map_err(|e| {
             let what = if e.is_connect() {
@@ -81,5 +119,24 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, HttpError>
         Err(_) => Err(HttpError::Unreachable(
             "the connection broke while reading".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[test]
+    fn a_query_credential_joins_the_query_and_leaves_the_rest_alone() {
+        let base: Uri = "http://127.0.0.1:9/mcp".parse().unwrap();
+        assert_eq!(
+            with_query(&base, "api_key=a%2Bb").unwrap().to_string(),
+            "http://127.0.0.1:9/mcp?api_key=a%2Bb"
+        );
+        let with: Uri = "https://x.example/v1/mcp?team=7".parse().unwrap();
+        assert_eq!(
+            with_query(&with, "key=k").unwrap().to_string(),
+            "https://x.example/v1/mcp?team=7&key=k"
+        );
     }
 }

@@ -309,6 +309,7 @@ pub async fn callback(
         created_at: now,
         expires_at: now + s.settings.sign_in_lifetime_ms,
     };
+    let (id_token_sealed, id_token_expires_at) = sealed_id_token(&s, &user_id, &id_token);
     let saved = async {
         s.store
             .save_federated_identity(&FederatedIdentityRow {
@@ -316,6 +317,8 @@ pub async fn callback(
                 provider: provider.name().to_owned(),
                 refresh_token_sealed: sealed_refresh,
                 checked_at: now,
+                id_token_sealed,
+                id_token_expires_at,
             })
             .await?;
         s.store.insert_browser_session(&session).await?;
@@ -387,6 +390,37 @@ pub(super) async fn upsert_person(
         .await?;
     let user = s.store.user(&id).await?;
     Ok(user.filter(|u| u.disabled_at.is_none()).map(|u| u.id))
+}
+
+/// A validated ID token sealed for the person (associated data `federated-id-token:{user}`),
+/// and its `exp` in ms: the subject of a later ID-JAG exchange (`id_jag::obtain`).
+pub(super) fn sealed_id_token(
+    s: &AuthServer,
+    user_id: &str,
+    id_token: &str,
+) -> (Option<String>, Option<i64>) {
+    use base64::Engine;
+    let exp = id_token
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("exp").and_then(serde_json::Value::as_i64));
+    match exp {
+        Some(exp) => (
+            Some(s.ring.seal(id_token.as_bytes(), &id_token_aad(user_id))),
+            Some(exp * 1000),
+        ),
+        None => (None, None),
+    }
+}
+
+pub(super) fn id_token_aad(user_id: &str) -> String {
+    format!("federated-id-token:{user_id}")
 }
 
 /// Why a refresh was refused after asking the provider.
@@ -465,6 +499,10 @@ pub async fn recheck(s: &AuthServer, user_id: &str) -> Result<(), Deprovisioned>
                 .refresh_token
                 .as_deref()
                 .map(|rt| s.ring.seal(rt.as_bytes(), &aad));
+            let (id_token_sealed, id_token_expires_at) = match &answer.id_token {
+                Some(t) => sealed_id_token(s, user_id, t),
+                None => (None, None),
+            };
             let _ = s
                 .store
                 .save_federated_identity(&FederatedIdentityRow {
@@ -472,6 +510,8 @@ pub async fn recheck(s: &AuthServer, user_id: &str) -> Result<(), Deprovisioned>
                     provider: provider.name().to_owned(),
                     refresh_token_sealed: sealed,
                     checked_at: now,
+                    id_token_sealed,
+                    id_token_expires_at,
                 })
                 .await;
             Ok(())

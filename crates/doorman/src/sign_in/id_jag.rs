@@ -1,4 +1,8 @@
-//! Enterprise-managed authorization, Doorman as the authorization server (the MCP extension
+//! Enterprise-managed authorization in both directions. Doorman as a client of the IdP
+//! ([`obtain`]): for a resource whose authorization server trusts the company's IdP
+//! (`[resources.id_jag]`), an ID-JAG for the person, by RFC 8693 token exchange of the ID token
+//! their sign-in brought (refreshed at the IdP when it has expired); `gateway/layer2.rs` redeems
+//! it at the resource through the vault. Below, Doorman as the authorization server (the MCP extension
 //! `io.modelcontextprotocol/enterprise-managed-authorization`): a client the company's IdP
 //! vouches for presents an Identity Assertion JWT Authorization Grant (ID-JAG) at
 //! `/oauth/token` with `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` (RFC 7523 §2.1)
@@ -90,10 +94,13 @@ pub async fn grant_for(
             super::oidc::OidcError::IdToken(why) => {
                 Ok(invalid_grant(format!("the ID-JAG is not valid: {why}")))
             }
-            // The provider's keys could not be read: nothing can be checked, so nothing is issued.
-            other => Ok(invalid_grant(format!(
-                "the ID-JAG cannot be checked now: {other}"
-            ))),
+            // The provider's keys could not be read: nothing can be checked, so nothing is
+            // issued; the grant is not spent, so the client may try it again (not
+            // `invalid_grant`, after which clients drop it).
+            other => Ok(Refusal {
+                code: "server_error",
+                description: format!("the ID-JAG cannot be checked now: {other}"),
+            }),
         })?;
     // Draft §5.1 / RFC 7523 §3: the grant was issued to this very client.
     if !crypto::constant_time_eq(jag.client_id.as_bytes(), client.id.as_bytes()) {
@@ -102,7 +109,35 @@ pub async fn grant_for(
         )));
     }
     let now = s.clock.now_ms();
-    // Single use across nodes: the same store table as client assertions, under the issuer.
+    // Everything that reads or decides comes before the `jti` is spent, and nothing is written
+    // for a refusal.
+    let who = vouched(s, provider, jag.identity).await.map_err(Err)?;
+    if let Err(why) = provider.admits(&who) {
+        crate::audit::emit(crate::audit::AuditEvent {
+            detail: Some(format!("provider {} (ID-JAG): {why}", provider.name())),
+            ..crate::audit::AuditEvent::security("sign_in_failed", None)
+        });
+        return Err(Ok(invalid_grant(format!(
+            "the person may not sign in here: {why}"
+        ))));
+    }
+    if let Some(id) = s
+        .store
+        .user_id_by_subject(&provider.issuer(), &who.subject)
+        .await
+        .map_err(Err)?
+        && s.store
+            .user(&id)
+            .await
+            .map_err(Err)?
+            .is_some_and(|u| u.disabled_at.is_some())
+    {
+        return Err(Ok(invalid_grant(
+            "the person's Doorman account is disabled",
+        )));
+    }
+    // Single use across nodes, in the table client assertions use, under a name no client id
+    // can have (`id-jag:` is refused as a configured client_id; the others are URLs or random).
     let spent = s
         .store
         .use_assertion_jti(
@@ -116,21 +151,17 @@ pub async fn grant_for(
     if !spent {
         return Err(Ok(invalid_grant("the ID-JAG was already used")));
     }
-    let who = vouched(s, provider, jag.identity).await.map_err(Err)?;
-    if let Err(why) = provider.admits(&who) {
-        crate::audit::emit(crate::audit::AuditEvent {
-            detail: Some(format!("provider {} (ID-JAG): {why}", provider.name())),
-            ..crate::audit::AuditEvent::security("sign_in_failed", None)
-        });
-        return Err(Ok(invalid_grant(format!(
-            "the person may not sign in here: {why}"
-        ))));
-    }
     let Some(user_id) = upsert_person(s, provider, &who, now).await.map_err(Err)? else {
         return Err(Ok(invalid_grant(
             "the person's Doorman account is disabled",
         )));
     };
+    // Each ID-JAG makes a grant that ends with its one access token: the person's grants that
+    // ended are of no more use.
+    s.store
+        .delete_expired_grants_of(&user_id, now)
+        .await
+        .map_err(Err)?;
     let grant = GrantRow {
         id: crypto::random_token(16),
         user_id: user_id.clone(),
@@ -161,10 +192,11 @@ pub async fn grant_for(
     Ok(grant)
 }
 
-/// The person the ID-JAG names, as policies will see them. An ID-JAG carries few claims (often
-/// no groups, no name): what it lacks, a person already known keeps from their last sign-in
-/// rather than losing it. Its email counts only when the provider vouches for it
-/// (`email_verified`, or `trust_email`).
+/// The person the ID-JAG names, as policies will see them: what the ID-JAG says, as an ID
+/// token would. Its groups are the `groups` claim (the provider's `claims.groups`) or none, so a
+/// person the IdP took out of a group loses it here at once, whatever an older sign-in said; its
+/// email counts only when the provider vouches for it (`email_verified`, or `trust_email`). Only
+/// the display name, which decides nothing, is kept from before when the ID-JAG lacks one.
 async fn vouched(
     s: &AuthServer,
     provider: &super::oidc::Provider,
@@ -175,22 +207,93 @@ async fn vouched(
     }
     // `trust_email`: the provider's address counts as verified, for its domain rules too.
     who.email_verified = who.email.is_some();
-    if let Some(id) = s
-        .store
-        .user_id_by_subject(&provider.issuer(), &who.subject)
-        .await?
+    if who.name.is_none()
+        && let Some(id) = s
+            .store
+            .user_id_by_subject(&provider.issuer(), &who.subject)
+            .await?
         && let Some(known) = s.store.user(&id).await?
     {
-        if who.groups.is_empty() {
-            who.groups = known.groups.0;
-        }
-        if who.email.is_none() {
-            who.email = known.email;
-            who.email_verified = who.email.is_some();
-        }
-        if who.name.is_none() {
-            who.name = known.name;
-        }
+        who.name = known.name;
     }
     Ok(who)
+}
+
+/// Doorman as the IdP's client: an ID-JAG for `user_id`, who signed in through the provider
+/// named `provider`, for the authorization server `audience`. `Err` says why not (the person
+/// signed in some other way, the IdP refused, the IdP is down), for the audit; the caller falls
+/// back to the connect prompt.
+pub async fn obtain(
+    s: &AuthServer,
+    user_id: &str,
+    provider: &str,
+    audience: &str,
+    resource: Option<&str>,
+    scope: Option<&str>,
+) -> Result<secrecy::SecretString, String> {
+    let Some(p) = s.providers.iter().find(|p| p.name() == provider) else {
+        return Err(format!("no provider {provider:?} is configured"));
+    };
+    let fed = s
+        .store
+        .federated_identity(user_id)
+        .await
+        .map_err(|e| format!("the store could not be read: {e}"))?
+        .filter(|f| f.provider == provider)
+        .ok_or_else(|| format!("the person did not sign in through {provider}"))?;
+    let now = s.clock.now_ms();
+    let open = |sealed: &str, aad: &str| {
+        s.ring
+            .open(sealed, aad)
+            .ok()
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+    };
+    // The ID token of the sign-in while it has a minute left; else a fresh one from a refresh.
+    let stored = match (&fed.id_token_sealed, fed.id_token_expires_at) {
+        (Some(sealed), Some(exp)) if exp > now + 60_000 => {
+            open(sealed, &super::federation::id_token_aad(user_id))
+        }
+        _ => None,
+    };
+    let subject = match stored {
+        Some(t) => t,
+        None => {
+            let aad = format!("federated:{user_id}");
+            let refresh = fed
+                .refresh_token_sealed
+                .as_deref()
+                .and_then(|sealed| open(sealed, &aad))
+                .ok_or("the person's sign-in has expired and the provider gave no refresh token")?;
+            let answer = p
+                .refresh(&refresh)
+                .await
+                .map_err(|e| format!("the provider refused to refresh the sign-in: {e}"))?;
+            let id_token = answer
+                .id_token
+                .ok_or("the provider's refresh brought no ID token")?;
+            p.validate_id_token(&id_token, None)
+                .await
+                .map_err(|e| format!("the refreshed ID token is not valid: {e}"))?;
+            let (id_token_sealed, id_token_expires_at) =
+                super::federation::sealed_id_token(s, user_id, &id_token);
+            s.store
+                .save_federated_identity(&crate::store::FederatedIdentityRow {
+                    user_id: user_id.to_owned(),
+                    provider: provider.to_owned(),
+                    refresh_token_sealed: answer
+                        .refresh_token
+                        .as_deref()
+                        .map(|rt| s.ring.seal(rt.as_bytes(), &aad)),
+                    checked_at: now,
+                    id_token_sealed,
+                    id_token_expires_at,
+                })
+                .await
+                .map_err(|e| format!("the store could not be written: {e}"))?;
+            id_token
+        }
+    };
+    p.id_jag_for(&subject, audience, resource, scope)
+        .await
+        .map_err(|e| format!("{} gave no ID-JAG: {e}", p.display_name()))
 }

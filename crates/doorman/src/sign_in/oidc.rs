@@ -54,6 +54,12 @@ enum Signed {
     Bad(String),
 }
 
+/// RFC 8693 token type of an ID-JAG (draft §9.x).
+pub const ID_JAG_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id-jag";
+
+/// The longest an ID-JAG may claim to live, in seconds.
+const ID_JAG_MAX_LIFETIME_S: i64 = 3600;
+
 /// The `typ` of an ID-JAG (draft-ietf-oauth-identity-assertion-authz-grant §3.1).
 pub const ID_JAG_TYP: &str = "oauth-id-jag+jwt";
 
@@ -303,6 +309,56 @@ impl Provider {
     }
 
     async fn token_request(&self, form: &[(&str, &str)]) -> Result<TokenAnswer, OidcError> {
+        let json = self.token_call(form).await?;
+        serde_json::from_value(json).map_err(|e| OidcError::Invalid(format!("token answer: {e}")))
+    }
+
+    /// An ID-JAG for the person whose ID token is `subject`, for the authorization server
+    /// `audience` (draft-ietf-oauth-identity-assertion-authz-grant §4.3: RFC 8693 token
+    /// exchange at the provider, Doorman authenticating as its client there).
+    pub async fn id_jag_for(
+        &self,
+        subject: &str,
+        audience: &str,
+        resource: Option<&str>,
+        scope: Option<&str>,
+    ) -> Result<SecretString, OidcError> {
+        let mut form = vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("requested_token_type", ID_JAG_TOKEN_TYPE),
+            ("subject_token", subject),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:id_token",
+            ),
+            ("audience", audience),
+        ];
+        if let Some(r) = resource {
+            form.push(("resource", r));
+        }
+        if let Some(sc) = scope.filter(|s| !s.is_empty()) {
+            form.push(("scope", sc));
+        }
+        let answer = self.token_call(&form).await?;
+        // RFC 8693 §2.2.1: what was issued is what was asked for.
+        if answer.get("issued_token_type").and_then(Value::as_str) != Some(ID_JAG_TOKEN_TYPE) {
+            return Err(OidcError::Invalid(
+                "the exchange issued something other than an ID-JAG".into(),
+            ));
+        }
+        answer
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(|t| SecretString::from(t.to_owned()))
+            .ok_or_else(|| OidcError::Invalid("the exchange answer has no access_token".into()))
+    }
+
+    /// A request to the provider's token endpoint as Doorman's client there; the JSON answer.
+    async fn token_call(&self, form: &[(&str, &str)]) -> Result<Value, OidcError> {
         let d = self.discovery().await?;
         let body: String = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
@@ -325,10 +381,8 @@ impl Provider {
             HeaderValue::from_str(&format!("Basic {basic}"))
                 .map_err(|_| OidcError::Invalid("client credentials are not header-safe".into()))?,
         );
-        let json = self
-            .call(Method::POST, &d.token_endpoint, headers, Bytes::from(body))
-            .await?;
-        serde_json::from_value(json).map_err(|e| OidcError::Invalid(format!("token answer: {e}")))
+        self.call(Method::POST, &d.token_endpoint, headers, Bytes::from(body))
+            .await
     }
 
     /// Exchanges the code from the callback (OpenID Connect Core §3.1.3.1).
@@ -363,13 +417,22 @@ impl Provider {
         id_token: &str,
         nonce_hash: Option<&str>,
     ) -> Result<Identity, OidcError> {
-        let (_, claims) = self
+        let (header, claims) = self
             .provider_signed(id_token, &["iss", "sub", "aud", "exp", "iat"])
             .await
             .map_err(|e| match e {
                 Signed::Fetch(e) => e,
                 Signed::Bad(why) => OidcError::IdToken(why),
             })?;
+        // RFC 8725 §3.11: a token typed as something else (an ID-JAG, an access token) is not
+        // an ID token, whatever its claims.
+        if header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(ID_JAG_TYP) || t.eq_ignore_ascii_case("at+jwt"))
+        {
+            return Err(OidcError::IdToken("it is not an ID token (typ)".into()));
+        }
         self.check_claims(&claims, nonce_hash)?;
         Ok(self.identity(&claims))
     }
@@ -428,6 +491,16 @@ impl Provider {
         if c["iat"].as_i64().is_none_or(|iat| iat > now + SKEW_S) {
             return Err(bad("issued in the future"));
         }
+        if c.get("nbf")
+            .is_some_and(|nbf| nbf.as_i64().is_none_or(|nbf| nbf > now + SKEW_S))
+        {
+            return Err(bad("not valid yet (nbf)"));
+        }
+        // A grant meant to be redeemed at once (the draft suggests minutes): one that claims to
+        // live longer than an hour is refused, which also bounds how long its `jti` is kept.
+        if exp > now + ID_JAG_MAX_LIFETIME_S {
+            return Err(bad("it lives longer than an hour"));
+        }
         // A key-bound grant (`cnf`, RFC 7800) needs proof of possession Doorman does not take.
         if c.get("cnf").is_some() {
             return Err(bad(
@@ -447,6 +520,9 @@ impl Provider {
         let (Some(jti), Some(client_id)) = (text("jti"), text("client_id")) else {
             return Err(bad("jti or client_id is missing"));
         };
+        if jti.len() > 256 || client_id.len() > 512 {
+            return Err(bad("jti or client_id is too long"));
+        }
         let identity = self.identity(&c);
         if identity.subject.is_empty() {
             return Err(bad("the sub claim is missing"));

@@ -456,6 +456,9 @@ async fn an_id_jag_for_doorman_gives_the_person_and_every_other_is_refused() {
         let e = t.p.validate_id_jag(&token, DOORMAN, MCP).await.unwrap_err();
         assert!(e.to_string().contains(words), "{words}: {e}");
     }
+    // An ID-JAG is no ID token either.
+    let e = t.p.validate_id_token(&good, None).await.unwrap_err();
+    assert!(e.to_string().contains("typ"), "{e}");
     // A list of resources naming Doorman's is fine; so is an `aud` of exactly Doorman.
     let listed = with(json!({"resource": ["http://127.0.0.1:1/x", MCP], "aud": [DOORMAN]}));
     assert!(

@@ -54,8 +54,8 @@ pub struct UpstreamTokens {
     cache: RwLock<HashMap<UpstreamTokenKey, (http::HeaderValue, i64)>>,
 }
 
-/// (audience, person, client).
-type UpstreamTokenKey = (String, String, String);
+/// (audience, scope, person, client).
+type UpstreamTokenKey = (String, String, String, String);
 
 /// How long an exchanged token lives, and how close to its end it is no longer handed out.
 const UPSTREAM_TOKEN_LIFETIME_S: i64 = 300;
@@ -90,6 +90,7 @@ impl UpstreamTokens {
         let now = self.clock.now_ms();
         let key = (
             audience.to_owned(),
+            scope.to_owned(),
             who.user_id.to_owned(),
             who.client_id.to_owned(),
         );

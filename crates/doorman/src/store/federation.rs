@@ -22,6 +22,9 @@ pub struct FederatedIdentityRow {
     pub provider: String,
     pub refresh_token_sealed: Option<String>,
     pub checked_at: i64,
+    /// The last ID token the provider gave (sealed), and when it expires (ms).
+    pub id_token_sealed: Option<String>,
+    pub id_token_expires_at: Option<i64>,
 }
 
 impl Store {
@@ -61,8 +64,8 @@ impl Store {
         user_id: &str,
     ) -> anyhow::Result<Option<FederatedIdentityRow>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, FederatedIdentityRow>(
-            "SELECT user_id, provider, refresh_token_sealed, checked_at FROM federated_identities \
-             WHERE user_id = $1",
+            "SELECT user_id, provider, refresh_token_sealed, checked_at, id_token_sealed, \
+             id_token_expires_at FROM federated_identities WHERE user_id = $1",
         )
         .bind(user_id)
         .fetch_optional(pool)
@@ -72,15 +75,20 @@ impl Store {
 
     pub async fn save_federated_identity(&self, r: &FederatedIdentityRow) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query(
-            "INSERT INTO federated_identities (user_id, provider, refresh_token_sealed, checked_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET provider = excluded.provider, \
+            "INSERT INTO federated_identities (user_id, provider, refresh_token_sealed, checked_at, \
+             id_token_sealed, id_token_expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET provider = excluded.provider, \
              refresh_token_sealed = COALESCE(excluded.refresh_token_sealed, federated_identities.refresh_token_sealed), \
-             checked_at = excluded.checked_at",
+             checked_at = excluded.checked_at, \
+             id_token_sealed = COALESCE(excluded.id_token_sealed, federated_identities.id_token_sealed), \
+             id_token_expires_at = COALESCE(excluded.id_token_expires_at, federated_identities.id_token_expires_at)",
         )
         .bind(&r.user_id)
         .bind(&r.provider)
         .bind(&r.refresh_token_sealed)
         .bind(r.checked_at)
+        .bind(&r.id_token_sealed)
+        .bind(r.id_token_expires_at)
         .execute(pool)
         .await
         .map(|_| ()))?;

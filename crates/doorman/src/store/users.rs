@@ -236,8 +236,25 @@ impl Store {
         if let Some(u) = self.user_by_username(who).await? {
             return Ok(Some(u));
         }
-        if let Some(u) = self.user_by_email(who).await? {
-            return Ok(Some(u));
+        // An email two people share (two providers, a local account) names neither: acting on
+        // the wrong one (disabling it, say) would be worse than asking for the id.
+        let same_email: Vec<UserRow> = on_pool!(self, pool => sqlx::query_as(
+            concat!("SELECT ", user_columns!(), " FROM users WHERE lower(email) = lower($1) ORDER BY created_at LIMIT 5"),
+        )
+        .bind(who.trim())
+        .fetch_all(pool)
+        .await)?;
+        match same_email.len() {
+            0 => {}
+            1 => return Ok(same_email.into_iter().next()),
+            _ => anyhow::bail!(
+                "several people have the email {who:?}; name one by its Doorman id: {}",
+                same_email
+                    .iter()
+                    .map(|u| u.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
         self.user(who).await
     }

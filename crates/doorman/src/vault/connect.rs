@@ -51,7 +51,7 @@ impl ConnectApp {
             .route("/connect/callback", get(shared_callback))
             .route("/connect/callback/{resource}", get(resource_callback))
             .route("/connect/cascade", get(cascade))
-            .route("/connect/{resource}", get(start))
+            .route("/connect/{resource}", get(start).post(submit_key))
             .route("/connections", get(connections_page))
             .route("/connections/disconnect", post(disconnect))
             .route("/connections/disconnect-all", post(disconnect_all))
@@ -164,7 +164,172 @@ async fn start(
             "This connect link was made for another Doorman user. If someone sent it to you, do not use it: they could gain access to your account. Nothing was connected.",
         );
     }
+    if app
+        .vault
+        .resource(&resource)
+        .is_some_and(|rc| rc.resource.api_key.is_some())
+    {
+        return key_form(&app, &headers, &prompt_id, &resource, "", None);
+    }
     redirect_to_resource(&app, &prompt, None).await
+}
+
+#[derive(Template)]
+#[template(path = "connect_api_key.html")]
+struct ApiKeyPage<'a> {
+    display: &'a str,
+    resource: &'a str,
+    prompt: &'a str,
+    csrf: &'a str,
+    help: Option<&'a str>,
+    label: &'a str,
+    error: Option<&'a str>,
+}
+
+/// The page that takes a personal API key (`kind = "api_key"`); the key is never put back in
+/// it, even after a refusal.
+fn key_form(
+    app: &ConnectApp,
+    headers: &HeaderMap,
+    prompt: &str,
+    resource: &str,
+    label: &str,
+    error: Option<(StatusCode, &str)>,
+) -> Response {
+    let Some(rc) = app.vault.resource(resource) else {
+        return expired_link();
+    };
+    let (csrf, set_cookie) = app.browser.csrf_cookie(headers);
+    with_cookie(
+        pages::render(
+            error.map_or(StatusCode::OK, |(s, _)| s),
+            &ApiKeyPage {
+                display: &rc.resource.display_name,
+                resource,
+                prompt,
+                csrf: &csrf,
+                help: rc.resource.api_key.as_ref().and_then(|a| a.help.as_deref()),
+                label,
+                error: error.map(|(_, e)| e),
+            },
+        ),
+        set_cookie,
+    )
+}
+
+/// `POST /connect/{resource}` (`prompt`, `key`, `label`, `csrf`): a personal API key for a
+/// `kind = "api_key"` resource. The same checks as the OAuth trip (the prompt is live and
+/// this browser is its person's), then the resource's test request, then the connection.
+async fn submit_key(
+    State(app): State<Arc<ConnectApp>>,
+    Path(resource): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let user_id = match posted(&app, &headers, &form).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let prompt_id = form.get("prompt").map(String::as_str).unwrap_or("");
+    let prompt = match app.vault.prompt_row(prompt_id).await {
+        Ok(Some(p)) if p.resource == resource && p.connection_id.is_none() => p,
+        Ok(_) => return expired_link(),
+        Err(e) => return unavailable(e),
+    };
+    if !crypto::constant_time_eq(user_id.as_bytes(), prompt.user_id.as_bytes()) {
+        tracing::warn!(resource = %resource, "an API key was posted for another person's connect link; refused");
+        return pages::message(
+            StatusCode::FORBIDDEN,
+            "This link is not for you",
+            "This connect link was made for another Doorman user. Nothing was connected.",
+        );
+    }
+    let Some(rc) = app
+        .vault
+        .resource(&resource)
+        .filter(|rc| rc.resource.api_key.is_some())
+    else {
+        return expired_link();
+    };
+    let label = form
+        .get("label")
+        .and_then(|l| super::api_key::clean_label(l))
+        .unwrap_or_default();
+    let Some(key) = form.get("key").and_then(|k| super::api_key::clean_key(k)) else {
+        return key_form(
+            &app,
+            &headers,
+            prompt_id,
+            &resource,
+            &label,
+            Some((
+                StatusCode::BAD_REQUEST,
+                "Paste the key: it is empty or has characters no key has.",
+            )),
+        );
+    };
+    let display = rc.resource.display_name.clone();
+    let account = match app.vault.check_api_key(&rc, key).await {
+        super::api_key::KeyCheck::Accepted(named) => named
+            .or_else(|| (!label.is_empty()).then(|| label.clone()))
+            .unwrap_or_else(|| "API key".to_owned()),
+        super::api_key::KeyCheck::Refused(why) => {
+            tracing::info!(resource = %resource, reason = %why, "an API key was refused by its resource");
+            return key_form(
+                &app,
+                &headers,
+                prompt_id,
+                &resource,
+                &label,
+                Some((
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "{display} did not accept this key: {why}. Check it and paste it again."
+                    ),
+                )),
+            );
+        }
+        super::api_key::KeyCheck::Unavailable(why) => {
+            tracing::warn!(resource = %resource, reason = %why, "an API key could not be checked");
+            return key_form(
+                &app,
+                &headers,
+                prompt_id,
+                &resource,
+                &label,
+                Some((
+                    StatusCode::BAD_GATEWAY,
+                    &format!(
+                        "Doorman could not check the key with {display} ({why}). Nothing was stored; try again in a moment."
+                    ),
+                )),
+            );
+        }
+    };
+    let set = super::oauth::TokenSet {
+        access_token: zeroize::Zeroizing::new(key.to_owned()),
+        refresh_token: None,
+        expires_in: None,
+        scope: Some(String::new()),
+        identity: None,
+    };
+    if let Err(e) = app
+        .vault
+        .store_connection(&prompt, &rc, &set, &account)
+        .await
+    {
+        return unavailable(e);
+    }
+    if let (Some(session), Some(elicitation)) = (&prompt.session_hash, &prompt.elicitation_id) {
+        (app.on_complete)(session, elicitation);
+    }
+    pages::message(
+        StatusCode::OK,
+        &format!("{display} is connected"),
+        &format!(
+            "Your {display} account {account} is connected. You can close this tab and go back to your assistant."
+        ),
+    )
 }
 
 #[derive(Deserialize)]

@@ -364,6 +364,8 @@ fn discovered_resource(
         token_header: TokenHeader::default(),
         shared_token: None,
         quirks: Quirks::STANDARD,
+        api_key: None,
+        id_jag: None,
     }
 }
 

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use zeroize::Zeroizing;
 
 use super::{
-    ConnectionView, Holder, Lifetime, Need, PROMPT_LIFETIME_MS, Prompt, Vault,
+    ConnectionView, Credential, Holder, Lifetime, Need, PROMPT_LIFETIME_MS, Prompt, Vault,
     oauth::{ResourceClient, TokenSet},
     tokens::{self, Which},
 };
@@ -167,6 +167,18 @@ impl Vault {
         set: &TokenSet,
         account: &str,
     ) -> anyhow::Result<String> {
+        self.store_connection_how(prompt, rc, set, account, "")
+            .await
+    }
+
+    async fn store_connection_how(
+        &self,
+        prompt: &ConnectPromptRow,
+        rc: &ResourceClient,
+        set: &TokenSet,
+        account: &str,
+        how: &str,
+    ) -> anyhow::Result<String> {
         let now = self.clock.now_ms();
         let existing = self
             .store
@@ -216,9 +228,12 @@ impl Vault {
             self.store.delete_connection(&old.id).await?;
         }
         self.store.insert_connection(&row).await?;
-        self.store
-            .complete_connect_prompt(&prompt.id_hash, &id)
-            .await?;
+        // A prompt made for the occasion (an ID-JAG's connection) was never stored.
+        if !prompt.id_hash.is_empty() {
+            self.store
+                .complete_connect_prompt(&prompt.id_hash, &id)
+                .await?;
+        }
         if prompt.cascade_client.is_some() {
             self.store.complete_cascade_prompts(prompt, &id).await?;
         }
@@ -226,10 +241,51 @@ impl Vault {
         crate::audit::emit(crate::audit::AuditEvent {
             resource: Some(rc.name().to_owned()),
             account: Some(account.to_owned()),
-            detail: Some(format!("binding {}", prompt.binding)),
+            detail: Some(format!("binding {}{how}", prompt.binding)),
             ..crate::audit::AuditEvent::security("connection_made", Some(&prompt.user_id))
         });
         Ok(id)
+    }
+
+    /// A connection from an ID-JAG of the company's IdP (`[resources.id_jag]`), with no
+    /// prompt: redeemed at the resource (RFC 7523 jwt-bearer), stored in this caller's binding
+    /// as a prompt's would be, then served as any credential.
+    pub async fn connect_with_id_jag(
+        &self,
+        caller: &Holder<'_>,
+        rc: &ResourceClient,
+        decided: Lifetime,
+        id_jag: &str,
+    ) -> Result<Credential, String> {
+        let set = rc
+            .redeem_id_jag(
+                id_jag,
+                rc.resource
+                    .id_jag
+                    .as_ref()
+                    .and_then(|j| j.resource.as_deref()),
+            )
+            .await
+            .map_err(|e| format!("{} refused the ID-JAG: {e}", rc.resource.display_name))?;
+        let account = match rc.identity(&set).await {
+            Ok(Some(a)) => a,
+            _ => "account".to_owned(),
+        };
+        let (_, mut row) = self.new_prompt(caller, rc, &Need::Missing, decided, None);
+        // Not a stored prompt: nothing to complete, nobody to tell.
+        row.id_hash = String::new();
+        row.elicitation_id = None;
+        let id = self
+            .store_connection_how(&row, rc, &set, &account, " (ID-JAG)")
+            .await
+            .map_err(|e| format!("the connection could not be stored: {e}"))?;
+        match self.credential(caller, rc, Some(&id), decided).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(need)) => Err(format!(
+                "the new connection cannot serve this call ({need:?})"
+            )),
+            Err(e) => Err(format!("the vault could not be read: {e}")),
+        }
     }
 
     /// The connections of a person, for `doorman_whoami` and the connections page.

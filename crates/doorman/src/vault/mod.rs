@@ -24,6 +24,7 @@
 //! credential for one request. Everything that makes, lists, ends or re-seals connections is
 //! in `lifecycle.rs`. `README.md` beside this file has the states and every refusal.
 
+pub mod api_key;
 pub mod connect;
 pub mod discovery;
 mod lifecycle;
@@ -641,8 +642,20 @@ fn expired(row: &ConnectionRow, now: i64) -> bool {
 }
 
 /// The header carrying a token to the upstream, marked sensitive (never logged).
-fn header(rc: &ResourceClient, token: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
+pub fn header(rc: &ResourceClient, token: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
     let th = &rc.resource.token_header;
+    if let Some(param) = &th.query {
+        // An API key the upstream takes in its URL: `send` moves it there.
+        let pair = zeroize::Zeroizing::new(
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair(param, token)
+                .finish(),
+        );
+        let mut value = HeaderValue::from_str(&pair)
+            .map_err(|_| anyhow::anyhow!("the {} key is not URI-safe", rc.name()))?;
+        value.set_sensitive(true);
+        return Ok((crate::net::http::QUERY_CREDENTIAL, value));
+    }
     let mut value = HeaderValue::from_str(&th.value(token))
         .map_err(|_| anyhow::anyhow!("the {} token is not header-safe", rc.name()))?;
     value.set_sensitive(true);

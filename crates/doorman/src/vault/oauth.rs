@@ -382,6 +382,36 @@ impl ResourceClient {
         self.token_set(answer)
     }
 
+    /// RFC 7523 §2.1: tokens for an ID-JAG of the company's IdP (enterprise-managed
+    /// authorization), asking for the resource's scopes.
+    pub async fn redeem_id_jag(
+        &self,
+        id_jag: &str,
+        resource: Option<&str>,
+    ) -> Result<TokenSet, ResourceError> {
+        let scope = self
+            .resource
+            .scopes
+            .join(self.resource.quirks.scope_separator);
+        let mut form = vec![
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", id_jag),
+        ];
+        if !scope.is_empty() {
+            form.push(("scope", &scope));
+        }
+        if let Some(r) = resource.or(self.resource_indicator.as_deref()) {
+            form.push(("resource", r));
+        }
+        let token = self
+            .endpoints()
+            .await?
+            .token
+            .ok_or_else(|| ResourceError::NotConfigured("no token endpoint".into()))?;
+        let answer = self.client_request(&token, "token endpoint", &form).await?;
+        self.token_set(answer)
+    }
+
     /// RFC 6749 §6: new tokens for a refresh token.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenSet, ResourceError> {
         let mut form = vec![
