@@ -39,23 +39,23 @@ BOB = account("bob", "bob-pw", sub="00u-bob", email="bob@example.com", groups=["
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw"}
 
 
-@pytest.fixture(scope="module")
-def env():
+def start_env(name: str, id_token_ttl: int | None = None):
     port, as_port, notes_port = free_port(), free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     as_issuer = f"http://127.0.0.1:{as_port}"
     audience = f"http://127.0.0.1:{notes_port}/mcp"
     started = []
     try:
-        corp = start_idp(name="idp-corp-outbound", accounts=[ALICE, BOB], clients=[
+        corp = start_idp(name=f"idp-corp-{name}", accounts=[ALICE, BOB], clients=[
             idp_client("doorman", SECRET, [f"{base}/sign-in/callback"], skip_consent=True),
-        ], id_jag=id_jag([id_jag_audience(as_issuer, {"doorman": "doorman-notes"}, resources=[audience])]))
+        ], id_jag=id_jag([id_jag_audience(as_issuer, {"doorman": "doorman-notes"}, resources=[audience])]),
+            ttl={"IdToken": id_token_ttl} if id_token_ttl else None)
         started.append(corp)
-        notes_as = start_idp(name="idp-notes-as-outbound", port=as_port, accounts=[], clients=[
+        notes_as = start_idp(name=f"idp-notes-as-{name}", port=as_port, accounts=[], clients=[
             idp_client("doorman-notes", NOTES_SECRET, [f"{base}/connect/callback"]),
         ], resource_server=resource_server(audience, id_jag_issuers=[trusted_issuer(corp)]))
         started.append(notes_as)
-        notes = start_resource_upstream(notes_port, notes_as.issuer, audience, name="notes-outbound")
+        notes = start_resource_upstream(notes_port, notes_as.issuer, audience, name=f"notes-{name}")
         started.append(notes)
         toml = f"""
 [[sign_in.oidc]]
@@ -63,7 +63,9 @@ name = "corp"
 issuer = "{corp.issuer}"
 client_id = "doorman"
 client_secret_env = "CORP_SECRET"
-scopes = ["openid", "email", "profile", "groups"]
+scopes = ["openid", "email", "profile", "groups", "offline_access"]
+# oidc-provider grants offline_access (a refresh token) only with prompt=consent.
+authorization_params = {{ prompt = "consent" }}
 
 [[sign_in.clients]]
 client_id = "{CLIENT}"
@@ -81,7 +83,7 @@ binding = "user"
 provider = "corp"
 resource = "{audience}"
 """
-        d = accounts_doorman("doorman-id-jag-outbound", [{"name": "notes", "url": audience, "resource": "notes"}],
+        d = accounts_doorman(f"doorman-{name}", [{"name": "notes", "url": audience, "resource": "notes"}],
                              port=port, sign_in={"local_accounts": False}, extra_toml=toml,
                              env={"CORP_SECRET": SECRET, "NOTES_SECRET": NOTES_SECRET})
         started.append(d)
@@ -89,9 +91,19 @@ resource = "{audience}"
         for p in reversed(started):
             p.stop()
         raise
-    yield SimpleNamespace(d=d, idp=corp, notes_as=notes_as, notes=notes, audience=audience)
-    for p in reversed(started):
+    return SimpleNamespace(d=d, idp=corp, notes_as=notes_as, notes=notes, audience=audience, started=started)
+
+
+def stop(e) -> None:
+    for p in reversed(e.started):
         p.stop()
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = start_env("id-jag-outbound")
+    yield e
+    stop(e)
 
 
 def sso_token(e, who: str) -> str:
@@ -154,3 +166,24 @@ def test_when_the_idp_refuses_the_person_gets_the_prompt_and_the_audit_says_why(
                      and "ID-JAG" in (r["detail"] or ""))
     assert rows and "gave no ID-JAG" in rows[-1]["detail"], rows
     assert db(e, "SELECT COUNT(*) FROM connect_prompts") == [(1,)]
+
+
+def test_an_expired_id_token_is_refreshed_at_the_idp_before_the_exchange(py_upstream):
+    # ID tokens live 30 s at this IdP: by Doorman's rule (a minute left at least) the one from
+    # the sign-in is always too old, so the exchange must use a fresh one from a refresh.
+    e = start_env("id-jag-refresh", id_token_ttl=30)
+    try:
+        alice = sso_token(e, "alice")
+        refreshes = e.idp.count("/token", grant_type="refresh_token")
+        result = call_tool(e.d, alice, "notes_whoami")
+        assert not result.get("isError"), result
+        assert json.loads(result_text(result))["sub"] == "00u-alice"
+        assert e.idp.count("/token", grant_type="refresh_token") == refreshes + 1
+        exchanges = [r for r in e.idp.id_jag_requests() if r.get("id_jag", {}).get("issued")]
+        assert exchanges and exchanges[-1]["id_jag"]["subject_token_type"].endswith(":id_token"), exchanges
+        # The rotated refresh token and the new ID token were kept (sealed), for the next time.
+        [(sealed_rt, sealed_id, exp)] = db(e, "SELECT refresh_token_sealed, id_token_sealed, id_token_expires_at "
+                                              "FROM federated_identities")
+        assert sealed_rt and sealed_id and exp
+    finally:
+        stop(e)

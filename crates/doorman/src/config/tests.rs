@@ -758,3 +758,36 @@ fn an_api_key_resource_has_a_check_and_none_of_the_oauth_keys() {
     assert!(r.oauth.is_none() && r.api_key.is_some());
     assert_eq!(r.token_header.name.as_str(), "x-api-key");
 }
+
+#[test]
+fn a_resource_trusting_the_idp_names_a_provider_and_has_an_oauth_client() {
+    let base = "[sign_in]\nmode = \"accounts\"\n[[sign_in.oidc]]\nname = \"corp\"\nissuer = \"https://corp.example\"\nclient_id = \"d\"\nclient_secret_env = \"S\"\n[[resources]]\nname = \"notes\"\n";
+    let oauth = "issuer = \"https://as.example\"\nclient_id = \"c\"\n";
+    for (toml, key) in [
+        (
+            format!("{base}{oauth}[resources.id_jag]\nprovider = \"other\"\n"),
+            "resources[0].id_jag.provider",
+        ),
+        (
+            format!(
+                "{base}authorization_endpoint = \"https://as.example/a\"\ntoken_endpoint = \"https://as.example/t\"\nclient_id = \"c\"\n[resources.id_jag]\nprovider = \"corp\"\n"
+            ),
+            "resources[0].id_jag.audience",
+        ),
+        (
+            format!(
+                "{base}binding = \"shared\"\nshared_token_env = \"T\"\n[resources.id_jag]\nprovider = \"corp\"\n"
+            ),
+            "resources[0].id_jag",
+        ),
+    ] {
+        assert_eq!(error_of(&toml).path, key, "{toml}");
+    }
+    let ok = Config::from_toml(&format!(
+        "{base}{oauth}[resources.id_jag]\nprovider = \"corp\"\n"
+    ))
+    .unwrap();
+    ok.validate().unwrap();
+    let r = crate::config::resolved::ResolvedResource::resolve(0, &ok.resources[0], false).unwrap();
+    assert_eq!(r.id_jag.unwrap().audience, "https://as.example");
+}
