@@ -463,7 +463,36 @@ pub async fn recheck(s: &AuthServer, user_id: &str) -> Result<(), Deprovisioned>
         )
         .await);
     };
-    match provider.refresh(&refresh_token).await {
+    // One refresh per person at a time across nodes (the provider rotates refresh tokens): a
+    // node that finds another refreshing leaves the re-check to it.
+    let holder = crypto::random_token(12);
+    match s
+        .store
+        .acquire_federated_refresh(user_id, &holder, now, 30_000)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take the re-check lease; re-checking later");
+            return Ok(());
+        }
+    }
+    let outcome = recheck_with(s, user_id, &provider, &refresh_token, &aad, now).await;
+    let _ = s.store.release_federated_refresh(user_id, &holder).await;
+    outcome
+}
+
+/// The re-check itself, under the lease.
+async fn recheck_with(
+    s: &AuthServer,
+    user_id: &str,
+    provider: &Provider,
+    refresh_token: &str,
+    aad: &str,
+    now: i64,
+) -> Result<(), Deprovisioned> {
+    match provider.refresh(refresh_token).await {
         Ok(answer) => {
             if let Some(id_token) = &answer.id_token {
                 let validated = match provider.validate_id_token(id_token, None).await {
@@ -498,7 +527,7 @@ pub async fn recheck(s: &AuthServer, user_id: &str) -> Result<(), Deprovisioned>
             let sealed = answer
                 .refresh_token
                 .as_deref()
-                .map(|rt| s.ring.seal(rt.as_bytes(), &aad));
+                .map(|rt| s.ring.seal(rt.as_bytes(), aad));
             let (id_token_sealed, id_token_expires_at) = match &answer.id_token {
                 Some(t) => sealed_id_token(s, user_id, t),
                 None => (None, None),

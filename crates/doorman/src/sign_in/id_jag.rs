@@ -257,43 +257,88 @@ pub async fn obtain(
     };
     let subject = match stored {
         Some(t) => t,
-        None => {
-            let aad = format!("federated:{user_id}");
-            let refresh = fed
-                .refresh_token_sealed
-                .as_deref()
-                .and_then(|sealed| open(sealed, &aad))
-                .ok_or("the person's sign-in has expired and the provider gave no refresh token")?;
-            let answer = p
-                .refresh(&refresh)
-                .await
-                .map_err(|e| format!("the provider refused to refresh the sign-in: {e}"))?;
-            let id_token = answer
-                .id_token
-                .ok_or("the provider's refresh brought no ID token")?;
-            p.validate_id_token(&id_token, None)
-                .await
-                .map_err(|e| format!("the refreshed ID token is not valid: {e}"))?;
-            let (id_token_sealed, id_token_expires_at) =
-                super::federation::sealed_id_token(s, user_id, &id_token);
-            s.store
-                .save_federated_identity(&crate::store::FederatedIdentityRow {
-                    user_id: user_id.to_owned(),
-                    provider: provider.to_owned(),
-                    refresh_token_sealed: answer
-                        .refresh_token
-                        .as_deref()
-                        .map(|rt| s.ring.seal(rt.as_bytes(), &aad)),
-                    checked_at: now,
-                    id_token_sealed,
-                    id_token_expires_at,
-                })
-                .await
-                .map_err(|e| format!("the store could not be written: {e}"))?;
-            id_token
-        }
+        None => refreshed_id_token(s, p, user_id, &fed).await?,
     };
     p.id_jag_for(&subject, audience, resource, scope)
         .await
         .map_err(|e| format!("{} gave no ID-JAG: {e}", p.display_name()))
+}
+
+/// A fresh ID token for the person from a refresh at their provider, under the one-refresh-at-a-
+/// time lease; the rotated refresh token and the new ID token are kept. A node that finds the
+/// lease taken waits for the holder's ID token instead of refreshing the same token again.
+async fn refreshed_id_token(
+    s: &AuthServer,
+    p: &super::oidc::Provider,
+    user_id: &str,
+    fed: &crate::store::FederatedIdentityRow,
+) -> Result<String, String> {
+    let holder = crypto::random_token(12);
+    let now = s.clock.now_ms();
+    let store_failed = |e: anyhow::Error| format!("the store could not be read: {e}");
+    if !s
+        .store
+        .acquire_federated_refresh(user_id, &holder, now, 30_000)
+        .await
+        .map_err(store_failed)?
+    {
+        for _ in 0..30 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let now = s.clock.now_ms();
+            if let Some(f) = s
+                .store
+                .federated_identity(user_id)
+                .await
+                .map_err(store_failed)?
+                && let (Some(sealed), Some(exp)) = (&f.id_token_sealed, f.id_token_expires_at)
+                && exp > now + 60_000
+                && let Ok(b) = s
+                    .ring
+                    .open(sealed, &super::federation::id_token_aad(user_id))
+                && let Ok(t) = String::from_utf8(b.to_vec())
+            {
+                return Ok(t);
+            }
+        }
+        return Err("another node is refreshing the person's sign-in at the provider".into());
+    }
+    let refreshed = async {
+        let aad = format!("federated:{user_id}");
+        let refresh = fed
+            .refresh_token_sealed
+            .as_deref()
+            .and_then(|sealed| s.ring.open(sealed, &aad).ok())
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            .ok_or("the person's sign-in has expired and the provider gave no refresh token")?;
+        let answer = p
+            .refresh(&refresh)
+            .await
+            .map_err(|e| format!("the provider refused to refresh the sign-in: {e}"))?;
+        let id_token = answer
+            .id_token
+            .ok_or("the provider's refresh brought no ID token")?;
+        p.validate_id_token(&id_token, None)
+            .await
+            .map_err(|e| format!("the refreshed ID token is not valid: {e}"))?;
+        let (id_token_sealed, id_token_expires_at) =
+            super::federation::sealed_id_token(s, user_id, &id_token);
+        s.store
+            .save_federated_identity(&crate::store::FederatedIdentityRow {
+                user_id: user_id.to_owned(),
+                provider: p.name().to_owned(),
+                refresh_token_sealed: answer
+                    .refresh_token
+                    .as_deref()
+                    .map(|rt| s.ring.seal(rt.as_bytes(), &aad)),
+                checked_at: s.clock.now_ms(),
+                id_token_sealed,
+                id_token_expires_at,
+            })
+            .await
+            .map_err(|e| format!("the store could not be written: {e}"))?;
+        Ok::<_, String>(id_token)
+    }
+    .await;
+    let _ = s.store.release_federated_refresh(user_id, &holder).await;
+    refreshed
 }

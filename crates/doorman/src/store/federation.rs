@@ -95,6 +95,46 @@ impl Store {
         Ok(())
     }
 
+    /// Takes the right to refresh a person's sign-in at their provider for `ttl_ms`; `false`
+    /// while another holder has it (one refresh at a time across nodes).
+    pub async fn acquire_federated_refresh(
+        &self,
+        user_id: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> anyhow::Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query(
+            "INSERT INTO federated_refresh_leases (user_id, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE federated_refresh_leases.expires_at <= $4",
+        )
+        .bind(user_id)
+        .bind(holder)
+        .bind(now_ms + ttl_ms)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    pub async fn release_federated_refresh(
+        &self,
+        user_id: &str,
+        holder: &str,
+    ) -> anyhow::Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "DELETE FROM federated_refresh_leases WHERE user_id = $1 AND holder = $2",
+        )
+        .bind(user_id)
+        .bind(holder)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
     /// Updates a person from their provider's claims (at every sign-in and re-check).
     pub async fn update_federated_user(
         &self,

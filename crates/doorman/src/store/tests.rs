@@ -945,3 +945,85 @@ async fn a_code_continues_only_a_live_grant_of_its_own_person_and_client() {
         );
     }
 }
+
+#[tokio::test]
+async fn one_refresh_at_the_provider_per_person_and_the_id_token_kept() {
+    for (store, _guard) in engines().await {
+        let engine = store.engine();
+        insert_person(&store, "p1").await;
+        // One holder at a time; another gets it once the first lets go or its time is up.
+        assert!(
+            store
+                .acquire_federated_refresh("p1", "node-a", 1_000, 30_000)
+                .await
+                .unwrap(),
+            "{engine}"
+        );
+        assert!(
+            !store
+                .acquire_federated_refresh("p1", "node-b", 2_000, 30_000)
+                .await
+                .unwrap(),
+            "{engine}"
+        );
+        assert!(
+            store
+                .acquire_federated_refresh("p1", "node-b", 31_000, 30_000)
+                .await
+                .unwrap(),
+            "{engine}"
+        );
+        store
+            .release_federated_refresh("p1", "node-a")
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .acquire_federated_refresh("p1", "node-c", 32_000, 30_000)
+                .await
+                .unwrap(),
+            "{engine}"
+        );
+        store
+            .release_federated_refresh("p1", "node-b")
+            .await
+            .unwrap();
+        assert!(
+            store
+                .acquire_federated_refresh("p1", "node-c", 32_000, 30_000)
+                .await
+                .unwrap(),
+            "{engine}"
+        );
+
+        // A refresh without an ID token keeps the last one.
+        let row = |sealed: Option<&str>, exp: Option<i64>| FederatedIdentityRow {
+            user_id: "p1".into(),
+            provider: "corp".into(),
+            refresh_token_sealed: Some("rt".into()),
+            checked_at: 1,
+            id_token_sealed: sealed.map(String::from),
+            id_token_expires_at: exp,
+        };
+        store
+            .save_federated_identity(&row(Some("id-1"), Some(9_000)))
+            .await
+            .unwrap();
+        store
+            .save_federated_identity(&row(None, None))
+            .await
+            .unwrap();
+        let got = store.federated_identity("p1").await.unwrap().unwrap();
+        assert_eq!(
+            (got.id_token_sealed.as_deref(), got.id_token_expires_at),
+            (Some("id-1"), Some(9_000)),
+            "{engine}"
+        );
+        store
+            .save_federated_identity(&row(Some("id-2"), Some(12_000)))
+            .await
+            .unwrap();
+        let got = store.federated_identity("p1").await.unwrap().unwrap();
+        assert_eq!(got.id_token_sealed.as_deref(), Some("id-2"), "{engine}");
+    }
+}
