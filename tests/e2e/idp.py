@@ -39,6 +39,19 @@ other, so pick the resource AS's port first:
     corp.set_id_jag_policy(deny_subjects=["bob"]); corp.next_id_jag(expired=True)
     corp.id_jag_requests(); notes.id_jag_requests()           # what each decided, and why
 
+On-behalf-of token exchange for internal APIs (RFC 8693 delegation): with `exchange(...)` the IdP
+also turns the person's ID token into a plain RFC 9068 access token for one internal API (aud the
+API, sub the person, act {"sub": the requesting client}), for the clients each API allows:
+
+    idp = start_idp(clients=[...], accounts=[...],
+                    exchange=exchange([exchange_audience("http://127.0.0.1:9700/mcp", ["wiki:read"],
+                                                         clients=["doorman"], ttl=300)]))
+    answer = idp.exchange_for_access_token("doorman", SECRET, id_token, "http://127.0.0.1:9700/mcp")
+    idp.token_exchange(..., requested_token_type=ACCESS_TOKEN)  # any status, for refusals
+    idp.exchange_requests()                                      # what it decided, and why
+
+The ID-JAG policy (`set_id_jag_policy`) applies to these exchanges too.
+
 Plain functions and classes; fixtures live in the test files or conftest.py.
 """
 
@@ -62,6 +75,7 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
 ID_TOKEN = "urn:ietf:params:oauth:token-type:id_token"
 REFRESH_TOKEN = "urn:ietf:params:oauth:token-type:refresh_token"
+ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
 ID_JAG_TYP = "oauth-id-jag+jwt"
 ID_JAG_PROFILE = "urn:ietf:params:oauth:grant-profile:id-jag"
 
@@ -141,6 +155,20 @@ def id_jag(audiences: list[dict], *, ttl: int = 300, include_email: bool = True,
     grant."""
     return {"audiences": list(audiences), "ttl": ttl, "include_email": include_email,
             "refresh_token_subject": refresh_token_subject, "include_groups": include_groups}
+
+
+def exchange_audience(audience: str, scopes: list[str], clients: list[str], *, ttl: int = 300) -> dict:
+    """One internal API the IdP issues on-behalf-of access tokens for: its identifier (`audience`,
+    the token's aud), the most `scopes` it grants there, the requesting `clients` (client_ids at
+    the IdP) that may get tokens for it (any other is unauthorized_client), and their lifetime."""
+    return {"audience": audience, "scopes": list(scopes), "clients": list(clients), "ttl": ttl}
+
+
+def exchange(audiences: list[dict]) -> dict:
+    """The `exchange` config of idp.mjs: issue access tokens by RFC 8693 token exchange (an ID
+    token of the person as subject_token) for these APIs (see `exchange_audience()`). Every static
+    client of the IdP may use the token-exchange grant; each API names the ones it serves."""
+    return {"audiences": list(audiences)}
 
 
 def client_auth(client_id: str, secret: str | None, data: dict, auth: str = "basic") -> tuple[dict, dict]:
@@ -265,9 +293,10 @@ class Idp:
                        *, resource: str | list[str] | None = None, scope: str | None = None,
                        subject_token_type: str = ID_TOKEN, requested_token_type: str | None = ID_JAG,
                        auth: str = "basic", extra: dict | None = None) -> httpx2.Response:
-        """An RFC 8693 token exchange at /token asking for an ID-JAG (draft §4.3), as `client_id`
-        authenticating with `auth` ("basic", "post", "none"). A list repeats the parameter; None
-        leaves it out. Returns the response, whatever its status."""
+        """An RFC 8693 token exchange at /token asking for an ID-JAG (draft §4.3), or with
+        `requested_token_type=ACCESS_TOKEN` an on-behalf-of access token (config `exchange`), as
+        `client_id` authenticating with `auth` ("basic", "post", "none"). A list repeats the
+        parameter; None leaves it out. Returns the response, whatever its status."""
         data = {"grant_type": TOKEN_EXCHANGE, "subject_token": subject_token, "subject_token_type": subject_token_type}
         if requested_token_type is not None:
             data["requested_token_type"] = requested_token_type
@@ -289,6 +318,19 @@ class Idp:
         body = r.json()
         assert body["issued_token_type"] == ID_JAG and body["token_type"] == "N_A", body
         return body["access_token"]
+
+    def exchange_for_access_token(self, client_id: str, secret: str | None, subject_token: str, audience: str,
+                                  scope: str | None = None, auth: str = "basic") -> dict:
+        """An on-behalf-of token exchange (config `exchange`) of the person's ID token for an access
+        token to `audience`, that must succeed (200, issued_token_type access_token, token_type
+        Bearer); returns the answer: access_token (the JWT), issued_token_type, token_type,
+        expires_in, scope (if any granted)."""
+        r = self.token_exchange(client_id, secret, subject_token, audience, scope=scope,
+                                requested_token_type=ACCESS_TOKEN, auth=auth)
+        assert r.status_code == 200, f"token exchange: {r.status_code} {r.text}"
+        body = r.json()
+        assert body["issued_token_type"] == ACCESS_TOKEN and body["token_type"] == "Bearer", body
+        return body
 
     def jwt_bearer(self, client_id: str, secret: str | None, assertion: str, *, scope: str | None = None,
                    resource: str | None = None, auth: str = "basic") -> httpx2.Response:
@@ -316,7 +358,8 @@ class Idp:
                           deny_clients: list[str] | None = None, require_groups: list[str] | None = None,
                           scopes: dict[str, list[str]] | None = None, error: str | None = None,
                           error_description: str | None = None) -> dict:
-        """Replaces the IdP admin's ID-JAG policy (no arguments: none): refuse these people
+        """Replaces the IdP admin's token-exchange policy, for ID-JAGs and on-behalf-of access
+        tokens alike (no arguments: none): refuse these people
         (username or sub), audiences or requesting clients, require one of `require_groups`, cap
         a person's scopes ({"alice": ["notes:read"]}); a refusal answers `error` (default
         access_denied). Returns the policy."""
@@ -335,6 +378,12 @@ class Idp:
         refresh_token} or {accepted: False, ..., error, error_description}."""
         return [r for r in self.requests("/token") if "id_jag" in r]
 
+    def exchange_requests(self) -> list[dict]:
+        """The token requests the on-behalf-of exchange (config `exchange`) handled, oldest first,
+        each with its "exchange": {issued, subject_token_type, audience, header, claims} or
+        {issued: False, subject_token_type, audience, error, error_description}."""
+        return [r for r in self.requests("/token") if "exchange" in r]
+
     def revocations(self) -> list[dict]:
         """Every revocation request: {client_id, token_type_hint, status, token_sha256_prefix}."""
         return self._control("GET", "revocations")["revocations"]
@@ -345,10 +394,12 @@ class Idp:
 
 def start_idp(clients: list[dict], accounts: list[dict], *, name: str = "idp", port: int | None = None,
               ttl: dict | None = None, resource_server: dict | None = None, timeout: float = 20.0,
-              conform_id_token_claims: bool = False, id_jag: dict | None = None) -> Idp:
+              conform_id_token_claims: bool = False, id_jag: dict | None = None,
+              exchange: dict | None = None) -> Idp:
     """Starts tests/peers/idp.mjs on 127.0.0.1 (a free port unless given); its output goes to
     tests/artifacts/<name>.log. `resource_server` (see `resource_server()`) makes it also the
-    authorization server of that resource; `id_jag` (see `id_jag()`) an issuer of ID-JAGs."""
+    authorization server of that resource; `id_jag` (see `id_jag()`) an issuer of ID-JAGs;
+    `exchange` (see `exchange()`) an issuer of on-behalf-of access tokens for internal APIs."""
     port = port or free_port()
     cfg_dir = Path(tempfile.mkdtemp(prefix=f"doorman-{name}-"))
     cfg = cfg_dir / "idp.json"
@@ -359,6 +410,8 @@ def start_idp(clients: list[dict], accounts: list[dict], *, name: str = "idp", p
         config["resource_server"] = resource_server
     if id_jag:
         config["id_jag"] = id_jag
+    if exchange:
+        config["exchange"] = exchange
     if conform_id_token_claims:
         # oidc-provider's default: scope claims (email, profile, groups) only from UserInfo.
         config["conform_id_token_claims"] = True

@@ -112,3 +112,57 @@ def test_a_service_client_acts_as_itself(env):
     seen = whoami(e, r.json()["access_token"])
     assert seen["client_id"] == "bot" and seen["act"] is None and seen["email"] is None, seen
     assert mcp_post(e.d, r.json()["access_token"], "tools/list").status_code == 200
+
+
+# --- Tokens from the company IdP's exchange endpoint (`exchange_provider`) ------------------------
+
+
+def test_with_an_exchange_provider_the_idp_issues_the_upstreams_token(tmp_path):
+    """`exchange_provider = "corp"`: the upstream's token comes from the IdP's RFC 8693 exchange,
+    the person's ID token as subject, so the upstream trusts its IdP rather than Doorman."""
+    from types import SimpleNamespace
+
+    from idp import account, exchange, exchange_audience, idp_client, start_idp
+    from oauth import accounts_doorman
+    from test_id_jag_upstream import CLIENT, REDIRECT, sso_token
+
+    port, upstream_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    audience = f"http://127.0.0.1:{upstream_port}/mcp"
+    secret = "corp-" + uuid.uuid4().hex
+    started = []
+    try:
+        corp = start_idp(name="idp-corp-exchange", accounts=[
+            account("alice", "alice-pw", sub="00u-alice", email="alice@example.com")],
+            clients=[idp_client("doorman", secret, [f"{base}/sign-in/callback"], skip_consent=True)],
+            exchange=exchange([exchange_audience(audience, scopes=["wiki:read"], clients=["doorman"])]))
+        started.append(corp)
+        internal = start_resource_upstream(upstream_port, corp.issuer, audience, name="exchange-idp-internal")
+        started.append(internal)
+        d = accounts_doorman("doorman-exchange-idp", [
+            {"name": "internal", "url": audience, "auth": "exchange", "exchange_provider": "corp",
+             "scopes": ["wiki:read"]}], port=port, sign_in={"local_accounts": False},
+            env={"CORP_SECRET": secret}, extra_toml=f"""
+[[sign_in.oidc]]
+name = "corp"
+issuer = "{corp.issuer}"
+client_id = "doorman"
+client_secret_env = "CORP_SECRET"
+
+[[sign_in.clients]]
+client_id = "{CLIENT}"
+redirect_uris = ["{REDIRECT}"]
+""")
+        started.append(d)
+        e = SimpleNamespace(d=d, idp=corp)
+        alice = sso_token(e, "alice")
+        seen = whoami(e, alice)
+        assert seen["iss"] == corp.issuer and seen["sub"] == "00u-alice" and seen["aud"] == audience, seen
+        assert seen["act"] == {"sub": "doorman"} and seen["scopes"] == ["wiki:read"], seen
+        assert seen["token_sha256_prefix"] != fingerprint(alice)
+        exchanges = corp.count("/token", grant_type="urn:ietf:params:oauth:grant-type:token-exchange")
+        assert whoami(e, alice)["token_sha256_prefix"] == seen["token_sha256_prefix"], "kept while fresh"
+        assert corp.count("/token", grant_type="urn:ietf:params:oauth:grant-type:token-exchange") == exchanges
+    finally:
+        for p in reversed(started):
+            p.stop()

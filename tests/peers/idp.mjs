@@ -54,6 +54,14 @@
 //         "scopes": ["notes:read", "notes:write"],     // the most it may grant there
 //         "clients": {"doorman": "doorman-at-notes"}   // requesting client here -> its client_id there
 //       }]
+//     },
+//     "exchange": {                      // optional: issue access tokens for internal APIs on behalf
+//       "audiences": [{                  //   of the person, by token exchange (see below)
+//         "audience": "http://127.0.0.1:9700/mcp",     // the API's identifier: the token's aud
+//         "scopes": ["wiki:read", "wiki:write"],       // the most it may grant there
+//         "clients": ["doorman"],        // the requesting clients that may get tokens for it
+//         "ttl": 300                     // seconds such a token lives (its exp - iat; default 300)
+//       }]
 //     }
 //   }
 //
@@ -137,6 +145,46 @@
 // Discovery lists the grant in grant_types_supported and
 // identity_chaining_requested_token_types_supported ["urn:ietf:params:oauth:token-type:id-jag"].
 //
+// On-behalf-of token exchange for internal APIs (config `exchange`; RFC 8693 delegation, as a
+// corporate IdP's exchange endpoint does it): the same grant at /token turns the person's ID token
+// into a plain access token for one internal API, the requesting client acting for the person:
+//   grant_type=urn:ietf:params:oauth:grant-type:token-exchange
+//   requested_token_type=urn:ietf:params:oauth:token-type:access_token   (or none: see below)
+//   subject_token=<ID token>  subject_token_type=urn:ietf:params:oauth:token-type:id_token
+//   audience=<one of exchange.audiences>  [resource=<the same audience>]  [scope=wiki:read ...]
+// with the client's usual authentication (client_secret_basic or _post; a public client is
+// unauthorized_client). actor_token and actor_token_type are accepted and ignored. Which path a
+// request takes: requested_token_type access_token -> this one; id-jag -> the ID-JAG one; none
+// (RFC 8693 §2.1 lets the server choose) -> this one when `audience` is an exchange audience (or
+// when there is no `id_jag` config), else the ID-JAG one (which then wants requested_token_type).
+// Static clients get the grant by default with `exchange` too. The answer (RFC 8693 §2.2.1):
+// {"access_token": <JWT>, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+// "token_type": "Bearer", "expires_in": the audience's ttl, "scope": the granted scopes (absent if
+// none)}, never a refresh token. The JWT (RFC 9068 shape): header {"alg": "RS256", "typ":
+// "at+jwt", "kid": the current RS256 key, in /jwks (signed as ID-JAGs are)}; claims iss (this
+// IdP), sub (the person's sub), aud (the audience), client_id (the requesting client), act
+// {"sub": the requesting client} (RFC 8693 §4.1: who acts for the subject), scope (granted;
+// absent if none), iat, exp (iat + ttl), jti, email (if the account has one). It is not stored:
+// /me and introspection do not know it; the API checks it against /jwks like any RFC 9068 token.
+// Checks, in order, and their refusals (400, an error_description saying which):
+//   unauthorized_client  a public client (no client authentication)
+//   invalid_request   a missing subject_token, subject_token_type or audience; several audiences;
+//                     a subject_token_type other than id_token (no refresh tokens here); an
+//                     audience that is an `id_jag` audience (those get ID-JAGs, not access tokens)
+//   invalid_grant     the subject token, checked exactly as for an ID-JAG: signed by a published
+//                     key of this IdP, iss this IdP, aud the authenticated client, unexpired; the
+//                     person unknown or disabled
+//   invalid_target    an audience not in exchange.audiences (RFC 8693 §2.2.2); a `resource` other
+//                     than the audience
+//   unauthorized_client  the client is not in that audience's `clients` (RFC 6749 §5.2: this
+//                     client may not use this grant for that API)
+//   access_denied     the admin's policy (/_control/id-jag/policy, shared with ID-JAGs) refuses:
+//                     deny_subjects, deny_audiences (the exchange audience), deny_clients,
+//                     require_groups (the policy may name another error)
+//   invalid_scope     none of the requested scopes is allowed (the audience's scopes, capped by
+//                     the policy's `scopes` for that person)
+// No scope asked: all that the audience and the policy allow; some asked: those of them allowed.
+//
 // As a resource AS accepting ID-JAGs (config resource_server.id_jag; draft §4.4, RFC 7523 §2.1):
 // the client presents one at /token with grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer
 // and assertion=<the ID-JAG> (optional scope and resource), authenticating as its client here.
@@ -192,13 +240,15 @@
 //        "JWT"} a wrong typ, {"typ": null} none, {"alg": "none"} an unsigned token); the next
 //        ID-JAG the token exchange issues is doctored so (queued, oldest first). Answers
 //        {"queued": n, "unpublished_kid": kid}.
-//   GET  /_control/id-jag/policy             the IdP admin's policy for ID-JAGs
+//   GET  /_control/id-jag/policy             the IdP admin's policy for token exchange: ID-JAGs
+//        and (config `exchange`) on-behalf-of access tokens alike
 //   POST /_control/id-jag/policy             body: {"deny_subjects": [username or sub],
 //        "deny_audiences": [issuer or alias], "deny_clients": [requesting client_id],
 //        "require_groups": [..] (the person must be in one), "scopes": {"<username or sub>":
 //        [the most that person may get]}, "error": "access_denied", "error_description": ".."}
-//        replaces the policy ({} lets through whatever `id_jag` allows). A token exchange the
-//        policy refuses answers 400 with `error` (default access_denied). Answers the policy.
+//        replaces the policy ({} lets through whatever `id_jag` and `exchange` allow). A token
+//        exchange the policy refuses answers 400 with `error` (default access_denied); for an
+//        access token, deny_audiences names the exchange audience. Answers the policy.
 //   POST /_control/fail                      body: {"path": "/token", "status": 503, "times": 1,
 //        "grant_type": "refresh_token", "error": "invalid_grant", "error_description": ".."}
 //        the next `times` requests to that path (only token requests of that grant_type, if
@@ -214,7 +264,10 @@
 //        refused). Requests answered by /_control/fail are there too, with "injected": true.
 //        subject_token, actor_token and assertion are masked too. A token exchange for an ID-JAG
 //        carries "id_jag": {issued: true, subject_token_type, header, claims} or {issued: false,
-//        subject_token_type, error, error_description}; a jwt-bearer request at a resource AS
+//        subject_token_type, error, error_description}; one for an on-behalf-of access token
+//        (config `exchange`) "exchange": {issued: true, subject_token_type, audience, header,
+//        claims} or {issued: false, subject_token_type, audience (as asked), error,
+//        error_description}; a jwt-bearer request at a resource AS
 //        {accepted: true, iss, sub, jti, client_id, account, scope, refresh_token} or {accepted:
 //        false, iss, sub, jti, client_id (as read, or null), error, error_description}.
 //   GET  /_control/clients                   dynamically registered clients as stored, oldest
@@ -257,12 +310,14 @@ const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 const TT_ID_JAG = 'urn:ietf:params:oauth:token-type:id-jag';
 const TT_ID_TOKEN = 'urn:ietf:params:oauth:token-type:id_token';
 const TT_REFRESH_TOKEN = 'urn:ietf:params:oauth:token-type:refresh_token';
+const TT_ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
 const ID_JAG_TYP = 'oauth-id-jag+jwt';
 const ID_JAG_PROFILE = 'urn:ietf:params:oauth:grant-profile:id-jag';
 
 const isStringList = (v) => Array.isArray(v) && v.every((x) => typeof x === 'string' && x);
 const resourceServer = readResourceServer(config.resource_server);
 const idJag = readIdJag(config.id_jag);
+const exchange = readExchange(config.exchange);
 
 function readResourceServer(rs) {
   if (!rs) return null;
@@ -322,6 +377,23 @@ function readIdJag(cfg) {
     includeGroups: cfg.include_groups === true,
     refreshTokenSubject: cfg.refresh_token_subject !== false,
   };
+}
+
+// `exchange`: this IdP issues access tokens for these internal APIs, on behalf of the person,
+// to these requesting clients (RFC 8693 delegation).
+function readExchange(cfg) {
+  if (!cfg) return null;
+  const audiences = (cfg.audiences ?? []).map((a) => {
+    if (typeof a?.audience !== 'string' || !a.audience) throw new Error('exchange.audiences[].audience is required');
+    for (const key of ['scopes', 'clients']) {
+      if (a[key] !== undefined && !isStringList(a[key])) throw new Error(`exchange.audiences[].${key} must be a list of strings`);
+    }
+    if ((a.scopes ?? []).some((s) => s.includes(' '))) throw new Error('exchange.audiences[].scopes are scope names');
+    const lifetime = Number(a.ttl ?? 300);
+    if (!Number.isInteger(lifetime) || lifetime <= 0) throw new Error('exchange.audiences[].ttl is a number of seconds');
+    return { audience: a.audience, scopes: a.scopes ?? [], clients: a.clients ?? [], ttl: lifetime };
+  });
+  return { audiences };
 }
 
 const log = (...args) => console.log('idp:', ...args);
@@ -455,9 +527,10 @@ function signJws(header, payload, jwk) {
 // --- clients --------------------------------------------------------------------------------
 
 const autoConsent = new Set();
-// The ID-JAG grants come by default to every static client of a provider that has them.
+// The ID-JAG grants (and token exchange for `exchange`) come by default to every static client
+// of a provider that has them.
 const defaultGrantTypes = ['authorization_code', 'refresh_token',
-  ...(idJag ? [TOKEN_EXCHANGE] : []), ...(resourceServer?.idJag ? [JWT_BEARER] : [])];
+  ...(idJag || exchange ? [TOKEN_EXCHANGE] : []), ...(resourceServer?.idJag ? [JWT_BEARER] : [])];
 const clients = (config.clients ?? []).map(({ skip_consent: skip, ...c }) => {
   if (skip) autoConsent.add(c.client_id);
   return { grant_types: defaultGrantTypes, response_types: ['code'], ...c };
@@ -599,10 +672,41 @@ function idJagPolicyProblem(policy) {
   return null;
 }
 
+// Why the admin's policy refuses this person, audience (any of `audienceNames`) or client, if it
+// does: "for bob", ... (shared by the ID-JAG and the on-behalf-of exchanges).
+function policyRefusal(policy, account, audienceNames, clientId) {
+  return (policy.deny_subjects && ofPerson(policy.deny_subjects, account) && `for ${account.username}`)
+    || ((policy.deny_audiences ?? []).some((x) => audienceNames.includes(x)) && `for ${audienceNames[0]}`)
+    || ((policy.deny_clients ?? []).includes(clientId) && `for client ${clientId}`)
+    || (policy.require_groups?.length && !(account.claims.groups ?? []).some((g) => policy.require_groups.includes(g))
+      && `for ${account.username}: not in ${policy.require_groups.join(', ')}`)
+    || null;
+}
+
+// The scopes granted: of `allowed` (capped by the policy's ceiling for the person), all when none
+// were asked, else those asked; invalid_scope when some were asked and none is left.
+function grantedScopes(policy, account, allowed, scopeParam, audience) {
+  const ceiling = Object.entries(policy.scopes ?? {}).find(([who]) => who === account.username || who === account.sub);
+  const capped = ceiling ? allowed.filter((sc) => ceiling[1].includes(sc)) : allowed;
+  const asked = scopeParam ? scopeParam.split(' ').filter(Boolean) : null;
+  const granted = asked ? asked.filter((sc) => capped.includes(sc)) : capped;
+  if (asked && !granted.length) {
+    throw oauthError('invalid_scope', `none of ${asked.join(' ')} may be granted for ${audience} (allowed: ${capped.join(' ') || 'none'})`);
+  }
+  return granted;
+}
+
+// A JWS of this IdP, signed like its ID tokens with the current RS256 key (published at /jwks).
+function signWithCurrentKey(typ, claims) {
+  const key = signingKeys.find((k) => k.alg === 'RS256');
+  return signJws({ alg: 'RS256', typ, kid: key.kid }, claims, key);
+}
+
 // --- the IdP side: RFC 8693 token exchange for an ID-JAG (draft §4.3) ---
 
-// The subject token's person and login (draft §4.3.3), or invalid_grant.
-async function exchangeSubject(ctx, token, type) {
+// The subject token's person and login (draft §4.3.3), or invalid_grant. `refreshTokens`: a
+// refresh token of this IdP may be the subject too (the ID-JAG path, with refresh_token_subject).
+async function exchangeSubject(ctx, token, type, refreshTokens) {
   const { provider, client } = ctx.oidc;
   const bad = (why) => oauthError('invalid_grant', `subject_token: ${why}`);
   let login;
@@ -626,7 +730,7 @@ async function exchangeSubject(ctx, token, type) {
     if (typeof c.exp !== 'number' || c.exp <= epoch()) throw bad('the ID token is expired (or has no exp)');
     if (typeof c.sub !== 'string' || !c.sub) throw bad('no sub');
     login = { sub: c.sub, authTime: c.auth_time, acr: c.acr, amr: c.amr };
-  } else if (type === TT_REFRESH_TOKEN && idJag.refreshTokenSubject) {
+  } else if (type === TT_REFRESH_TOKEN && refreshTokens) {
     // The same checks as the refresh_token grant (draft §4.3.3), without rotating it.
     const rt = await provider.RefreshToken.find(token, { ignoreExpiration: true });
     if (!rt) throw bad('not a refresh token of this IdP (unknown or revoked)');
@@ -636,7 +740,7 @@ async function exchangeSubject(ctx, token, type) {
     if (!await provider.Grant.find(rt.grantId)) throw bad('the refresh token\'s grant was revoked');
     login = { sub: rt.accountId, authTime: rt.authTime, acr: rt.acr, amr: rt.amr };
   } else {
-    const known = [TT_ID_TOKEN, ...(idJag.refreshTokenSubject ? [TT_REFRESH_TOKEN] : [])];
+    const known = [TT_ID_TOKEN, ...(refreshTokens ? [TT_REFRESH_TOKEN] : [])];
     throw oauthError('invalid_request', `subject_token_type ${JSON.stringify(type)} is not supported (${known.join(', ')})`);
   }
   const account = bySub(login.sub);
@@ -645,7 +749,26 @@ async function exchangeSubject(ctx, token, type) {
   return { account, login };
 }
 
+// The token-exchange grant: an on-behalf-of access token (config `exchange`) or an ID-JAG
+// (config `id_jag`), by requested_token_type, or by audience when it is absent (RFC 8693 §2.1:
+// the server chooses; see the header).
 async function tokenExchangeHandler(ctx) {
+  const params = ctx.oidc.params;
+  const wanted = params.requested_token_type;
+  const exchangeAudience = exchange && typeof params.audience === 'string'
+    && exchange.audiences.some((a) => a.audience === params.audience);
+  if (exchange && (wanted === TT_ACCESS_TOKEN || (!wanted && (exchangeAudience || !idJag)))) {
+    await accessTokenExchange(ctx);
+    return;
+  }
+  if (!idJag) {
+    ctx.state.exchange = { issued: false, subject_token_type: params.subject_token_type ?? null, audience: params.audience ?? null };
+    throw oauthError('invalid_request', `requested_token_type must be ${TT_ACCESS_TOKEN}: the only token this IdP issues by token exchange`);
+  }
+  await idJagExchange(ctx);
+}
+
+async function idJagExchange(ctx) {
   const { client } = ctx.oidc;
   const params = ctx.oidc.params;
   ctx.state.idJag = { issued: false, subject_token_type: params.subject_token_type ?? null };
@@ -661,7 +784,8 @@ async function tokenExchangeHandler(ctx) {
   }
   if (Array.isArray(params.audience)) throw oauthError('invalid_request', 'one audience only');
 
-  const { account, login } = await exchangeSubject(ctx, params.subject_token, params.subject_token_type);
+  const { account, login } = await exchangeSubject(ctx, params.subject_token, params.subject_token_type,
+    idJag.refreshTokenSubject);
 
   const target = idJag.audiences.find((a) => a.audience === params.audience || a.aliases.includes(params.audience));
   if (!target) {
@@ -679,23 +803,11 @@ async function tokenExchangeHandler(ctx) {
 
   // The administrator's policy (/_control/id-jag/policy): the IdP "evaluates policy" (draft §4.3.3).
   const policy = idJagPolicy;
-  const refusal = (policy.deny_subjects && ofPerson(policy.deny_subjects, account) && `for ${account.username}`)
-    || ((policy.deny_audiences ?? []).some((x) => x === target.audience || target.aliases.includes(x)) && `for ${target.audience}`)
-    || ((policy.deny_clients ?? []).includes(client.clientId) && `for client ${client.clientId}`)
-    || (policy.require_groups?.length && !(account.claims.groups ?? []).some((g) => policy.require_groups.includes(g))
-      && `for ${account.username}: not in ${policy.require_groups.join(', ')}`);
+  const refusal = policyRefusal(policy, account, [target.audience, ...target.aliases], client.clientId);
   if (refusal) {
     throw oauthError(policy.error ?? 'access_denied', policy.error_description ?? `the IdP's policy refuses an ID-JAG ${refusal}`);
   }
-
-  let allowed = target.scopes;
-  const ceiling = Object.entries(policy.scopes ?? {}).find(([who]) => who === account.username || who === account.sub);
-  if (ceiling) allowed = allowed.filter((sc) => ceiling[1].includes(sc));
-  const asked = params.scope ? params.scope.split(' ').filter(Boolean) : null;
-  const granted = asked ? asked.filter((sc) => allowed.includes(sc)) : allowed;
-  if (asked && !granted.length) {
-    throw oauthError('invalid_scope', `none of ${asked.join(' ')} may be granted for ${target.audience} (allowed: ${allowed.join(' ') || 'none'})`);
-  }
+  const granted = grantedScopes(policy, account, target.scopes, params.scope, target.audience);
 
   // The ID-JAG (draft §3.1), signed like our ID tokens with the current RS256 key.
   const iat = epoch();
@@ -715,8 +827,7 @@ async function tokenExchangeHandler(ctx) {
     ...(idJag.includeEmail && account.claims.email ? { email: account.claims.email } : {}),
     ...(idJag.includeGroups ? { groups: account.claims.groups ?? [] } : {}),
   };
-  const key = signingKeys.find((k) => k.alg === 'RS256');
-  let idJagToken = signJws({ alg: 'RS256', typ: ID_JAG_TYP, kid: key.kid }, claims, key);
+  let idJagToken = signWithCurrentKey(ID_JAG_TYP, claims);
   if (idJagChanges.length) idJagToken = rewriteJws(idJagToken, idJagChanges.shift());
   const { header, payload } = decodeJws(idJagToken);
   ctx.state.idJag = { issued: true, subject_token_type: params.subject_token_type, header, claims: payload };
@@ -729,6 +840,76 @@ async function tokenExchangeHandler(ctx) {
     issued_token_type: TT_ID_JAG,
     token_type: 'N_A',
     expires_in: idJag.ttl,
+    ...(granted.length ? { scope: granted.join(' ') } : {}),
+  };
+}
+
+// --- the IdP side: RFC 8693 on-behalf-of token exchange for an internal API's access token ---
+
+async function accessTokenExchange(ctx) {
+  const { client } = ctx.oidc;
+  const params = ctx.oidc.params;
+  const state = { issued: false, subject_token_type: params.subject_token_type ?? null, audience: params.audience ?? null };
+  ctx.state.exchange = state;
+
+  if (client.clientAuthMethod === 'none') {
+    throw oauthError('unauthorized_client', 'token exchange for an access token needs client authentication (a confidential client)');
+  }
+  for (const name of ['subject_token', 'subject_token_type', 'audience']) {
+    if (!params[name]) throw oauthError('invalid_request', `${name} is required`);
+  }
+  if (Array.isArray(params.audience)) throw oauthError('invalid_request', 'one audience only');
+  // Only the person's ID token: a refresh token is no proof the person is at the client now.
+  const { account } = await exchangeSubject(ctx, params.subject_token, params.subject_token_type, false);
+
+  const target = exchange.audiences.find((a) => a.audience === params.audience);
+  if (!target) {
+    if (idJag?.audiences.some((a) => a.audience === params.audience || a.aliases.includes(params.audience))) {
+      throw oauthError('invalid_request', `for ${params.audience} this IdP issues ID-JAGs (requested_token_type ${TT_ID_JAG}), not access tokens`);
+    }
+    throw oauthError('invalid_target', `audience ${params.audience} is not an API this IdP issues access tokens for`);
+  }
+  // RFC 8693 §2.1: `resource` may name the same target; any other is not one we serve.
+  const unpaired = (params.resource === undefined ? [] : [params.resource].flat()).filter((r) => r !== target.audience);
+  if (unpaired.length) throw oauthError('invalid_target', `resource ${unpaired.join(', ')} is not the audience ${target.audience}`);
+  if (!target.clients.includes(client.clientId)) {
+    throw oauthError('unauthorized_client', `client ${client.clientId} may not get access tokens for ${target.audience}`);
+  }
+
+  // The same administrator's policy as for ID-JAGs (/_control/id-jag/policy).
+  const policy = idJagPolicy;
+  const refusal = policyRefusal(policy, account, [target.audience], client.clientId);
+  if (refusal) {
+    throw oauthError(policy.error ?? 'access_denied', policy.error_description ?? `the IdP's policy refuses an access token ${refusal}`);
+  }
+  const granted = grantedScopes(policy, account, target.scopes, params.scope, target.audience);
+
+  // An RFC 9068 access token whose act claim names the client acting for the person (RFC 8693 §4.1).
+  const iat = epoch();
+  const claims = {
+    iss: issuer,
+    sub: account.sub,
+    aud: target.audience,
+    client_id: client.clientId,
+    act: { sub: client.clientId },
+    ...(granted.length ? { scope: granted.join(' ') } : {}),
+    iat,
+    exp: iat + target.ttl,
+    jti: randomBytes(16).toString('base64url'),
+    ...(account.claims.email ? { email: account.claims.email } : {}),
+  };
+  const token = signWithCurrentKey('at+jwt', claims);
+  const { header } = decodeJws(token);
+  Object.assign(state, { issued: true, audience: target.audience, header, claims });
+  log(`access token for ${account.username} (${account.sub}) -> ${target.audience}, acting client ${client.clientId}`
+    + `${granted.length ? `, scope ${granted.join(' ')}` : ''}`);
+
+  // RFC 8693 §2.2.1: an access token this time, hence token_type Bearer.
+  ctx.body = {
+    access_token: token,
+    issued_token_type: TT_ACCESS_TOKEN,
+    token_type: 'Bearer',
+    expires_in: target.ttl,
     ...(granted.length ? { scope: granted.join(' ') } : {}),
   };
 }
@@ -1037,9 +1218,10 @@ function buildProvider() {
     },
   });
 
-  // The ID-JAG grants (see the header): RFC 8693 token exchange at the IdP, RFC 7523 jwt-bearer
-  // at a resource AS. `resource` and `audience` may repeat in a token exchange (RFC 8693 §2.1).
-  if (idJag) {
+  // The ID-JAG grants (see the header): RFC 8693 token exchange at the IdP (also for on-behalf-of
+  // access tokens, config `exchange`), RFC 7523 jwt-bearer at a resource AS. `resource` and
+  // `audience` may repeat in a token exchange (RFC 8693 §2.1).
+  if (idJag || exchange) {
     provider.registerGrantType(TOKEN_EXCHANGE, tokenExchangeHandler, ['requested_token_type', 'subject_token',
       'subject_token_type', 'actor_token', 'actor_token_type', 'audience', 'resource', 'scope'], ['audience', 'resource']);
   }
@@ -1078,6 +1260,13 @@ function buildProvider() {
         entry.id_jag = { ...ctx.state.idJag };
         if (ctx.status !== 200) {
           Object.assign(entry.id_jag, { error: ctx.body?.error ?? null, error_description: ctx.body?.error_description ?? null });
+        }
+      }
+      if (route === 'token' && ctx.state.exchange) {
+        // What the on-behalf-of exchange decided (config `exchange`).
+        entry.exchange = { ...ctx.state.exchange };
+        if (ctx.status !== 200) {
+          Object.assign(entry.exchange, { error: ctx.body?.error ?? null, error_description: ctx.body?.error_description ?? null });
         }
       }
       logRequest(entry);

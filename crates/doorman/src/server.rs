@@ -315,13 +315,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         redirect_uris: config.sign_in.web_app_redirect_uris.clone(),
     });
     if let Some(a) = &auth {
-        gateway
-            .router
-            .set_upstream_minter(Arc::new(crate::sign_in::tokens::UpstreamTokens::new(
+        gateway.router.set_upstream_minter(Arc::new(
+            crate::sign_in::tokens::UpstreamTokens::new(
                 a.keys.clone(),
                 clock.clone(),
                 a.issuer.clone(),
-            )));
+            )
+            .with_auth(a),
+        ));
     }
     let gateway = Arc::new(gateway);
     gateway.spawn_list_watch();

@@ -553,6 +553,10 @@ pub struct UpstreamConfig {
     pub audience: Option<String>,
     /// With `auth = "exchange"`: the token's `scope`. Default: ["mcp"].
     pub scopes: Option<Vec<String>>,
+    /// With `auth = "exchange"`: get the token from this `[[sign_in.oidc]]` provider's token
+    /// exchange (RFC 8693, the person's ID token as subject) instead of signing it. Only people
+    /// who signed in through that provider can then use the upstream. Default: Doorman signs.
+    pub exchange_provider: Option<String>,
 }
 
 impl UpstreamConfig {
@@ -1293,10 +1297,19 @@ impl Config {
                         "each scope is one non-empty word",
                     ));
                 }
-            } else if up.audience.is_some() || up.scopes.is_some() {
+                if let Some(p) = &up.exchange_provider
+                    && !self.sign_in.oidc.iter().any(|o| &o.name == p)
+                {
+                    return Err(ConfigError::new(
+                        path("exchange_provider"),
+                        format!("no [[sign_in.oidc]] provider is named {p:?}"),
+                    ));
+                }
+            } else if up.audience.is_some() || up.scopes.is_some() || up.exchange_provider.is_some()
+            {
                 return Err(ConfigError::new(
                     path("audience"),
-                    "audience and scopes are for auth = \"exchange\"",
+                    "audience, scopes and exchange_provider are for auth = \"exchange\"",
                 ));
             }
             for name in up.headers.keys() {

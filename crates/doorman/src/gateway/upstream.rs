@@ -257,6 +257,8 @@ pub struct Upstream {
     /// `auth = "exchange"`: the token's audience and scope, and (once the authorization server
     /// is up) what signs it.
     exchange: Option<(String, String)>,
+    /// `exchange_provider`: the provider whose token exchange gives the token.
+    exchange_provider: Option<String>,
     minter: std::sync::OnceLock<Arc<crate::sign_in::tokens::UpstreamTokens>>,
 }
 
@@ -370,6 +372,7 @@ impl Upstream {
                         .unwrap_or_else(|| "mcp".into()),
                 )
             }),
+            exchange_provider: config.exchange_provider.clone(),
             minter: std::sync::OnceLock::new(),
         })
     }
@@ -386,7 +389,7 @@ impl Upstream {
 
     /// The token for this request's person and client at an `auth = "exchange"` upstream. `Err`:
     /// it cannot be made, and nothing goes upstream without it.
-    fn exchanged(
+    async fn exchanged(
         &self,
         out: &Outbound<'_>,
     ) -> Result<Option<(HeaderName, HeaderValue)>, UpstreamError> {
@@ -405,10 +408,16 @@ impl Upstream {
             email: person.and_then(|p| p.email.as_deref()),
             service: caller.service_client().is_some(),
         };
-        minter
-            .header(audience, scope, &who)
-            .map(|v| Some((http::header::AUTHORIZATION, v)))
-            .map_err(|e| unavailable(&e.to_string()))
+        let value = match &self.exchange_provider {
+            None => minter
+                .header(audience, scope, &who)
+                .map_err(|e| unavailable(&e.to_string()))?,
+            Some(provider) => minter
+                .header_from_provider(provider, audience, scope, &who)
+                .await
+                .map_err(|e| unavailable(&e))?,
+        };
+        Ok(Some((http::header::AUTHORIZATION, value)))
     }
 
     /// The resource whose token this upstream receives: configured, or discovered.
@@ -528,7 +537,7 @@ impl Upstream {
         out: &Outbound<'_>,
         deadline: &Deadline,
     ) -> Result<Value, UpstreamError> {
-        let minted = self.exchanged(out)?;
+        let minted = self.exchanged(out).await?;
         let cred = out.credential.or(minted.as_ref());
         let ex = Exchange {
             session: None,

@@ -231,6 +231,19 @@ pub async fn obtain(
     resource: Option<&str>,
     scope: Option<&str>,
 ) -> Result<secrecy::SecretString, String> {
+    let (p, subject) = subject_id_token(s, user_id, provider).await?;
+    p.id_jag_for(&subject, audience, resource, scope)
+        .await
+        .map_err(|e| format!("{} gave no ID-JAG: {e}", p.display_name()))
+}
+
+/// The person's ID token from `provider`, as the subject of a token exchange there: the one
+/// their sign-in brought while it has a minute left, else a fresh one from a refresh.
+pub async fn subject_id_token<'a>(
+    s: &'a AuthServer,
+    user_id: &str,
+    provider: &str,
+) -> Result<(&'a super::oidc::Provider, String), String> {
     let Some(p) = s.providers.iter().find(|p| p.name() == provider) else {
         return Err(format!("no provider {provider:?} is configured"));
     };
@@ -242,26 +255,19 @@ pub async fn obtain(
         .filter(|f| f.provider == provider)
         .ok_or_else(|| format!("the person did not sign in through {provider}"))?;
     let now = s.clock.now_ms();
-    let open = |sealed: &str, aad: &str| {
-        s.ring
-            .open(sealed, aad)
-            .ok()
-            .and_then(|b| String::from_utf8(b.to_vec()).ok())
-    };
-    // The ID token of the sign-in while it has a minute left; else a fresh one from a refresh.
     let stored = match (&fed.id_token_sealed, fed.id_token_expires_at) {
-        (Some(sealed), Some(exp)) if exp > now + 60_000 => {
-            open(sealed, &super::federation::id_token_aad(user_id))
-        }
+        (Some(sealed), Some(exp)) if exp > now + 60_000 => s
+            .ring
+            .open(sealed, &super::federation::id_token_aad(user_id))
+            .ok()
+            .and_then(|b| String::from_utf8(b.to_vec()).ok()),
         _ => None,
     };
     let subject = match stored {
         Some(t) => t,
         None => refreshed_id_token(s, p, user_id, &fed).await?,
     };
-    p.id_jag_for(&subject, audience, resource, scope)
-        .await
-        .map_err(|e| format!("{} gave no ID-JAG: {e}", p.display_name()))
+    Ok((p, subject))
 }
 
 /// A fresh ID token for the person from a refresh at their provider, under the one-refresh-at-a-

@@ -357,6 +357,49 @@ impl Provider {
             .ok_or_else(|| OidcError::Invalid("the exchange answer has no access_token".into()))
     }
 
+    /// An access token for the API `audience`, on behalf of the person whose ID token is
+    /// `subject` (RFC 8693 §2.1 delegation, Doorman authenticating as its client at the
+    /// provider): the token and its lifetime in seconds, when the provider says.
+    pub async fn access_token_for(
+        &self,
+        subject: &str,
+        audience: &str,
+        scope: Option<&str>,
+    ) -> Result<(SecretString, Option<i64>), OidcError> {
+        const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+        let mut form = vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("requested_token_type", ACCESS_TOKEN),
+            ("subject_token", subject),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:id_token",
+            ),
+            ("audience", audience),
+        ];
+        if let Some(sc) = scope.filter(|s| !s.is_empty()) {
+            form.push(("scope", sc));
+        }
+        let answer = self.token_call(&form).await?;
+        if answer.get("issued_token_type").and_then(Value::as_str) != Some(ACCESS_TOKEN) {
+            return Err(OidcError::Invalid(
+                "the exchange issued something other than an access token".into(),
+            ));
+        }
+        let token = answer
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| OidcError::Invalid("the exchange answer has no access_token".into()))?;
+        Ok((
+            SecretString::from(token.to_owned()),
+            answer.get("expires_in").and_then(Value::as_i64),
+        ))
+    }
+
     /// A request to the provider's token endpoint as Doorman's client there; the JSON answer.
     async fn token_call(&self, form: &[(&str, &str)]) -> Result<Value, OidcError> {
         let d = self.discovery().await?;

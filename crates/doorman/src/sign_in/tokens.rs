@@ -52,6 +52,8 @@ pub struct UpstreamTokens {
     clock: SharedClock,
     issuer: String,
     cache: RwLock<HashMap<UpstreamTokenKey, (http::HeaderValue, i64)>>,
+    /// For upstreams whose tokens come from a provider's exchange (`exchange_provider`).
+    auth: std::sync::OnceLock<std::sync::Weak<super::AuthServer>>,
 }
 
 /// (audience, scope, person, client).
@@ -77,7 +79,79 @@ impl UpstreamTokens {
             clock,
             issuer,
             cache: RwLock::default(),
+            auth: std::sync::OnceLock::new(),
         }
+    }
+
+    /// What asks providers for tokens (`exchange_provider` upstreams).
+    pub fn with_auth(self, auth: &Arc<super::AuthServer>) -> Self {
+        let _ = self.auth.set(Arc::downgrade(auth));
+        self
+    }
+
+    fn cached(&self, key: &UpstreamTokenKey, now: i64) -> Option<http::HeaderValue> {
+        match self.cache.read().expect("upstream tokens lock").get(key) {
+            Some((h, until)) if *until > now => Some(h.clone()),
+            _ => None,
+        }
+    }
+
+    fn keep(&self, key: UpstreamTokenKey, value: &http::HeaderValue, until: i64, now: i64) {
+        let mut cache = self.cache.write().expect("upstream tokens lock");
+        if cache.len() >= CACHE_LIMIT {
+            cache.retain(|_, (_, until)| *until > now);
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (value.clone(), until));
+    }
+
+    /// `Authorization: Bearer …` for `audience` from `provider`'s token exchange (RFC 8693
+    /// §2.1), on behalf of a person who signed in through it; kept until a minute before the
+    /// provider says it ends (five minutes when it does not say).
+    pub async fn header_from_provider(
+        &self,
+        provider: &str,
+        audience: &str,
+        scope: &str,
+        who: &OnBehalfOf<'_>,
+    ) -> Result<http::HeaderValue, String> {
+        if who.service {
+            return Err("a service client has no sign-in at the provider to exchange".into());
+        }
+        let now = self.clock.now_ms();
+        let key = (
+            format!("{provider}|{audience}"),
+            scope.to_owned(),
+            who.user_id.to_owned(),
+            who.client_id.to_owned(),
+        );
+        if let Some(h) = self.cached(&key, now) {
+            return Ok(h);
+        }
+        let auth = self
+            .auth
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .ok_or("the authorization server is not running")?;
+        let (p, subject) = super::id_jag::subject_id_token(&auth, who.user_id, provider).await?;
+        let (token, expires_in) = p
+            .access_token_for(&subject, audience, Some(scope))
+            .await
+            .map_err(|e| format!("{} gave no token: {e}", p.display_name()))?;
+        use secrecy::ExposeSecret;
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+            .map_err(|_| "the provider's token is not header-safe".to_owned())?;
+        value.set_sensitive(true);
+        let lifetime_ms = expires_in.unwrap_or(UPSTREAM_TOKEN_LIFETIME_S) * 1000;
+        self.keep(
+            key,
+            &value,
+            now + lifetime_ms - UPSTREAM_TOKEN_MARGIN_MS,
+            now,
+        );
+        Ok(value)
     }
 
     /// `Authorization: Bearer …` for `audience`, on behalf of `who`.
@@ -94,10 +168,8 @@ impl UpstreamTokens {
             who.user_id.to_owned(),
             who.client_id.to_owned(),
         );
-        if let Some((h, until)) = self.cache.read().expect("upstream tokens lock").get(&key)
-            && *until > now
-        {
-            return Ok(h.clone());
+        if let Some(h) = self.cached(&key, now) {
+            return Ok(h);
         }
         let iat = now / 1000;
         let mut claims = serde_json::json!({
@@ -123,19 +195,11 @@ impl UpstreamTokens {
         let token = jsonwebtoken::encode(&header, &claims, &signer)?;
         let mut value = http::HeaderValue::from_str(&format!("Bearer {token}"))?;
         value.set_sensitive(true);
-        let mut cache = self.cache.write().expect("upstream tokens lock");
-        if cache.len() >= CACHE_LIMIT {
-            cache.retain(|_, (_, until)| *until > now);
-            if cache.len() >= CACHE_LIMIT {
-                cache.clear();
-            }
-        }
-        cache.insert(
+        self.keep(
             key,
-            (
-                value.clone(),
-                now + UPSTREAM_TOKEN_LIFETIME_S * 1000 - UPSTREAM_TOKEN_MARGIN_MS,
-            ),
+            &value,
+            now + UPSTREAM_TOKEN_LIFETIME_S * 1000 - UPSTREAM_TOKEN_MARGIN_MS,
+            now,
         );
         Ok(value)
     }

@@ -269,40 +269,34 @@ async fn submit_key(
         );
     };
     let display = rc.resource.display_name.clone();
+    let again = |status: StatusCode, text: &str| {
+        key_form(
+            &app,
+            &headers,
+            prompt_id,
+            &resource,
+            &label,
+            Some((status, text)),
+        )
+    };
     let account = match app.vault.check_api_key(&rc, key).await {
         super::api_key::KeyCheck::Accepted(named) => named
             .or_else(|| (!label.is_empty()).then(|| label.clone()))
             .unwrap_or_else(|| "API key".to_owned()),
         super::api_key::KeyCheck::Refused(why) => {
             tracing::info!(resource = %resource, reason = %why, "an API key was refused by its resource");
-            return key_form(
-                &app,
-                &headers,
-                prompt_id,
-                &resource,
-                &label,
-                Some((
-                    StatusCode::BAD_REQUEST,
-                    &format!(
-                        "{display} did not accept this key: {why}. Check it and paste it again."
-                    ),
-                )),
+            return again(
+                StatusCode::BAD_REQUEST,
+                &format!("{display} did not accept this key: {why}. Check it and paste it again."),
             );
         }
         super::api_key::KeyCheck::Unavailable(why) => {
             tracing::warn!(resource = %resource, reason = %why, "an API key could not be checked");
-            return key_form(
-                &app,
-                &headers,
-                prompt_id,
-                &resource,
-                &label,
-                Some((
-                    StatusCode::BAD_GATEWAY,
-                    &format!(
-                        "Doorman could not check the key with {display} ({why}). Nothing was stored; try again in a moment."
-                    ),
-                )),
+            return again(
+                StatusCode::BAD_GATEWAY,
+                &format!(
+                    "Doorman could not check the key with {display} ({why}). Nothing was stored; try again in a moment."
+                ),
             );
         }
     };

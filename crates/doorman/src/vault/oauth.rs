@@ -373,12 +373,17 @@ impl ResourceClient {
         if let Some(r) = &self.resource_indicator {
             form.push(("resource", r));
         }
+        self.token_grant(&form).await
+    }
+
+    /// A token request at the resource's token endpoint, as Doorman's client there.
+    async fn token_grant(&self, form: &[(&str, &str)]) -> Result<TokenSet, ResourceError> {
         let token = self
             .endpoints()
             .await?
             .token
             .ok_or_else(|| ResourceError::NotConfigured("no token endpoint".into()))?;
-        let answer = self.client_request(&token, "token endpoint", &form).await?;
+        let answer = self.client_request(&token, "token endpoint", form).await?;
         self.token_set(answer)
     }
 
@@ -403,13 +408,7 @@ impl ResourceClient {
         if let Some(r) = resource.or(self.resource_indicator.as_deref()) {
             form.push(("resource", r));
         }
-        let token = self
-            .endpoints()
-            .await?
-            .token
-            .ok_or_else(|| ResourceError::NotConfigured("no token endpoint".into()))?;
-        let answer = self.client_request(&token, "token endpoint", &form).await?;
-        self.token_set(answer)
+        self.token_grant(&form).await
     }
 
     /// RFC 6749 §6: new tokens for a refresh token.
@@ -421,13 +420,7 @@ impl ResourceClient {
         if let Some(r) = &self.resource_indicator {
             form.push(("resource", r));
         }
-        let token = self
-            .endpoints()
-            .await?
-            .token
-            .ok_or_else(|| ResourceError::NotConfigured("no token endpoint".into()))?;
-        let answer = self.client_request(&token, "token endpoint", &form).await?;
-        self.token_set(answer)
+        self.token_grant(&form).await
     }
 
     /// RFC 7009 §2.1: revokes a token. `Ok(false)` when the resource has no revocation
