@@ -32,11 +32,12 @@ BOB_KEY = "tk_bob_77e1aa02c4f8"
 WRONG_KEY = "tk_wrong_000000000000"
 
 
-def start_service(name: str, key_in: str) -> Proc:
+def start_service(name: str, key_in: str, keys: str = f"{ADA_KEY}:ada,{BOB_KEY}:bob") -> Proc:
+    """tests/fixtures/upstream_api_key.py with `keys` ("key:login,…"), taking them in the header
+    or (key_in="query") the query."""
     port = free_port()
     proc = Proc(name, [VENV_PYTHON, FIXTURES / "upstream_api_key.py"],
-                env={"PORT": str(port), "API_KEYS": f"{ADA_KEY}:ada,{BOB_KEY}:bob", "KEY_IN": key_in,
-                     "PYTHONUNBUFFERED": "1"})
+                env={"PORT": str(port), "API_KEYS": keys, "KEY_IN": key_in, "PYTHONUNBUFFERED": "1"})
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", 20, proc)
     except BaseException:

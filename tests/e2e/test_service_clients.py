@@ -72,6 +72,17 @@ client_id = "ci-keyed"
 name = "Keyed agent"
 grant_types = ["client_credentials"]
 jwks_file = "@JWKS@"
+
+[[policies]]
+name = "bots-team-ledger"
+tools = ["ledger_*"]
+clients = ["ci-bot"]
+
+[[resources]]
+name = "ledger"
+binding = "shared"
+token_header = "X-Api-Key"
+shared_token_env = "LEDGER_TEAM_KEY"
 """
 
 
@@ -97,12 +108,23 @@ class Keyed:
 
 @pytest.fixture(scope="module")
 def env(py_upstream):
+    from test_api_key import start_service
     keyed = Keyed()
-    e = start_audit_env("doorman-service-clients", [{"name": "py", "url": py_upstream.url}],
-                        extra=POLICIES.replace("@JWKS@", str(keyed.jwks)), env={"CI_BOT_SECRET": BOT_SECRET})
+    # A service the team shares one key for (a `shared` resource): the API-key fixture.
+    ledger = start_service("service-clients-ledger", "header", keys="team-key-1:team")
+    try:
+        e = start_audit_env("doorman-service-clients", [
+            {"name": "py", "url": py_upstream.url},
+            {"name": "ledger", "url": f"{ledger.base}/mcp", "resource": "ledger"},
+        ], extra=POLICIES.replace("@JWKS@", str(keyed.jwks)),
+            env={"CI_BOT_SECRET": BOT_SECRET, "LEDGER_TEAM_KEY": "team-key-1"})
+    except BaseException:
+        ledger.stop()
+        raise
     e.keyed = keyed
     yield e
     e.stop()
+    ledger.stop()
 
 
 def token(e, **form) -> httpx2.Response:
@@ -175,8 +197,8 @@ def test_the_python_sdk_client_credentials_providers_get_tokens_and_call_what_po
         assert slow_error and "py_slow is for people" in slow_text and "people-only" in slow_text, run
     # Lists show each what it may call (tools no entry names for it are hidden; notes' tools
     # come with a connection), and of the built-in tools only whoami: connecting is not theirs.
-    for run in (secret_run, keyed_run):
-        assert run["tools"] == ["doorman_whoami", "py_add"], run["tools"]
+    assert secret_run["tools"] == ["doorman_whoami", "ledger_whoami", "py_add"], secret_run["tools"]
+    assert keyed_run["tools"] == ["doorman_whoami", "py_add"], keyed_run["tools"]
 
     # The audit names the principal, the client and the deciding policy.
     rows = wait_rows(e.d, lambda r: r["person"] == "client:ci-bot" and r["name"] in ("py_add", "py_slow"), count=2)
@@ -329,3 +351,12 @@ def test_an_administrator_disables_a_service_client_and_its_tokens_stop(env):
         assert mcp_post(e.d, bot_token(e), "tools/list").status_code == 200
     finally:
         root.close()
+
+
+def test_a_service_client_uses_a_shared_resources_credential(env):
+    e = env
+    bot = bot_token(e)
+    result = call_tool(e.d, bot, "ledger_whoami")
+    assert not result.get("isError") and result_text(result) == "team", result
+    row = wait_rows(e.d, lambda r: r["person"] == "client:ci-bot" and r["name"] == "ledger_whoami")[-1]
+    assert row["account"] == "shared" and row["decision"] == "allowed", row
