@@ -147,6 +147,12 @@ async fn mcp(mode: Mode, headers: HeaderMap, body: Bytes) -> Response {
     let mut result = result;
     if modern {
         result["resultType"] = json!("complete");
+        // MCP 2026-07-28: a list result says how long it may be cached, and by whom (peer
+        // gateways built on the SDK refuse a list without them).
+        if method == "tools/list" {
+            result["ttlMs"] = json!(0);
+            result["cacheScope"] = json!("public");
+        }
     }
     json_reply(
         StatusCode::OK,
