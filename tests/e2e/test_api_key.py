@@ -148,6 +148,17 @@ def test_a_person_pastes_a_key_it_is_checked_sealed_and_sent_in_the_header(env):
     assert ADA_KEY not in e.d.log() and WRONG_KEY not in e.d.log()
     connections_page = b.get(f"{e.d.base}/connections").text
     assert "ada" in connections_page and ADA_KEY not in connections_page
+    # Disconnecting deletes it here; there is nothing to revoke at a key-only service, so
+    # nothing is queued (and nothing retried for ever).
+    from test_console import post_form
+    conn_id = sqlite3.connect(f"file:{e.d.dir / 'data' / 'doorman.db'}?mode=ro", uri=True).execute(
+        "SELECT id FROM connections WHERE resource = 'tracker'").fetchone()[0]
+    r = post_form(b, f"{e.d.base}/connections", "/connections/disconnect", {"id": conn_id})
+    assert r.status_code == 200 and "Disconnected your Tracker account ada" in text_of(r.text), text_of(r.text)[:300]
+    assert [c for c in connections(e) if c[0] == "tracker"] == []
+    db = sqlite3.connect(f"file:{e.d.dir / 'data' / 'doorman.db'}?mode=ro", uri=True)
+    assert db.execute("SELECT COUNT(*) FROM pending_revocations").fetchone() == (0,)
+    assert "revocation at the resource failed" not in e.d.log()
 
 
 def test_a_key_in_the_query_with_a_post_check_and_the_label_as_the_account(env):

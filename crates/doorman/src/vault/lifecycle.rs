@@ -369,6 +369,11 @@ impl Vault {
         let Some(rc) = self.resource(&row.resource) else {
             return;
         };
+        // A pasted API key has no authorization server to revoke it at: deleting it here is
+        // all Doorman can do (the person revokes it at the service).
+        if rc.resource.oauth.is_none() {
+            return;
+        }
         // Revoking the refresh token ends the grant at most providers (RFC 7009 §2.1); the
         // access token is revoked as well for those that keep them apart.
         for (which, hint) in [
