@@ -16,63 +16,11 @@ set -euo pipefail
 
 VERSION="${LITELLM_VERSION:-1.108.7}"
 WORKERS="${LITELLM_WORKERS:-1}"
-VENV_ROOT="${BENCH_PEERS_VENV:-/tmp/bench-peers-venv}"
-VENV="$VENV_ROOT/litellm"
-STATE_ROOT="${BENCH_PEERS_STATE:-/tmp/bench-peers}"
+PEER=litellm
+# shellcheck source=bench/peers/common.sh
+. "$(dirname "$0")/common.sh"
 
-log() { echo "litellm: $*" >&2; }
-die() { log "$*"; exit 1; }
-
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-
-alive() { [ -f "$1/pid" ] && kill -0 "$(cat "$1/pid")" 2>/dev/null; }
-
-stop() {
-  local dir="$1" pid
-  if ! alive "$dir"; then
-    rm -f "$dir/pid"
-    log "not running ($dir)"
-    return 0
-  fi
-  pid="$(cat "$dir/pid")"
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  # Its graceful shutdown can hang on open sessions (seen with ContextForge): then SIGKILL.
-  if kill -0 "$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"; fi
-  # The rest of its process group (workers, pool processes) gone too, so the port is free.
-  for _ in $(seq 25); do [ -z "$(ps -o pid= -g "$pid" 2>/dev/null)" ] && break; sleep 0.2; done
-  [ -z "$(ps -o pid= -g "$pid" 2>/dev/null)" ] || kill -KILL -- "-$pid" 2>/dev/null || true
-  rm -f "$dir/pid"
-  log "stopped (pid $pid)"
-}
-
-# A Python >= 3.12 that runs (pyenv's shims exist for versions that are not selected).
-find_python() {
-  local p
-  for p in python3.12 python3.13 python3 "$(pyenv root 2>/dev/null)"/versions/3.1[23]*/bin/python3; do
-    if "$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then
-      command -v "$p"
-      return
-    fi
-  done
-  die "needs Python >= 3.12"
-}
-
-install() {
-  if [ -x "$VENV/bin/litellm" ] &&
-     [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null)" = "$VERSION" ]; then
-    return
-  fi
-  local py start
-  py="$(find_python)"
-  log "installing litellm[proxy]==$VERSION into $VENV (with $py)"
-  start=$(date +%s)
-  rm -rf "$VENV"
-  mkdir -p "$VENV_ROOT"
-  "$py" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "litellm[proxy]==$VERSION" >&2
-  log "installed in $(( $(date +%s) - start )) s"
-}
+install() { install_pinned litellm litellm "litellm[proxy]==$VERSION"; }
 
 [ $# -ge 1 ] || usage
 if [ "$1" = stop ]; then

@@ -33,6 +33,7 @@ from idp import account, id_jag, id_jag_audience, idp_client, idp_walk, start_id
 from oauth import accounts_doorman, pkce, query_of
 from procs import free_port
 from test_policy_audit import mcp_post, wait_rows
+from test_sso import MemoryStorage
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -187,22 +188,7 @@ def test_the_python_sdk_redeems_an_id_jag_and_calls_as_the_person(env, alice):
         asked.append((audience, resource))
         return env.idp.exchange_for_id_jag("agent-app", SECRET, alice["id_token"], audience, resource=resource)
 
-    class Storage:
-        tokens = None
-
-        async def get_tokens(self):
-            return self.tokens
-
-        async def set_tokens(self, tokens):
-            self.tokens = tokens
-
-        async def get_client_info(self):
-            return None
-
-        async def set_client_info(self, info):
-            pass
-
-    storage = Storage()
+    storage = MemoryStorage()
     seen = []
 
     async def on_response(r: httpx2.Response) -> None:

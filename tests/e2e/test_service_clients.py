@@ -37,6 +37,7 @@ from conftest import DOORMAN_BIN
 from resource_peers import obtain_tokens
 from test_console import browser_signed_in, db_rows, post_form, text_of
 from test_layer2 import IDP_ACCOUNTS, NOTES_SECRET, PASSWORD
+from test_sso import MemoryStorage
 from test_policy_audit import (audit_cli, call_tool, list_tool_names, local_token, mcp_post, result_text,
                                start_audit_env, wait_rows)
 
@@ -137,24 +138,6 @@ def bot_token(e) -> str:
     return r.json()["access_token"]
 
 
-class Storage:
-    def __init__(self):
-        self.tokens = None
-        self.client_info = None
-
-    async def get_tokens(self):
-        return self.tokens
-
-    async def set_tokens(self, tokens):
-        self.tokens = tokens
-
-    async def get_client_info(self):
-        return self.client_info
-
-    async def set_client_info(self, info):
-        self.client_info = info
-
-
 async def sdk_run(e, provider) -> dict:
     """One Python SDK client through its auth provider: list, call an allowed tool and one for
     people only."""
@@ -183,9 +166,9 @@ def test_the_python_sdk_client_credentials_providers_get_tokens_and_call_what_po
     issuer = meta["issuer"]
 
     secret_run = anyio.run(sdk_run, e, ClientCredentialsOAuthProvider(
-        server_url=e.d.url, storage=Storage(), client_id="ci-bot", client_secret=BOT_SECRET, issuer=issuer))
+        server_url=e.d.url, storage=MemoryStorage(), client_id="ci-bot", client_secret=BOT_SECRET, issuer=issuer))
     keyed_run = anyio.run(sdk_run, e, PrivateKeyJWTOAuthProvider(
-        server_url=e.d.url, storage=Storage(), client_id="ci-keyed", issuer=issuer,
+        server_url=e.d.url, storage=MemoryStorage(), client_id="ci-keyed", issuer=issuer,
         assertion_provider=SignedJWTParameters(issuer="ci-keyed", subject="ci-keyed", signing_key=e.keyed.pem,
                                                signing_algorithm="ES256").create_assertion_provider()))
     for run in (secret_run, keyed_run):

@@ -469,12 +469,10 @@ impl Clients {
 
 /// The `sub` of an unverified client assertion, only to find which client it claims to be.
 fn assertion_subject(assertion: &str) -> Option<String> {
-    let payload = assertion.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("sub")?.as_str().map(String::from)
+    crypto::unverified_jwt_claims(assertion)?
+        .get("sub")?
+        .as_str()
+        .map(String::from)
 }
 
 #[cfg(test)]

@@ -399,16 +399,7 @@ pub(super) fn sealed_id_token(
     user_id: &str,
     id_token: &str,
 ) -> (Option<String>, Option<i64>) {
-    use base64::Engine;
-    let exp = id_token
-        .split('.')
-        .nth(1)
-        .and_then(|p| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p)
-                .ok()
-        })
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    let exp = crypto::unverified_jwt_claims(id_token)
         .and_then(|v| v.get("exp").and_then(serde_json::Value::as_i64));
     match exp {
         Some(exp) => (

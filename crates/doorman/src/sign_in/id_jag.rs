@@ -36,13 +36,8 @@ fn invalid_grant(description: impl Into<String>) -> Refusal {
 /// The issuer an assertion claims, read before any check only to choose the provider whose
 /// keys check it.
 fn claimed_issuer(assertion: &str) -> Option<String> {
-    use base64::Engine;
-    let payload = assertion.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("iss")?
+    crypto::unverified_jwt_claims(assertion)?
+        .get("iss")?
         .as_str()
         .map(|i| i.trim_end_matches('/').to_owned())
 }

@@ -146,23 +146,15 @@ async fn start(
     let Some(prompt_id) = q.prompt.filter(|p| !p.is_empty() && p.len() <= 128) else {
         return expired_link();
     };
-    let prompt = match app.vault.prompt_row(&prompt_id).await {
-        Ok(Some(p)) if p.resource == resource && p.connection_id.is_none() => p,
-        Ok(_) => return expired_link(),
-        Err(e) => return unavailable(e),
+    let prompt = match live_prompt(&app, &prompt_id, &resource).await {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let Some((_, user_id)) = app.browser.signed_in(&headers).await else {
         return sign_in_and_return(&uri);
     };
-    if !crypto::constant_time_eq(user_id.as_bytes(), prompt.user_id.as_bytes()) {
-        // The anti-phishing rule: a link made for one person cannot connect another person's
-        // account to it. Nothing is stored.
-        tracing::warn!(resource = %resource, "a connect link was opened by another person than the one it was made for; refused");
-        return pages::message(
-            StatusCode::FORBIDDEN,
-            "This link is not for you",
-            "This connect link was made for another Doorman user. If someone sent it to you, do not use it: they could gain access to your account. Nothing was connected.",
-        );
+    if let Some(r) = not_its_person(&prompt, &user_id) {
+        return r;
     }
     if app
         .vault
@@ -231,18 +223,12 @@ async fn submit_key(
         Err(r) => return r,
     };
     let prompt_id = form.get("prompt").map(String::as_str).unwrap_or("");
-    let prompt = match app.vault.prompt_row(prompt_id).await {
-        Ok(Some(p)) if p.resource == resource && p.connection_id.is_none() => p,
-        Ok(_) => return expired_link(),
-        Err(e) => return unavailable(e),
+    let prompt = match live_prompt(&app, prompt_id, &resource).await {
+        Ok(p) => p,
+        Err(r) => return r,
     };
-    if !crypto::constant_time_eq(user_id.as_bytes(), prompt.user_id.as_bytes()) {
-        tracing::warn!(resource = %resource, "an API key was posted for another person's connect link; refused");
-        return pages::message(
-            StatusCode::FORBIDDEN,
-            "This link is not for you",
-            "This connect link was made for another Doorman user. Nothing was connected.",
-        );
+    if let Some(r) = not_its_person(&prompt, &user_id) {
+        return r;
     }
     let Some(rc) = app
         .vault
@@ -307,23 +293,10 @@ async fn submit_key(
         scope: Some(String::new()),
         identity: None,
     };
-    if let Err(e) = app
-        .vault
-        .store_connection(&prompt, &rc, &set, &account)
-        .await
-    {
-        return unavailable(e);
+    if let Err(r) = store_and_tell(&app, &prompt, &rc, &set, &account).await {
+        return r;
     }
-    if let (Some(session), Some(elicitation)) = (&prompt.session_hash, &prompt.elicitation_id) {
-        (app.on_complete)(session, elicitation);
-    }
-    pages::message(
-        StatusCode::OK,
-        &format!("{display} is connected"),
-        &format!(
-            "Your {display} account {account} is connected. You can close this tab and go back to your assistant."
-        ),
-    )
+    connected_page(&display, &account)
 }
 
 #[derive(Deserialize)]
@@ -747,20 +720,36 @@ async fn callback(
             "account".to_owned()
         }
     };
-    if let Err(e) = app
-        .vault
-        .store_connection(&prompt, &rc, &set, &account)
-        .await
-    {
-        return unavailable(e);
-    }
-    if let (Some(session), Some(elicitation)) = (&prompt.session_hash, &prompt.elicitation_id) {
-        (app.on_complete)(session, elicitation);
+    if let Err(r) = store_and_tell(&app, &prompt, &rc, &set, &account).await {
+        return r;
     }
     if let Some(request) = resume {
         // Back into the client's authorization: the next resource waiting, or the code.
         return see_other(&format!("/consent?request={request}"));
     }
+    connected_page(&display, &account)
+}
+
+/// Stores what the resource (or the person's pasted key) gave, and tells a stateful client
+/// whose URL elicitation it was that it is done.
+async fn store_and_tell(
+    app: &ConnectApp,
+    prompt: &ConnectPromptRow,
+    rc: &super::oauth::ResourceClient,
+    set: &super::oauth::TokenSet,
+    account: &str,
+) -> Result<(), Response> {
+    app.vault
+        .store_connection(prompt, rc, set, account)
+        .await
+        .map_err(unavailable)?;
+    if let (Some(session), Some(elicitation)) = (&prompt.session_hash, &prompt.elicitation_id) {
+        (app.on_complete)(session, elicitation);
+    }
+    Ok(())
+}
+
+fn connected_page(display: &str, account: &str) -> Response {
     pages::message(
         StatusCode::OK,
         &format!("{display} is connected"),
@@ -768,6 +757,33 @@ async fn callback(
             "Your {display} account {account} is connected. You can close this tab and go back to your assistant."
         ),
     )
+}
+
+/// The prompt behind a connect link, while it is for `resource` and still waits.
+async fn live_prompt(
+    app: &ConnectApp,
+    prompt_id: &str,
+    resource: &str,
+) -> Result<ConnectPromptRow, Response> {
+    match app.vault.prompt_row(prompt_id).await {
+        Ok(Some(p)) if p.resource == resource && p.connection_id.is_none() => Ok(p),
+        Ok(_) => Err(expired_link()),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// The anti-phishing rule (MCP client/elicitation, "Phishing"): a link made for one person
+/// cannot connect another person's account to it. Nothing is stored. `Some`: the refusal.
+fn not_its_person(prompt: &ConnectPromptRow, user_id: &str) -> Option<Response> {
+    if crypto::constant_time_eq(user_id.as_bytes(), prompt.user_id.as_bytes()) {
+        return None;
+    }
+    tracing::warn!(resource = %prompt.resource, "a connect link was used by another person than the one it was made for; refused");
+    Some(pages::message(
+        StatusCode::FORBIDDEN,
+        "This link is not for you",
+        "This connect link was made for another Doorman user. If someone sent it to you, do not use it: they could gain access to your account. Nothing was connected.",
+    ))
 }
 
 fn display(app: &ConnectApp, resource: &str) -> String {
