@@ -151,9 +151,24 @@ pub async fn measure(
         cg,
     )
     .await?;
+    // The same without waiting for audit records: what `[audit] durable` costs per call.
+    let undurable = procs::start_doorman_in(
+        bins,
+        &[
+            spec("modern", echoes[0].port, false),
+            spec("legacy", echoes[1].port, false),
+        ],
+        SignIn::Accounts {
+            durable_audit: false,
+        },
+        cg,
+    )
+    .await?;
     let password = signin::random_token(18)?;
     procs::add_person(bins, &accounts, "bench", &password).await?;
     let token = signin::access_token(&accounts.base_url(), "bench", &password).await?;
+    procs::add_person(bins, &undurable, "bench", &password).await?;
+    let undurable_token = signin::access_token(&undurable.base_url(), "bench", &password).await?;
     layer2::connect(&accounts, "bench", resource_token).await?;
 
     let mut rows = Vec::new();
@@ -168,7 +183,7 @@ pub async fn measure(
             generation,
             bearer: bearer.map(String::from),
         };
-        let modes: [(&str, &Running, Target); 4] = [
+        let modes: [(&str, &Running, Target); 5] = [
             (
                 crate::RELAY,
                 &relays[g],
@@ -183,6 +198,15 @@ pub async fn measure(
                 "signed in (token check)",
                 &accounts,
                 target(accounts.mcp_url(), format!("{name}_echo"), Some(&token)),
+            ),
+            (
+                crate::NOT_DURABLE,
+                &undurable,
+                target(
+                    undurable.mcp_url(),
+                    format!("{name}_echo"),
+                    Some(&undurable_token),
+                ),
             ),
             (
                 crate::LAYER2,

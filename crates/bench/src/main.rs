@@ -123,6 +123,8 @@ pub(crate) const RELAY: &str = "bare HTTP relay (reference)";
 
 /// The layer-2 configuration's mode name.
 pub(crate) const LAYER2: &str = "signed in + layer 2 (vault)";
+/// Signed in, the answer not waiting for its audit record (`[audit] durable = false`).
+pub(crate) const NOT_DURABLE: &str = "signed in, audit not durable";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -244,7 +246,7 @@ async fn main() -> anyhow::Result<()> {
             upstream_prefix: "",
         },
         Side {
-            mode: "signed in, audit not durable",
+            mode: NOT_DURABLE,
             via: Via::Doorman(&undurable),
             bearer: Some(undurable_token),
             upstream_prefix: "",

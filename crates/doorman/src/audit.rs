@@ -5,7 +5,7 @@
 //!
 //! One writer stores every record. With `[audit] durable` (the default) the answer to a
 //! request waits until its record is stored: records that arrive while a write runs share the
-//! next one (group commit), so many concurrent requests cost one statement. A failed write is
+//! next one (group commit), so many concurrent requests cost one transaction. A failed write is
 //! retried (backing off to 5 s) until it succeeds; a full queue makes senders wait rather than
 //! drop anything; a record is lost only if the writer is gone, and then
 //! `doorman_audit_records_lost_total` and an error line say how many. Without `durable`,
@@ -68,9 +68,6 @@ const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 /// Fills in what a record can take from where it is made: the time (when zero) and the
 /// client's address (from the request this task serves).
 fn stamp(e: &mut AuditEvent) {
-    if e.record_key.is_none() {
-        e.record_key = Some(crate::crypto::random_token(16));
-    }
     if e.client_address.is_none() {
         e.client_address = crate::net::ClientAddress::current().map(|c| c.ip.to_string());
     }
@@ -85,6 +82,17 @@ fn stamp(e: &mut AuditEvent) {
             |s| s.clock.now_ms(),
         );
     }
+    if e.record_key.is_none() {
+        e.record_key = Some(record_key(e.at));
+    }
+}
+
+/// A record's unique key: its time (so new keys go to the end of the unique index, one page
+/// for a whole batch, however large the table grows) and 96 random bits, unique across nodes.
+/// A key names a record and grants nothing, so the bits come from the fast per-thread
+/// generator trace ids use, not the CSPRNG.
+fn record_key(at: i64) -> String {
+    format!("{:012x}{:024x}", at.max(0), fastrand::u128(..) >> 32)
 }
 
 /// Records an event, without waiting: a JSON log line and a row soon. When the queue is full
@@ -215,12 +223,16 @@ impl Audit {
         {
             return;
         }
-        tokio::spawn(write_forever(
-            store.clone(),
-            rx,
-            settings.durable.is_some(),
+        let writer = Writer {
+            store: store.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            durable: settings.durable.is_some(),
             pending,
-        ));
+        };
+        std::thread::Builder::new()
+            .name("doorman-audit".into())
+            .spawn(move || writer.run(rx))
+            .expect("cannot start the audit writer's thread");
         let retention_ms = settings.retention.as_millis() as i64;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(settings.purge_every);
@@ -252,78 +264,100 @@ impl Audit {
     }
 }
 
-/// The writer: takes everything queued (up to `BATCH`), names people, logs, stores it in one
-/// statement, retrying a failed write until it succeeds, then tells whoever waits.
-async fn write_forever(
+/// The writer, on a thread of its own: takes everything queued (up to `BATCH`), names people,
+/// logs, stores it in one transaction, retrying a failed write until it succeeds, then tells
+/// whoever waits. On SQLite it writes through a connection of its own, on this thread; on
+/// PostgreSQL through the pool.
+struct Writer {
     store: Store,
-    mut rx: mpsc::Receiver<Queued>,
+    runtime: tokio::runtime::Handle,
     durable: bool,
     pending: Arc<AtomicUsize>,
-) {
-    let mut batch: Vec<Queued> = Vec::with_capacity(256);
-    let mut names: std::collections::HashMap<String, Option<String>> = Default::default();
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        if !durable {
-            // Gather for a moment: under load one statement stores hundreds of records, and
-            // senders find the writer asleep instead of waking it for every record.
-            tokio::time::sleep(GATHER).await;
-        }
-        // Group commit: whatever queued while the last write ran goes into this one.
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(q) => batch.push(q),
-                Err(_) => break,
+}
+
+impl Writer {
+    fn run(self, mut rx: mpsc::Receiver<Queued>) {
+        let mut direct = match self.store.audit_writer() {
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "audit records go through the pool instead");
+                None
             }
-        }
-        let mut events: Vec<AuditEvent> = batch
-            .iter_mut()
-            .map(|q| std::mem::take(&mut q.event))
-            .collect();
-        // Records made where only the person's id was at hand get their name here.
-        for e in events.iter_mut() {
-            if e.person.is_none()
-                && let Some(id) = &e.person_id
-            {
-                if !names.contains_key(id) {
-                    if names.len() > 10_000 {
-                        names.clear();
-                    }
-                    let label = store
-                        .user(id)
-                        .await
-                        .ok()
-                        .flatten()
-                        .and_then(|u| u.email.or(u.username));
-                    names.insert(id.clone(), label);
+            None => None,
+        };
+        let mut batch: Vec<Queued> = Vec::with_capacity(256);
+        let mut names: std::collections::HashMap<String, Option<String>> = Default::default();
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            if !self.durable {
+                // Gather for a moment: under load one transaction stores hundreds of records,
+                // and senders find the writer asleep instead of waking it for every record.
+                std::thread::sleep(GATHER);
+            }
+            // Group commit: whatever queued while the last write ran goes into this one.
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(q) => batch.push(q),
+                    Err(_) => break,
                 }
-                e.person = names[id].clone();
             }
-        }
-        // One write for the whole batch's log lines.
-        crate::log_batch::batched(|| events.iter().for_each(log));
-        let mut delay = RETRY_FIRST;
-        let mut failures = 0u32;
-        while let Err(e) = store.insert_audit_events(&events).await {
-            failures += 1;
-            crate::metrics::get().audit_write_failures.inc();
-            // Said once, then every 20th try: a long outage does not flood the log.
-            if failures == 1 || failures.is_multiple_of(20) {
-                tracing::error!(error = %e, count = events.len(), attempt = failures, "cannot store audit records; retrying");
+            let mut events: Vec<AuditEvent> = batch
+                .iter_mut()
+                .map(|q| std::mem::take(&mut q.event))
+                .collect();
+            // Records made where only the person's id was at hand get their name here.
+            for e in events.iter_mut() {
+                if e.person.is_none()
+                    && let Some(id) = &e.person_id
+                {
+                    if !names.contains_key(id) {
+                        if names.len() > 10_000 {
+                            names.clear();
+                        }
+                        let label = self
+                            .runtime
+                            .block_on(self.store.user(id))
+                            .ok()
+                            .flatten()
+                            .and_then(|u| u.email.or(u.username));
+                        names.insert(id.clone(), label);
+                    }
+                    e.person = names[id].clone();
+                }
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(RETRY_MAX);
-        }
-        if failures > 0 {
-            tracing::info!(
-                count = events.len(),
-                attempts = failures + 1,
-                "stored audit records after retrying"
-            );
-        }
-        pending.fetch_sub(batch.len(), Ordering::AcqRel);
-        for q in batch.drain(..) {
-            if let Some(done) = q.stored {
-                let _ = done.send(());
+            // One write for the whole batch's log lines.
+            crate::log_batch::batched(|| events.iter().for_each(log));
+            let mut delay = RETRY_FIRST;
+            let mut failures = 0u32;
+            loop {
+                let stored = match direct.as_mut() {
+                    Some(w) => w.insert(&events).map_err(anyhow::Error::from),
+                    None => self
+                        .runtime
+                        .block_on(self.store.insert_audit_events(&events)),
+                };
+                let Err(e) = stored else { break };
+                failures += 1;
+                crate::metrics::get().audit_write_failures.inc();
+                // Said once, then every 20th try: a long outage does not flood the log.
+                if failures == 1 || failures.is_multiple_of(20) {
+                    tracing::error!(error = %e, count = events.len(), attempt = failures, "cannot store audit records; retrying");
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+            if failures > 0 {
+                tracing::info!(
+                    count = events.len(),
+                    attempts = failures + 1,
+                    "stored audit records after retrying"
+                );
+            }
+            self.pending.fetch_sub(batch.len(), Ordering::AcqRel);
+            for q in batch.drain(..) {
+                if let Some(done) = q.stored {
+                    let _ = done.send(());
+                }
             }
         }
     }
@@ -428,7 +462,7 @@ mod tests {
             kind: "call".into(),
             event: "tools/call".into(),
             name: Some(format!("tool_{n}")),
-            record_key: Some(crate::crypto::random_token(16)),
+            record_key: Some(record_key(1_000 + n as i64)),
             ..AuditEvent::default()
         }
     }
@@ -460,7 +494,13 @@ mod tests {
         exec("ALTER TABLE audit_events RENAME TO audit_events_away").await;
         let (tx, rx) = mpsc::channel(16);
         let pending = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(write_forever(store.clone(), rx, true, pending.clone()));
+        let writer = Writer {
+            store: store.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            durable: true,
+            pending: pending.clone(),
+        };
+        std::thread::spawn(move || writer.run(rx));
         let mut waiting = Vec::new();
         for n in 0..3 {
             let (done, stored_rx) = oneshot::channel();
@@ -498,6 +538,44 @@ mod tests {
         store.insert_audit_events(&batch).await.unwrap();
         store.insert_audit_events(&batch).await.unwrap();
         assert_eq!(stored(&store).await, 2);
+    }
+
+    /// The writer's own SQLite connection stores a batch in one go and, retried after a
+    /// commit that did happen, stores nothing twice; a batch it cannot store leaves nothing.
+    #[tokio::test]
+    async fn the_direct_sqlite_writer_stores_a_batch_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite_in(dir.path()).await.unwrap();
+        let mut writer = store.audit_writer().expect("SQLite on a file").unwrap();
+        let batch: Vec<AuditEvent> = (0..5).map(event).collect();
+        writer.insert(&batch).unwrap();
+        writer.insert(&batch).unwrap();
+        assert_eq!(stored(&store).await, 5);
+        // The schema refuses nothing the writer sends, so a trigger makes the second record of
+        // a batch fail: the first must not be kept either.
+        let mut broken = vec![event(10), event(11)];
+        broken[1].kind = String::new();
+        crate::store::on_pool!(store, pool => sqlx::query(
+            "CREATE TRIGGER no_empty_kind BEFORE INSERT ON audit_events WHEN NEW.kind = '' \
+             BEGIN SELECT RAISE(ABORT, 'empty kind'); END"
+        ).execute(pool).await.map(|_| ()))
+        .unwrap();
+        assert!(writer.insert(&broken).is_err());
+        assert_eq!(stored(&store).await, 5, "nothing of a failed batch is kept");
+        // The connection is usable after the failure.
+        writer.insert(&[event(12)]).unwrap();
+        assert_eq!(stored(&store).await, 6);
+        assert!(store.audit_writer().is_some());
+    }
+
+    /// Keys sort by the time of their record (new keys go to the end of the unique index),
+    /// and two records of one millisecond still differ.
+    #[test]
+    fn record_keys_sort_by_time_and_never_repeat() {
+        let (a, b, c) = (record_key(1_000), record_key(1_000), record_key(1_001));
+        assert_ne!(a, b);
+        assert!(a < c && b < c, "{a} {b} {c}");
+        assert!(record_key(0x0fff_ffff_ffff) > record_key(0xff));
     }
 
     #[test]

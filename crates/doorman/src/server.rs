@@ -338,6 +338,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             durable: config.audit.durable.then_some(config.audit.durable_wait.0),
         },
     );
+    store.spawn_wal_checkpoints(crate::store::WAL_CHECK_EVERY, crate::store::WAL_LIMIT);
     let idle = config.server.session_idle_timeout.0;
     gateway.spawn_sweeper((idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60)));
     let listener = tokio::net::TcpListener::bind(config.server.listen)

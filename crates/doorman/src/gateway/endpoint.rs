@@ -38,8 +38,8 @@ use super::{
     parked::Waiting,
     session::Session,
     transport::{
-        Accept, closing, error_reply, finish, json_reply, message_reply, param_headers, respond,
-        server_info, sse_event, sse_reply, status_of, status_of_modern, trace_id_of,
+        self, Accept, closing, error_reply, finish, json_reply, message_reply, param_headers,
+        respond, server_info, sse_event, sse_reply, status_of, status_of_modern, trace_id_of,
     },
     upstream::{Outbound, SessionSlots, decode_header_value},
 };
@@ -284,7 +284,8 @@ pub async fn post(
         }
         return match incoming {
             Incoming::Request { id, method, params } => {
-                serve_request(
+                // Boxed: the request's future stays small where it is moved (axum's layers).
+                Box::pin(serve_request(
                     &gw,
                     person.clone(),
                     Conversation::Stateful(session),
@@ -294,7 +295,7 @@ pub async fn post(
                         param_headers: Vec::new(),
                         trace_id: trace_id_of(&headers),
                     },
-                )
+                ))
                 .await
             }
             // The answer to a request an upstream asked of the client (`asks.rs`). One that
@@ -338,7 +339,7 @@ pub async fn post(
                             param_headers: param_headers(&headers),
                             trace_id: trace_id_of(&headers),
                         };
-                        serve_request(
+                        Box::pin(serve_request(
                             &gw,
                             person.clone(),
                             Conversation::Stateless {
@@ -348,7 +349,7 @@ pub async fn post(
                             accept,
                             Rpc { id, method, params },
                             fwd,
-                        )
+                        ))
                         .await
                     }
                     Err(e) => error_reply(status_of_modern(e.code), Some(&id), &e),
@@ -779,7 +780,7 @@ async fn serve_request(
         Some((_, _, _, events_tx)) => events_tx.clone(),
         None => tx.clone(),
     };
-    let work = async move {
+    let work = transport::work(async move {
         let per_person: Arc<SessionSlots>;
         let (slots, caps, log_level): (&SessionSlots, Option<Value>, Option<String>) =
             match &conversation {
@@ -814,12 +815,15 @@ async fn serve_request(
             cancel: inflight.as_ref().map(|f| &*f.cancel),
         };
         call.run(&gw2.router, slots, &out).await
-    };
+    });
     if let (Some((asks, questions, events, _)), Some(binding)) = (parking, binding) {
-        let call = tokio::spawn(crate::net::ClientAddress::keep(work));
+        let call = tokio::spawn(work);
         let waiting = Waiting::new(binding, asks, questions, events, call);
         let (gw, now_ms) = (gw.clone(), gw.clock.now_ms());
-        let work = async move { gw.parked.wait(gw.router.ring(), waiting, tx, now_ms).await };
+        let work =
+            transport::work(
+                async move { gw.parked.wait(gw.router.ring(), waiting, tx, now_ms).await },
+            );
         return respond(accept, modern, method, id, work, rx).await;
     }
     drop(tx);
@@ -869,7 +873,8 @@ async fn resume_parked(
     }
     let (tx, rx) = mpsc::channel::<Value>(64);
     let gw = gw.clone();
-    let work = async move { gw.parked.wait(gw.router.ring(), waiting, tx, now_ms).await };
+    let work =
+        transport::work(async move { gw.parked.wait(gw.router.ring(), waiting, tx, now_ms).await });
     respond(accept, true, method, id, work, rx).await
 }
 

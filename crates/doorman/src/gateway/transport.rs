@@ -116,20 +116,26 @@ pub(super) fn param_headers(headers: &HeaderMap) -> Vec<(axum::http::HeaderName,
 }
 
 /// A request's work: polled by the handler until it answers or notifies, then by the SSE body.
-/// Dropping it (the client went away) drops the upstream request with it.
+/// Dropping it (the client went away) drops the upstream request with it. Boxed where it is
+/// made ([`work`]): a call's future is several kilobytes, copied whole each time it moves.
 pub(super) type Work = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>;
+
+/// `work` as a request's [`Work`]. It may finish while the event stream is sent, outside the
+/// handler: it stays the request's client's (audit records name the client address).
+pub(super) fn work(work: impl Future<Output = Result<Value, RpcError>> + Send + 'static) -> Work {
+    // Boxed before it is wrapped: the wrapper moves a pointer, not the call's future again.
+    let work: Work = Box::pin(work);
+    Box::pin(crate::net::ClientAddress::keep(work))
+}
 
 pub(super) async fn respond(
     accept: Accept,
     modern: bool,
     method: String,
     id: Id,
-    work: impl Future<Output = Result<Value, RpcError>> + Send + 'static,
+    mut work: Work,
     mut events: mpsc::Receiver<Value>,
 ) -> Response {
-    // The work may finish while the event stream is sent, outside this handler: it stays the
-    // request's client's (audit records name the client address).
-    let mut work: Work = Box::pin(crate::net::ClientAddress::keep(work));
     let first_event = tokio::select! {
         biased;
         Some(event) = events.recv() => event,

@@ -1,13 +1,16 @@
 //! Access tokens: signed JWTs in the RFC 9068 profile, checked on every `/mcp` request.
 //!
 //! Verification costs one ECDSA check the first time a token is seen; after that a token is
-//! found by its SHA-256 in a bounded cache until it expires. Revocation is checked on every
+//! found in a bounded cache until it expires: by a keyed hash of the token (SipHash with a key
+//! random to this process, a few hundred instructions where SHA-256 cost tens of thousands),
+//! then compared whole, in constant time, with the token the entry was verified for. Revocation is checked on every
 //! request, cache or not, against in-memory sets of revoked token ids and grants: filled at
 //! once by this process and, for revocations made elsewhere (another node, the CLI), by
 //! [`Revocations::poll`] reading the store every few seconds.
 
 use std::{
     collections::HashMap,
+    hash::{BuildHasher, RandomState},
     sync::{Arc, RwLock},
 };
 
@@ -249,8 +252,17 @@ pub struct AccessTokens {
     issuer: String,
     audience: String,
     lifetime_ms: i64,
-    cache: RwLock<HashMap<[u8; 32], Arc<AccessClaims>>>,
+    cache: RwLock<HashMap<u64, Verified>>,
+    /// The key of the cache's token hash: random per process, so nobody outside can aim
+    /// tokens at one entry.
+    cache_key: RandomState,
     pub revocations: Revocations,
+}
+
+/// A token whose signature, issuer and audience checked out, and its claims.
+struct Verified {
+    token: Box<str>,
+    claims: Arc<AccessClaims>,
 }
 
 /// Bound on cached verified tokens; the cache is cleared of expired entries when full.
@@ -272,6 +284,7 @@ impl AccessTokens {
             audience,
             lifetime_ms,
             cache: RwLock::new(HashMap::new()),
+            cache_key: RandomState::new(),
             revocations: Revocations::new(store),
         }
     }
@@ -317,25 +330,35 @@ impl AccessTokens {
     /// Checks a bearer token: signature, type, issuer, audience, expiry, revocation.
     pub fn verify(&self, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
         let now_s = self.clock.now_ms() / 1000;
-        let key = crypto::sha256(token.as_bytes());
+        let key = self.cache_key.hash_one(token);
+        // A hash is not a proof: the entry counts only for the very token it was verified for
+        // (compared in constant time, so a near-miss forgery learns nothing from the timing).
         let cached = self
             .cache
             .read()
             .expect("token cache lock")
             .get(&key)
-            .cloned();
+            .filter(|v| crypto::constant_time_eq(v.token.as_bytes(), token.as_bytes()))
+            .map(|v| v.claims.clone());
         let claims = match cached {
             Some(c) => c,
             None => {
                 let c = Arc::new(self.verify_signed(token)?);
                 let mut cache = self.cache.write().expect("token cache lock");
                 if cache.len() >= CACHE_LIMIT {
-                    cache.retain(|_, v| v.exp > now_s);
+                    cache.retain(|_, v| v.claims.exp > now_s);
                     if cache.len() >= CACHE_LIMIT {
                         cache.clear();
                     }
                 }
-                cache.insert(key, c.clone());
+                // Two tokens with one hash (2^-64) take turns in the entry: each still verified.
+                cache.insert(
+                    key,
+                    Verified {
+                        token: token.into(),
+                        claims: c.clone(),
+                    },
+                );
                 c
             }
         };
@@ -594,6 +617,32 @@ mod tests {
         assert!(s.tokens.verify(&short).is_ok());
         s.clock.advance(std::time::Duration::from_secs(600));
         assert_eq!(s.tokens.verify(&short).unwrap_err(), TokenError::Expired);
+    }
+
+    /// The cache finds an entry by a hash of the token, but only the very token verified for
+    /// that entry is served from it: a forgery landing on the entry (made here by planting a
+    /// verified token's claims under the forgery's hash) is checked in full and refused.
+    #[tokio::test]
+    async fn a_cache_entry_serves_only_the_token_it_was_verified_for() {
+        let s = setup().await;
+        let (token, _) = s.tokens.issue(&grant()).unwrap();
+        let verified = s.tokens.verify(&token).unwrap();
+        let (h, p, _) = {
+            let parts: Vec<&str> = token.split('.').collect();
+            (parts[0], parts[1], parts[2])
+        };
+        let forged = format!("{h}.{p}.{}", B64.encode([7u8; 64]));
+        let forged_key = s.tokens.cache_key.hash_one(forged.as_str());
+        s.tokens.cache.write().unwrap().insert(
+            forged_key,
+            Verified {
+                token: token.as_str().into(),
+                claims: verified.clone(),
+            },
+        );
+        assert_eq!(s.tokens.verify(&forged).unwrap_err(), TokenError::Signature);
+        // The real token still verifies, from its own entry.
+        assert_eq!(s.tokens.verify(&token).unwrap(), verified);
     }
 
     #[tokio::test]

@@ -114,6 +114,17 @@ impl Store {
         Ok(())
     }
 
+    /// SQLite on a file: a connection of its own for the audit writer's thread
+    /// (`sqlite_audit.rs`); `None` elsewhere (PostgreSQL, in-memory SQLite), where records go
+    /// through [`Store::insert_audit_events`].
+    pub fn audit_writer(&self) -> Option<anyhow::Result<super::SqliteAuditWriter>> {
+        let reader = self.sqlite_reader.as_ref()?;
+        Some(
+            super::SqliteAuditWriter::open(reader.path())
+                .map_err(|e| anyhow::anyhow!("cannot open the audit writer's connection: {e}")),
+        )
+    }
+
     /// Deletes records older than `before`; returns how many.
     pub async fn purge_audit(&self, before: i64) -> anyhow::Result<u64> {
         let n = on_pool!(self, pool => sqlx::query("DELETE FROM audit_events WHERE at < $1")

@@ -14,9 +14,11 @@ mod grants;
 mod invalidation;
 mod pg_read;
 mod sessions;
+mod sqlite_audit;
 mod sqlite_read;
 mod types;
 mod users;
+mod wal;
 
 use std::{path::Path, str::FromStr, time::Duration};
 
@@ -37,11 +39,13 @@ pub use flow::{AuthorizationRequestRow, BrowserSessionRow, SigningKeyRow};
 pub use grants::{CodeRow, CodeUse, GrantRow, RefreshRow, RefreshUse};
 pub use invalidation::{CHANNEL as INVALIDATION_CHANNEL, Heard, Invalidation};
 pub use sessions::SessionRow;
+pub use sqlite_audit::SqliteAuditWriter;
 pub use types::Groups;
 pub use users::{
     LOCAL_ISSUER, LocalCredentialRow, MAX_USERNAME_LEN, SERVICE_ISSUER, SignInFailureRow, UserRow,
     normalize_username,
 };
+pub use wal::{CHECK_EVERY as WAL_CHECK_EVERY, LIMIT as WAL_LIMIT};
 
 /// Which engine a store runs on.
 #[derive(Clone, Debug)]

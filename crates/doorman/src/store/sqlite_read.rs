@@ -41,6 +41,11 @@ impl SqliteReader {
         }
     }
 
+    /// The database file.
+    pub(super) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     fn open(&self) -> rusqlite::Result<Connection> {
         let c = Connection::open_with_flags(
             &self.path,
