@@ -24,7 +24,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
-use load::{Stats, Target};
+use load::{Round, Stats, Target};
 use procs::UpstreamSpec;
 
 #[derive(Parser)]
@@ -293,15 +293,12 @@ async fn main() -> anyhow::Result<()> {
         for &c in &args.concurrency {
             let mut d = Stats::default();
             let mut t: Vec<Stats> = through.iter().map(|_| Stats::default()).collect();
-            // CPU time the gateway (Doorman, or the relay) used for each side's calls.
-            let mut cpu = vec![Duration::ZERO; sides.len()];
             for _ in 0..args.rounds {
-                d.merge(load::run(&direct, c, seconds).await?);
+                d.merge(load::run(&direct, &Round::new(c, seconds)).await?);
                 for (i, (stats, target)) in t.iter_mut().zip(&through).enumerate() {
-                    let gateway = sides[i].process(g);
-                    let before = gateway.cpu_time()?;
-                    stats.merge(load::run(target, c, seconds).await?);
-                    cpu[i] += gateway.cpu_time()?.saturating_sub(before);
+                    // CPU time the gateway (Doorman, or the relay) used for the side's calls.
+                    let cpu = || sides[i].process(g).cpu_time();
+                    stats.merge(load::run(target, &Round::new(c, seconds).with_cpu(&cpu)).await?);
                 }
             }
             let mut line = format!("{generation} c={c}: direct {:.0} req/s", d.rps());
@@ -312,14 +309,12 @@ async fn main() -> anyhow::Result<()> {
             // One row per Doorman configuration, each against the direct figures measured in
             // the same rounds.
             let direct_summary = d.summary();
-            for ((side, mut stats), cpu) in sides.iter().zip(t).zip(cpu) {
+            for (side, mut stats) in sides.iter().zip(t) {
                 if side.mode == LAYER2 {
                     layer2_requests[g] += stats.requests();
                 }
-                // Includes the warm-up calls' share, a handful per worker: negligible.
-                let cpu_us = cpu.as_secs_f64() * 1e6 / stats.requests().max(1) as f64;
                 rows.push(json!({
-                    "gateway_cpu_us_per_call": cpu_us,
+                    "gateway_cpu_us_per_call": stats.cpu_us_per_call(),
                     "generation": generation, "concurrency": c, "mode": side.mode,
                     "direct": direct_summary, "doorman": stats.summary(),
                     "throughput_ratio": stats.rps() / d.rps(),
@@ -448,8 +443,9 @@ fn markdown_rows(r: &Value) -> String {
          as the upstream's `Authorization`), and for reference a bare HTTP relay (`bench-relay`: \
          hyper's server and pooled client passing requests through untouched, no JSON, no \
          checks), the ceiling any HTTP gateway approaches on this machine. For each protocol and \
-         concurrency, direct and all five ran alternately in the same rounds; each ratio is to \
-         that direct.\n\n",
+         concurrency, direct and all the others ran alternately in the same rounds; each ratio is \
+         to that direct. The last column is the gateway's CPU time (user and system, all threads) \
+         during the measured windows, per call.\n\n",
     );
     s.push_str("| protocol | conc. | mode | direct req/s | through req/s | ratio | direct p50/p90/p99 µs | through p50/p90/p99 µs | added p50 µs | gateway CPU µs/call |\n");
     s.push_str("|---|---:|---|---:|---:|---:|---|---|---:|---:|\n");

@@ -62,23 +62,12 @@ impl Running {
         self.child.id().unwrap_or(0)
     }
 
-    /// CPU time the process has used so far, all threads, user and system (`/proc/PID/stat`
-    /// fields 14 and 15, in clock ticks of 10 ms: Linux's `USER_HZ` is 100).
+    /// CPU time the process has used so far, all threads, user and system.
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // The command name (field 2) is in parentheses and may hold spaces: count after it.
-        let rest = stat
-            .rsplit_once(')')
-            .ok_or_else(|| anyhow::anyhow!("unreadable /proc stat"))?
-            .1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields
-            .get(11..13)
-            .ok_or_else(|| anyhow::anyhow!("short /proc stat"))?
-            .iter()
-            .map(|f| f.parse::<u64>())
-            .sum::<Result<_, _>>()?;
-        Ok(Duration::from_millis(ticks * 10))
+        cpu_time_of(&std::fs::read_to_string(format!(
+            "/proc/{}/stat",
+            self.pid()
+        ))?)
     }
 
     /// A Doorman's configuration file.
@@ -100,6 +89,28 @@ impl Running {
             .await?;
         Ok(serde_json::from_slice(&body)?)
     }
+}
+
+/// The fields of a `/proc/PID/stat` line after the command name (which is in parentheses and
+/// may hold spaces): index 0 is field 3, the state.
+fn stat_fields(stat: &str) -> anyhow::Result<Vec<&str>> {
+    let rest = stat
+        .rsplit_once(')')
+        .ok_or_else(|| anyhow::anyhow!("unreadable /proc stat"))?
+        .1;
+    Ok(rest.split_whitespace().collect())
+}
+
+/// User and system CPU time from a `/proc/PID/stat` line (fields 14 and 15, in clock ticks of
+/// 10 ms: Linux's `USER_HZ` is 100).
+fn cpu_time_of(stat: &str) -> anyhow::Result<Duration> {
+    let ticks: u64 = stat_fields(stat)?
+        .get(11..13)
+        .ok_or_else(|| anyhow::anyhow!("short /proc stat"))?
+        .iter()
+        .map(|f| f.parse::<u64>())
+        .sum::<Result<_, _>>()?;
+    Ok(Duration::from_millis(ticks * 10))
 }
 
 impl Drop for Running {
