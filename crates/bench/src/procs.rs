@@ -113,13 +113,49 @@ fn cpu_time_of(stat: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(ticks * 10))
 }
 
+/// CPU time used so far by every live process of process group `pgid` (a peer gateway started
+/// with `setsid`, with its workers), all threads, user and system. A process that exits takes
+/// its time with it; the peers' workers live as long as the gateway.
+pub fn group_cpu_time(pgid: u32) -> anyhow::Result<Duration> {
+    let mut total = Duration::ZERO;
+    let mut members = 0;
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        // Processes only (not `self`, `thread-self`, ...).
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        // Or one that ended since the directory was listed.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Field 5, the process group.
+        let in_group = stat_fields(&stat)
+            .ok()
+            .and_then(|f| f.get(2).and_then(|g| g.parse::<u32>().ok()))
+            == Some(pgid);
+        if in_group {
+            total += cpu_time_of(&stat)?;
+            members += 1;
+        }
+    }
+    anyhow::ensure!(members > 0, "process group {pgid} has no process left");
+    Ok(total)
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A port nothing listens on now.
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
