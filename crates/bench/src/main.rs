@@ -10,7 +10,9 @@
 //! alone: `doorman-bench instructions`), measures Doorman's resident memory with idle stateful
 //! sessions, its start-up time to ready, and vault lookups with many stored connections
 //! (`vault.rs`; alone: `doorman-bench vault`). With `--peers`, other MCP gateways are rows of
-//! the same table (`peers.rs`).
+//! the same table (`peers.rs`). Last, one node at scale: 1,000,000 stored connections and
+//! 100,000 live sessions, and its throughput while they exist (`scale.rs`; alone:
+//! `doorman-bench scale`).
 //! Writes `latest.md` and `latest.json` into the output directory; `bench/chart.py` draws the PNG.
 
 mod callgrind;
@@ -18,6 +20,7 @@ mod layer2;
 mod load;
 mod peers;
 mod procs;
+mod scale;
 mod signin;
 mod vault;
 
@@ -70,6 +73,12 @@ struct Args {
     /// Seconds of load per round for each peer (they serve tens of calls a second).
     #[arg(long, default_value_t = 10.0)]
     peer_seconds: f64,
+    /// Live stateful sessions on the node at scale.
+    #[arg(long, default_value_t = 100_000)]
+    scale_sessions: usize,
+    /// Stored connections on the node at scale.
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_connections: usize,
     /// Where results go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -97,6 +106,26 @@ enum Command {
         #[arg(long, env = "DOORMAN_BENCH_POSTGRES_URL")]
         postgres: Option<String>,
         /// Smoke-test sizes (1,000 connections, a few hundred lookups).
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// Only the node at scale: stored connections and live sessions on one Doorman, its memory
+    /// per session, and its signed-in throughput at c=16 against an empty node. Prints its
+    /// Markdown and JSON.
+    Scale {
+        /// Live stateful (2025-11-25) sessions.
+        #[arg(long, default_value_t = 100_000)]
+        sessions: usize,
+        /// Stored connections (people × 10 resources).
+        #[arg(long, default_value_t = 1_000_000)]
+        connections: usize,
+        /// Seconds of load per round and node.
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+        /// Rounds (the empty and the loaded node alternate inside each).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Smoke-test sizes (200 sessions, 1,000 connections, rounds of 0.3 s).
         #[arg(long)]
         smoke: bool,
     },
@@ -149,6 +178,24 @@ async fn main() -> anyhow::Result<()> {
         };
         let v = vault::measure(&plan, postgres.as_deref()).await?;
         println!("{}", vault::markdown(&v));
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if let Some(Command::Scale {
+        sessions,
+        connections,
+        seconds,
+        rounds,
+        smoke,
+    }) = &args.command
+    {
+        let plan = if *smoke {
+            scale::Plan::smoke()
+        } else {
+            scale::Plan::full(*sessions, *connections, *seconds, *rounds)
+        };
+        let v = scale::measure(&procs::Binaries::beside_this_executable()?, &plan).await?;
+        println!("{}", scale::markdown(&v));
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -444,8 +491,20 @@ async fn main() -> anyhow::Result<()> {
         vault::Plan::full(args.vault_connections)
     };
     let vault = vault::measure(&plan, args.postgres.as_deref()).await?;
+    drop((stateless, stateful));
+    let plan = if args.smoke {
+        scale::Plan::smoke()
+    } else {
+        scale::Plan::full(
+            args.scale_sessions,
+            args.scale_connections,
+            args.seconds,
+            args.rounds,
+        )
+    };
+    let scale = scale::measure(&bins, &plan).await?;
     let report = json!({ "rows": rows, "peers": peer_notes, "instructions": instructions,
-        "memory": memory, "startup_ms": startup, "vault": vault,
+        "memory": memory, "startup_ms": startup, "vault": vault, "scale": scale,
         "upstream_saw": upstream_saw, "doorman_vault_lookups": lookups, "smoke": args.smoke,
         "seconds_per_round": args.seconds, "peer_seconds_per_round": args.peer_seconds,
         "rounds": args.rounds });
@@ -481,6 +540,7 @@ fn markdown(r: &Value) -> String {
         r["startup_ms"]
     ));
     s.push_str(&vault::markdown(&r["vault"]));
+    s.push_str(&scale::markdown(&r["scale"]));
     s
 }
 

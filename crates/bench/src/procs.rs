@@ -291,10 +291,23 @@ pub async fn start_doorman_in(
     sign_in: SignIn,
     cg: Option<&std::path::Path>,
 ) -> anyhow::Result<Running> {
+    start_doorman_with(bins, upstreams, sign_in, cg, "", "").await
+}
+
+/// The same, with `server` (TOML lines) added to the configuration's `[server]` table and
+/// `tail` (TOML tables) at its end.
+pub async fn start_doorman_with(
+    bins: &Binaries,
+    upstreams: &[UpstreamSpec<'_>],
+    sign_in: SignIn,
+    cg: Option<&std::path::Path>,
+    server: &str,
+    tail: &str,
+) -> anyhow::Result<Running> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let mut config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n",
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n{server}",
         dir.path().join("data").display()
     );
     match sign_in {
@@ -325,6 +338,7 @@ pub async fn start_doorman_in(
              token_endpoint = \"http://127.0.0.1:1/token\"\nclient_id = \"bench\"\nbinding = \"user\"\n"
         ));
     }
+    config.push_str(tail);
     let path = dir.path().join("doorman.toml");
     std::fs::write(&path, config)?;
     // Doorman logs at its default level (an audit line per call, as deployed) into a file.
@@ -378,7 +392,8 @@ pub async fn add_person(
     Ok(())
 }
 
-fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+/// The process's resident size (`VmRSS`).
+pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: u64 = status
         .lines()
@@ -398,7 +413,7 @@ pub async fn measure_memory(bins: &Binaries, counts: &[usize]) -> anyhow::Result
     let mut out = vec![json!({ "sessions": 0, "rss_bytes": base, "bytes_per_session": null })];
     let mut opened = 0usize;
     for &target in counts {
-        open_sessions(&url, target - opened).await?;
+        open_sessions(&url, target - opened, None).await?;
         opened = target;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let rss = rss_bytes(doorman.pid())?;
@@ -412,8 +427,13 @@ pub async fn measure_memory(bins: &Binaries, counts: &[usize]) -> anyhow::Result
     Ok(Value::Array(out))
 }
 
-async fn open_sessions(url: &str, n: usize) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+/// Opens `n` idle 2025-11-25 sessions at `url` (`initialize`, 16 at a time), each checked to
+/// have an `MCP-Session-Id`; `bearer`: the access token a signed-in client sends.
+pub async fn open_sessions(url: &str, n: usize, bearer: Option<&str>) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(crate::load::CALL_TIMEOUT)
+        .build()?;
+    let authorization = bearer.map(|b| format!("Bearer {b}"));
     let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "bench", "version": "1" } } })
     .to_string();
@@ -421,19 +441,22 @@ async fn open_sessions(url: &str, n: usize) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for w in 0..workers {
         let (client, url, body) = (client.clone(), url.to_owned(), body.clone());
+        let authorization = authorization.clone();
         let share = n / workers + usize::from(w < n % workers);
         tasks.push(tokio::spawn(async move {
             for _ in 0..share {
-                let r = client
+                let mut request = client
                     .post(&url)
                     .header("content-type", "application/json")
-                    .header("accept", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await?;
+                    .header("accept", "application/json");
+                if let Some(a) = &authorization {
+                    request = request.header("authorization", a);
+                }
+                let r = request.body(body.clone()).send().await?;
                 anyhow::ensure!(
                     r.headers().contains_key("mcp-session-id"),
-                    "initialize gave no session"
+                    "initialize gave no session: {}",
+                    r.status()
                 );
                 r.bytes().await?;
             }
