@@ -125,9 +125,7 @@ pub async fn measure(bins: &Binaries, plan: &Plan) -> anyhow::Result<Value> {
         "{stored} connections stored, expected {}",
         people * vault::RESOURCES_PER_PERSON
     );
-    let db = config.server.data_dir.join("doorman.db");
-    let files = || json!({ "db_bytes": file_size(&db), "wal_bytes": file_size(&db.with_extension("db-wal")) });
-    let files_after_populate = files();
+    let files_after_populate = database_files(&loaded)?;
     eprintln!(
         "scale: {stored} connections stored in {populate_seconds:.1} s; {files_after_populate}"
     );
@@ -147,6 +145,7 @@ pub async fn measure(bins: &Binaries, plan: &Plan) -> anyhow::Result<Value> {
     tokio::time::sleep(SETTLE).await;
     let rss_after = procs::rss_bytes(loaded.pid())?;
     let live_before = live_sessions(&loaded).await?;
+    let files_after_sessions = database_files(&loaded)?;
     anyhow::ensure!(
         live_before >= plan.sessions as u64,
         "the node counts {live_before} live sessions after {} were opened",
@@ -154,7 +153,7 @@ pub async fn measure(bins: &Binaries, plan: &Plan) -> anyhow::Result<Value> {
     );
     let bytes_per_session = rss_after.saturating_sub(rss_before) / plan.sessions as u64;
     eprintln!(
-        "scale: {live_before} live sessions opened in {sessions_seconds:.1} s; RSS {:.1} → {:.1} MiB, {bytes_per_session} bytes per session",
+        "scale: {live_before} live sessions opened in {sessions_seconds:.1} s; RSS {:.1} → {:.1} MiB, {bytes_per_session} bytes per session; {files_after_sessions}",
         rss_before as f64 / 1048576.0,
         rss_after as f64 / 1048576.0
     );
@@ -200,8 +199,11 @@ pub async fn measure(bins: &Binaries, plan: &Plan) -> anyhow::Result<Value> {
             }));
         }
     }
-    let files_after_load = files();
-    eprintln!("scale: after the load: {files_after_load}");
+    let files_after_load = database_files(&loaded)?;
+    let empty_files_after_load = database_files(&empty)?;
+    eprintln!(
+        "scale: after the load: loaded node {files_after_load}, empty node {empty_files_after_load}"
+    );
     let live_after = live_sessions(&loaded).await?;
     anyhow::ensure!(
         live_after >= plan.sessions as u64,
@@ -215,13 +217,19 @@ pub async fn measure(bins: &Binaries, plan: &Plan) -> anyhow::Result<Value> {
         "rss_after_sessions_bytes": rss_after, "bytes_per_session": bytes_per_session,
         "live_sessions_before_load": live_before, "live_sessions_after_load": live_after,
         "seconds_per_round": plan.seconds, "rounds": plan.rounds, "rows": rows,
-        "database_after_populate": files_after_populate, "database_after_load": files_after_load,
+        "database_after_populate": files_after_populate,
+        "database_after_sessions": files_after_sessions, "database_after_load": files_after_load,
+        "empty_node_database_after_load": empty_files_after_load,
     }))
 }
 
-/// A file's size in bytes (0 when it is not there).
-fn file_size(path: &std::path::Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
+/// The sizes of a node's SQLite database and its write-ahead log (which keeps growing while a
+/// checkpoint cannot finish, and every page read then searches it).
+fn database_files(node: &Running) -> anyhow::Result<Value> {
+    let config = Config::load(Some(&node.config_path()?)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let db = config.server.data_dir.join("doorman.db");
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    Ok(json!({ "db_bytes": size(&db), "wal_bytes": size(&db.with_extension("db-wal")) }))
 }
 
 /// Rows in the `connections` table of the node's database.
@@ -254,6 +262,10 @@ pub fn markdown(v: &Value) -> String {
         return String::new();
     }
     let mib = |k: &str| v[k].as_f64().unwrap_or(0.0) / 1048576.0;
+    let files = |k: &str| {
+        let f = |b: &str| v[k][b].as_f64().unwrap_or(0.0) / 1048576.0;
+        format!("{:.0} MiB ({:.0} MiB)", f("db_bytes"), f("wal_bytes"))
+    };
     let mut s = format!(
         "\n## Scale: one node with {} stored connections and {} live sessions\n\n\
          A signed-in Doorman (SQLite, durable audit, `max_sessions_per_person = 0`) with {} \
@@ -261,8 +273,8 @@ pub fn markdown(v: &Value) -> String {
          2025-11-25 sessions of the signed-in person (opened in {:.0} s; \
          `doorman_live_sessions` {} before the load and {} after). Resident size: {:.1} MiB at \
          start, {:.1} MiB with the connections stored, {:.1} MiB with the sessions: **{} bytes \
-         per idle session**. Its database: {:.0} MiB after the bulk load, {:.0} MiB after the \
-         load below (write-ahead log {:.0} MiB).\n\n\
+         per idle session**. Its SQLite database (and write-ahead log): {} after the bulk load, \
+         {} with the sessions, {} after the load below; the empty node's after the load: {}.\n\n\
          Signed-in `tools/call` at c={}, the loaded node and an empty one of the same \
          configuration taking turns in {} rounds of {} s (each first in every other round):\n\n\
          | protocol | node | req/s | p50/p90/p99 µs | gateway CPU µs/call | req/s vs empty |\n\
@@ -281,15 +293,10 @@ pub fn markdown(v: &Value) -> String {
         mib("rss_before_sessions_bytes"),
         mib("rss_after_sessions_bytes"),
         v["bytes_per_session"],
-        v["database_after_populate"]["db_bytes"]
-            .as_f64()
-            .unwrap_or(0.0)
-            / 1048576.0,
-        v["database_after_load"]["db_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
-        v["database_after_load"]["wal_bytes"]
-            .as_f64()
-            .unwrap_or(0.0)
-            / 1048576.0,
+        files("database_after_populate"),
+        files("database_after_sessions"),
+        files("database_after_load"),
+        files("empty_node_database_after_load"),
         v["rows"][0]["concurrency"],
         v["rounds"],
         v["seconds_per_round"],
