@@ -1,5 +1,9 @@
 //! The load generator: `concurrency` workers, each calling `tools/call` in a loop for a fixed
 //! time, on its own keep-alive connection; every latency is kept.
+//!
+//! Every call is bounded: [`CALL_TIMEOUT`] for the set-up and warm-up calls, and the round's end
+//! for the measured ones (a call still in flight then is dropped, not counted), so a slow
+//! gateway (a peer at tens of calls a second) cannot hold a run.
 
 use std::time::{Duration, Instant};
 
@@ -15,17 +19,61 @@ pub struct Target {
     pub bearer: Option<String>,
 }
 
-/// Latencies (µs) and the wall time they took.
+/// The longest any one call may take before the round fails.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads the CPU time a gateway has used so far (a process, or a peer's process group).
+pub type CpuClock<'a> = &'a dyn Fn() -> anyhow::Result<Duration>;
+
+/// One round of load.
+pub struct Round<'a> {
+    pub concurrency: usize,
+    /// The measured window, after the warm-up.
+    pub duration: Duration,
+    /// Uncounted calls each worker makes first (connections, sessions, caches).
+    pub warmup_calls: usize,
+    /// The gateway's CPU clock, read when the measured window opens and when it closes.
+    pub cpu: Option<CpuClock<'a>>,
+}
+
+impl<'a> Round<'a> {
+    /// Five warm-up calls per worker, no CPU reading.
+    pub fn new(concurrency: usize, duration: Duration) -> Self {
+        Self {
+            concurrency,
+            duration,
+            warmup_calls: 5,
+            cpu: None,
+        }
+    }
+
+    /// The same, with the gateway's CPU read around the measured window.
+    pub fn with_cpu(self, cpu: CpuClock<'a>) -> Self {
+        Self {
+            cpu: Some(cpu),
+            ..self
+        }
+    }
+}
+
+/// Latencies (µs), the wall time they took, and the gateway's CPU time meanwhile.
 #[derive(Default)]
 pub struct Stats {
     latencies_us: Vec<u32>,
     elapsed: Duration,
+    cpu: Duration,
 }
 
 impl Stats {
     pub fn merge(&mut self, other: Stats) {
         self.latencies_us.extend(other.latencies_us);
         self.elapsed += other.elapsed;
+        self.cpu += other.cpu;
+    }
+
+    /// The gateway's CPU time per measured call, in µs (0 when it was not read).
+    pub fn cpu_us_per_call(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.latencies_us.len().max(1) as f64
     }
 
     pub fn requests(&self) -> usize {
@@ -73,6 +121,7 @@ async fn worker_client(
 ) -> anyhow::Result<(reqwest::Client, reqwest::header::HeaderMap)> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
+        .timeout(CALL_TIMEOUT)
         .build()?;
     let mut h = reqwest::header::HeaderMap::new();
     h.insert("content-type", "application/json".parse()?);
@@ -104,19 +153,19 @@ async fn worker_client(
     Ok((client, h))
 }
 
-/// Runs `concurrency` workers against `t` for `duration`.
-pub async fn run(t: &Target, concurrency: usize, duration: Duration) -> anyhow::Result<Stats> {
+/// Runs `round.concurrency` workers against `t` for `round.duration`, after their warm-up.
+pub async fn run(t: &Target, round: &Round<'_>) -> anyhow::Result<Stats> {
     let mut clients = Vec::new();
-    for _ in 0..concurrency {
+    for _ in 0..round.concurrency {
         let (client, headers) = worker_client(t).await?;
-        // Warm-up: connections open, upstream sessions created, caches filled.
-        for i in 0..5 {
-            send(&client, &t.url, &headers, call_body(t, i)).await?;
+        for i in 0..round.warmup_calls {
+            send(&client, &t.url, &headers, call_body(t, i as u64)).await?;
         }
         clients.push((client, headers));
     }
-    let start = Instant::now();
-    let deadline = start + duration;
+    let cpu_before = round.cpu.map(|read| read()).transpose()?;
+    let start = tokio::time::Instant::now();
+    let deadline = start + round.duration;
     let mut tasks = Vec::new();
     for (client, headers) in clients {
         let url = t.url.clone();
@@ -124,33 +173,46 @@ pub async fn run(t: &Target, concurrency: usize, duration: Duration) -> anyhow::
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut i = 0usize;
-            while Instant::now() < deadline {
+            while tokio::time::Instant::now() < deadline {
                 let began = Instant::now();
-                let r = client
-                    .post(&url)
-                    .headers(headers.clone())
-                    .body(bodies[i % bodies.len()].clone())
-                    .send()
-                    .await?;
-                let status = r.status();
-                let body = r.bytes().await?;
-                if !status.is_success() || !body.windows(9).any(|w| w == b"benchmark") {
-                    anyhow::bail!(
-                        "unexpected answer {status}: {}",
-                        String::from_utf8_lossy(&body)
-                    );
-                }
+                let call = async {
+                    let r = client
+                        .post(&url)
+                        .headers(headers.clone())
+                        .body(bodies[i % bodies.len()].clone())
+                        .send()
+                        .await?;
+                    let status = r.status();
+                    let body = r.bytes().await?;
+                    if !status.is_success() || !body.windows(9).any(|w| w == b"benchmark") {
+                        anyhow::bail!(
+                            "unexpected answer {status}: {}",
+                            String::from_utf8_lossy(&body)
+                        );
+                    }
+                    Ok(())
+                };
+                // Still in flight when the round ends: dropped, not counted.
+                let Ok(answered) = tokio::time::timeout_at(deadline, call).await else {
+                    break;
+                };
+                answered?;
                 lat.push(began.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 i += 1;
             }
             Ok::<_, anyhow::Error>(lat)
         }));
     }
+    tokio::time::sleep_until(deadline).await;
+    let cpu_after = round.cpu.map(|read| read()).transpose()?;
     let mut stats = Stats::default();
     for task in tasks {
         stats.latencies_us.extend(task.await??);
     }
-    stats.elapsed = start.elapsed();
+    stats.elapsed = round.duration;
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        stats.cpu = after.saturating_sub(before);
+    }
     Ok(stats)
 }
 

@@ -9,13 +9,18 @@
 //! Also counts the instructions each gateway spends per call with callgrind (`callgrind.rs`;
 //! alone: `doorman-bench instructions`), measures Doorman's resident memory with idle stateful
 //! sessions, its start-up time to ready, and vault lookups with many stored connections
-//! (`vault.rs`; alone: `doorman-bench vault`).
+//! (`vault.rs`; alone: `doorman-bench vault`). With `--peers`, other MCP gateways are rows of
+//! the same table (`peers.rs`). Last, one node at scale: 1,000,000 stored connections and
+//! 100,000 live sessions, and its throughput while they exist (`scale.rs`; alone:
+//! `doorman-bench scale`).
 //! Writes `latest.md` and `latest.json` into the output directory; `bench/chart.py` draws the PNG.
 
 mod callgrind;
 mod layer2;
 mod load;
+mod peers;
 mod procs;
+mod scale;
 mod signin;
 mod vault;
 
@@ -24,7 +29,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
-use load::{Stats, Target};
+use load::{Round, Stats, Target};
 use procs::UpstreamSpec;
 
 #[derive(Parser)]
@@ -61,6 +66,19 @@ struct Args {
     /// Protocol generations measured (2026-07-28, 2025-11-25).
     #[arg(long, value_delimiter = ',', default_value = "2026-07-28,2025-11-25")]
     generations: Vec<String>,
+    /// Other gateways as rows of the throughput table: ContextForge and LiteLLM, installed and
+    /// started by `bench/peers/start-*.sh` (about 1 GB of Python on first use).
+    #[arg(long)]
+    peers: bool,
+    /// Seconds of load per round for each peer (they serve tens of calls a second).
+    #[arg(long, default_value_t = 10.0)]
+    peer_seconds: f64,
+    /// Live stateful sessions on the node at scale.
+    #[arg(long, default_value_t = 100_000)]
+    scale_sessions: usize,
+    /// Stored connections on the node at scale.
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_connections: usize,
     /// Where results go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -88,6 +106,26 @@ enum Command {
         #[arg(long, env = "DOORMAN_BENCH_POSTGRES_URL")]
         postgres: Option<String>,
         /// Smoke-test sizes (1,000 connections, a few hundred lookups).
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// Only the node at scale: stored connections and live sessions on one Doorman, its memory
+    /// per session, and its signed-in throughput at c=16 against an empty node. Prints its
+    /// Markdown and JSON.
+    Scale {
+        /// Live stateful (2025-11-25) sessions.
+        #[arg(long, default_value_t = 100_000)]
+        sessions: usize,
+        /// Stored connections (people × 10 resources).
+        #[arg(long, default_value_t = 1_000_000)]
+        connections: usize,
+        /// Seconds of load per round and node.
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+        /// Rounds (the empty and the loaded node alternate inside each).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Smoke-test sizes (200 sessions, 1,000 connections, rounds of 0.3 s).
         #[arg(long)]
         smoke: bool,
     },
@@ -142,6 +180,24 @@ async fn main() -> anyhow::Result<()> {
         };
         let v = vault::measure(&plan, postgres.as_deref()).await?;
         println!("{}", vault::markdown(&v));
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if let Some(Command::Scale {
+        sessions,
+        connections,
+        seconds,
+        rounds,
+        smoke,
+    }) = &args.command
+    {
+        let plan = if *smoke {
+            scale::Plan::smoke()
+        } else {
+            scale::Plan::full(*sessions, *connections, *seconds, *rounds)
+        };
+        let v = scale::measure(&procs::Binaries::beside_this_executable()?, &plan).await?;
+        println!("{}", scale::markdown(&v));
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -260,6 +316,8 @@ async fn main() -> anyhow::Result<()> {
     ];
 
     let mut rows = Vec::new();
+    // Each peer started, per generation: its configuration, or why it has no rows.
+    let mut peer_notes = Vec::new();
     // Requests each echo server answered in the layer-2 rows (warm-up calls not counted).
     let mut layer2_requests = [0usize; 2];
     for (g, (generation, upstream, name)) in [
@@ -292,43 +350,77 @@ async fn main() -> anyhow::Result<()> {
             })
             .collect();
         let seconds = Duration::from_secs_f64(args.seconds);
+        let peer_seconds = Duration::from_secs_f64(args.peer_seconds);
+        let mut peers = if args.peers {
+            peers::start(generation, [&stateless.mcp_url(), &stateful.mcp_url()]).await
+        } else {
+            Vec::new()
+        };
         for &c in &args.concurrency {
             let mut d = Stats::default();
             let mut t: Vec<Stats> = through.iter().map(|_| Stats::default()).collect();
-            // CPU time the gateway (Doorman, or the relay) used for each side's calls.
-            let mut cpu = vec![Duration::ZERO; sides.len()];
-            for _ in 0..args.rounds {
-                d.merge(load::run(&direct, c, seconds).await?);
+            let mut p: Vec<Stats> = peers.iter().map(|_| Stats::default()).collect();
+            for round in 0..args.rounds {
+                d.merge(load::run(&direct, &Round::new(c, seconds)).await?);
                 for (i, (stats, target)) in t.iter_mut().zip(&through).enumerate() {
-                    let gateway = sides[i].process(g);
-                    let before = gateway.cpu_time()?;
-                    stats.merge(load::run(target, c, seconds).await?);
-                    cpu[i] += gateway.cpu_time()?.saturating_sub(before);
+                    // CPU time the gateway (Doorman, or the relay) used for the side's calls.
+                    let cpu = || sides[i].process(g).cpu_time();
+                    stats.merge(load::run(target, &Round::new(c, seconds).with_cpu(&cpu)).await?);
+                }
+                for (stats, peer) in p.iter_mut().zip(&mut peers) {
+                    let Some(target) = peer.target().filter(|_| c <= peers::MAX_CONCURRENCY) else {
+                        continue;
+                    };
+                    let cpu = || peer.cpu_time();
+                    // One warm-up call per worker: at tens of calls a second five would take
+                    // longer than the round.
+                    let measured = Round {
+                        warmup_calls: 1,
+                        ..Round::new(c, peer_seconds).with_cpu(&cpu)
+                    };
+                    match load::run(&target, &measured).await {
+                        Ok(s) => stats.merge(s),
+                        Err(e) => peer.fail(format!("failed at c={c}, round {}: {e:#}", round + 1)),
+                    }
                 }
             }
             let mut line = format!("{generation} c={c}: direct {:.0} req/s", d.rps());
             for (side, stats) in sides.iter().zip(&t) {
                 line.push_str(&format!(", {} {:.0} req/s", side.mode, stats.rps()));
             }
+            for (peer, stats) in peers.iter().zip(&p).filter(|(_, s)| s.requests() > 0) {
+                line.push_str(&format!(", {} {:.1} req/s", peer.mode(), stats.rps()));
+            }
             eprintln!("{line}");
-            // One row per Doorman configuration, each against the direct figures measured in
-            // the same rounds.
-            let direct_summary = d.summary();
-            for ((side, mut stats), cpu) in sides.iter().zip(t).zip(cpu) {
+            // One row per configuration, each against the direct figures measured in the same
+            // rounds.
+            let (direct_summary, direct_rps) = (d.summary(), d.rps());
+            let direct_p50 = d.percentile(50.0) as i64;
+            let mut row = |mode: &str, stats: &mut Stats, peer: bool| {
+                rows.push(json!({
+                    "gateway_cpu_us_per_call": stats.cpu_us_per_call(),
+                    "generation": generation, "concurrency": c, "mode": mode, "peer": peer,
+                    "direct": direct_summary.clone(), "doorman": stats.summary(),
+                    "throughput_ratio": stats.rps() / direct_rps,
+                    "added_p50_us": stats.percentile(50.0) as i64 - direct_p50,
+                }));
+            };
+            for (side, mut stats) in sides.iter().zip(t) {
                 if side.mode == LAYER2 {
                     layer2_requests[g] += stats.requests();
                 }
-                // Includes the warm-up calls' share, a handful per worker: negligible.
-                let cpu_us = cpu.as_secs_f64() * 1e6 / stats.requests().max(1) as f64;
-                rows.push(json!({
-                    "gateway_cpu_us_per_call": cpu_us,
-                    "generation": generation, "concurrency": c, "mode": side.mode,
-                    "direct": direct_summary, "doorman": stats.summary(),
-                    "throughput_ratio": stats.rps() / d.rps(),
-                    "added_p50_us": stats.percentile(50.0) as i64 - d.percentile(50.0) as i64,
-                }));
+                row(side.mode, &mut stats, false);
+            }
+            // A peer that failed in a round has no row at this concurrency.
+            for (peer, mut stats) in peers.iter().zip(p) {
+                if peer.target().is_some() && stats.requests() > 0 {
+                    row(&peer.mode(), &mut stats, true);
+                }
             }
         }
+        peer_notes.extend(peers.iter().map(peers::Peer::describe));
+        // Stopped before the next generation's are started.
+        drop(peers);
     }
     // The layer-2 rows measured the real path: the upstream received the connection's token
     // (at least once per measured call), and never any other Authorization (Doorman's own
@@ -367,7 +459,8 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("layer 2: Doorman's vault lookups: {hits} cache hits, {misses} misses");
     drop((local, accounts, relays));
     if args.throughput_only {
-        let report = json!({ "rows": rows });
+        let report = json!({ "rows": rows, "peers": peer_notes,
+            "peer_seconds_per_round": args.peer_seconds });
         println!("{}", markdown_rows(&report));
         return Ok(());
     }
@@ -400,9 +493,23 @@ async fn main() -> anyhow::Result<()> {
         vault::Plan::full(args.vault_connections)
     };
     let vault = vault::measure(&plan, args.postgres.as_deref()).await?;
-    let report = json!({ "rows": rows, "instructions": instructions, "memory": memory, "startup_ms": startup, "vault": vault,
+    drop((stateless, stateful));
+    let plan = if args.smoke {
+        scale::Plan::smoke()
+    } else {
+        scale::Plan::full(
+            args.scale_sessions,
+            args.scale_connections,
+            args.seconds,
+            args.rounds,
+        )
+    };
+    let scale = scale::measure(&bins, &plan).await?;
+    let report = json!({ "rows": rows, "peers": peer_notes, "instructions": instructions,
+        "memory": memory, "startup_ms": startup, "vault": vault, "scale": scale,
         "upstream_saw": upstream_saw, "doorman_vault_lookups": lookups, "smoke": args.smoke,
-        "seconds_per_round": args.seconds, "rounds": args.rounds });
+        "seconds_per_round": args.seconds, "peer_seconds_per_round": args.peer_seconds,
+        "rounds": args.rounds });
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(
         args.out.join("latest.json"),
@@ -435,6 +542,7 @@ fn markdown(r: &Value) -> String {
         r["startup_ms"]
     ));
     s.push_str(&vault::markdown(&r["vault"]));
+    s.push_str(&scale::markdown(&r["scale"]));
     s
 }
 
@@ -450,8 +558,9 @@ fn markdown_rows(r: &Value) -> String {
          as the upstream's `Authorization`), and for reference a bare HTTP relay (`bench-relay`: \
          hyper's server and pooled client passing requests through untouched, no JSON, no \
          checks), the ceiling any HTTP gateway approaches on this machine. For each protocol and \
-         concurrency, direct and all five ran alternately in the same rounds; each ratio is to \
-         that direct.\n\n",
+         concurrency, direct and all the others ran alternately in the same rounds; each ratio is \
+         to that direct. The last column is the gateway's CPU time (user and system, all threads) \
+         during the measured windows, per call.\n\n",
     );
     s.push_str("| protocol | conc. | mode | direct req/s | through req/s | ratio | direct p50/p90/p99 µs | through p50/p90/p99 µs | added p50 µs | gateway CPU µs/call |\n");
     s.push_str("|---|---:|---|---:|---:|---:|---|---|---:|---:|\n");
@@ -476,5 +585,6 @@ fn markdown_rows(r: &Value) -> String {
             row["gateway_cpu_us_per_call"].as_f64().unwrap_or(0.0),
         ));
     }
+    s.push_str(&peers::markdown(r));
     s
 }

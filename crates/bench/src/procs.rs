@@ -62,23 +62,12 @@ impl Running {
         self.child.id().unwrap_or(0)
     }
 
-    /// CPU time the process has used so far, all threads, user and system (`/proc/PID/stat`
-    /// fields 14 and 15, in clock ticks of 10 ms: Linux's `USER_HZ` is 100).
+    /// CPU time the process has used so far, all threads, user and system.
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // The command name (field 2) is in parentheses and may hold spaces: count after it.
-        let rest = stat
-            .rsplit_once(')')
-            .ok_or_else(|| anyhow::anyhow!("unreadable /proc stat"))?
-            .1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields
-            .get(11..13)
-            .ok_or_else(|| anyhow::anyhow!("short /proc stat"))?
-            .iter()
-            .map(|f| f.parse::<u64>())
-            .sum::<Result<_, _>>()?;
-        Ok(Duration::from_millis(ticks * 10))
+        cpu_time_of(&std::fs::read_to_string(format!(
+            "/proc/{}/stat",
+            self.pid()
+        ))?)
     }
 
     /// A Doorman's configuration file.
@@ -102,13 +91,71 @@ impl Running {
     }
 }
 
+/// The fields of a `/proc/PID/stat` line after the command name (which is in parentheses and
+/// may hold spaces): index 0 is field 3, the state.
+fn stat_fields(stat: &str) -> anyhow::Result<Vec<&str>> {
+    let rest = stat
+        .rsplit_once(')')
+        .ok_or_else(|| anyhow::anyhow!("unreadable /proc stat"))?
+        .1;
+    Ok(rest.split_whitespace().collect())
+}
+
+/// User and system CPU time from a `/proc/PID/stat` line (fields 14 and 15, in clock ticks of
+/// 10 ms: Linux's `USER_HZ` is 100).
+fn cpu_time_of(stat: &str) -> anyhow::Result<Duration> {
+    let ticks: u64 = stat_fields(stat)?
+        .get(11..13)
+        .ok_or_else(|| anyhow::anyhow!("short /proc stat"))?
+        .iter()
+        .map(|f| f.parse::<u64>())
+        .sum::<Result<_, _>>()?;
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time used so far by every live process of process group `pgid` (a peer gateway started
+/// with `setsid`, with its workers), all threads, user and system. A process that exits takes
+/// its time with it; the peers' workers live as long as the gateway.
+pub fn group_cpu_time(pgid: u32) -> anyhow::Result<Duration> {
+    let mut total = Duration::ZERO;
+    let mut members = 0;
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        // Processes only (not `self`, `thread-self`, ...).
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        // Or one that ended since the directory was listed.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Field 5, the process group.
+        let in_group = stat_fields(&stat)
+            .ok()
+            .and_then(|f| f.get(2).and_then(|g| g.parse::<u32>().ok()))
+            == Some(pgid);
+        if in_group {
+            total += cpu_time_of(&stat)?;
+            members += 1;
+        }
+    }
+    anyhow::ensure!(members > 0, "process group {pgid} has no process left");
+    Ok(total)
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A port nothing listens on now.
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -244,10 +291,23 @@ pub async fn start_doorman_in(
     sign_in: SignIn,
     cg: Option<&std::path::Path>,
 ) -> anyhow::Result<Running> {
+    start_doorman_with(bins, upstreams, sign_in, cg, "", "").await
+}
+
+/// The same, with `server` (TOML lines) added to the configuration's `[server]` table and
+/// `tail` (TOML tables) at its end.
+pub async fn start_doorman_with(
+    bins: &Binaries,
+    upstreams: &[UpstreamSpec<'_>],
+    sign_in: SignIn,
+    cg: Option<&std::path::Path>,
+    server: &str,
+    tail: &str,
+) -> anyhow::Result<Running> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let mut config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n",
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n{server}",
         dir.path().join("data").display()
     );
     match sign_in {
@@ -278,6 +338,7 @@ pub async fn start_doorman_in(
              token_endpoint = \"http://127.0.0.1:1/token\"\nclient_id = \"bench\"\nbinding = \"user\"\n"
         ));
     }
+    config.push_str(tail);
     let path = dir.path().join("doorman.toml");
     std::fs::write(&path, config)?;
     // Doorman logs at its default level (an audit line per call, as deployed) into a file.
@@ -331,7 +392,8 @@ pub async fn add_person(
     Ok(())
 }
 
-fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+/// The process's resident size (`VmRSS`).
+pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: u64 = status
         .lines()
@@ -351,7 +413,7 @@ pub async fn measure_memory(bins: &Binaries, counts: &[usize]) -> anyhow::Result
     let mut out = vec![json!({ "sessions": 0, "rss_bytes": base, "bytes_per_session": null })];
     let mut opened = 0usize;
     for &target in counts {
-        open_sessions(&url, target - opened).await?;
+        open_sessions(&url, target - opened, None).await?;
         opened = target;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let rss = rss_bytes(doorman.pid())?;
@@ -365,8 +427,13 @@ pub async fn measure_memory(bins: &Binaries, counts: &[usize]) -> anyhow::Result
     Ok(Value::Array(out))
 }
 
-async fn open_sessions(url: &str, n: usize) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+/// Opens `n` idle 2025-11-25 sessions at `url` (`initialize`, 16 at a time), each checked to
+/// have an `MCP-Session-Id`; `bearer`: the access token a signed-in client sends.
+pub async fn open_sessions(url: &str, n: usize, bearer: Option<&str>) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(crate::load::CALL_TIMEOUT)
+        .build()?;
+    let authorization = bearer.map(|b| format!("Bearer {b}"));
     let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "bench", "version": "1" } } })
     .to_string();
@@ -374,19 +441,22 @@ async fn open_sessions(url: &str, n: usize) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for w in 0..workers {
         let (client, url, body) = (client.clone(), url.to_owned(), body.clone());
+        let authorization = authorization.clone();
         let share = n / workers + usize::from(w < n % workers);
         tasks.push(tokio::spawn(async move {
             for _ in 0..share {
-                let r = client
+                let mut request = client
                     .post(&url)
                     .header("content-type", "application/json")
-                    .header("accept", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await?;
+                    .header("accept", "application/json");
+                if let Some(a) = &authorization {
+                    request = request.header("authorization", a);
+                }
+                let r = request.body(body.clone()).send().await?;
                 anyhow::ensure!(
                     r.headers().contains_key("mcp-session-id"),
-                    "initialize gave no session"
+                    "initialize gave no session: {}",
+                    r.status()
                 );
                 r.bytes().await?;
             }

@@ -286,6 +286,13 @@ fn vault_config() -> String {
     let mut s = String::from(
         "[server]\npublic_url = \"http://127.0.0.1:8421/\"\n[sign_in]\nmode = \"accounts\"\ndevelopment = true\n",
     );
+    s.push_str(&resources_toml());
+    s
+}
+
+/// The `[[resources]]` tables of the resources [`populate`] connects people to.
+pub fn resources_toml() -> String {
+    let mut s = String::new();
     for r in 0..RESOURCES_PER_PERSON {
         s.push_str(&format!(
             "[[resources]]\nname = \"{}\"\nauthorization_endpoint = \"http://127.0.0.1:1/authorize\"\n\
@@ -314,7 +321,7 @@ macro_rules! on_loader {
 
 /// Inserts `people` people with [`RESOURCES_PER_PERSON`] connections each; returns their ids
 /// (person `p`'s connection to resource `r` holds the access token `at-{p}-{r}-…`).
-async fn populate(url: &str, ring: &KeyRing, people: usize) -> anyhow::Result<Vec<String>> {
+pub async fn populate(url: &str, ring: &KeyRing, people: usize) -> anyhow::Result<Vec<String>> {
     let loader = if url.starts_with("postgres") {
         Loader::Postgres(PgPool::connect(url).await?)
     } else {
