@@ -142,11 +142,11 @@ async fn worker_client(
             .body(init.to_string())
             .send()
             .await?;
-        let sid = r
-            .headers()
-            .get("mcp-session-id")
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("no session id from {}", t.url))?;
+        let Some(sid) = r.headers().get("mcp-session-id").cloned() else {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            anyhow::bail!("no session id from {}: {status} {body:.300}", t.url);
+        };
         r.bytes().await?;
         h.insert("mcp-session-id", sid);
     }
@@ -200,14 +200,24 @@ pub async fn run(t: &Target, round: &Round<'_>) -> anyhow::Result<Stats> {
                 lat.push(began.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 i += 1;
             }
-            Ok::<_, anyhow::Error>(lat)
+            Ok::<_, anyhow::Error>((lat, client, headers))
         }));
     }
     tokio::time::sleep_until(deadline).await;
     let cpu_after = round.cpu.map(|read| read()).transpose()?;
     let mut stats = Stats::default();
+    let mut ended = Vec::new();
     for task in tasks {
-        stats.latencies_us.extend(task.await??);
+        let (lat, client, headers) = task.await??;
+        stats.latencies_us.extend(lat);
+        ended.push((client, headers));
+    }
+    // Sessions are ended as a client leaving would (`DELETE`), outside the measured window: a
+    // person may hold only so many (`server.max_sessions_per_person`), and rounds add up.
+    for (client, headers) in ended {
+        if headers.contains_key("mcp-session-id") {
+            let _ = client.delete(&t.url).headers(headers).send().await;
+        }
     }
     stats.elapsed = round.duration;
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
