@@ -3,10 +3,10 @@
 //! Verification costs one ECDSA check the first time a token is seen; after that a token is
 //! found in a bounded cache until it expires: by a keyed hash of the token (SipHash with a key
 //! random to this process, a few hundred instructions where SHA-256 cost tens of thousands),
-//! then compared whole, in constant time, with the token the entry was verified for. Revocation is checked on every
-//! request, cache or not, against in-memory sets of revoked token ids and grants: filled at
-//! once by this process and, for revocations made elsewhere (another node, the CLI), by
-//! [`Revocations::poll`] reading the store every few seconds.
+//! then compared whole, in constant time, with the token the entry was verified for.
+//! Revocation is checked on every request, cache or not, against in-memory sets of revoked
+//! token ids and grants: filled at once by this process and, for revocations made elsewhere
+//! (another node, the CLI), by [`Revocations::poll`] reading the store every few seconds.
 
 use std::{
     collections::HashMap,
