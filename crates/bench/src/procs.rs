@@ -410,19 +410,28 @@ pub async fn measure_memory(bins: &Binaries, counts: &[usize]) -> anyhow::Result
     let url = doorman.mcp_url();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let base = rss_bytes(doorman.pid())?;
-    let mut out = vec![json!({ "sessions": 0, "rss_bytes": base, "bytes_per_session": null })];
-    let mut opened = 0usize;
+    let mut out = vec![
+        json!({ "sessions": 0, "rss_bytes": base, "bytes_per_session": null,
+        "bytes_per_added_session": null }),
+    ];
+    let (mut opened, mut previous) = (0usize, base);
     for &target in counts {
         open_sessions(&url, target - opened, None).await?;
-        opened = target;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let rss = rss_bytes(doorman.pid())?;
         let per = (rss.saturating_sub(base)) / target as u64;
+        // From the previous count on: what each further session costs, once what fills up
+        // once (SQLite's page caches, up to 2 MiB per connection, the allocator's arenas) has.
+        let added = (rss.saturating_sub(previous)) / (target - opened).max(1) as u64;
         eprintln!(
-            "{target} idle sessions: RSS {:.1} MiB, {per} bytes per session",
+            "{target} idle sessions: RSS {:.1} MiB, {per} bytes per session, {added} per added session",
             rss as f64 / 1048576.0
         );
-        out.push(json!({ "sessions": target, "rss_bytes": rss, "bytes_per_session": per }));
+        out.push(
+            json!({ "sessions": target, "rss_bytes": rss, "bytes_per_session": per,
+            "bytes_per_added_session": added }),
+        );
+        (opened, previous) = (target, rss);
     }
     Ok(Value::Array(out))
 }

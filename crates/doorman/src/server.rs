@@ -35,10 +35,20 @@ pub fn init_logging(config: &Config) {
         .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match config.server.log_format {
+        // Colours for a person at a terminal; elsewhere (a journal, a container's log) the
+        // same text through the cheaper field formatter.
+        LogFormat::Text if std::io::stderr().is_terminal() => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(true)
+                    .with_writer(crate::log_batch::Stderr),
+            )
+            .try_init(),
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_ansi(false)
+                    .fmt_fields(crate::log_batch::PlainFields)
                     .with_writer(crate::log_batch::Stderr),
             )
             .try_init(),

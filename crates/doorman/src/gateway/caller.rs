@@ -30,7 +30,8 @@ impl PromptForm {
     /// From the revision and the capabilities the client declared.
     pub fn of(version: Version, capabilities: &Value) -> Self {
         let url = capabilities
-            .pointer("/elicitation/url")
+            .get("elicitation")
+            .and_then(|e| e.get("url"))
             .is_some_and(Value::is_object);
         match (url, version.is_modern()) {
             (true, true) => Self::InputRequired,

@@ -142,7 +142,7 @@ async fn caller_of(
     let claims = &person?.0;
     let (session_hash, form) = match conversation {
         Conversation::Stateful(s) => (
-            Some(s.id_hash.clone()),
+            Some(s.id_hash.to_string()),
             PromptForm::of(s.protocol_version, &s.client_capabilities),
         ),
         Conversation::Stateless {
@@ -242,7 +242,8 @@ pub async fn post(
     }
     // Read before the message is taken apart.
     let meta_declares_modern = message
-        .pointer("/params/_meta")
+        .get("params")
+        .and_then(|p| p.get("_meta"))
         .and_then(|m| m.get(META_PROTOCOL_VERSION))
         .is_some();
     let incoming = match jsonrpc::classify(message) {
@@ -788,9 +789,9 @@ async fn serve_request(
                     if call.method() == "logging/setLevel"
                         && let Some(level) = call.params().get("level").and_then(Value::as_str)
                     {
-                        *s.log_level.lock().expect("log level lock") = level.to_owned();
+                        s.set_log_level(level);
                     }
-                    let level = s.log_level.lock().expect("log level lock").clone();
+                    let level = s.log_level();
                     (&s.slots, None, Some(level))
                 }
                 Conversation::Stateless {

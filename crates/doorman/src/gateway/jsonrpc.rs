@@ -133,14 +133,28 @@ impl RpcError {
     }
 }
 
-/// A response message carrying `result`.
+/// A response message carrying `result`. The result is moved in, not serialized into a copy
+/// as `json!` would: every answer passes here, and results can be large.
 pub fn response(id: &Id, result: Value) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id, "result": result })
+    message(Some(id), "result", result)
 }
 
 /// A response message carrying `error`; `id` is null when the request's id is unknown.
 pub fn error_response(id: Option<&Id>, error: &RpcError) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id, "error": error.to_json() })
+    message(id, "error", error.to_json())
+}
+
+fn message(id: Option<&Id>, key: &str, value: Value) -> Value {
+    let id = match id {
+        Some(Id::Number(n)) => Value::Number(n.clone()),
+        Some(Id::String(s)) => Value::String(s.clone()),
+        None => Value::Null,
+    };
+    let mut m = serde_json::Map::new();
+    m.insert("jsonrpc".into(), Value::String("2.0".into()));
+    m.insert("id".into(), id);
+    m.insert(key.into(), value);
+    Value::Object(m)
 }
 
 /// What one POSTed JSON value is, after the JSON-RPC 2.0 §4 shape checks.
@@ -257,6 +271,24 @@ mod tests {
         assert_eq!(
             error_response(None, &RpcError::new(1, "x"))["id"],
             Value::Null
+        );
+    }
+
+    #[test]
+    fn answers_carry_the_id_as_sent_and_the_result_or_error_whole() {
+        let result = json!({"content": [{"type": "text", "text": "hi"}], "n": 1.5});
+        assert_eq!(
+            response(&Id::String("abc".into()), result.clone()),
+            json!({"jsonrpc": "2.0", "id": "abc", "result": result})
+        );
+        assert_eq!(
+            response(&Id::from(-4), json!({})).to_string(),
+            r#"{"id":-4,"jsonrpc":"2.0","result":{}}"#
+        );
+        let e = RpcError::new(code::INVALID_PARAMS, "bad").with_data(json!({"why": "x"}));
+        assert_eq!(
+            error_response(Some(&Id::from(9)), &e),
+            json!({"jsonrpc": "2.0", "id": 9, "error": {"code": code::INVALID_PARAMS, "message": "bad", "data": {"why": "x"}}})
         );
     }
 

@@ -124,7 +124,7 @@ impl Gateway {
     /// them (revoked at their resources).
     pub fn close_upstream_sessions(self: &Arc<Self>, ended: Vec<Arc<session::Session>>) {
         if let Some(vault) = self.router.vault() {
-            let hashes: Vec<String> = ended.iter().map(|s| s.id_hash.clone()).collect();
+            let hashes: Vec<String> = ended.iter().map(|s| s.id_hash.to_string()).collect();
             let vault = vault.clone();
             tokio::spawn(async move {
                 for h in hashes {

@@ -29,15 +29,18 @@ use crate::{
 
 /// One live session.
 pub struct Session {
-    pub id_hash: String,
+    /// The SHA-256 of its id, hex: also its key in the session table (one allocation for both;
+    /// memory per idle session is a figure the benchmark reports).
+    pub id_hash: Arc<str>,
     /// The person who opened it; only they may use it (None in local mode).
     pub user_id: Option<String>,
     pub protocol_version: Version,
     pub client_capabilities: Value,
     /// This conversation's upstream sessions.
     pub slots: SessionSlots,
-    /// The level set by `logging/setLevel`; until then every level (as a stateful server would).
-    pub log_level: std::sync::Mutex<String>,
+    /// The level set by `logging/setLevel`; until then (`None`) every level, `debug`, as a
+    /// stateful server would.
+    log_level: std::sync::Mutex<Option<Box<str>>>,
     /// Server-initiated notifications from upstreams, for the client's GET stream. Made by the
     /// first GET: a channel holds its 256 slots from birth (about 16 KiB), which idle sessions
     /// that never open a stream should not pay for.
@@ -56,7 +59,7 @@ pub struct Session {
 
 /// The session table: memory in front of the store.
 pub struct Sessions {
-    live: RwLock<HashMap<String, Arc<Session>>>,
+    live: RwLock<HashMap<Arc<str>, Arc<Session>>>,
     store: Store,
     clock: SharedClock,
     idle_timeout_ms: i64,
@@ -111,7 +114,7 @@ impl Sessions {
         self.live
             .write()
             .expect("sessions lock")
-            .insert(row.id_hash.clone(), session.clone());
+            .insert(session.id_hash.clone(), session.clone());
         Ok((id, session))
     }
 
@@ -124,7 +127,7 @@ impl Sessions {
             .live
             .read()
             .expect("sessions lock")
-            .get(&id_hash)
+            .get(id_hash.as_str())
             .cloned();
         let session = match cached {
             Some(s) => s,
@@ -135,7 +138,7 @@ impl Sessions {
                     self.live
                         .write()
                         .expect("sessions lock")
-                        .entry(id_hash.clone())
+                        .entry(s.id_hash.clone())
                         .or_insert(s)
                         .clone()
                 }
@@ -153,7 +156,10 @@ impl Sessions {
             if !self.store.touch_session(&id_hash, now).await? {
                 // Ended elsewhere (another node's DELETE or expiry): stop what it holds open here;
                 // its upstream sessions expire at the upstreams.
-                self.live.write().expect("sessions lock").remove(&id_hash);
+                self.live
+                    .write()
+                    .expect("sessions lock")
+                    .remove(id_hash.as_str());
                 session.stop_relays();
                 return Ok(None);
             }
@@ -182,7 +188,7 @@ impl Sessions {
             .expect("sessions lock")
             .iter()
             .filter(|(_, s)| s.last_seen_ms.load(Ordering::Relaxed) < cutoff)
-            .map(|(h, _)| h.clone())
+            .map(|(h, _)| h.to_string())
             .collect();
         let mut ended = Vec::new();
         for hash in idle {
@@ -193,7 +199,11 @@ impl Sessions {
         }
         // Sessions written by any node and idle everywhere.
         for hash in self.store.delete_idle_sessions(cutoff).await? {
-            let live = self.live.write().expect("sessions lock").remove(&hash);
+            let live = self
+                .live
+                .write()
+                .expect("sessions lock")
+                .remove(hash.as_str());
             // Sessions that lived on another node end here too (their connections go).
             ended.push(live.unwrap_or_else(|| Arc::new(Session::orphan(&hash))));
         }
@@ -234,13 +244,13 @@ impl Sessions {
 impl Session {
     fn from_row(row: &SessionRow) -> Self {
         Self {
-            id_hash: row.id_hash.clone(),
+            id_hash: row.id_hash.as_str().into(),
             user_id: row.user_id.clone(),
             protocol_version: row.protocol_version,
             client_capabilities: serde_json::from_str(&row.client_capabilities)
                 .unwrap_or(Value::Null),
             slots: SessionSlots::default(),
-            log_level: std::sync::Mutex::new("debug".into()),
+            log_level: std::sync::Mutex::new(None),
             notifications: std::sync::OnceLock::new(),
             relays: std::sync::Mutex::new(None),
             link: std::sync::OnceLock::new(),
@@ -252,12 +262,12 @@ impl Session {
 
     fn orphan(id_hash: &str) -> Self {
         Self {
-            id_hash: id_hash.to_owned(),
+            id_hash: id_hash.into(),
             user_id: None,
             protocol_version: Version::LATEST_LEGACY,
             client_capabilities: Value::Null,
             slots: SessionSlots::default(),
-            log_level: std::sync::Mutex::new("debug".into()),
+            log_level: std::sync::Mutex::new(None),
             notifications: std::sync::OnceLock::new(),
             relays: std::sync::Mutex::new(None),
             link: std::sync::OnceLock::new(),
@@ -335,6 +345,21 @@ impl Session {
         found.inspect(|n| n.notify_one()).is_some()
     }
 
+    /// Sets the level of the log messages the client wants (`logging/setLevel`).
+    pub fn set_log_level(&self, level: &str) {
+        *self.log_level.lock().expect("log level lock") = Some(level.into());
+    }
+
+    /// The level of the log messages the client wants: `debug` until it sets one.
+    pub fn log_level(&self) -> String {
+        self.log_level
+            .lock()
+            .expect("log level lock")
+            .as_deref()
+            .unwrap_or("debug")
+            .to_owned()
+    }
+
     pub fn stop_relays(&self) {
         for relay in self
             .relays
@@ -394,6 +419,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_session_is_found_by_its_id_and_wants_every_log_level_until_it_sets_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let sessions = table(&clock, dir.path()).await;
+        let (id, s) = sessions
+            .create(Version::V2025_11_25, &json!({"name":"c"}), json!({}), None)
+            .await
+            .unwrap();
+        assert_eq!(&*s.id_hash, crypto::sha256_hex(&id));
+        let found = sessions.get(&id).await.unwrap().expect("live");
+        assert!(Arc::ptr_eq(&found, &s), "the same session, from memory");
+        assert!(sessions.live(&crypto::sha256_hex(&id)).is_some());
+        assert!(sessions.get("not-an-id").await.unwrap().is_none());
+        assert_eq!(s.log_level(), "debug");
+        s.set_log_level("warning");
+        assert_eq!(found.log_level(), "warning");
+        assert!(sessions.end(&id).await.unwrap().is_some());
+        assert!(sessions.live(&crypto::sha256_hex(&id)).is_none());
+    }
+
+    #[tokio::test]
     async fn a_session_lives_while_used_and_ends_when_idle() {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(1_000_000);
@@ -441,7 +487,7 @@ mod tests {
         clock.advance(Duration::from_secs(301));
         let ended = sessions.sweep().await.unwrap();
         assert_eq!(ended.len(), 1);
-        assert_eq!(ended[0].id_hash, crypto::sha256_hex(&idle));
+        assert_eq!(&*ended[0].id_hash, crypto::sha256_hex(&idle));
         assert!(sessions.get(&busy).await.unwrap().is_some());
         assert_eq!(sessions.live_count(), 1);
     }
