@@ -88,6 +88,15 @@ pub async fn check_host_and_origin(
     req: Request,
     next: Next,
 ) -> Response {
+    match refusal(&policy, &req) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    }
+}
+
+/// The edge check of a request, for the middleware above and for the direct path `POST /mcp`
+/// takes (`server::App`): the 403 to send, if any.
+pub fn refusal(policy: &EdgePolicy, req: &Request) -> Option<Response> {
     let host = req
         .headers()
         .get(header::HOST)
@@ -106,18 +115,22 @@ pub async fn check_host_and_origin(
         Some(h) if policy.host_allowed(&h) => {}
         Some(h) => {
             tracing::warn!(host = %h, "refused a request for a host that is not allowed");
-            return forbidden("this Host is not allowed (see server.allowed_hosts)");
+            return Some(forbidden(
+                "this Host is not allowed (see server.allowed_hosts)",
+            ));
         }
-        None => return forbidden("the request has no Host"),
+        None => return Some(forbidden("the request has no Host")),
     }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         if !policy.origin_allowed(origin) {
             tracing::warn!(origin = %origin, "refused a request from an origin that is not allowed");
-            return forbidden("this Origin is not allowed (see server.allowed_origins)");
+            return Some(forbidden(
+                "this Origin is not allowed (see server.allowed_origins)",
+            ));
         }
     }
-    next.run(req).await
+    None
 }
 
 #[cfg(test)]

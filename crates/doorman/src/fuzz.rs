@@ -27,7 +27,6 @@ use axum::{
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tower_service::Service;
 use url::Url;
 
 use crate::{
@@ -53,9 +52,9 @@ const START_MS: i64 = 1_800_000_000_000;
 struct Harness {
     rt: tokio::runtime::Runtime,
     /// Local mode (no sign-in), one upstream `u`: the MCP endpoint as clients see it.
-    local: Router,
+    local: crate::server::App,
     /// Accounts mode with the authorization server, layer 2 and the same upstream.
-    accounts: Router,
+    accounts: crate::server::App,
     _dir: TempDir,
 }
 
@@ -119,7 +118,7 @@ fn harness() -> &'static Harness {
 
 /// Doorman's application for `toml`, assembled as `server::serve` assembles it, with a clock
 /// that stands still.
-async fn app(toml: &str, dir: &std::path::Path) -> Router {
+async fn app(toml: &str, dir: &std::path::Path) -> crate::server::App {
     let config = Config::from_toml(toml).expect("the harness config parses");
     config.validate().expect("the harness config is valid");
     let store = Store::open_sqlite_in(dir).await.expect("a store");
@@ -251,13 +250,9 @@ struct Answer {
     body: Bytes,
 }
 
-fn send(router: &Router, req: Request<Body>) -> Answer {
+fn send(app: &crate::server::App, req: Request<Body>) -> Answer {
     harness().rt.block_on(async {
-        let r = router
-            .clone()
-            .call(req)
-            .await
-            .expect("the router is infallible");
+        let r = app.handle(req).await;
         let (parts, body) = r.into_parts();
         let body = axum::body::to_bytes(body, 16 << 20)
             .await
@@ -708,6 +703,61 @@ mod tests {
             serde_json::from_slice::<Value>(&a.body).unwrap()["error"],
             "invalid_grant"
         );
+    }
+
+    fn mcp_post(host: &str, authorization: Option<&str>) -> Request<Body> {
+        let mut b = Request::builder()
+            .method("POST")
+            .uri("/mcp")
+            .header("host", host)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/list");
+        if let Some(a) = authorization {
+            b = b.header("authorization", a);
+        }
+        let mut r = b
+            .body(Body::from(
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{
+                    "io.modelcontextprotocol/protocolVersion":"2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+            ))
+            .unwrap();
+        r.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        r
+    }
+
+    /// `POST /mcp` bypasses the router (`server::App`) but not its checks: the edge refuses
+    /// other hosts, the bearer check refuses missing and forged tokens, as on every other
+    /// method of `/mcp`.
+    #[test]
+    fn the_direct_path_of_post_makes_the_router_s_checks() {
+        let a = send(&harness().local, mcp_post("evil.example.com", None));
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{:?}", a.body);
+        assert!(String::from_utf8_lossy(&a.body).contains("this Host is not allowed"));
+        let a = send(&harness().local, mcp_post("127.0.0.1:8421", None));
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+        assert!(
+            rpc_messages(&a)[0]["result"]["tools"].is_array(),
+            "{:?}",
+            a.body
+        );
+
+        let a = send(&harness().accounts, mcp_post("evil.example.com", None));
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{:?}", a.body);
+        let a = send(&harness().accounts, mcp_post("127.0.0.1:8421", None));
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{:?}", a.body);
+        let challenge = a.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(challenge.contains("resource_metadata="), "{challenge}");
+        let a = send(
+            &harness().accounts,
+            mcp_post("127.0.0.1:8421", Some("Bearer not.a.token")),
+        );
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{:?}", a.body);
+        let challenge = a.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(challenge.contains("invalid_token"), "{challenge}");
     }
 
     #[test]

@@ -13,24 +13,32 @@
 
 use std::{convert::Infallible, future::Future, time::Duration};
 
-use axum::{Router, body::Body, extract::ConnectInfo};
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, Request},
+    response::Response,
+};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use tower_service::Service;
 
 use crate::net::{ClientAddress, TrustedProxies};
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets open requests finish.
-pub async fn serve(
+/// `app` answers one request (`server::App::handle`).
+pub async fn serve<A, F>(
     listener: tokio::net::TcpListener,
-    app: Router,
+    app: A,
     header_read_timeout: Duration,
     trusted_proxies: TrustedProxies,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    A: Fn(Request) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -62,14 +70,8 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             let client = ClientAddress::resolve(peer.ip(), req.headers(), &trusted);
-            let mut app = app.clone();
-            client.scope(async move {
-                Ok::<_, Infallible>(
-                    app.call(req.map(Body::new))
-                        .await
-                        .unwrap_or_else(|e| match e {}),
-                )
-            })
+            let answer = app(req.map(Body::new));
+            client.scope(async move { Ok::<_, Infallible>(answer.await) })
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)

@@ -238,7 +238,8 @@ pub async fn post(
         },
     };
     if let Value::Array(batch) = message {
-        return serve_batch(&gw, person, session, batch).await;
+        // Boxed: a batch's future is large, and every single request's would carry its size.
+        return Box::pin(serve_batch(&gw, person, session, batch)).await;
     }
     // Read before the message is taken apart.
     let meta_declares_modern = message

@@ -18,14 +18,24 @@ use super::{AuthServer, MCP_SCOPE, Person, tokens::TokenError};
 /// extensions. In local mode (`None`) there is nothing to check.
 pub async fn require_token(
     State(auth): State<Option<Arc<AuthServer>>>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
+    match admit(auth.as_ref(), req).await {
+        Ok(req) => next.run(req).await,
+        Err(refusal) => refusal,
+    }
+}
+
+/// The bearer check of a `/mcp` request, for the middleware above and for the direct path
+/// `POST /mcp` takes (`server::App`): the request with the person in its extensions, or the
+/// refusal to send (its body drained first).
+pub async fn admit(auth: Option<&Arc<AuthServer>>, mut req: Request) -> Result<Request, Response> {
     let Some(s) = auth else {
-        return next.run(req).await;
+        return Ok(req);
     };
-    match check(&s, &mut req).await {
-        Ok(()) => next.run(req).await,
+    match check(s, &mut req).await {
+        Ok(()) => Ok(req),
         Err((reason, refusal)) => {
             crate::metrics::get()
                 .auth_failures
@@ -33,7 +43,7 @@ pub async fn require_token(
                     reason: reason.to_owned(),
                 })
                 .inc();
-            drain_then(req, refusal, s.settings.body_read_timeout).await
+            Err(drain_then(req, refusal, s.settings.body_read_timeout).await)
         }
     }
 }

@@ -147,8 +147,11 @@ impl Store {
                 .run(&pool)
                 .await
                 .context("cannot apply SQLite migrations")?;
-            let in_memory =
-                options.get_filename() == Path::new(":memory:") || url.contains("mode=memory");
+            // sqlx names an in-memory database (`sqlite::memory:`) `file:sqlx-in-memory-N`, not
+            // `:memory:`: the URL says it. No file to read it through.
+            let in_memory = options.get_filename() == Path::new(":memory:")
+                || url.contains(":memory:")
+                || url.contains("mode=memory");
             if !in_memory {
                 sqlite_reader = Some(std::sync::Arc::new(sqlite_read::SqliteReader::new(
                     options.get_filename().to_owned(),

@@ -20,6 +20,21 @@ fn row(id: &str, last_seen_at: i64) -> SessionRow {
 }
 
 #[tokio::test]
+async fn an_in_memory_database_is_read_through_its_pool_and_a_file_through_its_reader() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    assert!(store.sqlite_reader.is_none(), "no file to read");
+    let a = row("in-memory", 1_000);
+    store.insert_session(&a).await.unwrap();
+    assert_eq!(store.session(&a.id_hash).await.unwrap(), Some(a));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite_in(dir.path()).await.unwrap();
+    assert!(
+        store.sqlite_reader.is_some(),
+        "a file is read without the pool"
+    );
+}
+
+#[tokio::test]
 async fn sessions_round_trip_on_every_engine() {
     for (store, _guard) in engines().await {
         let engine = store.engine();
