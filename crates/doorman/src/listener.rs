@@ -70,8 +70,9 @@ where
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             let client = ClientAddress::resolve(peer.ip(), req.headers(), &trusted);
-            let answer = app(req.map(Body::new));
-            client.scope(async move { Ok::<_, Infallible>(answer.await) })
+            let app = app.clone();
+            // Made and run inside the client's scope, so all of it sees `ClientAddress::current`.
+            client.scope(async move { Ok::<_, Infallible>(app(req.map(Body::new)).await) })
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)

@@ -136,7 +136,9 @@ pub fn app(
         auth: auth.clone(),
         edge: edge.clone(),
     });
-    // Layers run outside in: the edge (Host/Origin) first, then the bearer check.
+    // Layers run outside in: the edge (Host/Origin) first, then the bearer check. `POST /mcp`
+    // does not come through here in `doorman serve`: `App::handle` calls the same two checks
+    // and the same handler directly. A check added here must be added to `McpPost::post` too.
     let mcp = Router::new()
         .route(
             "/mcp",
