@@ -5,12 +5,11 @@
 //! rebinding; Doorman also checks `Host`, since a rebinding page reaches a loopback port under
 //! its own host name.
 
-use std::{collections::HashSet, sync::Arc};
+use std::collections::HashSet;
 
 use axum::{
-    extract::{Request, State},
+    extract::Request,
     http::{StatusCode, header},
-    middleware::Next,
     response::Response,
 };
 
@@ -82,20 +81,8 @@ impl EdgePolicy {
     }
 }
 
-/// Middleware: refuses requests for other hosts or from other origins with 403.
-pub async fn check_host_and_origin(
-    State(policy): State<Arc<EdgePolicy>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    match refusal(&policy, &req) {
-        Some(refused) => refused,
-        None => next.run(req).await,
-    }
-}
-
-/// The edge check of a request, for the middleware above and for the direct path `POST /mcp`
-/// takes (`server::App`): the 403 to send, if any.
+/// The edge check of a `/mcp` request (`server.rs::Mcp::admit`): the 403 for other hosts or
+/// from other origins, if any.
 pub fn refusal(policy: &EdgePolicy, req: &Request) -> Option<Response> {
     let host = req
         .headers()

@@ -15,11 +15,11 @@ use crate::{
     config::{Config, LogFormat},
     console::Console,
     crypto::KeyRing,
-    edge::{EdgePolicy, check_host_and_origin},
+    edge::EdgePolicy,
     gateway::{Gateway, endpoint},
     net::HttpClient,
     policy::Policies,
-    sign_in::{AuthServer, bearer::require_token, setup},
+    sign_in::{AuthServer, setup},
     store::{Heard, Invalidation, Store},
     vault::{Vault, connect::ConnectApp},
 };
@@ -65,17 +65,18 @@ pub fn init_logging(config: &Config) {
 }
 
 /// Doorman's HTTP application: the router, and the direct path every tool call takes. A
-/// `POST /mcp` goes through the same two checks as the router's `/mcp` layers (the edge, then
-/// the bearer token: the same functions) to the same handler, without axum's routing and
-/// middleware plumbing around it (about 20,000 instructions of a call, counted with callgrind:
+/// `POST /mcp` goes through the same checks as the router's `/mcp` layer ([`Mcp::admit`]: the
+/// edge, then the bearer token) to the same handler, without axum's routing and middleware
+/// plumbing around it (about 20,000 instructions of a call, counted with callgrind:
 /// cloning and boxing each layer's service and future, and moving them).
 #[derive(Clone)]
 pub struct App {
     router: Router,
-    mcp: Arc<McpPost>,
+    mcp: Arc<Mcp>,
 }
 
-struct McpPost {
+/// What `/mcp` needs before its handlers: the checks every request passes, and the gateway.
+struct Mcp {
     gateway: Arc<Gateway>,
     auth: Option<Arc<AuthServer>>,
     edge: Arc<EdgePolicy>,
@@ -98,12 +99,22 @@ impl App {
     }
 }
 
-impl McpPost {
-    async fn post(&self, req: axum::extract::Request) -> axum::response::Response {
+impl Mcp {
+    /// The checks in front of every `/mcp` request, in order: the edge (`Host`, `Origin`), then
+    /// the bearer token. The request comes back with the person in its extensions, or the
+    /// refusal to send. The router's `/mcp` layer and the direct path of `POST` both call this.
+    async fn admit(
+        &self,
+        req: axum::extract::Request,
+    ) -> Result<axum::extract::Request, axum::response::Response> {
         if let Some(refused) = crate::edge::refusal(&self.edge, &req) {
-            return refused;
+            return Err(refused);
         }
-        let req = match crate::sign_in::bearer::admit(self.auth.as_ref(), req).await {
+        crate::sign_in::bearer::admit(self.auth.as_ref(), req).await
+    }
+
+    async fn post(&self, req: axum::extract::Request) -> axum::response::Response {
+        let req = match self.admit(req).await {
             Ok(req) => req,
             Err(refused) => return refused,
         };
@@ -122,6 +133,19 @@ impl McpPost {
     }
 }
 
+/// The router's layer in front of `/mcp` (its `GET` and `DELETE`, and `POST` for callers of the
+/// router alone): [`Mcp::admit`].
+async fn mcp_checks(
+    axum::extract::State(mcp): axum::extract::State<Arc<Mcp>>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    match mcp.admit(req).await {
+        Ok(req) => next.run(req).await,
+        Err(refused) => refused,
+    }
+}
+
 /// The whole HTTP application. `auth` is the authorization server (accounts mode) or `None`
 /// (local mode); `test_clock` enables the test-only clock hook.
 pub fn app(
@@ -130,15 +154,13 @@ pub fn app(
     auth: Option<Arc<AuthServer>>,
     test_clock: Option<OffsetClock>,
 ) -> App {
-    let edge = Arc::new(EdgePolicy::from_config(config));
-    let mcp_post = Arc::new(McpPost {
+    let mcp_checked = Arc::new(Mcp {
         gateway: gateway.clone(),
         auth: auth.clone(),
-        edge: edge.clone(),
+        edge: Arc::new(EdgePolicy::from_config(config)),
     });
-    // Layers run outside in: the edge (Host/Origin) first, then the bearer check. `POST /mcp`
-    // does not come through here in `doorman serve`: `App::handle` calls the same two checks
-    // and the same handler directly. A check added here must be added to `McpPost::post` too.
+    // In `doorman serve`, `POST /mcp` does not come through this router: `App::handle` sends it
+    // through the same checks (`Mcp::admit`) to the same handler directly.
     let mcp = Router::new()
         .route(
             "/mcp",
@@ -147,8 +169,10 @@ pub fn app(
                 .delete(endpoint::delete),
         )
         .with_state(gateway.clone())
-        .layer(middleware::from_fn_with_state(auth.clone(), require_token))
-        .layer(middleware::from_fn_with_state(edge, check_host_and_origin));
+        .layer(middleware::from_fn_with_state(
+            mcp_checked.clone(),
+            mcp_checks,
+        ));
     let metrics_gw = gateway.clone();
     // Read once at start (the config check made sure it is set).
     let metrics_token: Option<Arc<secrecy::SecretString>> = config
@@ -276,7 +300,7 @@ pub fn app(
     }
     App {
         router,
-        mcp: mcp_post,
+        mcp: mcp_checked,
     }
 }
 

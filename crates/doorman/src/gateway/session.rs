@@ -418,15 +418,20 @@ mod tests {
         Sessions::new(store, Arc::new(clock.clone()), Duration::from_secs(600))
     }
 
+    /// A 2025-11-25 session of no one in particular.
+    async fn open(sessions: &Sessions) -> (String, Arc<Session>) {
+        sessions
+            .create(Version::V2025_11_25, &json!({"name":"c"}), json!({}), None)
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_session_is_found_by_its_id_and_wants_every_log_level_until_it_sets_one() {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(1_000_000);
         let sessions = table(&clock, dir.path()).await;
-        let (id, s) = sessions
-            .create(Version::V2025_11_25, &json!({"name":"c"}), json!({}), None)
-            .await
-            .unwrap();
+        let (id, s) = open(&sessions).await;
         assert_eq!(&*s.id_hash, crypto::sha256_hex(&id));
         let found = sessions.get(&id).await.unwrap().expect("live");
         assert!(Arc::ptr_eq(&found, &s), "the same session, from memory");
@@ -444,10 +449,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(1_000_000);
         let sessions = table(&clock, dir.path()).await;
-        let (id, s) = sessions
-            .create(Version::V2025_11_25, &json!({"name":"c"}), json!({}), None)
-            .await
-            .unwrap();
+        let (id, s) = open(&sessions).await;
         assert_eq!(s.protocol_version, Version::V2025_11_25);
         clock.advance(Duration::from_secs(599));
         assert!(

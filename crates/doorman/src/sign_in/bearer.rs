@@ -5,31 +5,17 @@ use std::sync::Arc;
 
 use axum::{
     Json,
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderValue, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use serde_json::json;
 
 use super::{AuthServer, MCP_SCOPE, Person, tokens::TokenError};
 
-/// Checks the access token of every `/mcp` request; the person goes into the request's
-/// extensions. In local mode (`None`) there is nothing to check.
-pub async fn require_token(
-    State(auth): State<Option<Arc<AuthServer>>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    match admit(auth.as_ref(), req).await {
-        Ok(req) => next.run(req).await,
-        Err(refusal) => refusal,
-    }
-}
-
-/// The bearer check of a `/mcp` request, for the middleware above and for the direct path
-/// `POST /mcp` takes (`server::App`): the request with the person in its extensions, or the
-/// refusal to send (its body drained first).
+/// The bearer check of a `/mcp` request (`server.rs::Mcp::admit`): the access token of every
+/// request; the request comes back with the person in its extensions, or the refusal to send
+/// (its body drained first). In local mode (`None`) there is nothing to check.
 pub async fn admit(auth: Option<&Arc<AuthServer>>, mut req: Request) -> Result<Request, Response> {
     let Some(s) = auth else {
         return Ok(req);

@@ -404,8 +404,15 @@ async fn the_bearer_check_refuses_everything_but_a_valid_token_with_the_mcp_scop
             post(|Extension(p): Extension<super::Person>| async move { p.0.sub.clone() }),
         )
         .layer(middleware::from_fn_with_state(
-            Some(t.auth.clone()),
-            super::bearer::require_token,
+            t.auth.clone(),
+            |axum::extract::State(auth): axum::extract::State<Arc<AuthServer>>,
+             req: Request<Body>,
+             next: middleware::Next| async move {
+                match super::bearer::admit(Some(&auth), req).await {
+                    Ok(req) => next.run(req).await,
+                    Err(refused) => refused,
+                }
+            },
         ));
     let mut call = async |uri: &str, auth: &[&str]| {
         let mut req = Request::post(uri);
