@@ -1,7 +1,7 @@
 //! `connections` and `connection_leases`: layer 2's vault rows. Tokens arrive here sealed
 //! (`vault::tokens`); the store never sees them in clear.
 
-use super::{Invalidation, Store, on_pool};
+use super::{Backend, Invalidation, Store, on_pool};
 
 /// One connection as stored.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -29,6 +29,13 @@ pub struct ConnectionRow {
 const COLUMNS: &str = "id, user_id, resource, account, scopes, access_token_sealed, \
     refresh_token_sealed, authorized_at, expires_at, binding, binding_target, created_at, updated_at, \
     selected_at, last_used_at";
+
+/// A person's connections to one resource, in the vault's order (the `connections_lookup` index).
+pub(super) fn lookup_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM connections WHERE user_id = $1 AND resource = $2 ORDER BY selected_at DESC, created_at DESC, id"
+    )
+}
 
 impl Store {
     pub async fn insert_connection(&self, c: &ConnectionRow) -> anyhow::Result<()> {
@@ -75,9 +82,7 @@ impl Store {
         user_id: &str,
         resource: &str,
     ) -> anyhow::Result<Vec<ConnectionRow>> {
-        let q = format!(
-            "SELECT {COLUMNS} FROM connections WHERE user_id = $1 AND resource = $2 ORDER BY selected_at DESC, created_at DESC, id"
-        );
+        let q = lookup_sql();
         if let Some(reader) = &self.sqlite_reader {
             match reader.connections_of(&q, user_id, resource) {
                 Ok(rows) => return Ok(rows),
@@ -234,13 +239,36 @@ impl Store {
         Ok(n > 0)
     }
 
-    pub async fn touch_connection(&self, id: &str, now_ms: i64) -> anyhow::Result<()> {
-        on_pool!(self, pool => sqlx::query("UPDATE connections SET last_used_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(now_ms)
-            .execute(pool)
-            .await
-            .map(|_| ()))?;
+    /// Records when connections were last used: one statement, so one commit for all of them.
+    /// A time earlier than the stored one changes nothing (writes may arrive out of order).
+    pub async fn touch_connections(&self, used: &[(String, i64)]) -> anyhow::Result<()> {
+        let (ids, times): (Vec<&str>, Vec<i64>) =
+            used.iter().map(|(i, t)| (i.as_str(), *t)).unzip();
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                sqlx::query(
+                    "UPDATE connections c SET last_used_at = u.at \
+                     FROM UNNEST($1::text[], $2::bigint[]) AS u(id, at) \
+                     WHERE c.id = u.id AND c.last_used_at < u.at",
+                )
+                .bind(&ids)
+                .bind(&times)
+                .execute(pool)
+                .await?;
+            }
+            // SQLite binds no arrays: the pairs go as one JSON array, read by `json_each`.
+            Backend::Sqlite(pool) => {
+                let pairs = serde_json::to_string(&ids.iter().zip(&times).collect::<Vec<_>>())?;
+                sqlx::query(
+                    "UPDATE connections SET last_used_at = u.at \
+                     FROM (SELECT value ->> 0 AS id, value ->> 1 AS at FROM json_each($1)) AS u \
+                     WHERE connections.id = u.id AND connections.last_used_at < u.at",
+                )
+                .bind(pairs)
+                .execute(pool)
+                .await?;
+            }
+        }
         Ok(())
     }
 

@@ -54,6 +54,16 @@ impl SqliteReader {
         c.busy_timeout(BUSY)?;
         // Reads only, whatever a bug might try.
         c.pragma_update(None, "query_only", true)?;
+        // The plan of a cached statement does not depend on the values bound to it. Otherwise,
+        // once `ANALYZE` (or `PRAGMA optimize`) has stored index samples (`sqlite_stat4`), SQLite
+        // prepares the statement again on every new binding of a parameter compared with an
+        // indexed column (sqlite.org/c3ref/prepare.html): parsing and planning the query, which
+        // measured at 60% of a lookup's time (`bench/README.md`). The index every lookup wants
+        // is the same whoever is looked up.
+        c.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         Ok(c)
     }
 
@@ -104,6 +114,16 @@ impl SqliteReader {
                 })
             })?;
             rows.collect()
+        })
+    }
+
+    /// How many times the cached statement `sql` was prepared again since it was first prepared
+    /// (on the connection the next read would take).
+    #[cfg(test)]
+    pub(super) fn reprepares(&self, sql: &str) -> rusqlite::Result<i32> {
+        self.with(|c| {
+            Ok(c.prepare_cached(sql)?
+                .get_status(rusqlite::StatementStatus::RePrepare))
         })
     }
 }

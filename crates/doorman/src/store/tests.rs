@@ -34,6 +34,42 @@ async fn an_in_memory_database_is_read_through_its_pool_and_a_file_through_its_r
     );
 }
 
+/// Lookups read through a cached statement whose plan stays put once the database has been
+/// analysed: no parsing and planning again for each person looked up.
+#[tokio::test]
+async fn the_connection_lookup_is_not_prepared_again_for_each_person_after_analyze() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite_in(dir.path()).await.unwrap();
+    for p in 0..50 {
+        let user = format!("person-{p}");
+        insert_person(&store, &user).await;
+        let mut c = connection(&format!("c{p}"), &user, None);
+        c.binding = crate::config::Binding::User;
+        store.insert_connection(&c).await.unwrap();
+    }
+    // Index samples (sqlite_stat4), as `ANALYZE` or `PRAGMA optimize` leaves them.
+    on_pool!(store, pool => sqlx::query("ANALYZE").execute(pool).await.map(|_| ())).unwrap();
+    let samples: i64 =
+        on_pool!(store, pool => sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_stat4")
+        .fetch_one(pool)
+        .await)
+        .unwrap();
+    assert!(samples > 0, "ANALYZE stored index samples");
+    let reader = store
+        .sqlite_reader
+        .as_ref()
+        .expect("a file is read by the reader");
+    let sql = super::connections::lookup_sql();
+    for p in 0..10 {
+        let rows = reader
+            .connections_of(&sql, &format!("person-{p}"), "notes")
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].id, format!("c{p}"));
+    }
+    assert_eq!(reader.reprepares(&sql).unwrap(), 0);
+}
+
 #[tokio::test]
 async fn sessions_round_trip_on_every_engine() {
     for (store, _guard) in engines().await {

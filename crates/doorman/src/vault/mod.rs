@@ -30,6 +30,7 @@ pub mod discovery;
 mod lifecycle;
 pub mod oauth;
 pub mod tokens;
+mod touches;
 
 pub use lifecycle::{queue_revocation, queue_revocations_of};
 
@@ -231,8 +232,8 @@ pub struct Vault {
     refreshing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Idle window of stateless conversations' connections.
     idle_ms: i64,
-    /// Throttles `last_used_at` writes: connection id → last write.
-    touched: Mutex<HashMap<String, i64>>,
+    /// `last_used_at` writes: throttled, gathered, off the request path.
+    touches: Arc<touches::Touches>,
     http: HttpClient,
     /// The shared redirect URI of configured resources; discovered ones add their name.
     redirect_uri: String,
@@ -263,7 +264,9 @@ impl Vault {
                 ResourceClient::new(r, http.clone(), clock.clone(), redirect.clone()).map(Arc::new)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let idle_ms = config.server.session_idle_timeout.0.as_millis() as i64;
         Ok(Self {
+            touches: Arc::new(touches::Touches::new(store.clone(), idle_ms)),
             resources: std::sync::RwLock::new(resources),
             store,
             ring,
@@ -271,8 +274,7 @@ impl Vault {
             issuer: config.issuer(),
             holder: crypto::random_token(12),
             refreshing: Mutex::default(),
-            idle_ms: config.server.session_idle_timeout.0.as_millis() as i64,
-            touched: Mutex::default(),
+            idle_ms,
             http,
             redirect_uri: redirect,
             discoverable: config
@@ -371,7 +373,7 @@ impl Vault {
             && let Some(hit) = self.cached(&key, now, max_age)
         {
             crate::metrics::Metrics::count(&crate::metrics::get().vault_lookups, "hit");
-            self.touch(&hit.connection_id, now);
+            self.touches.note(&hit.connection_id, None, now);
             return Ok(Ok(Credential {
                 connection_id: Some(hit.connection_id.clone()),
                 account: hit.account.clone(),
@@ -420,7 +422,7 @@ impl Vault {
             }
             Some(row.clone())
         } else {
-            self.touch(&row.id, now);
+            self.touches.note(&row.id, Some(row.last_used_at), now);
             None
         };
         let header = header(rc, &token)?;
@@ -495,27 +497,6 @@ impl Vault {
             .write()
             .expect("vault cache")
             .retain(|_, c| c.user_id != user_id);
-    }
-
-    fn touch(&self, id: &str, now: i64) {
-        let due = {
-            let mut t = self.touched.lock().expect("touched lock");
-            let last = t.get(id).copied().unwrap_or(0);
-            let due = now - last > (self.idle_ms / 10).max(1000);
-            if due {
-                t.insert(id.to_owned(), now);
-            }
-            due
-        };
-        if due {
-            // Off the request path: the idle window it feeds is minutes long.
-            let (store, id) = (self.store.clone(), id.to_owned());
-            tokio::spawn(async move {
-                if let Err(e) = store.touch_connection(&id, now).await {
-                    tracing::warn!(error = %e, "cannot record a connection's use");
-                }
-            });
-        }
     }
 
     /// Refreshes an expired access token, once across every process: the in-process lock

@@ -231,3 +231,101 @@ fn the_credential_cache_is_bounded() {
     insert_bounded(&mut map, 1, fresh, "e".into(), 600);
     assert_eq!(map.get("e"), Some(&600));
 }
+
+/// The stored `last_used_at` of each connection, in order.
+async fn last_used(store: &Store, ids: &[&str]) -> Vec<i64> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(store.connection(id).await.unwrap().unwrap().last_used_at);
+    }
+    out
+}
+
+/// Waits (bounded) until the connections' stored uses are `want`.
+async fn until_last_used(store: &Store, ids: &[&str], want: &[i64]) {
+    for _ in 0..200 {
+        if last_used(store, ids).await == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(last_used(store, ids).await, want, "{}", store.engine());
+}
+
+#[tokio::test]
+async fn uses_of_many_connections_are_stored_in_one_statement_and_never_move_back() {
+    for (store, _dir) in engines().await {
+        let ring = KeyRing::parse(&format!("k1 {}\n", crypto::random_token(32))).unwrap();
+        insert_person(&store, "alice").await;
+        for id in ["c1", "c2", "c3"] {
+            store
+                .insert_connection(&row(&ring, id, "alice"))
+                .await
+                .unwrap();
+        }
+        store
+            .touch_connections(&[
+                ("c1".into(), 5_000),
+                ("c2".into(), 6_000),
+                ("gone".into(), 1),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            last_used(&store, &["c1", "c2", "c3"]).await,
+            [5_000, 6_000, 0]
+        );
+        // A write that arrives late (an earlier use) leaves the later one.
+        store
+            .touch_connections(&[("c1".into(), 4_000), ("c3".into(), 7_000)])
+            .await
+            .unwrap();
+        assert_eq!(
+            last_used(&store, &["c1", "c2", "c3"]).await,
+            [5_000, 6_000, 7_000]
+        );
+    }
+}
+
+#[tokio::test]
+async fn uses_are_written_once_per_tenth_of_the_idle_window_and_gathered_while_a_write_runs() {
+    for (store, _dir) in engines().await {
+        let ring = KeyRing::parse(&format!("k1 {}\n", crypto::random_token(32))).unwrap();
+        insert_person(&store, "alice").await;
+        for id in ["c1", "c2", "c3", "c4"] {
+            store
+                .insert_connection(&row(&ring, id, "alice"))
+                .await
+                .unwrap();
+        }
+        // A 100 s idle window: a connection's use is written at most every 10 s.
+        let t = Arc::new(touches::Touches::new(store.clone(), 100_000));
+        // The test's runtime runs the writer only when the test waits: the first use starts
+        // it, the two noted before it runs join its first statement.
+        assert!(
+            t.note("c1", Some(0), 50_000),
+            "{}: a writer starts",
+            store.engine()
+        );
+        assert!(!t.note("c2", Some(0), 50_001));
+        assert!(!t.note("c3", Some(0), 50_002));
+        until_last_used(&store, &["c1", "c2", "c3"], &[50_000, 50_001, 50_002]).await;
+
+        // Within 10 s of the last write: nothing is written.
+        assert!(!t.note("c1", None, 59_000));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(last_used(&store, &["c1"]).await, [50_000]);
+        // Past it: written again.
+        assert!(t.note("c1", None, 60_001));
+        until_last_used(&store, &["c1"], &[60_001]).await;
+
+        // A row read with a recent use (written by another node) is not written again, here
+        // or on the next use.
+        assert!(!t.note("c4", Some(55_000), 60_000));
+        assert!(!t.note("c4", None, 64_000));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(last_used(&store, &["c4"]).await, [0]);
+        assert!(t.note("c4", None, 65_001));
+        until_last_used(&store, &["c4"], &[65_001]).await;
+    }
+}
