@@ -15,8 +15,7 @@ use std::{
 
 use crate::store::Store;
 
-/// Uses remembered for throttling, at most; past it the stale ones go (then all of them: a
-/// forgotten use only costs one more write).
+/// Uses remembered for throttling, at most.
 const REMEMBERED_LIMIT: usize = 100_000;
 
 pub(super) struct Touches {
@@ -53,11 +52,11 @@ impl Touches {
         if now - last <= self.every_ms {
             if stored == Some(last) {
                 // Written recently, perhaps by another node: the next uses here skip it too.
-                remember(&mut s.written, self.every_ms, now, id, last);
+                self.remember(&mut s.written, now, id, last);
             }
             return false;
         }
-        remember(&mut s.written, self.every_ms, now, id, now);
+        self.remember(&mut s.written, now, id, now);
         s.pending.insert(id.to_owned(), now);
         if s.writing {
             return false;
@@ -89,6 +88,19 @@ impl Touches {
         }
     }
 
+    /// Remembers a use for throttling, at most [`REMEMBERED_LIMIT`] of them: past it those
+    /// outside the throttle's window go (then all: a forgotten use costs one more write).
+    fn remember(&self, written: &mut HashMap<String, i64>, now: i64, id: &str, at: i64) {
+        let every_ms = self.every_ms;
+        super::insert_bounded(
+            written,
+            REMEMBERED_LIMIT,
+            |t| now - *t <= every_ms,
+            id.to_owned(),
+            at,
+        );
+    }
+
     /// Takes the uses waiting, or marks the writer stopped when there are none (under the same
     /// lock as [`Touches::note`], so no use is left behind without a writer).
     fn take(&self) -> Vec<(String, i64)> {
@@ -98,14 +110,4 @@ impl Touches {
         }
         s.pending.drain().collect()
     }
-}
-
-fn remember(written: &mut HashMap<String, i64>, every_ms: i64, now: i64, id: &str, at: i64) {
-    if written.len() >= REMEMBERED_LIMIT && !written.contains_key(id) {
-        written.retain(|_, t| now - *t <= every_ms);
-        if written.len() >= REMEMBERED_LIMIT {
-            written.clear();
-        }
-    }
-    written.insert(id.to_owned(), at);
 }
