@@ -242,10 +242,10 @@ impl Store {
     /// Records when connections were last used: one statement, so one commit for all of them.
     /// A time earlier than the stored one changes nothing (writes may arrive out of order).
     pub async fn touch_connections(&self, used: &[(String, i64)]) -> anyhow::Result<()> {
-        let (ids, times): (Vec<&str>, Vec<i64>) =
-            used.iter().map(|(i, t)| (i.as_str(), *t)).unzip();
         match &self.backend {
             Backend::Postgres(pool) => {
+                let (ids, times): (Vec<&str>, Vec<i64>) =
+                    used.iter().map(|(i, t)| (i.as_str(), *t)).unzip();
                 sqlx::query(
                     "UPDATE connections c SET last_used_at = u.at \
                      FROM UNNEST($1::text[], $2::bigint[]) AS u(id, at) \
@@ -256,9 +256,10 @@ impl Store {
                 .execute(pool)
                 .await?;
             }
-            // SQLite binds no arrays: the pairs go as one JSON array, read by `json_each`.
+            // SQLite binds no arrays: the pairs go as one JSON array of `[id, at]`, read by
+            // `json_each`.
             Backend::Sqlite(pool) => {
-                let pairs = serde_json::to_string(&ids.iter().zip(&times).collect::<Vec<_>>())?;
+                let pairs = serde_json::to_string(used)?;
                 sqlx::query(
                     "UPDATE connections SET last_used_at = u.at \
                      FROM (SELECT value ->> 0 AS id, value ->> 1 AS at FROM json_each($1)) AS u \
