@@ -1078,3 +1078,100 @@ async fn one_refresh_at_the_provider_per_person_and_the_id_token_kept() {
         assert_eq!(got.id_token_sealed.as_deref(), Some("id-2"), "{engine}");
     }
 }
+
+/// Migration 0019 rebuilds SQLite's audit table without AUTOINCREMENT: the records of a
+/// database from before it keep their ids and contents, later ids still grow past them, and an
+/// insert no longer keeps a row in `sqlite_sequence` (read and rewritten by every insert
+/// before: one more page in each commit's WAL).
+#[tokio::test]
+async fn the_audit_table_loses_autoincrement_and_keeps_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("doorman.db").display());
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+        .unwrap()
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let mut before = sqlx::migrate!("migrations/sqlite");
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 19)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    for (at, name) in [(1_000, "a_one"), (2_000, "a_two"), (3_000, "a_three")] {
+        sqlx::query(
+            "INSERT INTO audit_events (at, kind, event, name, record_key) \
+             VALUES ($1, 'call', 'tools/call', $2, $2)",
+        )
+        .bind(at)
+        .bind(name)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("DELETE FROM audit_events WHERE name = 'a_three'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let sequence = "SELECT count(*) FROM sqlite_sequence WHERE name = 'audit_events'";
+    let (kept,): (i64,) = sqlx::query_as(sequence).fetch_one(&pool).await.unwrap();
+    assert_eq!(kept, 1, "before 0019 every insert keeps the sequence row");
+    pool.close().await;
+
+    let store = Store::open(&url).await.unwrap();
+    store
+        .insert_audit_events(&[AuditEvent {
+            at: 4_000,
+            kind: "call".into(),
+            event: "tools/call".into(),
+            name: Some("a_four".into()),
+            record_key: Some("a_four".into()),
+            ..Default::default()
+        }])
+        .await
+        .unwrap();
+    let rows = store.audit_events(&AuditFilter::default()).await.unwrap();
+    let got: Vec<(Option<i64>, i64, Option<&str>)> = rows
+        .iter()
+        .map(|e| (e.id, e.at, e.name.as_deref()))
+        .collect();
+    // Newest first. AUTOINCREMENT would have given 4 too (3 was used); a plain rowid takes
+    // the largest id plus one, 3: ids still grow past every record kept.
+    assert_eq!(
+        got,
+        [
+            (Some(3), 4_000, Some("a_four")),
+            (Some(2), 2_000, Some("a_two")),
+            (Some(1), 1_000, Some("a_one")),
+        ]
+    );
+    on_pool!(store, pool => {
+        let (sequenced,): (i64,) = sqlx::query_as(sequence).fetch_one(pool).await.unwrap();
+        assert_eq!(sequenced, 0, "no sequence row is kept any more");
+        let (sql,): (String,) = sqlx::query_as(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert!(!sql.contains("AUTOINCREMENT"), "{sql}");
+        // A retried write still stores a record once: the unique key came along.
+        let again = AuditEvent {
+            at: 5_000,
+            kind: "call".into(),
+            event: "tools/call".into(),
+            record_key: Some("a_four".into()),
+            ..Default::default()
+        };
+        store.insert_audit_events(&[again]).await.unwrap();
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_events")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 3);
+    });
+    store.close().await;
+}
