@@ -61,6 +61,15 @@ async def exercise(url: str, mode: str) -> dict:
         seen["simple_prompt"] = p.messages[0].content.text
         r = await c.call_tool("nowhere_tool", {})
         seen["unknown_tool"] = (r.is_error, r.content[0].text)
+        # Tool results whose URIs Doorman rewrites (parsed), and one it passes through as written.
+        r = await c.call_tool("everything_get-resource-links", {"count": 2})
+        seen["links"] = [str(b.uri) for b in r.content if b.type == "resource_link"]
+        read = await c.read_resource(seen["links"][0])
+        seen["link_read"] = str(read.contents[0].uri)
+        r = await c.call_tool("everything_get-resource-reference", {"resourceType": "Text", "resourceId": 2})
+        seen["embedded"] = [str(b.resource.uri) for b in r.content if b.type == "resource"]
+        r = await c.call_tool("everything_get-structured-content", {"location": "Chicago"})
+        seen["structured"] = (r.structured_content, r.is_error, r.content[0].type)
     return seen
 
 
@@ -90,6 +99,14 @@ def check_session(seen: dict, version: str) -> None:
     assert seen["greet"] == "Hello, Ada!"
     assert seen["simple_prompt"] == "This is a simple prompt without arguments."
     assert seen["unknown_tool"] == (True, "Unknown tool: nowhere_tool")
+    # A link or an embedded resource in a tool's result names the resource through Doorman, and
+    # reading it that way works; a result with neither comes as the upstream wrote it.
+    assert len(seen["links"]) == 2, seen["links"]
+    assert all(u.startswith("everything+demo://resource/dynamic/") for u in seen["links"]), seen["links"]
+    assert seen["link_read"] == seen["links"][0]
+    assert seen["embedded"] == ["everything+demo://resource/dynamic/text/2"]
+    assert seen["structured"] == ({"temperature": 36, "conditions": "Light rain / drizzle", "humidity": 82},
+                                  False, "text")
 
 
 def test_python_client_on_the_stateless_revision(gateway):

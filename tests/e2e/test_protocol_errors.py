@@ -409,6 +409,30 @@ def test_stateless_results_carry_result_type_and_cache_fields(gateway, http):
     assert "resultType" not in legacy["result"] and "ttlMs" not in legacy["result"]
 
 
+def test_a_tool_result_is_shaped_for_each_revision_and_otherwise_as_the_upstream_wrote_it(gateway, http):
+    # The echo tool's result holds nothing Doorman rewrites: it passes through unparsed
+    # (jsonrpc::Passed), and the answer must still be the shaped message, under the id as sent.
+    args = {"name": "everything_echo", "arguments": {"message": "caf\u00e9 \"quoted\" \\ done"}}
+    for accept in ("application/json, text/event-stream", "text/event-stream"):
+        headers = {**modern_headers("tools/call", "everything_echo"), "Accept": accept}
+        r = http.post(gateway.url, headers=headers, json=modern_request("tools/call", args, rid="call \"one\""))
+        assert r.status_code == 200, r.text
+        msg = rpc_json(r)
+        assert msg["id"] == 'call "one"' and msg["jsonrpc"] == "2.0"
+        result = msg["result"]
+        assert result["content"] == [{"type": "text", "text": 'Echo: caf\u00e9 "quoted" \\ done'}]
+        assert result["resultType"] == "complete"
+        assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "doorman"
+        assert r.headers["content-type"].startswith(
+            "application/json" if accept.startswith("application/json") else "text/event-stream")
+    sid = initialize(http, gateway.url)
+    r = http.post(gateway.url, headers=session_headers(sid),
+                  json={"jsonrpc": "2.0", "id": 12345678901234, "method": "tools/call", "params": args})
+    legacy = rpc_json(r)
+    assert legacy["id"] == 12345678901234
+    assert legacy["result"] == {"content": [{"type": "text", "text": 'Echo: caf\u00e9 "quoted" \\ done'}]}
+
+
 # A refused prompt get or resource read is audited like any other (audit.rs: every prompt get
 # and resource read), so that record is the one change these refusals may make.
 AUDITED = {"audit_events": "the refused prompt get / resource read is audited"}

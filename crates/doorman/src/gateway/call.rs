@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 pub use super::caller::{CallRecord, Caller};
 use super::{
     asks::state,
-    jsonrpc::{RpcError, code},
+    jsonrpc::{Reply, RpcError, code},
     layer2,
     router::{ListKind, Naming, Router},
     upstream::{Outbound, SessionSlots, Upstream},
@@ -380,7 +380,7 @@ impl Call {
         router: &Router,
         slots: &SessionSlots,
         out: &Outbound<'_>,
-    ) -> Result<Value, RpcError> {
+    ) -> Result<Reply, RpcError> {
         let Call {
             method,
             params,
@@ -414,19 +414,23 @@ impl Call {
                         }
                         _ => Ok(tool_error(format!("Unknown tool: {name}"))),
                     }
+                    .map(Reply::from)
                 }
-                Route::Everywhere(ups) => {
-                    router
-                        .send_everywhere(&ups, slots, &method, params, out)
-                        .await
-                }
+                Route::Everywhere(ups) => router
+                    .send_everywhere(&ups, slots, &method, params, out)
+                    .await
+                    .map(Reply::from),
                 Route::List(kind) => {
                     let filter = |target: Target<'_>| shown(router, out.caller, target);
                     router
                         .list(slots, &method, params, out, kind, &filter)
                         .await
+                        .map(Reply::from)
                 }
-                Route::Broadcast => router.broadcast(slots, &method, params, out).await,
+                Route::Broadcast => router
+                    .broadcast(slots, &method, params, out)
+                    .await
+                    .map(Reply::from),
             }
         };
         // A request the client cancels stops here: what it was waiting for (the upstream, a
@@ -439,10 +443,10 @@ impl Call {
             },
         };
         if let (Ok(result), Some(up), Some(name)) = (&mut outcome, &upstream, &rec.name)
-            && super::upstream::is_input_required(result)
+            && result.is_input_required()
             && let Some(b) = state_binding(out.caller, &up.name, &method, name)
         {
-            state::seal(router.ring(), result, b, now_ms);
+            state::seal(router.ring(), result.value_mut(), b, now_ms);
         }
         let elapsed = started.elapsed();
         crate::metrics::get().request(
@@ -454,12 +458,8 @@ impl Call {
             let outcome_name = match &outcome {
                 _ if cancelled => Some("cancelled"),
                 _ if rec.decision.is_some() => None,
-                Ok(v) if v.get("isError").and_then(Value::as_bool) == Some(true) => {
-                    Some("tool_error")
-                }
-                Ok(v) if v.get("resultType").and_then(Value::as_str) == Some("input_required") => {
-                    None
-                }
+                Ok(v) if v.is_tool_error() => Some("tool_error"),
+                Ok(v) if v.is_input_required() => None,
                 Ok(_) => Some("success"),
                 Err(e) if e.code == code::UPSTREAM_FAILED => Some("upstream_error"),
                 Err(_) => Some("error"),

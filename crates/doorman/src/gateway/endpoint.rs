@@ -857,7 +857,7 @@ async fn resume_parked(
     let now_ms = gw.clock.now_ms();
     let binding = parked_binding(caller, &method, named.clone());
     let refused = |e: RpcError| {
-        let msg = finish(true, &method, &id, Err(e));
+        let msg = jsonrpc::error_response(Some(&id), &e);
         message_reply(accept, status_of(&msg), msg)
     };
     let waiting = match gw.parked.resume(gw.router.ring(), params, &binding, now_ms) {
@@ -929,7 +929,7 @@ async fn serve_batch(
                         code::INVALID_REQUEST,
                         "Invalid Request: initialize cannot be batched",
                     );
-                    slots.push(Slot::Reply(finish(false, &method, &id, Err(e))));
+                    slots.push(Slot::Reply(jsonrpc::error_response(Some(&id), &e)));
                 }
                 _ => match call::prepare(&gw.router, caller.as_ref(), &method, params, now_s) {
                     Prepared::Run(c) => slots.push(Slot::Run(id, method, c)),

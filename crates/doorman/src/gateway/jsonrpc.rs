@@ -1,6 +1,8 @@
 //! JSON-RPC 2.0 messages as MCP uses them, the protocol's error codes and its versions.
 
-use serde_json::{Value, json};
+use std::{borrow::Cow, ops::Range};
+
+use serde_json::{Value, json, value::RawValue};
 
 use crate::protocol::Version;
 
@@ -130,6 +132,270 @@ impl RpcError {
             "Unsupported protocol version",
         )
         .with_data(json!({ "supported": ALL_VERSIONS, "requested": requested }))
+    }
+}
+
+/// A request's result on its way to the client: a `Value` (built by Doorman, or parsed because
+/// Doorman reads or changes it), or an upstream's `tools/call` result kept as the upstream wrote
+/// it ([`Passed`]), which spares parsing it into a tree, dropping the tree and serializing it
+/// again.
+#[derive(Debug)]
+pub enum Reply {
+    Value(Value),
+    Passed(Passed),
+}
+
+impl From<Value> for Reply {
+    fn from(v: Value) -> Self {
+        Self::Value(v)
+    }
+}
+
+impl Reply {
+    /// The result as a `Value`, parsed now if it was passed through.
+    pub fn into_value(self) -> Value {
+        match self {
+            Self::Value(v) => v,
+            Self::Passed(p) => p.into_value(),
+        }
+    }
+
+    /// The result as a `Value` to read or change (a passed-through result is parsed first).
+    pub fn value_mut(&mut self) -> &mut Value {
+        if let Self::Passed(_) = self
+            && let Self::Passed(p) = std::mem::replace(self, Self::Value(Value::Null))
+        {
+            *self = Self::Value(p.into_value());
+        }
+        match self {
+            Self::Value(v) => v,
+            Self::Passed(_) => unreachable!("parsed just above"),
+        }
+    }
+
+    /// Whether it is an `InputRequiredResult` (MCP 2026-07-28 basic/patterns/mrtr). A passed
+    /// result's `resultType`, if it has one, is `complete`.
+    pub fn is_input_required(&self) -> bool {
+        match self {
+            Self::Value(v) => v.get("resultType").and_then(Value::as_str) == Some("input_required"),
+            Self::Passed(_) => false,
+        }
+    }
+
+    /// Whether it is a tool's error (`isError: true`, MCP basic/server/tools "Error Handling").
+    pub fn is_tool_error(&self) -> bool {
+        match self {
+            Self::Value(v) => v.get("isError").and_then(Value::as_bool) == Some(true),
+            Self::Passed(p) => p.is_error,
+        }
+    }
+}
+
+/// A `tools/call` result as the upstream wrote it: its message's text, and where each of the
+/// result's fields (name, value) lies in it. Checked when read ([`Passed::read`]) to hold
+/// nothing Doorman must rewrite or look into except what this keeps: `isError`, and the keys
+/// each protocol generation shapes (`resultType`, which must be `"complete"`; `_meta`; `ttlMs`,
+/// `cacheScope`), which [`Passed::response`] shapes as `transport::shape_result` does.
+#[derive(Debug)]
+pub struct Passed {
+    text: bytes::Bytes,
+    fields: Vec<(Range<usize>, Range<usize>)>,
+    is_error: bool,
+}
+
+/// A key that was there, whatever its value (`null` included: `Option` would take a `null`
+/// for a missing key).
+#[derive(Default)]
+struct Seen(bool);
+
+impl<'de> serde::Deserialize<'de> for Seen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Seen(true))
+    }
+}
+
+/// An object's fields, names and values borrowed from the text, in order. A name written with
+/// an escape cannot be borrowed: reading fails, and the message goes the parsed way.
+struct Fields<'a>(Vec<(&'a str, &'a RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Fields<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(name) = map.next_key::<&'de str>()? {
+                    fields.push((name, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Fields(fields))
+            }
+        }
+        d.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// More fields than this and a result is parsed: names are compared pairwise for duplicates.
+const MAX_PASSED_FIELDS: usize = 32;
+
+impl Passed {
+    /// An upstream's message, if it is the response to request `id` and its result can pass
+    /// through. `None` for anything else: the caller then parses the message whole and handles
+    /// it as before (errors, requests, notifications, and results Doorman must look into).
+    ///
+    /// A result passes when it is an object whose field names are all distinct (as a parsed
+    /// object, which keeps only the last, would have them), with no `messages` or `contents`
+    /// (prompts and resources), no `content` item of type `resource` or `resource_link` (their
+    /// URIs are exposed through Doorman: `router::expose_uris_in_content`), and no `resultType`
+    /// but `"complete"` (an `InputRequiredResult` is Doorman's to handle).
+    pub fn read(text: &bytes::Bytes, id: u64) -> Option<Self> {
+        #[derive(serde::Deserialize)]
+        struct Envelope<'a> {
+            #[serde(default)]
+            id: Option<u64>,
+            #[serde(default)]
+            method: Seen,
+            #[serde(default)]
+            error: Seen,
+            #[serde(borrow, default)]
+            result: Option<Fields<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Item<'a> {
+            #[serde(rename = "type", borrow, default)]
+            kind: Option<Cow<'a, str>>,
+        }
+        let message = std::str::from_utf8(text).ok()?;
+        let envelope: Envelope = serde_json::from_str(message).ok()?;
+        if envelope.id != Some(id) || envelope.method.0 || envelope.error.0 {
+            return None;
+        }
+        let Fields(fields) = envelope.result?;
+        if fields.len() > MAX_PASSED_FIELDS {
+            return None;
+        }
+        let mut is_error = false;
+        for (i, (name, value)) in fields.iter().enumerate() {
+            if fields[..i].iter().any(|(other, _)| other == name) {
+                return None;
+            }
+            match *name {
+                "content" => {
+                    let items: Vec<Item> = serde_json::from_str(value.get()).ok()?;
+                    if items
+                        .iter()
+                        .any(|i| matches!(i.kind.as_deref(), Some("resource" | "resource_link")))
+                    {
+                        return None;
+                    }
+                }
+                "messages" | "contents" => return None,
+                "resultType" => {
+                    let kind: Cow<str> = serde_json::from_str(value.get()).ok()?;
+                    if kind != "complete" {
+                        return None;
+                    }
+                }
+                "isError" => is_error = value.get() == "true",
+                _ => {}
+            }
+        }
+        let at = |s: &str| {
+            let start = s.as_ptr() as usize - message.as_ptr() as usize;
+            start..start + s.len()
+        };
+        Some(Self {
+            fields: fields
+                .iter()
+                .map(|(name, value)| (at(name), at(value.get())))
+                .collect(),
+            text: text.clone(),
+            is_error,
+        })
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        // UTF-8 checked and the ranges taken from it in `read`.
+        let text = std::str::from_utf8(&self.text).expect("read as UTF-8");
+        self.fields
+            .iter()
+            .map(move |(name, value)| (&text[name.clone()], &text[value.clone()]))
+    }
+
+    pub fn into_value(self) -> Value {
+        Value::Object(
+            self.fields()
+                .map(|(name, value)| {
+                    let value = serde_json::from_str(value).expect("read as JSON");
+                    (name.to_owned(), value)
+                })
+                .collect(),
+        )
+    }
+
+    /// The response message that carries it, serialized, with the result shaped as
+    /// `transport::shape_result` shapes a parsed one: for a 2026-07-28 client, `resultType`
+    /// when missing and `server_info` in `_meta`; for the stateful revisions, without
+    /// `resultType`, `ttlMs` and `cacheScope`.
+    pub fn response(&self, id: &Id, modern: bool, server_info: &Value) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.text.len() + 192);
+        out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        serde_json::to_writer(&mut out, id).expect("an id always serializes");
+        out.extend_from_slice(br#","result":{"#);
+        let mut first = true;
+        let mut field = |out: &mut Vec<u8>, name: &str| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            // A borrowed name had no escapes in the upstream's text: written back as it was.
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+        };
+        let mut meta = false;
+        let mut result_type = false;
+        for (name, value) in self.fields() {
+            match name {
+                "resultType" | "ttlMs" | "cacheScope" if !modern => continue,
+                "resultType" => result_type = true,
+                "_meta" if modern => {
+                    meta = true;
+                    field(&mut out, name);
+                    match serde_json::from_str::<serde_json::Map<String, Value>>(value) {
+                        Ok(mut m) => {
+                            m.insert(META_SERVER_INFO.into(), server_info.clone());
+                            serde_json::to_writer(&mut out, &m).expect("a map always serializes");
+                        }
+                        // Not an object: left as it is, as `shape_result` leaves it.
+                        Err(_) => out.extend_from_slice(value.as_bytes()),
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            field(&mut out, name);
+            out.extend_from_slice(value.as_bytes());
+        }
+        if modern && !result_type {
+            field(&mut out, "resultType");
+            out.extend_from_slice(br#""complete""#);
+        }
+        if modern && !meta {
+            field(&mut out, "_meta");
+            out.extend_from_slice(br#"{""#);
+            out.extend_from_slice(META_SERVER_INFO.as_bytes());
+            out.extend_from_slice(br#"":"#);
+            serde_json::to_writer(&mut out, server_info).expect("a value always serializes");
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"}}");
+        out
     }
 }
 
@@ -308,5 +574,166 @@ mod tests {
         assert_eq!(e.code, code::INVALID_REQUEST);
         let (_, e) = err_of(json!({"jsonrpc":"2.0","id":3}));
         assert!(e.message.contains("missing \"method\""));
+    }
+
+    fn passed(result: &str) -> Option<Passed> {
+        let message = format!(r#"{{"jsonrpc":"2.0","id":7,"result":{result}}}"#);
+        Passed::read(&message.into(), 7)
+    }
+
+    fn fields(p: &Passed) -> Vec<(&str, &str)> {
+        p.fields().collect()
+    }
+
+    #[test]
+    fn a_tool_result_passes_through_only_when_doorman_has_nothing_to_change_in_it() {
+        let p = passed(r#"{"content":[{"type":"text","text":"hi"}],"isError":true}"#).unwrap();
+        assert!(p.is_error);
+        assert_eq!(
+            fields(&p),
+            [
+                ("content", r#"[{"type":"text","text":"hi"}]"#),
+                ("isError", "true")
+            ]
+        );
+        let p = passed(
+            r#"{ "content": [], "structuredContent": {"_meta": 1, "uri": "x"}, "isError": 1 }"#,
+        )
+        .unwrap();
+        assert!(
+            !p.is_error,
+            "only `true` is an error, as `Value::as_bool` reads it"
+        );
+        assert_eq!(
+            fields(&p)[1],
+            ("structuredContent", r#"{"_meta": 1, "uri": "x"}"#)
+        );
+        // What each generation shapes passes, to be shaped when written.
+        for result in [
+            r#"{"content":[],"_meta":{"a":1}}"#,
+            r#"{"content":[],"_meta":null}"#,
+            r#"{"content":[],"resultType":"complete","ttlMs":5,"cacheScope":"public"}"#,
+            "{}",
+            "{ \n }",
+        ] {
+            assert!(passed(result).is_some(), "{result}");
+        }
+
+        for (why, result) in [
+            (
+                "a resource link is exposed",
+                r#"{"content":[{"type":"resource_link","uri":"file:///a"}]}"#,
+            ),
+            (
+                "an embedded resource is exposed",
+                r#"{"content":[{"type":"text","text":"a"},{"type":"resource","resource":{"uri":"file:///a"}}]}"#,
+            ),
+            (
+                "an escaped type is still read",
+                r#"{"content":[{"\u0074ype":"resource_link","uri":"f"}]}"#,
+            ),
+            (
+                "an escaped name is not borrowed",
+                r#"{"\u005fmeta":{},"content":[]}"#,
+            ),
+            ("prompt messages are exposed", r#"{"messages":[]}"#),
+            ("resource contents are exposed", r#"{"contents":[]}"#),
+            (
+                "an InputRequiredResult is Doorman's",
+                r#"{"resultType":"input_required","inputRequests":{}}"#,
+            ),
+            (
+                "a resultType not understood",
+                r#"{"content":[],"resultType":7}"#,
+            ),
+            ("not an object", "[1]"),
+            ("not an object either", r#""text""#),
+            ("a null result", "null"),
+            (
+                "content twice: the parsed way keeps the last",
+                r#"{"content":[],"content":[{"type":"resource_link","uri":"a"}]}"#,
+            ),
+            ("any name twice", r#"{"a":1,"content":[],"a":2}"#),
+            (
+                "a type twice",
+                r#"{"content":[{"type":"text","type":"resource_link","uri":"a"}]}"#,
+            ),
+            ("an item that is not an object", r#"{"content":["text"]}"#),
+            (
+                "content that is not a list",
+                r#"{"content":{"type":"resource_link"}}"#,
+            ),
+        ] {
+            assert!(passed(result).is_none(), "{why}: {result}");
+        }
+        let many: Vec<String> = (0..=MAX_PASSED_FIELDS)
+            .map(|i| format!(r#""f{i}":{i}"#))
+            .collect();
+        assert!(
+            passed(&format!("{{{}}}", many.join(","))).is_none(),
+            "too many to compare"
+        );
+
+        let ok = r#"{"content":[]}"#;
+        for (why, message) in [
+            (
+                "another id",
+                format!(r#"{{"jsonrpc":"2.0","id":8,"result":{ok}}}"#),
+            ),
+            (
+                "an id as a string",
+                format!(r#"{{"jsonrpc":"2.0","id":"7","result":{ok}}}"#),
+            ),
+            ("no id", format!(r#"{{"jsonrpc":"2.0","result":{ok}}}"#)),
+            (
+                "a request",
+                format!(r#"{{"jsonrpc":"2.0","id":7,"method":"x","result":{ok}}}"#),
+            ),
+            (
+                "an error too",
+                format!(r#"{{"jsonrpc":"2.0","id":7,"error":{{}},"result":{ok}}}"#),
+            ),
+            (
+                "the result twice",
+                format!(r#"{{"jsonrpc":"2.0","id":7,"result":{ok},"result":{ok}}}"#),
+            ),
+            ("no result", r#"{"jsonrpc":"2.0","id":7}"#.to_owned()),
+            (
+                "not JSON",
+                format!(r#"{{"jsonrpc":"2.0","id":7,"result":{ok}"#),
+            ),
+            (
+                "more after the message",
+                format!(r#"{{"jsonrpc":"2.0","id":7,"result":{ok}}} {{}}"#),
+            ),
+        ] {
+            assert!(
+                Passed::read(&message.clone().into(), 7).is_none(),
+                "{why}: {message}"
+            );
+        }
+        assert!(
+            Passed::read(
+                &bytes::Bytes::from_static(b"{\"id\":7,\"result\":{\"a\":\"\xff\"}}"),
+                7
+            )
+            .is_none(),
+            "not UTF-8"
+        );
+    }
+
+    #[test]
+    fn a_passed_result_is_parsed_when_it_must_be_read_or_changed() {
+        let mut r = Reply::Passed(passed(r#"{"content":[],"isError":true}"#).unwrap());
+        assert!(r.is_tool_error());
+        assert!(!r.is_input_required());
+        r.value_mut()["extra"] = json!(1);
+        assert!(matches!(r, Reply::Value(_)));
+        assert_eq!(
+            r.into_value(),
+            json!({"content": [], "isError": true, "extra": 1})
+        );
+        let asks = Reply::from(json!({"resultType": "input_required"}));
+        assert!(asks.is_input_required() && !asks.is_tool_error());
     }
 }

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use super::caller::PromptForm;
 use super::{
     caller::{CallRecord, Caller},
-    jsonrpc::{RpcError, code},
+    jsonrpc::{Reply, RpcError, code},
     upstream::{Outbound, SessionSlots, Upstream, UpstreamError},
 };
 use crate::{
@@ -186,7 +186,7 @@ pub async fn forward_with_connection(
     rec: &mut CallRecord,
     mut lifetime: Lifetime,
     web_apps: Option<&WebApps>,
-) -> Result<Value, RpcError> {
+) -> Result<Reply, RpcError> {
     rec.resource = Some(rc.name().to_owned());
     let service = who.service_client();
     if service.is_some() {
@@ -216,7 +216,7 @@ pub async fn forward_with_connection(
     let mut preferred = None;
     if let Some(r) = &retry {
         if matches!(r.action.as_deref(), Some("decline" | "cancel")) {
-            return declined(method, rc);
+            return declined(method, rc).map(Reply::from);
         }
         preferred = connection_of_prompt(vault, &r.prompt_id, r.action.is_some())
             .await
@@ -254,7 +254,7 @@ pub async fn forward_with_connection(
                 && name == CONNECT_ENTRY
                 && let Some(done) = connected(rc, up, slots, &with, &cred.account).await
             {
-                return Ok(done);
+                return Ok(done.into());
             }
             let outcome = up.request(slots, method, params.clone(), &with).await;
             if let Some(spent) = cred.spent {
@@ -347,7 +347,7 @@ pub async fn forward_with_connection(
         })
         .inc();
     match prompt {
-        Some(p) => prompt_answer(vault, rc, who, form, method, &name, &p),
+        Some(p) => prompt_answer(vault, rc, who, form, method, &name, &p).map(Reply::from),
         None => Err(reauthorize(vault, rc, None)),
     }
 }

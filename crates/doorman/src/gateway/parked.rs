@@ -26,7 +26,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
     asks::{ASK_TIMEOUT, Asks, state},
-    jsonrpc::{Id, RpcError, code},
+    jsonrpc::{Id, Reply, RpcError, code},
 };
 use crate::crypto::KeyRing;
 
@@ -42,7 +42,7 @@ pub struct Waiting {
     pub questions: mpsc::Receiver<Value>,
     /// The call's notifications (progress, log), for whichever response is open.
     pub events: mpsc::Receiver<Value>,
-    pub work: JoinHandle<Result<Value, RpcError>>,
+    pub work: JoinHandle<Result<Reply, RpcError>>,
     /// The ids of the questions the client was shown and has not answered.
     pending: Vec<u64>,
 }
@@ -53,7 +53,7 @@ impl Waiting {
         asks: Arc<Asks>,
         questions: mpsc::Receiver<Value>,
         events: mpsc::Receiver<Value>,
-        work: JoinHandle<Result<Value, RpcError>>,
+        work: JoinHandle<Result<Reply, RpcError>>,
     ) -> Self {
         Self {
             binding,
@@ -81,7 +81,7 @@ impl Parked {
         mut w: Waiting,
         out: mpsc::Sender<Value>,
         now_ms: i64,
-    ) -> Result<Value, RpcError> {
+    ) -> Result<Reply, RpcError> {
         loop {
             tokio::select! {
                 biased;
@@ -99,7 +99,7 @@ impl Parked {
                 Some(first) = w.questions.recv() => {
                     let mut asked = vec![first];
                     asked.extend(std::iter::from_fn(|| w.questions.try_recv().ok()));
-                    return self.park(ring, w, asked, now_ms);
+                    return self.park(ring, w, asked, now_ms).map(Reply::from);
                 }
             }
         }
@@ -235,7 +235,7 @@ mod tests {
                     json!({ "message": "Your name?", "requestedSchema": {} }),
                 )
                 .await?;
-            Ok(json!({ "said": answer["content"]["name"] }))
+            Ok(json!({ "said": answer["content"]["name"] }).into())
         });
         (Waiting::new(binding(name), asks, qrx, erx, work), etx)
     }
@@ -246,7 +246,11 @@ mod tests {
         let parked = Parked::default();
         let (w, _events) = asking_call("old_greet");
         let (out, _rx) = mpsc::channel(8);
-        let asked = parked.wait(&ring, w, out.clone(), 1_000).await.unwrap();
+        let asked = parked
+            .wait(&ring, w, out.clone(), 1_000)
+            .await
+            .unwrap()
+            .into_value();
         assert_eq!(asked["resultType"], "input_required");
         let (key, request) = asked["inputRequests"]
             .as_object()
@@ -301,7 +305,11 @@ mod tests {
             .resume(&ring, &retry(state), &binding("old_greet"), 2_000)
             .unwrap()
             .unwrap();
-        let done = parked.wait(&ring, w, out, 2_000).await.unwrap();
+        let done = parked
+            .wait(&ring, w, out, 2_000)
+            .await
+            .unwrap()
+            .into_value();
         assert_eq!(done, json!({ "said": "Ada" }));
         // Used once: the same state again finds nothing.
         assert!(

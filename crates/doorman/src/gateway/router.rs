@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{
     caller::{CallRecord, Caller as CallerOf},
-    jsonrpc::{RpcError, code},
+    jsonrpc::{Reply, RpcError, code},
     layer2,
     upstream::{Catalog, Outbound, SessionSlots, Upstream, UpstreamError},
 };
@@ -150,7 +150,7 @@ impl Router {
         out: &Outbound<'_>,
         rec: &mut CallRecord,
         lifetime: Lifetime,
-    ) -> Result<Value, RpcError> {
+    ) -> Result<Reply, RpcError> {
         let (Some(vault), Some(caller)) = (&self.vault, out.caller) else {
             return forward(up, slots, method, params, out).await;
         };
@@ -232,19 +232,23 @@ impl Router {
         out: &Outbound<'_>,
         rec: &mut CallRecord,
         lifetime: Lifetime,
-    ) -> Result<Value, RpcError> {
+    ) -> Result<Reply, RpcError> {
         match method {
             "tools/call" | "prompts/get" => {
                 let result = self
                     .send(up, slots, method, params, out, rec, lifetime)
                     .await?;
-                Ok(expose_uris_in_content(&up.name, result))
+                Ok(match result {
+                    // Read with no resource in its content (`jsonrpc::Passed::read`).
+                    Reply::Passed(_) => result,
+                    Reply::Value(v) => expose_uris_in_content(&up.name, v).into(),
+                })
             }
             "resources/read" => {
                 let result = self
                     .send(up, slots, method, params, out, rec, lifetime)
                     .await?;
-                Ok(expose_uris_in_contents(&up.name, result))
+                Ok(expose_uris_in_contents(&up.name, result.into_value()).into())
             }
             _ => {
                 let cred = self.listing_credential(up, out, lifetime).await;
@@ -253,7 +257,7 @@ impl Router {
                     ..*out
                 };
                 let result = forward(up, slots, method, params, &out).await?;
-                Ok(expose_uris_in_contents(&up.name, result))
+                Ok(expose_uris_in_contents(&up.name, result.into_value()).into())
             }
         }
     }
@@ -615,7 +619,7 @@ async fn forward(
     method: &str,
     params: Value,
     out: &Outbound<'_>,
-) -> Result<Value, RpcError> {
+) -> Result<Reply, RpcError> {
     up.request(slots, method, params, out).await.map_err(|e| {
         if !matches!(e, UpstreamError::Rpc(_)) {
             tracing::warn!(upstream = %up.name, error = %e, method, "upstream request failed");

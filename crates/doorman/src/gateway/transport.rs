@@ -17,7 +17,7 @@ use futures_util::stream;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::jsonrpc::{self, Id, META_SERVER_INFO, RpcError, code};
+use super::jsonrpc::{self, Id, META_SERVER_INFO, Passed, Reply, RpcError, code};
 
 /// What the client's `Accept` header allows.
 #[derive(Clone, Copy)]
@@ -118,11 +118,11 @@ pub(super) fn param_headers(headers: &HeaderMap) -> Vec<(axum::http::HeaderName,
 /// A request's work: polled by the handler until it answers or notifies, then by the SSE body.
 /// Dropping it (the client went away) drops the upstream request with it. Boxed where it is
 /// made ([`work`]): a call's future is several kilobytes, copied whole each time it moves.
-pub(super) type Work = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>;
+pub(super) type Work = Pin<Box<dyn Future<Output = Result<Reply, RpcError>> + Send>>;
 
 /// `work` as a request's [`Work`]. It may finish while the event stream is sent, outside the
 /// handler: it stays the request's client's (audit records name the client address).
-pub(super) fn work(work: impl Future<Output = Result<Value, RpcError>> + Send + 'static) -> Work {
+pub(super) fn work(work: impl Future<Output = Result<Reply, RpcError>> + Send + 'static) -> Work {
     // Boxed before it is wrapped: the wrapper moves a pointer, not the call's future again.
     let work: Work = Box::pin(work);
     Box::pin(crate::net::ClientAddress::keep(work))
@@ -140,10 +140,16 @@ pub(super) async fn respond(
         biased;
         Some(event) = events.recv() => event,
         outcome = &mut work => {
-            let challenge = outcome.as_ref().err().and_then(|e| e.challenge.clone());
-            let msg = finish(modern, &method, &id, outcome);
             // Notifications sent in the same instant as the result still go first.
             let mut queue: Vec<Value> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+            if (queue.is_empty() || !accept.sse)
+                && method == "tools/call"
+                && let Ok(Reply::Passed(passed)) = &outcome
+            {
+                return passed_reply(accept, modern, &id, passed);
+            }
+            let challenge = outcome.as_ref().err().and_then(|e| e.challenge.clone());
+            let msg = finish(modern, &method, &id, outcome);
             if queue.is_empty() || !accept.sse {
                 if let Some(challenge) = challenge
                     && let Some(r) = challenged(&msg, &challenge)
@@ -211,12 +217,28 @@ pub(super) fn finish(
     modern: bool,
     method: &str,
     id: &Id,
-    outcome: Result<Value, RpcError>,
+    outcome: Result<impl Into<Reply>, RpcError>,
 ) -> Value {
     match outcome {
-        Ok(result) => jsonrpc::response(id, shape_result(modern, method, result)),
+        Ok(result) => {
+            jsonrpc::response(id, shape_result(modern, method, result.into().into_value()))
+        }
         Err(e) => jsonrpc::error_response(Some(id), &e),
     }
+}
+
+/// The answer to a `tools/call` whose result passed through (`jsonrpc::Passed`): the message
+/// [`finish`] and [`message_reply`] would make of it, written around the upstream's text.
+fn passed_reply(accept: Accept, modern: bool, id: &Id, passed: &Passed) -> Response {
+    static SERVER_INFO: std::sync::LazyLock<Value> = std::sync::LazyLock::new(server_info);
+    let body = passed.response(id, modern, &SERVER_INFO);
+    if accept.json {
+        return bytes_reply(StatusCode::OK, body);
+    }
+    let data = String::from_utf8(body).expect("JSON text is UTF-8");
+    sse_reply(stream::iter([Ok(Event::default()
+        .event("message")
+        .data(data))]))
 }
 
 /// MCP 2026-07-28 requires `resultType` on every result (changelog, major change 8) and
@@ -273,7 +295,14 @@ pub fn error_reply(status: StatusCode, id: Option<&Id>, e: &RpcError) -> Respons
 
 pub(super) fn json_reply(status: StatusCode, msg: &Value) -> Response {
     // Straight into bytes (no formatter in between): every answer passes here.
-    let body = serde_json::to_vec(msg).expect("a JSON value always serializes");
+    bytes_reply(
+        status,
+        serde_json::to_vec(msg).expect("a JSON value always serializes"),
+    )
+}
+
+/// A JSON body already serialized.
+fn bytes_reply(status: StatusCode, body: Vec<u8>) -> Response {
     let mut r = (status, Bytes::from(body)).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -319,6 +348,42 @@ mod tests {
             );
         }
         h
+    }
+
+    /// The bytes written around a passed-through result are the message `finish` makes of the
+    /// same result parsed, for both generations, whatever the id.
+    #[test]
+    fn a_passed_result_is_answered_with_the_message_a_parsed_one_gets() {
+        let results = [
+            r#"{"content":[{"type":"text","text":"caf\u00e9 \"quoted\"\n"}],"isError":false}"#,
+            r#"{ "content" : [ ] , "structuredContent" : { "n" : 1.5e3, "deep": [{"a": null}] } }"#,
+            r#"{"isError":true,"content":[{"type":"image","data":"AAAA","mimeType":"image/png"}]}"#,
+            // What a 2026-07-28 upstream sends: its own resultType and serverInfo.
+            r#"{"content":[],"resultType":"complete","_meta":{"io.modelcontextprotocol/serverInfo":{"name":"up"},"progressToken":"p","x":{"y":[1]}}}"#,
+            r#"{"_meta":"not an object","ttlMs":5,"cacheScope":"public","content":[]}"#,
+            r#"{"_meta":null}"#,
+            r#"{"resultType":"complete"}"#,
+            "{}",
+            " { } ",
+        ];
+        let ids = [
+            Id::from(7),
+            Id::String("a \"b\"".into()),
+            Id::Number(u64::MAX.into()),
+        ];
+        for result in results {
+            for id in &ids {
+                let message = format!(r#"{{"jsonrpc":"2.0","id":3,"result":{result}}}"#);
+                let passed = Passed::read(&message.into(), 3).expect("passes");
+                for modern in [true, false] {
+                    let parsed: Value = serde_json::from_str(result).unwrap();
+                    let expected = finish(modern, "tools/call", id, Ok(parsed));
+                    let body = passed.response(id, modern, &server_info());
+                    let written: Value = serde_json::from_slice(&body).unwrap();
+                    assert_eq!(written, expected, "{result} {id:?} modern={modern}");
+                }
+            }
+        }
     }
 
     #[test]

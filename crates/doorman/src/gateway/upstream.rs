@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use super::asks::ClientLink;
 use super::jsonrpc::{
     LEGACY_VERSIONS, META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL,
-    META_PROTOCOL_VERSION, MODERN_VERSION, RpcError, code,
+    META_PROTOCOL_VERSION, MODERN_VERSION, Passed, Reply, RpcError, code,
 };
 use crate::config::UpstreamConfig;
 use crate::net::{HttpClient, auth_param, read_body};
@@ -228,6 +228,8 @@ struct Exchange<'a> {
     cred: Option<&'a (HeaderName, HeaderValue)>,
     link: Option<&'a ClientLink>,
     deadline: Option<&'a Deadline>,
+    /// The response's result may pass through unparsed (`jsonrpc::Passed`): a `tools/call`.
+    passes: bool,
 }
 
 /// One configured upstream MCP server.
@@ -450,7 +452,10 @@ impl Upstream {
             p.remove("cursor");
         }
         for _ in 0..MAX_PAGES {
-            let page = self.request(slots, method, params.clone(), out).await?;
+            let page = self
+                .request(slots, method, params.clone(), out)
+                .await?
+                .into_value();
             if let Some(list) = page.get(key).and_then(Value::as_array) {
                 items.extend(list.iter().cloned());
             }
@@ -475,7 +480,7 @@ impl Upstream {
         method: &str,
         params: Value,
         out: &Outbound<'_>,
-    ) -> Result<Value, UpstreamError> {
+    ) -> Result<Reply, UpstreamError> {
         let deadline = Deadline::new(self.timeout);
         let inner = self.request_inner(slots, method, params, out, &deadline);
         tokio::pin!(inner);
@@ -536,7 +541,7 @@ impl Upstream {
         params: Value,
         out: &Outbound<'_>,
         deadline: &Deadline,
-    ) -> Result<Value, UpstreamError> {
+    ) -> Result<Reply, UpstreamError> {
         let minted = self.exchanged(out).await?;
         let cred = out.credential.or(minted.as_ref());
         let ex = Exchange {
@@ -544,6 +549,7 @@ impl Upstream {
             cred,
             link: out.link,
             deadline: Some(deadline),
+            passes: method == "tools/call",
         };
         // W3C Trace Context: the request's trace continues upstream, with a span of Doorman's.
         let trace = out.request_id.and_then(|t| {
@@ -578,29 +584,30 @@ impl Upstream {
                 // A 2026-07-28 client takes the `InputRequiredResult` itself.
                 let Some(link) = out.link.filter(|l| !l.is_parked()) else {
                     return self
-                        .exchange(headers, method, &params, out.events, ex)
+                        .exchange_reply(headers, method, &params, out.events, ex)
                         .await;
                 };
                 let mut result = self
-                    .exchange(headers.clone(), method, &params, out.events, ex)
+                    .exchange_reply(headers.clone(), method, &params, out.events, ex)
                     .await?;
                 for _ in 0..MAX_INPUT_ROUNDS {
-                    if !is_input_required(&result) {
+                    if !result.is_input_required() {
                         return Ok(result);
                     }
-                    let responses = self.answer_input_requests(link, &result, deadline).await?;
+                    let asked = result.value_mut();
+                    let responses = self.answer_input_requests(link, asked, deadline).await?;
                     let mut retry = params.clone();
                     let obj = retry.as_object_mut().expect("params are an object");
                     obj.insert("inputResponses".into(), responses);
-                    match result.get("requestState").filter(|s| s.is_string()) {
+                    match asked.get("requestState").filter(|s| s.is_string()) {
                         Some(state) => obj.insert("requestState".into(), state.clone()),
                         None => obj.remove("requestState"),
                     };
                     result = self
-                        .exchange(headers.clone(), method, &retry, out.events, ex)
+                        .exchange_reply(headers.clone(), method, &retry, out.events, ex)
                         .await?;
                 }
-                if is_input_required(&result) {
+                if result.is_input_required() {
                     return Err(UpstreamError::InvalidResponse(format!(
                         "asked for input more than {MAX_INPUT_ROUNDS} times in one request"
                     )));
@@ -619,7 +626,7 @@ impl Upstream {
                         ..ex
                     };
                     match self
-                        .exchange(headers, method, &params, out.events, ex)
+                        .exchange_reply(headers, method, &params, out.events, ex)
                         .await
                     {
                         // MCP 2025-11-25 transports, "Session Management" §4: a 404 for our
@@ -1167,11 +1174,12 @@ impl Upstream {
             .map(str::to_owned);
         let result = self
             .read_response(resp, id, None, Exchange::default())
-            .await?;
+            .await?
+            .into_value();
         Ok((result, session_id))
     }
 
-    /// POSTs one request and reads its answer (JSON, or an SSE stream ending with it).
+    /// POSTs one request and reads its result (JSON, or an SSE stream ending with it).
     async fn exchange(
         &self,
         headers: HeaderMap,
@@ -1180,6 +1188,20 @@ impl Upstream {
         events: Option<&mpsc::Sender<Value>>,
         ex: Exchange<'_>,
     ) -> Result<Value, UpstreamError> {
+        self.exchange_reply(headers, method, params, events, ex)
+            .await
+            .map(Reply::into_value)
+    }
+
+    /// [`Self::exchange`], the result passed through unparsed where `ex.passes` allows.
+    async fn exchange_reply(
+        &self,
+        headers: HeaderMap,
+        method: &str,
+        params: &Value,
+        events: Option<&mpsc::Sender<Value>>,
+        ex: Exchange<'_>,
+    ) -> Result<Reply, UpstreamError> {
         let (id, resp) = self.post(headers, method, params).await?;
         // Dropped before the answer (the client cancelled or went away): a legacy upstream is
         // told, as MCP 2025-11-25 basic/utilities/cancellation asks; a modern one learns it from
@@ -1201,7 +1223,7 @@ impl Upstream {
         id: u64,
         events: Option<&mpsc::Sender<Value>>,
         ex: Exchange<'_>,
-    ) -> Result<Value, UpstreamError> {
+    ) -> Result<Reply, UpstreamError> {
         let status = resp.status();
         if status == StatusCode::NOT_FOUND && ex.session.is_some_and(|s| s.id.is_some()) {
             return Err(UpstreamError::SessionGone);
@@ -1262,7 +1284,13 @@ impl Upstream {
                 if data.len() > MAX_UPSTREAM_BODY {
                     return Err(UpstreamError::InvalidResponse("event too large".into()));
                 }
-                let msg: Value = serde_json::from_str(&data)
+                let data = Bytes::from(data);
+                if ex.passes
+                    && let Some(passed) = Passed::read(&data, id)
+                {
+                    return Ok(Reply::Passed(passed));
+                }
+                let msg: Value = serde_json::from_slice(&data)
                     .map_err(|_| UpstreamError::InvalidResponse("an event is not JSON".into()))?;
                 if let Some(done) = self.on_message(msg, id, events, ex).await {
                     return done;
@@ -1274,6 +1302,11 @@ impl Upstream {
         }
         if content_type.starts_with("application/json") {
             let body = read_body(resp.into_body(), MAX_UPSTREAM_BODY).await?;
+            if ex.passes
+                && let Some(passed) = Passed::read(&body, id)
+            {
+                return Ok(Reply::Passed(passed));
+            }
             let msg: Value = serde_json::from_slice(&body)
                 .map_err(|_| UpstreamError::InvalidResponse("the body is not JSON".into()))?;
             return match self.on_message(msg, id, None, ex).await {
@@ -1300,7 +1333,7 @@ impl Upstream {
         id: u64,
         events: Option<&mpsc::Sender<Value>>,
         ex: Exchange<'_>,
-    ) -> Option<Result<Value, UpstreamError>> {
+    ) -> Option<Result<Reply, UpstreamError>> {
         let has_method = msg.get("method").is_some_and(Value::is_string);
         match (msg.get("id"), has_method) {
             (Some(rid), false) => {
@@ -1313,7 +1346,7 @@ impl Upstream {
                     unreachable!("a message with an id is an object")
                 };
                 if let Some(result) = fields.remove("result") {
-                    return Some(Ok(result));
+                    return Some(Ok(Reply::Value(result)));
                 }
                 Some(match fields.get("error").and_then(RpcError::from_json) {
                     Some(e) => Err(UpstreamError::Rpc(e)),
@@ -1390,11 +1423,6 @@ impl Drop for CancelOnDrop<'_> {
             }
         });
     }
-}
-
-/// Whether a result is an `InputRequiredResult` (MCP 2026-07-28 basic/patterns/mrtr).
-pub fn is_input_required(result: &Value) -> bool {
-    result.get("resultType").and_then(Value::as_str) == Some("input_required")
 }
 
 /// Sets Doorman's own per-request fields (MCP 2026-07-28 basic/index, "Per-request protocol fields").
