@@ -32,7 +32,7 @@ use doorman::{
 };
 use serde_json::{Value, json};
 use sqlx::{
-    PgPool, SqlitePool,
+    Connection, PgConnection, PgPool, SqlitePool,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
@@ -205,6 +205,26 @@ async fn measure_engine(engine: &str, url: &str, plan: &Plan) -> anyhow::Result<
         store_lookup(&people, p, r).await?;
     }
     let mut store_lat = Latencies::default();
+    // On PostgreSQL, the floor in the same rounds: an empty query (`SELECT 1`, prepared once,
+    // as the lookup's statement is) on a connection of its own: one round trip to the server,
+    // what every lookup pays before the index is read.
+    let mut floor = match url.starts_with("postgres") {
+        true => Some(PgConnection::connect(url).await?),
+        false => None,
+    };
+    let round_trip = async |conn: &mut PgConnection| {
+        let began = Instant::now();
+        let (one,): (i32,) = sqlx::query_as("SELECT 1").fetch_one(&mut *conn).await?;
+        let took = began.elapsed().as_nanos() as u64;
+        anyhow::ensure!(one == 1, "SELECT 1 gave {one}");
+        Ok::<_, anyhow::Error>(took)
+    };
+    if let Some(conn) = floor.as_mut() {
+        for _ in 0..100 {
+            round_trip(conn).await?;
+        }
+    }
+    let mut floor_lat = Latencies::default();
 
     // Through the vault: misses, then hits on what was just looked up.
     let vault = Vault::new(
@@ -239,6 +259,9 @@ async fn measure_engine(engine: &str, url: &str, plan: &Plan) -> anyhow::Result<
         for _ in 0..lookups {
             let (p, r) = (rng.below(people.len()), rng.below(RESOURCES_PER_PERSON));
             store_lat.0.push(store_lookup(&people, p, r).await?);
+            if let Some(conn) = floor.as_mut() {
+                floor_lat.0.push(round_trip(conn).await?);
+            }
         }
         let batch_started = Instant::now();
         for &k in batch {
@@ -274,14 +297,20 @@ async fn measure_engine(engine: &str, url: &str, plan: &Plan) -> anyhow::Result<
         miss_lat.0.len()
     );
     drop(vault);
+    if let Some(conn) = floor {
+        conn.close().await?;
+    }
     store.close().await;
-    let out = json!({
+    let mut out = json!({
         "engine": engine,
         "insert_seconds": insert_seconds,
         "store": store_lat.summary(),
         "vault_miss": miss_lat.summary(),
         "vault_hit": hit_lat.summary(),
     });
+    if !floor_lat.0.is_empty() {
+        out["round_trip"] = floor_lat.summary();
+    }
     eprintln!(
         "vault/{engine}: store p50/p99 {}/{} µs, miss {}/{} µs, hit {}/{} µs",
         out["store"]["p50_us"],
@@ -495,19 +524,26 @@ pub fn markdown(v: &Value) -> String {
          `Store::connections_of`; vault, cache miss: `Vault::credential` for a pair not looked up \
          in the last 5 s (store query, decryption, header, the use noted for the `last_used_at` \
          writer; each connection was last used a day ago); vault, cache hit: the same pair again \
-         within 5 s. The three take turns in rounds.\n\n\
-         | engine | store p50/p99 µs | vault, cache miss p50/p99 µs | vault, cache hit p50/p99 µs | lookups (store/miss/hit) | bulk insert |\n\
-         |---|---|---|---|---|---:|\n",
+         within 5 s. The three take turns in rounds. Empty round trip (PostgreSQL): a prepared \
+         `SELECT 1` on a connection of the bench's own, after each store lookup: the floor any \
+         lookup on that server pays, measured in the same minute.\n\n\
+         | engine | store p50/p99 µs | vault, cache miss p50/p99 µs | vault, cache hit p50/p99 µs | empty round trip p50/p99 µs | lookups (store/miss/hit) | bulk insert |\n\
+         |---|---|---|---|---|---|---:|\n",
         v["connections"], v["people"], v["resources_per_person"]
     );
     for e in v["engines"].as_array().into_iter().flatten() {
         let pair = |k: &str| format!("{}/{}", e[k]["p50_us"], e[k]["p99_us"]);
+        let floor = match e.get("round_trip") {
+            Some(_) => pair("round_trip"),
+            None => "—".to_owned(),
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {}/{}/{} | {:.1} s |\n",
+            "| {} | {} | {} | {} | {} | {}/{}/{} | {:.1} s |\n",
             e["engine"].as_str().unwrap_or(""),
             pair("store"),
             pair("vault_miss"),
             pair("vault_hit"),
+            floor,
             e["store"]["count"],
             e["vault_miss"]["count"],
             e["vault_hit"]["count"],
