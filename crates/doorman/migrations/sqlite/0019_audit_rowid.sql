@@ -4,7 +4,8 @@
 -- load). `id` only breaks ties between records of the same `at`; a plain INTEGER PRIMARY KEY
 -- still takes the largest id plus one, and retention deletes the oldest records, so ids keep
 -- growing. Same columns in the same order, same indexes: older Doormen read and write it alike.
--- The copy takes as long as the audit trail is large, once.
+-- The copy takes as long as the audit trail is large, once (9 s for a million records, 320 MB,
+-- on the test machine: docs/DEPLOY.md, "Upgrades").
 CREATE TABLE audit_events_rowid (
     id INTEGER PRIMARY KEY,
     at BIGINT NOT NULL,
