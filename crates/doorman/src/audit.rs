@@ -92,7 +92,16 @@ fn stamp(e: &mut AuditEvent) {
 /// A key names a record and grants nothing, so the bits come from the fast per-thread
 /// generator trace ids use, not the CSPRNG.
 fn record_key(at: i64) -> String {
-    format!("{:012x}{:024x}", at.max(0), fastrand::u128(..) >> 32)
+    let (at, random) = (at.max(0) as u64, fastrand::u128(..) >> 32);
+    if at >= 1 << 48 {
+        // After the year 10889: more than 12 digits, as `format!` writes them.
+        return format!("{at:012x}{random:024x}");
+    }
+    // The same digits as `format!("{:012x}{:024x}")`, without the formatter (every record).
+    let mut key = [0u8; 18];
+    key[..6].copy_from_slice(&at.to_be_bytes()[2..]);
+    key[6..].copy_from_slice(&random.to_be_bytes()[4..]);
+    hex::encode(key)
 }
 
 /// Records an event, without waiting: a JSON log line and a row soon. When the queue is full
@@ -576,6 +585,18 @@ mod tests {
         assert_ne!(a, b);
         assert!(a < c && b < c, "{a} {b} {c}");
         assert!(record_key(0x0fff_ffff_ffff) > record_key(0xff));
+        // Twelve digits of time, then 24 random ones, lowercase: as `format!` wrote them.
+        for at in [0, 1_000, 1_765_000_000_000, (1 << 48) - 1] {
+            let key = record_key(at);
+            assert_eq!(key.len(), 36, "{key}");
+            assert_eq!(key[..12], format!("{at:012x}"), "{key}");
+            assert!(
+                key.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            );
+        }
+        assert_eq!(record_key(-5)[..12], *"000000000000");
+        assert_eq!(record_key(1 << 48)[..13], *"1000000000000");
     }
 
     #[test]

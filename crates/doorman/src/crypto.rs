@@ -283,12 +283,13 @@ pub fn generate_es256_key() -> NewSigningKey {
 /// secret, so they come from a fast per-thread generator (seeded from the operating system)
 /// rather than the CSPRNG every token, code and key in Doorman comes from.
 pub fn trace_id() -> String {
-    format!("{:032x}", fastrand::u128(1..))
+    // `hex` writes what `format!("{:032x}")` would, without the formatter (every request).
+    hex::encode(fastrand::u128(1..).to_be_bytes())
 }
 
 /// A W3C span id: 8 random bytes as 16 lowercase hex digits, not all zeros (§3.2.2.4).
 pub fn span_id() -> String {
-    format!("{:016x}", fastrand::u64(1..))
+    hex::encode(fastrand::u64(1..).to_be_bytes())
 }
 
 /// A fresh random token: `bytes` bytes from the system CSPRNG, base64url without padding.
@@ -323,12 +324,28 @@ pub fn sha256_b64url(bytes: &[u8]) -> String {
 
 /// SHA-256 of a secret, hex-encoded: what the store keeps instead of the secret itself.
 pub fn sha256_hex(secret: &str) -> String {
-    let d = digest::digest(&digest::SHA256, secret.as_bytes());
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(digest::digest(&digest::SHA256, secret.as_bytes()))
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ids_and_digests_are_lowercase_hex_of_their_width() {
+        let hex = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        for _ in 0..100 {
+            let (t, s) = (super::trace_id(), super::span_id());
+            assert!(t.len() == 32 && hex(&t) && t != "0".repeat(32), "{t}");
+            assert!(s.len() == 16 && hex(&s) && s != "0".repeat(16), "{s}");
+        }
+        assert_eq!(
+            super::sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
     #[test]
     fn constant_time_eq_tells_equal_from_different_anywhere() {
         use super::constant_time_eq;

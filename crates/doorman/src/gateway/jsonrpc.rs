@@ -241,6 +241,50 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Fields<'a> {
     }
 }
 
+/// A JSON value checked as serde_json's `Value` parser checks it, and kept nowhere: numbers in
+/// range (`1e400` is refused), escapes that make characters (a lone surrogate is refused),
+/// nesting within the parser's recursion limit. A raw value alone is only checked for syntax.
+struct Valid;
+
+impl<'de> serde::Deserialize<'de> for Valid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Valid)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Valid {
+    type Value = Valid;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_unit<E>(self) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Valid, A::Error> {
+        while seq.next_element::<Valid>()?.is_some() {}
+        Ok(Valid)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Valid, A::Error> {
+        while map.next_entry::<Valid, Valid>()?.is_some() {}
+        Ok(Valid)
+    }
+}
+
 /// More fields than this and a result is parsed: names are compared pairwise for duplicates.
 const MAX_PASSED_FIELDS: usize = 32;
 
@@ -272,6 +316,9 @@ impl Passed {
             kind: Option<Cow<'a, str>>,
         }
         let message = std::str::from_utf8(text).ok()?;
+        // What the parsed way refuses is refused here too (and then answered with its error),
+        // and what passes can always be parsed later (`into_value`, `_meta`).
+        serde_json::from_str::<Valid>(message).ok()?;
         let envelope: Envelope = serde_json::from_str(message).ok()?;
         if envelope.id != Some(id) || envelope.method.0 || envelope.error.0 {
             return None;
@@ -663,9 +710,58 @@ mod tests {
                 "content that is not a list",
                 r#"{"content":{"type":"resource_link"}}"#,
             ),
+            // What the parsed way refuses as "not JSON" is not passed on either.
+            (
+                "an escaped type value is read as its text",
+                r#"{"content":[{"type":"resource\u005flink","uri":"f"}]}"#,
+            ),
+            (
+                "a number out of range",
+                r#"{"content":[],"structuredContent":{"x":1e400}}"#,
+            ),
+            ("a negative one", r#"{"content":[],"x":-1e400}"#),
+            (
+                "a lone leading surrogate",
+                r#"{"content":[{"type":"text","text":"\ud800"}]}"#,
+            ),
+            (
+                "a lone trailing surrogate",
+                r#"{"content":[{"type":"text","text":"\udc00"}]}"#,
+            ),
+            (
+                "a surrogate in a name",
+                r#"{"content":[],"structuredContent":{"\ud800":1}}"#,
+            ),
+            (
+                "a _meta no map can hold",
+                r#"{"content":[],"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"up"},"pad":1e400}}"#,
+            ),
         ] {
             assert!(passed(result).is_none(), "{why}: {result}");
         }
+        let deep = format!(
+            r#"{{"content":[],"x":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(
+            passed(&deep).is_none(),
+            "nested deeper than the parser's limit"
+        );
+        let shallow = format!(
+            r#"{{"content":[],"x":{}{}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(passed(&shallow).is_some(), "nested within it");
+        assert!(
+            Passed::read(
+                &r#"{"jsonrpc":1e400,"id":7,"result":{"content":[]}}"#.into(),
+                7
+            )
+            .is_none(),
+            "a message is checked whole, the fields Doorman ignores included"
+        );
         let many: Vec<String> = (0..=MAX_PASSED_FIELDS)
             .map(|i| format!(r#""f{i}":{i}"#))
             .collect();

@@ -142,11 +142,14 @@ pub(super) async fn respond(
         outcome = &mut work => {
             // Notifications sent in the same instant as the result still go first.
             let mut queue: Vec<Value> = std::iter::from_fn(|| events.try_recv().ok()).collect();
-            if (queue.is_empty() || !accept.sse)
+            // As JSON only: an SSE event gets the compact text a parsed result serializes to,
+            // whatever blanks and line breaks the upstream wrote.
+            if queue.is_empty()
+                && accept.json
                 && method == "tools/call"
                 && let Ok(Reply::Passed(passed)) = &outcome
             {
-                return passed_reply(accept, modern, &id, passed);
+                return passed_reply(modern, &id, passed);
             }
             let challenge = outcome.as_ref().err().and_then(|e| e.challenge.clone());
             let msg = finish(modern, &method, &id, outcome);
@@ -227,18 +230,11 @@ pub(super) fn finish(
     }
 }
 
-/// The answer to a `tools/call` whose result passed through (`jsonrpc::Passed`): the message
-/// [`finish`] and [`message_reply`] would make of it, written around the upstream's text.
-fn passed_reply(accept: Accept, modern: bool, id: &Id, passed: &Passed) -> Response {
+/// The JSON answer to a `tools/call` whose result passed through (`jsonrpc::Passed`): the
+/// message [`finish`] and [`message_reply`] would make of it, written around the upstream's text.
+fn passed_reply(modern: bool, id: &Id, passed: &Passed) -> Response {
     static SERVER_INFO: std::sync::LazyLock<Value> = std::sync::LazyLock::new(server_info);
-    let body = passed.response(id, modern, &SERVER_INFO);
-    if accept.json {
-        return bytes_reply(StatusCode::OK, body);
-    }
-    let data = String::from_utf8(body).expect("JSON text is UTF-8");
-    sse_reply(stream::iter([Ok(Event::default()
-        .event("message")
-        .data(data))]))
+    bytes_reply(StatusCode::OK, passed.response(id, modern, &SERVER_INFO))
 }
 
 /// MCP 2026-07-28 requires `resultType` on every result (changelog, major change 8) and
@@ -384,6 +380,71 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A passed result answered as JSON, as one SSE event, and after notifications: the same
+    /// message each way, and the stream's events compact.
+    #[tokio::test]
+    async fn a_passed_result_is_answered_in_every_form_the_client_accepts() {
+        let upstream =
+            "{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\n  \"content\": [],\n  \"x\": 1.5e3\n}}";
+        let expected = json!({"jsonrpc": "2.0", "id": 9, "result": {
+            "content": [], "x": 1500.0, "resultType": "complete",
+            "_meta": { META_SERVER_INFO: server_info() },
+        }});
+        let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}});
+        let run = |accept: Accept, notify: bool| {
+            let (progress, expected) = (progress.clone(), expected.clone());
+            async move {
+                let passed = Passed::read(&upstream.into(), 3).expect("passes");
+                let (tx, rx) = mpsc::channel(4);
+                if notify {
+                    tx.send(progress.clone()).await.unwrap();
+                }
+                let w = work(async move { Ok(Reply::Passed(passed)) });
+                let r = respond(accept, true, "tools/call".into(), Id::from(9), w, rx).await;
+                assert_eq!(r.status(), StatusCode::OK);
+                let kind = r.headers()[header::CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                let text = String::from_utf8(body.to_vec()).unwrap();
+                if kind.starts_with("application/json") {
+                    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), expected);
+                    return "json";
+                }
+                let data: Vec<Value> = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .map(|d| serde_json::from_str(d).expect("one line per event"))
+                    .collect();
+                let mut want = vec![expected];
+                if notify {
+                    want.insert(0, progress);
+                }
+                assert_eq!(data, want, "{text}");
+                "sse"
+            }
+        };
+        let both = Accept {
+            json: true,
+            sse: true,
+        };
+        let json_only = Accept {
+            json: true,
+            sse: false,
+        };
+        let sse_only = Accept {
+            json: false,
+            sse: true,
+        };
+        assert_eq!(run(both, false).await, "json");
+        assert_eq!(run(json_only, false).await, "json");
+        assert_eq!(run(sse_only, false).await, "sse");
+        assert_eq!(run(both, true).await, "sse");
     }
 
     #[test]

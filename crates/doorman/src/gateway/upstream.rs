@@ -553,7 +553,12 @@ impl Upstream {
         };
         // W3C Trace Context: the request's trace continues upstream, with a span of Doorman's.
         let trace = out.request_id.and_then(|t| {
-            HeaderValue::from_str(&format!("00-{t}-{}-01", crate::crypto::span_id())).ok()
+            let span = crate::crypto::span_id();
+            let mut v = String::with_capacity(t.len() + span.len() + 6);
+            for part in ["00-", t, "-", &span, "-01"] {
+                v.push_str(part);
+            }
+            HeaderValue::from_str(&v).ok()
         });
         let with_cred = |h: HeaderMap| {
             let mut h = with_credential(h, cred);
@@ -1285,7 +1290,9 @@ impl Upstream {
                     return Err(UpstreamError::InvalidResponse("event too large".into()));
                 }
                 let data = Bytes::from(data);
+                // Notifications (no `result`) are not read twice.
                 if ex.passes
+                    && memchr::memmem::find(&data, b"\"result\"").is_some()
                     && let Some(passed) = Passed::read(&data, id)
                 {
                     return Ok(Reply::Passed(passed));
